@@ -1,0 +1,1 @@
+"""The service: job specs, controller, job store, scheduler, coordinator, Python client, CLI."""

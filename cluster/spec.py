@@ -1,0 +1,159 @@
+"""The render job spec: the one shape the CLI (through Hydra) and the Python API both build.
+
+Validation happens before any worker starts; every error names the offending field.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any
+
+from pipelines.errors import ModelDirectoryError
+from pipelines.loading import DTYPES, check_pipeline_dir
+from pipelines.registry import resolve_model
+from pipelines.samplers import SAMPLERS
+
+STRATEGIES = ("none",)
+MAX_SIDE = 16384
+MAX_PIXELS = 8192 * 8192
+MAX_STEPS = 1000
+LATENT_FACTOR = 8
+
+
+class SpecError(ValueError):
+    """A job spec field is wrong; `field` names it (dotted for nested fields)."""
+
+    def __init__(self, field_name: str, message: str) -> None:
+        super().__init__(f"{field_name}: {message}")
+        self.field = field_name
+
+
+@dataclass
+class ParallelSpec:
+    strategy: str = "none"
+    """"none" (one worker runs the whole loop)."""
+    degree: int = 1
+    """Workers the strategy spreads one render over."""
+
+
+@dataclass
+class RenderSpec:
+    model: str = "builtin-image"
+    """Built-in model name or a local diffusers pipeline directory."""
+    dtype: str = "float32"
+    """Weights and activations dtype."""
+    prompt: str = "a red circle on a blue background"
+    """Text prompt."""
+    negative_prompt: str = ""
+    """Negative prompt, "" for none."""
+    height: int = 512
+    """Image height in pixels, a multiple of 8."""
+    width: int = 512
+    """Image width in pixels, a multiple of 8."""
+    steps: int = 20
+    """Denoising steps."""
+    seed: int = 0
+    """Seed of the initial noise."""
+    guidance_scale: float = 5.0
+    """Classifier-free guidance weight; <= 1 turns guidance off."""
+    sampler: str = "ddim"
+    """"ddim", "euler" or "dpm++"."""
+    output_dir: str = "outputs"
+    """Root under which outputs/<job-id>/ is written."""
+    parallel: ParallelSpec = field(default_factory=ParallelSpec)
+    """How the render is spread over workers."""
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> RenderSpec:
+        """Build and validate a spec from plain data (a dict of the same fields)."""
+        if not isinstance(data, dict):
+            raise SpecError("spec", f"expected a mapping of fields, got {type(data).__name__}")
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise SpecError(unknown[0], f"unknown field; known fields are {sorted(known)}")
+        values = dict(data)
+        parallel = values.pop("parallel", {})
+        if isinstance(parallel, ParallelSpec):
+            parallel = asdict(parallel)
+        if not isinstance(parallel, dict):
+            raise SpecError("parallel", f"expected a mapping, got {type(parallel).__name__}")
+        parallel_known = {f.name for f in fields(ParallelSpec)}
+        for key in parallel:
+            if key not in parallel_known:
+                raise SpecError(
+                    f"parallel.{key}", f"unknown field; known fields are {sorted(parallel_known)}"
+                )
+        spec = cls(**values, parallel=ParallelSpec(**parallel))
+        spec.validate()
+        return spec
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def validate(self) -> None:
+        _check_type("model", self.model, str)
+        _check_type("dtype", self.dtype, str)
+        _check_type("prompt", self.prompt, str)
+        _check_type("negative_prompt", self.negative_prompt, str)
+        _check_type("sampler", self.sampler, str)
+        _check_type("output_dir", self.output_dir, str)
+        for name in ("height", "width", "steps", "seed"):
+            _check_type(name, getattr(self, name), int)
+        _check_type("guidance_scale", self.guidance_scale, (int, float))
+        for name in ("height", "width"):
+            value = getattr(self, name)
+            if value <= 0 or value % LATENT_FACTOR:
+                raise SpecError(name, f"must be a positive multiple of {LATENT_FACTOR}, got {value}")
+            if value > MAX_SIDE:
+                raise SpecError(name, f"{value} exceeds the largest supported side {MAX_SIDE}")
+        if self.height * self.width > MAX_PIXELS:
+            raise SpecError("height", f"{self.height}x{self.width} exceeds {MAX_PIXELS} pixels")
+        if not 1 <= self.steps <= MAX_STEPS:
+            raise SpecError("steps", f"must be between 1 and {MAX_STEPS}, got {self.steps}")
+        if not 0 <= self.seed < 2**63:
+            raise SpecError("seed", f"must be in [0, 2**63), got {self.seed}")
+        if not 0 <= self.guidance_scale <= 100:
+            raise SpecError("guidance_scale", f"must be in [0, 100], got {self.guidance_scale}")
+        if self.dtype not in DTYPES:
+            raise SpecError("dtype", f"unknown dtype {self.dtype!r}; expected one of {sorted(DTYPES)}")
+        if self.sampler not in SAMPLERS:
+            raise SpecError(
+                "sampler", f"unknown sampler {self.sampler!r}; expected one of {sorted(SAMPLERS)}"
+            )
+        if not self.model.strip():
+            raise SpecError("model", "must name a built-in model or a local directory")
+        if not self.output_dir.strip():
+            raise SpecError("output_dir", "must not be empty")
+        _check_type("parallel.strategy", self.parallel.strategy, str)
+        _check_type("parallel.degree", self.parallel.degree, int)
+        if self.parallel.strategy not in STRATEGIES:
+            raise SpecError(
+                "parallel.strategy",
+                f"unknown strategy {self.parallel.strategy!r}; expected one of {STRATEGIES}",
+            )
+        if self.parallel.degree < 1:
+            raise SpecError("parallel.degree", f"must be at least 1, got {self.parallel.degree}")
+        if self.parallel.strategy == "none" and self.parallel.degree != 1:
+            raise SpecError("parallel.degree", "strategy 'none' runs on exactly one worker")
+        try:
+            check_pipeline_dir(self.model_path())
+        except ModelDirectoryError as err:
+            raise SpecError("model", str(err)) from err
+
+    def model_path(self) -> str:
+        return str(resolve_model(self.model))
+
+    def check_fits(self, pool_workers: int) -> None:
+        """Refuse a spec that asks for more workers than the pool has."""
+        if self.parallel.degree > pool_workers:
+            raise SpecError(
+                "parallel.degree", f"degree {self.parallel.degree} exceeds the pool's {pool_workers} workers"
+            )
+
+
+def _check_type(name: str, value: Any, expected: type | tuple[type, ...]) -> None:
+    # bool is an int in Python; a spec saying height=true is wrong, not 1
+    if isinstance(value, bool) or not isinstance(value, expected):
+        names = expected.__name__ if isinstance(expected, type) else " or ".join(t.__name__ for t in expected)
+        raise SpecError(name, f"expected {names}, got {type(value).__name__} {value!r}")

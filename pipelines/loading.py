@@ -1,0 +1,125 @@
+"""Load diffusers-format pipelines and models from local directories, with errors that say what is wrong.
+
+Only safetensors weights are loaded: a directory holding pickled `.bin` weights alone is refused,
+since unpickling runs arbitrary code.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+
+from pipelines.errors import ModelDirectoryError
+
+WEIGHT_SUFFIX = ".safetensors"
+DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+
+
+def parse_dtype(name: str) -> torch.dtype:
+    if name not in DTYPES:
+        raise ValueError(f"dtype: unknown dtype {name!r}; expected one of {sorted(DTYPES)}")
+    return DTYPES[name]
+
+
+def _read_json(path: Path) -> dict:
+    try:
+        data = json.loads(path.read_text())
+    except json.JSONDecodeError as err:
+        raise ModelDirectoryError(f"{path} is not valid JSON: {err}") from err
+    if not isinstance(data, dict):
+        raise ModelDirectoryError(f"{path} must hold a JSON object")
+    return data
+
+
+def _require_directory(path: Path) -> None:
+    if not path.exists():
+        raise ModelDirectoryError(f"model directory {path} does not exist")
+    if not path.is_dir():
+        raise ModelDirectoryError(f"model path {path} is not a directory")
+
+
+def _check_model_subdir(path: Path, what: str) -> dict:
+    """A diffusers/transformers model folder: a config.json and safetensors weights."""
+    config = path / "config.json"
+    if not config.is_file():
+        raise ModelDirectoryError(f"{what} at {path} has no config.json")
+    weights = list(path.glob(f"*{WEIGHT_SUFFIX}"))
+    if not weights:
+        pickles = [p.name for p in path.glob("*.bin")] + [p.name for p in path.glob("*.pt")]
+        if pickles:
+            raise ModelDirectoryError(
+                f"{what} at {path} has only pickled weights ({', '.join(pickles)}); "
+                "Tessera loads safetensors only"
+            )
+        raise ModelDirectoryError(f"{what} at {path} has no {WEIGHT_SUFFIX} weights")
+    return _read_json(config)
+
+
+def check_pipeline_dir(path: str | Path) -> dict:
+    """Validate a diffusers pipeline directory and return its model_index.json."""
+    path = Path(path)
+    _require_directory(path)
+    index_file = path / "model_index.json"
+    if not index_file.is_file():
+        hint = (
+            " (it holds a single model's config.json, not a pipeline)"
+            if (path / "config.json").exists()
+            else ""
+        )
+        raise ModelDirectoryError(f"model directory {path} has no model_index.json{hint}")
+    index = _read_json(index_file)
+    if "_class_name" not in index:
+        raise ModelDirectoryError(f"{index_file} has no _class_name")
+    for component, entry in index.items():
+        if component.startswith("_") or not isinstance(entry, list) or entry[0] is None:
+            continue
+        sub = path / component
+        if not sub.is_dir():
+            raise ModelDirectoryError(f"model directory {path} lacks component folder {component}/")
+        if (sub / "config.json").exists() or component in ("unet", "vae", "transformer", "text_encoder"):
+            _check_model_subdir(sub, f"component {component}")
+    return index
+
+
+def load_pipeline(path: str | Path, dtype: str = "float32", device: str = "cpu"):
+    """A diffusers pipeline from a local directory, in eval mode, on `device`."""
+    import diffusers
+    from diffusers import DiffusionPipeline
+
+    index = check_pipeline_dir(path)
+    diffusers.utils.logging.disable_progress_bar()
+    try:
+        pipe = DiffusionPipeline.from_pretrained(
+            str(path), dtype=parse_dtype(dtype), local_files_only=True, use_safetensors=True
+        )
+    except Exception as err:  # diffusers raises many kinds; name the directory in all of them
+        raise ModelDirectoryError(f"could not load {index['_class_name']} from {path}: {err}") from err
+    pipe.to(device)
+    for component in pipe.components.values():
+        if isinstance(component, torch.nn.Module):
+            component.eval()
+    return pipe
+
+
+def load_model(path: str | Path, dtype: str = "float32", device: str = "cpu") -> torch.nn.Module:
+    """A single diffusers model (UNet, VAE, DiT/PixArt transformer...) from its local directory."""
+    import diffusers
+
+    path = Path(path)
+    _require_directory(path)
+    config = _check_model_subdir(path, "model")
+    class_name = config.get("_class_name")
+    model_class = getattr(diffusers, class_name, None) if isinstance(class_name, str) else None
+    if model_class is None:
+        raise ModelDirectoryError(
+            f"{path / 'config.json'} names no diffusers model class (_class_name={class_name!r})"
+        )
+    try:
+        model = model_class.from_pretrained(
+            str(path), dtype=parse_dtype(dtype), local_files_only=True, use_safetensors=True
+        )
+    except Exception as err:
+        raise ModelDirectoryError(f"could not load {class_name} from {path}: {err}") from err
+    return model.to(device).eval()

@@ -1,0 +1,49 @@
+"""Built-in models: names that resolve to diffusers-format directories shipped in this repository."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from pipelines.errors import ModelDirectoryError
+
+BUILTIN_ROOT = Path(__file__).parent / "builtin"
+
+
+@dataclass(frozen=True)
+class BuiltinModel:
+    name: str
+    """Registry name used in job specs (`model=builtin-image`)."""
+    kind: str
+    """"image" or "video": which render path drives it."""
+    description: str
+    """One line for `tessera models` and the README."""
+
+    @property
+    def path(self) -> Path:
+        return BUILTIN_ROOT / self.name
+
+
+BUILTIN_MODELS: dict[str, BuiltinModel] = {
+    "builtin-image": BuiltinModel(
+        "builtin-image", "image", "small latent text-to-image UNet (SD layout, char-level CLIP text encoder)"
+    ),
+}
+
+
+def resolve_model(name_or_path: str) -> Path:
+    """A built-in model's directory, or a local directory path given as is."""
+    if name_or_path in BUILTIN_MODELS:
+        path = BUILTIN_MODELS[name_or_path].path
+        if not path.is_dir():
+            raise ModelDirectoryError(
+                f"built-in model {name_or_path!r} is not on disk at {path}; run `python -m pipelines.build_builtin`"
+            )
+        return path
+    path = Path(name_or_path).expanduser()
+    if not path.exists():
+        raise ModelDirectoryError(
+            f"model {name_or_path!r} is neither a built-in model ({', '.join(sorted(BUILTIN_MODELS))}) "
+            f"nor an existing directory"
+        )
+    return path.resolve()

@@ -1,0 +1,136 @@
+"""The denoising loop of a text-to-image latent pipeline, one step at a time over explicit state.
+
+A render is a chain of steps over a small state (the latent, the scheduler, the RNG), so the runtime
+can drive it step by step, report progress, checkpoint it, and run it on a row band of the latent
+under patch parallelism. The arithmetic follows diffusers' StableDiffusionPipeline.__call__ exactly,
+calling the pipeline's own prompt encoding, step kwargs, VAE and image processor, so a render through
+Tessera equals the pipeline called directly.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from diffusers.utils.torch_utils import randn_tensor
+
+from pipelines.samplers import make_scheduler
+
+NoisePredictor = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+"""(scaled latent, timestep) -> guided noise prediction, same shape as the latent."""
+
+
+@dataclass
+class Conditioning:
+    prompt_embeds: torch.Tensor
+    """Text embeddings of the prompt, [1, tokens, width]."""
+    negative_embeds: torch.Tensor | None
+    """Embeddings of the negative prompt; None without classifier-free guidance."""
+    guidance_scale: float
+    """Classifier-free guidance weight; guidance is off at 1.0 or below, as in diffusers."""
+
+    @property
+    def guided(self) -> bool:
+        return self.guidance_scale > 1.0
+
+
+def encode_conditioning(
+    pipe, prompt: str, negative_prompt: str, guidance_scale: float, device
+) -> Conditioning:
+    guided = guidance_scale > 1.0
+    positive, negative = pipe.encode_prompt(prompt, device, 1, guided, negative_prompt or None)
+    return Conditioning(positive, negative if guided else None, guidance_scale)
+
+
+def latent_shape(pipe, height: int, width: int) -> tuple[int, int, int, int]:
+    factor = pipe.vae_scale_factor
+    if height % factor or width % factor:
+        raise ValueError(f"height/width: {height}x{width} must be multiples of the VAE factor {factor}")
+    return (1, pipe.unet.config.in_channels, height // factor, width // factor)
+
+
+def batched_cfg_predictor(unet: torch.nn.Module, cond: Conditioning) -> NoisePredictor:
+    """Both guidance branches in one batch on one device, as diffusers does."""
+    embeds = torch.cat([cond.negative_embeds, cond.prompt_embeds]) if cond.guided else cond.prompt_embeds
+
+    def predict(latent: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        model_in = torch.cat([latent] * 2) if cond.guided else latent
+        noise = unet(model_in, t, encoder_hidden_states=embeds, return_dict=False)[0]
+        if not cond.guided:
+            return noise
+        uncond, text = noise.chunk(2)
+        return uncond + cond.guidance_scale * (text - uncond)
+
+    return predict
+
+
+class DenoiseLoop:
+    """One render's denoising steps over `latents` (the full latent, or one row band of it).
+
+    The initial noise is always drawn at the full latent shape from the job's seeded generator and
+    then sliced to `rows`, so every band equals the same rows of a single-device run.
+    """
+
+    def __init__(
+        self,
+        pipe,
+        sampler: str,
+        steps: int,
+        seed: int,
+        height: int,
+        width: int,
+        predict_noise: NoisePredictor,
+        rows: tuple[int, int] | None = None,
+    ) -> None:
+        if steps < 1:
+            raise ValueError(f"steps: must be at least 1, got {steps}")
+        self.device = pipe.unet.device
+        self.dtype = pipe.unet.dtype
+        self.scheduler = make_scheduler(sampler, pipe.scheduler.config)
+        self.scheduler.set_timesteps(steps, device=self.device)
+        self.timesteps = self.scheduler.timesteps
+        self.generator = torch.Generator(device="cpu").manual_seed(seed)
+        full = randn_tensor(latent_shape(pipe, height, width), generator=self.generator, dtype=self.dtype)
+        full = full.to(self.device) * self.scheduler.init_noise_sigma
+        self.rows = rows or (0, full.shape[2])
+        self.latents = full[:, :, self.rows[0] : self.rows[1]].contiguous()
+        self.predict_noise = predict_noise
+        self.step_kwargs = self._step_kwargs()
+        self.step_index = 0
+
+    def _step_kwargs(self) -> dict:
+        accepted = set(inspect.signature(self.scheduler.step).parameters)
+        kwargs = {}
+        if "eta" in accepted:
+            kwargs["eta"] = 0.0
+        if "generator" in accepted:
+            kwargs["generator"] = self.generator
+        return kwargs
+
+    @property
+    def done(self) -> bool:
+        return self.step_index >= len(self.timesteps)
+
+    @torch.no_grad()
+    def step(self) -> int:
+        """Advance one denoising step; returns the number of steps done."""
+        if self.done:
+            raise RuntimeError("the denoising loop has already run all its steps")
+        t = self.timesteps[self.step_index]
+        model_in = self.scheduler.scale_model_input(self.latents, t)
+        noise = self.predict_noise(model_in, t)
+        self.latents = self.scheduler.step(noise, t, self.latents, **self.step_kwargs, return_dict=False)[0]
+        self.step_index += 1
+        return self.step_index
+
+
+@torch.no_grad()
+def decode_latents(pipe, latents: torch.Tensor) -> np.ndarray:
+    """Float image in [0, 1], [height, width, 3], through the pipeline's VAE and image processor."""
+    vae = pipe.vae
+    latents = latents.to(device=vae.device, dtype=vae.dtype)
+    image = vae.decode(latents / vae.config.scaling_factor, return_dict=False)[0]
+    return pipe.image_processor.postprocess(image, output_type="np", do_denormalize=[True])[0]

@@ -1,0 +1,1 @@
+"""One job's devices: Ray worker actors, device pools, process groups, model cache."""

@@ -1,0 +1,102 @@
+"""A device pool: N worker actors placed with a Ray placement group.
+
+On CUDA each worker holds one GPU; without GPUs each holds one CPU slot and runs one torch thread.
+Both are plain Ray resources in the bundle, so the same scheduling code serves both.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import ray
+from ray.util.placement_group import placement_group, remove_placement_group
+from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
+
+from runtime.device import device_slot, resolve_device_kind
+from runtime.job_group import JobGroup
+from runtime.worker import Worker
+
+PLACEMENTS = ("PACK", "SPREAD", "STRICT_PACK", "STRICT_SPREAD")
+
+
+class PoolError(RuntimeError):
+    """The cluster cannot host the requested pool."""
+
+
+@dataclass
+class PoolConfig:
+    workers: int = 2
+    """Number of worker actors (GPUs, or CPU slots)."""
+    device: str = "auto"
+    """"cpu", "cuda", or "auto" (CUDA when the cluster has a GPU per worker)."""
+    placement: str = "PACK"
+    """Placement group strategy: PACK keeps workers on few nodes, STRICT_SPREAD one per node."""
+    ready_timeout_s: float = 120.0
+    """Seconds to wait for the placement group and the actors before giving up."""
+    group_timeout_s: float = 120.0
+    """Seconds a process-group rendezvous or collective may take before it is an error."""
+
+
+class DevicePool:
+    def __init__(self, config: PoolConfig) -> None:
+        if config.workers < 1:
+            raise ValueError(f"pool.workers: must be at least 1, got {config.workers}")
+        if config.placement not in PLACEMENTS:
+            raise ValueError(
+                f"pool.placement: unknown strategy {config.placement!r}; expected one of {PLACEMENTS}"
+            )
+        self.config = config
+        resources = ray.cluster_resources()
+        kind = resolve_device_kind(config.device, resources.get("GPU", 0), config.workers)
+        self.slot = device_slot(kind)
+        for name, amount in self.slot.ray_resources.items():
+            need = amount * config.workers
+            if resources.get(name, 0) < need:
+                raise PoolError(
+                    f"pool.workers: {config.workers} {kind} workers need {need:g} {name} but the Ray cluster "
+                    f"has {resources.get(name, 0):g}"
+                )
+        self.placement_group = placement_group(
+            [dict(self.slot.ray_resources)] * config.workers, strategy=config.placement
+        )
+        try:
+            ray.get(self.placement_group.ready(), timeout=config.ready_timeout_s)
+        except ray.exceptions.GetTimeoutError as err:
+            remove_placement_group(self.placement_group)
+            raise PoolError(
+                f"pool: placement group of {config.workers} x {self.slot.ray_resources} "
+                f"({config.placement}) was not placed within {config.ready_timeout_s:g} s"
+            ) from err
+        actor_class = ray.remote(Worker)
+        self.workers = [
+            actor_class.options(
+                num_cpus=self.slot.ray_resources.get("CPU", 0),
+                num_gpus=self.slot.ray_resources.get("GPU", 0),
+                scheduling_strategy=PlacementGroupSchedulingStrategy(
+                    self.placement_group, placement_group_bundle_index=i
+                ),
+            ).remote(i, self.slot)
+            for i in range(config.workers)
+        ]
+        self.infos = ray.get([w.info.remote() for w in self.workers], timeout=config.ready_timeout_s)
+
+    @property
+    def size(self) -> int:
+        return len(self.workers)
+
+    def group(self, indices: list[int] | None = None) -> JobGroup:
+        """A fresh process group over the given workers (all of them by default)."""
+        chosen = [self.workers[i] for i in (indices if indices is not None else range(self.size))]
+        return JobGroup(chosen, self.slot.backend, timeout_s=self.config.group_timeout_s)
+
+    def shutdown(self) -> None:
+        for worker in self.workers:
+            ray.kill(worker)
+        self.workers = []
+        remove_placement_group(self.placement_group)
+
+    def __enter__(self) -> DevicePool:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.shutdown()

@@ -1,0 +1,29 @@
+"""What a worker needs to run its part of one render: plain data, built by the cluster from a job spec."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class RenderTask:
+    model_path: str
+    """Local diffusers pipeline directory."""
+    dtype: str
+    """"float32", "float16" or "bfloat16"."""
+    prompt: str
+    """Text prompt."""
+    negative_prompt: str
+    """Negative prompt ("" for none)."""
+    height: int
+    """Image height in pixels."""
+    width: int
+    """Image width in pixels."""
+    steps: int
+    """Denoising steps."""
+    seed: int
+    """Seed of the generator that draws the initial noise."""
+    guidance_scale: float
+    """Classifier-free guidance weight (off at <= 1)."""
+    sampler: str
+    """"ddim", "euler" or "dpm++"."""

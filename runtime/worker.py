@@ -1,0 +1,111 @@
+"""The worker actor: one per GPU, or one per CPU slot with one torch thread.
+
+The class is plain Python; `runtime.pool` turns it into a Ray actor placed in a placement group
+bundle. It owns the device, the model cache, the worker's membership in a job's process group,
+and the worker's part of the running render.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import time
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import torch
+
+from runtime import memory, process_group
+from runtime.device import CUDA, DeviceSlot
+from runtime.model_cache import ModelCache
+from runtime.render_task import RenderTask
+
+
+class Worker:
+    def __init__(self, index: int, slot: DeviceSlot) -> None:
+        torch.set_num_threads(slot.torch_threads)
+        self.index = index
+        self.slot = slot
+        self.device = "cuda:0" if slot.kind == CUDA else "cpu"  # Ray sets CUDA_VISIBLE_DEVICES per actor
+        self.cache = ModelCache()
+        self.rank: int | None = None
+        self.session = None
+
+    def info(self) -> dict:
+        import ray
+
+        return {
+            "index": self.index,
+            "node_ip": ray.util.get_node_ip_address(),
+            "node_id": ray.get_runtime_context().get_node_id(),
+            "hostname": socket.gethostname(),
+            "pid": os.getpid(),
+            "device": self.device,
+            "torch_threads": torch.get_num_threads(),
+        }
+
+    # --- process groups -------------------------------------------------------------------------
+    def free_port(self) -> int:
+        return process_group.find_free_port()
+
+    def join_group(self, spec: process_group.GroupSpec, rank: int) -> int:
+        process_group.join(spec, rank)
+        self.rank = rank
+        return rank
+
+    def leave_group(self) -> bool:
+        self.rank = None
+        self.session = None
+        return process_group.leave()
+
+    def execute(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        """Run `fn(worker, *args, **kwargs)` here: the hook for strategies and tests."""
+        return fn(self, *args, **kwargs)
+
+    # --- models ---------------------------------------------------------------------------------
+    def load_pipeline(self, path: str, dtype: str) -> tuple[Any, bool]:
+        from pipelines.loading import load_pipeline
+
+        return self.cache.get_or_load(
+            path, dtype, self.device, lambda: load_pipeline(path, dtype, self.device)
+        )
+
+    def preload(self, path: str, dtype: str) -> dict:
+        started = time.perf_counter()
+        _, hit = self.load_pipeline(path, dtype)
+        return {"cache_hit": hit, "seconds": time.perf_counter() - started}
+
+    def cache_stats(self) -> dict:
+        return {"hits": self.cache.hits, "misses": self.cache.misses, "entries": len(self.cache.entries)}
+
+    # --- render ---------------------------------------------------------------------------------
+    def begin_render(self, task: RenderTask) -> dict:
+        from runtime.render_session import RenderSession
+
+        memory.reset_peak(self.device)
+        started = time.perf_counter()
+        pipe, hit = self.load_pipeline(task.model_path, task.dtype)
+        load_s = time.perf_counter() - started
+        world = torch.distributed.get_world_size() if torch.distributed.is_initialized() else 1
+        self.session = RenderSession(pipe, task, rank=self.rank or 0, world=world)
+        return {"cache_hit": hit, "load_s": load_s, "encode_s": self.session.encode_s}
+
+    def step(self) -> int:
+        return self._session().step()
+
+    def latents(self) -> torch.Tensor:
+        return self._session().latents()
+
+    def decode(self, latents: torch.Tensor) -> np.ndarray:
+        return self._session().decode(latents)
+
+    def end_render(self) -> dict:
+        session = self._session()
+        self.session = None
+        return {"step_seconds": session.step_seconds, "peak_memory_bytes": memory.peak_bytes(self.device)}
+
+    def _session(self):
+        if self.session is None:
+            raise RuntimeError(f"worker {self.index} has no render in progress")
+        return self.session

@@ -1,0 +1,40 @@
+"""A device pool of real Ray actors in a placement group: start, shape, stop."""
+
+import pytest
+import ray
+
+from runtime.pool import DevicePool, PoolConfig, PoolError
+
+
+def test_pool_starts_workers_with_one_thread_each(ray_local):
+    with DevicePool(PoolConfig(workers=2, device="cpu")) as pool:
+        assert pool.size == 2
+        assert len({info["pid"] for info in pool.infos}) == 2
+        assert all(info["torch_threads"] == 1 and info["device"] == "cpu" for info in pool.infos)
+        assert all(info["node_ip"] for info in pool.infos)
+        table = ray.util.placement_group_table(pool.placement_group)
+        assert table["state"] == "CREATED"
+        assert [b["CPU"] for b in table["bundles"].values()] == [1.0, 1.0]
+
+
+def test_pool_shutdown_kills_workers_and_frees_slots(ray_local):
+    pool = DevicePool(PoolConfig(workers=3, device="cpu"))
+    worker = pool.workers[0]
+    pg_id = pool.placement_group.id
+    pool.shutdown()
+    with pytest.raises(ray.exceptions.RayActorError):
+        ray.get(worker.info.remote(), timeout=30)
+    assert ray.util.placement_group_table()[pg_id.hex()]["state"] == "REMOVED"
+    # the slots are free again: a pool using every CPU slot can start
+    with DevicePool(PoolConfig(workers=4, device="cpu")) as full:
+        assert full.size == 4
+
+
+def test_pool_larger_than_cluster_is_refused(ray_local):
+    with pytest.raises(PoolError, match="pool.workers"):
+        DevicePool(PoolConfig(workers=5, device="cpu"))
+
+
+def test_cuda_pool_without_gpus_is_refused(ray_local):
+    with pytest.raises(ValueError, match="device"):
+        DevicePool(PoolConfig(workers=1, device="cuda"))
