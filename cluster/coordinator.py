@@ -65,6 +65,7 @@ def run_render(pool: DevicePool, spec: RenderSpec, progress: bool = True) -> Ren
         "strategy": spec.parallel.strategy,
         "degree": spec.parallel.degree,
         "backend": backend,
+        "attention": begin[0]["attention"],
         "timings": {
             "load_s": max(b["load_s"] for b in begin),
             "encode_s": max(b["encode_s"] for b in begin),

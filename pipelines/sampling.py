@@ -127,10 +127,26 @@ class DenoiseLoop:
         return self.step_index
 
 
+TILED_DECODE_ABOVE = 1024 * 1024
+"""Images with more pixels than this decode tile by tile, so 2048x2048 fits in a CPU worker's memory."""
+
+
 @torch.no_grad()
-def decode_latents(pipe, latents: torch.Tensor) -> np.ndarray:
-    """Float image in [0, 1], [height, width, 3], through the pipeline's VAE and image processor."""
+def decode_latents(pipe, latents: torch.Tensor, tiled: bool | None = None) -> np.ndarray:
+    """Float image in [0, 1], [height, width, 3], through the pipeline's VAE and image processor.
+
+    `tiled=None` tiles large images only. Tiling is diffusers' own (overlapping tiles, blended seams);
+    it normalises per tile, so it is close to, not equal to, the untiled decode.
+    """
     vae = pipe.vae
-    latents = latents.to(device=vae.device, dtype=vae.dtype)
-    image = vae.decode(latents / vae.config.scaling_factor, return_dict=False)[0]
+    pixels = latents.shape[-2] * latents.shape[-1] * pipe.vae_scale_factor**2
+    use_tiles = pixels > TILED_DECODE_ABOVE if tiled is None else tiled
+    if use_tiles:
+        vae.enable_tiling()
+    try:
+        latents = latents.to(device=vae.device, dtype=vae.dtype)
+        image = vae.decode(latents / vae.config.scaling_factor, return_dict=False)[0]
+    finally:
+        if use_tiles:
+            vae.disable_tiling()
     return pipe.image_processor.postprocess(image, output_type="np", do_denormalize=[True])[0]

@@ -31,6 +31,7 @@ class Worker:
         self.cache = ModelCache()
         self.rank: int | None = None
         self.session = None
+        self.attention = "sdpa"
 
     def info(self) -> dict:
         import ray
@@ -89,7 +90,12 @@ class Worker:
         load_s = time.perf_counter() - started
         world = torch.distributed.get_world_size() if torch.distributed.is_initialized() else 1
         self.session = RenderSession(pipe, task, rank=self.rank or 0, world=world)
-        return {"cache_hit": hit, "load_s": load_s, "encode_s": self.session.encode_s}
+        return {
+            "cache_hit": hit,
+            "load_s": load_s,
+            "encode_s": self.session.encode_s,
+            "attention": self.attention,
+        }
 
     def step(self) -> int:
         return self._session().step()

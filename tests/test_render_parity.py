@@ -47,7 +47,7 @@ def test_render_equals_diffusers(pool2, builtin_image_dir, sampler, guidance, ne
     expected = _diffusers_image(builtin_image_dir, spec)
     assert result.image.shape == (96, 64, 3)
     torch.testing.assert_close(
-        torch.from_numpy(result.image), torch.from_numpy(expected), atol=1e-5, rtol=1e-5
+        torch.tensor(result.image), torch.tensor(expected), atol=1e-5, rtol=1e-5
     )
     assert result.metadata["backend"] == "gloo"
     assert len(result.metadata["timings"]["step_s"]) == 5
