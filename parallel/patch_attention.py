@@ -1,0 +1,113 @@
+"""Self-attention on a band of tokens: local queries, keys and values from every band.
+
+Installed as a diffusers attention processor on self-attention ``Attention`` modules only; cross
+attention (``attn2``, text tokens) needs nothing from other bands and keeps its processor. The
+processor follows diffusers' ``AttnProcessor2_0`` step by step, except that K and V (after
+``norm_k``) are concatenated and all-gathered over the bands. Bands hold consecutive raster rows,
+so rank-ordered concatenation is the full image's token order.
+
+Displaced mode: this step's own K/V replace this rank's slot in the previous step's gathered K/V
+(other bands stale), and this step's gather is left in flight for the next step.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+import torch.nn.functional as F
+from diffusers.models.attention_processor import Attention
+
+from parallel.patch_runtime import PatchRuntime
+
+
+class BandSelfAttnProcessor:
+    """Attention processor for one self-attention layer of a patch-parallel model."""
+
+    def __init__(self, rt: PatchRuntime, layer: int):
+        self.rt = rt
+        self.key = ("kv", layer)
+
+    def gather_kv(self, kv: torch.Tensor) -> torch.Tensor:
+        """(B, N_local, D) -> (B, N_total, D) in band order."""
+        rt = self.rt
+        if rt.world == 1:
+            return kv
+        sizes = rt.gathered_sizes(self.key, kv.shape[1], kv.device)
+        sync = rt.sync_now
+        parts = rt.exchange(self.key, lambda: rt.comm.all_gather_uneven(kv, sizes, 1, "kv"))
+        if not sync:
+            parts = list(parts)
+            parts[rt.rank] = kv
+        return torch.cat(parts, dim=1)
+
+    def __call__(
+        self,
+        attn: Attention,
+        hidden_states: torch.Tensor,
+        encoder_hidden_states: torch.Tensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        temb: torch.Tensor | None = None,
+        *args,
+        **kwargs,
+    ) -> torch.Tensor:
+        if encoder_hidden_states is not None:
+            raise NotImplementedError(
+                "BandSelfAttnProcessor is for self-attention (no encoder_hidden_states)"
+            )
+        if attention_mask is not None:
+            raise NotImplementedError("patch-parallel self-attention does not support an attention mask")
+        residual = hidden_states
+        if attn.spatial_norm is not None:
+            hidden_states = attn.spatial_norm(hidden_states, temb)
+        input_ndim = hidden_states.ndim
+        if input_ndim == 4:
+            batch, channel, height, width = hidden_states.shape
+            hidden_states = hidden_states.view(batch, channel, height * width).transpose(1, 2)
+        batch = hidden_states.shape[0]
+        if attn.group_norm is not None:
+            hidden_states = attn.group_norm(hidden_states.transpose(1, 2)).transpose(1, 2)
+
+        query = attn.to_q(hidden_states)
+        key = attn.to_k(hidden_states)
+        value = attn.to_v(hidden_states)
+        inner = key.shape[-1]
+        head_dim = inner // attn.heads
+
+        query = query.view(batch, -1, attn.heads, head_dim).transpose(1, 2)
+        if attn.norm_q is not None:
+            query = attn.norm_q(query)
+        if attn.norm_k is not None:
+            key = attn.norm_k(key.view(batch, -1, attn.heads, head_dim).transpose(1, 2))
+            key = key.transpose(1, 2).reshape(batch, -1, inner)
+
+        kv = self.gather_kv(torch.cat([key, value], dim=-1))
+        key, value = kv.split(inner, dim=-1)
+        key = key.reshape(batch, -1, attn.heads, head_dim).transpose(1, 2)
+        value = value.reshape(batch, -1, attn.heads, head_dim).transpose(1, 2)
+
+        hidden_states = F.scaled_dot_product_attention(query, key, value, dropout_p=0.0, is_causal=False)
+        hidden_states = hidden_states.transpose(1, 2).reshape(batch, -1, attn.heads * head_dim)
+        hidden_states = hidden_states.to(query.dtype)
+        hidden_states = attn.to_out[0](hidden_states)
+        hidden_states = attn.to_out[1](hidden_states)
+        if input_ndim == 4:
+            hidden_states = hidden_states.transpose(-1, -2).reshape(batch, channel, height, width)
+        if attn.residual_connection:
+            hidden_states = hidden_states + residual
+        return hidden_states / attn.rescale_output_factor
+
+
+def patch_self_attention(attn: Attention, rt: PatchRuntime) -> Callable[[], None]:
+    """Install ``BandSelfAttnProcessor`` on ``attn``; returns the function that restores the old one."""
+    old = attn.processor
+    attn.set_processor(BandSelfAttnProcessor(rt, rt.new_layer_id()))
+
+    def undo() -> None:
+        attn.set_processor(old)
+
+    return undo
+
+
+def is_self_attention(module: torch.nn.Module) -> bool:
+    return isinstance(module, Attention) and not module.is_cross_attention

@@ -1,0 +1,76 @@
+"""GroupNorm on a row band with the statistics of the whole image.
+
+Each band computes, per (sample, group), its element count ``n``, ``sum(x)`` and ``sum(x^2)``; these
+are all-reduced (summed, never averaged: bands may differ in size) and turned into the global mean
+and variance. The sums are formed in float64 from a float32 per-band mean and variance, so that
+``E[x^2] - E[x]^2`` does not cancel catastrophically.
+
+Displaced mode: the all-reduce of this step's sums is left in flight and used next step, corrected
+with the fresh local sums: ``global_stale - local_stale + local_fresh`` (only the other bands'
+contribution is stale).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+from torch import nn
+
+from parallel.patch_runtime import PatchRuntime
+
+
+def local_group_sums(x: torch.Tensor, groups: int) -> torch.Tensor:
+    """float64 ``[sum(x) (B*G), sum(x^2) (B*G), n]`` of one band, flattened into one vector."""
+    b = x.shape[0]
+    xg = x.reshape(b, groups, -1)
+    if xg.dtype not in (torch.float32, torch.float64):
+        xg = xg.float()
+    var, mean = torch.var_mean(xg, dim=-1, unbiased=False)
+    n = xg.shape[-1]
+    mean = mean.double()
+    s1 = mean * n
+    s2 = (var.double() + mean * mean) * n
+    return torch.cat([s1.flatten(), s2.flatten(), s1.new_tensor([float(n)])])
+
+
+def normalize_with_sums(x: torch.Tensor, sums: torch.Tensor, norm: nn.GroupNorm) -> torch.Tensor:
+    """Apply ``norm`` to ``x`` using global sums from ``local_group_sums`` added over all bands."""
+    b, c = x.shape[:2]
+    g = norm.num_groups
+    s1, s2, n = sums[: b * g], sums[b * g : 2 * b * g], sums[-1]
+    mean = s1 / n
+    var = (s2 / n - mean * mean).clamp_min(0.0)
+    dtype = x.dtype if x.dtype in (torch.float32, torch.float64) else torch.float32
+    mean = mean.to(dtype).view(b, g, 1)
+    inv = torch.rsqrt(var + norm.eps).to(dtype).view(b, g, 1)
+    y = ((x.reshape(b, g, -1).to(dtype) - mean) * inv).reshape(x.shape).to(x.dtype)
+    if norm.affine:
+        shape = (1, c) + (1,) * (x.dim() - 2)
+        y = y * norm.weight.view(shape) + norm.bias.view(shape)
+    return y
+
+
+def patch_group_norm(norm: nn.GroupNorm, rt: PatchRuntime) -> Callable[[], None]:
+    """Make ``norm`` use global statistics; returns the function that undoes it."""
+    layer = rt.new_layer_id()
+    key = ("norm", layer)
+
+    def forward(x: torch.Tensor) -> torch.Tensor:
+        if rt.world == 1:
+            return nn.functional.group_norm(x, norm.num_groups, norm.weight, norm.bias, norm.eps)
+        local = local_group_sums(x, norm.num_groups)
+        sync = rt.sync_now
+        total = rt.exchange(key, lambda: rt.comm.all_reduce_sum(local, "norm"))
+        if not sync:
+            total = total - rt.recall(key) + local
+        if rt.config.mode == "displaced":
+            rt.remember(key, local)
+        return normalize_with_sums(x, total, norm)
+
+    norm.forward = forward
+
+    def undo() -> None:
+        del norm.forward
+
+    return undo

@@ -1,0 +1,20 @@
+"""PatchConfig validation."""
+
+import pytest
+
+from parallel.patch_config import PatchConfig
+
+
+def test_modes_accepted():
+    assert PatchConfig("sync").mode == "sync"
+    assert PatchConfig("displaced", warmup_steps=0).warmup_steps == 0
+
+
+def test_unknown_mode_names_the_field():
+    with pytest.raises(ValueError, match=r"PatchConfig\.mode.*'async'"):
+        PatchConfig("async")
+
+
+def test_negative_warmup_names_the_field():
+    with pytest.raises(ValueError, match=r"warmup_steps"):
+        PatchConfig("displaced", warmup_steps=-1)
