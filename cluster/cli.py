@@ -2,46 +2,18 @@
 
 tessera render model=builtin-image height=512 width=512 steps=20 seed=1
 tessera render --cfg          # print the composed config and exit
+tessera serve pool.workers=2 # run the controller; then from other shells:
+tessera submit steps=30 --priority 5 ; tessera list ; tessera wait JOB ; tessera logs JOB
+tessera train model=builtin-image parallel.stages=2 unet.steps=1000
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 
+from cluster.cli_jobs import add_job_commands
 from cluster.spec import SpecError
-
-
-def _render(overrides: list[str], print_config: bool) -> int:
-    from hydra.errors import HydraException
-    from omegaconf import OmegaConf
-    from omegaconf.errors import OmegaConfBaseException
-
-    from cluster.config import compose, pool_from_config, render_spec_from_config
-
-    try:
-        cfg = compose("render", overrides)
-    except (HydraException, OmegaConfBaseException) as err:
-        print(f"tessera: bad override: {err}", file=sys.stderr)
-        return 2
-    if print_config:
-        print(OmegaConf.to_yaml(cfg))
-        return 0
-    try:
-        spec = render_spec_from_config(cfg)
-        pool, address = pool_from_config(cfg)
-        spec.check_fits(pool.workers)
-    except (SpecError, OmegaConfBaseException, TypeError) as err:
-        print(f"tessera: invalid job: {err}", file=sys.stderr)
-        return 2
-    from cluster.render import render
-
-    output = render(spec, pool, address=address, progress=bool(cfg.progress))
-    timings = output.metadata["timings"]
-    print(f"wrote {output.directory / 'image.png'}")
-    print(json.dumps({"job_id": output.job_id, "total_s": round(timings["total_s"], 2)}))
-    return 0
 
 
 def _models() -> int:
@@ -57,13 +29,25 @@ def main(argv: list[str] | None = None) -> int:
         prog="tessera", description="Render and train diffusion models on a pool."
     )
     sub = parser.add_subparsers(dest="command", required=True)
-    render = sub.add_parser("render", help="render one image (Hydra overrides: key=value ...)")
-    render.add_argument("overrides", nargs="*", help="Hydra overrides, e.g. height=512 steps=20")
-    render.add_argument("--cfg", action="store_true", help="print the composed config and exit")
+    job_handlers = add_job_commands(sub)
     sub.add_parser("models", help="list the built-in models")
+    train = sub.add_parser("train", help="train a model on Ray Train + DeepSpeed (Hydra overrides)")
+    train.add_argument("overrides", nargs="*", help="Hydra overrides, e.g. parallel.stages=2 unet.steps=500")
+    train.add_argument("--cfg", action="store_true", help="print the composed config and exit")
     args = parser.parse_args(argv)
-    if args.command == "render":
-        return _render(args.overrides, args.cfg)
+    if args.command in job_handlers:
+        try:
+            return job_handlers[args.command](args)
+        except SpecError as err:
+            print(f"tessera: invalid job: {err}", file=sys.stderr)
+            return 2
+        except (ConnectionError, KeyError) as err:
+            print(f"tessera: {err}", file=sys.stderr)
+            return 2
+    if args.command == "train":
+        from cluster.train import train_command
+
+        return train_command(args.overrides, args.cfg)
     return _models()
 
 

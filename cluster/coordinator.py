@@ -1,4 +1,4 @@
-"""Drive one render on a group of pool workers: steps with progress, gather the latent, decode.
+"""Drive one render on a group of pool workers: steps with progress, stitch the bands, decode.
 
 The coordinator advances every worker one denoising step at a time, so progress is reported per step
 and a job can later be paused, checkpointed or moved at any step boundary.
@@ -7,6 +7,7 @@ and a job can later be paused, checkpointed or moved at any step boundary.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -15,6 +16,7 @@ import torch
 from tqdm import tqdm
 
 from cluster.spec import RenderSpec
+from pipelines.render_state import stitch_states
 from runtime.pool import DevicePool
 from runtime.render_task import RenderTask
 
@@ -23,11 +25,14 @@ from runtime.render_task import RenderTask
 class RenderResult:
     image: np.ndarray
     """Float RGB image in [0, 1], [height, width, 3]."""
+    latents: torch.Tensor
+    """The final latent, stitched from the bands."""
     metadata: dict
-    """Timings, devices, per-worker peak memory."""
+    """Strategy, timings, traffic, per-worker memory."""
 
 
 def render_task(spec: RenderSpec) -> RenderTask:
+    par = spec.parallel
     return RenderTask(
         model_path=spec.model_path(),
         dtype=spec.dtype,
@@ -39,44 +44,133 @@ def render_task(spec: RenderSpec) -> RenderTask:
         seed=spec.seed,
         guidance_scale=float(spec.guidance_scale),
         sampler=spec.sampler,
+        strategy=par.strategy,
+        mode=par.mode,
+        warmup_steps=par.warmup_steps,
+        cfg=par.cfg,
     )
 
 
-def run_render(pool: DevicePool, spec: RenderSpec, progress: bool = True) -> RenderResult:
+def stitch_bands(reports: list[dict], bands: list[torch.Tensor]) -> torch.Tensor:
+    """One copy of each band, in row order (CFG partners hold identical copies of the same band)."""
+    by_index: dict[int, torch.Tensor] = {}
+    for report, band in zip(reports, bands):
+        by_index.setdefault(report["band"], band)
+    return torch.cat([by_index[i] for i in sorted(by_index)], dim=2)
+
+
+class RenderStopped(Exception):
+    """The step hook asked the render to stop at a step boundary (cancel or pause).
+
+    `checkpoint` is the state at that boundary, so the render can continue from it later."""
+
+    def __init__(self, steps_done: int, checkpoint: dict) -> None:
+        super().__init__(f"stopped after {steps_done} steps")
+        self.steps_done = steps_done
+        self.checkpoint = checkpoint
+
+
+StepHook = Callable[[int], bool]
+"""Called after every step with the number of steps done; returning False stops the render."""
+
+CheckpointSink = Callable[[dict], None]
+"""Receives the full-image render state (pipelines.render_state) to store."""
+
+
+def gather_checkpoint(workers: list) -> dict:
+    """The full-image state, stitched from one copy of each band (CFG partners hold the same band)."""
+    by_rows: dict[tuple[int, int], dict] = {}
+    for state in ray.get([w.snapshot.remote() for w in workers]):
+        by_rows.setdefault(tuple(state["rows"]), state)
+    return stitch_states(list(by_rows.values()))
+
+
+def run_render(
+    pool: DevicePool,
+    spec: RenderSpec,
+    progress: bool = True,
+    decode: bool = True,
+    on_step: StepHook | None = None,
+    resume: dict | None = None,
+    checkpoint_every: int = 0,
+    on_checkpoint: CheckpointSink | None = None,
+) -> RenderResult:
+    """Run (or continue, from `resume`) one render on the pool's first `degree` workers.
+
+    Every `checkpoint_every` steps the state goes to `on_checkpoint`; when `on_step` says stop, the
+    state at that step boundary travels in the RenderStopped exception.
+    """
     spec.check_fits(pool.size)
     indices = list(range(spec.parallel.degree))
     workers = [pool.workers[i] for i in indices]
     task = render_task(spec)
     started = time.perf_counter()
     with pool.group(indices) as group:
-        begin = ray.get([w.begin_render.remote(task) for w in workers])
-        denoise_started = time.perf_counter()
-        for _ in tqdm(range(spec.steps), desc="denoising", unit="step", disable=not progress):
-            ray.get([w.step.remote() for w in workers])
-        denoise_s = time.perf_counter() - denoise_started
+        begin = ray.get([w.begin_render.remote(task, resume) for w in workers])
+        first = resume["step_index"] if resume else 0
+        step_s = []
+        for _ in tqdm(range(first, spec.steps), desc="denoising", unit="step", disable=not progress):
+            step_started = time.perf_counter()
+            done = ray.get([w.step.remote() for w in workers])[0]
+            step_s.append(time.perf_counter() - step_started)
+            if on_step is not None and not on_step(done):
+                raise RenderStopped(done, gather_checkpoint(workers))
+            if checkpoint_every and on_checkpoint and done % checkpoint_every == 0 and done < spec.steps:
+                on_checkpoint(gather_checkpoint(workers))
         bands = ray.get([w.latents.remote() for w in workers])
-        latents = torch.cat(bands, dim=2)
-        decode_started = time.perf_counter()
-        image = ray.get(workers[0].decode.remote(latents))
-        decode_s = time.perf_counter() - decode_started
         ends = ray.get([w.end_render.remote() for w in workers])
+        latents = stitch_bands(ends, bands)
+        decode_started = time.perf_counter()
+        image = (
+            ray.get(workers[0].decode_latents.remote(task.model_path, task.dtype, latents))
+            if decode
+            else None
+        )
+        decode_s = time.perf_counter() - decode_started
         backend = group.spec.backend
     metadata = {
         "strategy": spec.parallel.strategy,
         "degree": spec.parallel.degree,
+        "mode": spec.parallel.mode if spec.parallel.strategy == "patch" else None,
+        "warmup_steps": spec.parallel.warmup_steps if spec.parallel.strategy == "patch" else None,
+        "cfg_parallel": spec.parallel.cfg,
         "backend": backend,
         "attention": begin[0]["attention"],
+        "resumed_from_step": first,
         "timings": {
             "load_s": max(b["load_s"] for b in begin),
             "encode_s": max(b["encode_s"] for b in begin),
-            "denoise_s": denoise_s,
-            "step_s": ends[0]["step_seconds"],
+            "denoise_s": sum(step_s),
+            "step_s": step_s,
             "decode_s": decode_s,
             "total_s": time.perf_counter() - started,
         },
         "model_cache_hit": [b["cache_hit"] for b in begin],
         "workers": [
-            dict(pool.infos[i], peak_memory_bytes=e["peak_memory_bytes"]) for i, e in zip(indices, ends)
+            _worker_summary(pool.infos[i], b, e, max(1, len(step_s))) for i, b, e in zip(indices, begin, ends)
         ],
     }
-    return RenderResult(image=image, metadata=metadata)
+    return RenderResult(image=image, latents=latents, metadata=metadata)
+
+
+def _worker_summary(info: dict, begin: dict, end: dict, steps: int) -> dict:
+    summary = dict(info)
+    summary.update(
+        band=end["band"],
+        rows=end["rows"],
+        branch=end.get("branch", "both"),
+        peak_memory_bytes=end["peak_memory_bytes"],
+        activation_peak_bytes=max(0, end["peak_memory_bytes"] - begin["resident_bytes"]),
+    )
+    if "bytes_sent" in end:
+        sent = end["bytes_sent"]
+        per_kind = {kind: sum(peers.values()) for kind, peers in sent.items()}
+        per_peer: dict[int, int] = {}
+        for peers in sent.values():
+            for peer, nbytes in peers.items():
+                per_peer[peer] = per_peer.get(peer, 0) + nbytes
+        summary["bytes_sent_per_step"] = sum(per_kind.values()) / steps
+        summary["bytes_sent_per_step_by_kind"] = {k: v / steps for k, v in per_kind.items()}
+        summary["bytes_sent_by_peer"] = per_peer
+        summary["bytes_sent_by_kind_and_peer"] = sent
+    return summary

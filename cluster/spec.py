@@ -5,15 +5,19 @@ Validation happens before any worker starts; every error names the offending fie
 
 from __future__ import annotations
 
+import json
 from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
 from typing import Any
 
+from parallel.bands import band_bounds
 from pipelines.errors import ModelDirectoryError
 from pipelines.loading import DTYPES, check_pipeline_dir
 from pipelines.registry import resolve_model
 from pipelines.samplers import SAMPLERS
 
-STRATEGIES = ("none",)
+STRATEGIES = ("none", "patch")
+PATCH_MODES = ("sync", "displaced")
 MAX_SIDE = 16384
 MAX_PIXELS = 8192 * 8192
 MAX_STEPS = 1000
@@ -26,14 +30,29 @@ class SpecError(ValueError):
     def __init__(self, field_name: str, message: str) -> None:
         super().__init__(f"{field_name}: {message}")
         self.field = field_name
+        self.message = message
+
+    def __reduce__(self):
+        # rebuilt from (field, message) when Ray sends it from the controller to the client
+        return (SpecError, (self.field, self.message))
 
 
 @dataclass
 class ParallelSpec:
     strategy: str = "none"
-    """"none" (one worker runs the whole loop)."""
+    """"none" (one worker runs the whole loop) or "patch" (the latent split in row bands, one per worker)."""
     degree: int = 1
-    """Workers the strategy spreads one render over."""
+    """Workers the strategy spreads one render over (with cfg, 2 x the patch workers)."""
+    mode: str = "sync"
+    """Patch exchange: "sync" (fresh every step, exact) or "displaced" (previous step's, overlapped)."""
+    warmup_steps: int = 2
+    """Synchronous steps before displaced mode starts using stale activations."""
+    cfg: bool = False
+    """CFG parallel: conditional and unconditional branches on different halves of the workers."""
+
+    @property
+    def patch_workers(self) -> int:
+        return self.degree // 2 if self.cfg else self.degree
 
 
 @dataclass
@@ -125,21 +144,50 @@ class RenderSpec:
             raise SpecError("model", "must name a built-in model or a local directory")
         if not self.output_dir.strip():
             raise SpecError("output_dir", "must not be empty")
-        _check_type("parallel.strategy", self.parallel.strategy, str)
-        _check_type("parallel.degree", self.parallel.degree, int)
-        if self.parallel.strategy not in STRATEGIES:
-            raise SpecError(
-                "parallel.strategy",
-                f"unknown strategy {self.parallel.strategy!r}; expected one of {STRATEGIES}",
-            )
-        if self.parallel.degree < 1:
-            raise SpecError("parallel.degree", f"must be at least 1, got {self.parallel.degree}")
-        if self.parallel.strategy == "none" and self.parallel.degree != 1:
-            raise SpecError("parallel.degree", "strategy 'none' runs on exactly one worker")
         try:
             check_pipeline_dir(self.model_path())
         except ModelDirectoryError as err:
             raise SpecError("model", str(err)) from err
+        self._validate_parallel()
+
+    def _validate_parallel(self) -> None:
+        par = self.parallel
+        _check_type("parallel.strategy", par.strategy, str)
+        _check_type("parallel.degree", par.degree, int)
+        _check_type("parallel.mode", par.mode, str)
+        _check_type("parallel.warmup_steps", par.warmup_steps, int)
+        _check_type("parallel.cfg", par.cfg, bool)
+        if par.strategy not in STRATEGIES:
+            raise SpecError(
+                "parallel.strategy", f"unknown strategy {par.strategy!r}; expected one of {STRATEGIES}"
+            )
+        if par.degree < 1:
+            raise SpecError("parallel.degree", f"must be at least 1, got {par.degree}")
+        if par.mode not in PATCH_MODES:
+            raise SpecError("parallel.mode", f"unknown mode {par.mode!r}; expected one of {PATCH_MODES}")
+        if par.warmup_steps < 0:
+            raise SpecError("parallel.warmup_steps", f"must be >= 0, got {par.warmup_steps}")
+        if par.strategy == "none":
+            if par.degree != 1 or par.cfg:
+                raise SpecError(
+                    "parallel.degree", "strategy 'none' runs on exactly one worker; use parallel=patch"
+                )
+            return
+        if par.cfg and par.degree % 2:
+            raise SpecError(
+                "parallel.degree", f"CFG parallel needs an even worker count (2 x bands), got {par.degree}"
+            )
+        if par.cfg and self.guidance_scale <= 1.0:
+            raise SpecError(
+                "parallel.cfg", f"CFG parallel needs guidance_scale > 1, got {self.guidance_scale}"
+            )
+        align = unet_alignment(self.model_path())
+        try:
+            band_bounds(self.height // LATENT_FACTOR, par.patch_workers, align)
+        except ValueError as err:
+            raise SpecError(
+                "parallel.degree", f"height {self.height}px is too short for {par.patch_workers} bands: {err}"
+            ) from err
 
     def model_path(self) -> str:
         return str(resolve_model(self.model))
@@ -152,8 +200,18 @@ class RenderSpec:
             )
 
 
+def unet_alignment(model_path: str) -> int:
+    """Rows a band must be a multiple of: 2 ** (stride-2 downsamples in the model's UNet)."""
+    config = Path(model_path) / "unet" / "config.json"
+    if not config.is_file():
+        raise SpecError("parallel.strategy", f"patch parallelism needs a UNet pipeline; {config} is missing")
+    blocks = json.loads(config.read_text()).get("block_out_channels", [0])
+    return 2 ** (len(blocks) - 1)
+
+
 def _check_type(name: str, value: Any, expected: type | tuple[type, ...]) -> None:
     # bool is an int in Python; a spec saying height=true is wrong, not 1
-    if isinstance(value, bool) or not isinstance(value, expected):
+    wants_bool = expected is bool
+    if (isinstance(value, bool) and not wants_bool) or not isinstance(value, expected):
         names = expected.__name__ if isinstance(expected, type) else " or ".join(t.__name__ for t in expected)
         raise SpecError(name, f"expected {names}, got {type(value).__name__} {value!r}")

@@ -200,6 +200,15 @@ class JobStore:
                 db.execute("UPDATE jobs SET cancel_requested = 1 WHERE id = ?", (job_id,))
             return JobRecord.from_row(db.execute("SELECT * FROM jobs WHERE id = ?", (job_id,)).fetchone())
 
+    def outranked(self, job_id: str, priority: int) -> bool:
+        """Whether a queued job with a higher priority than `priority` waits (a reason to pause)."""
+        with self._transaction() as db:
+            row = db.execute(
+                "SELECT 1 FROM jobs WHERE state = 'queued' AND priority > ? AND id != ? LIMIT 1",
+                (priority, job_id),
+            ).fetchone()
+        return row is not None
+
     def recover(self) -> list[str]:
         """After a controller restart: jobs left running go back to the queue (they resume from their
         checkpoint); returns their ids."""

@@ -17,6 +17,7 @@ import numpy as np
 import torch
 from diffusers.utils.torch_utils import randn_tensor
 
+from pipelines.render_state import load_scheduler_state, scheduler_state, slice_state
 from pipelines.samplers import make_scheduler
 
 NoisePredictor = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
@@ -113,6 +114,24 @@ class DenoiseLoop:
     @property
     def done(self) -> bool:
         return self.step_index >= len(self.timesteps)
+
+    def state_dict(self) -> dict:
+        """This band's state: latent, step index, scheduler fields, RNG (see pipelines.render_state)."""
+        return {
+            "step_index": self.step_index,
+            "rows": list(self.rows),
+            "latents": self.latents.detach().cpu().clone(),
+            "scheduler": scheduler_state(self.scheduler),
+            "generator": self.generator.get_state(),
+        }
+
+    def load_state_dict(self, full_state: dict) -> None:
+        """Continue from a full-image state (any band count took it), keeping only this loop's rows."""
+        state = slice_state(full_state, self.rows)
+        load_scheduler_state(self.scheduler, state["scheduler"], self.device)
+        self.latents = state["latents"].to(device=self.device, dtype=self.dtype)
+        self.generator.set_state(state["generator"])
+        self.step_index = state["step_index"]
 
     @torch.no_grad()
     def step(self) -> int:

@@ -52,5 +52,7 @@ class JobGroup:
     def __enter__(self) -> JobGroup:
         return self
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is not None and issubclass(exc_type, ray.exceptions.RayActorError):
+            return  # a member died: its peers may be stuck in a collective; the pool replaces them all
         self.close()

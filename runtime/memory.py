@@ -22,6 +22,19 @@ def reset_peak(device: str) -> None:
         pass  # not Linux, or not permitted: the lifetime peak is reported instead
 
 
+def current_bytes(device: str) -> int:
+    """Memory in use now: allocated on CUDA, resident set on CPU."""
+    if device.startswith("cuda"):
+        return int(torch.cuda.memory_allocated())
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 0
+
+
 def peak_bytes(device: str) -> int:
     if device.startswith("cuda"):
         return int(torch.cuda.max_memory_allocated())

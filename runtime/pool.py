@@ -67,18 +67,45 @@ class DevicePool:
                 f"pool: placement group of {config.workers} x {self.slot.ray_resources} "
                 f"({config.placement}) was not placed within {config.ready_timeout_s:g} s"
             ) from err
-        actor_class = ray.remote(Worker)
-        self.workers = [
-            actor_class.options(
+        self.workers = [self._start_worker(i) for i in range(config.workers)]
+        self.infos = ray.get([w.info.remote() for w in self.workers], timeout=config.ready_timeout_s)
+
+    def _start_worker(self, index: int):
+        return (
+            ray.remote(Worker)
+            .options(
                 num_cpus=self.slot.ray_resources.get("CPU", 0),
                 num_gpus=self.slot.ray_resources.get("GPU", 0),
                 scheduling_strategy=PlacementGroupSchedulingStrategy(
-                    self.placement_group, placement_group_bundle_index=i
+                    self.placement_group, placement_group_bundle_index=index
                 ),
-            ).remote(i, self.slot)
-            for i in range(config.workers)
-        ]
-        self.infos = ray.get([w.info.remote() for w in self.workers], timeout=config.ready_timeout_s)
+            )
+            .remote(index, self.slot)
+        )
+
+    def unhealthy_workers(self, indices: list[int], timeout_s: float = 10.0) -> list[int]:
+        """Which of these workers are dead or do not answer within `timeout_s`."""
+        bad = []
+        for i in indices:
+            try:
+                ray.get(self.workers[i].info.remote(), timeout=timeout_s)
+            except (ray.exceptions.RayActorError, ray.exceptions.GetTimeoutError):
+                bad.append(i)
+        return bad
+
+    def restart_workers(self, indices: list[int]) -> None:
+        """Replace these workers with fresh ones in the same placement group bundles.
+
+        Used after a worker died mid-job: its peers may be stuck in a collective with it, so the
+        whole group is replaced rather than waiting for their timeouts.
+        """
+        for i in indices:
+            ray.kill(self.workers[i], no_restart=True)
+        for i in indices:
+            self.workers[i] = self._start_worker(i)
+        fresh = ray.get([self.workers[i].info.remote() for i in indices], timeout=self.config.ready_timeout_s)
+        for i, info in zip(indices, fresh):
+            self.infos[i] = info
 
     @property
     def size(self) -> int:

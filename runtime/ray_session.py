@@ -3,10 +3,32 @@
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 
 import ray
+
+DEFAULT_TOKEN = Path.home() / ".ray" / "auth_token"
+
+
+def join_cluster(address: str, **init_kwargs) -> None:
+    """ray.init(address=...) that also works with Ray's token auth on explicit addresses.
+
+    Ray 2.59+ enables token auth on local clusters and keeps the token in ~/.ray/auth_token, but only
+    infers token mode for address="auto"; joining by an explicit address needs RAY_AUTH_MODE=token.
+    """
+    if "RAY_AUTH_MODE" not in os.environ and DEFAULT_TOKEN.is_file():
+        try:  # Ray's own inference for "auto"; it also refreshes Ray's cached config
+            from ray._private.authentication.authentication_token_setup import (
+                maybe_enable_token_auth_if_token_available,
+            )
+
+            maybe_enable_token_auth_if_token_available(warn_if_disabled=False)
+        except ImportError:  # another Ray version: the variable alone, read when Ray first configures
+            os.environ["RAY_AUTH_MODE"] = "token"
+    ray.init(address=address, logging_level=logging.WARNING, **init_kwargs)
 
 
 @contextmanager
@@ -30,7 +52,7 @@ def ray_session(
             log_to_driver=True,
         )
     else:
-        ray.init(address=address, logging_level=logging.WARNING)
+        join_cluster(address)
     try:
         yield ray.cluster_resources()
     finally:

@@ -27,3 +27,11 @@ class RenderTask:
     """Classifier-free guidance weight (off at <= 1)."""
     sampler: str
     """"ddim", "euler" or "dpm++"."""
+    strategy: str = "none"
+    """"none" (whole latent on one worker) or "patch" (one row band per worker)."""
+    mode: str = "sync"
+    """Patch exchange: "sync" (exact) or "displaced" (previous step's activations)."""
+    warmup_steps: int = 0
+    """Synchronous steps before displaced mode starts."""
+    cfg: bool = False
+    """CFG parallel: the two guidance branches on the two halves of the group."""

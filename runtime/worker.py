@@ -57,8 +57,13 @@ class Worker:
 
     def leave_group(self) -> bool:
         self.rank = None
-        self.session = None
+        self._close_session()
         return process_group.leave()
+
+    def _close_session(self) -> None:
+        if self.session is not None:
+            self.session.close()
+            self.session = None
 
     def execute(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         """Run `fn(worker, *args, **kwargs)` here: the hook for strategies and tests."""
@@ -81,35 +86,47 @@ class Worker:
         return {"hits": self.cache.hits, "misses": self.cache.misses, "entries": len(self.cache.entries)}
 
     # --- render ---------------------------------------------------------------------------------
-    def begin_render(self, task: RenderTask) -> dict:
+    def begin_render(self, task: RenderTask, resume: dict | None = None) -> dict:
+        """Set up this worker's part of a render; `resume` is a full-image checkpoint state to continue."""
         from runtime.render_session import RenderSession
 
-        memory.reset_peak(self.device)
+        self._close_session()
         started = time.perf_counter()
         pipe, hit = self.load_pipeline(task.model_path, task.dtype)
         load_s = time.perf_counter() - started
+        resident = memory.current_bytes(self.device)
+        memory.reset_peak(self.device)
         world = torch.distributed.get_world_size() if torch.distributed.is_initialized() else 1
-        self.session = RenderSession(pipe, task, rank=self.rank or 0, world=world)
+        self.session = RenderSession(pipe, task, world=world, resume=resume)
         return {
             "cache_hit": hit,
             "load_s": load_s,
             "encode_s": self.session.encode_s,
             "attention": self.attention,
+            "resident_bytes": resident,
         }
 
     def step(self) -> int:
         return self._session().step()
 
+    def snapshot(self) -> dict:
+        """This worker's band of the render state, for a checkpoint."""
+        return self._session().loop.state_dict()
+
     def latents(self) -> torch.Tensor:
         return self._session().latents()
 
-    def decode(self, latents: torch.Tensor) -> np.ndarray:
-        return self._session().decode(latents)
+    def decode_latents(self, path: str, dtype: str, latents: torch.Tensor) -> np.ndarray:
+        """Decode a stitched latent with this worker's cached VAE (tiled for large images)."""
+        from pipelines.sampling import decode_latents
+
+        pipe, _ = self.load_pipeline(path, dtype)
+        return decode_latents(pipe, latents)
 
     def end_render(self) -> dict:
-        session = self._session()
-        self.session = None
-        return {"step_seconds": session.step_seconds, "peak_memory_bytes": memory.peak_bytes(self.device)}
+        report = dict(self._session().report(), peak_memory_bytes=memory.peak_bytes(self.device))
+        self._close_session()
+        return report
 
     def _session(self):
         if self.session is None:

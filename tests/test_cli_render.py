@@ -23,6 +23,7 @@ def test_cli_render_writes_png_and_metadata(tmp_path):
         "steps=3",
         "seed=4",
         f"output_dir={out}",
+        "parallel=none",
         "pool.workers=1",
         cwd=tmp_path,
     )
@@ -38,6 +39,45 @@ def test_cli_render_writes_png_and_metadata(tmp_path):
     assert set(meta["timings"]) >= {"load_s", "denoise_s", "decode_s", "total_s", "step_s"}
     assert meta["versions"]["torch"] and meta["versions"]["ray"] and meta["versions"]["diffusers"]
     assert "denoising" in run.stderr  # the progress bar
+
+
+def test_cli_patch_render_records_strategy(tmp_path):
+    out = tmp_path / "outs"
+    run = _tessera(
+        "render",
+        "height=64",
+        "width=64",
+        "steps=3",
+        "parallel=patch",
+        "parallel.degree=2",
+        "parallel.mode=displaced",
+        "parallel.warmup_steps=1",
+        f"output_dir={out}",
+        cwd=tmp_path,
+    )
+    assert run.returncode == 0, run.stderr[-3000:]
+    [job] = list(out.iterdir())
+    meta = json.loads((job / "metadata.json").read_text())
+    assert (meta["strategy"], meta["degree"], meta["mode"], meta["warmup_steps"]) == (
+        "patch",
+        2,
+        "displaced",
+        1,
+    )
+    assert [w["band"] for w in meta["workers"]] == [0, 1]
+    assert all(w["bytes_sent_per_step"] > 0 and w["peak_memory_bytes"] > 0 for w in meta["workers"])
+
+
+def test_cli_refuses_odd_cfg_degree_before_starting_workers(tmp_path):
+    run = _tessera("render", "parallel=patch", "parallel.degree=3", "parallel.cfg=true", cwd=tmp_path)
+    assert run.returncode == 2
+    assert "parallel.degree" in run.stderr and "even" in run.stderr
+    assert "Ray" not in run.stderr  # refused before any cluster started
+
+
+def test_cli_refuses_degree_larger_than_pool(tmp_path):
+    run = _tessera("render", "parallel=patch", "parallel.degree=3", "pool.workers=2", cwd=tmp_path)
+    assert run.returncode == 2 and "parallel.degree" in run.stderr and "pool" in run.stderr
 
 
 def test_cli_refuses_bad_field_and_writes_nothing(tmp_path):

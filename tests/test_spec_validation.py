@@ -32,6 +32,13 @@ from cluster.spec import RenderSpec, SpecError
         ({"parallel": "fast"}, "parallel"),
         ({"resolution": 4}, "resolution"),
         ({"output_dir": ""}, "output_dir"),
+        ({"parallel": {"strategy": "patch", "degree": 2, "mode": "telepathic"}}, "parallel.mode"),
+        ({"parallel": {"strategy": "patch", "degree": 3, "cfg": True}}, "parallel.degree"),
+        ({"parallel": {"strategy": "patch", "degree": 2, "cfg": True}, "guidance_scale": 1.0}, "parallel.cfg"),
+        ({"parallel": {"strategy": "patch", "degree": 2, "warmup_steps": -1}}, "parallel.warmup_steps"),
+        ({"parallel": {"strategy": "patch", "degree": 2, "cfg": "yes"}}, "parallel.cfg"),
+        # 32 px = 4 latent rows; the built-in UNet needs bands of >= 4 rows, so 2 bands do not fit
+        ({"height": 32, "parallel": {"strategy": "patch", "degree": 2}}, "parallel.degree"),
     ],
 )
 def test_bad_spec_names_the_field(change, field):
@@ -46,6 +53,14 @@ def test_bad_spec_names_the_field(change, field):
 def test_default_spec_is_valid():
     spec = RenderSpec.from_dict({"height": 64, "width": 64, "steps": 2})
     assert spec.model == "builtin-image" and spec.parallel.degree == 1
+
+
+def test_patch_spec_with_uneven_bands_is_valid():
+    # 104 px = 13 latent rows: bands of 4, 4 and 5 rows
+    spec = RenderSpec.from_dict({"height": 104, "parallel": {"strategy": "patch", "degree": 3}})
+    assert spec.parallel.patch_workers == 3
+    cfg = RenderSpec.from_dict({"height": 104, "parallel": {"strategy": "patch", "degree": 4, "cfg": True}})
+    assert cfg.parallel.patch_workers == 2
 
 
 def test_degree_larger_than_pool_is_refused():

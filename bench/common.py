@@ -1,0 +1,86 @@
+"""Shared benchmark plumbing: the machine and versions, alternating runs, medians, BENCHMARKS.md sections.
+
+Every benchmark writes its own section of BENCHMARKS.md (between markers), so benchmarks can be re-run
+one at a time without erasing the others' figures.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import statistics
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+BENCHMARKS_MD = Path(__file__).resolve().parent.parent / "BENCHMARKS.md"
+HEADER = "# Benchmarks\n\nEach section is written by the benchmark named in it; re-run that command to refresh it.\n"
+
+
+def machine() -> str:
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    mem_gib = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
+    gpu = "no GPU"
+    try:
+        import torch
+
+        if torch.cuda.is_available():
+            gpu = torch.cuda.get_device_name(0)
+    except ImportError:
+        pass
+    return f"{os.cpu_count()} cores ({cpu}), {mem_gib:.0f} GiB, {gpu}"
+
+
+def versions() -> str:
+    from cluster.versions import package_versions
+
+    v = package_versions()
+    return ", ".join(f"{k} {v[k]}" for k in ("python", "torch", "ray", "diffusers", "deepspeed") if k in v)
+
+
+def provenance(command: str) -> str:
+    return (
+        f"- command: `{command}`\n- date: {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}\n"
+        f"- machine: {machine()}\n- versions: {versions()}\n"
+    )
+
+
+def alternate(runs: dict[str, Callable[[], float]], repeats: int, warmup: int = 1) -> dict[str, list[float]]:
+    """Run each measurement in turn (A, B, C, A, B, C ...) so machine noise hits all alike.
+
+    Each callable returns the figure it measured (e.g. seconds per step); warm-up rounds are dropped.
+    """
+    results: dict[str, list[float]] = {name: [] for name in runs}
+    for round_index in range(warmup + repeats):
+        for name, run in runs.items():
+            value = run()
+            if round_index >= warmup:
+                results[name].append(value)
+            print(f"  round {round_index} {name}: {value:.4g}", file=sys.stderr, flush=True)
+    return results
+
+
+def median(values: list[float]) -> float:
+    return statistics.median(values)
+
+
+def write_section(name: str, body: str) -> None:
+    """Replace (or append) the section `name` of BENCHMARKS.md."""
+    start, end = f"<!-- section:{name} -->", f"<!-- /section:{name} -->"
+    text = BENCHMARKS_MD.read_text() if BENCHMARKS_MD.exists() else HEADER
+    block = f"{start}\n{body.rstrip()}\n{end}"
+    if start in text and end in text:
+        before, rest = text.split(start, 1)
+        after = rest.split(end, 1)[1]
+        text = before + block + after
+    else:
+        text = text.rstrip() + "\n\n" + block + "\n"
+    BENCHMARKS_MD.write_text(text)

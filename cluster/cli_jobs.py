@@ -1,0 +1,172 @@
+"""The job verbs of the `tessera` CLI: render (submit and wait), serve, submit, status, list, wait,
+cancel, logs. Job specs are composed by Hydra from configs/render.yaml and the overrides given."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import signal
+import sys
+import threading
+
+from cluster.spec import SpecError
+
+DEFAULT_STATE_DIR = ".tessera"
+
+
+def _compose(overrides: list[str]):
+    from hydra.errors import HydraException
+    from omegaconf.errors import OmegaConfBaseException
+
+    from cluster.config import compose
+
+    try:
+        return compose("render", overrides)
+    except (HydraException, OmegaConfBaseException) as err:
+        raise SpecError("overrides", f"bad override: {err}") from err
+
+
+def _spec_and_pool(overrides: list[str]):
+    from omegaconf.errors import OmegaConfBaseException
+
+    from cluster.config import pool_from_config, render_spec_from_config
+
+    cfg = _compose(overrides)
+    try:
+        spec = render_spec_from_config(cfg)
+        pool, address = pool_from_config(cfg)
+    except (OmegaConfBaseException, TypeError) as err:
+        raise SpecError("config", str(err)) from err
+    spec.check_fits(pool.workers)
+    return cfg, spec, pool, address
+
+
+def render(args: argparse.Namespace) -> int:
+    """Submit one job to the embedded (or given) cluster and wait for it, with a progress bar."""
+    from omegaconf import OmegaConf
+
+    from cluster.client import Client
+
+    if args.cfg:
+        print(OmegaConf.to_yaml(_compose(args.overrides)))
+        return 0
+    cfg, spec, pool, address = _spec_and_pool(args.overrides)
+    with Client(address=address, state_dir=args.state_dir, pool=pool) as client:
+        job = client.submit(spec)
+        record = job.wait(progress=bool(cfg.progress))
+        if record["state"] != "succeeded":
+            print(f"tessera: job {job.id} {record['state']}: {record.get('error')}", file=sys.stderr)
+            print(job.logs(), file=sys.stderr)
+            return 1
+        outputs = record["outputs"]
+    print(f"wrote {outputs['image']}")
+    print(json.dumps({"job_id": job.id, "directory": outputs["directory"]}))
+    return 0
+
+
+def serve(args: argparse.Namespace) -> int:
+    """Run the controller until interrupted; other `tessera` commands reach it with --address auto."""
+    import ray
+
+    from cluster.client import Client
+    from cluster.config import pool_from_config
+
+    pool, address = pool_from_config(_compose(args.overrides))  # only the pool.* part matters here
+    client = Client(address=address, state_dir=args.state_dir, pool=pool)
+    info = ray.get(client.controller.info.remote())
+    print(
+        f"tessera controller serving {info['workers']} {info['device']} workers; state in {info['state_dir']}"
+    )
+    print(f"Ray address: {ray.get_runtime_context().gcs_address}", flush=True)
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    try:
+        stop.wait()
+    except KeyboardInterrupt:
+        pass
+    ray.get(client.controller.stop.remote())
+    client._owns_ray = client._owns_ray and address is None
+    client.close()
+    return 0
+
+
+def _connect(args: argparse.Namespace):
+    from cluster.client import Client
+
+    return Client(address=args.address, connect_only=True)
+
+
+def submit(args: argparse.Namespace) -> int:
+    _, spec, _, _ = _spec_and_pool(args.overrides)
+    job = _connect(args).submit(spec, priority=args.priority, client_token=args.token)
+    print(job.id)
+    return 0
+
+
+def status(args: argparse.Namespace) -> int:
+    print(json.dumps(_connect(args).job(args.job_id).status(), indent=2, default=str))
+    return 0
+
+
+def list_jobs(args: argparse.Namespace) -> int:
+    for record in _connect(args).jobs(args.state):
+        print(
+            f"{record['id']}  {record['state']:9s}  prio {record['priority']:3d}  "
+            f"{record['steps_done']}/{record['spec']['steps']} steps"
+        )
+    return 0
+
+
+def wait(args: argparse.Namespace) -> int:
+    record = _connect(args).job(args.job_id).wait(progress=True, timeout_s=args.timeout)
+    print(json.dumps({"id": record["id"], "state": record["state"], "outputs": record["outputs"]}))
+    return 0 if record["state"] == "succeeded" else 1
+
+
+def cancel(args: argparse.Namespace) -> int:
+    print(_connect(args).job(args.job_id).cancel()["state"])
+    return 0
+
+
+def logs(args: argparse.Namespace) -> int:
+    print(_connect(args).job(args.job_id).logs(), end="")
+    return 0
+
+
+def add_job_commands(sub) -> dict:
+    """Register the job verbs on an argparse subparsers object; returns verb -> handler."""
+    handlers = {}
+
+    def verb(name, handler, help_text, overrides=False, job_id=False, remote=True):
+        parser = sub.add_parser(name, help=help_text)
+        if overrides:
+            parser.add_argument("overrides", nargs="*", help="Hydra overrides, e.g. height=512 steps=20")
+        if job_id:
+            parser.add_argument("job_id")
+        if remote:
+            parser.add_argument("--address", default="auto", help="Ray cluster where `tessera serve` runs")
+        handlers[name] = handler
+        return parser
+
+    render_parser = verb(
+        "render", render, "render one image: submit and wait (Hydra overrides)", True, remote=False
+    )
+    render_parser.add_argument("--cfg", action="store_true", help="print the composed config and exit")
+    render_parser.add_argument("--state-dir", default=DEFAULT_STATE_DIR, help="job store and logs")
+    serve_parser = verb(
+        "serve", serve, "run the controller (pool.* overrides) until interrupted", True, remote=False
+    )
+    serve_parser.add_argument("--state-dir", default=DEFAULT_STATE_DIR, help="job store and logs")
+    submit_parser = verb("submit", submit, "queue a render job and print its id", True)
+    submit_parser.add_argument("--priority", type=int, default=0)
+    submit_parser.add_argument(
+        "--token", default=None, help="idempotency token: a repeat returns the same job"
+    )
+    verb("status", status, "a job's record", job_id=True)
+    list_parser = verb("list", list_jobs, "jobs in the store")
+    list_parser.add_argument("--state", default=None)
+    wait_parser = verb("wait", wait, "wait for a job, with a progress bar", job_id=True)
+    wait_parser.add_argument("--timeout", type=float, default=None)
+    verb("cancel", cancel, "cancel a queued or running job", job_id=True)
+    verb("logs", logs, "a job's log", job_id=True)
+    return handlers

@@ -1,0 +1,157 @@
+"""The Python client: submit render jobs to the controller and follow them.
+
+    from cluster.client import Client
+    client = Client()                        # embedded: a local Ray cluster and controller for this process
+    job = client.submit({"prompt": "red stripes", "height": 512, "width": 512, "steps": 20})
+    job.wait(progress=True)
+    print(job.result()["image"])
+
+`Client(address="auto")` or `Client(address="ray://host:10001")` joins a cluster where `tessera serve`
+runs the controller.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import ray
+from tqdm import tqdm
+
+from cluster.controller import CONTROLLER_NAME, NAMESPACE, Controller, ControllerConfig
+from cluster.spec import RenderSpec
+from cluster.store import FINAL_STATES
+from runtime.pool import PoolConfig
+from runtime.ray_session import join_cluster
+
+
+class JobFailed(RuntimeError):
+    """The job ended failed or cancelled; `record` holds its final state."""
+
+    def __init__(self, record: dict) -> None:
+        super().__init__(f"job {record['id']} {record['state']}: {record.get('error') or ''}".rstrip(": "))
+        self.record = record
+
+
+def start_controller(config: ControllerConfig, detached: bool = False):
+    """The named controller actor, created if no controller runs in this Ray cluster yet."""
+    actor = ray.remote(Controller).options(
+        name=CONTROLLER_NAME,
+        namespace=NAMESPACE,
+        get_if_exists=True,
+        lifetime="detached" if detached else None,
+        max_concurrency=16,
+        num_cpus=0,
+    )
+    handle = actor.remote(config)
+    ray.get(handle.info.remote())
+    return handle
+
+
+class Job:
+    def __init__(self, client: Client, record: dict) -> None:
+        self.client = client
+        self.id = record["id"]
+        self._record = record
+
+    def status(self) -> dict:
+        self._record = ray.get(self.client.controller.get.remote(self.id))
+        return self._record
+
+    def wait(self, progress: bool = False, timeout_s: float | None = None, poll_s: float = 0.2) -> dict:
+        """Block until the job reaches a final state; a progress bar follows its steps."""
+        deadline = None if timeout_s is None else time.monotonic() + timeout_s
+        total = self._record["spec"]["steps"]
+        with tqdm(total=total, desc=f"denoising {self.id}", unit="step", disable=not progress) as bar:
+            while True:
+                record = self.status()
+                bar.update(record["steps_done"] - bar.n)
+                if record["state"] in FINAL_STATES:
+                    return record
+                if deadline is not None and time.monotonic() > deadline:
+                    raise TimeoutError(f"job {self.id} still {record['state']} after {timeout_s} s")
+                time.sleep(poll_s)
+
+    def result(self) -> dict:
+        """Output paths (image, metadata) once the job succeeded; raises JobFailed otherwise."""
+        record = self.wait()
+        if record["state"] != "succeeded":
+            raise JobFailed(record)
+        return record["outputs"]
+
+    def cancel(self) -> dict:
+        self._record = ray.get(self.client.controller.cancel.remote(self.id))
+        return self._record
+
+    def logs(self) -> str:
+        return ray.get(self.client.controller.logs.remote(self.id))
+
+
+class Client:
+    def __init__(
+        self,
+        address: str | None = None,
+        state_dir: str | Path = ".tessera",
+        pool: PoolConfig | None = None,
+        connect_only: bool = False,
+        **controller_options: Any,
+    ) -> None:
+        """`connect_only`: use the controller `tessera serve` runs; never start one (CLI verbs).
+        `controller_options`: further ControllerConfig fields (checkpoint_every, preempt, ...)."""
+        self._owns_ray = False
+        if not ray.is_initialized():
+            if address is None:
+                workers = (pool or PoolConfig()).workers
+                ray.init(
+                    num_cpus=workers,
+                    namespace=NAMESPACE,
+                    include_dashboard=False,
+                    logging_level=logging.WARNING,
+                )
+                self._owns_ray = True
+            else:
+                join_cluster(address, namespace=NAMESPACE)
+        if connect_only:
+            try:
+                self.controller = ray.get_actor(CONTROLLER_NAME, namespace=NAMESPACE)
+            except ValueError as err:
+                raise ConnectionError(
+                    f"no Tessera controller runs in the Ray cluster at {address!r}; start one with `tessera serve`"
+                ) from err
+            return
+        config = ControllerConfig(
+            state_dir=str(Path(state_dir).resolve()), pool=pool or PoolConfig(), **controller_options
+        )
+        self.controller = start_controller(config)
+
+    def submit(
+        self, spec: RenderSpec | dict[str, Any], priority: int = 0, client_token: str | None = None
+    ) -> Job:
+        """Queue a job; a bad spec raises SpecError naming the field and stores nothing."""
+        data = asdict(spec) if isinstance(spec, RenderSpec) else dict(spec)
+        if isinstance(data.get("output_dir", "outputs"), str):
+            data["output_dir"] = str(Path(data.get("output_dir", "outputs")).resolve())
+        record = ray.get(self.controller.submit.remote(data, priority, client_token))
+        return Job(self, record)
+
+    def job(self, job_id: str) -> Job:
+        return Job(self, ray.get(self.controller.get.remote(job_id)))
+
+    def jobs(self, state: str | None = None) -> list[dict]:
+        return ray.get(self.controller.list.remote(state))
+
+    def close(self) -> None:
+        """Stop the controller and the local cluster this client started (if it started them)."""
+        if self._owns_ray:
+            ray.get(self.controller.stop.remote())
+            ray.shutdown()
+            self._owns_ray = False
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()

@@ -1,0 +1,98 @@
+"""Bytes a patch-parallel step sends, computed from layer shapes instead of measured.
+
+`record_patch_layers` runs one forward of the plain model on one device with hooks and notes what
+each band-aware layer would exchange; `patch_bytes_per_worker` turns that into the mean bytes a worker
+sends per step at any degree, for two schemes:
+
+- "neighbour" (ours): conv halos go point-to-point to the two neighbours only;
+- "allgather" (distrifuser's): every worker all-gathers its top and bottom `padding` boundary rows
+  of every conv to every other worker.
+
+Both all-gather self-attention K/V and all-reduce GroupNorm statistics, so those terms are shared.
+Bytes are counted as `parallel.comm.Comm` counts them: a tensor delivered to each peer counts once
+per peer. Bands are taken as equal (the uneven remainder row is ignored).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+
+from parallel.patch_attention import is_self_attention
+from parallel.patch_conv import conv_row_geometry
+
+SCHEMES = ("neighbour", "allgather")
+
+
+@dataclass
+class PatchLayerShapes:
+    halo_rows: list[tuple[int, int, int]] = field(default_factory=list)
+    """Per conv with a row kernel > 1: (bytes of one input row over batch and channels, rows from the
+    band above, rows from the band below)."""
+    padding_rows: list[tuple[int, int]] = field(default_factory=list)
+    """Per conv: (bytes of one input row, padding rows) - what an all-gather scheme sends per side."""
+    kv_bytes: list[int] = field(default_factory=list)
+    """Per self-attention layer: bytes of the full image's K and V together."""
+    norm_bytes: list[int] = field(default_factory=list)
+    """Per GroupNorm: bytes of the statistics one worker contributes (sum, sum of squares, count)."""
+
+
+def record_patch_layers(model: nn.Module, run: Callable[[], object]) -> PatchLayerShapes:
+    """Shapes of every band-aware layer, from one full-size forward `run()` of the unpatched model."""
+    shapes = PatchLayerShapes()
+    hooks = []
+
+    def on_conv(conv: nn.Conv2d, args: tuple) -> None:
+        x = args[0]
+        k, s, p = conv_row_geometry(conv)
+        if k <= 1:
+            return
+        row = x.shape[0] * x.shape[1] * x.shape[3] * x.element_size()
+        shapes.halo_rows.append((row, p, max(0, k - s - p)))
+        shapes.padding_rows.append((row, p))
+
+    def on_attention(attn: nn.Module, args: tuple, kwargs: dict) -> None:
+        x = args[0] if args else kwargs["hidden_states"]
+        tokens = x.shape[1] * x.shape[2] * x.shape[3] if x.dim() == 4 else x.shape[1]
+        batch = x.shape[0]
+        width = attn.to_k.out_features + attn.to_v.out_features
+        shapes.kv_bytes.append(batch * tokens * width * x.element_size())
+
+    def on_norm(norm: nn.GroupNorm, args: tuple) -> None:
+        x = args[0]
+        shapes.norm_bytes.append(x.shape[0] * norm.num_groups * 3 * x.element_size())
+
+    for module in model.modules():
+        if isinstance(module, nn.Conv2d):
+            hooks.append(module.register_forward_pre_hook(on_conv))
+        elif isinstance(module, nn.GroupNorm):
+            hooks.append(module.register_forward_pre_hook(on_norm))
+        elif is_self_attention(module):
+            hooks.append(module.register_forward_pre_hook(on_attention, with_kwargs=True))
+    try:
+        with torch.no_grad():
+            run()
+    finally:
+        for hook in hooks:
+            hook.remove()
+    return shapes
+
+
+def patch_bytes_per_worker(shapes: PatchLayerShapes, world: int, scheme: str = "neighbour") -> dict[str, float]:
+    """Mean bytes one worker sends per step, by kind ("halo", "kv", "norm"), at `world` bands."""
+    if scheme not in SCHEMES:
+        raise ValueError(f"scheme: unknown scheme {scheme!r}; expected one of {SCHEMES}")
+    if world <= 1:
+        return {"halo": 0.0, "kv": 0.0, "norm": 0.0}
+    peers = world - 1
+    if scheme == "neighbour":
+        # world-1 band boundaries; across each, rows go up and down once
+        halo = sum(row * (above + below) for row, above, below in shapes.halo_rows) * peers / world
+    else:
+        halo = sum(row * 2 * pad for row, pad in shapes.padding_rows) * peers
+    kv = sum(kv / world for kv in shapes.kv_bytes) * peers
+    norm = sum(shapes.norm_bytes) * peers
+    return {"halo": float(halo), "kv": float(kv), "norm": float(norm)}

@@ -1,0 +1,71 @@
+"""Glue between a render and patch parallelism: patch the UNet, pick this worker's band, guide.
+
+Runs inside a worker whose default process group is the job's group. With CFG parallel the group's
+first half runs the conditional branch and the second half the unconditional one, each half split
+in the same row bands (parallel/cfg.py); otherwise every worker runs both branches batched on its band.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
+
+from parallel.bands import band_bounds
+from parallel.cfg import CFGLayout, combine_cfg, make_cfg_groups
+from parallel.patch_config import PatchConfig
+from parallel.patch_runtime import PatchHandle
+from parallel.patch_unet import parallelize_unet_patch, unet_alignment
+from pipelines.sampling import Conditioning, NoisePredictor, batched_cfg_predictor
+from runtime.render_task import RenderTask
+
+
+@dataclass
+class PatchSetup:
+    handle: PatchHandle
+    """The patched UNet's counters; `remove()` restores the cached model."""
+    predictor: NoisePredictor
+    """(band latent, t) -> guided noise for this band."""
+    rows: tuple[int, int]
+    """This worker's latent rows."""
+    band_index: int
+    """Which band this worker holds (equal for the two CFG partners)."""
+    cfg: CFGLayout | None
+    """The CFG layout, when the branches are split."""
+
+    def bytes_sent(self) -> dict[str, dict[int, int]]:
+        """Cumulative bytes by kind and peer (global rank), patch and CFG exchanges together."""
+        total = {kind: dict(peers) for kind, peers in self.handle.bytes_sent.total.items()}
+        if self.cfg is not None:
+            for kind, peers in self.cfg.comm.bytes_sent().total.items():
+                total.setdefault(kind, {}).update(peers)
+        return total
+
+
+def setup_patch(pipe, cond: Conditioning, task: RenderTask, latent_rows: int) -> PatchSetup:
+    group = dist.group.WORLD
+    if task.cfg:
+        layout = make_cfg_groups(group)
+        patch_group, band_index, bands = layout.patch_group, layout.patch_rank, layout.patch_degree
+    else:
+        layout = None
+        patch_group, band_index, bands = group, dist.get_rank(), dist.get_world_size()
+    config = PatchConfig(mode=task.mode, warmup_steps=task.warmup_steps)
+    handle = parallelize_unet_patch(pipe.unet, patch_group, config)
+    rows = band_bounds(latent_rows, bands, unet_alignment(pipe.unet))[band_index]
+    if layout is None:
+        predictor = batched_cfg_predictor(pipe.unet, cond)
+    else:
+        predictor = _split_cfg_predictor(pipe.unet, cond, layout)
+    return PatchSetup(handle, predictor, rows, band_index, layout)
+
+
+def _split_cfg_predictor(unet: torch.nn.Module, cond: Conditioning, layout: CFGLayout) -> NoisePredictor:
+    embeds = cond.prompt_embeds if layout.is_cond else cond.negative_embeds
+
+    def predict(latent: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        noise = unet(latent, t, encoder_hidden_states=embeds, return_dict=False)[0]
+        return combine_cfg(noise, layout, cond.guidance_scale)
+
+    return predict

@@ -1,0 +1,82 @@
+"""`tessera serve` in one process, the job verbs from others, through the served Ray cluster."""
+
+import json
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+
+def _tessera(*args, cwd, timeout=240):
+    return subprocess.run(
+        [sys.executable, "-m", "cluster.cli", *args], cwd=cwd, capture_output=True, text=True, timeout=timeout
+    )
+
+
+@pytest.fixture
+def served(tmp_path):
+    server = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "cluster.cli",
+            "serve",
+            "pool.workers=1",
+            "--state-dir",
+            str(tmp_path / "state"),
+        ],
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    address = None
+    deadline = time.monotonic() + 240
+    lines = []
+    while time.monotonic() < deadline:
+        line = server.stdout.readline()
+        lines.append(line)
+        if line.startswith("Ray address: "):
+            address = line.split(": ", 1)[1].strip()
+            break
+        if server.poll() is not None:
+            break
+    assert address, "".join(lines)
+    yield address
+    server.send_signal(signal.SIGTERM)
+    assert server.wait(timeout=120) == 0
+
+
+@pytest.mark.slow
+def test_serve_submit_wait_list_logs(served, tmp_path):
+    out = tmp_path / "outs"
+    submit = _tessera(
+        "submit",
+        "height=64",
+        "width=64",
+        "steps=2",
+        "parallel=none",
+        "pool.workers=1",
+        f"output_dir={out}",
+        "--priority",
+        "3",
+        "--address",
+        served,
+        cwd=tmp_path,
+    )
+    assert submit.returncode == 0, submit.stderr[-2000:]
+    job_id = submit.stdout.strip().splitlines()[-1]
+    waited = _tessera("wait", job_id, "--address", served, cwd=tmp_path)
+    assert waited.returncode == 0, waited.stderr[-2000:]
+    record = json.loads(waited.stdout.strip().splitlines()[-1])
+    assert record["state"] == "succeeded" and (out / job_id / "image.png").is_file()
+    listed = _tessera("list", "--address", served, cwd=tmp_path)
+    assert job_id in listed.stdout and "succeeded" in listed.stdout
+    logs = _tessera("logs", job_id, "--address", served, cwd=tmp_path)
+    assert "submitted with priority 3" in logs.stdout and "succeeded" in logs.stdout
+    bad = _tessera("submit", "steps=0", "--address", served, cwd=tmp_path)
+    assert bad.returncode == 2 and "steps" in bad.stderr
+    unknown = _tessera("status", "no-such-job", "--address", served, cwd=tmp_path)
+    assert unknown.returncode == 2 and "no job" in unknown.stderr
