@@ -1,0 +1,108 @@
+"""The training job's configuration: dataclasses built from the Hydra config (configs/train.yaml)."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+
+@dataclass
+class VaeStage:
+    """Phase 1: the VAE, trained data-parallel (one replica per worker)."""
+
+    steps: int = 600
+    """Optimizer steps; 0 skips the phase (the VAE keeps its starting weights)."""
+    batch_size: int = 8
+    """Images per worker per step."""
+    lr: float = 1e-3
+    """AdamW learning rate."""
+    resolution: int = 64
+    """Training image size in pixels (the VAE is convolutional: it decodes any size afterwards)."""
+    kl_weight: float = 1e-6
+    """Weight of the KL term beside the pixel MSE."""
+    sample_posterior: bool = False
+    """Decode a posterior sample (a noisy latent) instead of its mean. Off by default: a fresh encoder's
+    posterior std is about 1, and that noise hides colour from the decoder for many hundreds of steps."""
+
+
+@dataclass
+class UnetStage:
+    """Phase 2: UNet and text encoder, trained as a DeepSpeed pipeline (1F1B) on the frozen VAE's latents."""
+
+    steps: int = 1000
+    """Optimizer steps (engine.train_batch calls)."""
+    micro_batch: int = 8
+    """Samples per micro-batch."""
+    micro_batches: int = 4
+    """Micro-batches per step per data-parallel replica (DeepSpeed gradient accumulation steps)."""
+    lr: float = 1e-3
+    """Peak AdamW learning rate."""
+    warmup_steps: int = 50
+    """Linear learning-rate warmup."""
+    resolution: int = 128
+    """Training image size in pixels; latents are resolution / 8."""
+    cache_size: int = 2048
+    """Distinct dataset images encoded once by the VAE and sampled from."""
+    caption_dropout: float = 0.1
+    """Fraction of captions replaced by the empty prompt (teaches the unconditional branch for CFG)."""
+    activation_checkpoint_interval: int = 0
+    """Recompute activations every this many layers in backward (0: off)."""
+    gradient_clipping: float = 1.0
+    """DeepSpeed's max gradient norm (0: off). Under pipeline parallelism DeepSpeed appears to take the norm
+    per stage rather than over the whole model, so with clipping on, S stages differ from 1 stage."""
+
+
+@dataclass
+class TrainConfig:
+    """One `tessera train` job."""
+
+    model: str = "builtin-image"
+    """Model name (registry) or directory: the architecture to train and where `export` writes."""
+    init: str = "random"
+    """"random": fresh seeded weights of the built-in architecture; "model": start from the model's weights."""
+    workers: int = 2
+    """Ray Train workers (one process, one device or CPU slot, one torch thread on CPU each)."""
+    stages: int = 2
+    """Pipeline stages of the UNet phase; workers / stages is the data-parallel degree."""
+    device: str = "auto"
+    """"cpu", "cuda" or "auto" (CUDA when the cluster has a GPU per worker)."""
+    seed: int = 0
+    """Seed of weights, data order, noise and timesteps."""
+    run_dir: str = "outputs/train/builtin-image"
+    """Checkpoints, metrics.jsonl and the final pipeline go here."""
+    resume: bool = False
+    """Continue from the last checkpoint in run_dir instead of starting over."""
+    checkpoint_every: int = 200
+    """Write a checkpoint every this many steps of each phase (and at each phase's end)."""
+    export: bool = False
+    """Also write the final pipeline into the model's directory (e.g. pipelines/builtin/builtin-image)."""
+    log_every: int = 10
+    """Print loss and samples/s every this many steps (every step goes to metrics.jsonl)."""
+    progress: bool = True
+    """Show a progress bar on the driver."""
+    dataset_seed: int = 0
+    """Seed of the procedural dataset (pipelines/datasets.py)."""
+    vae: VaeStage = field(default_factory=VaeStage)
+    """Phase 1 settings."""
+    unet: UnetStage = field(default_factory=UnetStage)
+    """Phase 2 settings."""
+
+    def __post_init__(self) -> None:
+        if isinstance(self.vae, dict):
+            self.vae = VaeStage(**self.vae)
+        if isinstance(self.unet, dict):
+            self.unet = UnetStage(**self.unet)
+        if self.workers < 1 or self.stages < 1 or self.workers % self.stages:
+            raise ValueError(f"parallel.stages: {self.stages} must divide pool.workers {self.workers}")
+        if self.init not in ("random", "model"):
+            raise ValueError(f"init: expected 'random' or 'model', got {self.init!r}")
+        if self.unet.resolution % 32 or self.vae.resolution % 8:
+            raise ValueError("unet.resolution must be a multiple of 32 and vae.resolution of 8")
+        if self.checkpoint_every < 1:
+            raise ValueError(f"checkpoint_every: must be at least 1, got {self.checkpoint_every}")
+
+    @property
+    def data_parallel(self) -> int:
+        return self.workers // self.stages
+
+    def to_dict(self) -> dict:
+        return asdict(self)

@@ -1,0 +1,297 @@
+"""The per-worker training function run by Ray Train (one process per worker, torch.distributed set up).
+
+Phase 1 trains the VAE data-parallel on all workers; phase 2 trains the UNet and the text encoder as a
+DeepSpeed pipeline (parallel/pipeline_unet.py), `stages` stages by `workers / stages` replicas, on latents
+of the trained VAE. Both phases checkpoint every `checkpoint_every` steps and resume from the last
+checkpoint; rank 0 logs every step to run_dir/metrics.jsonl.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+
+from runtime.device import device_slot
+from runtime.train_checkpoint import (
+    CheckpointState,
+    gather_full_state,
+    last_checkpoint,
+    load_full_state,
+    load_optimizer,
+    read_state,
+    write_checkpoint,
+)
+from runtime.train_config import TrainConfig
+from runtime.train_data import NoisedLatentStream, encode_latent_cache, latent_scaling, shapes, vae_batch
+
+
+def deepspeed_config(micro_batch: int, accumulation: int, lr: float, clipping: float = 1.0) -> dict:
+    """DeepSpeed's config for both phases: fp32, AdamW from torch (no FusedAdam build), no ZeRO."""
+    return {
+        "train_micro_batch_size_per_gpu": micro_batch,
+        "gradient_accumulation_steps": accumulation,
+        "optimizer": {"type": "AdamW", "params": {"lr": lr, "weight_decay": 0.0, "torch_adam": True}},
+        "gradient_clipping": clipping,
+        "steps_per_print": 10**9,
+        "wall_clock_breakdown": False,
+    }
+
+
+class StepLog:
+    """Rank 0's per-step log: metrics.jsonl, a progress bar on the driver, a line every `every` steps."""
+
+    def __init__(self, cfg: TrainConfig, phase: str, total: int, start: int, rank: int) -> None:
+        self.rank, self.phase, self.every = rank, phase, cfg.log_every
+        self.file = Path(cfg.run_dir) / "metrics.jsonl"
+        self.bar = None
+        if rank == 0 and cfg.progress:
+            from ray.experimental.tqdm_ray import tqdm
+
+            self.bar = tqdm(total=total, desc=f"train {phase}")
+            if start:
+                self.bar.update(start)
+
+    def __call__(self, step: int, loss: float, samples: int, seconds: float) -> None:
+        if self.rank != 0:
+            return
+        record = {"phase": self.phase, "step": step, "loss": loss, "samples_per_s": samples / seconds}
+        with self.file.open("a") as f:
+            f.write(json.dumps(record) + "\n")
+        if self.bar is not None:
+            self.bar.update(1)
+            self.bar.set_description(
+                f"train {self.phase} loss {loss:.4f} {record['samples_per_s']:.1f} samples/s"
+            )
+        if step % self.every == 0:
+            print(
+                f"[{self.phase}] step {step} loss {loss:.5f} {record['samples_per_s']:.1f} samples/s",
+                flush=True,
+            )
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+def _initial_pipeline(cfg: TrainConfig, resume_from: Path | None):
+    from pipelines.builtin_image import build_image_pipeline
+    from pipelines.loading import load_pipeline
+    from pipelines.registry import resolve_model
+
+    if resume_from is not None:
+        return load_pipeline(resume_from / "pipeline")
+    if cfg.init == "model":
+        return load_pipeline(resolve_model(cfg.model))
+    if cfg.model != "builtin-image":
+        raise ValueError(
+            f"init=random builds the built-in architecture only; model={cfg.model!r} needs init=model"
+        )
+    return build_image_pipeline(cfg.seed)
+
+
+def _mean_over_ranks(value: float) -> float:
+    tensor = torch.tensor([value], dtype=torch.float64)
+    dist.all_reduce(tensor)
+    return float(tensor) / dist.get_world_size()
+
+
+def train_vae(cfg: TrainConfig, pipe, start: int, resume_from: Path | None, rank: int, device) -> None:
+    import deepspeed
+
+    vae = pipe.vae.to(device).train()
+    stage = cfg.vae
+    engine, optimizer, _, _ = deepspeed.initialize(
+        model=vae,
+        model_parameters=list(vae.parameters()),
+        config=deepspeed_config(stage.batch_size, 1, stage.lr),
+    )
+    if resume_from is not None:
+        load_optimizer(resume_from, optimizer)
+    data = shapes(stage.resolution, cfg.dataset_seed)
+    log = StepLog(cfg, "vae", stage.steps, start, rank)
+    for step in range(start, stage.steps):
+        began = time.perf_counter()
+        images = vae_batch(data, cfg.seed, step, rank, stage.batch_size).to(device)
+        posterior = vae.encode(images).latent_dist
+        z = posterior.mean
+        if stage.sample_posterior:
+            noise_gen = torch.Generator(device="cpu").manual_seed(cfg.seed * 7919 + step * 101 + rank)
+            z = z + posterior.std * torch.randn(z.shape, generator=noise_gen).to(device)
+        recon = vae.decode(z).sample
+        loss = torch.nn.functional.mse_loss(recon, images) + stage.kl_weight * posterior.kl().mean()
+        engine.backward(loss)
+        engine.step()
+        done = step + 1
+        log(
+            done,
+            _mean_over_ranks(loss.item()),
+            stage.batch_size * dist.get_world_size(),
+            time.perf_counter() - began,
+        )
+        if done % cfg.checkpoint_every == 0 or done == stage.steps:
+            if done == stage.steps:
+                scale = latent_scaling(vae.eval(), shapes(cfg.unet.resolution, cfg.dataset_seed))
+                box = [scale]
+                dist.broadcast_object_list(box, src=0)
+                vae.register_to_config(scaling_factor=box[0])
+                vae.train()
+            state = CheckpointState("vae", done, cfg.workers, cfg.stages)
+            write_checkpoint(Path(cfg.run_dir), state, _saver(pipe), optimizer)
+    log.close()
+
+
+def _saver(pipe):
+    def save(path: Path) -> None:
+        pipe.save_pretrained(path, safe_serialization=True)
+
+    return save
+
+
+def _profile_inputs(cfg: TrainConfig, pipe, device) -> tuple[torch.Tensor, ...]:
+    gen = torch.Generator().manual_seed(cfg.seed)
+    n, side = cfg.unet.micro_batch, cfg.unet.resolution // 8
+    latent = torch.randn((n, pipe.unet.config.in_channels, side, side), generator=gen)
+    timesteps = torch.randint(1000, (n,), generator=gen)
+    ids = torch.randint(
+        pipe.text_encoder.config.vocab_size, (n, pipe.tokenizer.model_max_length), generator=gen
+    )
+    return latent.to(device), timesteps.to(device), ids.to(device)
+
+
+def train_unet(
+    cfg: TrainConfig,
+    pipe,
+    start: int,
+    resume_from: Path | None,
+    rank: int,
+    device,
+    resume_boundaries: tuple[int, ...] | None = None,
+) -> None:
+    import deepspeed
+
+    from parallel.pipeline_module import build_pipeline_module
+    from parallel.pipeline_partition import agree_on_costs, balanced_boundaries, profile_layer_costs
+    from parallel.pipeline_unet import noise_mse, unet_layers
+
+    stage = cfg.unet
+    vae = pipe.vae.to(device).eval().requires_grad_(False)
+    unet, text_encoder = pipe.unet.to(device).train(), pipe.text_encoder.to(device).train()
+    layers = unet_layers(unet, text_encoder)
+    if resume_boundaries is not None:
+        boundaries = list(resume_boundaries)
+        if rank == 0:
+            print(f"pipeline boundaries {boundaries} (from the checkpoint)", flush=True)
+    else:
+        costs = agree_on_costs(profile_layer_costs(layers, _profile_inputs(cfg, pipe, device)))
+        boundaries = balanced_boundaries(costs, cfg.stages)
+        if rank == 0:
+            shares = [round(sum(costs[a:b]) / sum(costs), 3) for a, b in zip(boundaries, boundaries[1:])]
+            print(f"pipeline boundaries {boundaries}, measured cost shares {shares}", flush=True)
+    module = build_pipeline_module(layers, boundaries, noise_mse, stage.activation_checkpoint_interval)
+    engine, optimizer, _, _ = deepspeed.initialize(
+        model=module,
+        model_parameters=[p for p in module.parameters() if p.requires_grad],
+        config=deepspeed_config(stage.micro_batch, stage.micro_batches, stage.lr, stage.gradient_clipping),
+    )
+    if resume_from is not None:
+        load_optimizer(resume_from, optimizer)
+    replica = engine.grid.get_data_parallel_rank()
+    side = stage.resolution // 8
+    cache = None
+    if engine.is_first_stage():
+        data = shapes(stage.resolution, cfg.dataset_seed)
+        cache = encode_latent_cache(vae, pipe.tokenizer, data, stage.cache_size, vae.config.scaling_factor)
+        cache = tuple(t.to(device) for t in cache)
+    stream = NoisedLatentStream(
+        pipe.scheduler,
+        (unet.config.in_channels, side, side),
+        stage.micro_batch,
+        cfg.seed,
+        replica,
+        start * stage.micro_batches,
+        stage.caption_dropout,
+        cache,
+        stage.cache_size,
+    )
+    modules = {"unet": unet, "text_encoder": text_encoder}
+
+    def save_after_gather() -> None:
+        state = gather_full_state(modules, module)
+        if state is not None:
+            load_full_state(modules, state)
+
+    samples = stage.micro_batch * stage.micro_batches * cfg.data_parallel
+    log = StepLog(cfg, "unet", stage.steps, start, rank)
+    for step in range(start, stage.steps):
+        for group in optimizer.param_groups:
+            group["lr"] = stage.lr * min(1.0, (step + 1) / max(1, stage.warmup_steps))
+        began = time.perf_counter()
+        loss = float(engine.train_batch(data_iter=stream))
+        done = step + 1
+        log(done, loss, samples, time.perf_counter() - began)
+        if done % cfg.checkpoint_every == 0 or done == stage.steps:
+            save_after_gather()
+            state = CheckpointState("unet", done, cfg.workers, cfg.stages, tuple(boundaries))
+            write_checkpoint(Path(cfg.run_dir), state, _saver(pipe), optimizer)
+    log.close()
+    save_after_gather()
+
+
+def _resume_point(cfg: TrainConfig) -> tuple[Path | None, CheckpointState | None]:
+    if not cfg.resume:
+        return None, None
+    found = last_checkpoint(Path(cfg.run_dir))
+    if found is None:
+        return None, None
+    state = read_state(found)
+    if (state.workers, state.stages) != (cfg.workers, cfg.stages):
+        raise ValueError(
+            f"resume: {found} was written by {state.workers} workers / {state.stages} stages, "
+            f"this run has {cfg.workers} / {cfg.stages}"
+        )
+    return found, state
+
+
+def train_worker(config: dict) -> None:
+    """Ray Train's train_loop_per_worker."""
+    import deepspeed
+    import ray.train
+    import ray.train.torch
+
+    cfg = TrainConfig(**config)
+    rank = ray.train.get_context().get_world_rank()
+    device = ray.train.torch.get_device()
+    slot = device_slot("cuda" if device.type == "cuda" else "cpu")
+    torch.set_num_threads(slot.torch_threads)
+    deepspeed.init_distributed(dist_backend=slot.backend, verbose=False)
+    Path(cfg.run_dir).mkdir(parents=True, exist_ok=True)
+    checkpoint, state = _resume_point(cfg)
+    if rank == 0 and checkpoint is not None:
+        print(f"resuming from {checkpoint}", flush=True)
+    pipe = _initial_pipeline(cfg, checkpoint)
+
+    vae_done = state is not None and (state.phase == "unet" or state.step >= cfg.vae.steps)
+    if not vae_done and cfg.vae.steps > 0:
+        start = state.step if state is not None else 0
+        train_vae(cfg, pipe, start, checkpoint if start else None, rank, device)
+    unet_start = state.step if state is not None and state.phase == "unet" else 0
+    if cfg.unet.steps > 0:
+        resumed = checkpoint if unet_start else None
+        boundaries = state.boundaries if resumed is not None else None
+        train_unet(cfg, pipe, unet_start, resumed, rank, device, boundaries)
+
+    if rank == 0:
+        final = Path(cfg.run_dir) / "final"
+        pipe.save_pretrained(final, safe_serialization=True)
+        print(f"wrote {final}", flush=True)
+        if cfg.export:
+            from pipelines.registry import resolve_model
+
+            target = resolve_model(cfg.model)
+            pipe.save_pretrained(target, safe_serialization=True)
+            print(f"exported trained weights to {target}", flush=True)
+    dist.barrier()
