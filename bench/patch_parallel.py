@@ -125,11 +125,13 @@ def main() -> None:
     }
     times = alternate(runs, repeats=args.repeats, warmup=1)
     torch.set_num_threads(1)
-    images = {
-        name: run_render(pool, spec, progress=False).image
-        for name, spec in (("one", one), ("sync", sync), ("displaced", displaced))
-    }
+    modes = (("one", one), ("sync", sync), ("displaced", displaced))
+    images = {name: run_render(pool, spec, progress=False).image for name, spec in modes}
     pool.shutdown()
+    # memory on fresh workers: a reused worker's RSS keeps what glibc freed but did not return
+    for name, spec in modes:
+        with DevicePool(PoolConfig(workers=2, device="cpu")) as fresh:
+            last[name] = run_render(fresh, spec, progress=False, decode=False).metadata
     ray.shutdown()
     traffic = computed_traffic(one)
 
@@ -149,7 +151,7 @@ def main() -> None:
         lines.append(f"| {name} | {m:.3f} | {', '.join(f'{v:.3f}' for v in values)} | {base / m:.2f}x |")
     lines += [
         "",
-        "Per worker (last timed run of each mode):",
+        "Per worker (one render on freshly started workers; activation peak = peak RSS minus RSS after loading):",
         "",
         "| mode | worker | rows | MB sent/step | peak RSS MB | activation peak MB |",
         "|---|---|---|---|---|---|",

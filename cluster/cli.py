@@ -4,7 +4,7 @@ tessera render model=builtin-image height=512 width=512 steps=20 seed=1
 tessera render --cfg          # print the composed config and exit
 tessera serve pool.workers=2 # run the controller; then from other shells:
 tessera submit steps=30 --priority 5 ; tessera list ; tessera wait JOB ; tessera logs JOB
-tessera train model=builtin-image parallel.stages=2 unet.steps=1000
+tessera train model=builtin-image parallel.stages=2 unet.steps=900
 """
 
 from __future__ import annotations
