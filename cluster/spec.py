@@ -61,7 +61,7 @@ class RenderSpec:
     """Built-in model name or a local diffusers pipeline directory."""
     dtype: str = "float32"
     """Weights and activations dtype."""
-    prompt: str = "a red circle on a blue background"
+    prompt: str = "blue and yellow vertical stripes"
     """Text prompt."""
     negative_prompt: str = ""
     """Negative prompt, "" for none."""

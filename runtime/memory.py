@@ -22,26 +22,26 @@ def reset_peak(device: str) -> None:
         pass  # not Linux, or not permitted: the lifetime peak is reported instead
 
 
+def _status_bytes(field: str) -> int | None:
+    """A memory field of /proc/self/status (VmRSS, VmHWM...) in bytes, None where there is none."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith(f"{field}:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return None
+
+
 def current_bytes(device: str) -> int:
     """Memory in use now: allocated on CUDA, resident set on CPU."""
     if device.startswith("cuda"):
         return int(torch.cuda.memory_allocated())
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return 0
+    return _status_bytes("VmRSS") or 0
 
 
 def peak_bytes(device: str) -> int:
     if device.startswith("cuda"):
         return int(torch.cuda.max_memory_allocated())
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    peak = _status_bytes("VmHWM")
+    return peak if peak is not None else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
