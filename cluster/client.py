@@ -132,8 +132,10 @@ class Client:
     ) -> Job:
         """Queue a job; a bad spec raises SpecError naming the field and stores nothing."""
         data = asdict(spec) if isinstance(spec, RenderSpec) else dict(spec)
-        if isinstance(data.get("output_dir", "outputs"), str):
-            data["output_dir"] = str(Path(data.get("output_dir", "outputs")).resolve())
+        output_dir = data.get("output_dir", "outputs")
+        if isinstance(output_dir, str) and output_dir.strip():
+            # absolute, since the controller runs elsewhere; not resolved, so a '..' still gets refused
+            data["output_dir"] = str(Path(output_dir).absolute())
         record = ray.get(self.controller.submit.remote(data, priority, client_token))
         return Job(self, record)
 

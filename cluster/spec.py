@@ -144,6 +144,8 @@ class RenderSpec:
             raise SpecError("model", "must name a built-in model or a local directory")
         if not self.output_dir.strip():
             raise SpecError("output_dir", "must not be empty")
+        if ".." in Path(self.output_dir).parts:
+            raise SpecError("output_dir", f"{self.output_dir!r} must not climb out with '..'")
         try:
             check_pipeline_dir(self.model_path())
         except ModelDirectoryError as err:

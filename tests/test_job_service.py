@@ -5,6 +5,7 @@ import time
 import pytest
 import ray
 from PIL import Image
+from test_spec_validation import BAD_SPECS
 
 from cluster.client import Client, JobFailed
 from cluster.spec import SpecError
@@ -83,6 +84,16 @@ def test_bad_spec_is_refused_and_nothing_is_stored(client):
     with pytest.raises(SpecError, match="priority"):
         client.submit(small(client), priority="high")
     assert len(client.jobs()) == before
+
+
+def test_every_bad_spec_kind_is_refused_through_submit_and_stores_nothing(client):
+    before = client.jobs()
+    assert len(BAD_SPECS) >= 20
+    for change, field in BAD_SPECS:
+        with pytest.raises(SpecError) as caught:
+            client.submit({**small(client), **change})
+        assert caught.value.field == field, (change, str(caught.value))
+    assert client.jobs() == before
 
 
 def test_resubmission_with_the_same_token_returns_the_same_job(client):

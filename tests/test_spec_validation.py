@@ -4,43 +4,44 @@ import pytest
 
 from cluster.spec import RenderSpec, SpecError
 
+BAD_SPECS = [
+    ({"height": -8}, "height"),
+    ({"width": 100}, "width"),
+    ({"height": 0}, "height"),
+    ({"height": 32768}, "height"),
+    ({"height": 16384, "width": 16384}, "height"),
+    ({"steps": 0}, "steps"),
+    ({"steps": 5000}, "steps"),
+    ({"seed": -1}, "seed"),
+    ({"guidance_scale": -1.0}, "guidance_scale"),
+    ({"sampler": "heun9000"}, "sampler"),
+    ({"dtype": "float8"}, "dtype"),
+    ({"model": "/definitely/not/here"}, "model"),
+    ({"model": ""}, "model"),
+    ({"height": "512"}, "height"),
+    ({"steps": True}, "steps"),
+    ({"steps": 2.5}, "steps"),
+    ({"prompt": 7}, "prompt"),
+    ({"parallel": {"strategy": "magic"}}, "parallel.strategy"),
+    ({"parallel": {"strategy": "none", "degree": 0}}, "parallel.degree"),
+    ({"parallel": {"strategy": "none", "degree": 2}}, "parallel.degree"),
+    ({"parallel": {"wat": 1}}, "parallel.wat"),
+    ({"parallel": "fast"}, "parallel"),
+    ({"resolution": 4}, "resolution"),
+    ({"output_dir": ""}, "output_dir"),
+    ({"parallel": {"strategy": "patch", "degree": 2, "mode": "telepathic"}}, "parallel.mode"),
+    ({"parallel": {"strategy": "patch", "degree": 3, "cfg": True}}, "parallel.degree"),
+    ({"parallel": {"strategy": "patch", "degree": 2, "cfg": True}, "guidance_scale": 1.0}, "parallel.cfg"),
+    ({"parallel": {"strategy": "patch", "degree": 2, "warmup_steps": -1}}, "parallel.warmup_steps"),
+    ({"parallel": {"strategy": "patch", "degree": 2, "cfg": "yes"}}, "parallel.cfg"),
+    # 32 px = 4 latent rows; the built-in UNet needs bands of >= 4 rows, so 2 bands do not fit
+    ({"height": 32, "parallel": {"strategy": "patch", "degree": 2}}, "parallel.degree"),
+    ({"output_dir": "renders/../../etc"}, "output_dir"),
+]
+"""(change to a valid spec, the field the error must name): shared with the job-service test."""
 
-@pytest.mark.parametrize(
-    "change,field",
-    [
-        ({"height": -8}, "height"),
-        ({"width": 100}, "width"),
-        ({"height": 0}, "height"),
-        ({"height": 32768}, "height"),
-        ({"height": 16384, "width": 16384}, "height"),
-        ({"steps": 0}, "steps"),
-        ({"steps": 5000}, "steps"),
-        ({"seed": -1}, "seed"),
-        ({"guidance_scale": -1.0}, "guidance_scale"),
-        ({"sampler": "heun9000"}, "sampler"),
-        ({"dtype": "float8"}, "dtype"),
-        ({"model": "/definitely/not/here"}, "model"),
-        ({"model": ""}, "model"),
-        ({"height": "512"}, "height"),
-        ({"steps": True}, "steps"),
-        ({"steps": 2.5}, "steps"),
-        ({"prompt": 7}, "prompt"),
-        ({"parallel": {"strategy": "magic"}}, "parallel.strategy"),
-        ({"parallel": {"strategy": "none", "degree": 0}}, "parallel.degree"),
-        ({"parallel": {"strategy": "none", "degree": 2}}, "parallel.degree"),
-        ({"parallel": {"wat": 1}}, "parallel.wat"),
-        ({"parallel": "fast"}, "parallel"),
-        ({"resolution": 4}, "resolution"),
-        ({"output_dir": ""}, "output_dir"),
-        ({"parallel": {"strategy": "patch", "degree": 2, "mode": "telepathic"}}, "parallel.mode"),
-        ({"parallel": {"strategy": "patch", "degree": 3, "cfg": True}}, "parallel.degree"),
-        ({"parallel": {"strategy": "patch", "degree": 2, "cfg": True}, "guidance_scale": 1.0}, "parallel.cfg"),
-        ({"parallel": {"strategy": "patch", "degree": 2, "warmup_steps": -1}}, "parallel.warmup_steps"),
-        ({"parallel": {"strategy": "patch", "degree": 2, "cfg": "yes"}}, "parallel.cfg"),
-        # 32 px = 4 latent rows; the built-in UNet needs bands of >= 4 rows, so 2 bands do not fit
-        ({"height": 32, "parallel": {"strategy": "patch", "degree": 2}}, "parallel.degree"),
-    ],
-)
+
+@pytest.mark.parametrize("change,field", BAD_SPECS)
 def test_bad_spec_names_the_field(change, field):
     data = RenderSpec().to_dict()
     data.update(change)
