@@ -141,7 +141,8 @@ def error_scenarios(rank: int, world: int) -> dict[str, str]:
     if world > 1:
         # bands shorter than the alignment (2 rows for this UNet): rank 0 gets 1 row
         model = M.tiny_unet(2)
-        parallelize_unet_patch(model, dist.group.WORLD, PatchConfig("sync"))
+        whole_group = dist.group.WORLD
+        parallelize_unet_patch(model, whole_group, PatchConfig("sync"))
         heights = [1] + [2] * (world - 1)
         x = torch.zeros(1, 4, heights[rank], 8)
         out["short_band"] = _message(lambda: model(x, 10, encoder_hidden_states=M.text_embeddings(1)))
