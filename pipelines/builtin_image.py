@@ -2,8 +2,8 @@
 
 It has every module kind patch parallelism must handle (3x3 convolutions, stride-2 downsampling,
 GroupNorm, self-attention, cross-attention on a text encoder) and is small enough to train and render
-on a CPU. `build_image_pipeline` makes it with random weights; training (pipelines/training) replaces
-them, and `python -m pipelines.build_builtin` writes it to disk in diffusers format.
+on a CPU. `build_image_pipeline` makes it with random weights, the starting point of `tessera train`,
+whose `export=true` writes the trained pipeline to pipelines/builtin/builtin-image (TRAINING.md).
 """
 
 from __future__ import annotations

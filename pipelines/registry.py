@@ -37,7 +37,7 @@ def resolve_model(name_or_path: str) -> Path:
         path = BUILTIN_MODELS[name_or_path].path
         if not path.is_dir():
             raise ModelDirectoryError(
-                f"built-in model {name_or_path!r} is not on disk at {path}; run `python -m pipelines.build_builtin`"
+                f"built-in model {name_or_path!r} is not on disk at {path}; see pipelines/builtin/TRAINING.md"
             )
         return path
     path = Path(name_or_path).expanduser()
