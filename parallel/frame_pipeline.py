@@ -1,0 +1,287 @@
+"""Layer-and-frame pipelining (DualParal) of a video DiT over a process group.
+
+The transformer's blocks are cut into S stages, one per rank (``frame_partition``); the video latent
+is cut into frame blocks that go through the queue of ``frame_schedule``: block b enters at tick b at
+the highest noise level and every queued block takes one step per tick. Stage s runs its layers on
+the work items in schedule order; since consecutive items are different blocks, the S stages work on
+S different blocks at once. Hidden states travel stage to stage, the last stage's model output goes
+back to stage 0 (``frame_ring``), which owns the latents, a diffusers scheduler per block (sampler
+state per block) and the shared noise template (``frame_noise``); it steps a block when its output
+arrives and hands a block that took its last step to ``on_block_done``: blocks leave in order, and
+at most ``steps`` blocks are ever alive, whatever the video length.
+
+Neighbouring blocks see each other through the feature cache (``frame_cache``), which each stage keeps
+for its own layers. Every stage processes the items in the same order as one worker would, so the
+S-stage result equals the 1-worker run of the same schedule (``group=None``) up to float rounding.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import torch
+import torch.distributed as dist
+from diffusers.schedulers.scheduling_utils import SchedulerMixin
+from torch import nn
+
+from parallel.frame_noise import block_noise, noise_template
+from parallel.frame_partition import measure_layer_costs, stage_boundaries
+from parallel.frame_ring import RingChannel, RingSender
+from parallel.frame_schedule import WorkItem, queue_at, queue_schedule, split_frames
+from parallel.frame_wan import Conditions, WanFrameAdapter
+
+TAG_HIDDEN, TAG_OUTPUT = 0, 1
+
+BlockSink = Callable[[int, torch.Tensor], None]
+"""Receives (block index, finished [1, C, block_frames, H, W] latent) on stage 0, in block order."""
+
+
+@dataclass
+class FramePipelineConfig:
+    frames: int = 64
+    """Latent frames of the whole video (rounded up to a multiple of ``block_frames``, with a warning)."""
+    block_frames: int = 8
+    """Latent frames per frame block: the unit that moves through the queue."""
+    context_frames: int = 1
+    """Frames of each neighbour block a block attends to through the feature cache (0: none)."""
+    steps: int = 10
+    """Denoising steps every block receives."""
+    seed: int = 0
+    """Seed of the shared noise template."""
+
+
+@dataclass
+class StageStats:
+    """What one stage did: for metadata.json and the benchmark."""
+
+    rank: int
+    """Group-local rank = stage index."""
+    layers: tuple[int, int]
+    """[first, end) transformer layers this stage runs."""
+    items: int = 0
+    """Work items (block forwards) run."""
+    compute_s: float = 0.0
+    """Seconds spent computing."""
+    wait_s: float = 0.0
+    """Seconds spent waiting for a message."""
+    bytes_sent: dict[int, int] = field(default_factory=dict)
+    """Bytes sent, by global rank of the peer."""
+    cache_peak_bytes: int = 0
+    """Largest feature cache held."""
+
+
+class FramePipeline:
+    """One stage's share of a frame-pipelined render; with ``group=None`` the whole render on one worker."""
+
+    def __init__(
+        self,
+        model: nn.Module,
+        config: FramePipelineConfig,
+        latent_shape: tuple[int, int, int],
+        text: torch.Tensor,
+        make_scheduler: Callable[[], SchedulerMixin],
+        on_block_done: BlockSink | None = None,
+        group: dist.ProcessGroup | None = None,
+        boundaries: list[int] | None = None,
+    ) -> None:
+        """``latent_shape`` is (channels, height, width) of one latent frame; ``text`` [1, L, D] the
+        encoded prompt; ``make_scheduler`` a fresh diffusers scheduler (one per block)."""
+        self.config = config
+        self.frames, self.blocks = split_frames(config.frames, config.block_frames)
+        self.group = group
+        self.rank = dist.get_rank(group) if group is not None else 0
+        self.stages = dist.get_world_size(group) if group is not None else 1
+        if self.stages > self.blocks:
+            raise ValueError(
+                f"parallel.degree: {self.stages} stages exceed the {self.blocks} frame blocks of "
+                f"frames={self.frames} with block_frames={config.block_frames}; render more frames or "
+                "use smaller blocks"
+            )
+        channels, height, width = latent_shape
+        self.block_shape = (channels, config.block_frames, height, width)
+        self.adapter = WanFrameAdapter(model, self.block_shape, config.context_frames)
+        if self.stages > self.adapter.num_layers:
+            self.adapter.remove()
+            raise ValueError(
+                f"parallel.degree: {self.stages} stages exceed the model's {self.adapter.num_layers} "
+                "transformer blocks"
+            )
+        param = next(model.parameters())
+        self.device, self.dtype = param.device, param.dtype
+        self.text = text.to(self.device, self.dtype)
+        if boundaries is None:
+            costs = (
+                measure_layer_costs(self.adapter, self.text)
+                if self.stages > 1
+                else [1.0] * self.adapter.num_layers
+            )
+            boundaries = stage_boundaries(costs, self.stages)
+        self.boundaries = list(boundaries)
+        self.layers = range(self.boundaries[self.rank], self.boundaries[self.rank + 1])
+        self.make_scheduler = make_scheduler
+        probe = make_scheduler()
+        probe.set_timesteps(config.steps, device=self.device)
+        self.timesteps = probe.timesteps
+        self.items = queue_schedule(self.blocks, config.steps)
+        self.position = 0
+        self._conditions: dict[int, Conditions] = {}
+        self.stats = StageStats(self.rank, (self.layers.start, self.layers.stop))
+        self.on_block_done = on_block_done
+        self.applied: list[tuple[int, int]] = []
+        """(block, step) in the order stage 0 applied the sampler: the queue invariant's witness."""
+        self.finished: list[int] = []
+        """Blocks in the order they left the queue."""
+        # stage 0 state: latents and schedulers of the queued blocks, outputs still to arrive
+        self.latents: dict[int, torch.Tensor] = {}
+        self.schedulers: dict[int, SchedulerMixin] = {}
+        self.outstanding: deque[WorkItem] = deque()
+        self.template = noise_template(config.seed, self.block_shape, self.dtype) if self.rank == 0 else None
+        self._setup_ring()
+
+    # ---- ring -------------------------------------------------------------------------------
+    def _setup_ring(self) -> None:
+        self.recv_hidden = self.send_hidden = self.recv_output = self.send_output = None
+        if self.stages == 1:
+            return
+        last = self.stages - 1
+        hidden = self.adapter.hidden_shape()
+        output = (1, *self.block_shape)
+        if self.rank > 0:
+            self.recv_hidden = RingChannel(
+                self.group, self.rank - 1, TAG_HIDDEN, hidden, self.dtype, self.device
+            )
+        if self.rank < last:
+            self.send_hidden = RingSender(self.group, self.rank + 1, TAG_HIDDEN)
+        if self.rank == last:
+            self.send_output = RingSender(self.group, 0, TAG_OUTPUT)
+        if self.rank == 0:
+            self.recv_output = RingChannel(self.group, last, TAG_OUTPUT, output, self.dtype, self.device)
+
+    def _take(self, channel: RingChannel, more: bool) -> torch.Tensor:
+        started = time.perf_counter()
+        message = channel.take()
+        if more and channel.pending == 0:
+            channel.post()  # the next message's receive overlaps the compute in between
+        self.stats.wait_s += time.perf_counter() - started
+        return message
+
+    # ---- stage 0: latents and samplers ------------------------------------------------------
+    def _start_block(self, block: int) -> None:
+        scheduler = self.make_scheduler()
+        scheduler.set_timesteps(self.config.steps, device=self.device)
+        noise = block_noise(self.template, self.config.seed, block).to(self.device)
+        self.latents[block] = noise * getattr(scheduler, "init_noise_sigma", 1.0)
+        self.schedulers[block] = scheduler
+
+    def _apply(self, item: WorkItem, output: torch.Tensor) -> None:
+        scheduler = self.schedulers[item.block]
+        t = self.timesteps[item.step]
+        self.latents[item.block] = scheduler.step(output, t, self.latents[item.block], return_dict=False)[0]
+        self.applied.append((item.block, item.step))
+        if item.step == self.config.steps - 1:
+            latent = self.latents.pop(item.block)
+            del self.schedulers[item.block]
+            self.finished.append(item.block)
+            if self.on_block_done is not None:
+                self.on_block_done(item.block, latent)
+
+    def _settle(self, until: WorkItem | None) -> None:
+        """Receive and apply the last stage's outputs in order, up to ``until`` (all when None)."""
+        while self.outstanding:
+            item = self.outstanding.popleft()
+            output = self._take(self.recv_output, more=bool(self.outstanding))
+            self._apply(item, output)
+            if item == until:
+                return
+
+    def _model_input(self, item: WorkItem) -> torch.Tensor:
+        if item.step == 0:
+            self._start_block(item.block)
+        elif self.stages > 1:
+            self._settle(WorkItem(item.tick - 1, item.block, item.step - 1))
+        latent = self.latents[item.block]
+        scheduler = self.schedulers[item.block]
+        if hasattr(scheduler, "scale_model_input"):
+            latent = scheduler.scale_model_input(latent, self.timesteps[item.step])
+        return latent
+
+    # ---- every stage ------------------------------------------------------------------------
+    def _cond(self, step: int) -> Conditions:
+        if step not in self._conditions:
+            t = self.timesteps[step].reshape(1).to(self.device)
+            self._conditions[step] = self.adapter.conditions(t, self.text)
+        return self._conditions[step]
+
+    def _run_item(self, item: WorkItem) -> None:
+        last = self.stages - 1
+        if self.rank == 0:
+            hidden = None
+            latent = self._model_input(item)
+        else:
+            latent = None
+            hidden = self._take(self.recv_hidden, more=self.position + 1 < len(self.items))
+        started = time.perf_counter()
+        cond = self._cond(item.step)
+        if hidden is None:
+            hidden = self.adapter.embed(latent)
+        self.adapter.begin_block(item.block)
+        for layer in self.layers:
+            hidden = self.adapter.run_layer(layer, hidden, cond)
+        output = self.adapter.head(hidden, cond) if self.rank == last else None
+        self.stats.compute_s += time.perf_counter() - started
+        self.stats.items += 1
+        self.stats.cache_peak_bytes = max(self.stats.cache_peak_bytes, self.adapter.cache.nbytes())
+        if self.stages == 1:
+            self._apply(item, output)
+        elif self.rank == last:
+            self.send_output.send(output)
+        else:
+            self.send_hidden.send(hidden)
+            if self.rank == 0:
+                self.outstanding.append(item)
+                if self.recv_output.pending == 0:
+                    self.recv_output.post()
+
+    @property
+    def ticks(self) -> int:
+        return self.blocks + self.config.steps - 1
+
+    @property
+    def done(self) -> bool:
+        return self.position >= len(self.items)
+
+    @torch.no_grad()
+    def advance(self, ticks: int | None = None) -> int:
+        """Run this stage's items of the next ``ticks`` ticks (all remaining when None); returns the
+        number of ticks completed so far. Every stage must be advanced by the same amounts."""
+        if self.done:
+            return self.ticks
+        end_tick = self.ticks if ticks is None else self.items[self.position].tick + ticks
+        if self.rank > 0 and self.position == 0:
+            self.recv_hidden.post()
+        while self.position < len(self.items) and self.items[self.position].tick < end_tick:
+            item = self.items[self.position]
+            if self.position == 0 or self.items[self.position - 1].tick != item.tick:
+                self.adapter.cache.evict_before(queue_at(item.tick, self.blocks, self.config.steps)[0] - 1)
+            self._run_item(item)
+            self.position += 1
+        if self.done and self.rank == 0 and self.stages > 1:
+            self._settle(None)
+        return min(end_tick, self.ticks)
+
+    def run(self) -> StageStats:
+        """Advance to the end and close; the stage's statistics."""
+        self.advance()
+        return self.close()
+
+    def close(self) -> StageStats:
+        """Wait for the sends in flight and give the model its own attention back."""
+        for sender in (self.send_hidden, self.send_output):
+            if sender is not None:
+                sender.flush()
+                self.stats.bytes_sent[sender.global_dst] = sender.bytes_sent
+        self.adapter.remove()
+        return self.stats

@@ -1,0 +1,74 @@
+"""Stage-to-stage ring of the frame pipeline: isend/irecv with one receive posted ahead.
+
+Stage s sends hidden states to s+1; the last stage sends the model output back to stage 0, which
+owns the latents and the samplers; that closes the ring. Sends are never waited on before the next
+compute (their handles are kept and reaped once complete), and each receive for the *next* message
+is posted before the current item computes, so transfers overlap compute in both directions.
+Bytes sent are counted per peer (global rank), as ``parallel.comm`` does for patch parallelism.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+
+import torch
+import torch.distributed as dist
+
+
+class RingChannel:
+    """Ordered messages of fixed shape from one peer (group-local rank ``src``), one receive posted ahead."""
+
+    def __init__(self, group: dist.ProcessGroup, src: int, tag: int, shape: tuple[int, ...], dtype, device):
+        self.group, self.src, self.tag = group, src, tag
+        self.shape, self.dtype, self.device = shape, dtype, device
+        self._posted: deque[tuple[object, torch.Tensor]] = deque()
+
+    def post(self) -> None:
+        """Post the receive of the next message (call as early as it is known to be coming)."""
+        buf = torch.empty(self.shape, dtype=self.dtype, device=self.device)
+        work = dist.irecv(buf, group=self.group, group_src=self.src, tag=self.tag)
+        self._posted.append((work, buf))
+
+    def take(self) -> torch.Tensor:
+        """The oldest posted message, waiting for it if needed."""
+        if not self._posted:
+            self.post()
+        work, buf = self._posted.popleft()
+        work.wait()
+        return buf
+
+    @property
+    def pending(self) -> int:
+        return len(self._posted)
+
+
+class RingSender:
+    """Non-blocking sends to one peer; keeps each tensor alive until its send completed."""
+
+    def __init__(self, group: dist.ProcessGroup, dst: int, tag: int) -> None:
+        self.group, self.dst, self.tag = group, dst, tag
+        self.global_dst = dist.get_global_rank(group, dst) if group is not dist.group.WORLD else dst
+        self._inflight: deque[tuple[object, torch.Tensor]] = deque()
+        self.bytes_sent = 0
+
+    def send(self, tensor: torch.Tensor) -> None:
+        tensor = tensor.detach().contiguous()
+        work = dist.isend(tensor, group=self.group, group_dst=self.dst, tag=self.tag)
+        self._inflight.append((work, tensor))
+        self.bytes_sent += tensor.numel() * tensor.element_size()
+        self.reap()
+
+    def reap(self) -> None:
+        """Drop the sends that have completed (oldest first)."""
+        while self._inflight and self._inflight[0][0].is_completed():
+            self._inflight.popleft()
+
+    def flush(self) -> None:
+        """Wait for every send still in flight."""
+        while self._inflight:
+            work, _ = self._inflight.popleft()
+            work.wait()
+
+    @property
+    def inflight(self) -> int:
+        return len(self._inflight)

@@ -1,0 +1,64 @@
+"""The frame-block queue: which block takes which denoising step at which tick.
+
+Block ``b`` enters the queue at tick ``b`` at the highest noise level (step 0) and advances one step
+per tick, leaving after its last step at tick ``b + steps - 1``. Within a tick the queue is walked
+oldest (least noisy) block first. The whole schedule is a pure function of (blocks, steps), so every
+stage derives the same work list without talking, and a 1-worker run follows exactly the same list.
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class WorkItem:
+    """One model evaluation: frame block ``block`` at its denoising step ``step`` during ``tick``."""
+
+    tick: int
+    """Queue tick (one step for every block in the queue)."""
+    block: int
+    """Frame block index (video order)."""
+    step: int
+    """Denoising step index, 0 = highest noise."""
+
+
+def queue_schedule(blocks: int, steps: int) -> list[WorkItem]:
+    """Every (tick, block, step) in execution order."""
+    if blocks < 1:
+        raise ValueError(f"blocks: need at least one frame block, got {blocks}")
+    if steps < 1:
+        raise ValueError(f"steps: need at least one step, got {steps}")
+    items = []
+    for tick in range(blocks + steps - 1):
+        oldest, newest = max(0, tick - steps + 1), min(tick, blocks - 1)
+        items.extend(WorkItem(tick, block, tick - block) for block in range(oldest, newest + 1))
+    return items
+
+
+def ticks(blocks: int, steps: int) -> int:
+    return blocks + steps - 1
+
+
+def queue_at(tick: int, blocks: int, steps: int) -> list[int]:
+    """Blocks in the queue during ``tick``, oldest first."""
+    return list(range(max(0, tick - steps + 1), min(tick, blocks - 1) + 1))
+
+
+def split_frames(frames: int, block_frames: int, field: str = "frames") -> tuple[int, int]:
+    """(frames actually rendered, number of blocks): a count that is not a multiple of the block size
+    is rounded up to the next multiple, with a warning that says to what."""
+    if block_frames < 1:
+        raise ValueError(f"block_frames: must be at least 1, got {block_frames}")
+    if frames < 1:
+        raise ValueError(f"{field}: must be at least 1, got {frames}")
+    blocks = -(-frames // block_frames)
+    rounded = blocks * block_frames
+    if rounded != frames:
+        warnings.warn(
+            f"{field}: {frames} is not a multiple of block_frames={block_frames}; rendering {rounded} frames "
+            f"({blocks} blocks)",
+            stacklevel=2,
+        )
+    return rounded, blocks

@@ -1,0 +1,70 @@
+"""Functions the frame-pipeline tests run on every rank of a real gloo group (see _parallel_dist)."""
+
+from __future__ import annotations
+
+import torch
+import torch.distributed as dist
+from _video_models import LATENT, make_scheduler, tiny_text, tiny_wan
+
+from parallel.frame_pipeline import FramePipeline, FramePipelineConfig
+
+SCENARIOS = {
+    "plain": dict(frames=12, block_frames=2, context_frames=1, steps=4, seed=3),
+    "wide_context": dict(frames=9, block_frames=3, context_frames=2, steps=5, seed=7),
+}
+
+
+def run_pipeline(config: dict, group=None, segment: int | None = None) -> dict:
+    """One scenario's output on this rank: finished latents, sampler order, leaving order, stats."""
+    outputs: dict[int, torch.Tensor] = {}
+    pipe = FramePipeline(
+        tiny_wan(layers=4),
+        FramePipelineConfig(**config),
+        LATENT,
+        tiny_text(),
+        make_scheduler,
+        on_block_done=lambda block, latent: outputs.__setitem__(block, latent.clone()),
+        group=group,
+    )
+    if segment is None:
+        pipe.advance()
+    else:  # the Ray path advances all stages a few ticks per call
+        while not pipe.done:
+            pipe.advance(segment)
+    stats = pipe.close()
+    return {
+        "latents": outputs,
+        "applied": pipe.applied,
+        "finished": pipe.finished,
+        "stats": stats,
+        "boundaries": pipe.boundaries,
+    }
+
+
+def pipeline_scenarios(rank: int, world: int) -> dict:
+    group = dist.group.WORLD
+    results = {name: run_pipeline(config, group) for name, config in SCENARIOS.items()}
+    results["plain_segmented"] = run_pipeline(SCENARIOS["plain"], group, segment=2)
+    return results
+
+
+def too_many_stages(rank: int, world: int) -> dict:
+    """The errors for more stages than frame blocks and than transformer blocks, on every rank."""
+    errors = {}
+    for name, config, layers in (
+        ("blocks", dict(frames=4, block_frames=2, steps=2), 4),
+        ("layers", dict(frames=12, block_frames=2, steps=2), 2),
+    ):
+        try:
+            FramePipeline(
+                tiny_wan(layers=layers),
+                FramePipelineConfig(**config),
+                LATENT,
+                tiny_text(),
+                make_scheduler,
+                group=dist.group.WORLD,
+            )
+            errors[name] = None
+        except ValueError as err:
+            errors[name] = str(err)
+    return errors
