@@ -1,13 +1,18 @@
 """The controller: a named Ray actor that owns the job store, the device pool and the queue.
 
-It validates every submission (a bad spec is refused with the field's name and nothing is stored),
-writes jobs to SQLite, and runs them one at a time on its pool in a scheduling thread: priority
-first, then submit time. Its methods are the service's API (the Python client and the CLI call
+It validates every submission (a bad spec is refused with the field's name and nothing is stored)
+and writes jobs to SQLite. A scheduling thread places the head of the queue (priority, then submit
+time) on free workers (cluster.scheduler), so jobs on disjoint worker groups run at once, each
+driven by its own thread; a higher-priority job that does not fit pauses lower ones at a step
+boundary. A job runs as segments: a pause, a segment on another model, or a worker failure ends
+one, its state goes to the job directory, and the next segment is placed anew, perhaps on other
+workers with another degree. Its methods are the service's API (the Python client and the CLI call
 them; a web page can call them too). On start it re-queues jobs a previous controller left running.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import threading
 import time
@@ -20,7 +25,16 @@ import torch
 
 from cluster.coordinator import RenderStopped, run_render
 from cluster.outputs import job_directory, write_image_job
-from cluster.spec import RenderSpec
+from cluster.scheduler import (
+    DegreeRule,
+    RunningJob,
+    WorkerBook,
+    jobs_to_pause,
+    simple_degree_rule,
+    wanted_degree,
+    workers_needed,
+)
+from cluster.spec import RenderSpec, SpecError
 from cluster.store import JobRecord, JobStore
 from cluster.versions import package_versions
 from runtime.pool import DevicePool, PoolConfig
@@ -40,20 +54,25 @@ class ControllerConfig:
     checkpoint_every: int = 5
     """Steps between checkpoints of a running job's state; a dead worker costs at most this many."""
     max_attempts: int = 3
-    """Attempts (first run plus retries after worker failures) before a job is marked failed."""
+    """Attempts ending in a worker failure before a job is marked failed."""
     preempt: bool = True
     """Pause a running job at a step boundary when a higher-priority job is queued."""
 
 
 class Controller:
-    def __init__(self, config: ControllerConfig) -> None:
+    def __init__(self, config: ControllerConfig, degree_rule: DegreeRule | None = None) -> None:
         self.config = config
         self.state_dir = Path(config.state_dir)
         (self.state_dir / "logs").mkdir(parents=True, exist_ok=True)
         self.store = JobStore(self.state_dir / "jobs.sqlite")
         self.recovered = self.store.recover()
         self.pool = DevicePool(config.pool)
-        self.current: str | None = None
+        self.degree_rule = degree_rule or simple_degree_rule
+        self.book = WorkerBook(self.pool.size)
+        self.running: dict[str, RunningJob] = {}
+        self._pausing: set[str] = set()
+        self._threads: dict[str, threading.Thread] = {}
+        self._lock = threading.Lock()
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._schedule, name="tessera-scheduler", daemon=True)
@@ -63,8 +82,6 @@ class Controller:
     def submit(self, spec: dict, priority: int = 0, client_token: str | None = None) -> dict:
         """Validate and queue a job; a client token already seen returns the existing job."""
         if not isinstance(priority, int) or isinstance(priority, bool):
-            from cluster.spec import SpecError
-
             raise SpecError("priority", f"expected int, got {type(priority).__name__} {priority!r}")
         checked = RenderSpec.from_dict(spec)
         checked.check_fits(self.pool.size)
@@ -91,48 +108,127 @@ class Controller:
         return path.read_text() if path.exists() else ""
 
     def info(self) -> dict:
+        with self._lock:
+            running = {job_id: list(job.workers) for job_id, job in self.running.items()}
+            free = sorted(self.book.free)
         return {
             "workers": self.pool.size,
             "device": self.pool.slot.kind,
             "state_dir": str(self.state_dir),
-            "running": self.current,
+            "running": running,
+            "free_workers": free,
             "pool": self.pool.infos,
             "recovered": self.recovered,
             "versions": package_versions(),
         }
 
+    def worker_busy_seconds(self) -> list[float]:
+        """Per pool worker, the seconds it has spent rendering (for utilisation figures)."""
+        return ray.get([w.busy_seconds.remote() for w in self.pool.workers])
+
     def stop(self) -> None:
-        """Stop scheduling after the running job's current step, and release the pool."""
+        """Stop scheduling after the running jobs' current steps (they go back to the queue), and
+        release the pool."""
         self._stop.set()
         self._wake.set()
         self._thread.join(timeout=600)
+        for thread in list(self._threads.values()):
+            thread.join(timeout=600)
         self.pool.shutdown()
 
     # --- scheduling ---------------------------------------------------------------------------------
     def _schedule(self) -> None:
         while not self._stop.is_set():
-            job = self.store.claim_next()
-            if job is None:
+            if not self._place_head():
                 self._wake.wait(self.config.poll_s)
                 self._wake.clear()
-                continue
-            self.current = job.id
-            try:
-                self._run(job)
-            finally:
-                self.current = None
 
-    def _run(self, job: JobRecord) -> None:
-        spec = RenderSpec.from_dict(job.spec)
-        finished = self._finished_outputs(spec, job.id)
+    def _place_head(self) -> bool:
+        """Start the head of the queue if its workers are free; else pause lower jobs for it.
+        True when a job started (the next one may fit too)."""
+        head = self.store.next_runnable()
+        if head is None:
+            return False
+        try:
+            spec = RenderSpec.from_dict(head.spec)
+        except SpecError as err:  # valid at submit, but e.g. its model directory is gone since
+            if self.store.claim(head.id) is not None:
+                self.store.finish(head.id, "failed", error=str(err))
+                self._log(head.id, f"failed: {err}")
+            return True
+        step = self._resume_step(head.id)
+        model, until = spec.segment_at(step)
+        segment = spec.placed(model, 1)  # the model path and dtype only
+        model_key = f"{segment.model_path()}|{spec.dtype}"
+        with self._lock:
+            degree = wanted_degree(spec, segment.model_path(), len(self.book.free), self.degree_rule)
+            if degree is None:
+                victims = []
+                if self.config.preempt:
+                    victims = jobs_to_pause(
+                        head.priority,
+                        workers_needed(spec),
+                        len(self.book.free),
+                        list(self.running.values()),
+                        self._pausing,
+                    )
+                    self._pausing.update(victims)
+                for victim in victims:
+                    self._log(victim, f"pausing for {head.id} (priority {head.priority})")
+                return False
+            job = self.store.claim(head.id)
+            if job is None:  # cancelled between the look and the claim
+                return True
+            workers = self.book.take(degree, model_key)
+            self.running[job.id] = RunningJob(job.id, job.priority, job.submitted_at, workers)
+            thread = threading.Thread(
+                target=self._run_segment,
+                args=(job, spec.placed(model, degree), workers, until),
+                name=f"tessera-job-{job.id}",
+                daemon=True,
+            )
+            self._threads[job.id] = thread
+        thread.start()
+        return True
+
+    def _run_segment(self, job: JobRecord, spec: RenderSpec, workers: list[int], until: int) -> None:
+        try:
+            self._run(job, spec, workers, until)
+        except Exception:  # noqa: BLE001 - a bookkeeping error must not leave the job running forever
+            self._log(job.id, "controller error:\n" + traceback.format_exc())
+            try:
+                self.store.finish(job.id, "failed", error="controller error; see the job's log")
+            except Exception:  # noqa: BLE001 - already final
+                pass
+        finally:
+            with self._lock:
+                self.running.pop(job.id, None)
+                self._pausing.discard(job.id)
+                self._threads.pop(job.id, None)
+                self.book.give_back(workers)
+            self._wake.set()
+
+    def _resume_step(self, job_id: str) -> int:
+        path = self._checkpoint_path(job_id)
+        if not path.exists():
+            return 0
+        return int(torch.load(path, weights_only=True)["step_index"])
+
+    def _run(self, job: JobRecord, spec: RenderSpec, workers: list[int], until: int) -> None:
+        """One segment of a job: `spec` is placed (its model and degree fixed) on `workers`."""
+        job_spec = RenderSpec.from_dict(job.spec)
+        finished = self._finished_outputs(job_spec, job.id)
         if finished is not None:  # a previous controller wrote the outputs but died before recording it
             self.store.finish(job.id, "succeeded", outputs=finished)
             self._log(job.id, "outputs already complete; recorded as succeeded")
             return
         resume = self._load_checkpoint(job.id)
-        where = f"from step {resume['step_index']}" if resume else "from the start"
+        first = resume["step_index"] if resume else 0
+        where = f"from step {first}" if resume else "from the start"
         self._log(
-            job.id, f"attempt {job.attempts} on {spec.parallel.degree} of {self.pool.size} workers, {where}"
+            job.id,
+            f"attempt {job.attempts} on workers {workers} of {self.pool.size} (degree {len(workers)}, "
+            f"{spec.parallel.strategy}, {Path(spec.model_path()).name}), {where} to step {until}",
         )
         stop_reason: list[str] = []
 
@@ -142,7 +238,7 @@ class Controller:
                 stop_reason.append("cancelled")
             elif self._stop.is_set():
                 stop_reason.append("queued")
-            elif self.config.preempt and done < spec.steps and self.store.outranked(job.id, job.priority):
+            elif job.id in self._pausing and done < until:
                 stop_reason.append("paused")
             return not stop_reason
 
@@ -160,22 +256,28 @@ class Controller:
                 resume=resume,
                 checkpoint_every=self.config.checkpoint_every,
                 on_checkpoint=on_checkpoint,
+                indices=workers,
+                until=until,
             )
         except RenderStopped as stopped:
             state = stop_reason[0]
             if state != "cancelled":
                 on_checkpoint(stopped.checkpoint)
+            self._record_segment(job.id, spec, workers, first, stopped.steps_done, time.time() - started)
             self.store.finish(job.id, state)
             self._log(job.id, f"stopped after {stopped.steps_done} steps: {state}")
             return
         except Exception as err:
-            group = list(range(spec.parallel.degree))
             # a killed worker shows up as its own death or as a peer's failed collective, whichever
             # ray.get reports first: ask the pool which workers are gone
-            if isinstance(err, ray.exceptions.RayActorError) or self.pool.unhealthy_workers(group):
-                self.pool.restart_workers(group)
-                retry = job.attempts < self.config.max_attempts
-                self.store.finish(job.id, "queued" if retry else "failed", error=f"worker died: {err}")
+            if isinstance(err, ray.exceptions.RayActorError) or self.pool.unhealthy_workers(workers):
+                self.pool.restart_workers(workers)
+                with self._lock:
+                    self.book.forget(workers)
+                retry = job.failures + 1 < self.config.max_attempts
+                self.store.finish(
+                    job.id, "queued" if retry else "failed", error=f"worker died: {err}", failed_attempt=True
+                )
                 self._log(
                     job.id, f"a worker died ({type(err).__name__}); {'requeued' if retry else 'failed'}"
                 )
@@ -183,17 +285,24 @@ class Controller:
             self.store.finish(job.id, "failed", error=f"{type(err).__name__}: {err}")  # the queue goes on
             self._log(job.id, "failed:\n" + traceback.format_exc())
             return
+        self._record_segment(job.id, spec, workers, first, until, time.time() - started)
+        if result.checkpoint is not None:  # a segment boundary: the next segment is placed anew
+            on_checkpoint(result.checkpoint)
+            self.store.finish(job.id, "queued")
+            self._log(job.id, f"segment done at step {until}; queued for the next segment")
+            return
         metadata = {
             "job_id": job.id,
-            "spec": spec.to_dict(),
-            "seed": spec.seed,
-            "model_path": spec.model_path(),
+            "spec": job_spec.to_dict(),
+            "seed": job_spec.seed,
+            "model_path": job_spec.model_path(),
             "device": self.pool.slot.kind,
             "attempts": job.attempts,
             "versions": package_versions(),
             **result.metadata,
+            "segments": self._segments(job.id),
         }
-        directory = write_image_job(spec.output_dir, job.id, result.image, metadata)
+        directory = write_image_job(job_spec.output_dir, job.id, result.image, metadata)
         self.store.finish(job.id, "succeeded", outputs=self._outputs(directory))
         self._log(job.id, f"succeeded in {time.time() - started:.1f} s: {directory}")
 
@@ -209,8 +318,11 @@ class Controller:
         directory = job_directory(spec.output_dir, job_id)
         return self._outputs(directory) if (directory / "metadata.json").is_file() else None
 
+    def _job_dir(self, job_id: str) -> Path:
+        return self.state_dir / "jobs" / job_id
+
     def _checkpoint_path(self, job_id: str) -> Path:
-        return self.state_dir / "jobs" / job_id / "checkpoint.pt"
+        return self._job_dir(job_id) / "checkpoint.pt"
 
     def _save_checkpoint(self, job_id: str, state: dict) -> None:
         path = self._checkpoint_path(job_id)
@@ -222,6 +334,27 @@ class Controller:
     def _load_checkpoint(self, job_id: str) -> dict | None:
         path = self._checkpoint_path(job_id)
         return torch.load(path, weights_only=True) if path.exists() else None
+
+    def _record_segment(
+        self, job_id: str, spec: RenderSpec, workers: list[int], first: int, last: int, seconds: float
+    ) -> None:
+        """Append what ran where to the job's segment history (metadata.json's "segments")."""
+        path = self._job_dir(job_id) / "segments.jsonl"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        entry = {
+            "steps": [first, last],
+            "model_path": spec.model_path(),
+            "strategy": spec.parallel.strategy,
+            "degree": spec.parallel.degree,
+            "workers": workers,
+            "seconds": round(seconds, 3),
+        }
+        with path.open("a") as history:
+            history.write(json.dumps(entry) + "\n")
+
+    def _segments(self, job_id: str) -> list[dict]:
+        path = self._job_dir(job_id) / "segments.jsonl"
+        return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
 
     def _log_path(self, job_id: str) -> Path:
         return self.state_dir / "logs" / f"{job_id}.log"

@@ -23,12 +23,14 @@ from runtime.render_task import RenderTask
 
 @dataclass
 class RenderResult:
-    image: np.ndarray
-    """Float RGB image in [0, 1], [height, width, 3]."""
-    latents: torch.Tensor
-    """The final latent, stitched from the bands."""
+    image: np.ndarray | None
+    """Float RGB image in [0, 1], [height, width, 3]; None when not decoded or the segment ended early."""
+    latents: torch.Tensor | None
+    """The final latent, stitched from the bands; None when the segment ended before the last step."""
     metadata: dict
     """Strategy, timings, traffic, per-worker memory."""
+    checkpoint: dict | None = None
+    """The state at the segment's end, when it stopped before the job's last step (see `until`)."""
 
 
 def render_task(spec: RenderSpec) -> RenderTask:
@@ -94,14 +96,21 @@ def run_render(
     resume: dict | None = None,
     checkpoint_every: int = 0,
     on_checkpoint: CheckpointSink | None = None,
+    indices: list[int] | None = None,
+    until: int | None = None,
 ) -> RenderResult:
-    """Run (or continue, from `resume`) one render on the pool's first `degree` workers.
+    """Run (or continue, from `resume`) one render on `degree` pool workers (`indices`, by default
+    the first ones), up to step `until` (the job's last step by default).
 
     Every `checkpoint_every` steps the state goes to `on_checkpoint`; when `on_step` says stop, the
-    state at that step boundary travels in the RenderStopped exception.
+    state at that step boundary travels in the RenderStopped exception. A segment that ends before
+    the job's last step returns its end state in `RenderResult.checkpoint`, to continue elsewhere.
     """
     spec.check_fits(pool.size)
-    indices = list(range(spec.parallel.degree))
+    indices = list(range(spec.parallel.degree)) if indices is None else list(indices)
+    if len(indices) != spec.parallel.degree:
+        raise ValueError(f"degree {spec.parallel.degree} needs as many workers, got {indices}")
+    until = spec.steps if until is None else until
     workers = [pool.workers[i] for i in indices]
     task = render_task(spec)
     started = time.perf_counter()
@@ -109,21 +118,22 @@ def run_render(
         begin = ray.get([w.begin_render.remote(task, resume) for w in workers])
         first = resume["step_index"] if resume else 0
         step_s = []
-        for _ in tqdm(range(first, spec.steps), desc="denoising", unit="step", disable=not progress):
+        for _ in tqdm(range(first, until), desc="denoising", unit="step", disable=not progress):
             step_started = time.perf_counter()
             done = ray.get([w.step.remote() for w in workers])[0]
             step_s.append(time.perf_counter() - step_started)
             if on_step is not None and not on_step(done):
                 raise RenderStopped(done, gather_checkpoint(workers))
-            if checkpoint_every and on_checkpoint and done % checkpoint_every == 0 and done < spec.steps:
+            if checkpoint_every and on_checkpoint and done % checkpoint_every == 0 and done < until:
                 on_checkpoint(gather_checkpoint(workers))
+        end_state = gather_checkpoint(workers) if until < spec.steps else None
         bands = ray.get([w.latents.remote() for w in workers])
         ends = ray.get([w.end_render.remote() for w in workers])
-        latents = stitch_bands(ends, bands)
+        latents = stitch_bands(ends, bands) if end_state is None else None
         decode_started = time.perf_counter()
         image = (
             ray.get(workers[0].decode_latents.remote(task.model_path, task.dtype, latents))
-            if decode
+            if decode and latents is not None
             else None
         )
         decode_s = time.perf_counter() - decode_started
@@ -137,6 +147,8 @@ def run_render(
         "backend": backend,
         "attention": begin[0]["attention"],
         "resumed_from_step": first,
+        "until_step": until,
+        "model_path": task.model_path,
         "timings": {
             "load_s": max(b["load_s"] for b in begin),
             "encode_s": max(b["encode_s"] for b in begin),
@@ -150,7 +162,7 @@ def run_render(
             _worker_summary(pool.infos[i], b, e, max(1, len(step_s))) for i, b, e in zip(indices, begin, ends)
         ],
     }
-    return RenderResult(image=image, latents=latents, metadata=metadata)
+    return RenderResult(image=image, latents=latents, metadata=metadata, checkpoint=end_state)
 
 
 def _worker_summary(info: dict, begin: dict, end: dict, steps: int) -> dict:

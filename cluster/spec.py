@@ -22,6 +22,7 @@ MAX_SIDE = 16384
 MAX_PIXELS = 8192 * 8192
 MAX_STEPS = 1000
 LATENT_FACTOR = 8
+AUTO = "auto"
 
 
 class SpecError(ValueError):
@@ -41,8 +42,9 @@ class SpecError(ValueError):
 class ParallelSpec:
     strategy: str = "none"
     """"none" (one worker runs the whole loop) or "patch" (the latent split in row bands, one per worker)."""
-    degree: int = 1
-    """Workers the strategy spreads one render over (with cfg, 2 x the patch workers)."""
+    degree: int | str = 1
+    """Workers the strategy spreads one render over (with cfg, 2 x the patch workers); "auto": the
+    scheduler picks it per segment from the image size and the free workers."""
     mode: str = "sync"
     """Patch exchange: "sync" (fresh every step, exact) or "displaced" (previous step's, overlapped)."""
     warmup_steps: int = 2
@@ -51,8 +53,27 @@ class ParallelSpec:
     """CFG parallel: conditional and unconditional branches on different halves of the workers."""
 
     @property
+    def auto(self) -> bool:
+        return self.degree == AUTO
+
+    @property
     def patch_workers(self) -> int:
+        if self.auto:
+            raise ValueError("parallel.degree is 'auto': the scheduler has not placed the job yet")
         return self.degree // 2 if self.cfg else self.degree
+
+
+@dataclass
+class SegmentSpec:
+    """A run of consecutive steps on one model (Hybrid SD: a large model early, a small one late).
+
+    Every segment's model must share the latent space (same VAE latent channels and scale); the
+    scheduler may place each segment on a different worker group."""
+
+    steps: int
+    """Denoising steps in this segment; the segments' steps add up to the job's."""
+    model: str = ""
+    """Built-in model name or local pipeline directory for these steps; "" keeps the job's model."""
 
 
 @dataclass
@@ -81,6 +102,8 @@ class RenderSpec:
     """Root under which outputs/<job-id>/ is written."""
     parallel: ParallelSpec = field(default_factory=ParallelSpec)
     """How the render is spread over workers."""
+    segments: list[SegmentSpec] = field(default_factory=list)
+    """Empty: all steps on `model`. Otherwise the steps split in runs, each on its own model."""
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> RenderSpec:
@@ -103,7 +126,8 @@ class RenderSpec:
                 raise SpecError(
                     f"parallel.{key}", f"unknown field; known fields are {sorted(parallel_known)}"
                 )
-        spec = cls(**values, parallel=ParallelSpec(**parallel))
+        segments = values.pop("segments", [])
+        spec = cls(**values, parallel=ParallelSpec(**parallel), segments=_segments_from_data(segments))
         spec.validate()
         return spec
 
@@ -150,12 +174,14 @@ class RenderSpec:
             check_pipeline_dir(self.model_path())
         except ModelDirectoryError as err:
             raise SpecError("model", str(err)) from err
+        self._validate_segments()
         self._validate_parallel()
 
     def _validate_parallel(self) -> None:
         par = self.parallel
         _check_type("parallel.strategy", par.strategy, str)
-        _check_type("parallel.degree", par.degree, int)
+        if par.degree != AUTO:
+            _check_type("parallel.degree", par.degree, int)
         _check_type("parallel.mode", par.mode, str)
         _check_type("parallel.warmup_steps", par.warmup_steps, int)
         _check_type("parallel.cfg", par.cfg, bool)
@@ -163,7 +189,13 @@ class RenderSpec:
             raise SpecError(
                 "parallel.strategy", f"unknown strategy {par.strategy!r}; expected one of {STRATEGIES}"
             )
-        if par.degree < 1:
+        if par.auto and par.strategy != "patch":
+            raise SpecError("parallel.degree", "'auto' picks a patch degree; use parallel.strategy=patch")
+        if par.auto and par.cfg:
+            raise SpecError(
+                "parallel.cfg", "degree 'auto' picks patch bands only; give an even degree for CFG"
+            )
+        if not par.auto and par.degree < 1:
             raise SpecError("parallel.degree", f"must be at least 1, got {par.degree}")
         if par.mode not in PATCH_MODES:
             raise SpecError("parallel.mode", f"unknown mode {par.mode!r}; expected one of {PATCH_MODES}")
@@ -183,23 +215,102 @@ class RenderSpec:
             raise SpecError(
                 "parallel.cfg", f"CFG parallel needs guidance_scale > 1, got {self.guidance_scale}"
             )
-        align = unet_alignment(self.model_path())
-        try:
-            band_bounds(self.height // LATENT_FACTOR, par.patch_workers, align)
-        except ValueError as err:
-            raise SpecError(
-                "parallel.degree", f"height {self.height}px is too short for {par.patch_workers} bands: {err}"
-            ) from err
+        for model in self.segment_models():
+            align = unet_alignment(str(resolve_model(model)))
+            if par.auto:
+                continue  # the scheduler only picks degrees whose bands fit
+            try:
+                band_bounds(self.height // LATENT_FACTOR, par.patch_workers, align)
+            except ValueError as err:
+                raise SpecError(
+                    "parallel.degree",
+                    f"height {self.height}px is too short for {par.patch_workers} bands: {err}",
+                ) from err
+
+    def _validate_segments(self) -> None:
+        if not self.segments:
+            return
+        latent = _latent_space(self.model_path())
+        for i, segment in enumerate(self.segments):
+            name = f"segments[{i}]"
+            _check_type(f"{name}.steps", segment.steps, int)
+            _check_type(f"{name}.model", segment.model, str)
+            if segment.steps < 1:
+                raise SpecError(f"{name}.steps", f"must be at least 1, got {segment.steps}")
+            if segment.model:
+                try:
+                    check_pipeline_dir(str(resolve_model(segment.model)))
+                except ModelDirectoryError as err:
+                    raise SpecError(f"{name}.model", str(err)) from err
+                other = _latent_space(str(resolve_model(segment.model)))
+                if other != latent:
+                    raise SpecError(
+                        f"{name}.model",
+                        f"latent space {other} differs from the job model's {latent}: segments must share a VAE",
+                    )
+        total = sum(segment.steps for segment in self.segments)
+        if total != self.steps:
+            raise SpecError("segments", f"the segments' steps add up to {total}, but steps is {self.steps}")
 
     def model_path(self) -> str:
         return str(resolve_model(self.model))
 
+    def segment_models(self) -> list[str]:
+        """Every model the job runs (the job's own when there are no segments)."""
+        return [s.model or self.model for s in self.segments] or [self.model]
+
+    def segment_at(self, step: int) -> tuple[str, int]:
+        """(model, last step + 1) of the segment that runs step `step` (0-based)."""
+        end = 0
+        for segment in self.segments:
+            end += segment.steps
+            if step < end:
+                return segment.model or self.model, end
+        return self.model, self.steps
+
+    def placed(self, model: str, degree: int) -> RenderSpec:
+        """This spec as one segment runs it: that segment's model, a concrete degree (1: no patches)."""
+        par = self.parallel
+        strategy = "none" if par.auto and degree == 1 else par.strategy
+        parallel = ParallelSpec(strategy, degree, par.mode, par.warmup_steps, par.cfg)
+        return RenderSpec(**{**self.__dict__, "model": model, "parallel": parallel, "segments": []})
+
     def check_fits(self, pool_workers: int) -> None:
         """Refuse a spec that asks for more workers than the pool has."""
+        if self.parallel.auto:
+            return
         if self.parallel.degree > pool_workers:
             raise SpecError(
                 "parallel.degree", f"degree {self.parallel.degree} exceeds the pool's {pool_workers} workers"
             )
+
+
+def _segments_from_data(data: Any) -> list[SegmentSpec]:
+    if not isinstance(data, list):
+        raise SpecError(
+            "segments", f"expected a list of {{steps, model}} mappings, got {type(data).__name__}"
+        )
+    known = {f.name for f in fields(SegmentSpec)}
+    segments = []
+    for i, item in enumerate(data):
+        if isinstance(item, SegmentSpec):
+            item = asdict(item)
+        if not isinstance(item, dict):
+            raise SpecError(f"segments[{i}]", f"expected a mapping, got {type(item).__name__}")
+        for key in item:
+            if key not in known:
+                raise SpecError(f"segments[{i}].{key}", f"unknown field; known fields are {sorted(known)}")
+        if "steps" not in item:
+            raise SpecError(f"segments[{i}].steps", "missing: every segment says how many steps it runs")
+        segments.append(SegmentSpec(**item))
+    return segments
+
+
+def _latent_space(model_path: str) -> tuple[int, int]:
+    """(latent channels, downsampling stages) of a pipeline's VAE: what segments must share."""
+    config = Path(model_path) / "vae" / "config.json"
+    data = json.loads(config.read_text()) if config.is_file() else {}
+    return data.get("latent_channels", 4), len(data.get("block_out_channels", [0]))
 
 
 def unet_alignment(model_path: str) -> int:

@@ -35,7 +35,8 @@ CREATE TABLE IF NOT EXISTS jobs (
     outputs TEXT,
     steps_done INTEGER NOT NULL DEFAULT 0,
     checkpoint_step INTEGER,
-    cancel_requested INTEGER NOT NULL DEFAULT 0
+    cancel_requested INTEGER NOT NULL DEFAULT 0,
+    failures INTEGER NOT NULL DEFAULT 0
 );
 CREATE INDEX IF NOT EXISTS jobs_queue ON jobs (state, priority DESC, submitted_at);
 """
@@ -71,6 +72,8 @@ class JobRecord:
     """Step of the last checkpoint written to the job directory."""
     cancel_requested: bool
     """A cancel was asked for while it ran; the coordinator stops at the next step."""
+    failures: int = 0
+    """Attempts that ended in a worker failure (pauses and segment ends are not failures)."""
 
     @classmethod
     def from_row(cls, row: sqlite3.Row) -> JobRecord:
@@ -93,6 +96,9 @@ class JobStore:
         try:
             db.execute("PRAGMA journal_mode=WAL")  # readers do not block the controller's writes
             db.executescript(SCHEMA)
+            columns = {row[1] for row in db.execute("PRAGMA table_info(jobs)")}
+            if "failures" not in columns:  # a store written before failures were counted
+                db.execute("ALTER TABLE jobs ADD COLUMN failures INTEGER NOT NULL DEFAULT 0")
         finally:
             db.close()
 
@@ -143,19 +149,30 @@ class JobStore:
             rows = db.execute(query, (state,) if state else ()).fetchall()
         return [JobRecord.from_row(r) for r in rows]
 
-    def claim_next(self) -> JobRecord | None:
-        """Move the next runnable job (queued or paused; priority, then submit time) to running."""
+    def next_runnable(self) -> JobRecord | None:
+        """The job that runs next (queued or paused; priority, then submit time), left where it is."""
         with self._transaction() as db:
             row = db.execute(
                 "SELECT * FROM jobs WHERE state IN ('queued', 'paused') ORDER BY priority DESC, submitted_at, id LIMIT 1"
             ).fetchone()
-            if row is None:
+        return JobRecord.from_row(row) if row is not None else None
+
+    def claim(self, job_id: str) -> JobRecord | None:
+        """Move a queued or paused job to running; None if it is no longer runnable (cancelled since)."""
+        with self._transaction() as db:
+            changed = db.execute(
+                "UPDATE jobs SET state = 'running', attempts = attempts + 1, started_at = ? "
+                "WHERE id = ? AND state IN ('queued', 'paused')",
+                (time.time(), job_id),
+            ).rowcount
+            if not changed:
                 return None
-            db.execute(
-                "UPDATE jobs SET state = 'running', attempts = attempts + 1, started_at = ? WHERE id = ?",
-                (time.time(), row["id"]),
-            )
-            return JobRecord.from_row(db.execute("SELECT * FROM jobs WHERE id = ?", (row["id"],)).fetchone())
+            return JobRecord.from_row(db.execute("SELECT * FROM jobs WHERE id = ?", (job_id,)).fetchone())
+
+    def claim_next(self) -> JobRecord | None:
+        """Move the next runnable job (queued or paused; priority, then submit time) to running."""
+        job = self.next_runnable()
+        return self.claim(job.id) if job is not None else None
 
     def progress(self, job_id: str, steps_done: int, checkpoint_step: int | None = None) -> None:
         with self._transaction() as db:
@@ -168,9 +185,16 @@ class JobStore:
                 )
 
     def finish(
-        self, job_id: str, state: str, outputs: dict | None = None, error: str | None = None
+        self,
+        job_id: str,
+        state: str,
+        outputs: dict | None = None,
+        error: str | None = None,
+        failed_attempt: bool = False,
     ) -> JobRecord:
-        """Move a running job to a final state, or back to queued/paused to be resumed later."""
+        """Move a running job to a final state, or back to queued/paused to be resumed later.
+
+        `failed_attempt`: this attempt ended in a failure (counted against the retry limit)."""
         if state not in STATES or state == "running":
             raise ValueError(f"state: cannot finish a job as {state!r}")
         with self._transaction() as db:
@@ -181,8 +205,16 @@ class JobStore:
                 raise JobStoreError(f"job {job_id} is already {row['state']}")
             finished = time.time() if state in FINAL_STATES else None
             db.execute(
-                "UPDATE jobs SET state = ?, outputs = ?, error = ?, finished_at = ?, cancel_requested = 0 WHERE id = ?",
-                (state, json.dumps(outputs) if outputs is not None else None, error, finished, job_id),
+                "UPDATE jobs SET state = ?, outputs = ?, error = ?, finished_at = ?, cancel_requested = 0, "
+                "failures = failures + ? WHERE id = ?",
+                (
+                    state,
+                    json.dumps(outputs) if outputs is not None else None,
+                    error,
+                    finished,
+                    int(failed_attempt),
+                    job_id,
+                ),
             )
             return JobRecord.from_row(db.execute("SELECT * FROM jobs WHERE id = ?", (job_id,)).fetchone())
 
@@ -199,15 +231,6 @@ class JobStore:
             elif row["state"] == "running":
                 db.execute("UPDATE jobs SET cancel_requested = 1 WHERE id = ?", (job_id,))
             return JobRecord.from_row(db.execute("SELECT * FROM jobs WHERE id = ?", (job_id,)).fetchone())
-
-    def outranked(self, job_id: str, priority: int) -> bool:
-        """Whether a queued job with a higher priority than `priority` waits (a reason to pause)."""
-        with self._transaction() as db:
-            row = db.execute(
-                "SELECT 1 FROM jobs WHERE state = 'queued' AND priority > ? AND id != ? LIMIT 1",
-                (priority, job_id),
-            ).fetchone()
-        return row is not None
 
     def recover(self) -> list[str]:
         """After a controller restart: jobs left running go back to the queue (they resume from their

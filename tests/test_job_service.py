@@ -51,8 +51,13 @@ def test_patch_job_through_the_service(client):
     assert job.wait(timeout_s=120)["state"] == "succeeded"
 
 
+def both_workers(client, steps):
+    """A job that holds the whole 2-worker pool, so the jobs after it queue."""
+    return small(client, steps=steps, height=128, parallel={"strategy": "patch", "degree": 2})
+
+
 def test_priority_then_submit_time(client):
-    blocker = client.submit(small(client, steps=30))
+    blocker = client.submit(both_workers(client, steps=30))
     low = client.submit(small(client), priority=0)
     high = client.submit(small(client), priority=10)
     for job in (blocker, low, high):
@@ -61,7 +66,7 @@ def test_priority_then_submit_time(client):
 
 
 def test_cancel_queued_and_running(client):
-    running = client.submit(small(client, steps=200))
+    running = client.submit(both_workers(client, steps=200))
     queued = client.submit(small(client))
     deadline = time.monotonic() + 60
     while running.status()["steps_done"] < 1 and time.monotonic() < deadline:

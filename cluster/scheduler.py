@@ -1,0 +1,124 @@
+"""The scheduling policy, as plain Python: which workers a job gets, and whom to pause for it.
+
+The controller asks it three things about the job at the head of the queue (priority, then submit
+time): how many workers it wants now (`wanted_degree`), which free workers to give it
+(`WorkerBook.take`, preferring workers that already hold its model), and, when too few are free,
+which running jobs of lower priority to pause at their next step boundary (`jobs_to_pause`). The
+head of the queue blocks the jobs behind it (no backfill), so a large job is never starved by a
+stream of small ones.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from cluster.spec import LATENT_FACTOR, RenderSpec
+from parallel.bands import band_bounds
+
+MIN_AUTO_BAND_PIXELS = 256
+"""The simple degree rule's smallest band height: a narrower band is mostly halo and traffic."""
+
+
+@dataclass
+class RunningJob:
+    job_id: str
+    """The job's id."""
+    priority: int
+    """Its priority (higher runs first)."""
+    submitted_at: float
+    """Unix time of submission (the tie-break)."""
+    workers: list[int]
+    """Pool indices it holds."""
+
+
+@dataclass
+class WorkerBook:
+    """Which pool workers are free, and which models (path, dtype) each has loaded."""
+
+    size: int
+    """Workers in the pool."""
+    free: set[int] = field(default_factory=set)
+    """Indices of idle workers."""
+    models: dict[int, set[str]] = field(default_factory=dict)
+    """Per worker, the model keys its cache holds."""
+
+    def __post_init__(self) -> None:
+        self.free = set(range(self.size)) if not self.free else self.free
+        self.models = {i: set() for i in range(self.size)} | self.models
+
+    def take(self, count: int, model_key: str) -> list[int]:
+        """`count` free workers, marked busy: those with `model_key` cached first, then those holding
+        fewest other models (so each model keeps a warm home), then by index."""
+        if count > len(self.free):
+            raise ValueError(f"{count} workers wanted, {len(self.free)} free")
+        ranked = sorted(self.free, key=lambda i: (model_key not in self.models[i], len(self.models[i]), i))
+        chosen = sorted(ranked[:count])
+        self.free -= set(chosen)
+        for i in chosen:
+            self.models[i].add(model_key)
+        return chosen
+
+    def give_back(self, workers: list[int]) -> None:
+        self.free |= set(workers)
+
+    def forget(self, workers: list[int]) -> None:
+        """These workers were replaced by fresh processes: their caches are empty."""
+        for i in workers:
+            self.models[i] = set()
+
+
+DegreeRule = Callable[[RenderSpec, str, int], int]
+"""(job spec, model path, free workers >= 1) -> the degree to run the next segment with."""
+
+
+def simple_degree_rule(spec: RenderSpec, model_path: str, free: int) -> int:
+    """The largest degree up to `free` whose bands are all at least MIN_AUTO_BAND_PIXELS tall and
+    fit the model's alignment: a tiny image runs on one worker, a tall one on every free worker."""
+    from cluster.spec import unet_alignment
+
+    rows = spec.height // LATENT_FACTOR
+    align = unet_alignment(model_path)
+    best = 1
+    for degree in range(2, free + 1):
+        if spec.height / degree < MIN_AUTO_BAND_PIXELS:
+            break
+        try:
+            band_bounds(rows, degree, align)
+        except ValueError:
+            break
+        best = degree
+    return best
+
+
+def wanted_degree(spec: RenderSpec, model_path: str, free: int, rule: DegreeRule) -> int | None:
+    """Workers the job needs to start its next segment now; None: it cannot start with `free`."""
+    if not spec.parallel.auto:
+        return spec.parallel.degree if spec.parallel.degree <= free else None
+    return rule(spec, model_path, free) if free >= 1 else None
+
+
+def workers_needed(spec: RenderSpec) -> int:
+    """The fewest workers the job can start with (for deciding whom to pause)."""
+    return 1 if spec.parallel.auto else spec.parallel.degree
+
+
+def jobs_to_pause(
+    priority: int, needed: int, free: int, running: list[RunningJob], already_pausing: set[str]
+) -> list[str]:
+    """Running jobs of lower priority to pause so that `needed` workers come free: the lowest
+    priority first, the most recently submitted among equals. Empty if pausing cannot make room."""
+    coming = free + sum(len(r.workers) for r in running if r.job_id in already_pausing)
+    if coming >= needed:
+        return []
+    victims = sorted(
+        (r for r in running if r.priority < priority and r.job_id not in already_pausing),
+        key=lambda r: (r.priority, -r.submitted_at),
+    )
+    chosen = []
+    for job in victims:
+        chosen.append(job.job_id)
+        coming += len(job.workers)
+        if coming >= needed:
+            return chosen
+    return []

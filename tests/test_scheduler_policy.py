@@ -1,0 +1,78 @@
+"""The scheduling policy on its own: worker choice, whom to pause, the degree=auto rule."""
+
+import pytest
+
+from cluster.scheduler import RunningJob, WorkerBook, jobs_to_pause, simple_degree_rule, wanted_degree
+from cluster.spec import RenderSpec
+
+AUTO = {"strategy": "patch", "degree": "auto"}
+
+
+def test_take_prefers_workers_that_hold_the_model():
+    book = WorkerBook(4)
+    assert book.take(1, "a") == [0]
+    book.give_back([0])
+    assert book.take(1, "b") == [1]  # worker 0 holds "a": "b" goes to the empty worker
+    book.give_back([1])
+    assert book.take(1, "b") == [1]  # now worker 1 holds "b"
+    assert book.take(2, "a") == [0, 2]
+    assert book.free == {3}
+    with pytest.raises(ValueError, match="2 workers wanted, 1 free"):
+        book.take(2, "a")
+
+
+def test_forgotten_workers_lose_their_models():
+    book = WorkerBook(2)
+    book.take(1, "a")
+    book.forget([0])
+    book.give_back([0])
+    book.take(1, "b")
+    assert book.models[0] == {"b"}
+
+
+def _running(job_id, priority, workers, submitted_at=0.0):
+    return RunningJob(job_id, priority, submitted_at, workers)
+
+
+def test_pause_the_lowest_priority_and_latest_submitted_first():
+    running = [_running("old-low", 0, [0], 1.0), _running("new-low", 0, [1], 2.0), _running("mid", 5, [2])]
+    assert jobs_to_pause(10, 1, 0, running, set()) == ["new-low"]
+    assert jobs_to_pause(10, 2, 0, running, set()) == ["new-low", "old-low"]
+    assert jobs_to_pause(10, 3, 0, running, set()) == ["new-low", "old-low", "mid"]
+
+
+def test_never_pause_equal_or_higher_priority_or_pointlessly():
+    running = [_running("a", 5, [0]), _running("b", 7, [1])]
+    assert jobs_to_pause(5, 1, 0, running, set()) == []  # equal priority: it waits its turn
+    assert jobs_to_pause(6, 2, 0, running, set()) == []  # pausing "a" alone frees too few
+    assert jobs_to_pause(9, 1, 1, running, set()) == []  # a free worker is enough already
+    assert jobs_to_pause(9, 2, 0, running, {"a"}) == ["b"]  # "a" is already being paused
+
+
+def test_fixed_degree_waits_for_its_workers():
+    spec = RenderSpec.from_dict({"height": 128, "parallel": {"strategy": "patch", "degree": 2}})
+    path = spec.model_path()
+    assert wanted_degree(spec, path, 1, simple_degree_rule) is None
+    assert wanted_degree(spec, path, 3, simple_degree_rule) == 2
+
+
+def test_auto_degree_grows_with_the_image_and_takes_what_is_free():
+    tiny = RenderSpec.from_dict({"height": 128, "width": 128, "parallel": AUTO})
+    tall = RenderSpec.from_dict({"height": 1024, "width": 256, "parallel": AUTO})
+    path = tiny.model_path()
+    assert simple_degree_rule(tiny, path, 4) == 1
+    assert simple_degree_rule(tall, path, 4) == 4
+    assert simple_degree_rule(tall, path, 3) == 3
+    assert wanted_degree(tall, path, 2, simple_degree_rule) == 2
+    assert wanted_degree(tall, path, 0, simple_degree_rule) is None
+
+
+def test_placed_spec_fixes_model_and_degree():
+    spec = RenderSpec.from_dict(
+        {"height": 512, "steps": 6, "parallel": AUTO, "segments": [{"steps": 4}, {"steps": 2}]}
+    )
+    assert spec.segment_at(0) == ("builtin-image", 4) and spec.segment_at(4) == ("builtin-image", 6)
+    one = spec.placed("builtin-image", 1)
+    assert one.parallel.strategy == "none" and one.parallel.degree == 1 and one.segments == []
+    two = spec.placed("builtin-image", 2)
+    assert two.parallel.strategy == "patch" and two.parallel.degree == 2
