@@ -2,6 +2,7 @@
 
 tessera render model=builtin-image height=512 width=512 steps=20 seed=1
 tessera render --cfg          # print the composed config and exit
+tessera render job=video frames=64 parallel=frames parallel.degree=2   # video.mp4, frame pipeline
 tessera serve pool.workers=2 # run the controller; then from other shells:
 tessera submit steps=30 --priority 5 ; tessera list ; tessera wait JOB ; tessera logs JOB
 tessera train model=builtin-image parallel.stages=2 unet.steps=900
@@ -35,6 +36,11 @@ def main(argv: list[str] | None = None) -> int:
     train.add_argument("overrides", nargs="*", help="Hydra overrides, e.g. parallel.stages=2 unet.steps=500")
     train.add_argument("--cfg", action="store_true", help="print the composed config and exit")
     args = parser.parse_args(argv)
+    if args.command == "render":
+        from cluster.video_cli import is_video_render, render_video
+
+        if is_video_render(args.overrides):
+            return render_video(args.overrides, args.cfg)
     if args.command in job_handlers:
         try:
             return job_handlers[args.command](args)

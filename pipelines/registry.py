@@ -28,6 +28,11 @@ BUILTIN_MODELS: dict[str, BuiltinModel] = {
     "builtin-image": BuiltinModel(
         "builtin-image", "image", "small latent text-to-image UNet (SD layout, char-level CLIP text encoder)"
     ),
+    "builtin-video": BuiltinModel(
+        "builtin-video",
+        "video",
+        "small Wan-layout video DiT (random weights), per-frame VAE of builtin-image",
+    ),
 }
 
 

@@ -1,0 +1,93 @@
+"""A worker's stage of one video render: its model, its FramePipeline, and (stage 0) the MP4 stream.
+
+Plain torch, no Ray. Stage 0 decodes each finished frame block with the per-frame VAE and appends it
+to the MP4 as the block leaves the queue, so no more than one block of frames is ever held.
+"""
+
+from __future__ import annotations
+
+import time
+
+import torch
+import torch.distributed as dist
+
+from parallel.frame_pipeline import FramePipeline, FramePipelineConfig
+from pipelines.video_loading import VideoPipeline
+from pipelines.video_writer import StreamingMP4Writer
+from runtime.video_task import VideoTask
+
+
+class VideoSession:
+    def __init__(self, pipe: VideoPipeline, task: VideoTask, group: dist.ProcessGroup | None) -> None:
+        self.task = task
+        self.pipe = pipe
+        started = time.perf_counter()
+        text = pipe.encode_prompt(task.prompt)
+        self.encode_s = time.perf_counter() - started
+        rank = dist.get_rank(group) if group is not None else 0
+        self.writer = StreamingMP4Writer(task.video_path, task.fps) if rank == 0 else None
+        self.decode_s = 0.0
+        config = FramePipelineConfig(
+            frames=task.frames,
+            block_frames=task.block_frames,
+            context_frames=task.context_frames,
+            steps=task.steps,
+            seed=task.seed,
+        )
+        started = time.perf_counter()
+        self.pipeline = FramePipeline(
+            pipe.transformer,
+            config,
+            pipe.latent_shape(task.height, task.width),
+            text,
+            pipe.make_scheduler,
+            on_block_done=self._write_block if self.writer is not None else None,
+            group=group,
+        )
+        self.setup_s = time.perf_counter() - started
+        self.denoise_s = 0.0
+
+    def _write_block(self, block: int, latent: torch.Tensor) -> None:
+        started = time.perf_counter()
+        self.writer.append(self.pipe.decode_block(latent))
+        self.decode_s += time.perf_counter() - started
+
+    def advance(self, ticks: int | None = None) -> int:
+        """Run the next ``ticks`` queue ticks (all when None); returns the ticks done so far."""
+        started = time.perf_counter()
+        done = self.pipeline.advance(ticks)
+        self.denoise_s += time.perf_counter() - started
+        return done
+
+    def finish(self) -> dict:
+        """Close the stage (and publish the MP4 on stage 0); this stage's report."""
+        stats = self.pipeline.close()
+        report = {
+            "stage": stats.rank,
+            "layers": list(stats.layers),
+            "items": stats.items,
+            "compute_s": stats.compute_s,
+            "wait_s": stats.wait_s,
+            "bytes_sent_by_peer": stats.bytes_sent,
+            "feature_cache_peak_bytes": stats.cache_peak_bytes,
+            "boundaries": self.pipeline.boundaries,
+            "blocks": self.pipeline.blocks,
+            "frames": self.pipeline.frames,
+            "encode_s": self.encode_s,
+            "setup_s": self.setup_s,
+            "denoise_s": self.denoise_s,
+            "decode_s": self.decode_s,
+        }
+        if self.writer is not None:
+            report["video"] = str(self.writer.close())
+            report["frames_written"] = self.writer.frames
+            report["blocks_finished"] = self.pipeline.finished
+            self.writer = None
+        return report
+
+    def close(self) -> None:
+        """Abandon the render (the worker's _close_session calls this): no partial MP4 is left."""
+        if self.writer is not None:
+            self.writer.abort()
+            self.writer = None
+        self.pipeline.adapter.remove()

@@ -1,0 +1,53 @@
+"""VideoSpec: bad video jobs are refused with the field named, before any worker starts."""
+
+from __future__ import annotations
+
+import pytest
+
+from cluster.spec import SpecError
+from cluster.video_spec import VideoSpec
+
+
+def _spec(**fields):
+    return VideoSpec.from_dict(dict(dict(frames=16, block_frames=4, height=32, width=32), **fields))
+
+
+def test_defaults_are_valid_and_round_frames_with_a_note():
+    spec = _spec(frames=18)
+    assert spec.frames == 20 and spec.blocks == 5
+    assert spec.notes == ["frames: 18 is not a multiple of block_frames=4; rendering 20 frames (5 blocks)"]
+    assert _spec().notes == [] and VideoSpec.from_dict({}).frames == 64
+
+
+@pytest.mark.parametrize(
+    "fields,field,words",
+    [
+        (dict(parallel={"degree": 5}), "parallel.degree", "exceed the 4 frame blocks"),
+        (
+            dict(frames=64, parallel={"degree": 7}),
+            "parallel.degree",
+            "exceed the model's 6 transformer blocks",
+        ),
+        (dict(parallel={"strategy": "patch"}), "parallel.strategy", "unknown strategy"),
+        (dict(parallel={"strategy": "none", "degree": 2}), "parallel.degree", "exactly one worker"),
+        (dict(parallel={"stages": 2}), "parallel.stages", "unknown field"),
+        (dict(model="no-such-model"), "model", "neither a built-in model"),
+        (dict(model="builtin-image"), "model", "must be a WanTransformer3DModel"),
+        (dict(height=40), "height", "multiple of 16"),
+        (dict(frames=0), "frames", "between 1 and"),
+        (dict(context_frames=5), "context_frames", "block_frames=4"),
+        (dict(fps=0), "fps", "(0, 240]"),
+        (dict(frames=True), "frames", "expected int"),
+        (dict(output_dir="../x"), "output_dir", ".."),
+        (dict(heigth=32), "heigth", "unknown field"),
+    ],
+)
+def test_bad_fields_are_named(fields, field, words):
+    with pytest.raises(SpecError) as err:
+        _spec(**fields)
+    assert err.value.field == field and words in str(err.value)
+
+
+def test_degree_larger_than_pool():
+    with pytest.raises(SpecError, match="parallel.degree: degree 2 exceeds the pool's 1 workers"):
+        _spec().check_fits(1)
