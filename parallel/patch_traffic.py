@@ -37,7 +37,7 @@ class PatchLayerShapes:
     kv_bytes: list[int] = field(default_factory=list)
     """Per self-attention layer: bytes of the full image's K and V together."""
     norm_bytes: list[int] = field(default_factory=list)
-    """Per GroupNorm: bytes of the statistics one worker contributes (sum, sum of squares, count)."""
+    """Per GroupNorm: bytes of the statistics one worker contributes (float64 sums, sums of squares, count)."""
 
 
 def record_patch_layers(model: nn.Module, run: Callable[[], object]) -> PatchLayerShapes:
@@ -63,7 +63,9 @@ def record_patch_layers(model: nn.Module, run: Callable[[], object]) -> PatchLay
 
     def on_norm(norm: nn.GroupNorm, args: tuple) -> None:
         x = args[0]
-        shapes.norm_bytes.append(x.shape[0] * norm.num_groups * 3 * x.element_size())
+        # what parallel.patch_norm.local_group_sums all-reduces: float64 sum and sum of squares per
+        # (sample, group), plus one element count
+        shapes.norm_bytes.append((2 * x.shape[0] * norm.num_groups + 1) * 8)
 
     for module in model.modules():
         if isinstance(module, nn.Conv2d):
@@ -96,3 +98,24 @@ def patch_bytes_per_worker(shapes: PatchLayerShapes, world: int, scheme: str = "
     kv = sum(kv / world for kv in shapes.kv_bytes) * peers
     norm = sum(shapes.norm_bytes) * peers
     return {"halo": float(halo), "kv": float(kv), "norm": float(norm)}
+
+
+def patch_bytes_per_rank(shapes: PatchLayerShapes, bounds: list[tuple[int, int]]) -> list[dict[str, float]]:
+    """Bytes each rank sends per step, by kind, for these (possibly uneven) row bands.
+
+    Exact where `patch_bytes_per_worker` averages: the top and bottom bands send halos one way only, and
+    the K/V all-gather pads every band to the tallest one (`Comm.all_gather_uneven`), as counted.
+    """
+    world = len(bounds)
+    if world <= 1:
+        return [{"halo": 0.0, "kv": 0.0, "norm": 0.0}]
+    height = bounds[-1][1] - bounds[0][0]
+    tallest = max(b - a for a, b in bounds) / height
+    down = sum(row * above for row, above, _ in shapes.halo_rows)  # to the band below: its `above` rows
+    up = sum(row * below for row, _, below in shapes.halo_rows)  # to the band above: its `below` rows
+    kv = sum(shapes.kv_bytes) * tallest * (world - 1)
+    norm = sum(shapes.norm_bytes) * (world - 1)
+    return [
+        {"halo": float(down * (r < world - 1) + up * (r > 0)), "kv": float(kv), "norm": float(norm)}
+        for r in range(world)
+    ]

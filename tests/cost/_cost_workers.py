@@ -1,0 +1,60 @@
+"""Per-rank runs of the real strategies (spawned by ``_parallel_dist.run_ranks``) that report the bytes
+``parallel.comm.Comm`` counted in one steady-state step."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import _parallel_models as M
+import _parallel_workers as W
+import torch
+import torch.distributed as dist
+
+from parallel.bands import band_bounds, slice_band
+from parallel.cfg import combine_cfg, make_cfg_groups
+from parallel.patch_config import PatchConfig
+
+FORWARDS = 3
+"""Forwards per run: the first exchanges shapes (``meta``) and, in displaced mode, is the sync warmup."""
+
+
+def patch_bytes(rank: int, world: int) -> dict[str, Any]:
+    """Last-forward bytes by kind and peer, sync and displaced, for the tiny UNet and PixArt (batch 2)."""
+    out: dict[str, Any] = {}
+    for name in ("unet", "pixart"):
+        build, shape, parallelize = W.MODELS[name]
+        model = build()
+        bounds = band_bounds(shape[2], world, W.align_of(model))
+        res: dict[str, Any] = {"bounds": bounds}
+        x, t, text = W.forward_input(shape)
+        f = M.model_call(model)
+        for mode in ("sync", "displaced"):
+            handle = parallelize(model, dist.group.WORLD, PatchConfig(mode, warmup_steps=1))
+            with torch.no_grad():
+                for _ in range(FORWARDS):
+                    f(slice_band(x, bounds, rank), t, text)
+            res[mode] = handle.bytes_sent.last_step
+            handle.remove()
+        out[name] = res
+    return out
+
+
+def cfg_bytes(rank: int, world: int) -> dict[str, Any]:
+    """CFG parallel on the tiny UNet: 2 branches x world/2 bands, one guided forward after a first one."""
+    layout = make_cfg_groups(dist.group.WORLD)
+    build, shape, parallelize = W.MODELS["unet"]
+    model = build()
+    bounds = band_bounds(shape[2], layout.patch_degree, W.align_of(model))
+    handle = parallelize(model, layout.patch_group, PatchConfig("sync"))
+    f = M.model_call(model)
+    latent = slice_band(torch.randn(shape), bounds, layout.patch_rank)
+    text = M.text_embeddings(1, seed=3 if layout.is_cond else 4)
+    before = {}
+    with torch.no_grad():
+        for i in range(FORWARDS):
+            if i == FORWARDS - 1:
+                before = layout.comm.bytes_sent().total.get("cfg", {})
+            combine_cfg(f(latent, torch.tensor(500), text), layout, 4.0)
+    after = layout.comm.bytes_sent().total.get("cfg", {})
+    cfg = {peer: n - before.get(peer, 0) for peer, n in after.items()}
+    return {"bounds": bounds, "patch": handle.bytes_sent.last_step, "cfg": cfg, "patch_rank": layout.patch_rank}

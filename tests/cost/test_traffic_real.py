@@ -1,0 +1,42 @@
+"""Traffic formulas agree with the bytes the real strategies count, in 2- and 3-worker gloo runs."""
+
+from __future__ import annotations
+
+import _cost_workers as CW
+import pytest
+from _cost_common import measured, run, tiny_profile
+
+from parallel.cost.traffic import patch_traffic, patch_traffic_per_rank
+
+KINDS = ("halo", "kv", "norm")
+
+
+@pytest.mark.parametrize("world", [2, 3])
+@pytest.mark.parametrize("name", ["unet", "pixart"])
+def test_patch_bytes_per_rank_match_the_counters(world, name):
+    results = run(CW.patch_bytes, world)
+    prof = tiny_profile(name)
+    bounds = results[0][name]["bounds"]
+    expected = patch_traffic_per_rank(prof, bounds)
+    for rank, r in enumerate(results):
+        for mode in ("sync", "displaced"):
+            for kind in KINDS:
+                assert measured(r[name][mode], kind) == pytest.approx(expected[rank][kind]), (rank, mode, kind)
+    if name == "unet":
+        assert expected[0]["halo"] > 0 and expected[0]["kv"] > 0 and expected[0]["norm"] > 0
+
+
+@pytest.mark.parametrize("world", [2, 3])
+def test_mean_patch_traffic_matches_on_even_bands(world):
+    """The mean-per-worker formula (equal bands) equals the counters averaged over ranks, for the halo
+    and statistics; K/V are padded to the tallest band, so the mean formula is a lower bound there."""
+    results = run(CW.patch_bytes, world)
+    prof = tiny_profile("unet")
+    traffic = patch_traffic(prof, world, "displaced")
+    for kind in ("halo", "norm"):
+        mean = sum(measured(r["unet"]["displaced"], kind) for r in results) / world
+        assert traffic.bytes_per_step[kind] == pytest.approx(mean)
+    mean_kv = sum(measured(r["unet"]["displaced"], "kv") for r in results) / world
+    assert traffic.bytes_per_step["kv"] <= mean_kv <= traffic.bytes_per_step["kv"] * 1.2
+    assert set(traffic.overlapped) == set(KINDS)
+    assert patch_traffic(prof, world, "sync").overlapped == ()
