@@ -86,9 +86,13 @@ class FramePipeline:
         on_block_done: BlockSink | None = None,
         group: dist.ProcessGroup | None = None,
         boundaries: list[int] | None = None,
+        block_overhead_s: float = 0.0,
     ) -> None:
         """``latent_shape`` is (channels, height, width) of one latent frame; ``text`` [1, L, D] the
-        encoded prompt; ``make_scheduler`` a fresh diffusers scheduler (one per block)."""
+        encoded prompt; ``make_scheduler`` a fresh diffusers scheduler (one per block).
+        ``block_overhead_s``: seconds stage 0 spends per finished block outside the model (decoding and
+        writing it); spread over the block's steps and counted in stage 0's share when cutting stages
+        (rank 0's value is the one every rank uses)."""
         self.config = config
         self.frames, self.blocks = split_frames(config.frames, config.block_frames)
         self.group = group
@@ -112,12 +116,14 @@ class FramePipeline:
         param = next(model.parameters())
         self.device, self.dtype = param.device, param.dtype
         self.text = text.to(self.device, self.dtype)
+        self.layer_costs: list[float] | None = None
+        """Measured seconds per layer and block (stage 0's extra work folded into layer 0), when measured."""
         if boundaries is None:
-            costs = (
-                measure_layer_costs(self.adapter, self.text)
-                if self.stages > 1
-                else [1.0] * self.adapter.num_layers
-            )
+            costs = [1.0] * self.adapter.num_layers
+            if self.stages > 1:
+                costs = measure_layer_costs(self.adapter, self.text)
+                costs[0] += block_overhead_s / config.steps
+            self.layer_costs = costs
             boundaries = stage_boundaries(costs, self.stages)
         self.boundaries = list(boundaries)
         self.layers = range(self.boundaries[self.rank], self.boundaries[self.rank + 1])

@@ -51,6 +51,8 @@ def run_video_render(
         "steps": task.steps,
         "fps": task.fps,
         "stage_boundaries": head["boundaries"],
+        "layer_costs_s": head["layer_costs_s"],
+        "decode_s_per_block": head["block_overhead_s"],
         "frames_per_s": head["frames"] / render_s,
         "frames_written": head["frames_written"],
         "timings": {

@@ -34,18 +34,33 @@ class VideoSession:
             steps=task.steps,
             seed=task.seed,
         )
+        latent_shape = pipe.latent_shape(task.height, task.width)
+        overhead = self._decode_cost(latent_shape) if rank == 0 and group is not None else 0.0
         started = time.perf_counter()
         self.pipeline = FramePipeline(
             pipe.transformer,
             config,
-            pipe.latent_shape(task.height, task.width),
+            latent_shape,
             text,
             pipe.make_scheduler,
             on_block_done=self._write_block if self.writer is not None else None,
             group=group,
+            block_overhead_s=overhead,
         )
         self.setup_s = time.perf_counter() - started
+        self.block_overhead_s = overhead
         self.denoise_s = 0.0
+
+    def _decode_cost(self, latent_shape: tuple[int, int, int]) -> float:
+        """Seconds to decode one frame block (stage 0 does it once per block, on top of its layers)."""
+        channels, height, width = latent_shape
+        block = torch.zeros(1, channels, self.task.block_frames, height, width, device=self.pipe.vae.device)
+        samples = []
+        for _ in range(3):  # the first warms up
+            started = time.perf_counter()
+            self.pipe.decode_block(block)
+            samples.append(time.perf_counter() - started)
+        return min(samples[1:])
 
     def _write_block(self, block: int, latent: torch.Tensor) -> None:
         started = time.perf_counter()
@@ -71,6 +86,8 @@ class VideoSession:
             "bytes_sent_by_peer": stats.bytes_sent,
             "feature_cache_peak_bytes": stats.cache_peak_bytes,
             "boundaries": self.pipeline.boundaries,
+            "layer_costs_s": self.pipeline.layer_costs,
+            "block_overhead_s": self.block_overhead_s,
             "blocks": self.pipeline.blocks,
             "frames": self.pipeline.frames,
             "encode_s": self.encode_s,

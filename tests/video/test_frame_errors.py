@@ -27,3 +27,13 @@ def test_more_stages_than_blocks_or_layers_names_the_field():
     for errors in run_ranks(too_many_stages, 3, timeout=120):
         assert "parallel.degree: 3 stages exceed the 2 frame blocks" in errors["blocks"]
         assert "parallel.degree: 3 stages exceed the model's 2 transformer blocks" in errors["layers"]
+
+
+def test_stage_cut_counts_stage_zero_decode_work():
+    """Stage 0 also decodes every finished block: with that folded into layer 0, it gets fewer layers."""
+    from parallel.frame_partition import stage_boundaries
+
+    assert stage_boundaries([1.0] * 6, 2) == [0, 3, 6]
+    assert stage_boundaries([1.0 + 4.0] + [1.0] * 5, 2) == [0, 1, 6]
+    with pytest.raises(ValueError, match="parallel.degree: 7 stages exceed the model's 6 transformer blocks"):
+        stage_boundaries([1.0] * 6, 7)
