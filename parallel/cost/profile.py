@@ -90,6 +90,8 @@ class ModelProfile:
     """Tokens the transformer blocks see (DiTs; 0 for UNets)."""
     blocks: int = 0
     """Transformer blocks in sequence (DiTs; 0 for UNets)."""
+    row_align: int = 1
+    """Latent rows a band must be a multiple of (2^downsamples for UNets, the patch size for DiTs)."""
 
 
 class _LiveBytes(TorchDispatchMode):
@@ -131,8 +133,14 @@ class _LiveBytes(TorchDispatchMode):
 
 
 def profile_module(
-    model: nn.Module, args: tuple, kwargs: dict[str, Any], name: str = "", kind: str = "unet",
-    height: int = 0, width: int = 0, frames: int = 1,
+    model: nn.Module,
+    args: tuple,
+    kwargs: dict[str, Any],
+    name: str = "",
+    kind: str = "unet",
+    height: int = 0,
+    width: int = 0,
+    frames: int = 1,
 ) -> ModelProfile:
     """Profile one forward ``model(*args, **kwargs)``; inputs and model may be on meta or a real device."""
     latent = args[0]
@@ -185,7 +193,18 @@ def profile_module(
         patch=patch,
     )
     _transformer_shape(model, prof)
+    prof.row_align = _row_align(model, kind)
     return prof
+
+
+def _row_align(model: nn.Module, kind: str) -> int:
+    config = getattr(model, "config", None)
+    if config is None:
+        return 1
+    if kind == "unet" and "block_out_channels" in config:
+        return 2 ** (len(config.block_out_channels) - 1)
+    patch = config.get("patch_size", 1) or 1
+    return int(patch[-2]) if isinstance(patch, (list, tuple)) else int(patch)
 
 
 def _band_aware_part(model: nn.Module, kind: str) -> nn.Module:
@@ -214,7 +233,11 @@ def _transformer_shape(model: nn.Module, prof: ModelProfile) -> None:
 
 
 def profile_model(
-    model: str | ModelSpec, height: int, width: int, frames: int = 1, batch: int = 2,
+    model: str | ModelSpec,
+    height: int,
+    width: int,
+    frames: int = 1,
+    batch: int = 2,
     dtype: torch.dtype | None = None,
 ) -> ModelProfile:
     """Profile a registered model (see ``parallel.cost.models``) at this size on the meta device.

@@ -33,6 +33,8 @@ class DeviceSpec:
     """Fixed cost per dispatched op (kernel launch or eager dispatch)."""
     corun_efficiency: float = 1.0
     """Throughput while every worker of the host computes at once, relative to alone."""
+    async_launch: bool = False
+    """Ops are queued ahead of the compute (CUDA streams): dispatch overlaps compute instead of adding."""
     description: str = ""
     """Free text: where the figures come from."""
 
@@ -97,7 +99,9 @@ def _build(cls: type, name: str, entry: dict) -> object:
     known = {f.name for f in fields(cls)} - {"name"}
     unknown = set(entry) - known
     if unknown:
-        raise ValueError(f"{cls.__name__} {name!r}: unknown fields {sorted(unknown)}; expected {sorted(known)}")
+        raise ValueError(
+            f"{cls.__name__} {name!r}: unknown fields {sorted(unknown)}; expected {sorted(known)}"
+        )
     # PyYAML reads 1.0e9 (no exponent sign) as a string: coerce numbers by the field's declared type
     types = {f.name: f.type for f in fields(cls)}
     values = {k: float(v) if types[k] == "float" else v for k, v in entry.items()}

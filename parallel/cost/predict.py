@@ -1,0 +1,206 @@
+"""Predict step time, speedup and per-worker memory for (strategy, degree, model, size, device, link).
+
+Compute: a worker's share of the forward's FLOPs over the device's effective FLOP/s (peak x efficiency,
+times ``corun_efficiency`` when more than one worker of a host computes at once), plus a fixed cost per
+dispatched op, which does not shrink with the share (every worker launches every kernel); on devices that
+queue kernels ahead (GPUs) the step takes the larger of the two instead of their sum.
+
+Communication: ``bytes / bandwidth + messages x latency`` of the strategy's traffic
+(``parallel.cost.traffic``). Traffic that blocks (sync exchanges, the CFG swap) adds to the step. Traffic
+that may overlap (displaced exchanges, pipeline sends) is hidden behind compute when the link has copy
+engines (``overlaps_compute``), so only what exceeds the compute shows; on a link that takes the compute's
+cores (gloo on CPU) it adds in full, which is why displaced is no faster than sync on CPU workers.
+
+Displaced patch parallelism runs its first ``warmup_steps`` synchronously; ``Prediction.step_s`` is the
+steady-state step and ``Prediction.mean_step_s`` the average over ``steps``.
+
+Memory per worker: the parameters it holds, its share of the activation peak, the gathered K/V of the
+largest attention layer (every band needs all of it at once) and, in displaced mode, the previous step's
+K/V of every attention layer (DistriFusion keeps them as the stale context).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from functools import lru_cache
+
+import torch
+
+from parallel.cost.models import ModelSpec, build_vae_decoder_meta, get_model_spec
+from parallel.cost.profile import ModelProfile, profile_model, profile_module
+from parallel.cost.specs import DeviceSpec, LinkSpec, load_specs
+from parallel.cost.traffic import Traffic, strategy_traffic
+
+
+@dataclass
+class Prediction:
+    """Predicted cost of one configuration."""
+
+    strategy: str
+    """"none", "patch", "cfg" or "frame-pipeline"."""
+    degree: int
+    """Workers."""
+    mode: str
+    """Patch mode: "sync" or "displaced"."""
+    compute_s: float
+    """Seconds one worker computes per step."""
+    comm_s: float
+    """Seconds of communication the step waits for (after overlap)."""
+    step_s: float
+    """Steady-state seconds per step."""
+    mean_step_s: float
+    """Seconds per step averaged over the run (displaced warmup included)."""
+    speedup: float
+    """Single-worker steady step time over this one's mean step time (same device)."""
+    memory_bytes: float
+    """Peak bytes one worker holds."""
+    fits: bool
+    """Whether ``memory_bytes`` fits the device."""
+    traffic: Traffic = field(repr=False, default_factory=lambda: Traffic("none", 1))
+    """What each worker sends per step."""
+
+
+@lru_cache(maxsize=64)
+def cached_profile(model: str, height: int, width: int, frames: int = 1, batch: int = 2, dtype: str = "") -> ModelProfile:
+    """``profile_model`` memoised by its arguments (profiling SDXL takes seconds)."""
+    return profile_model(model, height, width, frames, batch, getattr(torch, dtype) if dtype else None)
+
+
+@lru_cache(maxsize=16)
+def vae_decode_flops(model: str, height: int, width: int) -> tuple[int, int]:
+    """(FLOPs, ops) of the model's VAE decode of one image at this size, 0 when it names no VAE."""
+    spec = get_model_spec(model)
+    vae = build_vae_decoder_meta(spec)
+    if vae is None:
+        return 0, 0
+    latent = torch.empty(spec.latent_shape(1, height, width), device="meta", dtype=getattr(torch, spec.dtype))
+
+    class Decode(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.vae = vae
+
+        def forward(self, z: torch.Tensor) -> torch.Tensor:
+            return self.vae.decode(z).sample
+
+    prof = profile_module(Decode(), (latent,), {})
+    return prof.flops, prof.ops
+
+
+def compute_seconds(flops: float, ops: int, device: DeviceSpec, corun: bool) -> float:
+    """Seconds to run ``flops`` in ``ops`` dispatched ops on one worker."""
+    rate = device.flops * (device.corun_efficiency if corun else 1.0)
+    if device.async_launch:
+        return max(flops / rate, ops * device.op_overhead_s)
+    return flops / rate + ops * device.op_overhead_s
+
+
+def _step(compute: float, traffic: Traffic, link: LinkSpec) -> tuple[float, float]:
+    """(step seconds, communication seconds the step waits for)."""
+    blocking = link.seconds(*traffic.blocking())
+    hidden = link.seconds(*traffic.hidden()) if traffic.overlapped else 0.0
+    waited = blocking + (max(0.0, hidden - compute) if link.overlaps_compute else hidden)
+    return compute + waited, waited
+
+
+def _share(profile: ModelProfile, strategy: str, degree: int) -> float:
+    """Fraction of the forward's FLOPs and activations one worker holds."""
+    if strategy in ("patch", "frame-pipeline"):
+        return 1.0 / degree
+    if strategy == "cfg":
+        return 1.0 / degree  # half the batch, 1/(degree/2) of the rows
+    return 1.0
+
+
+def predict(
+    profile: ModelProfile,
+    strategy: str,
+    degree: int,
+    device: DeviceSpec | str,
+    link: LinkSpec | str,
+    mode: str = "sync",
+    scheme: str = "neighbour",
+    steps: int = 50,
+    warmup_steps: int = 0,
+    serial_s: float = 0.0,
+    specs_yaml: str | None = None,
+) -> Prediction:
+    """Predict one configuration from a profile (see ``parallel.cost.profile``).
+
+    ``serial_s``: seconds of per-render work nobody splits (e.g. the VAE decode), spread over the ``steps``
+    steps in ``mean_step_s`` and ``speedup``.
+    """
+    specs = load_specs(*([specs_yaml] if specs_yaml else []))
+    device, link = specs.device(device), specs.link(link)
+    degree = max(1, degree)
+    if degree == 1:
+        strategy = "none"
+    traffic = strategy_traffic(profile, strategy, degree, mode, scheme)
+    share = _share(profile, strategy, degree)
+    compute = compute_seconds(profile.flops * share, profile.ops, device, corun=degree > 1)
+    step, waited = _step(compute, traffic, link)
+    mean = step
+    if strategy in ("patch", "cfg") and (mode == "displaced" or scheme == "allgather") and warmup_steps:
+        sync_traffic = strategy_traffic(profile, strategy, degree, "sync", "neighbour")
+        sync_step, _ = _step(compute, sync_traffic, link)
+        warm = min(warmup_steps, steps)
+        mean = (warm * sync_step + (steps - warm) * step) / steps
+    mean += serial_s / steps
+    single = compute_seconds(profile.flops, profile.ops, device, corun=False) + serial_s / steps
+    memory = _memory(profile, strategy, degree, mode, scheme, share)
+    return Prediction(
+        strategy=strategy,
+        degree=degree,
+        mode=mode,
+        compute_s=compute,
+        comm_s=waited,
+        step_s=step,
+        mean_step_s=mean,
+        speedup=single / mean,
+        memory_bytes=memory,
+        fits=memory <= device.memory_bytes,
+        traffic=traffic,
+    )
+
+
+def _memory(profile: ModelProfile, strategy: str, degree: int, mode: str, scheme: str, share: float) -> float:
+    kv = profile.patch.kv_bytes
+    batch_fraction = 0.5 if strategy == "cfg" else 1.0
+    params = profile.param_bytes / (degree if strategy == "frame-pipeline" else 1)
+    acts = profile.activation_peak_bytes * share
+    if strategy in ("patch", "cfg") and degree > 1:
+        acts += max(kv, default=0) * batch_fraction  # one layer's gathered K/V
+        if mode == "displaced" or scheme == "allgather":
+            acts += sum(kv) * batch_fraction  # stale K/V of every layer
+    return params + acts
+
+
+def predict_model(
+    model: str | ModelSpec,
+    height: int,
+    width: int,
+    strategy: str,
+    degree: int,
+    device: str = "cpu-core",
+    link: str = "loopback",
+    mode: str = "sync",
+    frames: int = 1,
+    steps: int = 50,
+    warmup_steps: int = 0,
+    include_vae: bool = False,
+    scheme: str = "neighbour",
+    specs_yaml: str | None = None,
+) -> Prediction:
+    """``predict`` for a registered model by name, profiled at this size in the device's dtype (batch 2,
+    CFG batched). ``include_vae`` adds the serial VAE decode to the run."""
+    spec = get_model_spec(model)
+    dev = load_specs(*([specs_yaml] if specs_yaml else [])).device(device)
+    profile = cached_profile(spec.name, height, width, frames, 2, dev.dtype)
+    serial = 0.0
+    if include_vae:
+        flops, ops = vae_decode_flops(spec.name, height, width)
+        serial = compute_seconds(flops, ops, dev, corun=False)
+    return predict(
+        profile, strategy, degree, dev, link, mode, scheme, steps=steps, warmup_steps=warmup_steps,
+        serial_s=serial, specs_yaml=specs_yaml,
+    )
