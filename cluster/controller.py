@@ -17,6 +17,7 @@ import os
 import threading
 import time
 import traceback
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -192,8 +193,21 @@ class Controller:
         return True
 
     def _run_segment(self, job: JobRecord, spec: RenderSpec, workers: list[int], until: int) -> None:
+        released: list[bool] = []
+
+        def release() -> None:
+            """Free the workers for the next job as soon as they are done (before outputs are written)."""
+            with self._lock:
+                if released:
+                    return
+                released.append(True)
+                self.running.pop(job.id, None)
+                self._pausing.discard(job.id)
+                self.book.give_back(workers)
+            self._wake.set()
+
         try:
-            self._run(job, spec, workers, until)
+            self._run(job, spec, workers, until, release)
         except Exception:  # noqa: BLE001 - a bookkeeping error must not leave the job running forever
             self._log(job.id, "controller error:\n" + traceback.format_exc())
             try:
@@ -201,12 +215,9 @@ class Controller:
             except Exception:  # noqa: BLE001 - already final
                 pass
         finally:
+            release()
             with self._lock:
-                self.running.pop(job.id, None)
-                self._pausing.discard(job.id)
                 self._threads.pop(job.id, None)
-                self.book.give_back(workers)
-            self._wake.set()
 
     def _resume_step(self, job_id: str) -> int:
         path = self._checkpoint_path(job_id)
@@ -214,8 +225,11 @@ class Controller:
             return 0
         return int(torch.load(path, weights_only=True)["step_index"])
 
-    def _run(self, job: JobRecord, spec: RenderSpec, workers: list[int], until: int) -> None:
-        """One segment of a job: `spec` is placed (its model and degree fixed) on `workers`."""
+    def _run(
+        self, job: JobRecord, spec: RenderSpec, workers: list[int], until: int, release: Callable[[], None]
+    ) -> None:
+        """One segment of a job: `spec` is placed (its model and degree fixed) on `workers`; `release`
+        hands the workers back once they have nothing more to do for it."""
         job_spec = RenderSpec.from_dict(job.spec)
         finished = self._finished_outputs(job_spec, job.id)
         if finished is not None:  # a previous controller wrote the outputs but died before recording it
@@ -260,6 +274,7 @@ class Controller:
                 until=until,
             )
         except RenderStopped as stopped:
+            release()
             state = stop_reason[0]
             if state != "cancelled":
                 on_checkpoint(stopped.checkpoint)
@@ -285,6 +300,7 @@ class Controller:
             self.store.finish(job.id, "failed", error=f"{type(err).__name__}: {err}")  # the queue goes on
             self._log(job.id, "failed:\n" + traceback.format_exc())
             return
+        release()
         self._record_segment(job.id, spec, workers, first, until, time.time() - started)
         if result.checkpoint is not None:  # a segment boundary: the next segment is placed anew
             on_checkpoint(result.checkpoint)

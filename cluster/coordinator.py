@@ -6,6 +6,7 @@ and a job can later be paused, checkpointed or moved at any step boundary.
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -114,7 +115,9 @@ def run_render(
     workers = [pool.workers[i] for i in indices]
     task = render_task(spec)
     started = time.perf_counter()
-    with pool.group(indices) as group:
+    # one worker on the whole latent talks to nobody: no process group to form (and tear down)
+    single = spec.parallel.strategy == "none"
+    with contextlib.nullcontext() if single else pool.group(indices) as group:
         begin = ray.get([w.begin_render.remote(task, resume) for w in workers])
         first = resume["step_index"] if resume else 0
         step_s = []
@@ -137,7 +140,7 @@ def run_render(
             else None
         )
         decode_s = time.perf_counter() - decode_started
-        backend = group.spec.backend
+        backend = None if single else group.spec.backend
     metadata = {
         "strategy": spec.parallel.strategy,
         "degree": spec.parallel.degree,

@@ -7,6 +7,7 @@ and the worker's part of the running render.
 
 from __future__ import annotations
 
+import functools
 import os
 import socket
 import time
@@ -22,6 +23,20 @@ from runtime.model_cache import ModelCache
 from runtime.render_task import RenderTask
 
 
+def _busy(method: Callable[..., Any]) -> Callable[..., Any]:
+    """Count the seconds a worker spends in `method` as busy (for utilisation figures)."""
+
+    @functools.wraps(method)
+    def timed(self, *args: Any, **kwargs: Any) -> Any:
+        started = time.perf_counter()
+        try:
+            return method(self, *args, **kwargs)
+        finally:
+            self.busy_s += time.perf_counter() - started
+
+    return timed
+
+
 class Worker:
     def __init__(self, index: int, slot: DeviceSlot) -> None:
         torch.set_num_threads(slot.torch_threads)
@@ -32,6 +47,7 @@ class Worker:
         self.rank: int | None = None
         self.session = None
         self.attention = "sdpa"
+        self.busy_s = 0.0
 
     def info(self) -> dict:
         import ray
@@ -82,10 +98,15 @@ class Worker:
         _, hit = self.load_pipeline(path, dtype)
         return {"cache_hit": hit, "seconds": time.perf_counter() - started}
 
+    def busy_seconds(self) -> float:
+        """Seconds spent rendering (begin, steps, snapshots, decode, end) since the worker started."""
+        return self.busy_s
+
     def cache_stats(self) -> dict:
         return {"hits": self.cache.hits, "misses": self.cache.misses, "entries": len(self.cache.entries)}
 
     # --- render ---------------------------------------------------------------------------------
+    @_busy
     def begin_render(self, task: RenderTask, resume: dict | None = None) -> dict:
         """Set up this worker's part of a render; `resume` is a full-image checkpoint state to continue."""
         from runtime.render_session import RenderSession
@@ -106,16 +127,20 @@ class Worker:
             "resident_bytes": resident,
         }
 
+    @_busy
     def step(self) -> int:
         return self._session().step()
 
+    @_busy
     def snapshot(self) -> dict:
         """This worker's band of the render state, for a checkpoint."""
         return self._session().loop.state_dict()
 
+    @_busy
     def latents(self) -> torch.Tensor:
         return self._session().latents()
 
+    @_busy
     def decode_latents(self, path: str, dtype: str, latents: torch.Tensor) -> np.ndarray:
         """Decode a stitched latent with this worker's cached VAE (tiled for large images)."""
         from pipelines.sampling import decode_latents
@@ -123,6 +148,7 @@ class Worker:
         pipe, _ = self.load_pipeline(path, dtype)
         return decode_latents(pipe, latents)
 
+    @_busy
     def end_render(self) -> dict:
         report = dict(self._session().report(), peak_memory_bytes=memory.peak_bytes(self.device))
         self._close_session()
