@@ -3,14 +3,32 @@
 - ``models``: published denoiser configs (SDXL, PixArt-alpha, Wan 2.1) as data, built on the meta device;
 - ``profile``: ``profile_model(name, height, width, frames)`` -> FLOPs, parameter and activation bytes,
   per layer, without weights and without running at full size;
-- ``specs``: device and link specs from ``specs.yaml`` (``load_specs(extra_yaml)`` to add your own).
+- ``specs``: device and link specs from ``specs.yaml`` (``load_specs(extra_yaml)`` to add your own);
+- ``traffic``: bytes each worker sends per step under patch sync / displaced (ours, or all-gather like
+  distrifuser's), CFG, the frame pipeline and pipeline training, and which of them overlap compute;
+- ``predict``: ``predict_model(model, height, width, strategy, degree, device, link, mode)`` -> step time,
+  speedup and per-worker memory;
+- ``validate``: predictions against measured and published figures (``references.yaml``);
+- ``choose``: degree=auto for the scheduler::
+
+      choose_degree(model, height, width, free_workers, device="cpu-core", link="loopback",
+                    frames=1, mode="displaced", steps=50, min_gain=0.05, specs_yaml=None) -> int
+
+  the patch-parallel degree in 1..free_workers predicted fastest that fits the device's memory; a larger
+  degree must be ``min_gain`` faster than a smaller one to be taken. ``model`` is a registered name
+  (``registry()``: "builtin-image", "sdxl", "pixart-alpha", "wan2.1-1.3b", "wan2.1-14b"), a ``ModelSpec`` or
+  a ``ModelProfile``; the first call for a (model, size) profiles it on the meta device (seconds), later
+  calls are memoised.
 
 No Ray, no cluster, no runtime: plain torch and diffusers.
 """
 
+from parallel.cost.choose import choose_degree
 from parallel.cost.models import ModelSpec, get_model_spec, registry
+from parallel.cost.predict import Prediction, predict, predict_model
 from parallel.cost.profile import LayerCost, ModelProfile, profile_model, profile_module
 from parallel.cost.specs import DeviceSpec, LinkSpec, Specs, load_specs
+from parallel.cost.traffic import Traffic, strategy_traffic
 
 __all__ = [
     "DeviceSpec",
@@ -18,10 +36,16 @@ __all__ = [
     "LinkSpec",
     "ModelProfile",
     "ModelSpec",
+    "Prediction",
     "Specs",
+    "Traffic",
+    "choose_degree",
     "get_model_spec",
     "load_specs",
+    "predict",
+    "predict_model",
     "profile_model",
     "profile_module",
     "registry",
+    "strategy_traffic",
 ]
