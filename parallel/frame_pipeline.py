@@ -71,6 +71,8 @@ class StageStats:
     """Bytes sent, by global rank of the peer."""
     cache_peak_bytes: int = 0
     """Largest feature cache held."""
+    inflight_peak: int = 0
+    """Most sends in flight at once (bounded: memory must not grow with the video)."""
 
 
 class FramePipeline:
@@ -159,10 +161,11 @@ class FramePipeline:
             self.recv_hidden = RingChannel(
                 self.group, self.rank - 1, TAG_HIDDEN, hidden, self.dtype, self.device
             )
+        inflight = self.config.steps + 2  # about a tick of slack: absorbs stage 0's bursty decodes
         if self.rank < last:
-            self.send_hidden = RingSender(self.group, self.rank + 1, TAG_HIDDEN)
+            self.send_hidden = RingSender(self.group, self.rank + 1, TAG_HIDDEN, inflight)
         if self.rank == last:
-            self.send_output = RingSender(self.group, 0, TAG_OUTPUT)
+            self.send_output = RingSender(self.group, 0, TAG_OUTPUT, inflight)
         if self.rank == 0:
             self.recv_output = RingChannel(self.group, last, TAG_OUTPUT, output, self.dtype, self.device)
 
@@ -198,7 +201,7 @@ class FramePipeline:
         """Receive and apply the last stage's outputs in order, up to ``until`` (all when None)."""
         while self.outstanding:
             item = self.outstanding.popleft()
-            output = self._take(self.recv_output, more=bool(self.outstanding))
+            output = self._take(self.recv_output, more=False)  # posted when the item was forwarded
             self._apply(item, output)
             if item == until:
                 return
@@ -242,14 +245,15 @@ class FramePipeline:
         self.stats.cache_peak_bytes = max(self.stats.cache_peak_bytes, self.adapter.cache.nbytes())
         if self.stages == 1:
             self._apply(item, output)
-        elif self.rank == last:
-            self.send_output.send(output)
-        else:
-            self.send_hidden.send(hidden)
-            if self.rank == 0:
-                self.outstanding.append(item)
-                if self.recv_output.pending == 0:
-                    self.recv_output.post()
+            return
+        sender = self.send_output if self.rank == last else self.send_hidden
+        started = time.perf_counter()
+        sender.send(output if self.rank == last else hidden)
+        self.stats.wait_s += time.perf_counter() - started
+        self.stats.inflight_peak = max(self.stats.inflight_peak, sender.inflight)
+        if self.rank == 0:
+            self.outstanding.append(item)
+            self.recv_output.post()  # posted now, so the last stage's send never waits on stage 0
 
     @property
     def ticks(self) -> int:

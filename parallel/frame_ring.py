@@ -1,9 +1,12 @@
 """Stage-to-stage ring of the frame pipeline: isend/irecv with one receive posted ahead.
 
 Stage s sends hidden states to s+1; the last stage sends the model output back to stage 0, which
-owns the latents and the samplers; that closes the ring. Sends are never waited on before the next
-compute (their handles are kept and reaped once complete), and each receive for the *next* message
-is posted before the current item computes, so transfers overlap compute in both directions.
+owns the latents and the samplers; that closes the ring. A send is not waited on before the next
+compute, and the receive of the *next* message is posted before the current item computes, so
+transfers overlap compute in both directions. Gloo marks a send complete only once it is waited on,
+so a sender waits on its oldest send once more than ``max_inflight`` are out: memory stays bounded
+however long the video. That wait cannot deadlock because stage 0 posts the receive of every output
+it will need as soon as it forwards the item (gloo matches same-tag messages from a peer in order).
 Bytes sent are counted per peer (global rank), as ``parallel.comm`` does for patch parallelism.
 """
 
@@ -45,8 +48,9 @@ class RingChannel:
 class RingSender:
     """Non-blocking sends to one peer; keeps each tensor alive until its send completed."""
 
-    def __init__(self, group: dist.ProcessGroup, dst: int, tag: int) -> None:
+    def __init__(self, group: dist.ProcessGroup, dst: int, tag: int, max_inflight: int = 8) -> None:
         self.group, self.dst, self.tag = group, dst, tag
+        self.max_inflight = max_inflight
         self.global_dst = dist.get_global_rank(group, dst) if group is not dist.group.WORLD else dst
         self._inflight: deque[tuple[object, torch.Tensor]] = deque()
         self.bytes_sent = 0
@@ -59,9 +63,12 @@ class RingSender:
         self.reap()
 
     def reap(self) -> None:
-        """Drop the sends that have completed (oldest first)."""
-        while self._inflight and self._inflight[0][0].is_completed():
-            self._inflight.popleft()
+        """Drop the sends known complete (oldest first); wait on the oldest beyond ``max_inflight``."""
+        while self._inflight and (
+            len(self._inflight) > self.max_inflight or self._inflight[0][0].is_completed()
+        ):
+            work, _ = self._inflight.popleft()
+            work.wait()
 
     def flush(self) -> None:
         """Wait for every send still in flight."""

@@ -35,7 +35,8 @@ class VideoSession:
             seed=task.seed,
         )
         latent_shape = pipe.latent_shape(task.height, task.width)
-        overhead = self._decode_cost(latent_shape) if rank == 0 and group is not None else 0.0
+        stages = dist.get_world_size(group) if group is not None else 1
+        overhead = self._decode_cost(latent_shape) if rank == 0 and stages > 1 else 0.0
         started = time.perf_counter()
         self.pipeline = FramePipeline(
             pipe.transformer,

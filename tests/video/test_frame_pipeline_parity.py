@@ -49,6 +49,9 @@ def test_every_stage_runs_its_share(world):
         assert stats.items == items  # every stage sees every block at every step
         assert sum(stats.bytes_sent.values()) > 0  # a ring: every stage sends to its successor
         assert stats.cache_peak_bytes > 0
+        assert (
+            0 < stats.inflight_peak <= SCENARIOS["plain"]["steps"] + 2 < stats.items
+        )  # sends do not pile up
     assert not any(r["latents"] for r in result[1:])  # finished blocks leave from stage 0 only
 
 
