@@ -61,7 +61,9 @@ class Prediction:
 
 
 @lru_cache(maxsize=64)
-def cached_profile(model: str, height: int, width: int, frames: int = 1, batch: int = 2, dtype: str = "") -> ModelProfile:
+def cached_profile(
+    model: str, height: int, width: int, frames: int = 1, batch: int = 2, dtype: str = ""
+) -> ModelProfile:
     """``profile_model`` memoised by its arguments (profiling SDXL takes seconds)."""
     return profile_model(model, height, width, frames, batch, getattr(torch, dtype) if dtype else None)
 
@@ -124,11 +126,15 @@ def predict(
     warmup_steps: int = 0,
     serial_s: float = 0.0,
     specs_yaml: str | None = None,
+    pipeline_items: int = 0,
 ) -> Prediction:
     """Predict one configuration from a profile (see ``parallel.cost.profile``).
 
     ``serial_s``: seconds of per-render work nobody splits (e.g. the VAE decode), spread over the ``steps``
     steps in ``mean_step_s`` and ``speedup``.
+    Frame pipeline: the profile is of one frame block, a step is one work item (a block's denoising step
+    through every stage), and ``pipeline_items`` (blocks x steps) adds the fill and drain of the pipeline:
+    ``items + degree - 1`` ticks for ``items`` items.
     """
     specs = load_specs(*([specs_yaml] if specs_yaml else []))
     device, link = specs.device(device), specs.link(link)
@@ -137,9 +143,12 @@ def predict(
         strategy = "none"
     traffic = strategy_traffic(profile, strategy, degree, mode, scheme)
     share = _share(profile, strategy, degree)
-    compute = compute_seconds(profile.flops * share, profile.ops, device, corun=degree > 1)
+    ops = profile.ops * share if strategy == "frame-pipeline" else profile.ops  # a stage runs its layers only
+    compute = compute_seconds(profile.flops * share, ops, device, corun=degree > 1)
     step, waited = _step(compute, traffic, link)
     mean = step
+    if strategy == "frame-pipeline" and pipeline_items:
+        mean = step * (pipeline_items + degree - 1) / pipeline_items
     if strategy in ("patch", "cfg") and (mode == "displaced" or scheme == "allgather") and warmup_steps:
         sync_traffic = strategy_traffic(profile, strategy, degree, "sync", "neighbour")
         sync_step, _ = _step(compute, sync_traffic, link)
@@ -190,17 +199,36 @@ def predict_model(
     include_vae: bool = False,
     scheme: str = "neighbour",
     specs_yaml: str | None = None,
+    block_latent_frames: int = 8,
 ) -> Prediction:
     """``predict`` for a registered model by name, profiled at this size in the device's dtype (batch 2,
-    CFG batched). ``include_vae`` adds the serial VAE decode to the run."""
+    CFG batched). ``include_vae`` adds the serial VAE decode to the run. The frame pipeline profiles one
+    block of ``block_latent_frames`` latent frames (FramePipelineConfig's default 8) and runs
+    ``ceil(latent frames / block) x steps`` work items."""
     spec = get_model_spec(model)
     dev = load_specs(*([specs_yaml] if specs_yaml else [])).device(device)
+    items = 0
+    if strategy == "frame-pipeline":
+        latent_frames = (frames - 1) // spec.temporal_scale + 1
+        block = min(block_latent_frames, latent_frames)
+        items = -(-latent_frames // block) * steps
+        frames = (block - 1) * spec.temporal_scale + 1
     profile = cached_profile(spec.name, height, width, frames, 2, dev.dtype)
     serial = 0.0
     if include_vae:
         flops, ops = vae_decode_flops(spec.name, height, width)
         serial = compute_seconds(flops, ops, dev, corun=False)
     return predict(
-        profile, strategy, degree, dev, link, mode, scheme, steps=steps, warmup_steps=warmup_steps,
-        serial_s=serial, specs_yaml=specs_yaml,
+        profile,
+        strategy,
+        degree,
+        dev,
+        link,
+        mode,
+        scheme,
+        steps=steps,
+        warmup_steps=warmup_steps,
+        serial_s=serial,
+        specs_yaml=specs_yaml,
+        pipeline_items=items,
     )

@@ -55,12 +55,18 @@ class Traffic:
     def blocking(self) -> tuple[float, float]:
         """(bytes, messages) the compute waits for."""
         kinds = [k for k in self.bytes_per_step if k not in self.overlapped]
-        return (sum(self.bytes_per_step[k] for k in kinds), sum(self.messages_per_step.get(k, 0) for k in kinds))
+        return (
+            sum(self.bytes_per_step[k] for k in kinds),
+            sum(self.messages_per_step.get(k, 0) for k in kinds),
+        )
 
     def hidden(self) -> tuple[float, float]:
         """(bytes, messages) that may overlap compute."""
         kinds = [k for k in self.bytes_per_step if k in self.overlapped]
-        return (sum(self.bytes_per_step[k] for k in kinds), sum(self.messages_per_step.get(k, 0) for k in kinds))
+        return (
+            sum(self.bytes_per_step[k] for k in kinds),
+            sum(self.messages_per_step.get(k, 0) for k in kinds),
+        )
 
 
 def _log2_rounds(n: int) -> int:
@@ -68,7 +74,11 @@ def _log2_rounds(n: int) -> int:
 
 
 def patch_traffic(
-    profile: ModelProfile, degree: int, mode: str = "sync", scheme: str = "neighbour", batch_fraction: float = 1.0
+    profile: ModelProfile,
+    degree: int,
+    mode: str = "sync",
+    scheme: str = "neighbour",
+    batch_fraction: float = 1.0,
 ) -> Traffic:
     """Patch parallelism over ``degree`` bands; ``batch_fraction`` scales the profiled batch (0.5 in a CFG
     branch of a batch-2 profile)."""
@@ -82,7 +92,11 @@ def patch_traffic(
     sent = patch_bytes_per_worker(profile.patch, degree, scheme)
     t.bytes_per_step = {k: v * batch_fraction for k, v in sent.items()}
     t.messages_per_step = {
-        "halo": float(len(profile.patch.halo_rows) if scheme == "neighbour" else len(profile.patch.padding_rows) * (degree - 1)),
+        "halo": float(
+            len(profile.patch.halo_rows)
+            if scheme == "neighbour"
+            else len(profile.patch.padding_rows) * (degree - 1)
+        ),
         "kv": float(len(profile.patch.kv_bytes) * (degree - 1)),
         "norm": float(len(profile.patch.norm_bytes) * 2 * _log2_rounds(degree)),
     }
@@ -101,7 +115,9 @@ def cfg_traffic(profile: ModelProfile, degree: int, mode: str = "sync", scheme: 
     if degree < 2 or degree % 2:
         raise ValueError(f"degree: CFG parallelism needs an even degree >= 2, got {degree}")
     if profile.batch < 2 or profile.batch % 2:
-        raise ValueError(f"profile: CFG parallelism splits a batch-2 (guided) forward, got batch {profile.batch}")
+        raise ValueError(
+            f"profile: CFG parallelism splits a batch-2 (guided) forward, got batch {profile.batch}"
+        )
     bands = degree // 2
     t = patch_traffic(profile, bands, mode, scheme, batch_fraction=0.5)
     t.strategy, t.degree = "cfg", degree
@@ -124,9 +140,8 @@ def frame_pipeline_traffic(profile: ModelProfile, stages: int, block_latent_fram
     t = Traffic("frame-pipeline", stages)
     if stages <= 1:
         return t
-    latent_frames = (profile.frames - 1) // 4 + 1
     hidden = profile.batch * frame_block_tokens(profile, block_latent_frames) * profile.hidden_bytes_per_token
-    noise = profile.latent_bytes * block_latent_frames / latent_frames
+    noise = profile.latent_bytes * block_latent_frames / ((profile.frames - 1) // 4 + 1)
     t.bytes_per_step = {"activations": hidden * (stages - 1) / stages, "noise": noise / stages}
     t.messages_per_step = {"activations": 1.0, "noise": 1.0 / stages}
     t.overlapped = ("activations", "noise")
@@ -141,7 +156,13 @@ def carry_bytes(layers: Sequence[nn.Module], inputs: tuple[torch.Tensor, ...]) -
     with torch.no_grad():
         for layer in layers:
             carry = layer(carry)
-            out.append(sum(t.numel() * t.element_size() for t in tree_flatten(carry)[0] if isinstance(t, torch.Tensor)))
+            out.append(
+                sum(
+                    t.numel() * t.element_size()
+                    for t in tree_flatten(carry)[0]
+                    if isinstance(t, torch.Tensor)
+                )
+            )
     return out
 
 
@@ -152,7 +173,9 @@ def float_carry_bytes(layers: Sequence[nn.Module], inputs: tuple[torch.Tensor, .
     with torch.no_grad():
         for layer in layers:
             carry = layer(carry)
-            tensors = [t for t in tree_flatten(carry)[0] if isinstance(t, torch.Tensor) and t.is_floating_point()]
+            tensors = [
+                t for t in tree_flatten(carry)[0] if isinstance(t, torch.Tensor) and t.is_floating_point()
+            ]
             out.append(sum(t.numel() * t.element_size() for t in tensors))
     return out
 
@@ -176,7 +199,12 @@ def pipeline_training_traffic(
 
 
 def strategy_traffic(
-    profile: ModelProfile, strategy: str, degree: int, mode: str = "sync", scheme: str = "neighbour", **kw: int
+    profile: ModelProfile,
+    strategy: str,
+    degree: int,
+    mode: str = "sync",
+    scheme: str = "neighbour",
+    **kw: int,
 ) -> Traffic:
     """Traffic of an inference strategy by name (pipeline training takes cut sizes: call it directly)."""
     if strategy == "none" or degree <= 1:
@@ -188,5 +216,3 @@ def strategy_traffic(
     if strategy == "frame-pipeline":
         return frame_pipeline_traffic(profile, degree, **kw)
     raise ValueError(f"strategy: unknown inference strategy {strategy!r}; expected one of {STRATEGIES[:4]}")
-
-

@@ -58,3 +58,11 @@ def cfg_bytes(rank: int, world: int) -> dict[str, Any]:
     after = layout.comm.bytes_sent().total.get("cfg", {})
     cfg = {peer: n - before.get(peer, 0) for peer, n in after.items()}
     return {"bounds": bounds, "patch": handle.bytes_sent.last_step, "cfg": cfg, "patch_rank": layout.patch_rank}
+
+
+def frame_bytes(rank: int, world: int) -> dict[str, Any]:
+    """The frame pipeline's "plain" test scenario over ``world`` stages: bytes sent per peer, work items."""
+    from _video_workers import SCENARIOS, run_pipeline
+
+    stats = run_pipeline(SCENARIOS["plain"], dist.group.WORLD)["stats"]
+    return {"bytes": stats.bytes_sent, "items": stats.items, "config": SCENARIOS["plain"]}
