@@ -1,7 +1,8 @@
 """Hold the cost model's predictions against measured and published figures (``references.yaml``).
 
 Each reference names a model, a size, a device, a link and the run's inputs (steps, warmup, scheme),
-and lists cases (strategy, degree, mode, the reference value of ``metric``: "step_s" or "speedup").
+and lists cases (strategy, degree, mode, the reference value of ``metric``: "step_s", "speedup" or
+"activation_mib").
 ``validate()`` predicts every case and returns the relative error; the test suite and
 ``python -m bench.cost_validation`` both read it.
 """
@@ -13,7 +14,8 @@ from pathlib import Path
 
 import yaml
 
-from parallel.cost.predict import predict_model
+from parallel.cost.predict import cached_profile, predict_model
+from parallel.cost.specs import load_specs
 
 REFERENCES_YAML = Path(__file__).with_name("references.yaml")
 
@@ -31,7 +33,7 @@ class Check:
     mode: str
     """Patch mode."""
     metric: str
-    """"step_s" or "speedup"."""
+    """"step_s", "speedup" or "activation_mib" (per-worker memory less the parameters)."""
     reference_value: float
     """Measured or published figure."""
     predicted: float
@@ -71,7 +73,11 @@ def validate(name: str | None = None, path: str | Path = REFERENCES_YAML) -> lis
                 include_vae=ref.get("include_vae", False),
                 scheme=ref.get("scheme", "neighbour"),
             )
-            value = p.step_s if ref["metric"] == "step_s" else p.speedup
+            value = {
+                "step_s": p.step_s,
+                "speedup": p.speedup,
+                "activation_mib": (p.memory_bytes - _param_bytes(ref)) / 2**20,
+            }[ref["metric"]]
             checks.append(
                 Check(
                     key,
@@ -85,3 +91,8 @@ def validate(name: str | None = None, path: str | Path = REFERENCES_YAML) -> lis
                 )
             )
     return checks
+
+
+def _param_bytes(ref: dict) -> float:
+    dtype = load_specs().device(ref["device"]).dtype
+    return cached_profile(ref["model"], ref["height"], ref["width"], 1, 2, dtype).param_bytes
