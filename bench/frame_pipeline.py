@@ -75,14 +75,12 @@ def main() -> None:
         task = video_task(spec, out / f"run-{next(counter)}.mp4")
         return run_video_render(pool, task, degree, progress=False)
 
-    speed = alternate(
-        {
-            "1 worker x 1 thread": lambda: pool_fps(1, args.frames)["frames_per_s"],
-            "2 stages x 1 thread": lambda: pool_fps(2, args.frames)["frames_per_s"],
-            "1 process x 2 threads": lambda: two_threads_fps(spec_for(args, args.frames, 1), out),
-        },
-        repeats=args.repeats,
-    )
+    runs = {
+        "1 worker x 1 thread": lambda: pool_fps(1, args.frames)["frames_per_s"],
+        "2 stages x 1 thread": lambda: pool_fps(2, args.frames)["frames_per_s"],
+        "1 process x 2 threads": lambda: two_threads_fps(spec_for(args, args.frames, 1), out),
+    }
+    speed = alternate(runs, repeats=args.repeats) if args.repeats else {}
     torch.set_num_threads(1)
     memory: dict[int, list[int]] = {}
     balance = None
@@ -94,6 +92,9 @@ def main() -> None:
     pool.shutdown()
     ray.shutdown()
 
+    if not speed:  # --repeats 0: the memory figures only
+        print(memory, balance)
+        return
     one, two, threads = (median(speed[k]) for k in speed)
     rows = "\n".join(
         f"| {name} | {median(values):.1f} | {median(values) / one:.2f}x | "
