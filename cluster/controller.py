@@ -27,6 +27,7 @@ import torch
 from cluster.coordinator import RenderStopped, run_render
 from cluster.outputs import job_directory, write_image_job
 from cluster.scheduler import (
+    CostModelDegreeRule,
     DegreeRule,
     RunningJob,
     WorkerBook,
@@ -58,17 +59,23 @@ class ControllerConfig:
     """Attempts ending in a worker failure before a job is marked failed."""
     preempt: bool = True
     """Pause a running job at a step boundary when a higher-priority job is queued."""
+    degree_rule: str = "cost"
+    """degree=auto by "cost" (the cost model, parallel.cost) or "simple" (band height only)."""
+    cost_device: str = "auto"
+    """Device name in parallel/cost/specs.yaml; "auto": cpu-core on CPU pools (GPU pools need a name)."""
+    cost_link: str = "auto"
+    """Link name in parallel/cost/specs.yaml; "auto": loopback on CPU pools."""
 
 
 class Controller:
-    def __init__(self, config: ControllerConfig, degree_rule: DegreeRule | None = None) -> None:
+    def __init__(self, config: ControllerConfig) -> None:
         self.config = config
         self.state_dir = Path(config.state_dir)
         (self.state_dir / "logs").mkdir(parents=True, exist_ok=True)
         self.store = JobStore(self.state_dir / "jobs.sqlite")
         self.recovered = self.store.recover()
         self.pool = DevicePool(config.pool)
-        self.degree_rule = degree_rule or simple_degree_rule
+        self.degree_rule = self._degree_rule()
         self.book = WorkerBook(self.pool.size)
         self.running: dict[str, RunningJob] = {}
         self._pausing: set[str] = set()
@@ -218,6 +225,17 @@ class Controller:
             release()
             with self._lock:
                 self._threads.pop(job.id, None)
+
+    def _degree_rule(self) -> DegreeRule:
+        config = self.config
+        if config.degree_rule not in ("cost", "simple"):
+            raise ValueError(f"degree_rule: expected 'cost' or 'simple', got {config.degree_rule!r}")
+        cpu = self.pool.slot.kind == "cpu"
+        device = config.cost_device if config.cost_device != "auto" else ("cpu-core" if cpu else None)
+        link = config.cost_link if config.cost_link != "auto" else ("loopback" if cpu else None)
+        if config.degree_rule == "simple" or device is None or link is None:
+            return simple_degree_rule
+        return CostModelDegreeRule(device, link)
 
     def _resume_step(self, job_id: str) -> int:
         path = self._checkpoint_path(job_id)

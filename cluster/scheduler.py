@@ -10,8 +10,10 @@ stream of small ones.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from cluster.spec import LATENT_FACTOR, RenderSpec
 from parallel.bands import band_bounds
@@ -72,16 +74,18 @@ DegreeRule = Callable[[RenderSpec, str, int], int]
 """(job spec, model path, free workers >= 1) -> the degree to run the next segment with."""
 
 
-def simple_degree_rule(spec: RenderSpec, model_path: str, free: int) -> int:
-    """The largest degree up to `free` whose bands are all at least MIN_AUTO_BAND_PIXELS tall and
-    fit the model's alignment: a tiny image runs on one worker, a tall one on every free worker."""
+def simple_degree_rule(
+    spec: RenderSpec, model_path: str, free: int, min_band_pixels: int = MIN_AUTO_BAND_PIXELS
+) -> int:
+    """The largest degree up to `free` whose bands are all at least `min_band_pixels` tall and fit
+    the model's alignment: a tiny image runs on one worker, a tall one on every free worker."""
     from cluster.spec import unet_alignment
 
     rows = spec.height // LATENT_FACTOR
     align = unet_alignment(model_path)
     best = 1
     for degree in range(2, free + 1):
-        if spec.height / degree < MIN_AUTO_BAND_PIXELS:
+        if spec.height / degree < min_band_pixels:
             break
         try:
             band_bounds(rows, degree, align)
@@ -89,6 +93,63 @@ def simple_degree_rule(spec: RenderSpec, model_path: str, free: int) -> int:
             break
         best = degree
     return best
+
+
+class CostModelDegreeRule:
+    """degree=auto by the cost model (parallel.cost.choose_degree): the degree predicted fastest per
+    step on this device and link that fits in memory, capped by the free workers and by what the
+    model's bands allow. Built-in models are profiled by name; a local diffusers UNet pipeline is
+    profiled from its unet/config.json. A model the cost model cannot describe falls back to
+    `simple_degree_rule`."""
+
+    def __init__(self, device: str = "cpu-core", link: str = "loopback") -> None:
+        self.device = device
+        self.link = link
+        self._profiles: dict[tuple[str, int, int], object] = {}
+
+    def __call__(self, spec: RenderSpec, model_path: str, free: int) -> int:
+        from parallel.cost.choose import choose_degree
+
+        profile = self._profile(spec, model_path)
+        if profile is None:
+            return simple_degree_rule(spec, model_path, free)
+        chosen = choose_degree(
+            profile,
+            spec.height,
+            spec.width,
+            free,
+            self.device,
+            self.link,
+            mode=spec.parallel.mode,
+            steps=spec.steps,
+        )
+        return min(chosen, simple_degree_rule(spec, model_path, free, min_band_pixels=0))
+
+    def _profile(self, spec: RenderSpec, model_path: str):
+        from parallel.cost.models import ModelSpec
+        from parallel.cost.profile import profile_model
+
+        key = (model_path, spec.height, spec.width)
+        if key not in self._profiles:
+            config_path = Path(model_path) / "unet" / "config.json"
+            config = json.loads(config_path.read_text()) if config_path.is_file() else {}
+            cross = config.get("cross_attention_dim")
+            if config.get("_class_name") != "UNet2DConditionModel" or not isinstance(cross, int):
+                self._profiles[key] = None
+            elif config.get("addition_embed_type") is not None:
+                self._profiles[key] = None  # SDXL-style extra conditioning: not described from a dir yet
+            else:
+                model = ModelSpec(
+                    name=model_path,
+                    class_name="UNet2DConditionModel",
+                    config={k: v for k, v in config.items() if not k.startswith("_")},
+                    kind="unet",
+                    latent_channels=config.get("in_channels", 4),
+                    text_dim=cross,
+                    dtype=spec.dtype,
+                )
+                self._profiles[key] = profile_model(model, spec.height, spec.width)
+        return self._profiles[key]
 
 
 def wanted_degree(spec: RenderSpec, model_path: str, free: int, rule: DegreeRule) -> int | None:

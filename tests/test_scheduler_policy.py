@@ -2,7 +2,14 @@
 
 import pytest
 
-from cluster.scheduler import RunningJob, WorkerBook, jobs_to_pause, simple_degree_rule, wanted_degree
+from cluster.scheduler import (
+    CostModelDegreeRule,
+    RunningJob,
+    WorkerBook,
+    jobs_to_pause,
+    simple_degree_rule,
+    wanted_degree,
+)
 from cluster.spec import RenderSpec
 
 AUTO = {"strategy": "patch", "degree": "auto"}
@@ -76,3 +83,13 @@ def test_placed_spec_fixes_model_and_degree():
     assert one.parallel.strategy == "none" and one.parallel.degree == 1 and one.segments == []
     two = spec.placed("builtin-image", 2)
     assert two.parallel.strategy == "patch" and two.parallel.degree == 2
+
+
+def test_cost_model_rule_gives_a_large_image_more_workers_than_a_tiny_one():
+    rule = CostModelDegreeRule("cpu-core", "loopback")
+    tiny = RenderSpec.from_dict({"height": 64, "width": 64, "parallel": AUTO})
+    large = RenderSpec.from_dict({"height": 1024, "width": 1024, "parallel": AUTO})
+    path = tiny.model_path()
+    assert rule(tiny, path, 2) == 1
+    assert rule(large, path, 2) == 2
+    assert rule(large, path, 1) == 1
