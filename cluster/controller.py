@@ -225,6 +225,7 @@ class Controller:
             release()
             with self._lock:
                 self._threads.pop(job.id, None)
+            self._wake.set()  # the job may be runnable again (paused, next segment, retry)
 
     def _degree_rule(self) -> DegreeRule:
         config = self.config

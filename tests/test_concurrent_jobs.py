@@ -58,7 +58,7 @@ def test_auto_degree_job_resumes_with_the_degree_that_is_free(client):
     deadline = time.monotonic() + 120
     while job.status()["steps_done"] < 3 and time.monotonic() < deadline:
         time.sleep(0.05)
-    urgent = client.submit(_spec(client, steps=4, seed=9), priority=10)
+    urgent = client.submit(_spec(client, steps=12, seed=9), priority=10)
     assert urgent.wait(timeout_s=300)["state"] == "succeeded"
     final = job.wait(timeout_s=300)
     assert final["state"] == "succeeded", job.logs()
