@@ -314,10 +314,23 @@ def _latent_space(model_path: str) -> tuple[int, int]:
 
 
 def unet_alignment(model_path: str) -> int:
-    """Rows a band must be a multiple of: 2 ** (stride-2 downsamples in the model's UNet)."""
+    """Rows a band must be a multiple of: 2 ** (stride-2 downsamples) in a UNet, the patch size in a
+    PixArt-style transformer."""
     config = Path(model_path) / "unet" / "config.json"
+    transformer = Path(model_path) / "transformer" / "config.json"
+    if not config.is_file() and transformer.is_file():
+        data = json.loads(transformer.read_text())
+        if data.get("_class_name") != "PixArtTransformer2DModel":
+            raise SpecError(
+                "parallel.strategy",
+                f"patch parallelism runs UNets and PixArtTransformer2DModel; {transformer} is a "
+                f"{data.get('_class_name')}",
+            )
+        return int(data.get("patch_size", 1))
     if not config.is_file():
-        raise SpecError("parallel.strategy", f"patch parallelism needs a UNet pipeline; {config} is missing")
+        raise SpecError(
+            "parallel.strategy", f"patch parallelism needs a UNet or PixArt pipeline; {config} is missing"
+        )
     blocks = json.loads(config.read_text()).get("block_out_channels", [0])
     return 2 ** (len(blocks) - 1)
 

@@ -1,4 +1,5 @@
-"""Glue between a render and patch parallelism: patch the UNet, pick this worker's band, guide.
+"""Glue between a render and patch parallelism: patch the denoiser (a UNet, or a PixArt-style
+transformer in token bands), pick this worker's band, guide.
 
 Runs inside a worker whose default process group is the job's group. With CFG parallel the group's
 first half runs the conditional branch and the second half the unconditional one, each half split
@@ -15,9 +16,18 @@ import torch.distributed as dist
 from parallel.bands import band_bounds
 from parallel.cfg import CFGLayout, combine_cfg, make_cfg_groups
 from parallel.patch_config import PatchConfig
+from parallel.patch_dit import parallelize_dit_patch
 from parallel.patch_runtime import PatchHandle
 from parallel.patch_unet import parallelize_unet_patch, unet_alignment
-from pipelines.sampling import Conditioning, NoisePredictor, batched_cfg_predictor
+from pipelines.sampling import (
+    Conditioning,
+    NoisePredictor,
+    batched_cfg_predictor,
+    call_denoiser,
+    denoiser,
+    is_transformer,
+    keep_noise_channels,
+)
 from runtime.render_task import RenderTask
 
 
@@ -52,20 +62,24 @@ def setup_patch(pipe, cond: Conditioning, task: RenderTask, latent_rows: int) ->
         layout = None
         patch_group, band_index, bands = group, dist.get_rank(), dist.get_world_size()
     config = PatchConfig(mode=task.mode, warmup_steps=task.warmup_steps)
-    handle = parallelize_unet_patch(pipe.unet, patch_group, config)
-    rows = band_bounds(latent_rows, bands, unet_alignment(pipe.unet))[band_index]
-    if layout is None:
-        predictor = batched_cfg_predictor(pipe.unet, cond)
+    model = denoiser(pipe)
+    if is_transformer(model):
+        handle, align = parallelize_dit_patch(model, patch_group, config), model.config.patch_size
     else:
-        predictor = _split_cfg_predictor(pipe.unet, cond, layout)
+        handle, align = parallelize_unet_patch(model, patch_group, config), unet_alignment(model)
+    rows = band_bounds(latent_rows, bands, align)[band_index]
+    if layout is None:
+        predictor = batched_cfg_predictor(model, cond)
+    else:
+        predictor = _split_cfg_predictor(model, cond, layout)
     return PatchSetup(handle, predictor, rows, band_index, layout)
 
 
-def _split_cfg_predictor(unet: torch.nn.Module, cond: Conditioning, layout: CFGLayout) -> NoisePredictor:
-    embeds = cond.prompt_embeds if layout.is_cond else cond.negative_embeds
+def _split_cfg_predictor(model: torch.nn.Module, cond: Conditioning, layout: CFGLayout) -> NoisePredictor:
+    embeds, mask = cond.branch(layout.is_cond)
 
     def predict(latent: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        noise = unet(latent, t, encoder_hidden_states=embeds, return_dict=False)[0]
-        return combine_cfg(noise, layout, cond.guidance_scale)
+        noise = call_denoiser(model, latent, t, embeds, mask, cond.image_size)
+        return keep_noise_channels(model, combine_cfg(noise, layout, cond.guidance_scale))
 
     return predict

@@ -9,6 +9,7 @@ import torch
 from pipelines.sampling import (
     DenoiseLoop,
     batched_cfg_predictor,
+    denoiser,
     encode_conditioning,
     latent_shape,
 )
@@ -23,9 +24,11 @@ class RenderSession:
         self.task = task
         self.patch = None
         started = time.perf_counter()
-        cond = encode_conditioning(pipe, task.prompt, task.negative_prompt, task.guidance_scale, pipe.device)
+        cond = encode_conditioning(
+            pipe, task.prompt, task.negative_prompt, task.guidance_scale, pipe.device, (task.height, task.width)
+        )
         self.encode_s = time.perf_counter() - started
-        predictor, rows = batched_cfg_predictor(pipe.unet, cond), None
+        predictor, rows = batched_cfg_predictor(denoiser(pipe), cond), None
         if task.strategy == "patch":
             from runtime.patch_render import setup_patch
 
