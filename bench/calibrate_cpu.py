@@ -10,12 +10,15 @@ Measures, in alternating rounds (medians; the machine is shared):
   (bandwidth) and per 8-byte all-reduce (latency).
 Prints the figures and writes the "cost-calibration" section of BENCHMARKS.md; copy them into specs.yaml
 (the effective FLOP/s comes from the 1-worker step time of bench.patch_parallel, see specs.yaml).
+Only meaningful on a quiet machine: any other busy process makes "two at once" share the cores three ways.
+Each round first waits (up to 2 minutes) for the load average to fall below --max-load and reports it.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import sys
 import time
@@ -103,18 +106,29 @@ def link(reps: int) -> tuple[float, float]:
     return result
 
 
+def wait_for_quiet(max_load: float, timeout_s: float) -> float:
+    """Wait (up to ``timeout_s``) until the 1-minute load average is below ``max_load``; return it."""
+    deadline = time.monotonic() + timeout_s
+    while os.getloadavg()[0] >= max_load and time.monotonic() < deadline:
+        time.sleep(5)
+    return os.getloadavg()[0]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--size", type=int, default=512)
     parser.add_argument("--reps", type=int, default=5)
+    parser.add_argument("--max-load", type=float, default=1.0, help="wait for a 1-min load average below this")
     parser.add_argument("--no-write", action="store_true")
     args = parser.parse_args()
-    alone, together = [], []
+    alone, together, loads = [], [], []
     for r in range(args.rounds):
+        loads.append(wait_for_quiet(args.max_load, 120.0))
         alone.append(corun(1, args.size, args.reps))
         together.append(corun(2, args.size, args.reps))
-        print(f"round {r}: alone {alone[-1]:.3f} s, together {together[-1]:.3f} s", file=sys.stderr, flush=True)
+        print(f"round {r}: load {loads[-1]:.2f}, alone {alone[-1]:.3f} s, together {together[-1]:.3f} s",
+              file=sys.stderr, flush=True)
     ratios = [a / t for a, t in zip(alone, together)]
     bw, lat = link(10)
     body = "\n".join(
@@ -124,9 +138,12 @@ def main() -> None:
             provenance("python -m bench.calibrate_cpu " + " ".join(sys.argv[1:])),
             f"Built-in UNet forward, {args.size}x{args.size}, batch 2, 1 thread, median of {args.reps} per process:",
             "",
-            "| round | alone s | two at once s | co-run efficiency |",
-            "|---|---|---|---|",
-            *[f"| {i} | {a:.3f} | {t:.3f} | {a / t:.2f} |" for i, (a, t) in enumerate(zip(alone, together))],
+            "| round | load avg before | alone s | two at once s | co-run efficiency |",
+            "|---|---|---|---|---|",
+            *[
+                f"| {i} | {ld:.2f} | {a:.3f} | {t:.3f} | {a / t:.2f} |"
+                for i, (ld, a, t) in enumerate(zip(loads, alone, together))
+            ],
             "",
             f"co-run efficiency (median of rounds): **{statistics.median(ratios):.2f}**; "
             f"gloo loopback: {bw / 1e9:.2f} GB/s each way (8 MB send/recv), {lat * 1e6:.0f} us per small all-reduce.",

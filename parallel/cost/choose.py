@@ -44,8 +44,17 @@ def rank_degrees(
     out = []
     for n in candidate_degrees(profile, free_workers, strategy):
         out.append(
-            predict(profile, strategy if n > 1 else "none", n, device, link, mode, steps=steps,
-                    warmup_steps=warmup_steps, specs_yaml=specs_yaml)
+            predict(
+                profile,
+                strategy if n > 1 else "none",
+                n,
+                device,
+                link,
+                mode,
+                steps=steps,
+                warmup_steps=warmup_steps,
+                specs_yaml=specs_yaml,
+            )
         )
     return out
 

@@ -75,7 +75,7 @@ class ModelProfile:
     activation_peak_bytes: int
     """Peak bytes of live activations (inputs included, attention scores excluded)."""
     ops: int
-    """Number of dispatched ops (kernel launches) in the forward."""
+    """Number of dispatched ops that are not views (kernel launches) in the forward."""
     latent_bytes: int
     """Bytes of the latent the forward takes (and of the noise it returns, same shape)."""
     latent_rows: int
@@ -95,7 +95,7 @@ class ModelProfile:
 
 
 class _LiveBytes(TorchDispatchMode):
-    """Peak of live tensor bytes created by ops, and the op count."""
+    """Peak of live tensor bytes created by ops, and the count of ops that are not views (kernels)."""
 
     def __init__(self) -> None:
         super().__init__()
@@ -110,10 +110,10 @@ class _LiveBytes(TorchDispatchMode):
 
     def __torch_dispatch__(self, func: Any, types: Any, args: tuple = (), kwargs: dict | None = None) -> Any:
         out = func(*args, **(kwargs or {}))
-        self.ops += 1
         inputs = {id(t) for t in tree_flatten((args, kwargs))[0] if isinstance(t, torch.Tensor)}
         name = str(func)
         aliases = getattr(func, "is_view", False) or "_unsafe_view" in name
+        self.ops += not aliases  # views launch no kernel
         for t in tree_flatten(out)[0]:
             if not isinstance(t, torch.Tensor) or aliases or id(t) in inputs:
                 continue
@@ -144,7 +144,7 @@ def profile_module(
 ) -> ModelProfile:
     """Profile one forward ``model(*args, **kwargs)``; inputs and model may be on meta or a real device."""
     latent = args[0]
-    outputs: dict[str, int] = {}
+    outputs: dict[nn.Module, int] = {}
     order: list[nn.Module] = []
     names = {m: n for n, m in model.named_modules()}
 
