@@ -83,11 +83,12 @@ def main() -> None:
     speed = alternate(runs, repeats=args.repeats) if args.repeats else {}
     torch.set_num_threads(1)
     memory: dict[int, list[int]] = {}
-    balance = None
+    balance = cpu = None
     for frames in args.memory_frames:
         meta = pool_fps(2, frames)
         memory[frames] = [w["peak_memory_bytes"] for w in meta["workers"]]
-        balance = [(w["layers"], w["compute_s"], w["wait_s"]) for w in meta["workers"]]
+        balance = [(w["layers"], round(w["compute_s"], 1), round(w["wait_s"], 1)) for w in meta["workers"]]
+        cpu = [w["compute_cpu_s"] + w["decode_cpu_s"] for w in meta["workers"]]
         print(f"  memory at {frames} frames: {memory[frames]}", file=sys.stderr, flush=True)
     pool.shutdown()
     ray.shutdown()
@@ -124,7 +125,10 @@ absolute figures are noisy; the ratios come from interleaved runs.
 {rows}
 
 2 stages vs 1 worker: {two / one:.2f}x (target >= 1.8x); 1 process with 2 threads: {threads / one:.2f}x. \
-Stage cut, compute and wait seconds of the last memory run: {balance}.
+Stage cut, compute and wait seconds of the last memory run ({args.memory_frames[-1]} frames): {balance}.
+The stages' CPU seconds there (model compute plus stage 0's decode, thread CPU time, which other load does
+not inflate): {", ".join(f"{c:.1f}" for c in cpu)}; their sum over the busiest stage's, {sum(cpu) / max(cpu):.2f}x,
+bounds what 2 stages can gain over 1 worker on an idle machine (ffmpeg's encoding runs in its own process).
 
 Peak memory per worker (peak RSS in MiB, reset per job; 2 stages):
 

@@ -65,6 +65,8 @@ class StageStats:
     """Work items (block forwards) run."""
     compute_s: float = 0.0
     """Seconds spent computing."""
+    compute_cpu_s: float = 0.0
+    """CPU seconds of this thread spent computing: unlike wall time, not inflated by other load."""
     wait_s: float = 0.0
     """Seconds spent waiting for a message."""
     bytes_sent: dict[int, int] = field(default_factory=dict)
@@ -232,7 +234,7 @@ class FramePipeline:
         else:
             latent = None
             hidden = self._take(self.recv_hidden, more=self.position + 1 < len(self.items))
-        started = time.perf_counter()
+        started, started_cpu = time.perf_counter(), time.thread_time()
         cond = self._cond(item.step)
         if hidden is None:
             hidden = self.adapter.embed(latent)
@@ -241,6 +243,7 @@ class FramePipeline:
             hidden = self.adapter.run_layer(layer, hidden, cond)
         output = self.adapter.head(hidden, cond) if self.rank == last else None
         self.stats.compute_s += time.perf_counter() - started
+        self.stats.compute_cpu_s += time.thread_time() - started_cpu
         self.stats.items += 1
         self.stats.cache_peak_bytes = max(self.stats.cache_peak_bytes, self.adapter.cache.nbytes())
         if self.stages == 1:

@@ -75,6 +75,8 @@ def _worker_summary(info: dict, begin: dict, end: dict) -> dict:
         layers=end["layers"],
         items=end["items"],
         compute_s=end["compute_s"],
+        compute_cpu_s=end["compute_cpu_s"],
+        decode_cpu_s=end["decode_cpu_s"],
         wait_s=end["wait_s"],
         bytes_sent_by_peer=end["bytes_sent_by_peer"],
         feature_cache_peak_bytes=end["feature_cache_peak_bytes"],

@@ -27,6 +27,7 @@ class VideoSession:
         rank = dist.get_rank(group) if group is not None else 0
         self.writer = StreamingMP4Writer(task.video_path, task.fps) if rank == 0 else None
         self.decode_s = 0.0
+        self.decode_cpu_s = 0.0
         config = FramePipelineConfig(
             frames=task.frames,
             block_frames=task.block_frames,
@@ -64,9 +65,10 @@ class VideoSession:
         return min(samples[1:])
 
     def _write_block(self, block: int, latent: torch.Tensor) -> None:
-        started = time.perf_counter()
+        started, started_cpu = time.perf_counter(), time.thread_time()
         self.writer.append(self.pipe.decode_block(latent))
         self.decode_s += time.perf_counter() - started
+        self.decode_cpu_s += time.thread_time() - started_cpu
 
     def advance(self, ticks: int | None = None) -> int:
         """Run the next ``ticks`` queue ticks (all when None); returns the ticks done so far."""
@@ -83,6 +85,7 @@ class VideoSession:
             "layers": list(stats.layers),
             "items": stats.items,
             "compute_s": stats.compute_s,
+            "compute_cpu_s": stats.compute_cpu_s,
             "wait_s": stats.wait_s,
             "bytes_sent_by_peer": stats.bytes_sent,
             "feature_cache_peak_bytes": stats.cache_peak_bytes,
@@ -95,6 +98,7 @@ class VideoSession:
             "setup_s": self.setup_s,
             "denoise_s": self.denoise_s,
             "decode_s": self.decode_s,
+            "decode_cpu_s": self.decode_cpu_s,
         }
         if self.writer is not None:
             report["video"] = str(self.writer.close())
