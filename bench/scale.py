@@ -21,17 +21,61 @@ DEGREES = (1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 64)
 
 # (title, model, height, width, frames, device, link, [(strategy, mode, scheme)])
 SCENARIOS = [
-    ("built-in image model, 1024x1024, CPU workers on loopback", "builtin-image", 1024, 1024, 1, "cpu-core",
-     "loopback", [("patch", "sync", "neighbour"), ("patch", "displaced", "neighbour")]),
-    ("SDXL, 3840x3840, A100s on NVLink", "sdxl", 3840, 3840, 1, "a100-80gb", "nvlink3",
-     [("patch", "displaced", "neighbour"), ("patch", "displaced", "allgather"), ("cfg", "displaced", "neighbour")]),
-    ("SDXL, 3840x3840, A100s over 100 GbE", "sdxl", 3840, 3840, 1, "a100-80gb", "ethernet-100g",
-     [("patch", "sync", "neighbour"), ("patch", "displaced", "neighbour")]),
-    ("PixArt-alpha, 4096x4096, H100s on NVLink", "pixart-alpha", 4096, 4096, 1, "h100", "nvlink4",
-     [("patch", "displaced", "neighbour")]),
-    ("Wan 2.1 14B, 81 frames 720x1280, H100s on NVLink (frame pipeline, blocks of 8 latent frames: a step is one "
-     "block's step through every stage)", "wan2.1-14b",
-     720, 1280, 81, "h100", "nvlink4", [("frame-pipeline", "sync", "neighbour")]),
+    (
+        "built-in image model, 1024x1024, CPU workers on loopback",
+        "builtin-image",
+        1024,
+        1024,
+        1,
+        "cpu-core",
+        "loopback",
+        [("patch", "sync", "neighbour"), ("patch", "displaced", "neighbour")],
+    ),
+    (
+        "SDXL, 3840x3840, A100s on NVLink",
+        "sdxl",
+        3840,
+        3840,
+        1,
+        "a100-80gb",
+        "nvlink3",
+        [
+            ("patch", "displaced", "neighbour"),
+            ("patch", "displaced", "allgather"),
+            ("cfg", "displaced", "neighbour"),
+        ],
+    ),
+    (
+        "SDXL, 3840x3840, A100s over 100 GbE",
+        "sdxl",
+        3840,
+        3840,
+        1,
+        "a100-80gb",
+        "ethernet-100g",
+        [("patch", "sync", "neighbour"), ("patch", "displaced", "neighbour")],
+    ),
+    (
+        "PixArt-alpha, 4096x4096, H100s on NVLink",
+        "pixart-alpha",
+        4096,
+        4096,
+        1,
+        "h100",
+        "nvlink4",
+        [("patch", "displaced", "neighbour")],
+    ),
+    (
+        "Wan 2.1 14B, 81 frames 720x1280, H100s on NVLink (frame pipeline, blocks of 8 latent frames: a step is one "
+        "block's step through every stage)",
+        "wan2.1-14b",
+        720,
+        1280,
+        81,
+        "h100",
+        "nvlink4",
+        [("frame-pipeline", "sync", "neighbour")],
+    ),
 ]
 
 
@@ -39,30 +83,58 @@ def gib(n: float) -> str:
     return f"{n / 2**30:.1f} GiB" if n >= 2**30 else f"{n / 2**20:.0f} MiB"
 
 
-def table(model: str, height: int, width: int, frames: int, device: str, link: str, variants: list) -> list[str]:
+def size(nbytes: float) -> str:
+    return f"{nbytes / 1e9:.2f} GB" if nbytes >= 1e9 else f"{nbytes / 1e6:.1f} MB"
+
+
+def table(
+    model: str, height: int, width: int, frames: int, device: str, link: str, variants: list
+) -> list[str]:
     dtype = load_specs().device(device).dtype
     prof = cached_profile(model, height, width, frames, 2, dtype)
-    head = "| workers | " + " | ".join(f"{s} {m}{'' if sch == 'neighbour' else ' ' + sch}" for s, m, sch in variants)
+    head = "| workers | " + " | ".join(
+        f"{s} {m}{'' if sch == 'neighbour' else ' ' + sch}" for s, m, sch in variants
+    )
     lines = [head + " |", "|---" * (len(variants) + 1) + "|"]
-    allowed = {s: set(candidate_degrees(prof, max(DEGREES), "cfg" if s == "cfg" else "patch")) for s, _, _ in variants}
+    allowed = {
+        s: set(candidate_degrees(prof, max(DEGREES), "cfg" if s == "cfg" else "patch"))
+        for s, _, _ in variants
+    }
     for n in DEGREES:
         cells = []
         for strategy, mode, scheme in variants:
-            ok = n == 1 or (n in allowed[strategy] if strategy != "frame-pipeline" else n <= max(prof.blocks, 1))
+            ok = n == 1 or (
+                n in allowed[strategy] if strategy != "frame-pipeline" else n <= max(prof.blocks, 1)
+            )
             if not ok:
                 cells.append("-")
                 continue
-            p = predict_model(model, height, width, strategy if n > 1 else "none", n, device, link, mode,
-                              frames=frames, warmup_steps=1 if mode == "displaced" else 0, scheme=scheme)
+            p = predict_model(
+                model,
+                height,
+                width,
+                strategy,
+                n,
+                device,
+                link,
+                mode,
+                frames=frames,
+                warmup_steps=1 if mode == "displaced" else 0,
+                scheme=scheme,
+            )
             mem = "" if p.fits else " **OOM**"
-            cells.append(f"{p.mean_step_s:.3g} s, {p.speedup:.2f}x, {gib(p.memory_bytes)}{mem}, "
-                         f"{p.traffic.total_bytes / 1e6:.3g} MB")
+            cells.append(
+                f"{p.mean_step_s:.3g} s, {p.speedup:.2f}x, {gib(p.memory_bytes)}{mem}, "
+                f"{size(p.traffic.total_bytes)}"
+            )
         lines.append(f"| {n} | " + " | ".join(cells) + " |")
     return lines
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--no-write", action="store_true", help="print, do not touch BENCHMARKS.md")
     args = parser.parse_args()
     lines = [
