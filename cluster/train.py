@@ -16,7 +16,9 @@ def train_config_from_hydra(cfg: DictConfig) -> tuple[TrainConfig, str | None]:
     data = OmegaConf.to_container(cfg, resolve=True)
     pool, parallel, model = data.pop("pool"), data.pop("parallel"), data.pop("model")
     unet = dict(
-        data.pop("unet"), activation_checkpoint_interval=parallel.get("activation_checkpoint_interval", 0)
+        data.pop("unet"),
+        activation_checkpoint_interval=parallel.get("activation_checkpoint_interval", 0),
+        bubble_filling=parallel.get("bubble_filling", False),
     )
     config = TrainConfig(
         **data,
@@ -63,7 +65,9 @@ def run_training(config: TrainConfig, address: str | None = None) -> list[dict]:
             ),
             torch_config=TorchConfig(backend=slot.backend),
             run_config=ray.train.RunConfig(
-                name="ray", storage_path=config.run_dir, worker_runtime_env={"env_vars": _worker_env()}
+                name="ray",
+                storage_path=config.run_dir,
+                worker_runtime_env={"env_vars": _worker_env()},
             ),
         )
         trainer.fit()

@@ -46,6 +46,12 @@ class UnetStage:
     """Fraction of captions replaced by the empty prompt (teaches the unconditional branch for CFG)."""
     activation_checkpoint_interval: int = 0
     """Recompute activations every this many layers in backward (0: off)."""
+    latents: str = "cache"
+    """"cache": `cache_size` images encoded once; "online": fresh images, random flips and a frozen VAE
+    forward per micro-batch (the per-step frozen work that bubble filling overlaps)."""
+    bubble_filling: bool = False
+    """Compute upcoming micro-batches (data, augmentation, frozen VAE, noise, timesteps) in a background
+    thread that runs in the pipeline's idle slots instead of in series (parallel/pipeline_bubble_fill.py)."""
     gradient_clipping: float = 1.0
     """DeepSpeed's max gradient norm (0: off). Under pipeline parallelism DeepSpeed appears to take the norm
     per stage rather than over the whole model, so with clipping on, S stages differ from 1 stage."""
@@ -97,6 +103,8 @@ class TrainConfig:
             raise ValueError(f"init: expected 'random' or 'model', got {self.init!r}")
         if self.unet.resolution % 32 or self.vae.resolution % 8:
             raise ValueError("unet.resolution must be a multiple of 32 and vae.resolution of 8")
+        if self.unet.latents not in ("cache", "online"):
+            raise ValueError(f"unet.latents: expected 'cache' or 'online', got {self.unet.latents!r}")
         if self.checkpoint_every < 1:
             raise ValueError(f"checkpoint_every: must be at least 1, got {self.checkpoint_every}")
 

@@ -15,6 +15,7 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 
+from parallel.pipeline_bubble_fill import BubbleFiller
 from runtime.device import device_slot
 from runtime.train_checkpoint import (
     CheckpointState,
@@ -26,7 +27,15 @@ from runtime.train_checkpoint import (
     write_checkpoint,
 )
 from runtime.train_config import TrainConfig
-from runtime.train_data import NoisedLatentStream, encode_latent_cache, latent_scaling, shapes, vae_batch
+from runtime.train_data import (
+    CachedLatents,
+    NoisedLatentStream,
+    OnlineLatents,
+    encode_latent_cache,
+    latent_scaling,
+    shapes,
+    vae_batch,
+)
 
 
 def deepspeed_config(micro_batch: int, accumulation: int, lr: float, clipping: float = 1.0) -> dict:
@@ -55,10 +64,16 @@ class StepLog:
             if start:
                 self.bar.update(start)
 
-    def __call__(self, step: int, loss: float, samples: int, seconds: float) -> None:
+    def __call__(self, step: int, loss: float, samples: int, seconds: float, **extra: float) -> None:
         if self.rank != 0:
             return
-        record = {"phase": self.phase, "step": step, "loss": loss, "samples_per_s": samples / seconds}
+        record = {
+            "phase": self.phase,
+            "step": step,
+            "loss": loss,
+            "samples_per_s": samples / seconds,
+            **extra,
+        }
         with self.file.open("a") as f:
             f.write(json.dumps(record) + "\n")
         if self.bar is not None:
@@ -162,6 +177,22 @@ def _profile_inputs(cfg: TrainConfig, pipe, device) -> tuple[torch.Tensor, ...]:
     return latent.to(device), timesteps.to(device), ids.to(device)
 
 
+def _pool_size(cfg: TrainConfig) -> int:
+    """How many items the first stage's latent source picks from (the last stage draws the same picks)."""
+    if cfg.unet.latents == "cache":
+        return cfg.unet.cache_size
+    return len(shapes(cfg.unet.resolution, cfg.dataset_seed))
+
+
+def _latent_source(cfg: TrainConfig, pipe, vae, device) -> CachedLatents | OnlineLatents:
+    data = shapes(cfg.unet.resolution, cfg.dataset_seed)
+    scaling = vae.config.scaling_factor
+    if cfg.unet.latents == "online":
+        return OnlineLatents(vae, pipe.tokenizer, data, scaling)
+    cache = encode_latent_cache(vae, pipe.tokenizer, data, cfg.unet.cache_size, scaling)
+    return CachedLatents(tuple(t.to(device) for t in cache))
+
+
 def train_unet(
     cfg: TrainConfig,
     pipe,
@@ -201,11 +232,7 @@ def train_unet(
         load_optimizer(resume_from, optimizer)
     replica = engine.grid.get_data_parallel_rank()
     side = stage.resolution // 8
-    cache = None
-    if engine.is_first_stage():
-        data = shapes(stage.resolution, cfg.dataset_seed)
-        cache = encode_latent_cache(vae, pipe.tokenizer, data, stage.cache_size, vae.config.scaling_factor)
-        cache = tuple(t.to(device) for t in cache)
+    source = _latent_source(cfg, pipe, vae, device) if engine.is_first_stage() else None
     stream = NoisedLatentStream(
         pipe.scheduler,
         (unet.config.in_channels, side, side),
@@ -214,9 +241,12 @@ def train_unet(
         replica,
         start * stage.micro_batches,
         stage.caption_dropout,
-        cache,
-        stage.cache_size,
+        source,
+        _pool_size(cfg),
     )
+    data_iter = stream
+    if stage.bubble_filling and engine.is_first_stage():
+        data_iter = BubbleFiller(stream, depth=stage.micro_batches)
     modules = {"unet": unet, "text_encoder": text_encoder}
 
     def save_after_gather() -> None:
@@ -226,17 +256,22 @@ def train_unet(
 
     samples = stage.micro_batch * stage.micro_batches * cfg.data_parallel
     log = StepLog(cfg, "unet", stage.steps, start, rank)
-    for step in range(start, stage.steps):
-        for group in optimizer.param_groups:
-            group["lr"] = stage.lr * min(1.0, (step + 1) / max(1, stage.warmup_steps))
-        began = time.perf_counter()
-        loss = float(engine.train_batch(data_iter=stream))
-        done = step + 1
-        log(done, loss, samples, time.perf_counter() - began)
-        if done % cfg.checkpoint_every == 0 or done == stage.steps:
-            save_after_gather()
-            state = CheckpointState("unet", done, cfg.workers, cfg.stages, tuple(boundaries))
-            write_checkpoint(Path(cfg.run_dir), state, _saver(pipe), optimizer)
+    try:
+        for step in range(start, stage.steps):
+            for group in optimizer.param_groups:
+                group["lr"] = stage.lr * min(1.0, (step + 1) / max(1, stage.warmup_steps))
+            began, frozen_before = time.perf_counter(), stream.busy_s
+            loss = float(engine.train_batch(data_iter=data_iter))
+            done = step + 1
+            # frozen_s: the first stage's seconds spent building micro-batches (in a thread when filling).
+            log(done, loss, samples, time.perf_counter() - began, frozen_s=stream.busy_s - frozen_before)
+            if done % cfg.checkpoint_every == 0 or done == stage.steps:
+                save_after_gather()
+                state = CheckpointState("unet", done, cfg.workers, cfg.stages, tuple(boundaries))
+                write_checkpoint(Path(cfg.run_dir), state, _saver(pipe), optimizer)
+    finally:
+        if isinstance(data_iter, BubbleFiller):
+            data_iter.close()
     log.close()
     save_after_gather()
 
