@@ -39,7 +39,7 @@ class LayerCost:
     """One leaf module's share of a forward."""
 
     name: str
-    """Qualified module name."""
+    """Qualified module name (a module with children appears for the ops it runs itself, e.g. attention)."""
     kind: str
     """Module class name."""
     flops: int
@@ -81,7 +81,8 @@ class ModelProfile:
     latent_rows: int
     """Latent rows: what patch parallelism splits."""
     layers: list[LayerCost] = field(default_factory=list)
-    """Per leaf module, in first-call order."""
+    """Per layer (leaf modules, and modules for their own ops), in the order their first call ends;
+    their FLOPs add up to ``flops``."""
     patch: PatchLayerShapes = field(default_factory=PatchLayerShapes)
     """Shapes of the band-aware layers (halo rows, K/V, GroupNorm), for the traffic formulas."""
     hidden_bytes_per_token: int = 0
@@ -154,8 +155,7 @@ def profile_module(
         tensors = [t for t in tree_flatten(out)[0] if isinstance(t, torch.Tensor)]
         outputs[module] = outputs.get(module, 0) + sum(t.numel() * t.element_size() for t in tensors)
 
-    leaves = [m for m in model.modules() if not any(True for _ in m.children())]
-    hooks = [m.register_forward_hook(on_output) for m in leaves]
+    hooks = [m.register_forward_hook(on_output) for m in model.modules()]
     counter = FlopCounterMode(display=False)
     live = _LiveBytes()
     try:
@@ -165,11 +165,26 @@ def profile_module(
         for h in hooks:
             h.remove()
     per_module = counter.get_flop_counts()
-    root = type(model).__name__
     layers = []
+    root = type(model).__name__
+
+    def key(m: nn.Module) -> str:
+        return root if m is model else f"{root}.{names[m]}"
+
+    def total(m: nn.Module) -> int:
+        return int(sum(per_module.get(key(m), {}).values()))
+
+    def inner(m: nn.Module) -> int:
+        """FLOPs of the nearest called descendants (containers like ModuleList are never called)."""
+        return sum(total(c) if key(c) in per_module else inner(c) for c in m.children())
+
     for m in order:
-        qual = names[m]
-        flops = sum(per_module.get(f"{root}.{qual}", {}).values())
+        children = list(m.children())
+        # a layer's own FLOPs: its total less its children's (attention scores live in the Attention module)
+        flops = total(m) - inner(m)
+        if children and flops <= 0:
+            continue  # a container: its children are the layers
+        qual = names[m] or root
         pbytes = sum(p.numel() * p.element_size() for p in m.parameters(recurse=False))
         layers.append(LayerCost(qual, type(m).__name__, int(flops), int(pbytes), int(outputs[m])))
     input_bytes = sum(

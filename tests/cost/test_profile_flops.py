@@ -38,6 +38,26 @@ def test_self_attention_block():
     projections = 4 * 2 * b * n * d * d  # q, k, v, out
     scores_and_mix = 2 * (2 * b * n * n * d)  # Q K^T and P V over all heads
     assert p.flops == projections + scores_and_mix
+    # per layer: four projections, and the scores and mixing as the Attention module's own ops
+    own = {layer.name: layer.flops for layer in p.layers}
+    assert own["to_q"] == own["to_k"] == own["to_v"] == 2 * b * n * d * d
+    assert own["Attention"] == scores_and_mix
+    assert sum(own.values()) == p.flops
+
+
+def test_layers_add_up_to_the_whole_unet():
+    from diffusers import UNet2DConditionModel
+
+    with torch.device("meta"):
+        unet = UNet2DConditionModel(
+            block_out_channels=(32, 64), down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
+            up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"), cross_attention_dim=16, norm_num_groups=8,
+            layers_per_block=1, attention_head_dim=8, sample_size=16,
+        )
+    p = profile_module(unet, (meta(2, 4, 16, 16), torch.tensor(10)), {"encoder_hidden_states": meta(2, 5, 16)})
+    assert p.flops > 0 and sum(layer.flops for layer in p.layers) == p.flops
+    assert any(layer.kind == "Attention" and layer.flops > 0 for layer in p.layers)
+    assert sum(layer.param_bytes for layer in p.layers) <= p.param_bytes
 
 
 def test_peak_activation_of_a_chain():
