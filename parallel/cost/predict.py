@@ -232,3 +232,41 @@ def predict_model(
         specs_yaml=specs_yaml,
         pipeline_items=items,
     )
+
+
+def predict_training(
+    profile: ModelProfile,
+    strategy: str,
+    degree: int,
+    device: DeviceSpec | str,
+    link: LinkSpec | str,
+    micro_batches: int,
+    cut_bytes: float = 0.0,
+    backward_factor: float = 2.0,
+    specs_yaml: str | None = None,
+) -> float:
+    """Training samples per second: one worker, ``"data"`` parallel, or a ``"pipeline"`` of ``degree``
+    stages (1F1B, ``micro_batches`` per optimizer step, ``profile.batch`` samples per micro-batch).
+
+    A backward costs ``backward_factor`` forwards. Data parallel all-reduces the gradients (ring: each
+    worker sends 2(n-1)/n of the parameter bytes). The pipeline takes ``micro_batches + degree - 1`` stage
+    slots per step, each a 1/degree share of one micro-batch's forward and backward plus sending
+    ``cut_bytes`` of activations one way and their gradients back; stages are taken as balanced.
+    """
+    specs = load_specs(*([specs_yaml] if specs_yaml else []))
+    device, link = specs.device(device), specs.link(link)
+    flops = profile.flops * (1 + backward_factor)
+    ops = int(profile.ops * (1 + backward_factor))
+    samples = profile.batch * micro_batches
+    if strategy == "none" or degree <= 1:
+        return samples / (micro_batches * compute_seconds(flops, ops, device, corun=False))
+    if strategy == "data":
+        step = micro_batches * compute_seconds(flops, ops, device, corun=True)
+        step += link.seconds(2 * (degree - 1) / degree * profile.param_bytes, 2 * (degree - 1))
+        return degree * samples / step
+    if strategy == "pipeline":
+        slot = compute_seconds(flops / degree, ops // degree, device, corun=True)
+        sends = link.seconds(2 * cut_bytes, 2)
+        slot = slot + sends if not link.overlaps_compute else max(slot, sends)
+        return samples / ((micro_batches + degree - 1) * slot)
+    raise ValueError(f"strategy: expected 'none', 'data' or 'pipeline', got {strategy!r}")

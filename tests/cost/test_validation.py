@@ -37,3 +37,16 @@ def test_distrifusion_8_gpus_is_the_known_overestimate(distrifusion):
     assert 0.0 < c.error <= 0.25, c.predicted
     speedups = [distrifusion[n].predicted for n in (2, 4, 8)]
     assert speedups == sorted(speedups)
+
+
+def test_our_cpu_training_throughput_within_15_percent():
+    """One worker and two data-parallel workers: the cpu-core FLOP/s, calibrated on a 1024 px render, carries
+    over to 128 px training (forward + backward = 3 forwards). The 2-stage pipeline row is not held: it is
+    measured far below the model (BENCHMARKS.md, cost-validation, says what is missing)."""
+    checks = validate("ours-cpu-train")
+    held = [c for c in checks if c.held]
+    assert {c.strategy for c in held} == {"none", "data"}
+    for c in held:
+        assert abs(c.error) <= TOLERANCE, (c.strategy, c.reference_value, c.predicted)
+    pipeline = next(c for c in checks if c.strategy == "pipeline")
+    assert pipeline.predicted > pipeline.reference_value  # the gap the notes explain, in this direction
