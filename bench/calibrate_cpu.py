@@ -115,11 +115,15 @@ def wait_for_quiet(max_load: float, timeout_s: float) -> float:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--size", type=int, default=512)
     parser.add_argument("--reps", type=int, default=5)
-    parser.add_argument("--max-load", type=float, default=1.0, help="wait for a 1-min load average below this")
+    parser.add_argument(
+        "--max-load", type=float, default=1.0, help="wait for a 1-min load average below this"
+    )
     parser.add_argument("--no-write", action="store_true")
     args = parser.parse_args()
     alone, together, loads = [], [], []
@@ -127,8 +131,11 @@ def main() -> None:
         loads.append(wait_for_quiet(args.max_load, 120.0))
         alone.append(corun(1, args.size, args.reps))
         together.append(corun(2, args.size, args.reps))
-        print(f"round {r}: load {loads[-1]:.2f}, alone {alone[-1]:.3f} s, together {together[-1]:.3f} s",
-              file=sys.stderr, flush=True)
+        print(
+            f"round {r}: load {loads[-1]:.2f}, alone {alone[-1]:.3f} s, together {together[-1]:.3f} s",
+            file=sys.stderr,
+            flush=True,
+        )
     ratios = [a / t for a, t in zip(alone, together)]
     bw, lat = link(10)
     body = "\n".join(
