@@ -7,15 +7,18 @@
 - ``traffic``: bytes each worker sends per step under patch sync / displaced (ours, or all-gather like
   distrifuser's), CFG, the frame pipeline and pipeline training, and which of them overlap compute;
 - ``predict``: ``predict_model(model, height, width, strategy, degree, device, link, mode)`` -> step time,
-  speedup and per-worker memory;
+  speedup and per-worker memory; ``predict_training`` -> training samples/s (one worker, data, pipeline);
 - ``validate``: predictions against measured and published figures (``references.yaml``);
+  ``python -m bench.cost_validation`` and ``python -m bench.scale`` write them to BENCHMARKS.md;
+- ``show``: ``python -m parallel.cost.show sdxl 1024 1024`` prints a profile's totals and top layers;
 - ``choose``: degree=auto for the scheduler::
 
       choose_degree(model, height, width, free_workers, device="cpu-core", link="loopback",
                     frames=1, mode="displaced", steps=50, min_gain=0.05, specs_yaml=None) -> int
 
-  the patch-parallel degree in 1..free_workers predicted fastest that fits the device's memory; a larger
-  degree must be ``min_gain`` faster than a smaller one to be taken. ``model`` is a registered name
+  the degree in 1..free_workers predicted fastest that fits the device's memory (patch-parallel bands for
+  image models; frame-pipeline stages for video models, where ``frames`` matters); a larger degree must
+  be ``min_gain`` faster than a smaller one to be taken. ``model`` is a registered name
   (``registry()``: "builtin-image", "sdxl", "pixart-alpha", "wan2.1-1.3b", "wan2.1-14b"), a ``ModelSpec`` or
   a ``ModelProfile``; the first call for a (model, size) profiles it on the meta device (seconds), later
   calls are memoised.
@@ -25,7 +28,7 @@ No Ray, no cluster, no runtime: plain torch and diffusers.
 
 from parallel.cost.choose import choose_degree
 from parallel.cost.models import ModelSpec, get_model_spec, registry
-from parallel.cost.predict import Prediction, predict, predict_model
+from parallel.cost.predict import Prediction, predict, predict_model, predict_training
 from parallel.cost.profile import LayerCost, ModelProfile, profile_model, profile_module
 from parallel.cost.specs import DeviceSpec, LinkSpec, Specs, load_specs
 from parallel.cost.traffic import Traffic, strategy_traffic
@@ -44,6 +47,7 @@ __all__ = [
     "load_specs",
     "predict",
     "predict_model",
+    "predict_training",
     "profile_model",
     "profile_module",
     "registry",

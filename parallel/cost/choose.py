@@ -11,7 +11,7 @@ the degree with the smallest per-worker memory is returned (the scheduler may st
 from __future__ import annotations
 
 from parallel.cost.models import ModelSpec, get_model_spec
-from parallel.cost.predict import Prediction, cached_profile, predict
+from parallel.cost.predict import Prediction, cached_profile, predict, predict_model
 from parallel.cost.profile import ModelProfile
 from parallel.cost.specs import load_specs
 
@@ -72,7 +72,8 @@ def choose_degree(
     min_gain: float = 0.05,
     specs_yaml: str | None = None,
 ) -> int:
-    """The patch-parallel degree (1..free_workers) predicted fastest for this job that fits in memory.
+    """The degree (1..free_workers) predicted fastest for this job that fits in memory: patch-parallel
+    bands for image models, frame-pipeline stages for video models ("video-dit", e.g. Wan).
 
     ``model``: a registered name ("builtin-image", "sdxl", "pixart-alpha", "wan2.1-1.3b", ...), a
     ``ModelSpec``, or a ``ModelProfile`` already taken at this size (then height/width/frames are unused).
@@ -83,9 +84,18 @@ def choose_degree(
     if isinstance(model, ModelProfile):
         profile = model
     else:
+        spec = get_model_spec(model)
+        if spec.kind == "video-dit":
+            ranked = _rank_stages(spec, height, width, frames, free_workers, device, link, steps, specs_yaml)
+            return _pick(ranked, min_gain)
         dtype = load_specs(*([specs_yaml] if specs_yaml else [])).device(device).dtype
-        profile = cached_profile(get_model_spec(model).name, height, width, frames, 2, dtype)
+        profile = cached_profile(spec.name, height, width, frames, 2, dtype)
     ranked = rank_degrees(profile, free_workers, device, link, "patch", mode, steps, specs_yaml=specs_yaml)
+    return _pick(ranked, min_gain)
+
+
+def _pick(ranked: list[Prediction], min_gain: float) -> int:
+    """Fastest fitting degree, a larger one only when ``min_gain`` faster; else the smallest memory."""
     fitting = [p for p in ranked if p.fits]
     if not fitting:
         return min(ranked, key=lambda p: p.memory_bytes).degree
@@ -94,3 +104,21 @@ def choose_degree(
         if p.mean_step_s < best.mean_step_s * (1.0 - min_gain):
             best = p
     return best.degree
+
+
+def _rank_stages(
+    spec: ModelSpec, height: int, width: int, frames: int, free_workers: int, device: str, link: str,
+    steps: int, specs_yaml: str | None,
+) -> list[Prediction]:
+    """Frame-pipeline predictions for 1..free_workers stages (no more stages than transformer blocks or
+    frame blocks of 8 latent frames)."""
+    latent_frames = (frames - 1) // spec.temporal_scale + 1
+    blocks = -(-latent_frames // 8)
+    layers = spec.config.get("num_layers", 1)
+    out = []
+    for n in range(1, max(1, min(free_workers, layers, blocks)) + 1):
+        out.append(
+            predict_model(spec, height, width, "frame-pipeline", n, device, link, frames=frames, steps=steps,
+                          specs_yaml=specs_yaml)
+        )
+    return out
