@@ -55,6 +55,6 @@ def test_memory_forces_more_workers_when_one_does_not_fit(tmp_path):
 def test_longer_videos_get_more_pipeline_stages():
     """Video models are split into frame-pipeline stages: a 9-frame clip is one frame block (one worker);
     1,025 frames are 33 blocks, enough to keep 8 stages busy."""
-    short = choose_degree("wan2.1-1.3b", 480, 832, 8, device="h100", link="nvlink4", frames=9)
-    long = choose_degree("wan2.1-1.3b", 480, 832, 8, device="h100", link="nvlink4", frames=1025)
+    short = choose_degree("wan2.1-1.3b", 320, 512, 8, device="h100", link="nvlink4", frames=9)
+    long = choose_degree("wan2.1-1.3b", 320, 512, 8, device="h100", link="nvlink4", frames=1025)
     assert short == 1 and long == 8
