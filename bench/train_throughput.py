@@ -25,20 +25,21 @@ from bench.common import alternate, median, provenance, write_section
 from cluster.train import run_training
 from runtime.train_config import TrainConfig, UnetStage, VaeStage
 
-# name: (workers, stages, latents, bubble filling)
+# name: (workers, stages, latents, bubble filling, niceness of the filling thread)
 CONFIGS = {
-    "1 worker": (1, 1, "cache", False),
-    "2-stage pipeline": (2, 2, "cache", False),
-    "2-worker data parallel": (2, 1, "cache", False),
-    "2-stage pipeline, online latents": (2, 2, "online", False),
-    "2-stage + bubble filling, online latents": (2, 2, "online", True),
+    "1 worker": (1, 1, "cache", False, 0),
+    "2-stage pipeline": (2, 2, "cache", False, 0),
+    "2-worker data parallel": (2, 1, "cache", False, 0),
+    "2-stage pipeline, online latents": (2, 2, "online", False, 0),
+    "2-stage + bubble filling, online latents": (2, 2, "online", True, 10),
+    "2-stage + bubble filling (filler at nice 0), online latents": (2, 2, "online", True, 0),
 }
 FROZEN_SHARES: dict[str, list[float]] = {}
 """Per run: median share of a step's wall time the first stage spent on frozen work (frozen_s / step)."""
 
 
 def measure(name: str, steps: int, micro_batches: int) -> float:
-    workers, stages, latents, bubble_filling = CONFIGS[name]
+    workers, stages, latents, bubble_filling, nice = CONFIGS[name]
     with tempfile.TemporaryDirectory() as run_dir:
         config = TrainConfig(
             workers=workers,
@@ -55,6 +56,7 @@ def measure(name: str, steps: int, micro_batches: int) -> float:
                 cache_size=64,
                 latents=latents,
                 bubble_filling=bubble_filling,
+                bubble_filling_nice=nice,
             ),
         )
         records = run_training(config)

@@ -19,6 +19,7 @@ def train_config_from_hydra(cfg: DictConfig) -> tuple[TrainConfig, str | None]:
         data.pop("unet"),
         activation_checkpoint_interval=parallel.get("activation_checkpoint_interval", 0),
         bubble_filling=parallel.get("bubble_filling", False),
+        bubble_filling_nice=parallel.get("bubble_filling_nice", 10),
     )
     config = TrainConfig(
         **data,
@@ -45,12 +46,14 @@ def run_training(config: TrainConfig, address: str | None = None) -> list[dict]:
     from runtime.device import device_slot, resolve_device_kind
     from runtime.ray_session import ray_session
     from runtime.train_loop import train_worker
+    from runtime.train_recovery import new_run_id
 
     config.run_dir = str(Path(config.run_dir).resolve())
     Path(config.run_dir).mkdir(parents=True, exist_ok=True)
     metrics = Path(config.run_dir) / "metrics.jsonl"
     if not config.resume and metrics.exists():
         metrics.unlink()
+    config.run_id = new_run_id()  # checkpoints of this invocation: where a restarted worker group resumes
     already = len(read_metrics(config.run_dir))
     with ray_session(address) as resources:
         kind = resolve_device_kind(config.device, resources.get("GPU", 0), config.workers)
@@ -67,6 +70,7 @@ def run_training(config: TrainConfig, address: str | None = None) -> list[dict]:
             run_config=ray.train.RunConfig(
                 name="ray",
                 storage_path=config.run_dir,
+                failure_config=ray.train.FailureConfig(max_failures=config.max_failures),
                 worker_runtime_env={"env_vars": _worker_env()},
             ),
         )

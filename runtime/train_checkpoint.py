@@ -3,7 +3,7 @@
     run_dir/checkpoints/step-<phase>-<step>/
         pipeline/             loadable by pipelines.loading.load_pipeline (and so by the render path)
         optimizer/rank<r>.pt  each rank's optimizer state (tensors and numbers only; loaded weights_only)
-        state.json            phase, step, workers, stages
+        state.json            phase, step, workers, stages, boundaries, run id
 
 A checkpoint is written into a hidden folder and renamed when complete, so the last one listed is whole.
 """
@@ -34,6 +34,9 @@ class CheckpointState:
     boundaries: tuple[int, ...] | None = None
     """The UNet phase's stage boundaries: a resumed run must cut the layers the same way, since the
     optimizer state of each rank belongs to its stage's parameters."""
+    run_id: str = ""
+    """The `tessera train` invocation that wrote it: a worker group Ray Train restarts in that run resumes
+    from it without `resume=true` (runtime/train_recovery.py)."""
 
     @property
     def order(self) -> tuple[int, int]:

@@ -52,6 +52,8 @@ class UnetStage:
     bubble_filling: bool = False
     """Compute upcoming micro-batches (data, augmentation, frozen VAE, noise, timesteps) in a background
     thread that runs in the pipeline's idle slots instead of in series (parallel/pipeline_bubble_fill.py)."""
+    bubble_filling_nice: int = 10
+    """OS niceness added to the filling thread: higher yields the CPU to the stage's own compute sooner."""
     gradient_clipping: float = 1.0
     """DeepSpeed's max gradient norm (0: off). Under pipeline parallelism DeepSpeed appears to take the norm
     per stage rather than over the whole model, so with clipping on, S stages differ from 1 stage."""
@@ -79,6 +81,10 @@ class TrainConfig:
     """Continue from the last checkpoint in run_dir instead of starting over."""
     checkpoint_every: int = 200
     """Write a checkpoint every this many steps of each phase (and at each phase's end)."""
+    max_failures: int = 1
+    """Worker-group restarts Ray Train allows when a worker dies; each resumes from the last checkpoint."""
+    run_id: str = ""
+    """Set by run_training per invocation; checkpoints carry it, so a restarted worker group resumes this run's."""
     export: bool = False
     """Also write the final pipeline into the model's directory (e.g. pipelines/builtin/builtin-image)."""
     log_every: int = 10

@@ -3,7 +3,9 @@
 Phase 1 trains the VAE data-parallel on all workers; phase 2 trains the UNet and the text encoder as a
 DeepSpeed pipeline (parallel/pipeline_unet.py), `stages` stages by `workers / stages` replicas, on latents
 of the trained VAE. Both phases checkpoint every `checkpoint_every` steps and resume from the last
-checkpoint; rank 0 logs every step to run_dir/metrics.jsonl.
+checkpoint, with `resume=true` or when Ray Train restarts the workers after one died
+(runtime/train_recovery.py); rank 0 logs every step to run_dir/metrics.jsonl (steps re-run after a
+restart appear again).
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ from runtime.train_data import (
     shapes,
     vae_batch,
 )
+from runtime.train_recovery import restart_point, write_pid
 
 
 def deepspeed_config(micro_batch: int, accumulation: int, lr: float, clipping: float = 1.0) -> dict:
@@ -154,7 +157,7 @@ def train_vae(cfg: TrainConfig, pipe, start: int, resume_from: Path | None, rank
                 dist.broadcast_object_list(box, src=0)
                 vae.register_to_config(scaling_factor=box[0])
                 vae.train()
-            state = CheckpointState("vae", done, cfg.workers, cfg.stages)
+            state = CheckpointState("vae", done, cfg.workers, cfg.stages, run_id=cfg.run_id)
             write_checkpoint(Path(cfg.run_dir), state, _saver(pipe), optimizer)
     log.close()
 
@@ -246,7 +249,7 @@ def train_unet(
     )
     data_iter = stream
     if stage.bubble_filling and engine.is_first_stage():
-        data_iter = BubbleFiller(stream, depth=stage.micro_batches)
+        data_iter = BubbleFiller(stream, depth=stage.micro_batches, nice=stage.bubble_filling_nice)
     modules = {"unet": unet, "text_encoder": text_encoder}
 
     def save_after_gather() -> None:
@@ -267,7 +270,7 @@ def train_unet(
             log(done, loss, samples, time.perf_counter() - began, frozen_s=stream.busy_s - frozen_before)
             if done % cfg.checkpoint_every == 0 or done == stage.steps:
                 save_after_gather()
-                state = CheckpointState("unet", done, cfg.workers, cfg.stages, tuple(boundaries))
+                state = CheckpointState("unet", done, cfg.workers, cfg.stages, tuple(boundaries), cfg.run_id)
                 write_checkpoint(Path(cfg.run_dir), state, _saver(pipe), optimizer)
     finally:
         if isinstance(data_iter, BubbleFiller):
@@ -277,9 +280,12 @@ def train_unet(
 
 
 def _resume_point(cfg: TrainConfig) -> tuple[Path | None, CheckpointState | None]:
-    if not cfg.resume:
-        return None, None
-    found = last_checkpoint(Path(cfg.run_dir))
+    """The checkpoint to start from: this run's last one when Ray Train restarted the workers after one died,
+    else with `resume` the last one in run_dir, else none."""
+    restarted = restart_point(Path(cfg.run_dir), cfg.run_id)
+    if restarted is not None:
+        return restarted
+    found = last_checkpoint(Path(cfg.run_dir)) if cfg.resume else None
     if found is None:
         return None, None
     state = read_state(found)
@@ -304,6 +310,7 @@ def train_worker(config: dict) -> None:
     torch.set_num_threads(slot.torch_threads)
     deepspeed.init_distributed(dist_backend=slot.backend, verbose=False)
     Path(cfg.run_dir).mkdir(parents=True, exist_ok=True)
+    write_pid(Path(cfg.run_dir), rank)
     checkpoint, state = _resume_point(cfg)
     if rank == 0 and checkpoint is not None:
         print(f"resuming from {checkpoint}", flush=True)
