@@ -93,7 +93,7 @@ def main() -> None:
         "## Cost model against measurements and published results",
         "",
         provenance("python -m bench.cost_validation " + " ".join(sys.argv[1:])),
-        "Inputs of each reference are in `parallel/cost/references.yaml`; the test `tests/cost/test_validation.py` "
+        "Inputs of each reference are in `parallel/cost/references.yaml`; the tests `tests/cost/test_validation_*.py` "
         "holds the same rows to 15%.",
     ]
     for key, ref in refs.items():
