@@ -94,7 +94,7 @@ def main() -> None:
         "",
         provenance("python -m bench.cost_validation " + " ".join(sys.argv[1:])),
         "Inputs of each reference are in `parallel/cost/references.yaml`; the tests `tests/cost/test_validation_*.py` "
-        "holds the same rows to 15%.",
+        "hold the same rows to 15%.",
     ]
     for key, ref in refs.items():
         lines += ["", f"### {key}", "", " ".join(ref["source"].split()), ""]
