@@ -1,28 +1,32 @@
-"""`tessera render job=video`: bad jobs refused before any worker starts; the image default unchanged."""
+"""`tessera render job=video`: bad jobs refused before any worker starts; the image default unchanged.
+
+In-process calls of the CLI's `main` (the end-to-end subprocess run is test_cli_video_render.py).
+"""
 
 from __future__ import annotations
 
-import subprocess
-import sys
+import ray
+
+from cluster.cli import main
 
 
-def _tessera(*args, cwd):
-    return subprocess.run(
-        [sys.executable, "-m", "cluster.cli", *args], cwd=cwd, capture_output=True, text=True, timeout=300
-    )
-
-
-def test_cli_video_refuses_bad_jobs_before_starting_workers(tmp_path):
+def test_cli_video_refuses_bad_jobs_before_starting_workers(tmp_path, capsys):
     out = tmp_path / "outs"
-    run = _tessera("render", "job=video", "frames=16", "parallel.degree=3", f"output_dir={out}", cwd=tmp_path)
-    assert run.returncode == 2 and "parallel.degree" in run.stderr and "frame blocks" in run.stderr
-    run = _tessera("render", "job=video", "model.name=nope", cwd=tmp_path)
-    assert run.returncode == 2 and "model:" in run.stderr and "nope" in run.stderr
-    assert "Ray" not in run.stderr and not out.exists()
+    assert main(["render", "job=video", "frames=16", "parallel.degree=3", f"output_dir={out}"]) == 2
+    err = capsys.readouterr().err
+    assert "parallel.degree" in err and "frame blocks" in err
+    assert main(["render", "job=video", "model.name=nope"]) == 2
+    err = capsys.readouterr().err
+    assert "model:" in err and "nope" in err
+    assert main(["render", "parallel=frames", "parallel.degree=3", "pool.workers=2", "frames=64"]) == 2
+    assert "pool's 2 workers" in capsys.readouterr().err
+    assert not ray.is_initialized() and not out.exists()
 
 
-def test_cli_video_cfg_and_image_default_unchanged(tmp_path):
-    video = _tessera("render", "job=video", "--cfg", cwd=tmp_path)
-    assert video.returncode == 0 and "block_frames: 8" in video.stdout and "builtin-video" in video.stdout
-    image = _tessera("render", "--cfg", cwd=tmp_path)
-    assert image.returncode == 0 and "builtin-image" in image.stdout and "frames" not in image.stdout
+def test_cli_video_cfg_and_image_default_unchanged(capsys):
+    assert main(["render", "job=video", "--cfg"]) == 0
+    video = capsys.readouterr().out
+    assert "block_frames: 8" in video and "builtin-video" in video and "strategy: frames" in video
+    assert main(["render", "--cfg"]) == 0
+    image = capsys.readouterr().out
+    assert "builtin-image" in image and "frames" not in image and "strategy: patch" in image
