@@ -102,8 +102,11 @@ def main() -> None:
         "micro-batch (`unet.latents=online`); with `parallel.bubble_filling=true` the first stage computes "
         "them in a background thread of lower OS priority, ahead by up to one step's micro-batches, so they run "
         "while the stage waits on its neighbour (1F1B warm-up/cool-down) or on a core the other stage leaves "
-        "idle. Frozen share: the first stage's seconds on that work per step over the step's wall time (in a "
-        "thread, overlapped, when filling).\n"
+        "idle. Frozen share: the first stage's seconds on that work per step over the step's wall time; in "
+        "series (no filling) it is the share bubble filling can take off the critical path; when filling it "
+        "is the filler thread's wall time, waits for a CPU included, and can exceed 100% since the thread "
+        "runs ahead into the next step. The machine is shared with other engineers' jobs: per-run figures "
+        "vary widely, compare ratios within a round.\n"
     )
     write_section(args.section, body)
     print(body)
