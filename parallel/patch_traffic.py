@@ -83,7 +83,9 @@ def record_patch_layers(model: nn.Module, run: Callable[[], object]) -> PatchLay
     return shapes
 
 
-def patch_bytes_per_worker(shapes: PatchLayerShapes, world: int, scheme: str = "neighbour") -> dict[str, float]:
+def patch_bytes_per_worker(
+    shapes: PatchLayerShapes, world: int, scheme: str = "neighbour"
+) -> dict[str, float]:
     """Mean bytes one worker sends per step, by kind ("halo", "kv", "norm"), at `world` bands."""
     if scheme not in SCHEMES:
         raise ValueError(f"scheme: unknown scheme {scheme!r}; expected one of {SCHEMES}")

@@ -124,7 +124,10 @@ class UpLayer(_BlockLayer):
         used = len(self.block.resnets)
         residuals, skips = tuple(skips[-used:]), skips[:-used]
         sample = self.block(
-            hidden_states=sample, temb=temb, res_hidden_states_tuple=residuals, upsample_size=None,
+            hidden_states=sample,
+            temb=temb,
+            res_hidden_states_tuple=residuals,
+            upsample_size=None,
             **self.cross_kwargs(embeds),
         )
         if self.last:

@@ -25,7 +25,12 @@ class RenderSession:
         self.patch = None
         started = time.perf_counter()
         cond = encode_conditioning(
-            pipe, task.prompt, task.negative_prompt, task.guidance_scale, pipe.device, (task.height, task.width)
+            pipe,
+            task.prompt,
+            task.negative_prompt,
+            task.guidance_scale,
+            pipe.device,
+            (task.height, task.width),
         )
         self.encode_s = time.perf_counter() - started
         predictor, rows = batched_cfg_predictor(denoiser(pipe), cond), None
