@@ -7,11 +7,6 @@ above and, if it is not the last band (its end is then aligned), ``max(0, k - s 
 band below. The first band gets ``p`` zero rows on top and the last band the zero rows the full conv
 would read below the image, exactly like the single-device conv. Only the two neighbours are
 contacted (point-to-point), never an all-gather.
-
-The band is not copied into a padded tensor: the conv runs on the band with its ordinary zero
-padding while the halo is in flight, then only the few output rows that read the halo are
-recomputed from small slabs (halo plus the band's edge rows) and written over. This overlaps the
-halo exchange with the bulk of the conv even in sync mode and saves a band-sized copy per conv.
 """
 
 from __future__ import annotations
@@ -55,7 +50,6 @@ def patch_conv2d(conv: nn.Conv2d, rt: PatchRuntime) -> Callable[[], None]:
     pad_w = conv.padding[1]
 
     def forward(x: torch.Tensor) -> torch.Tensor:
-        x = x.contiguous()  # a strided input would give a strided output that GroupNorm refuses
         h = x.shape[-2]
         if not rt.is_last and h % s:
             raise RuntimeError(f"band of {h} rows is not aligned to conv stride {s}; bands must be aligned")
@@ -69,35 +63,13 @@ def patch_conv2d(conv: nn.Conv2d, rt: PatchRuntime) -> Callable[[], None]:
         from_next_shape = (b, c, need_next, w) if (not rt.is_last and need_next) else None
         to_prev = x[:, :, :need_next] if (not rt.is_first and need_next) else None
         to_next = x[:, :, h - need_prev :] if (not rt.is_last and need_prev) else None
-        halo = None
+        halo_prev = halo_next = None
         if any(v is not None for v in (from_prev_shape, from_next_shape, to_prev, to_next)):
-            halo = rt.exchange_later(
+            halo_prev, halo_next = rt.exchange(
                 ("halo", layer),
                 lambda: rt.comm.exchange_halo(to_prev, to_next, from_prev_shape, from_next_shape, layer, x),
             )
 
-        if halo is None:
-            return F.conv2d(x, conv.weight, conv.bias, conv.stride, (p, pad_w), conv.dilation, conv.groups)
-        if h < 2 * k:  # a band barely taller than the kernel: fixing up edges would not save anything
-            return padded_conv(x, halo.wait())
-        out = F.conv2d(x, conv.weight, conv.bias, conv.stride, (p, pad_w), conv.dilation, conv.groups)
-        halo_prev, halo_next = halo.wait()
-        if halo_prev is not None:  # output rows [0, top) read rows above the band
-            top = -(-p // s)
-            slab = torch.cat([halo_prev, x[:, :, : s * (top - 1) - p + k]], dim=2)
-            out[:, :, :top] = edge_conv(slab)
-        if halo_next is not None:  # output rows [first, end) read rows below the band
-            first = (h - k + p) // s + 1
-            slab = torch.cat([x[:, :, s * first - p :], halo_next], dim=2)
-            out[:, :, first:] = edge_conv(slab)
-        return out
-
-    def edge_conv(slab: torch.Tensor) -> torch.Tensor:
-        return F.conv2d(slab, conv.weight, conv.bias, conv.stride, (0, pad_w), conv.dilation, conv.groups)
-
-    def padded_conv(x: torch.Tensor, halos: tuple) -> torch.Tensor:
-        halo_prev, halo_next = halos
-        b, c, h, w = x.shape
         parts = []
         if need_prev:
             parts.append(halo_prev if halo_prev is not None else x.new_zeros(b, c, need_prev, w))
@@ -111,7 +83,7 @@ def patch_conv2d(conv: nn.Conv2d, rt: PatchRuntime) -> Callable[[], None]:
         elif need_next:
             parts.append(halo_next)
         padded = torch.cat(parts, dim=2) if len(parts) > 1 else x
-        return edge_conv(padded)
+        return F.conv2d(padded, conv.weight, conv.bias, conv.stride, (0, pad_w), conv.dilation, conv.groups)
 
     conv.forward = forward
 

@@ -14,7 +14,7 @@ from typing import Any
 import torch
 
 from parallel.bands import Bounds, bounds_from_heights, check_bounds
-from parallel.comm import BytesSent, Comm, Pending, done
+from parallel.comm import BytesSent, Comm, Pending
 from parallel.patch_config import PatchConfig
 
 
@@ -100,17 +100,6 @@ class PatchRuntime:
             stale = stale.wait()
         self._cache[key] = post()
         return stale
-
-    def exchange_later(self, key: Any, post: Callable[[], Pending]) -> Pending:
-        """Like ``exchange`` but returns a ``Pending``: when synchronous, the exchange stays in
-        flight until the caller waits on it, so the caller can compute what does not need it
-        first (a conv's interior rows while its halo travels)."""
-        if not self.sync_now:
-            return done(self.exchange(key, post))
-        pending = post()
-        if self.config.mode == "displaced":
-            self._cache[key] = pending  # next forward's stale value; waited on there if need be
-        return pending
 
     def remember(self, key: Any, value: Any) -> None:
         """Layer-private state dropped on reset (e.g. GroupNorm's previous local statistics)."""
