@@ -80,6 +80,7 @@ class Controller:
         self.running: dict[str, RunningJob] = {}
         self._pausing: set[str] = set()
         self._threads: dict[str, threading.Thread] = {}
+        self._resume_steps: dict[str, tuple[int, int]] = {}
         self._lock = threading.Lock()
         self._wake = threading.Event()
         self._stop = threading.Event()
@@ -239,10 +240,18 @@ class Controller:
         return CostModelDegreeRule(device, link)
 
     def _resume_step(self, job_id: str) -> int:
+        """The step a job continues from: its checkpoint's, read once per checkpoint file version (a
+        head job waiting for workers is looked at every poll; its checkpoint need not be reloaded)."""
         path = self._checkpoint_path(job_id)
-        if not path.exists():
+        try:
+            version = path.stat().st_mtime_ns
+        except FileNotFoundError:
             return 0
-        return int(torch.load(path, weights_only=True)["step_index"])
+        cached = self._resume_steps.get(job_id)
+        if cached is None or cached[0] != version:
+            cached = (version, int(torch.load(path, weights_only=True)["step_index"]))
+            self._resume_steps[job_id] = cached
+        return cached[1]
 
     def _run(
         self, job: JobRecord, spec: RenderSpec, workers: list[int], until: int, release: Callable[[], None]
