@@ -108,24 +108,7 @@ class RenderSpec:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> RenderSpec:
         """Build and validate a spec from plain data (a dict of the same fields)."""
-        if not isinstance(data, dict):
-            raise SpecError("spec", f"expected a mapping of fields, got {type(data).__name__}")
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise SpecError(unknown[0], f"unknown field; known fields are {sorted(known)}")
-        values = dict(data)
-        parallel = values.pop("parallel", {})
-        if isinstance(parallel, ParallelSpec):
-            parallel = asdict(parallel)
-        if not isinstance(parallel, dict):
-            raise SpecError("parallel", f"expected a mapping, got {type(parallel).__name__}")
-        parallel_known = {f.name for f in fields(ParallelSpec)}
-        for key in parallel:
-            if key not in parallel_known:
-                raise SpecError(
-                    f"parallel.{key}", f"unknown field; known fields are {sorted(parallel_known)}"
-                )
+        values, parallel = spec_fields(data, cls, ParallelSpec)
         segments = values.pop("segments", [])
         spec = cls(**values, parallel=ParallelSpec(**parallel), segments=_segments_from_data(segments))
         spec.validate()
@@ -285,21 +268,44 @@ class RenderSpec:
             )
 
 
+def check_known(name: str, data: dict, cls: type, hidden: frozenset[str] = frozenset()) -> None:
+    """Refuse the first key of `data` that is not a field of dataclass `cls`; `name` prefixes the field."""
+    known = {f.name for f in fields(cls)} - hidden
+    for key in sorted(data):
+        if key not in known:
+            raise SpecError(f"{name}{key}", f"unknown field; known fields are {sorted(known)}")
+
+
+def spec_fields(
+    data: Any, spec_cls: type, parallel_cls: type, hidden: frozenset[str] = frozenset()
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """A job spec's plain data checked for unknown fields: (its fields but "parallel", the parallel
+    mapping). Shared by the image and video specs; `hidden` fields cannot be set from outside."""
+    if not isinstance(data, dict):
+        raise SpecError("spec", f"expected a mapping of fields, got {type(data).__name__}")
+    check_known("", data, spec_cls, hidden)
+    values = dict(data)
+    parallel = values.pop("parallel", {})
+    if isinstance(parallel, parallel_cls):
+        parallel = asdict(parallel)
+    if not isinstance(parallel, dict):
+        raise SpecError("parallel", f"expected a mapping, got {type(parallel).__name__}")
+    check_known("parallel.", parallel, parallel_cls)
+    return values, parallel
+
+
 def _segments_from_data(data: Any) -> list[SegmentSpec]:
     if not isinstance(data, list):
         raise SpecError(
             "segments", f"expected a list of {{steps, model}} mappings, got {type(data).__name__}"
         )
-    known = {f.name for f in fields(SegmentSpec)}
     segments = []
     for i, item in enumerate(data):
         if isinstance(item, SegmentSpec):
             item = asdict(item)
         if not isinstance(item, dict):
             raise SpecError(f"segments[{i}]", f"expected a mapping, got {type(item).__name__}")
-        for key in item:
-            if key not in known:
-                raise SpecError(f"segments[{i}].{key}", f"unknown field; known fields are {sorted(known)}")
+        check_known(f"segments[{i}].", item, SegmentSpec)
         if "steps" not in item:
             raise SpecError(f"segments[{i}].steps", "missing: every segment says how many steps it runs")
         segments.append(SegmentSpec(**item))

@@ -8,11 +8,11 @@ from __future__ import annotations
 
 import json
 import warnings
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from cluster.spec import MAX_STEPS, SpecError, _check_type
+from cluster.spec import MAX_STEPS, SpecError, _check_type, spec_fields
 from parallel.frame_schedule import split_frames
 from pipelines.errors import ModelDirectoryError
 from pipelines.loading import DTYPES
@@ -65,24 +65,7 @@ class VideoSpec:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> VideoSpec:
-        if not isinstance(data, dict):
-            raise SpecError("spec", f"expected a mapping of fields, got {type(data).__name__}")
-        known = {f.name for f in fields(cls)} - {"notes"}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise SpecError(unknown[0], f"unknown field; known fields are {sorted(known)}")
-        values = dict(data)
-        parallel = values.pop("parallel", {})
-        if isinstance(parallel, VideoParallelSpec):
-            parallel = asdict(parallel)
-        if not isinstance(parallel, dict):
-            raise SpecError("parallel", f"expected a mapping, got {type(parallel).__name__}")
-        parallel_known = {f.name for f in fields(VideoParallelSpec)}
-        for key in parallel:
-            if key not in parallel_known:
-                raise SpecError(
-                    f"parallel.{key}", f"unknown field; known fields are {sorted(parallel_known)}"
-                )
+        values, parallel = spec_fields(data, cls, VideoParallelSpec, hidden=frozenset({"notes"}))
         spec = cls(**values, parallel=VideoParallelSpec(**parallel))
         spec.validate()
         return spec
