@@ -7,6 +7,8 @@ to the MP4 as the block leaves the queue, so no more than one block of frames is
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
+from typing import Any
 
 import torch
 import torch.distributed as dist
@@ -18,14 +20,23 @@ from runtime.video_task import VideoTask
 
 
 class VideoSession:
-    def __init__(self, pipe: VideoPipeline, task: VideoTask, group: dist.ProcessGroup | None) -> None:
+    def __init__(
+        self,
+        pipe: VideoPipeline,
+        task: VideoTask,
+        group: dist.ProcessGroup | None,
+        make_writer: Callable[[VideoTask], Any] | None = None,
+    ) -> None:
+        """``make_writer``: stage 0's sink for decoded blocks (append/close/abort/frames, as
+        StreamingMP4Writer); a service job passes per-block files that survive a pause."""
         self.task = task
         self.pipe = pipe
         started = time.perf_counter()
         text = pipe.encode_prompt(task.prompt)
         self.encode_s = time.perf_counter() - started
         rank = dist.get_rank(group) if group is not None else 0
-        self.writer = StreamingMP4Writer(task.video_path, task.fps) if rank == 0 else None
+        make_writer = make_writer or (lambda t: StreamingMP4Writer(t.video_path, t.fps))
+        self.writer = make_writer(task) if rank == 0 else None
         self.decode_s = 0.0
         self.decode_cpu_s = 0.0
         config = FramePipelineConfig(
