@@ -1,0 +1,118 @@
+"""The frame pipeline's state at a tick boundary, as plain data: what a video job's checkpoint holds.
+
+At the boundary before tick T the state is: T itself; on stage 0 the latent and the sampler state
+of every block still in the queue (blocks that enter at T or later start from the seed's noise
+template, so they need nothing); on every stage the feature cache entries of its layers that the
+queue still reads (the block just before the oldest queued one, and the queued ones). Finished
+blocks are not state: they have left for the video writer. The state of all stages merged
+(``merge_stage_states``) is independent of the stage count, because the cache is keyed by layer,
+so a job paused on S stages resumes on any other S' (``load_stage_state`` keeps a stage's layers).
+
+Functions over a ``FramePipeline`` (plain torch, no Ray) rather than methods on it, so that the
+pipeline file stays one strategy; they read its fields, and stage 0 settles the outputs still on
+their way back first. They live in runtime/ because the sampler state comes from pipelines/.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from parallel.frame_cache import EdgeKV
+from parallel.frame_pipeline import FramePipeline
+from parallel.frame_schedule import queue_at
+from pipelines.render_state import load_scheduler_state, scheduler_state
+
+
+def next_tick(pipe: FramePipeline) -> int:
+    """The first tick not yet run (``pipe.ticks`` once done)."""
+    return pipe.ticks if pipe.done else pipe.items[pipe.position].tick
+
+
+def blocks_finished(tick: int, blocks: int, steps: int) -> int:
+    """Blocks that left the queue before ``tick``: block b leaves after tick b + steps - 1."""
+    return max(0, min(blocks, tick - steps + 1))
+
+
+def _oldest_read(pipe: FramePipeline, tick: int) -> int:
+    """The oldest block whose cache entries the ticks from ``tick`` on still read."""
+    if tick >= pipe.ticks:
+        return pipe.blocks
+    return queue_at(tick, pipe.blocks, pipe.config.steps)[0] - 1
+
+
+def export_stage_state(pipe: FramePipeline) -> dict[str, Any]:
+    """This stage's share of the state at the current tick boundary (every stage calls it together:
+    stage 0 first receives the model outputs of the items already run)."""
+    if pipe.rank == 0 and pipe.stages > 1:
+        pipe._settle(None)  # every item before the boundary was forwarded: its output is on its way
+    tick = next_tick(pipe)
+    oldest = _oldest_read(pipe, tick)
+    cache = pipe.adapter.cache
+    entries = [
+        {"layer": layer, "block": block, "edge": edge, "key": kv.key.cpu(), "value": kv.value.cpu()}
+        for edge, store in (("head", cache.head), ("tail", cache.tail))
+        for (layer, block), kv in sorted(store.items())
+        if block >= oldest
+    ]
+    state: dict[str, Any] = {
+        "tick": tick,
+        "blocks": pipe.blocks,
+        "steps": pipe.config.steps,
+        "cache": entries,
+    }
+    if pipe.rank == 0:
+        state["latents"] = {b: latent.detach().cpu().clone() for b, latent in sorted(pipe.latents.items())}
+        state["schedulers"] = {b: scheduler_state(s) for b, s in sorted(pipe.schedulers.items())}
+    return state
+
+
+def merge_stage_states(states: list[dict[str, Any]]) -> dict[str, Any]:
+    """One job state from every stage's share (stage 0's first): the stage count drops out."""
+    ticks = {s["tick"] for s in states}
+    if len(ticks) != 1:
+        raise ValueError(f"stages are at different ticks: {[s['tick'] for s in states]}")
+    head = states[0]
+    if "latents" not in head:
+        raise ValueError("the first state must be stage 0's (it holds the latents)")
+    return {
+        "tick": head["tick"],
+        "blocks": head["blocks"],
+        "steps": head["steps"],
+        "blocks_finished": blocks_finished(head["tick"], head["blocks"], head["steps"]),
+        "latents": head["latents"],
+        "schedulers": head["schedulers"],
+        "cache": [entry for s in states for entry in s["cache"]],
+    }
+
+
+def load_stage_state(pipe: FramePipeline, state: dict[str, Any]) -> None:
+    """Continue a freshly built pipeline (any stage count) from a merged job state."""
+    if (state["blocks"], state["steps"]) != (pipe.blocks, pipe.config.steps):
+        raise ValueError(
+            f"checkpoint: it is of {state['blocks']} blocks x {state['steps']} steps, this render has "
+            f"{pipe.blocks} x {pipe.config.steps}"
+        )
+    if pipe.position != 0:
+        raise ValueError("checkpoint: load it into a pipeline that has not run yet")
+    tick = state["tick"]
+    pipe.position = next((i for i, item in enumerate(pipe.items) if item.tick >= tick), len(pipe.items))
+    pipe.finished = list(range(blocks_finished(tick, pipe.blocks, pipe.config.steps)))
+    for entry in state["cache"]:
+        if entry["layer"] in pipe.layers:
+            store = pipe.adapter.cache.head if entry["edge"] == "head" else pipe.adapter.cache.tail
+            store[(entry["layer"], entry["block"])] = _edge(entry, pipe.device)
+    if pipe.rank == 0:
+        for block, latent in state["latents"].items():
+            scheduler = pipe.make_scheduler()
+            scheduler.set_timesteps(pipe.config.steps, device=pipe.device)
+            load_scheduler_state(scheduler, state["schedulers"][block], pipe.device)
+            pipe.schedulers[block] = scheduler
+            pipe.latents[block] = latent.to(pipe.device, pipe.dtype)
+    elif pipe.position > 0 and not pipe.done:
+        pipe.recv_hidden.post()  # advance() posts the first receive only at position 0
+
+
+def _edge(entry: dict[str, Any], device: torch.device) -> EdgeKV:
+    return EdgeKV(entry["key"].to(device), entry["value"].to(device))
