@@ -28,9 +28,10 @@ def _median_seconds(fn, repeats: int) -> float:
 
 @torch.no_grad()
 def measure_layer_costs(adapter: WanFrameAdapter, text: torch.Tensor, repeats: int = 3) -> list[float]:
-    """Median forward seconds of each transformer layer on one frame block (embed and head folded in)."""
+    """Median forward seconds of each transformer layer on one frame block (embed and head folded in);
+    the block is batched as ``text`` is (2 rows under classifier-free guidance)."""
     param = next(adapter.model.parameters())
-    latent = torch.zeros((1, *adapter.block_shape), dtype=param.dtype, device=param.device)
+    latent = torch.zeros((text.shape[0], *adapter.block_shape), dtype=param.dtype, device=param.device)
     cond = adapter.conditions(torch.tensor([500.0], device=param.device), text)
     adapter.state["current"] = None  # no cache traffic while measuring
     hidden = adapter.embed(latent)

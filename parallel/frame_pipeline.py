@@ -13,6 +13,15 @@ at most ``steps`` blocks are ever alive, whatever the video length.
 Neighbouring blocks see each other through the feature cache (``frame_cache``), which each stage keeps
 for its own layers. Every stage processes the items in the same order as one worker would, so the
 S-stage result equals the 1-worker run of the same schedule (``group=None``) up to float rounding.
+
+Classifier-free guidance (``guidance_scale > 1``) batches the two branches as diffusers' image
+pipelines do: stage 0 feeds the block's latent twice, the negative prompt's embeddings first, and
+every stage runs its layers on the batch of 2 (each branch keeps its own neighbour context: the
+feature cache holds K/V per batch row). The last stage combines ``uncond + g * (cond - uncond)``
+before sending, so the message back to stage 0 stays one latent's size.
+
+With ``trace=True`` each stage logs its posts, sends, waits and computes in order (``frame_trace``),
+which is how the tests show that transfers overlap compute.
 """
 
 from __future__ import annotations
@@ -31,6 +40,7 @@ from parallel.frame_noise import block_noise, noise_template
 from parallel.frame_partition import measure_layer_costs, stage_boundaries
 from parallel.frame_ring import RingChannel, RingSender
 from parallel.frame_schedule import WorkItem, queue_at, queue_schedule, split_frames
+from parallel.frame_trace import FrameTrace
 from parallel.frame_wan import Conditions, WanFrameAdapter
 
 TAG_HIDDEN, TAG_OUTPUT = 0, 1
@@ -51,6 +61,12 @@ class FramePipelineConfig:
     """Denoising steps every block receives."""
     seed: int = 0
     """Seed of the shared noise template."""
+    guidance_scale: float = 1.0
+    """Classifier-free guidance weight; above 1 both branches run (needs ``negative_text``), else the prompt only."""
+
+    @property
+    def guided(self) -> bool:
+        return self.guidance_scale > 1.0
 
 
 @dataclass
@@ -91,12 +107,16 @@ class FramePipeline:
         group: dist.ProcessGroup | None = None,
         boundaries: list[int] | None = None,
         block_overhead_s: float = 0.0,
+        negative_text: torch.Tensor | None = None,
+        trace: bool = False,
     ) -> None:
         """``latent_shape`` is (channels, height, width) of one latent frame; ``text`` [1, L, D] the
         encoded prompt; ``make_scheduler`` a fresh diffusers scheduler (one per block).
         ``block_overhead_s``: seconds stage 0 spends per finished block outside the model (decoding and
         writing it); spread over the block's steps and counted in stage 0's share when cutting stages
-        (rank 0's value is the one every rank uses)."""
+        (rank 0's value is the one every rank uses). ``negative_text`` [1, L, D]: the encoded negative
+        prompt, required when ``config.guidance_scale > 1``. ``trace``: log ring and compute events in
+        ``self.trace``."""
         self.config = config
         self.frames, self.blocks = split_frames(config.frames, config.block_frames)
         self.group = group
@@ -119,7 +139,24 @@ class FramePipeline:
             )
         param = next(model.parameters())
         self.device, self.dtype = param.device, param.dtype
+        if config.guided:
+            if negative_text is None:
+                self.adapter.remove()
+                raise ValueError(
+                    f"negative_text: guidance_scale={config.guidance_scale} runs the unconditional branch "
+                    'and needs the encoded negative prompt (encode "" for none)'
+                )
+            if negative_text.shape != text.shape:
+                self.adapter.remove()
+                raise ValueError(
+                    f"negative_text: shape {tuple(negative_text.shape)} differs from the prompt's "
+                    f"{tuple(text.shape)}; encode both to the same length"
+                )
+            text = torch.cat([negative_text, text])  # negative first, as diffusers batches them
+        self.batch = text.shape[0]
+        """2 with guidance (both branches in one batch), else 1."""
         self.text = text.to(self.device, self.dtype)
+        self.trace = FrameTrace() if trace else None
         self.layer_costs: list[float] | None = None
         """Measured seconds per layer and block (stage 0's extra work folded into layer 0), when measured."""
         if boundaries is None:
@@ -157,19 +194,22 @@ class FramePipeline:
         if self.stages == 1:
             return
         last = self.stages - 1
-        hidden = self.adapter.hidden_shape()
-        output = (1, *self.block_shape)
+        hidden = self.adapter.hidden_shape(self.batch)
+        output = (1, *self.block_shape)  # guided: combined on the last stage before it is sent
+        trace = self.trace
         if self.rank > 0:
             self.recv_hidden = RingChannel(
-                self.group, self.rank - 1, TAG_HIDDEN, hidden, self.dtype, self.device
+                self.group, self.rank - 1, TAG_HIDDEN, hidden, self.dtype, self.device, trace, "hidden"
             )
         inflight = self.config.steps + 2  # about a tick of slack: absorbs stage 0's bursty decodes
         if self.rank < last:
-            self.send_hidden = RingSender(self.group, self.rank + 1, TAG_HIDDEN, inflight)
+            self.send_hidden = RingSender(self.group, self.rank + 1, TAG_HIDDEN, inflight, trace, "hidden")
         if self.rank == last:
-            self.send_output = RingSender(self.group, 0, TAG_OUTPUT, inflight)
+            self.send_output = RingSender(self.group, 0, TAG_OUTPUT, inflight, trace, "output")
         if self.rank == 0:
-            self.recv_output = RingChannel(self.group, last, TAG_OUTPUT, output, self.dtype, self.device)
+            self.recv_output = RingChannel(
+                self.group, last, TAG_OUTPUT, output, self.dtype, self.device, trace, "output"
+            )
 
     def _take(self, channel: RingChannel, more: bool) -> torch.Tensor:
         started = time.perf_counter()
@@ -234,14 +274,18 @@ class FramePipeline:
         else:
             latent = None
             hidden = self._take(self.recv_hidden, more=self.position + 1 < len(self.items))
+        if self.trace is not None:
+            self.trace.add("compute_start", self.position)
         started, started_cpu = time.perf_counter(), time.thread_time()
         cond = self._cond(item.step)
         if hidden is None:
-            hidden = self.adapter.embed(latent)
+            hidden = self.adapter.embed(torch.cat([latent] * self.batch) if self.batch > 1 else latent)
         self.adapter.begin_block(item.block)
         for layer in self.layers:
             hidden = self.adapter.run_layer(layer, hidden, cond)
-        output = self.adapter.head(hidden, cond) if self.rank == last else None
+        output = self._guided(self.adapter.head(hidden, cond)) if self.rank == last else None
+        if self.trace is not None:
+            self.trace.add("compute_end", self.position)
         self.stats.compute_s += time.perf_counter() - started
         self.stats.compute_cpu_s += time.thread_time() - started_cpu
         self.stats.items += 1
@@ -257,6 +301,13 @@ class FramePipeline:
         if self.rank == 0:
             self.outstanding.append(item)
             self.recv_output.post()  # posted now, so the last stage's send never waits on stage 0
+
+    def _guided(self, output: torch.Tensor) -> torch.Tensor:
+        """The model output of both branches [2, ...] -> the guided prediction [1, ...]."""
+        if self.batch == 1:
+            return output
+        uncond, cond = output.chunk(2)
+        return uncond + self.config.guidance_scale * (cond - uncond)
 
     @property
     def ticks(self) -> int:
