@@ -41,6 +41,8 @@ def video_task(spec: VideoSpec, video_path: str | Path) -> VideoTask:
         seed=spec.seed,
         fps=float(spec.fps),
         video_path=str(Path(video_path).resolve()),
+        guidance_scale=float(spec.guidance_scale),
+        negative_prompt=spec.negative_prompt,
     )
 
 

@@ -40,6 +40,10 @@ class VideoSpec:
     """Weights and activations dtype."""
     prompt: str = "blue and yellow vertical stripes"
     """Text prompt."""
+    negative_prompt: str = ""
+    """Negative prompt of the unconditional branch, "" for none; used when guidance_scale > 1."""
+    guidance_scale: float = 1.0
+    """Classifier-free guidance weight; > 1 runs both branches (batched through the stages), <= 1 turns it off."""
     height: int = 64
     """Frame height in pixels (a multiple of 16: VAE factor x patch size)."""
     width: int = 64
@@ -81,11 +85,12 @@ class VideoSpec:
         return str(resolve_model(self.model))
 
     def validate(self) -> None:
-        for name in ("model", "dtype", "prompt", "output_dir"):
+        for name in ("model", "dtype", "prompt", "negative_prompt", "output_dir"):
             _check_type(name, getattr(self, name), str)
         for name in ("height", "width", "frames", "block_frames", "context_frames", "steps", "seed"):
             _check_type(name, getattr(self, name), int)
         _check_type("fps", self.fps, (int, float))
+        _check_type("guidance_scale", self.guidance_scale, (int, float))
         _check_type("parallel.strategy", self.parallel.strategy, str)
         _check_type("parallel.degree", self.parallel.degree, int)
         if self.dtype not in DTYPES:
@@ -98,6 +103,8 @@ class VideoSpec:
             raise SpecError("steps", f"must be between 1 and {MAX_STEPS}, got {self.steps}")
         if not 0 <= self.seed < 2**63:
             raise SpecError("seed", f"must be in [0, 2**63), got {self.seed}")
+        if not 0 <= self.guidance_scale <= 100:
+            raise SpecError("guidance_scale", f"must be in [0, 100], got {self.guidance_scale}")
         if not 0 < self.fps <= 240:
             raise SpecError("fps", f"must be in (0, 240], got {self.fps}")
         if not 1 <= self.block_frames <= 256:

@@ -33,6 +33,8 @@ class VideoSession:
         self.pipe = pipe
         started = time.perf_counter()
         text = pipe.encode_prompt(task.prompt)
+        guided = task.guidance_scale > 1.0
+        negative = pipe.encode_prompt(task.negative_prompt) if guided else None
         self.encode_s = time.perf_counter() - started
         rank = dist.get_rank(group) if group is not None else 0
         make_writer = make_writer or (lambda t: StreamingMP4Writer(t.video_path, t.fps))
@@ -45,6 +47,7 @@ class VideoSession:
             context_frames=task.context_frames,
             steps=task.steps,
             seed=task.seed,
+            guidance_scale=task.guidance_scale,
         )
         latent_shape = pipe.latent_shape(task.height, task.width)
         stages = dist.get_world_size(group) if group is not None else 1
@@ -59,6 +62,7 @@ class VideoSession:
             on_block_done=self._write_block if self.writer is not None else None,
             group=group,
             block_overhead_s=overhead,
+            negative_text=negative,
         )
         self.setup_s = time.perf_counter() - started
         self.block_overhead_s = overhead

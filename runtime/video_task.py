@@ -31,3 +31,7 @@ class VideoTask:
     """Frame rate written into the MP4."""
     video_path: str
     """Where stage 0 streams the MP4 (published by rename when complete)."""
+    guidance_scale: float = 1.0
+    """Classifier-free guidance weight; above 1 both branches run through the stages."""
+    negative_prompt: str = ""
+    """Negative prompt of the unconditional branch ("" for none), used when guidance_scale > 1."""

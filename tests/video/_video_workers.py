@@ -11,20 +11,25 @@ from parallel.frame_pipeline import FramePipeline, FramePipelineConfig
 SCENARIOS = {
     "plain": dict(frames=12, block_frames=2, context_frames=1, steps=4, seed=3),
     "wide_context": dict(frames=9, block_frames=3, context_frames=2, steps=5, seed=7),
+    "cfg": dict(frames=6, block_frames=2, context_frames=1, steps=3, seed=5, guidance_scale=4.0),
 }
+NEGATIVE_SEED = 2
+"""Seed of the stand-in negative prompt embeddings (``tiny_text``) of guided scenarios."""
 
 
 def run_pipeline(config: dict, group=None, segment: int | None = None) -> dict:
     """One scenario's output on this rank: finished latents, sampler order, leaving order, stats."""
     outputs: dict[int, torch.Tensor] = {}
+    config = FramePipelineConfig(**config)
     pipe = FramePipeline(
         tiny_wan(layers=4),
-        FramePipelineConfig(**config),
+        config,
         LATENT,
         tiny_text(),
         make_scheduler,
         on_block_done=lambda block, latent: outputs.__setitem__(block, latent.clone()),
         group=group,
+        negative_text=tiny_text(NEGATIVE_SEED) if config.guided else None,
     )
     if segment is None:
         pipe.advance()

@@ -25,7 +25,7 @@ def _reference(name: str) -> dict:
 
 
 @pytest.mark.parametrize("world", [2, 3])
-@pytest.mark.parametrize("name", ["plain", "wide_context", "plain_segmented"])
+@pytest.mark.parametrize("name", ["plain", "wide_context", "plain_segmented", "cfg"])
 def test_stages_equal_one_worker(world, name):
     ref = _reference(name.replace("_segmented", ""))
     got = _ranks(world)[0][name]

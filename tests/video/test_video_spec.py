@@ -17,6 +17,9 @@ def test_defaults_are_valid_and_round_frames_with_a_note():
     assert spec.frames == 20 and spec.blocks == 5
     assert spec.notes == ["frames: 18 is not a multiple of block_frames=4; rendering 20 frames (5 blocks)"]
     assert _spec().notes == [] and VideoSpec.from_dict({}).frames == 64
+    assert VideoSpec.from_dict({}).guidance_scale == 1.0  # guidance off unless asked for
+    guided = _spec(guidance_scale=4, negative_prompt="blurry")
+    assert (guided.guidance_scale, guided.negative_prompt) == (4, "blurry")
 
 
 @pytest.mark.parametrize(
@@ -40,6 +43,9 @@ def test_defaults_are_valid_and_round_frames_with_a_note():
         (dict(frames=True), "frames", "expected int"),
         (dict(output_dir="../x"), "output_dir", ".."),
         (dict(heigth=32), "heigth", "unknown field"),
+        (dict(guidance_scale=-1.0), "guidance_scale", "[0, 100]"),
+        (dict(guidance_scale="high"), "guidance_scale", "expected int or float"),
+        (dict(negative_prompt=None), "negative_prompt", "expected str"),
     ],
 )
 def test_bad_fields_are_named(fields, field, words):
