@@ -8,7 +8,7 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
-from runtime.train_config import TrainConfig, UnetStage
+from runtime.train_config import DitStage, TrainConfig, UnetStage
 
 
 def train_config_from_hydra(cfg: DictConfig) -> tuple[TrainConfig, str | None]:
@@ -21,6 +21,9 @@ def train_config_from_hydra(cfg: DictConfig) -> tuple[TrainConfig, str | None]:
         bubble_filling=parallel.get("bubble_filling", False),
         bubble_filling_nice=parallel.get("bubble_filling_nice", 10),
     )
+    dit = dict(
+        data.pop("dit", {}), activation_checkpoint_interval=parallel.get("activation_checkpoint_interval", 0)
+    )
     config = TrainConfig(
         **data,
         model=model["name"],
@@ -28,6 +31,7 @@ def train_config_from_hydra(cfg: DictConfig) -> tuple[TrainConfig, str | None]:
         device=pool["device"],
         stages=parallel["stages"],
         unet=UnetStage(**unet),
+        dit=DitStage(**dit),
     )
     return config, pool.get("address")
 

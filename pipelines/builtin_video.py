@@ -2,11 +2,12 @@
 
 The transformer is diffusers' own ``WanTransformer3DModel`` in a tiny configuration (full
 spatio-temporal self-attention with 3-D RoPE, cross-attention on the prompt, adaLN timestep
-modulation), small enough to train and render on a CPU. Its weights are random until the training
-issue gives it trained ones. Latent frames map one-to-one onto video frames: the VAE is the built-in
+modulation), small enough to train and render on a CPU. ``write_builtin_video`` makes its seeded random
+starting point; the committed weights were trained from it by ``tessera train model=builtin-video``
+(pipelines/builtin/TRAINING.md). Latent frames map one-to-one onto video frames: the VAE is the built-in
 image model's trained ``AutoencoderKL``, applied per frame, so any frame block decodes on its own,
 which is what lets finished blocks stream to the MP4. The prompt goes through the image model's
-character-level CLIP text encoder. ``write_builtin_video`` writes pipelines/builtin/builtin-video.
+character-level CLIP text encoder.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from diffusers import AutoencoderKL, FlowMatchEulerDiscreteScheduler, WanTransfo
 
 from pipelines.builtin_image import TEXT_WIDTH, vae_config
 from pipelines.registry import BUILTIN_ROOT
+from pipelines.video_loading import VideoPipeline, load_video_pipeline
 
 VIDEO_PIPELINE_CLASS = "TesseraVideoPipeline"
 
@@ -76,6 +78,31 @@ def write_builtin_video(
     for component in ("text_encoder", "tokenizer"):
         shutil.copytree(image_dir / component, target / component, dirs_exist_ok=True)
     FlowMatchEulerDiscreteScheduler(**scheduler_config()).save_pretrained(target / "scheduler")
+    (target / "model_index.json").write_text(json.dumps(model_index(), indent=2) + "\n")
+    return target
+
+
+def build_video_pipeline(seed: int = 0, image_model: str | Path | None = None) -> VideoPipeline:
+    """The training starting point: a seeded random transformer with the image model's VAE and text encoder."""
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as scratch:
+        pipe = load_video_pipeline(write_builtin_video(Path(scratch) / "video", seed, image_model))
+    return pipe
+
+
+def save_video_pipeline(pipe: VideoPipeline, target: str | Path, weights_only: bool = False) -> Path:
+    """Write a video pipeline in diffusers format (safetensors). `weights_only` writes only the trained
+    components (transformer, text encoder) into an existing pipeline directory, leaving the rest as it is."""
+    target = Path(target)
+    target.mkdir(parents=True, exist_ok=True)
+    pipe.transformer.save_pretrained(target / "transformer", safe_serialization=True)
+    pipe.text_encoder.save_pretrained(target / "text_encoder", safe_serialization=True)
+    if weights_only:
+        return target
+    pipe.vae.save_pretrained(target / "vae", safe_serialization=True)
+    pipe.tokenizer.save_pretrained(target / "tokenizer")
+    pipe.make_scheduler().save_pretrained(target / "scheduler")
     (target / "model_index.json").write_text(json.dumps(model_index(), indent=2) + "\n")
     return target
 

@@ -18,13 +18,13 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 
-PHASES = ("vae", "unet")
+PHASES = ("vae", "unet", "dit")
 
 
 @dataclass(frozen=True)
 class CheckpointState:
     phase: str
-    """"vae" or "unet": the phase the step count belongs to."""
+    """"vae", "unet" or "dit" (the video model): the phase the step count belongs to."""
     step: int
     """Steps of that phase already done."""
     workers: int

@@ -60,6 +60,35 @@ class UnetStage:
 
 
 @dataclass
+class DitStage:
+    """The video DiT phase (model=builtin-video): transformer and text encoder as a DeepSpeed pipeline (1F1B)
+    on latents of the frozen per-frame VAE, flow matching on procedural moving-shape clips."""
+
+    steps: int = 1500
+    """Optimizer steps (engine.train_batch calls)."""
+    micro_batch: int = 8
+    """Clips per micro-batch."""
+    micro_batches: int = 4
+    """Micro-batches per step per data-parallel replica (DeepSpeed gradient accumulation steps)."""
+    lr: float = 1e-3
+    """Peak AdamW learning rate."""
+    warmup_steps: int = 100
+    """Linear learning-rate warmup."""
+    resolution: int = 64
+    """Frame size in pixels; latent frames are resolution / 8."""
+    frames: int = 10
+    """Frames per clip: a render's block_frames plus its context frames on both sides (8 + 2 x 1)."""
+    cache_size: int = 2048
+    """Distinct dataset clips encoded once by the VAE and sampled from."""
+    caption_dropout: float = 0.1
+    """Fraction of captions replaced by the empty prompt."""
+    activation_checkpoint_interval: int = 0
+    """Recompute activations every this many layers in backward (0: off)."""
+    gradient_clipping: float = 1.0
+    """DeepSpeed's max gradient norm (0: off); taken per pipeline stage, as for the UNet phase."""
+
+
+@dataclass
 class TrainConfig:
     """One `tessera train` job."""
 
@@ -97,12 +126,16 @@ class TrainConfig:
     """Phase 1 settings."""
     unet: UnetStage = field(default_factory=UnetStage)
     """Phase 2 settings."""
+    dit: DitStage = field(default_factory=DitStage)
+    """Video model settings (a video model trains this phase only: its VAE is the image model's)."""
 
     def __post_init__(self) -> None:
         if isinstance(self.vae, dict):
             self.vae = VaeStage(**self.vae)
         if isinstance(self.unet, dict):
             self.unet = UnetStage(**self.unet)
+        if isinstance(self.dit, dict):
+            self.dit = DitStage(**self.dit)
         if self.workers < 1 or self.stages < 1 or self.workers % self.stages:
             raise ValueError(f"parallel.stages: {self.stages} must divide pool.workers {self.workers}")
         if self.init not in ("random", "model"):
@@ -111,6 +144,10 @@ class TrainConfig:
             raise ValueError("unet.resolution must be a multiple of 32 and vae.resolution of 8")
         if self.unet.latents not in ("cache", "online"):
             raise ValueError(f"unet.latents: expected 'cache' or 'online', got {self.unet.latents!r}")
+        if self.dit.resolution % 16:
+            raise ValueError(f"dit.resolution: must be a multiple of 16, got {self.dit.resolution}")
+        if self.dit.frames < 1 or self.dit.micro_batch < 1 or self.dit.micro_batches < 1:
+            raise ValueError("dit.frames, dit.micro_batch and dit.micro_batches must be at least 1")
         if self.checkpoint_every < 1:
             raise ValueError(f"checkpoint_every: must be at least 1, got {self.checkpoint_every}")
 

@@ -5,7 +5,8 @@ DeepSpeed pipeline (parallel/pipeline_unet.py), `stages` stages by `workers / st
 of the trained VAE. Both phases checkpoint every `checkpoint_every` steps and resume from the last
 checkpoint, with `resume=true` or when Ray Train restarts the workers after one died
 (runtime/train_recovery.py); rank 0 logs every step to run_dir/metrics.jsonl (steps re-run after a
-restart appear again).
+restart appear again). A video model (model=builtin-video) trains one phase instead, the DiT and its text
+encoder as a pipeline (runtime/train_video.py).
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ from runtime.train_data import (
     vae_batch,
 )
 from runtime.train_recovery import restart_point, write_pid
+from runtime.train_video import initial_video_pipeline, is_video_model, train_dit, video_saver
 
 
 def deepspeed_config(micro_batch: int, accumulation: int, lr: float, clipping: float = 1.0) -> dict:
@@ -297,6 +299,29 @@ def _resume_point(cfg: TrainConfig) -> tuple[Path | None, CheckpointState | None
     return found, state
 
 
+def _train_video(cfg: TrainConfig, checkpoint: Path | None, state: CheckpointState | None, rank: int, device):
+    """A video model trains one phase: the DiT and text encoder (its VAE is the image model's, frozen)."""
+    if state is not None and state.phase != "dit":
+        raise ValueError(f"resume: {checkpoint} is a {state.phase} checkpoint, not a video model's")
+    pipe = initial_video_pipeline(cfg, checkpoint)
+    start = state.step if state is not None else 0
+    if cfg.dit.steps > 0:
+        resumed = checkpoint if start else None
+        train_dit(cfg, pipe, start, resumed, rank, device, state.boundaries if resumed is not None else None)
+    if rank == 0:
+        final = Path(cfg.run_dir) / "final"
+        video_saver(pipe)(final)
+        print(f"wrote {final}", flush=True)
+        if cfg.export:
+            from pipelines.builtin_video import save_video_pipeline
+            from pipelines.registry import resolve_model
+
+            target = resolve_model(cfg.model)
+            save_video_pipeline(pipe, target, weights_only=True)
+            print(f"exported trained weights (transformer, text encoder) to {target}", flush=True)
+    dist.barrier()
+
+
 def train_worker(config: dict) -> None:
     """Ray Train's train_loop_per_worker."""
     import deepspeed
@@ -314,6 +339,9 @@ def train_worker(config: dict) -> None:
     checkpoint, state = _resume_point(cfg)
     if rank == 0 and checkpoint is not None:
         print(f"resuming from {checkpoint}", flush=True)
+    if is_video_model(cfg.model):
+        _train_video(cfg, checkpoint, state, rank, device)
+        return
     pipe = _initial_pipeline(cfg, checkpoint)
 
     vae_done = state is not None and (state.phase == "unet" or state.step >= cfg.vae.steps)

@@ -23,3 +23,21 @@ def test_parallel_bubble_filling_and_online_latents_overrides():
 def test_unknown_latent_source_is_refused_by_name():
     with pytest.raises(ValueError, match="unet.latents"):
         train_config_from_hydra(compose("train", ["unet.latents=disk"]))
+
+
+def test_video_model_and_dit_overrides_reach_the_config():
+    overrides = [
+        "model=builtin-video",
+        "parallel.stages=2",
+        "dit.steps=7",
+        "dit.frames=6",
+        "dit.resolution=32",
+    ]
+    config, _ = train_config_from_hydra(compose("train", overrides))
+    assert config.model == "builtin-video" and config.stages == 2 and config.run_dir.endswith("builtin-video")
+    assert (config.dit.steps, config.dit.frames, config.dit.resolution) == (7, 6, 32)
+
+
+def test_bad_dit_resolution_is_refused_by_name():
+    with pytest.raises(ValueError, match="dit.resolution"):
+        train_config_from_hydra(compose("train", ["model=builtin-video", "dit.resolution=40"]))

@@ -1,0 +1,159 @@
+"""The video model's training phase: the Wan-layout DiT and its text encoder as a DeepSpeed pipeline (1F1B).
+
+Run by runtime/train_loop.py's `train_worker` when the model is a video pipeline (model=builtin-video).
+The per-frame VAE is the image model's, frozen; the layer list is parallel/pipeline_wan.py's, cut into
+`stages` stages by measured forward + backward time; batches are flow-matching micro-batches of procedural
+moving-shape clips (runtime/train_video_data.py). Checkpoints, resume and restarts work as for the UNet
+phase, under the phase name "dit".
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import torch
+
+from pipelines.video_dataset import VideoShapesConfig, VideoShapesDataset
+from runtime.train_checkpoint import (
+    CheckpointState,
+    gather_full_state,
+    load_full_state,
+    load_optimizer,
+    write_checkpoint,
+)
+from runtime.train_config import TrainConfig
+from runtime.train_video_data import FlowMatchStream, encode_clip_cache
+
+
+def is_video_model(name_or_path: str) -> bool:
+    """Whether the model's directory holds a video pipeline (a Wan video transformer, not a UNet or image DiT)."""
+    from pipelines.registry import BUILTIN_MODELS, resolve_model
+
+    if name_or_path in BUILTIN_MODELS:
+        return BUILTIN_MODELS[name_or_path].kind == "video"
+    index = json.loads((resolve_model(name_or_path) / "model_index.json").read_text())
+    return list(index.get("transformer", []))[-1:] == ["WanTransformer3DModel"]
+
+
+def initial_video_pipeline(cfg: TrainConfig, resume_from: Path | None):
+    """The checkpoint's pipeline, the model's own weights (init=model), or a seeded random transformer."""
+    from pipelines.builtin_video import build_video_pipeline
+    from pipelines.registry import resolve_model
+    from pipelines.video_loading import load_video_pipeline
+
+    if resume_from is not None:
+        return load_video_pipeline(resume_from / "pipeline")
+    if cfg.init == "model":
+        return load_video_pipeline(resolve_model(cfg.model))
+    if cfg.model != "builtin-video":
+        raise ValueError(
+            f"init=random builds the built-in architecture only; model={cfg.model!r} needs init=model"
+        )
+    return build_video_pipeline(cfg.seed)
+
+
+def video_saver(pipe):
+    from pipelines.builtin_video import save_video_pipeline
+
+    def save(path: Path) -> None:
+        save_video_pipeline(pipe, path)
+
+    return save
+
+
+def _profile_inputs(cfg: TrainConfig, pipe, device) -> tuple[torch.Tensor, ...]:
+    gen = torch.Generator().manual_seed(cfg.seed)
+    stage, side = cfg.dit, cfg.dit.resolution // pipe.vae_scale_factor
+    n, channels = stage.micro_batch, pipe.transformer.config.in_channels
+    latent = torch.randn((n, channels, stage.frames, side, side), generator=gen)
+    timesteps = torch.rand(n, generator=gen) * 1000
+    ids = torch.randint(
+        pipe.text_encoder.config.vocab_size, (n, pipe.tokenizer.model_max_length), generator=gen
+    )
+    return latent.to(device), timesteps.to(device), ids.to(device)
+
+
+def train_dit(
+    cfg: TrainConfig,
+    pipe,
+    start: int,
+    resume_from: Path | None,
+    rank: int,
+    device,
+    resume_boundaries: tuple[int, ...] | None = None,
+) -> None:
+    import deepspeed
+
+    from parallel.pipeline_module import build_pipeline_module
+    from parallel.pipeline_partition import agree_on_costs, balanced_boundaries, profile_layer_costs
+    from parallel.pipeline_unet import noise_mse
+    from parallel.pipeline_wan import wan_layers
+    from runtime.train_loop import StepLog, deepspeed_config
+
+    stage = cfg.dit
+    vae = pipe.vae.to(device).eval().requires_grad_(False)
+    transformer, text_encoder = pipe.transformer.to(device).train(), pipe.text_encoder.to(device).train()
+    layers = wan_layers(transformer, text_encoder)
+    if resume_boundaries is not None:
+        boundaries = list(resume_boundaries)
+        if rank == 0:
+            print(f"pipeline boundaries {boundaries} (from the checkpoint)", flush=True)
+    else:
+        costs = agree_on_costs(profile_layer_costs(layers, _profile_inputs(cfg, pipe, device)))
+        boundaries = balanced_boundaries(costs, cfg.stages)
+        if rank == 0:
+            shares = [round(sum(costs[a:b]) / sum(costs), 3) for a, b in zip(boundaries, boundaries[1:])]
+            print(f"pipeline boundaries {boundaries}, measured cost shares {shares}", flush=True)
+    module = build_pipeline_module(layers, boundaries, noise_mse, stage.activation_checkpoint_interval)
+    engine, optimizer, _, _ = deepspeed.initialize(
+        model=module,
+        model_parameters=[p for p in module.parameters() if p.requires_grad],
+        config=deepspeed_config(stage.micro_batch, stage.micro_batches, stage.lr, stage.gradient_clipping),
+    )
+    if resume_from is not None:
+        load_optimizer(resume_from, optimizer)
+    cache = None
+    if engine.is_first_stage() or engine.is_last_stage():  # inputs on the first, velocity targets on the last
+        data = VideoShapesDataset(
+            VideoShapesConfig(size=stage.resolution, frames=stage.frames, seed=cfg.dataset_seed)
+        )
+        began = time.perf_counter()
+        cache = encode_clip_cache(vae, pipe.tokenizer, data, stage.cache_size, vae.config.scaling_factor)
+        cache = tuple(t.to(device) for t in cache)
+        if rank == 0:
+            print(f"encoded {stage.cache_size} clips in {time.perf_counter() - began:.1f} s", flush=True)
+    stream = FlowMatchStream(
+        cache,
+        stage.cache_size,
+        stage.micro_batch,
+        cfg.seed,
+        engine.grid.get_data_parallel_rank(),
+        start * stage.micro_batches,
+        stage.caption_dropout,
+        float(pipe.scheduler_config.get("shift", 1.0)),
+        int(pipe.scheduler_config.get("num_train_timesteps", 1000)),
+    )
+    modules = {"transformer": transformer, "text_encoder": text_encoder}
+
+    def save_after_gather() -> None:
+        state = gather_full_state(modules, module)
+        if state is not None:
+            load_full_state(modules, state)
+
+    samples = stage.micro_batch * stage.micro_batches * cfg.data_parallel
+    log = StepLog(cfg, "dit", stage.steps, start, rank)
+    for step in range(start, stage.steps):
+        for group in optimizer.param_groups:
+            group["lr"] = stage.lr * min(1.0, (step + 1) / max(1, stage.warmup_steps))
+        began = time.perf_counter()
+        loss = float(engine.train_batch(data_iter=stream))
+        done = step + 1
+        log(done, loss, samples, time.perf_counter() - began)
+        if done % cfg.checkpoint_every == 0 or done == stage.steps:
+            save_after_gather()
+            state = CheckpointState("dit", done, cfg.workers, cfg.stages, tuple(boundaries), cfg.run_id)
+            write_checkpoint(Path(cfg.run_dir), state, video_saver(pipe), optimizer)
+    log.close()
+    save_after_gather()

@@ -1,0 +1,93 @@
+"""Flow-matching training batches of the video DiT from the procedural video dataset.
+
+Clips are encoded once, frame by frame, by the frozen per-frame VAE into a latent cache. Each micro-batch
+picks clips, a noise level sigma per clip from the sampler's own shifted schedule (Wan's flow matching,
+FlowMatchEulerDiscreteScheduler with `shift`), and Gaussian noise:
+
+    noisy = (1 - sigma) * latent + sigma * noise,   timestep = 1000 * sigma,   target = noise - latent
+
+which is the velocity FlowMatchEulerDiscreteScheduler.step integrates at render time. The target needs the
+clean latent, so the last pipeline stage holds the cache too (unlike the UNet's epsilon target, noise alone).
+Every draw comes from a generator seeded by (seed, micro-batch index, replica), as in runtime/train_data.py:
+a resumed run and every stage see the same micro-batches.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import torch
+
+from pipelines.video_dataset import VideoShapesDataset
+from runtime.train_data import _generator, tokenize
+
+
+@torch.no_grad()
+def encode_clip_cache(
+    vae, tokenizer, dataset: VideoShapesDataset, count: int, scaling: float, chunk: int = 8
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The first `count` clips as scaled latent means [count, C, F, h, w], their token ids, the empty prompt's."""
+    latents, ids = [], []
+    for start in range(0, count, chunk):
+        clips, captions = dataset.batch(list(range(start, min(count, start + chunk))))
+        n, frames = clips.shape[:2]
+        flat = clips.flatten(0, 1).to(vae.device, vae.dtype)
+        z = vae.encode(flat).latent_dist.mean * scaling
+        latents.append(z.unflatten(0, (n, frames)).transpose(1, 2).cpu())
+        ids.append(tokenize(tokenizer, captions))
+    return torch.cat(latents), torch.cat(ids), tokenize(tokenizer, [""])[0]
+
+
+def shifted_sigmas(u: torch.Tensor, shift: float) -> torch.Tensor:
+    """Uniform u in (0, 1) mapped through the sampler's time shift: sigma = shift u / (1 + (shift - 1) u)."""
+    return shift * u / (1 + (shift - 1) * u)
+
+
+class FlowMatchStream:
+    """Micro-batches ((noisy latent, timesteps, token ids), velocity target) for one data-parallel replica.
+
+    `cache` None (a middle stage, which reads neither inputs nor targets) yields empty placeholders.
+    """
+
+    def __init__(
+        self,
+        cache: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None,
+        pool_size: int,
+        micro_batch: int,
+        seed: int,
+        replica: int,
+        start_micro_batch: int,
+        caption_dropout: float,
+        shift: float,
+        num_train_timesteps: int = 1000,
+    ) -> None:
+        self.cache = cache
+        self.pool_size = pool_size
+        self.micro_batch = micro_batch
+        self.seed = seed
+        self.replica = replica
+        self.index = start_micro_batch
+        self.caption_dropout = caption_dropout
+        self.shift = shift
+        self.num_train_timesteps = num_train_timesteps
+
+    def __iter__(self) -> Iterator:
+        return self
+
+    def __next__(self) -> tuple[tuple[torch.Tensor, ...], torch.Tensor]:
+        gen = _generator(self.seed, 3, self.index, self.replica)
+        self.index += 1
+        n = self.micro_batch
+        picks = torch.randint(self.pool_size, (n,), generator=gen)
+        sigmas = shifted_sigmas(torch.rand(n, generator=gen, dtype=torch.float64), self.shift).float()
+        dropped = torch.rand(n, generator=gen) < self.caption_dropout
+        if self.cache is None:
+            empty = torch.empty(0)
+            return (empty, empty, empty.long()), empty
+        latents, ids, empty_ids = self.cache
+        clean = latents[picks]
+        noise = torch.randn(clean.shape, generator=gen)
+        s = sigmas.view(n, 1, 1, 1, 1)
+        noisy = (1 - s) * clean + s * noise
+        token_ids = torch.where(dropped[:, None], empty_ids[None], ids[picks])
+        return (noisy, sigmas * self.num_train_timesteps, token_ids), noise - clean
