@@ -1,7 +1,9 @@
 """A worker's stage of one video render: its model, its FramePipeline, and (stage 0) the MP4 stream.
 
-Plain torch, no Ray. Stage 0 decodes each finished frame block with the per-frame VAE and appends it
-to the MP4 as the block leaves the queue, so no more than one block of frames is ever held.
+Plain torch, no Ray. Stage 0 decodes each finished frame block (the per-frame VAE, or Wan's causal VAE
+carrying its cache from block to block) and appends it to the MP4 as the block leaves the queue, so no
+more than one block of frames is ever held. The task counts video frames; with a VAE that packs
+several frames into one latent frame, the frame pipeline gets them divided by that factor.
 """
 
 from __future__ import annotations
@@ -31,6 +33,15 @@ class VideoSession:
         StreamingMP4Writer); a service job passes per-block files that survive a pause."""
         self.task = task
         self.pipe = pipe
+        factor = pipe.temporal_factor
+        config = FramePipelineConfig(
+            frames=pipe.latent_frames(task.frames),
+            block_frames=pipe.latent_frames(task.block_frames, "block_frames"),
+            context_frames=-(-task.context_frames // factor),  # the latent frames covering them
+            steps=task.steps,
+            seed=task.seed,
+            guidance_scale=task.guidance_scale,
+        )
         started = time.perf_counter()
         text = pipe.encode_prompt(task.prompt)
         guided = task.guidance_scale > 1.0
@@ -39,16 +50,10 @@ class VideoSession:
         rank = dist.get_rank(group) if group is not None else 0
         make_writer = make_writer or (lambda t: StreamingMP4Writer(t.video_path, t.fps))
         self.writer = make_writer(task) if rank == 0 else None
+        self.decode = pipe.block_decoder() if rank == 0 else None
+        """Stage 0's decoder of this video's finished blocks, in order (a causal VAE keeps a cache)."""
         self.decode_s = 0.0
         self.decode_cpu_s = 0.0
-        config = FramePipelineConfig(
-            frames=task.frames,
-            block_frames=task.block_frames,
-            context_frames=task.context_frames,
-            steps=task.steps,
-            seed=task.seed,
-            guidance_scale=task.guidance_scale,
-        )
         latent_shape = pipe.latent_shape(task.height, task.width)
         stages = dist.get_world_size(group) if group is not None else 1
         overhead = self._decode_cost(latent_shape) if rank == 0 and stages > 1 else 0.0
@@ -71,17 +76,18 @@ class VideoSession:
     def _decode_cost(self, latent_shape: tuple[int, int, int]) -> float:
         """Seconds to decode one frame block (stage 0 does it once per block, on top of its layers)."""
         channels, height, width = latent_shape
-        block = torch.zeros(1, channels, self.task.block_frames, height, width, device=self.pipe.vae.device)
+        frames = self.pipe.latent_frames(self.task.block_frames, "block_frames")
+        block = torch.zeros(1, channels, frames, height, width, device=self.pipe.vae.device)
         samples = []
         for _ in range(3):  # the first warms up
             started = time.perf_counter()
-            self.pipe.decode_block(block)
+            self.pipe.decode_block(block)  # standalone: leaves this video's decoder alone
             samples.append(time.perf_counter() - started)
         return min(samples[1:])
 
     def _write_block(self, block: int, latent: torch.Tensor) -> None:
         started, started_cpu = time.perf_counter(), time.thread_time()
-        self.writer.append(self.pipe.decode_block(latent))
+        self.writer.append(self.decode(latent))
         self.decode_s += time.perf_counter() - started
         self.decode_cpu_s += time.thread_time() - started_cpu
 
@@ -108,7 +114,9 @@ class VideoSession:
             "layer_costs_s": self.pipeline.layer_costs,
             "block_overhead_s": self.block_overhead_s,
             "blocks": self.pipeline.blocks,
-            "frames": self.pipeline.frames,
+            "frames": self.pipe.video_frames(self.pipeline.frames),
+            "latent_frames": self.pipeline.frames,
+            "guidance_scale": self.pipeline.config.guidance_scale,
             "encode_s": self.encode_s,
             "setup_s": self.setup_s,
             "denoise_s": self.denoise_s,
