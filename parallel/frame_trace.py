@@ -3,7 +3,8 @@
 Off by default (``FramePipeline(trace=True)`` turns it on); when on, each event is one list append.
 Events are ``(kind, index)`` in the order they happened on this stage. ``index`` is the work item's
 position in the schedule, which is also the sequence number of the message carrying it on every
-channel (each stage sends and receives exactly one message per item). Kinds:
+channel (each stage sends and receives exactly one message per item) in a run started from the first
+tick; after a resume from a checkpoint message numbers restart at 0 while item positions do not. Kinds:
 
 - ``compute_start`` / ``compute_end``: the stage's layers on item ``index``;
 - ``post:<channel>`` / ``wait:<channel>``: the receive of message ``index`` posted / waited on;
