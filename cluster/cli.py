@@ -5,6 +5,7 @@ tessera render --cfg          # print the composed config and exit
 tessera render job=video frames=64 parallel=frames parallel.degree=2   # video.mp4, frame pipeline
 tessera serve pool.workers=2 # run the controller; then from other shells:
 tessera submit steps=30 --priority 5 ; tessera list ; tessera wait JOB ; tessera logs JOB
+tessera submit job=video frames=256 parallel.degree=2 --priority 1   # a video job, to the same controller
 tessera train model=builtin-image parallel.stages=2 unet.steps=900
 """
 
@@ -40,7 +41,7 @@ def main(argv: list[str] | None = None) -> int:
         from cluster.video_cli import is_video_render, render_video
 
         if is_video_render(args.overrides):
-            return render_video(args.overrides, args.cfg)
+            return render_video(args.overrides, args.cfg, args.state_dir)
     if args.command in job_handlers:
         try:
             return job_handlers[args.command](args)

@@ -1,5 +1,6 @@
 """The job verbs of the `tessera` CLI: render (submit and wait), serve, submit, status, list, wait,
-cancel, logs. Job specs are composed by Hydra from configs/render.yaml and the overrides given."""
+cancel, logs. Job specs are composed by Hydra from configs/render.yaml and the overrides given
+(configs/video.yaml for job=video, see cluster.video_cli)."""
 
 from __future__ import annotations
 
@@ -97,7 +98,12 @@ def _connect(args: argparse.Namespace):
 
 
 def submit(args: argparse.Namespace) -> int:
-    _, spec, _, _ = _spec_and_pool(args.overrides)
+    from cluster.video_cli import is_video_render, video_spec_and_pool
+
+    if is_video_render(args.overrides):
+        _, spec, _, _, _ = video_spec_and_pool(args.overrides)
+    else:
+        _, spec, _, _ = _spec_and_pool(args.overrides)
     job = _connect(args).submit(spec, priority=args.priority, client_token=args.token)
     print(job.id)
     return 0
@@ -109,10 +115,13 @@ def status(args: argparse.Namespace) -> int:
 
 
 def list_jobs(args: argparse.Namespace) -> int:
+    from cluster.job_kinds import progress_total
+
     for record in _connect(args).jobs(args.state):
+        unit = "ticks" if record["spec"].get("job") == "video" else "steps"
         print(
             f"{record['id']}  {record['state']:9s}  prio {record['priority']:3d}  "
-            f"{record['steps_done']}/{record['spec']['steps']} steps"
+            f"{record['steps_done']}/{progress_total(record['spec'])} {unit}"
         )
     return 0
 
@@ -157,7 +166,7 @@ def add_job_commands(sub) -> dict:
         "serve", serve, "run the controller (pool.* overrides) until interrupted", True, remote=False
     )
     serve_parser.add_argument("--state-dir", default=DEFAULT_STATE_DIR, help="job store and logs")
-    submit_parser = verb("submit", submit, "queue a render job and print its id", True)
+    submit_parser = verb("submit", submit, "queue a render job (job=video: a video) and print its id", True)
     submit_parser.add_argument("--priority", type=int, default=0)
     submit_parser.add_argument(
         "--token", default=None, help="idempotency token: a repeat returns the same job"

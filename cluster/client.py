@@ -5,6 +5,8 @@
     job = client.submit({"prompt": "red stripes", "height": 512, "width": 512, "steps": 20})
     job.wait(progress=True)
     print(job.result()["image"])
+    video = client.submit({"job": "video", "frames": 64, "parallel": {"strategy": "frames", "degree": 2}})
+    print(video.result()["video"])
 
 `Client(address="auto")` or `Client(address="ray://host:10001")` joins a cluster where `tessera serve`
 runs the controller.
@@ -14,7 +16,6 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +23,7 @@ import ray
 from tqdm import tqdm
 
 from cluster.controller import CONTROLLER_NAME, NAMESPACE, Controller, ControllerConfig
-from cluster.spec import RenderSpec
+from cluster.job_kinds import JobSpec, progress_total, spec_data
 from cluster.store import FINAL_STATES
 from runtime.pool import PoolConfig
 from runtime.ray_session import join_cluster
@@ -62,10 +63,11 @@ class Job:
         return self._record
 
     def wait(self, progress: bool = False, timeout_s: float | None = None, poll_s: float = 0.2) -> dict:
-        """Block until the job reaches a final state; a progress bar follows its steps."""
+        """Block until the job reaches a final state; a progress bar follows its steps (a video's ticks)."""
         deadline = None if timeout_s is None else time.monotonic() + timeout_s
-        total = self._record["spec"]["steps"]
-        with tqdm(total=total, desc=f"denoising {self.id}", unit="step", disable=not progress) as bar:
+        spec = self._record["spec"]
+        total, unit = progress_total(spec), "tick" if spec.get("job") == "video" else "step"
+        with tqdm(total=total, desc=f"denoising {self.id}", unit=unit, disable=not progress) as bar:
             while True:
                 record = self.status()
                 bar.update(record["steps_done"] - bar.n)
@@ -76,7 +78,7 @@ class Job:
                 time.sleep(poll_s)
 
     def result(self) -> dict:
-        """Output paths (image, metadata) once the job succeeded; raises JobFailed otherwise."""
+        """Output paths (image or video, metadata) once the job succeeded; raises JobFailed otherwise."""
         record = self.wait()
         if record["state"] != "succeeded":
             raise JobFailed(record)
@@ -128,10 +130,11 @@ class Client:
         self.controller = start_controller(config)
 
     def submit(
-        self, spec: RenderSpec | dict[str, Any], priority: int = 0, client_token: str | None = None
+        self, spec: JobSpec | dict[str, Any], priority: int = 0, client_token: str | None = None
     ) -> Job:
-        """Queue a job; a bad spec raises SpecError naming the field and stores nothing."""
-        data = asdict(spec) if isinstance(spec, RenderSpec) else dict(spec)
+        """Queue a job: a RenderSpec, a VideoSpec, or their fields as a mapping (a video's with
+        "job": "video"). A bad spec raises SpecError naming the field and stores nothing."""
+        data = spec_data(spec)
         output_dir = data.get("output_dir", "outputs")
         if isinstance(output_dir, str) and output_dir.strip():
             # absolute, since the controller runs elsewhere; not resolved, so a '..' still gets refused

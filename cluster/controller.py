@@ -6,14 +6,18 @@ time) on free workers (cluster.scheduler), so jobs on disjoint worker groups run
 driven by its own thread; a higher-priority job that does not fit pauses lower ones at a step
 boundary. A job runs as segments: a pause, a segment on another model, or a worker failure ends
 one, its state goes to the job directory, and the next segment is placed anew, perhaps on other
-workers with another degree. Its methods are the service's API (the Python client and the CLI call
-them; a web page can call them too). On start it re-queues jobs a previous controller left running.
+workers with another degree. Video jobs (cluster.video_job) are queued, placed, checkpointed and
+paused the same way, at the tick boundaries of their frame-block queue. Its methods are the
+service's API (the Python client and the CLI call them; a web page can call them too). On start it
+re-queues jobs a previous controller left running.
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import os
+import shutil
 import threading
 import time
 import traceback
@@ -25,6 +29,7 @@ import ray
 import torch
 
 from cluster.coordinator import RenderStopped, run_render
+from cluster.job_kinds import parse_job, stored_spec
 from cluster.outputs import job_directory, write_image_job
 from cluster.scheduler import (
     CostModelDegreeRule,
@@ -39,6 +44,8 @@ from cluster.scheduler import (
 from cluster.spec import RenderSpec, SpecError
 from cluster.store import JobRecord, JobStore
 from cluster.versions import package_versions
+from cluster.video_job import VideoJobs, partial_directory
+from cluster.video_spec import VideoSpec
 from runtime.pool import DevicePool, PoolConfig
 
 CONTROLLER_NAME = "tessera-controller"
@@ -54,7 +61,8 @@ class ControllerConfig:
     poll_s: float = 0.5
     """How long the scheduling thread sleeps when the queue is empty (a submit wakes it at once)."""
     checkpoint_every: int = 5
-    """Steps between checkpoints of a running job's state; a dead worker costs at most this many."""
+    """Steps (a video: queue ticks) between checkpoints of a running job's state; a dead worker costs
+    at most this many."""
     max_attempts: int = 3
     """Attempts ending in a worker failure before a job is marked failed."""
     preempt: bool = True
@@ -67,7 +75,7 @@ class ControllerConfig:
     """Link name in parallel/cost/specs.yaml; "auto": loopback on CPU pools."""
 
 
-class Controller:
+class Controller(VideoJobs):
     def __init__(self, config: ControllerConfig) -> None:
         self.config = config
         self.state_dir = Path(config.state_dir)
@@ -92,9 +100,9 @@ class Controller:
         """Validate and queue a job; a client token already seen returns the existing job."""
         if not isinstance(priority, int) or isinstance(priority, bool):
             raise SpecError("priority", f"expected int, got {type(priority).__name__} {priority!r}")
-        checked = RenderSpec.from_dict(spec)
+        checked = parse_job(spec)
         checked.check_fits(self.pool.size)
-        record, created = self.store.submit(checked.to_dict(), priority, client_token)
+        record, created = self.store.submit(stored_spec(checked), priority, client_token)
         if created:
             self._log(record.id, f"submitted with priority {priority}")
         self._wake.set()
@@ -108,6 +116,8 @@ class Controller:
 
     def cancel(self, job_id: str) -> dict:
         record = self.store.cancel(job_id)
+        if record.state == "cancelled" and record.spec.get("job") == "video":  # its kept blocks
+            shutil.rmtree(partial_directory(record.spec["output_dir"], job_id), ignore_errors=True)
         self._log(job_id, "cancel requested" if record.state == "running" else f"now {record.state}")
         return asdict(record)
 
@@ -159,18 +169,23 @@ class Controller:
         if head is None:
             return False
         try:
-            spec = RenderSpec.from_dict(head.spec)
+            spec = parse_job(head.spec)
         except SpecError as err:  # valid at submit, but e.g. its model directory is gone since
             if self.store.claim(head.id) is not None:
                 self.store.finish(head.id, "failed", error=str(err))
                 self._log(head.id, f"failed: {err}")
             return True
-        step = self._resume_step(head.id)
-        model, until = spec.segment_at(step)
-        segment = spec.placed(model, 1)  # the model path and dtype only
-        model_key = f"{segment.model_path()}|{spec.dtype}"
+        video = isinstance(spec, VideoSpec)
+        if video:  # one segment to the end, on parallel.degree stages
+            model_path = spec.model_path()
+            model_key = f"video:{model_path}|{spec.dtype}"
+        else:
+            step = self._resume_step(head.id)
+            model, until = spec.segment_at(step)
+            model_path = spec.placed(model, 1).model_path()  # the model path and dtype only
+            model_key = f"{model_path}|{spec.dtype}"
         with self._lock:
-            degree = wanted_degree(spec, segment.model_path(), len(self.book.free), self.degree_rule)
+            degree = wanted_degree(spec, model_path, len(self.book.free), self.degree_rule)
             if degree is None:
                 victims = []
                 if self.config.preempt:
@@ -190,9 +205,13 @@ class Controller:
                 return True
             workers = self.book.take(degree, model_key)
             self.running[job.id] = RunningJob(job.id, job.priority, job.submitted_at, workers)
+            if video:
+                run = functools.partial(self._run_video, job, spec, workers)
+            else:
+                run = functools.partial(self._run, job, spec.placed(model, degree), workers, until)
             thread = threading.Thread(
                 target=self._run_segment,
-                args=(job, spec.placed(model, degree), workers, until),
+                args=(job, workers, run),
                 name=f"tessera-job-{job.id}",
                 daemon=True,
             )
@@ -200,7 +219,10 @@ class Controller:
         thread.start()
         return True
 
-    def _run_segment(self, job: JobRecord, spec: RenderSpec, workers: list[int], until: int) -> None:
+    def _run_segment(
+        self, job: JobRecord, workers: list[int], run: Callable[[Callable[[], None]], None]
+    ) -> None:
+        """Run one segment of `job` on `workers` (`run(release)`), and free them whatever happens."""
         released: list[bool] = []
 
         def release() -> None:
@@ -215,7 +237,7 @@ class Controller:
             self._wake.set()
 
         try:
-            self._run(job, spec, workers, until, release)
+            run(release)
         except Exception:  # noqa: BLE001 - a bookkeeping error must not leave the job running forever
             self._log(job.id, "controller error:\n" + traceback.format_exc())
             try:
@@ -311,19 +333,7 @@ class Controller:
             self._log(job.id, f"stopped after {stopped.steps_done} steps: {state}")
             return
         except Exception as err:
-            # a killed worker shows up as its own death or as a peer's failed collective, whichever
-            # ray.get reports first: ask the pool which workers are gone
-            if isinstance(err, ray.exceptions.RayActorError) or self.pool.unhealthy_workers(workers):
-                self.pool.restart_workers(workers)
-                with self._lock:
-                    self.book.forget(workers)
-                retry = job.failures + 1 < self.config.max_attempts
-                self.store.finish(
-                    job.id, "queued" if retry else "failed", error=f"worker died: {err}", failed_attempt=True
-                )
-                self._log(
-                    job.id, f"a worker died ({type(err).__name__}); {'requeued' if retry else 'failed'}"
-                )
+            if self._worker_failed(job, workers, err):
                 return
             self.store.finish(job.id, "failed", error=f"{type(err).__name__}: {err}")  # the queue goes on
             self._log(job.id, "failed:\n" + traceback.format_exc())
@@ -349,6 +359,23 @@ class Controller:
         directory = write_image_job(job_spec.output_dir, job.id, result.image, metadata)
         self.store.finish(job.id, "succeeded", outputs=self._outputs(directory))
         self._log(job.id, f"succeeded in {time.time() - started:.1f} s: {directory}")
+
+    def _worker_failed(self, job: JobRecord, workers: list[int], err: Exception) -> bool:
+        """If `err` came from a dead worker: replace the group's workers and requeue the job (it
+        resumes from its checkpoint) or fail it after max_attempts; True. False: another error."""
+        # a killed worker shows up as its own death or as a peer's failed collective, whichever
+        # ray.get reports first: ask the pool which workers are gone
+        if not isinstance(err, ray.exceptions.RayActorError) and not self.pool.unhealthy_workers(workers):
+            return False
+        self.pool.restart_workers(workers)
+        with self._lock:
+            self.book.forget(workers)
+        retry = job.failures + 1 < self.config.max_attempts
+        self.store.finish(
+            job.id, "queued" if retry else "failed", error=f"worker died: {err}", failed_attempt=True
+        )
+        self._log(job.id, f"a worker died ({type(err).__name__}); {'requeued' if retry else 'failed'}")
+        return True
 
     @staticmethod
     def _outputs(directory: Path) -> dict:

@@ -3,7 +3,9 @@
 The controller asks it three things about the job at the head of the queue (priority, then submit
 time): how many workers it wants now (`wanted_degree`), which free workers to give it
 (`WorkerBook.take`, preferring workers that already hold its model), and, when too few are free,
-which running jobs of lower priority to pause at their next step boundary (`jobs_to_pause`). The
+which running jobs of lower priority to pause at their next step boundary (`jobs_to_pause`). A
+video job is placed the same way, on `parallel.degree` workers (its stages; "auto": the free ones it
+can use, so a paused video may resume on another count), and pauses at a tick boundary. The
 head of the queue blocks the jobs behind it (no backfill), so a large job is never starved by a
 stream of small ones.
 """
@@ -16,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from cluster.spec import LATENT_FACTOR, RenderSpec
+from cluster.video_spec import VideoSpec
 from parallel.bands import band_bounds
 
 MIN_AUTO_BAND_PIXELS = 256
@@ -152,16 +155,23 @@ class CostModelDegreeRule:
         return self._profiles[key]
 
 
-def wanted_degree(spec: RenderSpec, model_path: str, free: int, rule: DegreeRule) -> int | None:
-    """Workers the job needs to start its next segment now; None: it cannot start with `free`."""
-    if not spec.parallel.auto:
+def wanted_degree(spec: RenderSpec | VideoSpec, model_path: str, free: int, rule: DegreeRule) -> int | None:
+    """Workers the job needs to start its next segment now; None: it cannot start with `free`.
+    A video job wants its parallel.degree stages; with "auto", every free worker it can use."""
+    if isinstance(spec, VideoSpec) and spec.parallel.auto:
+        return min(free, spec.max_stages()) if free >= 1 else None
+    if not _auto(spec):
         return spec.parallel.degree if spec.parallel.degree <= free else None
     return rule(spec, model_path, free) if free >= 1 else None
 
 
-def workers_needed(spec: RenderSpec) -> int:
+def workers_needed(spec: RenderSpec | VideoSpec) -> int:
     """The fewest workers the job can start with (for deciding whom to pause)."""
-    return 1 if spec.parallel.auto else spec.parallel.degree
+    return 1 if _auto(spec) else spec.parallel.degree
+
+
+def _auto(spec: RenderSpec | VideoSpec) -> bool:
+    return spec.parallel.auto
 
 
 def jobs_to_pause(

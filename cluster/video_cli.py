@@ -1,4 +1,5 @@
-"""`tessera render job=video ...`: compose configs/video.yaml with the overrides, validate, render.
+"""`tessera render job=video ...` and `tessera submit job=video ...`: compose configs/video.yaml with
+the overrides and validate; render submits the job to the controller and waits, like image renders.
 
 A bad field is refused with its name before any worker starts (exit code 2).
 """
@@ -44,10 +45,11 @@ def video_spec_and_pool(overrides: list[str]):
     return cfg, spec, pool_config, address, progress
 
 
-def render_video(overrides: list[str], print_cfg: bool = False) -> int:
+def render_video(overrides: list[str], print_cfg: bool = False, state_dir: str = ".tessera") -> int:
+    """Submit one video job to the embedded (or given) cluster's controller and wait for it."""
     from omegaconf import OmegaConf
 
-    from cluster.video_job import run_video_job
+    from cluster.client import Client
 
     try:
         cfg, spec, pool, address, progress = video_spec_and_pool(overrides)
@@ -59,7 +61,14 @@ def render_video(overrides: list[str], print_cfg: bool = False) -> int:
         return 0
     for note in spec.notes:
         print(f"tessera: note: {note}", file=sys.stderr)
-    directory = run_video_job(spec, pool, address, progress=bool(progress))
-    print(f"wrote {directory / 'video.mp4'}")
-    print(json.dumps({"job_id": directory.name, "directory": str(directory)}))
+    with Client(address=address, state_dir=state_dir, pool=pool) as client:
+        job = client.submit(spec)
+        record = job.wait(progress=bool(progress))
+        if record["state"] != "succeeded":
+            print(f"tessera: job {job.id} {record['state']}: {record.get('error')}", file=sys.stderr)
+            print(job.logs(), file=sys.stderr)
+            return 1
+        outputs = record["outputs"]
+    print(f"wrote {outputs['video']}")
+    print(json.dumps({"job_id": job.id, "directory": outputs["directory"]}))
     return 0

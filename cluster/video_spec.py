@@ -12,7 +12,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from cluster.spec import MAX_STEPS, SpecError, _check_type, spec_fields
+from cluster.spec import AUTO, MAX_STEPS, SpecError, _check_type, spec_fields
 from parallel.frame_schedule import split_frames
 from pipelines.errors import ModelDirectoryError
 from pipelines.loading import DTYPES
@@ -28,8 +28,13 @@ MAX_SIDE = 4096
 class VideoParallelSpec:
     strategy: str = "frames"
     """"frames" (layer-and-frame pipelining, one stage per worker) or "none" (one worker)."""
-    degree: int = 2
-    """Pipeline stages, one worker each."""
+    degree: int | str = 2
+    """Pipeline stages, one worker each; "auto": as many as are free when the job is placed (up to the
+    model's transformer blocks and the video's frame blocks), chosen anew when a paused job resumes."""
+
+    @property
+    def auto(self) -> bool:
+        return self.degree == AUTO
 
 
 @dataclass
@@ -92,7 +97,7 @@ class VideoSpec:
         _check_type("fps", self.fps, (int, float))
         _check_type("guidance_scale", self.guidance_scale, (int, float))
         _check_type("parallel.strategy", self.parallel.strategy, str)
-        _check_type("parallel.degree", self.parallel.degree, int)
+        _check_type("parallel.degree", self.parallel.degree, (int, str))
         if self.dtype not in DTYPES:
             raise SpecError("dtype", f"unknown dtype {self.dtype!r}; expected one of {sorted(DTYPES)}")
         for name in ("height", "width"):
@@ -139,13 +144,17 @@ class VideoSpec:
             raise SpecError(
                 "parallel.strategy", f"unknown strategy {par.strategy!r}; expected one of {VIDEO_STRATEGIES}"
             )
-        if par.degree < 1:
-            raise SpecError("parallel.degree", f"must be at least 1, got {par.degree}")
+        if isinstance(par.degree, str) and not par.auto:
+            raise SpecError("parallel.degree", f"expected a number of stages or 'auto', got {par.degree!r}")
         if par.strategy == "none" and par.degree != 1:
             raise SpecError(
                 "parallel.degree", "strategy 'none' runs on exactly one worker; use parallel=frames"
             )
-        layers = json.loads((model_dir / "transformer" / "config.json").read_text()).get("num_layers", 0)
+        layers = _transformer_layers(model_dir)
+        if par.auto:
+            return
+        if par.degree < 1:
+            raise SpecError("parallel.degree", f"must be at least 1, got {par.degree}")
         if par.degree > layers:
             raise SpecError(
                 "parallel.degree", f"{par.degree} stages exceed the model's {layers} transformer blocks"
@@ -157,8 +166,16 @@ class VideoSpec:
                 f"block_frames={self.block_frames}; render more frames or use smaller blocks",
             )
 
+    def max_stages(self) -> int:
+        """The most stages this video can use: no more than transformer blocks or frame blocks."""
+        return min(_transformer_layers(Path(self.model_path())), self.blocks)
+
     def check_fits(self, pool_workers: int) -> None:
-        if self.parallel.degree > pool_workers:
+        if not self.parallel.auto and self.parallel.degree > pool_workers:
             raise SpecError(
                 "parallel.degree", f"degree {self.parallel.degree} exceeds the pool's {pool_workers} workers"
             )
+
+
+def _transformer_layers(model_dir: Path) -> int:
+    return json.loads((model_dir / "transformer" / "config.json").read_text()).get("num_layers", 0)

@@ -30,3 +30,12 @@ def test_cli_video_cfg_and_image_default_unchanged(capsys):
     assert main(["render", "--cfg"]) == 0
     image = capsys.readouterr().out
     assert "builtin-image" in image and "frames" not in image and "strategy: patch" in image
+
+
+def test_cli_submit_video_refuses_bad_jobs_before_connecting(capsys):
+    """`tessera submit job=video` validates with the video config; no controller is needed to refuse."""
+    assert main(["submit", "job=video", "block_frames=0"]) == 2
+    assert "block_frames" in capsys.readouterr().err
+    assert main(["submit", "job=video", "parallel.degree=many"]) == 2
+    assert "parallel.degree" in capsys.readouterr().err
+    assert not ray.is_initialized()

@@ -1,0 +1,135 @@
+"""Video jobs through the controller: submit and wait, pause for a more urgent job and resume, a killed
+worker (real Ray, real SQLite, the built-in video model at a tiny size)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sqlite3
+import time
+
+import imageio.v2 as imageio
+import numpy as np
+import pytest
+import ray
+
+from cluster.client import Client
+from cluster.spec import SpecError
+from runtime.pool import PoolConfig
+
+pytestmark = pytest.mark.slow
+
+TICKS = 6 + 3 - 1  # 6 blocks of 2 frames, 3 steps each
+
+
+def _spec(outputs, **changes) -> dict:
+    spec = {
+        "job": "video",
+        "frames": 12,
+        "block_frames": 2,
+        "steps": 3,
+        "height": 32,
+        "width": 32,
+        "seed": 4,
+        "output_dir": str(outputs),
+        "parallel": {"strategy": "frames", "degree": "auto"},  # the free workers, up to 6 stages
+    }
+    return {**spec, **changes}
+
+
+def _frames(record) -> np.ndarray:
+    reader = imageio.get_reader(record["outputs"]["video"], format="FFMPEG")
+    try:
+        return np.stack([frame for frame in reader])  # list(reader) asks its length: inf
+    finally:
+        reader.close()
+
+
+def _wait_for_tick(job, tick, checkpoint=False, timeout_s=120):
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        record = job.status()
+        if record["state"] in ("succeeded", "failed"):
+            return record
+        if record["steps_done"] >= tick and (not checkpoint or (record["checkpoint_step"] or 0) >= tick):
+            return record
+        time.sleep(0.05)
+    raise TimeoutError(f"job {job.id} did not reach tick {tick}")
+
+
+@pytest.fixture(scope="module")
+def client(ray_local, tmp_path_factory):
+    state = tmp_path_factory.mktemp("video-jobs") / "state"
+    client = Client(
+        state_dir=state, pool=PoolConfig(workers=2, device="cpu", group_timeout_s=30), checkpoint_every=2
+    )
+    yield client
+    ray.get(client.controller.stop.remote())
+    ray.kill(client.controller)
+
+
+@pytest.fixture(scope="module")
+def reference(client, tmp_path_factory):
+    """An uninterrupted video job (on both workers): what every interrupted one must equal."""
+    out = tmp_path_factory.mktemp("reference")
+    job = client.submit(_spec(out))
+    record = job.wait(timeout_s=300)
+    assert record["state"] == "succeeded", job.logs()
+    return record
+
+
+def test_submit_wait_result(client, reference, tmp_path):
+    outputs = reference["outputs"]
+    directory = outputs["directory"]
+    assert sorted(os.listdir(directory)) == ["metadata.json", "video.mp4"]  # no blocks left behind
+    assert not [p for p in os.listdir(os.path.dirname(directory)) if p.endswith(".partial")]
+    frames = _frames(reference)
+    assert frames.shape == (12, 32, 32, 3)
+    meta = json.loads(open(outputs["metadata"]).read())
+    assert (meta["frames"], meta["blocks"], meta["stages"], meta["frames_written"]) == (12, 6, 2, 12)
+    assert meta["spec"]["job"] == "video" and meta["segments"][0]["ticks"] == [0, TICKS]
+    assert reference["steps_done"] == TICKS and reference["checkpoint_step"] == TICKS - 2
+    # a bad video spec is refused at submit with the field's name, and nothing is stored
+    store = sqlite3.connect(ray.get(client.controller.info.remote())["state_dir"] + "/jobs.sqlite")
+    before = store.execute("SELECT COUNT(*) FROM jobs").fetchone()[0]
+    for bad, field in (
+        (_spec(tmp_path, block_frames=0), "block_frames"),
+        (_spec(tmp_path, parallel={"strategy": "frames", "degree": 3}), "parallel.degree"),
+        ({**_spec(tmp_path), "job": "audio"}, "job"),
+    ):
+        with pytest.raises(SpecError, match=field):
+            client.submit(bad)
+    assert store.execute("SELECT COUNT(*) FROM jobs").fetchone()[0] == before
+
+
+def test_pause_for_higher_priority_then_resume_equals_uninterrupted(client, reference, tmp_path):
+    long = client.submit(_spec(tmp_path / "out"))
+    _wait_for_tick(long, 3)  # block 0 has left the queue: its frames are in a block file
+    urgent = client.submit(  # one block, one worker, long enough for the paused job to resume beside it
+        _spec(tmp_path / "out", frames=2, steps=6, parallel={"strategy": "none", "degree": 1}), priority=10
+    )
+    urgent_done = urgent.wait(timeout_s=300)
+    final = long.wait(timeout_s=300)
+    logs = long.logs()
+    assert urgent_done["state"] == "succeeded" and final["state"] == "succeeded", logs
+    assert "paused" in logs and final["attempts"] == 2, logs
+    assert urgent_done["finished_at"] < final["finished_at"]
+    resumed = logs.split("attempt 2", 1)[1].splitlines()[0]
+    assert "from tick" in resumed and "(0 blocks kept)" not in resumed, logs
+    assert "(video, 1 stages" in resumed, logs  # degree auto: resumed on the one worker left free
+    np.testing.assert_array_equal(_frames(final), _frames(reference))
+
+
+def test_killed_worker_resumes_from_checkpoint(client, reference, tmp_path):
+    job = client.submit(_spec(tmp_path / "out", parallel={"strategy": "frames", "degree": 2}))
+    _wait_for_tick(job, 4, checkpoint=True)
+    pids = [info["pid"] for info in ray.get(client.controller.info.remote())["pool"]]
+    os.kill(pids[1], signal.SIGKILL)
+    final = job.wait(timeout_s=300)
+    logs = job.logs()
+    assert final["state"] == "succeeded", logs
+    assert final["attempts"] == 2 and "worker died" in logs, logs
+    resumed = logs.split("attempt 2", 1)[1].splitlines()[0]
+    assert "from tick 4" in resumed or "from tick 6" in resumed, logs  # its last checkpoint
+    np.testing.assert_array_equal(_frames(final), _frames(reference))
