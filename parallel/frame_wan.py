@@ -156,6 +156,9 @@ class WanFrameAdapter:
         return hidden.flatten(2).transpose(1, 2).contiguous()
 
     def conditions(self, timestep: torch.Tensor, text: torch.Tensor) -> Conditions:
+        # the model's dtype: diffusers' embedder casts the time embedding to the text's dtype, and a
+        # float32 text encoder beside a bfloat16 transformer would otherwise meet bf16 weights in fp32
+        text = text.to(self.model.patch_embedding.weight.dtype)
         temb, proj, text, _ = self.model.condition_embedder(timestep.reshape(-1), text, None)
         return Conditions(temb, proj.unflatten(1, (6, -1)), text)
 

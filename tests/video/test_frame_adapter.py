@@ -56,3 +56,18 @@ def test_refuses_other_models_and_bad_context():
         WanFrameAdapter(torch.nn.Linear(2, 2), (4, 2, 4, 4), 1)
     with pytest.raises(ValueError, match="context_frames"):
         WanFrameAdapter(tiny_wan(layers=1), (4, 2, 4, 4), 3)
+
+
+@torch.no_grad()
+def test_bfloat16_model_takes_float32_text():
+    """A bfloat16 transformer beside a float32 text encoder (how the built-in video model loads in
+    bfloat16) failed on the GPU with "mat1 and mat2 must have the same dtype": the adapter casts."""
+    torch.set_num_threads(1)
+    model = tiny_wan(layers=2).to(torch.bfloat16)
+    latent = torch.randn(1, 4, 2, 4, 4, generator=torch.Generator().manual_seed(1))
+    t, text = torch.tensor([500.0]), tiny_text()
+    assert text.dtype == torch.float32
+    got = _pieces(model, latent, t, text, 1)
+    expected = model(latent.bfloat16(), t, text.bfloat16(), return_dict=False)[0]
+    assert got.dtype == torch.bfloat16
+    torch.testing.assert_close(got, expected, atol=1e-2, rtol=1e-2)
