@@ -121,6 +121,16 @@ def test_pause_for_higher_priority_then_resume_equals_uninterrupted(client, refe
     np.testing.assert_array_equal(_frames(final), _frames(reference))
 
 
+def test_cancel_a_running_video_leaves_nothing_behind(client, tmp_path):
+    job = client.submit(_spec(tmp_path / "out"))
+    _wait_for_tick(job, 4)  # blocks 0 and 1 are in block files
+    assert [p.name for p in (tmp_path / "out").iterdir()] == [f".{job.id}.partial"]
+    job.cancel()
+    final = job.wait(timeout_s=300)
+    assert final["state"] == "cancelled", job.logs()
+    assert not (tmp_path / "out").exists() or not list((tmp_path / "out").iterdir())
+
+
 def test_killed_worker_resumes_from_checkpoint(client, reference, tmp_path):
     job = client.submit(_spec(tmp_path / "out", parallel={"strategy": "frames", "degree": 2}))
     _wait_for_tick(job, 4, checkpoint=True)
