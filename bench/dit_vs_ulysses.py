@@ -1,0 +1,330 @@
+"""Our DiT row bands against diffusers' own context parallelism (Ulysses) on the same Wan transformer.
+
+    .venv/bin/python -m bench.dit_vs_ulysses --latent 128 --layers 2 --steps 3 --repeats 5
+
+One ``WanTransformer3DModel`` (random weights, seed 0, float32, eval) denoises one latent with a
+flow-matching Euler loop, timed per denoising step, in four configurations run in turn (A, B, C, D,
+A, ...; ``bench.common.alternate``):
+
+- ``1 worker``: one process, one torch thread (this process), the analogue of one GPU;
+- ``bands 2x1``: two worker processes of one thread each over a gloo group, our row bands in sync
+  mode (``parallel.patch_wan.parallelize_wan_patch``, exact): each worker keeps its band of the
+  latent for the whole loop and the caller gathers once at the end (that gather's time is spread
+  over the loop's steps);
+- ``ulysses 2x1``: the same two workers running diffusers' ``enable_parallelism`` with
+  ``ContextParallelConfig(ulysses_degree=2)`` (exact): the model's ``_cp_plan`` splits the sequence
+  at block 0, attention all-to-alls heads, and ``proj_out`` gathers the full output every step;
+- ``1 process x 2 threads``: the honest CPU baseline.
+
+Both parallel outputs are checked against the one-worker output (max abs error of the final latent).
+Speed figures are medians over ``--repeats`` rounds after ``--warmup`` rounds. Writes the
+"dit-vs-ulysses" section of BENCHMARKS.md unless ``--no-write``.
+
+On a CPU-only torch, diffusers 0.42's ``enable_parallelism`` raises ``ZeroDivisionError`` while
+picking the device (``rank % torch.accelerator.device_count()`` with 0 accelerators). The benchmark
+records that error and calls ``enable_parallelism`` again with ``torch.accelerator.device_count``
+reporting 1 for that one call, so the device resolves to ``cpu:0``; the rest (mesh on "cpu", the
+Ulysses attention, the split and gather hooks) is diffusers' own code, unchanged. The model is
+called with ``return_dict=False``: with the default ``return_dict=True`` the gather hook on the
+whole model raises "Expected output to be a tensor or a list/tuple of tensors".
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import queue
+import socket
+import sys
+import time
+import traceback
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+from diffusers import FlowMatchEulerDiscreteScheduler, WanTransformer3DModel
+
+from bench.common import alternate, median, provenance, write_section
+from parallel.bands import band_bounds, gather_bands, slice_band
+from parallel.patch_config import PatchConfig
+from parallel.patch_wan import parallelize_wan_patch
+
+TEXT_DIM = 64
+TEXT_LEN = 16
+
+
+@dataclass
+class BenchConfig:
+    """What the benchmark builds and runs; the same on every process."""
+
+    latent: int = 128
+    """Latent height and width (before the 2x2 patchify): 128 gives a 64x64 = 4096-token image, about
+    0.9 s of CPU time per forward on one thread of the 2-core EPYC dev machine with the defaults."""
+    frames: int = 1
+    """Latent frames (1 = an image)."""
+    layers: int = 2
+    """Transformer blocks."""
+    heads: int = 4
+    """Attention heads; Ulysses needs them divisible by the worker count."""
+    head_dim: int = 64
+    """Channels per head."""
+    steps: int = 3
+    """Denoising steps per timed run."""
+    workers: int = 2
+    """Parallel degree for both strategies."""
+
+
+def build_model(cfg: BenchConfig) -> WanTransformer3DModel:
+    torch.manual_seed(0)
+    dim = cfg.heads * cfg.head_dim
+    model = WanTransformer3DModel(
+        patch_size=(1, 2, 2),
+        num_attention_heads=cfg.heads,
+        attention_head_dim=cfg.head_dim,
+        in_channels=16,
+        out_channels=16,
+        text_dim=TEXT_DIM,
+        freq_dim=64,
+        ffn_dim=4 * dim,
+        num_layers=cfg.layers,
+        rope_max_seq_len=max(64, cfg.latent),
+    )
+    return model.eval()
+
+
+def inputs(cfg: BenchConfig) -> tuple[torch.Tensor, torch.Tensor]:
+    g = torch.Generator().manual_seed(7)
+    latent = torch.randn(1, 16, cfg.frames, cfg.latent, cfg.latent, generator=g)
+    text = torch.randn(1, TEXT_LEN, TEXT_DIM, generator=g)
+    return latent, text
+
+
+def denoise(
+    model: torch.nn.Module, latent: torch.Tensor, text: torch.Tensor, steps: int
+) -> tuple[torch.Tensor, float]:
+    """(final latent, seconds per step) of a flow-matching Euler loop."""
+    sched = FlowMatchEulerDiscreteScheduler(shift=3.0)
+    sched.set_timesteps(steps)
+    started = time.perf_counter()
+    with torch.no_grad():
+        for t in sched.timesteps:
+            noise = model(latent, t.expand(latent.shape[0]), text, return_dict=False)[0]
+            latent = sched.step(noise, t, latent).prev_sample
+    return latent, (time.perf_counter() - started) / steps
+
+
+def enable_ulysses(model: WanTransformer3DModel, degree: int) -> str:
+    """diffusers' ``enable_parallelism`` with Ulysses; returns a note on what it took (see module doc)."""
+    from diffusers import ContextParallelConfig
+
+    try:
+        model.enable_parallelism(config=ContextParallelConfig(ulysses_degree=degree))
+        return "enable_parallelism ran as is"
+    except ZeroDivisionError as e:
+        if torch.accelerator.device_count() != 0:
+            raise
+        error = f"{type(e).__name__}: {e}"
+    real = torch.accelerator.device_count
+    torch.accelerator.device_count = lambda: 1
+    try:
+        model.enable_parallelism(config=ContextParallelConfig(ulysses_degree=degree))
+    finally:
+        torch.accelerator.device_count = real
+    return (
+        f"enable_parallelism raised `{error}` on this CPU-only torch (no accelerator); "
+        "re-run with torch.accelerator.device_count reporting 1 for that call"
+    )
+
+
+def _tokens_hook(model: WanTransformer3DModel, seen: list[int]) -> None:
+    """Record the sequence length block 0's self-attention sees: proof of how the tokens were split.
+    (Hooked on ``attn1``, inside the block: diffusers' split hook replaces the block's forward.)"""
+    model.blocks[0].attn1.register_forward_pre_hook(lambda _m, args: seen.append(args[0].shape[1]))
+
+
+# ---- worker processes -------------------------------------------------------------------------
+def _worker(rank: int, cfg: BenchConfig, port: int, commands: Any, results: Any) -> None:
+    torch.set_num_threads(1)
+    os.environ["OMP_NUM_THREADS"] = "1"
+    try:
+        dist.init_process_group(
+            "gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=cfg.workers
+        )
+        group = dist.group.WORLD
+        latent, text = inputs(cfg)
+        bounds = band_bounds(cfg.latent, cfg.workers, align=2)
+        bands = build_model(cfg)
+        band_tokens: list[int] = []
+        _tokens_hook(bands, band_tokens)
+        handle = parallelize_wan_patch(bands, group, PatchConfig("sync"))
+        ulysses: WanTransformer3DModel | None = build_model(cfg)
+        ulysses_tokens: list[int] = []
+        try:
+            note = enable_ulysses(ulysses, cfg.workers)
+            _tokens_hook(ulysses, ulysses_tokens)
+        except Exception:  # noqa: BLE001 - recorded in the report instead
+            note = "Ulysses could not be enabled:\n" + traceback.format_exc()
+            ulysses = None
+        results.put(("ready", rank, note))
+        while True:
+            kind = commands.get()
+            if kind == "stop":
+                break
+            dist.barrier()
+            if kind == "bands":
+                handle.reset()
+                band, seconds = denoise(bands, slice_band(latent, bounds, rank), text, cfg.steps)
+                started = time.perf_counter()
+                out = gather_bands(band, group, bounds)  # once per loop, charged to its steps
+                seconds += (time.perf_counter() - started) / cfg.steps
+                extra = {"bytes": handle.bytes_sent.last_step, "tokens": band_tokens[-1]}
+            elif ulysses is None:
+                out, seconds, extra = None, float("nan"), {}
+            else:
+                out, seconds = denoise(ulysses, latent, text, cfg.steps)
+                extra = {"tokens": ulysses_tokens[-1]}
+            # the slowest rank's time is the group's
+            t = torch.tensor([seconds], dtype=torch.float64)
+            dist.all_reduce(t, op=dist.ReduceOp.MAX)
+            if rank == 0:
+                results.put((kind, t.item(), out, extra))
+    except BaseException:  # noqa: BLE001 - report anything to the parent
+        results.put(("error", rank, traceback.format_exc()))
+    finally:
+        if dist.is_initialized():
+            dist.destroy_process_group()
+
+
+class Workers:
+    """``cfg.workers`` persistent processes holding both parallel models; ``run(kind)`` times one loop."""
+
+    def __init__(self, cfg: BenchConfig, timeout: float):
+        ctx = mp.get_context("spawn")
+        self.timeout = timeout
+        self.results = ctx.Queue()
+        self.commands = [ctx.Queue() for _ in range(cfg.workers)]
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        self.procs = [
+            ctx.Process(target=_worker, args=(r, cfg, port, self.commands[r], self.results), daemon=True)
+            for r in range(cfg.workers)
+        ]
+        for p in self.procs:
+            p.start()
+        notes = [self._get() for _ in self.procs]
+        self.ulysses_note = next(n for tag, r, n in notes if r == 0)
+        self.last: dict[str, tuple[torch.Tensor | None, dict]] = {}
+
+    def _get(self) -> tuple:
+        try:
+            msg = self.results.get(timeout=self.timeout)
+        except queue.Empty:
+            raise TimeoutError(f"no answer from the workers after {self.timeout}s") from None
+        if msg[0] == "error":
+            raise RuntimeError(f"worker {msg[1]} failed:\n{msg[2]}")
+        return msg
+
+    def run(self, kind: str) -> float:
+        for q in self.commands:
+            q.put(kind)
+        _, seconds, out, extra = self._get()
+        self.last[kind] = (out, extra)
+        return seconds
+
+    def close(self) -> None:
+        for q in self.commands:
+            q.put("stop")
+        for p in self.procs:
+            p.join(timeout=30)
+            if p.is_alive():
+                p.kill()
+
+
+# ---- main ---------------------------------------------------------------------------------------
+def main(argv: list[str] | None = None) -> str:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    for field, default in vars(BenchConfig()).items():
+        ap.add_argument(f"--{field.replace('_', '-')}", type=int, default=default)
+    ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--warmup", type=int, default=1)
+    ap.add_argument("--timeout", type=float, default=1800.0, help="seconds to wait for one worker answer")
+    ap.add_argument("--no-write", action="store_true", help="print the section instead of writing it")
+    args = ap.parse_args(argv)
+    cfg = BenchConfig(**{f: getattr(args, f) for f in vars(BenchConfig())})
+    if cfg.heads % cfg.workers:
+        raise SystemExit(
+            f"--heads: Ulysses needs heads divisible by --workers, got {cfg.heads} and {cfg.workers}"
+        )
+    if cfg.latent % 2:
+        raise SystemExit(f"--latent: must be even (2x2 patches), got {cfg.latent}")
+
+    model = build_model(cfg)
+    single_tokens: list[int] = []
+    _tokens_hook(model, single_tokens)
+    latent, text = inputs(cfg)
+    reference: dict[str, torch.Tensor] = {}
+
+    def single(threads: int) -> float:
+        torch.set_num_threads(threads)
+        out, seconds = denoise(model, latent, text, cfg.steps)
+        reference.setdefault("out", out)
+        return seconds
+
+    workers = Workers(cfg, args.timeout)
+    try:
+        w = cfg.workers
+        runs = {
+            "1 worker": lambda: single(1),
+            f"bands {w}x1": lambda: workers.run("bands"),
+            f"ulysses {w}x1": lambda: workers.run("ulysses"),
+            "1 process x 2 threads": lambda: single(2),
+        }
+        times = alternate(runs, args.repeats, args.warmup)
+        last = dict(workers.last)
+        note = workers.ulysses_note
+    finally:
+        workers.close()
+    torch.set_num_threads(1)
+
+    ref = reference["out"]
+    base = median(times["1 worker"])
+    tokens = cfg.frames * (cfg.latent // 2) ** 2
+    rows = []
+    for name, values in times.items():
+        kind = name.split()[0] if name.split()[0] in ("bands", "ulysses") else None
+        out, extra = last[kind] if kind else (ref, {"tokens": single_tokens[-1]})
+        err = "n/a" if out is None else f"{(out - ref).abs().max().item():.2e}"
+        if kind == "bands":
+            sent = f"{max(extra['bytes']['kv'].values()) / 2**20:.2f}"
+        else:
+            sent = "not counted" if kind == "ulysses" else "0"
+        m = median(values)
+        rows.append(f"| {name} | {m:.3f} | {base / m:.2f}x | {err} | {extra.get('tokens', 'n/a')} | {sent} |")
+    command = "python -m bench.dit_vs_ulysses " + " ".join(argv if argv is not None else sys.argv[1:])
+    body = (
+        "## DiT bands vs diffusers' Ulysses context parallelism (Wan transformer, CPU)\n\n"
+        + provenance(command)
+        + f"- model: WanTransformer3DModel, {cfg.layers} blocks, {cfg.heads} heads x {cfg.head_dim}, "
+        f"latent {cfg.frames}x{cfg.latent}x{cfg.latent} -> {tokens} tokens, float32, random weights\n"
+        f"- {cfg.steps} flow-matching Euler steps per run; median of {args.repeats} alternating rounds "
+        f"after {args.warmup} warm-up\n"
+        f"- Ulysses: ContextParallelConfig(ulysses_degree={cfg.workers}); {note}\n"
+        "- max abs err: final latent against the 1-worker loop; tokens: sequence length block 0 sees "
+        "on one rank; K/V MiB: what one band worker sends one peer per step, counted in parallel.comm "
+        "(Ulysses' all-to-alls run inside diffusers and are not counted)\n\n"
+        "| configuration | s/step (median) | speed-up vs 1 worker | max abs err | tokens per rank | "
+        "K/V MiB per step per peer |\n|---|---|---|---|---|---|\n" + "\n".join(rows) + "\n"
+    )
+    if args.no_write:
+        print(body)
+    else:
+        write_section("dit-vs-ulysses", body)
+        print(body)
+    return body
+
+
+if __name__ == "__main__":
+    main()
