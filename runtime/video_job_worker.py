@@ -22,7 +22,7 @@ def begin_video_job(worker, task: VideoTask, block_dir: str, resume: dict[str, A
     """Open this worker's stage of ``task``; ``resume``: the merged state of a checkpoint, or None."""
     from pipelines.video_blocks import BlockFileWriter
     from runtime.video_session import VideoSession
-    from runtime.video_state import load_stage_state
+    from runtime.video_state import load_decoder_state, load_stage_state
 
     worker._close_session()
     started = time.perf_counter()
@@ -40,11 +40,17 @@ def begin_video_job(worker, task: VideoTask, block_dir: str, resume: dict[str, A
     worker.session = VideoSession(pipe, task, group, make_writer=make_writer)
     if resume is not None:
         load_stage_state(worker.session.pipeline, resume)
+        if resume.get("decoder") is not None and worker.session.decode is not None:
+            load_decoder_state(worker.session.decode, resume["decoder"])
     return {"cache_hit": hit, "load_s": load_s, "resident_bytes": resident}
 
 
 def snapshot_video_job(worker) -> dict[str, Any]:
     """This stage's share of the state at the current tick boundary (all stages at once)."""
-    from runtime.video_state import export_stage_state
+    from runtime.video_state import export_decoder_state, export_stage_state
 
-    return export_stage_state(worker._session().pipeline)
+    session = worker._session()
+    state = export_stage_state(session.pipeline)  # first: stage 0 may finish (and decode) blocks here
+    if session.decode is not None:
+        state["decoder"] = export_decoder_state(session.decode)
+    return state

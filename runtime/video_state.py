@@ -4,7 +4,9 @@ At the boundary before tick T the state is: T itself; on stage 0 the latent and 
 of every block still in the queue (blocks that enter at T or later start from the seed's noise
 template, so they need nothing); on every stage the feature cache entries of its layers that the
 queue still reads (the block just before the oldest queued one, and the queued ones). Finished
-blocks are not state: they have left for the video writer. The state of all stages merged
+blocks are not state: they have left for the video writer. With a causal VAE (Wan's), stage 0's
+block decoder carries a cache from block to block: it is state too (``export_decoder_state``), or
+the frames after a resume would differ. The state of all stages merged
 (``merge_stage_states``) is independent of the stage count, because the cache is keyed by layer,
 so a job paused on S stages resumes on any other S' (``load_stage_state`` keeps a stage's layers).
 
@@ -84,6 +86,7 @@ def merge_stage_states(states: list[dict[str, Any]]) -> dict[str, Any]:
         "latents": head["latents"],
         "schedulers": head["schedulers"],
         "cache": [entry for s in states for entry in s["cache"]],
+        "decoder": head.get("decoder"),
     }
 
 
@@ -116,3 +119,27 @@ def load_stage_state(pipe: FramePipeline, state: dict[str, Any]) -> None:
 
 def _edge(entry: dict[str, Any], device: torch.device) -> EdgeKV:
     return EdgeKV(entry["key"].to(device), entry["value"].to(device))
+
+
+def export_decoder_state(decoder: Any) -> dict[str, Any] | None:
+    """Stage 0's block decoder at the boundary: a causal VAE's per-convolution cache of the last
+    frames decoded (``pipelines.wan_decode.WanBlockDecoder``: ``cache``, ``first``), which the next
+    block's frames depend on; None for a decoder without state (a per-frame VAE)."""
+    cache = getattr(decoder, "cache", None)
+    if cache is None:
+        return None
+    return {
+        "first": bool(decoder.first),
+        "cache": [v.detach().cpu().clone() if isinstance(v, torch.Tensor) else v for v in cache],
+    }
+
+
+def load_decoder_state(decoder: Any, state: dict[str, Any]) -> None:
+    """Continue a fresh block decoder from ``export_decoder_state``'s output."""
+    if len(state["cache"]) != len(decoder.cache):
+        raise ValueError(
+            f"checkpoint: the decoder cache has {len(state['cache'])} entries, this VAE {len(decoder.cache)}"
+        )
+    device = decoder.vae.device
+    decoder.cache = [v.to(device) if isinstance(v, torch.Tensor) else v for v in state["cache"]]
+    decoder.first = state["first"]

@@ -1,0 +1,78 @@
+"""A service video job's worker side on a full WanPipeline directory (causal 3-D VAE, multistep UniPC):
+stopped at a tick boundary and continued from its checkpoint, the MP4 equals the uninterrupted one,
+because the checkpoint carries the VAE's block-to-block cache (without it the frames differ)."""
+
+from __future__ import annotations
+
+import io
+
+import imageio.v2 as imageio
+import numpy as np
+import pytest
+import torch
+from _tiny_wan_pipeline import save_tiny_wan_pipeline
+
+from runtime.device import device_slot
+from runtime.video_job_worker import begin_video_job, snapshot_video_job
+from runtime.video_state import merge_stage_states
+from runtime.video_task import VideoTask
+from runtime.video_worker import advance_video, end_video
+from runtime.worker import Worker
+
+
+@pytest.fixture(scope="module")
+def wan_dir(tmp_path_factory):
+    return save_tiny_wan_pipeline(tmp_path_factory.mktemp("wan") / "tiny-wan")
+
+
+def _task(wan_dir, video_path) -> VideoTask:
+    return VideoTask(
+        model_path=str(wan_dir),
+        dtype="float32",
+        prompt="red and yellow stripes",
+        height=32,
+        width=32,
+        frames=24,  # 6 latent frames: 3 blocks of 2, 3 steps: 5 ticks
+        block_frames=8,
+        context_frames=1,
+        steps=3,
+        seed=2,
+        fps=8.0,
+        video_path=str(video_path),
+    )
+
+
+def _frames(path) -> np.ndarray:
+    reader = imageio.get_reader(path, format="FFMPEG")
+    try:
+        return np.stack([frame for frame in reader])
+    finally:
+        reader.close()
+
+
+def _render(worker, task, block_dir, resume=None, stop_at=None):
+    begin_video_job(worker, task, str(block_dir), resume)
+    if stop_at is not None:
+        assert advance_video(worker, stop_at) == stop_at
+        state = merge_stage_states([snapshot_video_job(worker)])
+        worker._close_session()  # a pause: the stage is abandoned, the block files stay
+        buf = io.BytesIO()
+        torch.save(state, buf)
+        buf.seek(0)
+        return torch.load(buf, weights_only=True)  # as the controller reads checkpoint.pt
+    advance_video(worker, None)
+    return end_video(worker)
+
+
+def test_resume_with_a_causal_vae_equals_uninterrupted(wan_dir, tmp_path):
+    worker = Worker(0, device_slot("cpu"))
+    ref = _render(worker, _task(wan_dir, tmp_path / "ref.mp4"), tmp_path / "ref")
+    assert ref["frames_written"] == 1 + 4 * 5
+    state = _render(worker, _task(wan_dir, tmp_path / "a.mp4"), tmp_path / "a", stop_at=3)
+    assert state["blocks_finished"] == 1 and state["decoder"]["first"] is False
+    _render(worker, _task(wan_dir, tmp_path / "a.mp4"), tmp_path / "a", resume=state)
+    np.testing.assert_array_equal(_frames(tmp_path / "a.mp4"), _frames(tmp_path / "ref.mp4"))
+    # the decoder cache is state: resumed without it, the frames after the resume point differ
+    _render(worker, _task(wan_dir, tmp_path / "b.mp4"), tmp_path / "a", resume={**state, "decoder": None})
+    cut, ref_frames = _frames(tmp_path / "b.mp4"), _frames(tmp_path / "ref.mp4")
+    assert cut.shape != ref_frames.shape or not np.array_equal(cut, ref_frames)
