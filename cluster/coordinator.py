@@ -80,12 +80,16 @@ CheckpointSink = Callable[[dict], None]
 """Receives the full-image render state (pipelines.render_state) to store."""
 
 
-def gather_checkpoint(workers: list) -> dict:
+def stitch_snapshots(states: list[dict]) -> dict:
     """The full-image state, stitched from one copy of each band (CFG partners hold the same band)."""
     by_rows: dict[tuple[int, int], dict] = {}
-    for state in ray.get([w.snapshot.remote() for w in workers]):
+    for state in states:
         by_rows.setdefault(tuple(state["rows"]), state)
     return stitch_states(list(by_rows.values()))
+
+
+def gather_checkpoint(workers: list) -> dict:
+    return stitch_snapshots(ray.get([w.snapshot.remote() for w in workers]))
 
 
 def run_render(
@@ -99,6 +103,7 @@ def run_render(
     on_checkpoint: CheckpointSink | None = None,
     indices: list[int] | None = None,
     until: int | None = None,
+    on_last_call: Callable[[], None] | None = None,
 ) -> RenderResult:
     """Run (or continue, from `resume`) one render on `degree` pool workers (`indices`, by default
     the first ones), up to step `until` (the job's last step by default).
@@ -106,6 +111,8 @@ def run_render(
     Every `checkpoint_every` steps the state goes to `on_checkpoint`; when `on_step` says stop, the
     state at that step boundary travels in the RenderStopped exception. A segment that ends before
     the job's last step returns its end state in `RenderResult.checkpoint`, to continue elsewhere.
+    `on_last_call` runs once every call this render makes to its workers has been queued on them: from
+    then on a worker's next job can be queued behind them (Ray runs an actor's calls in order).
     """
     spec.check_fits(pool.size)
     indices = list(range(spec.parallel.degree)) if indices is None else list(indices)
@@ -118,28 +125,44 @@ def run_render(
     # one worker on the whole latent talks to nobody: no process group to form (and tear down)
     single = spec.parallel.strategy == "none"
     with contextlib.nullcontext() if single else pool.group(indices) as group:
-        begin = ray.get([w.begin_render.remote(task, resume) for w in workers])
         first = resume["step_index"] if resume else 0
-        step_s = []
-        for _ in tqdm(range(first, until), desc="denoising", unit="step", disable=not progress):
-            step_started = time.perf_counter()
-            done = ray.get([w.step.remote() for w in workers])[0]
-            step_s.append(time.perf_counter() - step_started)
-            if on_step is not None and not on_step(done):
-                raise RenderStopped(done, gather_checkpoint(workers))
-            if checkpoint_every and on_checkpoint and done % checkpoint_every == 0 and done < until:
-                on_checkpoint(gather_checkpoint(workers))
-        end_state = gather_checkpoint(workers) if until < spec.steps else None
-        bands = ray.get([w.latents.remote() for w in workers])
-        ends = ray.get([w.end_render.remote() for w in workers])
-        latents = stitch_bands(ends, bands) if end_state is None else None
-        decode_started = time.perf_counter()
-        image = (
-            ray.get(workers[0].decode_latents.remote(task.model_path, task.dtype, latents))
-            if decode and latents is not None
-            else None
+        begin_refs = [w.begin_render.remote(task, resume) for w in workers]
+        closing: dict = {}
+
+        def queue_closing() -> None:
+            """Everything after the last step, queued at once: a worker runs it back to back, and a
+            single band is decoded from the worker's own result without a trip through the driver."""
+            if until < spec.steps:
+                closing["snapshots"] = [w.snapshot.remote() for w in workers]
+            closing["bands"] = [w.latents.remote() for w in workers]
+            if decode and until == spec.steps and len(workers) == 1:
+                closing["decode"] = workers[0].decode_latents.remote(
+                    task.model_path, task.dtype, closing["bands"][0]
+                )
+            closing["ends"] = [w.end_render.remote() for w in workers]
+            # with a process group the workers still have to leave it (on leaving the `with`), so
+            # nothing may be queued behind these calls yet
+            if on_last_call is not None and single and ("decode" in closing or not decode or until < spec.steps):
+                on_last_call()
+
+        step_s = _run_steps(
+            workers, first, until, progress, on_step, checkpoint_every, on_checkpoint, begin_refs, queue_closing
         )
-        decode_s = time.perf_counter() - decode_started
+        begin = ray.get(begin_refs)
+        end_state = stitch_snapshots(ray.get(closing["snapshots"])) if "snapshots" in closing else None
+        bands = ray.get(closing["bands"])
+        decode_started = time.perf_counter()
+        image = ray.get(closing["decode"]) if "decode" in closing else None
+        ends = ray.get(closing["ends"])
+        latents = stitch_bands(ends, bands) if end_state is None else None
+        if "decode" in closing:
+            decode_s = ends[0].get("decode_s", time.perf_counter() - decode_started)
+        elif decode and latents is not None:
+            decode_started = time.perf_counter()
+            image = ray.get(workers[0].decode_latents.remote(task.model_path, task.dtype, latents))
+            decode_s = time.perf_counter() - decode_started
+        else:
+            decode_s = 0.0
         backend = None if single else group.spec.backend
     metadata = {
         "strategy": spec.parallel.strategy,
@@ -166,6 +189,73 @@ def run_render(
         ],
     }
     return RenderResult(image=image, latents=latents, metadata=metadata, checkpoint=end_state)
+
+
+def _run_steps(
+    workers: list,
+    first: int,
+    until: int,
+    progress: bool,
+    on_step: StepHook | None,
+    checkpoint_every: int,
+    on_checkpoint: CheckpointSink | None,
+    begin_refs: list,
+    after_last_queued: Callable[[], None],
+) -> list[float]:
+    """Steps `first`..`until` on every worker; returns the seconds between consecutive step results.
+
+    The first step is queued behind `begin_refs` (the workers' begin_render calls) without waiting for
+    them; `after_last_queued` runs as soon as the last step is queued, to queue what follows it.
+
+    The next step is queued on the workers before the driver looks at the current one, so a worker
+    never waits for a round trip through the driver between steps. A stop asked for after step k
+    therefore lands at step k + 1, the step already queued (still a step boundary), and when that was
+    the last step the render simply completes; a checkpoint step queues nothing ahead, so the snapshot
+    is taken at exactly that step.
+    """
+    step_s: list[float] = []
+    queued = first
+
+    def queue_step() -> list:
+        nonlocal queued
+        queued += 1
+        refs = [w.step.remote() for w in workers]
+        if queued == until:
+            after_last_queued()
+        return refs
+
+    def checkpoint_at(step: int) -> bool:
+        return bool(checkpoint_every and on_checkpoint and step % checkpoint_every == 0 and step < until)
+
+    bar = tqdm(total=until - first, desc="denoising", unit="step", disable=not progress)
+    pending = queue_step() if first < until else None
+    if pending is None:
+        after_last_queued()
+    ray.get(begin_refs)  # a failed set-up is reported as itself, not as the queued step's failure
+    last = time.perf_counter()
+    try:
+        while pending is not None:
+            done = ray.get(pending)[0]
+            pending = queue_step() if queued < until and not checkpoint_at(done) else None
+            now = time.perf_counter()
+            step_s.append(now - last)
+            last = now
+            bar.update(1)
+            if on_step is not None and not on_step(done):
+                if pending is not None:  # the step already queued runs; stop after it
+                    done = ray.get(pending)[0]
+                    step_s.append(time.perf_counter() - last)
+                    if done == until:  # nothing left to stop: the render (or segment) is complete
+                        on_step(done)
+                        break
+                    on_step(done)
+                raise RenderStopped(done, gather_checkpoint(workers))
+            if checkpoint_at(done):
+                on_checkpoint(gather_checkpoint(workers))
+                pending = queue_step() if queued < until else None
+    finally:
+        bar.close()
+    return step_s
 
 
 def _worker_summary(info: dict, begin: dict, end: dict, steps: int) -> dict:

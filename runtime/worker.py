@@ -48,6 +48,7 @@ class Worker:
         self.session = None
         self.attention = "sdpa"
         self.busy_s = 0.0
+        self.last_decode_s = 0.0
 
     def info(self) -> dict:
         import ray
@@ -112,6 +113,7 @@ class Worker:
         from runtime.render_session import RenderSession
 
         self._close_session()
+        self.last_decode_s = 0.0
         started = time.perf_counter()
         pipe, hit = self.load_pipeline(task.model_path, task.dtype)
         load_s = time.perf_counter() - started
@@ -145,12 +147,19 @@ class Worker:
         """Decode a stitched latent with this worker's cached VAE (tiled for large images)."""
         from pipelines.sampling import decode_latents
 
+        started = time.perf_counter()
         pipe, _ = self.load_pipeline(path, dtype)
-        return decode_latents(pipe, latents)
+        image = decode_latents(pipe, latents)
+        self.last_decode_s = time.perf_counter() - started
+        return image
 
     @_busy
     def end_render(self) -> dict:
-        report = dict(self._session().report(), peak_memory_bytes=memory.peak_bytes(self.device))
+        report = dict(
+            self._session().report(),
+            peak_memory_bytes=memory.peak_bytes(self.device),
+            decode_s=self.last_decode_s,  # of a decode queued before this call (see cluster.coordinator)
+        )
         self._close_session()
         return report
 
