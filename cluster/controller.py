@@ -322,6 +322,7 @@ class Controller(VideoJobs):
                 on_checkpoint=on_checkpoint,
                 indices=workers,
                 until=until,
+                on_last_call=release,  # a one-worker job's next job queues behind its decode
             )
         except RenderStopped as stopped:
             release()
