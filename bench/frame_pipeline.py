@@ -55,6 +55,22 @@ def two_threads_fps(spec: VideoSpec, out: Path) -> float:
     return report["frames"] / (time.perf_counter() - started)
 
 
+def speed_only(args, command: str, rows: str, one: float, two: float, threads: float) -> str:
+    return f"""## Frame pipeline speed (DualParal): built-in video model, {args.size}x{args.size}
+
+{args.frames} frames in blocks of {args.block_frames}, {args.steps} steps per block, through the Ray pool;
+frames/s over the whole render (denoise, per-frame VAE decode, MP4 writing), median of {args.repeats}
+alternated runs after a warm-up.
+
+{provenance(command)}
+| configuration | frames/s (median) | vs 1 worker | runs |
+|---|---|---|---|
+{rows}
+
+2 stages vs 1 worker: {two / one:.2f}x (target >= 1.8x); 1 process with 2 threads: {threads / one:.2f}x.
+"""
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--size", type=int, default=128, help="frame height and width in pixels")
@@ -103,6 +119,9 @@ def main() -> None:
         + " |"
         for name, values in speed.items()
     )
+    if not memory:  # --memory-frames with no lengths: the speed figures only, in their own section
+        write_section("frame-pipeline-speed", speed_only(args, command, rows, one, two, threads))
+        return
     mib = 2**20
     mem_rows = "\n".join(
         f"| {frames} | " + " | ".join(f"{b / mib:.0f}" for b in peaks) + " |"
