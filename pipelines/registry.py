@@ -31,7 +31,7 @@ BUILTIN_MODELS: dict[str, BuiltinModel] = {
     "builtin-video": BuiltinModel(
         "builtin-video",
         "video",
-        "small Wan-layout video DiT (random weights), per-frame VAE of builtin-image",
+        "small Wan-layout video DiT (trained briefly on procedural moving shapes), per-frame VAE of builtin-image",
     ),
 }
 
