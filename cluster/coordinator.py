@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -72,6 +73,9 @@ class RenderStopped(Exception):
         self.steps_done = steps_done
         self.checkpoint = checkpoint
 
+
+QUEUED_STEPS = 2
+"""Steps kept queued on each worker: the one it runs and the next (see `_run_steps`)."""
 
 StepHook = Callable[[int], bool]
 """Called after every step with the number of steps done; returning False stops the render."""
@@ -204,55 +208,63 @@ def _run_steps(
 ) -> list[float]:
     """Steps `first`..`until` on every worker; returns the seconds between consecutive step results.
 
-    The first step is queued behind `begin_refs` (the workers' begin_render calls) without waiting for
-    them; `after_last_queued` runs as soon as the last step is queued, to queue what follows it.
+    The first steps are queued behind `begin_refs` (the workers' begin_render calls) without waiting
+    for them; `after_last_queued` runs as soon as the last step is queued, to queue what follows it.
 
-    The next step is queued on the workers before the driver looks at the current one, so a worker
-    never waits for a round trip through the driver between steps. A stop asked for after step k
-    therefore lands at step k + 1, the step already queued (still a step boundary), and when that was
-    the last step the render simply completes; a checkpoint step queues nothing ahead, so the snapshot
-    is taken at exactly that step.
+    Two steps are kept queued on the workers: while a worker runs one, the next waits in its mailbox,
+    so it never idles for a round trip through the driver (progress, store writes, the next call).
+    A stop asked for after step k therefore lands at step k + 1, the step already queued (still a step
+    boundary), and when that was the last step the render simply completes. A checkpoint's snapshot is
+    queued right behind its step, so it holds exactly that step's state.
     """
     step_s: list[float] = []
     queued = first
-
-    def queue_step() -> list:
-        nonlocal queued
-        queued += 1
-        refs = [w.step.remote() for w in workers]
-        if queued == until:
-            after_last_queued()
-        return refs
+    inflight: deque[list] = deque()
+    snapshots: dict[int, list] = {}
 
     def checkpoint_at(step: int) -> bool:
         return bool(checkpoint_every and on_checkpoint and step % checkpoint_every == 0 and step < until)
 
+    def queue_step() -> None:
+        nonlocal queued
+        queued += 1
+        inflight.append([w.step.remote() for w in workers])
+        if checkpoint_at(queued):
+            snapshots[queued] = [w.snapshot.remote() for w in workers]
+        if queued == until:
+            after_last_queued()
+
     bar = tqdm(total=until - first, desc="denoising", unit="step", disable=not progress)
-    pending = queue_step() if first < until else None
-    if pending is None:
+    for _ in range(min(QUEUED_STEPS, until - first)):
+        queue_step()
+    if not inflight:
         after_last_queued()
     ray.get(begin_refs)  # a failed set-up is reported as itself, not as the queued step's failure
     last = time.perf_counter()
+
+    def next_result() -> int:
+        nonlocal last
+        done = ray.get(inflight.popleft())[0]
+        now = time.perf_counter()
+        step_s.append(now - last)
+        last = now
+        bar.update(1)
+        return done
+
     try:
-        while pending is not None:
-            done = ray.get(pending)[0]
-            pending = queue_step() if queued < until and not checkpoint_at(done) else None
-            now = time.perf_counter()
-            step_s.append(now - last)
-            last = now
-            bar.update(1)
+        while inflight:
+            done = next_result()
+            if done in snapshots:
+                on_checkpoint(stitch_snapshots(ray.get(snapshots.pop(done))))
             if on_step is not None and not on_step(done):
-                if pending is not None:  # the step already queued runs; stop after it
-                    done = ray.get(pending)[0]
-                    step_s.append(time.perf_counter() - last)
-                    if done == until:  # nothing left to stop: the render (or segment) is complete
-                        on_step(done)
-                        break
+                if inflight:  # the step already queued runs; stop after it
+                    done = next_result()
                     on_step(done)
+                    if done == until:  # nothing left to stop: the render (or segment) is complete
+                        break
                 raise RenderStopped(done, gather_checkpoint(workers))
-            if checkpoint_at(done):
-                on_checkpoint(gather_checkpoint(workers))
-                pending = queue_step() if queued < until else None
+            if queued < until:
+                queue_step()
     finally:
         bar.close()
     return step_s
