@@ -120,7 +120,7 @@ def main() -> None:
         for name, values in speed.items()
     )
     if not memory:  # --memory-frames with no lengths: the speed figures only, in their own section
-        write_section("frame-pipeline-speed", speed_only(args, command, rows, one, two, threads))
+        write_section(f"frame-pipeline-speed-{args.frames}", speed_only(args, command, rows, one, two, threads))
         return
     mib = 2**20
     mem_rows = "\n".join(
