@@ -124,4 +124,31 @@ def write_checkpoint(
 def load_optimizer(checkpoint: Path, optimizer: torch.optim.Optimizer) -> None:
     rank = dist.get_rank() if dist.is_initialized() else 0
     state = torch.load(checkpoint / "optimizer" / f"rank{rank}.pt", weights_only=True)
+    check_optimizer_state(state, optimizer, checkpoint, rank)
     optimizer.load_state_dict(state)
+
+
+def check_optimizer_state(state: dict, optimizer: torch.optim.Optimizer, checkpoint: Path, rank: int) -> None:
+    """Refuse optimizer state that belongs to other parameters, before it is loaded.
+
+    torch matches optimizer state to parameters by position only, so state written by a different
+    stage cut or a different layer list (the order of a stage's parameters) loads without complaint
+    and fails steps later inside the optimizer with a shape error far from the cause.
+    """
+    params = [p for group in optimizer.param_groups for p in group["params"]]
+    saved = state.get("state", {})
+    for index, param in enumerate(params):
+        moments = [v for v in saved.get(index, {}).values() if isinstance(v, torch.Tensor) and v.dim() > 0]
+        for moment in moments:
+            if moment.shape != param.shape:
+                raise ValueError(
+                    f"resume: the optimizer state of rank {rank} in {checkpoint} belongs to other parameters "
+                    f"(parameter {index}: saved {tuple(moment.shape)}, this stage has {tuple(param.shape)}); "
+                    "the stage cut or the model's layer list changed since it was written"
+                )
+    count = sum(len(group["params"]) for group in state["param_groups"])
+    if count != len(params):
+        raise ValueError(
+            f"resume: the optimizer state of rank {rank} in {checkpoint} has {count} parameters, "
+            f"this stage {len(params)}"
+        )
