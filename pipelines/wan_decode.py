@@ -7,9 +7,9 @@ queue concatenate to exactly ``vae.decode`` of the whole latent video, while onl
 The first latent frame decodes to one video frame, each later one to ``scale_factor_temporal``.
 
 The cache is the decoder's own (one per video, never the VAE module's), so measuring a decode or
-rendering another video on the same cached model does not disturb it. It is not part of a job's
-checkpoint: a render resumed mid-video restarts it (``first_chunk``), which changes the frames at
-the resume point.
+rendering another video on the same cached model does not disturb it. A service job's checkpoint
+carries it (``runtime.video_state.export_decoder_state``), so a video resumed mid-way decodes the frames
+at the resume point as the uninterrupted render does.
 """
 
 from __future__ import annotations
