@@ -39,6 +39,7 @@ from runtime.train_data import (
     shapes,
     vae_batch,
 )
+from runtime.train_engine import pipeline_engine
 from runtime.train_recovery import restart_point, write_pid
 from runtime.train_video import initial_video_pipeline, is_video_model, train_dit, video_saver
 
@@ -207,34 +208,22 @@ def train_unet(
     device,
     resume_boundaries: tuple[int, ...] | None = None,
 ) -> None:
-    import deepspeed
-
-    from parallel.pipeline_module import build_pipeline_module
-    from parallel.pipeline_partition import agree_on_costs, balanced_boundaries, profile_layer_costs
     from parallel.pipeline_unet import noise_mse, unet_layers
 
     stage = cfg.unet
     vae = pipe.vae.to(device).eval().requires_grad_(False)
     unet, text_encoder = pipe.unet.to(device).train(), pipe.text_encoder.to(device).train()
     layers = unet_layers(unet, text_encoder)
-    if resume_boundaries is not None:
-        boundaries = list(resume_boundaries)
-        if rank == 0:
-            print(f"pipeline boundaries {boundaries} (from the checkpoint)", flush=True)
-    else:
-        costs = agree_on_costs(profile_layer_costs(layers, _profile_inputs(cfg, pipe, device)))
-        boundaries = balanced_boundaries(costs, cfg.stages)
-        if rank == 0:
-            shares = [round(sum(costs[a:b]) / sum(costs), 3) for a, b in zip(boundaries, boundaries[1:])]
-            print(f"pipeline boundaries {boundaries}, measured cost shares {shares}", flush=True)
-    module = build_pipeline_module(layers, boundaries, noise_mse, stage.activation_checkpoint_interval)
-    engine, optimizer, _, _ = deepspeed.initialize(
-        model=module,
-        model_parameters=[p for p in module.parameters() if p.requires_grad],
-        config=deepspeed_config(stage.micro_batch, stage.micro_batches, stage.lr, stage.gradient_clipping),
+    module, engine, optimizer, boundaries = pipeline_engine(
+        cfg,
+        stage,
+        layers,
+        noise_mse,
+        lambda: _profile_inputs(cfg, pipe, device),
+        rank,
+        resume_from,
+        resume_boundaries,
     )
-    if resume_from is not None:
-        load_optimizer(resume_from, optimizer)
     replica = engine.grid.get_data_parallel_rank()
     side = stage.resolution // 8
     source = _latent_source(cfg, pipe, vae, device) if engine.is_first_stage() else None

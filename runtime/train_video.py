@@ -20,10 +20,10 @@ from runtime.train_checkpoint import (
     CheckpointState,
     gather_full_state,
     load_full_state,
-    load_optimizer,
     write_checkpoint,
 )
 from runtime.train_config import TrainConfig
+from runtime.train_engine import pipeline_engine
 from runtime.train_video_data import FlowMatchStream, encode_clip_cache
 
 
@@ -84,36 +84,24 @@ def train_dit(
     device,
     resume_boundaries: tuple[int, ...] | None = None,
 ) -> None:
-    import deepspeed
-
-    from parallel.pipeline_module import build_pipeline_module
-    from parallel.pipeline_partition import agree_on_costs, balanced_boundaries, profile_layer_costs
     from parallel.pipeline_unet import noise_mse
     from parallel.pipeline_wan import wan_layers
-    from runtime.train_loop import StepLog, deepspeed_config
+    from runtime.train_loop import StepLog
 
     stage = cfg.dit
     vae = pipe.vae.to(device).eval().requires_grad_(False)
     transformer, text_encoder = pipe.transformer.to(device).train(), pipe.text_encoder.to(device).train()
     layers = wan_layers(transformer, text_encoder)
-    if resume_boundaries is not None:
-        boundaries = list(resume_boundaries)
-        if rank == 0:
-            print(f"pipeline boundaries {boundaries} (from the checkpoint)", flush=True)
-    else:
-        costs = agree_on_costs(profile_layer_costs(layers, _profile_inputs(cfg, pipe, device)))
-        boundaries = balanced_boundaries(costs, cfg.stages)
-        if rank == 0:
-            shares = [round(sum(costs[a:b]) / sum(costs), 3) for a, b in zip(boundaries, boundaries[1:])]
-            print(f"pipeline boundaries {boundaries}, measured cost shares {shares}", flush=True)
-    module = build_pipeline_module(layers, boundaries, noise_mse, stage.activation_checkpoint_interval)
-    engine, optimizer, _, _ = deepspeed.initialize(
-        model=module,
-        model_parameters=[p for p in module.parameters() if p.requires_grad],
-        config=deepspeed_config(stage.micro_batch, stage.micro_batches, stage.lr, stage.gradient_clipping),
+    module, engine, optimizer, boundaries = pipeline_engine(
+        cfg,
+        stage,
+        layers,
+        noise_mse,
+        lambda: _profile_inputs(cfg, pipe, device),
+        rank,
+        resume_from,
+        resume_boundaries,
     )
-    if resume_from is not None:
-        load_optimizer(resume_from, optimizer)
     cache = None
     if engine.is_first_stage() or engine.is_last_stage():  # inputs on the first, velocity targets on the last
         data = VideoShapesDataset(
