@@ -21,6 +21,18 @@ from diffusers.models.attention_processor import Attention
 from parallel.patch_runtime import PatchRuntime
 
 
+def gather_band_kv(rt: PatchRuntime, key: tuple, kv: torch.Tensor) -> list[torch.Tensor]:
+    """Every band's K/V (dim 1 = this band's tokens), fresh in sync steps and the previous step's in
+    displaced ones (this band's own always fresh), in band order."""
+    sizes = rt.gathered_sizes(key, kv.shape[1], kv.device)
+    sync = rt.sync_now
+    parts = rt.exchange(key, lambda: rt.comm.all_gather_uneven(kv, sizes, 1, "kv"))
+    if not sync:
+        parts = list(parts)
+        parts[rt.rank] = kv
+    return list(parts)
+
+
 class BandSelfAttnProcessor:
     """Attention processor for one self-attention layer of a patch-parallel model."""
 
@@ -30,16 +42,9 @@ class BandSelfAttnProcessor:
 
     def gather_kv(self, kv: torch.Tensor) -> torch.Tensor:
         """(B, N_local, D) -> (B, N_total, D) in band order."""
-        rt = self.rt
-        if rt.world == 1:
+        if self.rt.world == 1:
             return kv
-        sizes = rt.gathered_sizes(self.key, kv.shape[1], kv.device)
-        sync = rt.sync_now
-        parts = rt.exchange(self.key, lambda: rt.comm.all_gather_uneven(kv, sizes, 1, "kv"))
-        if not sync:
-            parts = list(parts)
-            parts[rt.rank] = kv
-        return torch.cat(parts, dim=1)
+        return torch.cat(gather_band_kv(self.rt, self.key, kv), dim=1)
 
     def __call__(
         self,

@@ -31,6 +31,7 @@ from diffusers.models.transformers.transformer_wan import WanAttention, _get_qkv
 from torch import nn
 
 from parallel.comm import Comm
+from parallel.patch_attention import gather_band_kv
 from parallel.patch_config import PatchConfig
 from parallel.patch_runtime import PatchHandle, PatchRuntime
 
@@ -66,12 +67,7 @@ class WanBandSelfAttnProcessor:
         rt = self.rt
         if rt.world == 1:
             return kv
-        sizes = rt.gathered_sizes(self.key, kv.shape[1], kv.device)
-        sync = rt.sync_now
-        parts = rt.exchange(self.key, lambda: rt.comm.all_gather_uneven(kv, sizes, 1, "kv"))
-        if not sync:
-            parts = list(parts)
-            parts[rt.rank] = kv
+        parts = gather_band_kv(rt, self.key, kv)
         frames = rt.recall(GRID)[0]
         batch = kv.shape[0]
         per_frame = [p.reshape(batch, frames, -1, *kv.shape[2:]) for p in parts]
