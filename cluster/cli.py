@@ -15,7 +15,7 @@ import argparse
 import sys
 
 from cluster.cli_jobs import add_job_commands
-from cluster.spec import SpecError
+from cluster.errors import SpecError
 
 
 def _models() -> int:

@@ -10,7 +10,7 @@ import signal
 import sys
 import threading
 
-from cluster.spec import SpecError
+from cluster.errors import SpecError
 
 DEFAULT_STATE_DIR = ".tessera"
 
@@ -38,7 +38,8 @@ def _spec_and_pool(overrides: list[str]):
         pool, address = pool_from_config(cfg)
     except (OmegaConfBaseException, TypeError) as err:
         raise SpecError("config", str(err)) from err
-    spec.check_fits(pool.workers)
+    if address is None:  # the embedded cluster's pool; a served controller checks against its own pools
+        spec.check_fits(pool.workers)
     return cfg, spec, pool, address
 
 
@@ -70,13 +71,19 @@ def serve(args: argparse.Namespace) -> int:
     import ray
 
     from cluster.client import Client
-    from cluster.config import pool_from_config
+    from cluster.config import pool_from_config, pools_from_config
 
-    pool, address = pool_from_config(_compose(args.overrides))  # only the pool.* part matters here
-    client = Client(address=address, state_dir=args.state_dir, pool=pool)
+    cfg = _compose(args.overrides)  # only the pool.* and pools parts matter here
+    pool, address = pool_from_config(cfg)
+    try:
+        pools = pools_from_config(cfg)
+    except TypeError as err:
+        raise SpecError("pools", str(err)) from err
+    client = Client(address=address, state_dir=args.state_dir, pool=pool, pools=pools)
     info = ray.get(client.controller.info.remote())
     print(
-        f"tessera controller serving {info['workers']} {info['device']} workers; state in {info['state_dir']}"
+        f"tessera controller serving {info['workers']} {info['device']} workers in pools "
+        f"{[p['name'] for p in info['pools']]}; state in {info['state_dir']}"
     )
     print(f"Ray address: {ray.get_runtime_context().gcs_address}", flush=True)
     stop = threading.Event()
@@ -115,7 +122,7 @@ def status(args: argparse.Namespace) -> int:
 
 
 def list_jobs(args: argparse.Namespace) -> int:
-    from cluster.job_kinds import progress_total
+    from cluster.progress import progress_total
 
     for record in _connect(args).jobs(args.state):
         unit = "ticks" if record["spec"].get("job") == "video" else "steps"

@@ -17,16 +17,20 @@ from __future__ import annotations
 import logging
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import ray
 from tqdm import tqdm
 
-from cluster.controller import CONTROLLER_NAME, NAMESPACE, Controller, ControllerConfig
-from cluster.job_kinds import JobSpec, progress_total, spec_data
+from cluster.names import CONTROLLER_NAME, NAMESPACE
+from cluster.progress import progress_total
 from cluster.store import FINAL_STATES
-from runtime.pool import PoolConfig
 from runtime.ray_session import join_cluster
+
+if TYPE_CHECKING:  # the job verbs that only talk to a running controller skip torch and diffusers
+    from cluster.controller import ControllerConfig
+    from cluster.job_kinds import JobSpec
+    from runtime.pool import PoolConfig
 
 
 class JobFailed(RuntimeError):
@@ -39,6 +43,8 @@ class JobFailed(RuntimeError):
 
 def start_controller(config: ControllerConfig, detached: bool = False):
     """The named controller actor, created if no controller runs in this Ray cluster yet."""
+    from cluster.controller import Controller
+
     actor = ray.remote(Controller).options(
         name=CONTROLLER_NAME,
         namespace=NAMESPACE,
@@ -99,16 +105,22 @@ class Client:
         state_dir: str | Path = ".tessera",
         pool: PoolConfig | None = None,
         connect_only: bool = False,
+        pools: list[PoolConfig] | None = None,
         **controller_options: Any,
     ) -> None:
         """`connect_only`: use the controller `tessera serve` runs; never start one (CLI verbs).
+        `pools`: several named pools instead of `pool` (a job's `device` picks among them).
         `controller_options`: further ControllerConfig fields (checkpoint_every, preempt, ...)."""
         self._owns_ray = False
         if not ray.is_initialized():
             if address is None:
-                workers = (pool or PoolConfig()).workers
+                from runtime.pool import PoolConfig
+
+                configs = list(pools or []) or [pool or PoolConfig()]
                 ray.init(
-                    num_cpus=workers,
+                    address="local",  # embedded: our own cluster, even if a `ray start` one runs here
+                    num_cpus=sum(c.workers for c in configs),
+                    resources=_custom_resources(configs),
                     namespace=NAMESPACE,
                     include_dashboard=False,
                     logging_level=logging.WARNING,
@@ -124,8 +136,14 @@ class Client:
                     f"no Tessera controller runs in the Ray cluster at {address!r}; start one with `tessera serve`"
                 ) from err
             return
+        from cluster.controller import ControllerConfig
+        from runtime.pool import PoolConfig
+
         config = ControllerConfig(
-            state_dir=str(Path(state_dir).resolve()), pool=pool or PoolConfig(), **controller_options
+            state_dir=str(Path(state_dir).resolve()),
+            pool=pool or PoolConfig(),
+            pools=list(pools or []),
+            **controller_options,
         )
         self.controller = start_controller(config)
 
@@ -134,6 +152,8 @@ class Client:
     ) -> Job:
         """Queue a job: a RenderSpec, a VideoSpec, or their fields as a mapping (a video's with
         "job": "video"). A bad spec raises SpecError naming the field and stores nothing."""
+        from cluster.job_kinds import spec_data
+
         data = spec_data(spec)
         output_dir = data.get("output_dir", "outputs")
         if isinstance(output_dir, str) and output_dir.strip():
@@ -160,3 +180,12 @@ class Client:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+def _custom_resources(pools: list[PoolConfig]) -> dict[str, float]:
+    """What an embedded cluster must offer for these pools' custom resources (labels)."""
+    total: dict[str, float] = {}
+    for pool in pools:
+        for name, amount in pool.resources.items():
+            total[name] = total.get(name, 0) + amount * pool.workers
+    return total

@@ -24,6 +24,7 @@ def render_spec_from_config(cfg: DictConfig) -> RenderSpec:
     data = OmegaConf.to_container(cfg, resolve=True)
     model = data.pop("model")
     data.pop("pool", None)
+    data.pop("pools", None)
     data.pop("progress", None)
     data["model"] = model["name"]
     data["dtype"] = model.get("dtype", "float32")
@@ -34,3 +35,12 @@ def pool_from_config(cfg: DictConfig) -> tuple[PoolConfig, str | None]:
     pool = OmegaConf.to_container(cfg.pool, resolve=True)
     address = pool.pop("address", None)
     return PoolConfig(**pool), address
+
+
+def pools_from_config(cfg: DictConfig) -> list[PoolConfig]:
+    """`pools`: several named pools for `tessera serve` (empty: the one `pool`)."""
+    raw = cfg.get("pools")
+    pools = OmegaConf.to_container(raw, resolve=True) if raw is not None else []
+    if not isinstance(pools, list) or not all(isinstance(p, dict) for p in pools):
+        raise ValueError(f"pools: expected a list of pool mappings, got {pools!r}")
+    return [PoolConfig(**pool) for pool in pools]

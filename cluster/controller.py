@@ -30,15 +30,17 @@ import torch
 
 from cluster.coordinator import RenderStopped, run_render
 from cluster.job_kinds import parse_job, stored_spec
+from cluster.names import CONTROLLER_NAME as CONTROLLER_NAME  # re-exported
+from cluster.names import NAMESPACE as NAMESPACE
 from cluster.outputs import job_directory, write_image_job
 from cluster.scheduler import (
     CostModelDegreeRule,
     DegreeRule,
     RunningJob,
     WorkerBook,
-    jobs_to_pause,
+    choose_pool,
+    pools_to_pause,
     simple_degree_rule,
-    wanted_degree,
     workers_needed,
 )
 from cluster.spec import RenderSpec, SpecError
@@ -46,10 +48,8 @@ from cluster.store import JobRecord, JobStore
 from cluster.versions import package_versions
 from cluster.video_job import VideoJobs, partial_directory
 from cluster.video_spec import VideoSpec
-from runtime.pool import DevicePool, PoolConfig
-
-CONTROLLER_NAME = "tessera-controller"
-NAMESPACE = "tessera"
+from runtime.pool import PoolConfig
+from runtime.pool_set import PoolSet
 
 
 @dataclass
@@ -57,7 +57,10 @@ class ControllerConfig:
     state_dir: str = ".tessera"
     """Folder of the job store (jobs.sqlite) and per-job logs; absolute once the client resolves it."""
     pool: PoolConfig = field(default_factory=PoolConfig)
-    """The device pool the controller owns."""
+    """The device pool the controller owns (when `pools` is empty)."""
+    pools: list[PoolConfig] = field(default_factory=list)
+    """Several named pools (e.g. one per GPU kind, or GPUs beside CPUs), in order of preference; a job's
+    `device` field picks among them. Empty: the one `pool`."""
     poll_s: float = 0.5
     """How long the scheduling thread sleeps when the queue is empty (a submit wakes it at once)."""
     checkpoint_every: int = 5
@@ -82,9 +85,9 @@ class Controller(VideoJobs):
         (self.state_dir / "logs").mkdir(parents=True, exist_ok=True)
         self.store = JobStore(self.state_dir / "jobs.sqlite")
         self.recovered = self.store.recover()
-        self.pool = DevicePool(config.pool)
-        self.degree_rule = self._degree_rule()
-        self.book = WorkerBook(self.pool.size)
+        self.pools = PoolSet(config.pools or [config.pool])
+        self.degree_rules = {name: self._degree_rule(self.pools.kind(name)) for name in self.pools.names}
+        self.book = WorkerBook(self.pools.size)
         self.running: dict[str, RunningJob] = {}
         self._pausing: set[str] = set()
         self._threads: dict[str, threading.Thread] = {}
@@ -101,7 +104,7 @@ class Controller(VideoJobs):
         if not isinstance(priority, int) or isinstance(priority, bool):
             raise SpecError("priority", f"expected int, got {type(priority).__name__} {priority!r}")
         checked = parse_job(spec)
-        checked.check_fits(self.pool.size)
+        self._check_fits(checked)
         record, created = self.store.submit(stored_spec(checked), priority, client_token)
         if created:
             self._log(record.id, f"submitted with priority {priority}")
@@ -131,19 +134,20 @@ class Controller(VideoJobs):
             running = {job_id: list(job.workers) for job_id, job in self.running.items()}
             free = sorted(self.book.free)
         return {
-            "workers": self.pool.size,
-            "device": self.pool.slot.kind,
+            "workers": self.pools.size,
+            "device": "+".join(sorted({self.pools.kind(name) for name in self.pools.names})),
+            "pools": self.pools.describe(),
             "state_dir": str(self.state_dir),
             "running": running,
             "free_workers": free,
-            "pool": self.pool.infos,
+            "pool": self.pools.infos,
             "recovered": self.recovered,
             "versions": package_versions(),
         }
 
     def worker_busy_seconds(self) -> list[float]:
         """Per pool worker, the seconds it has spent rendering (for utilisation figures)."""
-        return ray.get([w.busy_seconds.remote() for w in self.pool.workers])
+        return ray.get([w.busy_seconds.remote() for w in self.pools.workers])
 
     def stop(self) -> None:
         """Stop scheduling after the running jobs' current steps (they go back to the queue), and
@@ -153,7 +157,20 @@ class Controller(VideoJobs):
         self._thread.join(timeout=600)
         for thread in list(self._threads.values()):
             thread.join(timeout=600)
-        self.pool.shutdown()
+        self.pools.shutdown()
+
+    def _check_fits(self, spec: RenderSpec | VideoSpec) -> None:
+        """Refuse a job no pool can run: a `device` no pool matches, or a degree above every allowed
+        pool's size (SpecError naming the field)."""
+        for name, device in spec.device_requests().items():
+            allowed = self.pools.matching(device)
+            if not allowed:
+                pools = ", ".join(f"{p['name']} ({p['device']}, {len(p['workers'])})" for p in self.pools.describe())
+                raise SpecError(name, f"no pool is named {device!r} or has that device kind; pools: {pools}")
+            spec.check_fits(max(len(self.pools.indices(pool)) for pool in allowed))
+
+    def _allowed_pools(self, device: str) -> dict[str, set[int]]:
+        return {name: set(self.pools.indices(name)) for name in self.pools.matching(device)}
 
     # --- scheduling ---------------------------------------------------------------------------------
     def _schedule(self) -> None:
@@ -179,20 +196,29 @@ class Controller(VideoJobs):
         if video:  # one segment to the end, on parallel.degree stages
             model_path = spec.model_path()
             model_key = f"video:{model_path}|{spec.dtype}"
+            device = spec.device
         else:
             step = self._resume_step(head.id)
             model, until = spec.segment_at(step)
             model_path = spec.placed(model, 1).model_path()  # the model path and dtype only
             model_key = f"{model_path}|{spec.dtype}"
+            device = spec.segment_device(step)
+        allowed = self._allowed_pools(device)
+        if not allowed:  # a restarted controller with other pools than the one that took the job
+            if self.store.claim(head.id) is not None:
+                self.store.finish(head.id, "failed", error=f"device: no pool matches {device!r} any more")
+                self._log(head.id, f"failed: no pool matches device {device!r}")
+            return True
         with self._lock:
-            degree = wanted_degree(spec, model_path, len(self.book.free), self.degree_rule)
-            if degree is None:
+            placement = choose_pool(spec, model_path, model_key, allowed, self.book, self.degree_rules)
+            if placement is None:
                 victims = []
                 if self.config.preempt:
-                    victims = jobs_to_pause(
+                    victims = pools_to_pause(
                         head.priority,
                         workers_needed(spec),
-                        len(self.book.free),
+                        allowed,
+                        set(self.book.free),
                         list(self.running.values()),
                         self._pausing,
                     )
@@ -203,7 +229,8 @@ class Controller(VideoJobs):
             job = self.store.claim(head.id)
             if job is None:  # cancelled between the look and the claim
                 return True
-            workers = self.book.take(degree, model_key)
+            pool_name, degree = placement
+            workers = self.book.take(degree, model_key, among=allowed[pool_name])
             self.running[job.id] = RunningJob(job.id, job.priority, job.submitted_at, workers)
             if video:
                 run = functools.partial(self._run_video, job, spec, workers)
@@ -250,11 +277,12 @@ class Controller(VideoJobs):
                 self._threads.pop(job.id, None)
             self._wake.set()  # the job may be runnable again (paused, next segment, retry)
 
-    def _degree_rule(self) -> DegreeRule:
+    def _degree_rule(self, kind: str) -> DegreeRule:
+        """degree=auto's rule for one pool: the cost model for its device kind where it knows one."""
         config = self.config
         if config.degree_rule not in ("cost", "simple"):
             raise ValueError(f"degree_rule: expected 'cost' or 'simple', got {config.degree_rule!r}")
-        cpu = self.pool.slot.kind == "cpu"
+        cpu = kind == "cpu"
         device = config.cost_device if config.cost_device != "auto" else ("cpu-core" if cpu else None)
         link = config.cost_link if config.cost_link != "auto" else ("loopback" if cpu else None)
         if config.degree_rule == "simple" or device is None or link is None:
@@ -291,7 +319,7 @@ class Controller(VideoJobs):
         where = f"from step {first}" if resume else "from the start"
         self._log(
             job.id,
-            f"attempt {job.attempts} on workers {workers} of {self.pool.size} (degree {len(workers)}, "
+            f"attempt {job.attempts} on workers {workers} of pool {self._pool_name(workers)} (degree {len(workers)}, "
             f"{spec.parallel.strategy}, {Path(spec.model_path()).name}), {where} to step {until}",
         )
         stop_reason: list[str] = []
@@ -313,7 +341,7 @@ class Controller(VideoJobs):
         started = time.time()
         try:
             result = run_render(
-                self.pool,
+                self.pools,
                 spec,
                 progress=False,
                 on_step=on_step,
@@ -351,7 +379,7 @@ class Controller(VideoJobs):
             "spec": job_spec.to_dict(),
             "seed": job_spec.seed,
             "model_path": job_spec.model_path(),
-            "device": self.pool.slot.kind,
+            "device": self.pools.pool_of(workers).slot.kind,
             "attempts": job.attempts,
             "versions": package_versions(),
             **result.metadata,
@@ -366,9 +394,9 @@ class Controller(VideoJobs):
         resumes from its checkpoint) or fail it after max_attempts; True. False: another error."""
         # a killed worker shows up as its own death or as a peer's failed collective, whichever
         # ray.get reports first: ask the pool which workers are gone
-        if not isinstance(err, ray.exceptions.RayActorError) and not self.pool.unhealthy_workers(workers):
+        if not isinstance(err, ray.exceptions.RayActorError) and not self.pools.unhealthy_workers(workers):
             return False
-        self.pool.restart_workers(workers)
+        self.pools.restart_workers(workers)
         with self._lock:
             self.book.forget(workers)
         retry = job.failures + 1 < self.config.max_attempts
@@ -418,6 +446,7 @@ class Controller(VideoJobs):
             "model_path": spec.model_path(),
             "strategy": spec.parallel.strategy,
             "degree": spec.parallel.degree,
+            "pool": self._pool_name(workers),
             "workers": workers,
             "seconds": round(seconds, 3),
         }
@@ -427,6 +456,9 @@ class Controller(VideoJobs):
     def _segments(self, job_id: str) -> list[dict]:
         path = self._job_dir(job_id) / "segments.jsonl"
         return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+
+    def _pool_name(self, workers: list[int]) -> str:
+        return self.pools.pool_of(workers).config.name
 
     def _log_path(self, job_id: str) -> Path:
         return self.state_dir / "logs" / f"{job_id}.log"

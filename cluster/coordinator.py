@@ -20,6 +20,7 @@ from tqdm import tqdm
 from cluster.spec import RenderSpec
 from pipelines.render_state import stitch_states
 from runtime.pool import DevicePool
+from runtime.pool_set import PoolSet
 from runtime.render_task import RenderTask
 
 
@@ -97,7 +98,7 @@ def gather_checkpoint(workers: list) -> dict:
 
 
 def run_render(
-    pool: DevicePool,
+    pool: DevicePool | PoolSet,
     spec: RenderSpec,
     progress: bool = True,
     decode: bool = True,

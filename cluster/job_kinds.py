@@ -7,6 +7,7 @@ from __future__ import annotations
 from dataclasses import asdict, is_dataclass
 from typing import Any
 
+from cluster.progress import progress_total as progress_total  # re-exported
 from cluster.spec import RenderSpec, SpecError
 from cluster.video_spec import VideoSpec
 
@@ -53,10 +54,3 @@ def stored_spec(spec: JobSpec) -> dict[str, Any]:
 
 def is_video(spec: JobSpec | dict[str, Any]) -> bool:
     return isinstance(spec, VideoSpec) or (isinstance(spec, dict) and spec.get("job") == "video")
-
-
-def progress_total(data: dict[str, Any]) -> int:
-    """The unit count a job's steps_done goes up to: denoising steps, or a video's queue ticks."""
-    if data.get("job") == "video":
-        return data["frames"] // data["block_frames"] + data["steps"] - 1
-    return data["steps"]

@@ -52,12 +52,14 @@ class WorkerBook:
         self.free = set(range(self.size)) if not self.free else self.free
         self.models = {i: set() for i in range(self.size)} | self.models
 
-    def take(self, count: int, model_key: str) -> list[int]:
-        """`count` free workers, marked busy: those with `model_key` cached first, then those holding
-        fewest other models (so each model keeps a warm home), then by index."""
-        if count > len(self.free):
-            raise ValueError(f"{count} workers wanted, {len(self.free)} free")
-        ranked = sorted(self.free, key=lambda i: (model_key not in self.models[i], len(self.models[i]), i))
+    def take(self, count: int, model_key: str, among: set[int] | None = None) -> list[int]:
+        """`count` free workers (of `among`, by default of all), marked busy: those with `model_key`
+        cached first, then those holding fewest other models (so each model keeps a warm home), then
+        by index."""
+        free = self.free if among is None else self.free & among
+        if count > len(free):
+            raise ValueError(f"{count} workers wanted, {len(free)} free")
+        ranked = sorted(free, key=lambda i: (model_key not in self.models[i], len(self.models[i]), i))
         chosen = sorted(ranked[:count])
         self.free -= set(chosen)
         for i in chosen:
@@ -163,6 +165,52 @@ def wanted_degree(spec: RenderSpec | VideoSpec, model_path: str, free: int, rule
     if not _auto(spec):
         return spec.parallel.degree if spec.parallel.degree <= free else None
     return rule(spec, model_path, free) if free >= 1 else None
+
+
+def choose_pool(
+    spec: RenderSpec | VideoSpec,
+    model_path: str,
+    model_key: str,
+    pools: dict[str, set[int]],
+    book: WorkerBook,
+    rules: dict[str, DegreeRule],
+) -> tuple[str, int] | None:
+    """(pool name, degree) to start the job's next segment in now, or None if no allowed pool has room.
+
+    `pools` maps each pool the job's `device` allows, in the farm's order of preference, to its
+    workers. The largest degree wins (an auto-degree job goes where most workers are free), then
+    the pool with most free workers already holding the model, then the first pool listed."""
+    best = None
+    for order, (name, members) in enumerate(pools.items()):
+        free = book.free & members
+        degree = wanted_degree(spec, model_path, len(free), rules[name])
+        if degree is None:
+            continue
+        warm = min(degree, sum(model_key in book.models[i] for i in free))
+        key = (-degree, -warm, order)
+        if best is None or key < best[0]:
+            best = (key, name, degree)
+    return None if best is None else (best[1], best[2])
+
+
+def pools_to_pause(
+    priority: int,
+    needed: int,
+    pools: dict[str, set[int]],
+    free: set[int],
+    running: list[RunningJob],
+    already_pausing: set[str],
+) -> list[str]:
+    """`jobs_to_pause` across pools: the victims in the first allowed pool where pausing makes room;
+    none if enough workers are already coming free in one of them."""
+    plans = []
+    for members in pools.values():
+        inside = [r for r in running if set(r.workers) <= members]
+        coming = len(free & members) + sum(len(r.workers) for r in inside if r.job_id in already_pausing)
+        if coming >= needed:
+            return []
+        plans.append(jobs_to_pause(priority, needed, len(free & members), inside, already_pausing))
+    return next((plan for plan in plans if plan), [])
 
 
 def workers_needed(spec: RenderSpec | VideoSpec) -> int:

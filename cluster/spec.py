@@ -10,6 +10,7 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from cluster.errors import SpecError
 from parallel.bands import band_bounds
 from pipelines.errors import ModelDirectoryError
 from pipelines.loading import DTYPES, check_pipeline_dir
@@ -23,19 +24,6 @@ MAX_PIXELS = 8192 * 8192
 MAX_STEPS = 1000
 LATENT_FACTOR = 8
 AUTO = "auto"
-
-
-class SpecError(ValueError):
-    """A job spec field is wrong; `field` names it (dotted for nested fields)."""
-
-    def __init__(self, field_name: str, message: str) -> None:
-        super().__init__(f"{field_name}: {message}")
-        self.field = field_name
-        self.message = message
-
-    def __reduce__(self):
-        # rebuilt from (field, message) when Ray sends it from the controller to the client
-        return (SpecError, (self.field, self.message))
 
 
 @dataclass
@@ -74,6 +62,8 @@ class SegmentSpec:
     """Denoising steps in this segment; the segments' steps add up to the job's."""
     model: str = ""
     """Built-in model name or local pipeline directory for these steps; "" keeps the job's model."""
+    device: str = ""
+    """Which workers run these steps: a pool's name or a device kind; "" keeps the job's `device`."""
 
 
 @dataclass
@@ -100,6 +90,8 @@ class RenderSpec:
     """"ddim", "euler" or "dpm++"."""
     output_dir: str = "outputs"
     """Root under which outputs/<job-id>/ is written."""
+    device: str = ""
+    """Which workers may run the job: "" any; a pool's name (e.g. "h100"); or a device kind ("cpu", "cuda")."""
     parallel: ParallelSpec = field(default_factory=ParallelSpec)
     """How the render is spread over workers."""
     segments: list[SegmentSpec] = field(default_factory=list)
@@ -124,6 +116,7 @@ class RenderSpec:
         _check_type("negative_prompt", self.negative_prompt, str)
         _check_type("sampler", self.sampler, str)
         _check_type("output_dir", self.output_dir, str)
+        _check_type("device", self.device, str)
         for name in ("height", "width", "steps", "seed"):
             _check_type(name, getattr(self, name), int)
         _check_type("guidance_scale", self.guidance_scale, (int, float))
@@ -218,6 +211,7 @@ class RenderSpec:
             name = f"segments[{i}]"
             _check_type(f"{name}.steps", segment.steps, int)
             _check_type(f"{name}.model", segment.model, str)
+            _check_type(f"{name}.device", segment.device, str)
             if segment.steps < 1:
                 raise SpecError(f"{name}.steps", f"must be at least 1, got {segment.steps}")
             if segment.model:
@@ -250,6 +244,22 @@ class RenderSpec:
             if step < end:
                 return segment.model or self.model, end
         return self.model, self.steps
+
+    def segment_device(self, step: int) -> str:
+        """The `device` request of the segment that runs step `step` (0-based)."""
+        end = 0
+        for segment in self.segments:
+            end += segment.steps
+            if step < end:
+                return segment.device or self.device
+        return self.device
+
+    def device_requests(self) -> dict[str, str]:
+        """Field name -> device request, for every segment (the job's own when there are none)."""
+        named = {f"segments[{i}].device": s.device for i, s in enumerate(self.segments) if s.device}
+        if not self.segments or len(named) < len(self.segments):
+            named["device"] = self.device
+        return named
 
     def placed(self, model: str, degree: int) -> RenderSpec:
         """This spec as one segment runs it: that segment's model, a concrete degree (1: no patches)."""

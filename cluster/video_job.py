@@ -86,7 +86,7 @@ class VideoJobs:
         where = f"from tick {first} ({resume['blocks_finished']} blocks kept)" if resume else "from the start"
         self._log(
             job.id,
-            f"attempt {job.attempts} on workers {workers} of {self.pool.size} (video, {len(workers)} "
+            f"attempt {job.attempts} on workers {workers} of pool {self._pool_name(workers)} (video, {len(workers)} "
             f"stages, {Path(spec.model_path()).name}), {where} to tick {total}",
         )
         stop_reason: list[str] = []
@@ -108,7 +108,7 @@ class VideoJobs:
         started = time.time()
         try:
             metadata = run_video_render(
-                self.pool,
+                self.pools,
                 video_task(spec, partial / "video.mp4"),
                 len(workers),
                 progress=False,
@@ -145,7 +145,7 @@ class VideoJobs:
             job_id=job.id,
             spec=stored_spec(spec),
             seed=spec.seed,
-            device=self.pool.slot.kind,
+            device=self.pools.pool_of(workers).slot.kind,
             attempts=job.attempts,
             versions=package_versions(),
             outputs={"video": str(target / "video.mp4")},
@@ -166,6 +166,7 @@ class VideoJobs:
         entry = {
             "ticks": [first, last],
             "stages": len(workers),
+            "pool": self._pool_name(workers),
             "workers": workers,
             "seconds": round(seconds, 3),
         }

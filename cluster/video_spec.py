@@ -67,6 +67,8 @@ class VideoSpec:
     """Frame rate of the MP4."""
     output_dir: str = "outputs"
     """Root under which outputs/<job-id>/ is written."""
+    device: str = ""
+    """Which workers may run the job: "" any; a pool's name (e.g. "h100"); or a device kind ("cpu", "cuda")."""
     parallel: VideoParallelSpec = field(default_factory=VideoParallelSpec)
     """How the render is spread over workers."""
     notes: list[str] = field(default_factory=list)
@@ -90,7 +92,7 @@ class VideoSpec:
         return str(resolve_model(self.model))
 
     def validate(self) -> None:
-        for name in ("model", "dtype", "prompt", "negative_prompt", "output_dir"):
+        for name in ("model", "dtype", "prompt", "negative_prompt", "output_dir", "device"):
             _check_type(name, getattr(self, name), str)
         for name in ("height", "width", "frames", "block_frames", "context_frames", "steps", "seed"):
             _check_type(name, getattr(self, name), int)
@@ -169,6 +171,10 @@ class VideoSpec:
     def max_stages(self) -> int:
         """The most stages this video can use: no more than transformer blocks or frame blocks."""
         return min(_transformer_layers(Path(self.model_path())), self.blocks)
+
+    def device_requests(self) -> dict[str, str]:
+        """Field name -> device request (a video runs on one group to its end)."""
+        return {"device": self.device}
 
     def check_fits(self, pool_workers: int) -> None:
         if not self.parallel.auto and self.parallel.degree > pool_workers:

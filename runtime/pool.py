@@ -6,7 +6,7 @@ Both are plain Ray resources in the bundle, so the same scheduling code serves b
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import ray
 from ray.util.placement_group import placement_group, remove_placement_group
@@ -25,6 +25,8 @@ class PoolError(RuntimeError):
 
 @dataclass
 class PoolConfig:
+    name: str = "default"
+    """The pool's name; a job asks for it with its `device` field (or for its device kind)."""
     workers: int = 2
     """Number of worker actors (GPUs, or CPU slots)."""
     device: str = "auto"
@@ -35,6 +37,9 @@ class PoolConfig:
     """Seconds to wait for the placement group and the actors before giving up."""
     group_timeout_s: float = 120.0
     """Seconds a process-group rendezvous or collective may take before it is an error."""
+    resources: dict[str, float] = field(default_factory=dict)
+    """Custom Ray resources each worker also asks for, e.g. {"h100": 1} to keep this pool on the nodes
+    started with `ray start --resources '{"h100": 8}'`."""
 
 
 class DevicePool:
@@ -45,26 +50,31 @@ class DevicePool:
             raise ValueError(
                 f"pool.placement: unknown strategy {config.placement!r}; expected one of {PLACEMENTS}"
             )
+        for name, amount in config.resources.items():
+            if name in ("CPU", "GPU") or not isinstance(amount, (int, float)) or amount <= 0:
+                raise ValueError(
+                    f"pool.resources: {name}={amount!r}; expected a custom resource name and a positive amount "
+                    "(CPU and GPU come from pool.device)"
+                )
         self.config = config
         resources = ray.cluster_resources()
         kind = resolve_device_kind(config.device, resources.get("GPU", 0), config.workers)
         self.slot = device_slot(kind)
-        for name, amount in self.slot.ray_resources.items():
+        self.bundle = {**self.slot.ray_resources, **config.resources}
+        for name, amount in self.bundle.items():
             need = amount * config.workers
             if resources.get(name, 0) < need:
                 raise PoolError(
-                    f"pool.workers: {config.workers} {kind} workers need {need:g} {name} but the Ray cluster "
-                    f"has {resources.get(name, 0):g}"
+                    f"pool.workers: {config.workers} {kind} workers of pool {config.name!r} need {need:g} "
+                    f"{name} but the Ray cluster has {resources.get(name, 0):g}"
                 )
-        self.placement_group = placement_group(
-            [dict(self.slot.ray_resources)] * config.workers, strategy=config.placement
-        )
+        self.placement_group = placement_group([dict(self.bundle)] * config.workers, strategy=config.placement)
         try:
             ray.get(self.placement_group.ready(), timeout=config.ready_timeout_s)
         except ray.exceptions.GetTimeoutError as err:
             remove_placement_group(self.placement_group)
             raise PoolError(
-                f"pool: placement group of {config.workers} x {self.slot.ray_resources} "
+                f"pool: placement group of {config.workers} x {self.bundle} "
                 f"({config.placement}) was not placed within {config.ready_timeout_s:g} s"
             ) from err
         self.workers = [self._start_worker(i) for i in range(config.workers)]
@@ -76,6 +86,7 @@ class DevicePool:
             .options(
                 num_cpus=self.slot.ray_resources.get("CPU", 0),
                 num_gpus=self.slot.ray_resources.get("GPU", 0),
+                resources=dict(self.config.resources),
                 scheduling_strategy=PlacementGroupSchedulingStrategy(
                     self.placement_group, placement_group_bundle_index=index
                 ),

@@ -19,6 +19,7 @@ import ray
 from tqdm import tqdm
 
 from runtime.pool import DevicePool
+from runtime.pool_set import PoolSet
 from runtime.video_task import VideoTask
 from runtime.video_worker import advance_video, begin_video, end_video
 
@@ -51,7 +52,7 @@ def get_all(refs: list) -> list:
 
 
 def run_video_render(
-    pool: DevicePool,
+    pool: DevicePool | PoolSet,
     task: VideoTask,
     degree: int,
     progress: bool = True,

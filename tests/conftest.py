@@ -17,7 +17,8 @@ def ray_local():
 
     if ray.is_initialized():
         ray.shutdown()
-    ray.init(num_cpus=4, include_dashboard=False, logging_level=logging.WARNING)
+    # address="local": a cluster of our own, even while another `ray start` cluster runs on this machine
+    ray.init(address="local", num_cpus=4, include_dashboard=False, logging_level=logging.WARNING)
     yield ray
     ray.shutdown()
 

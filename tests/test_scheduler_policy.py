@@ -6,7 +6,9 @@ from cluster.scheduler import (
     CostModelDegreeRule,
     RunningJob,
     WorkerBook,
+    choose_pool,
     jobs_to_pause,
+    pools_to_pause,
     simple_degree_rule,
     wanted_degree,
 )
@@ -93,3 +95,40 @@ def test_cost_model_rule_gives_a_large_image_more_workers_than_a_tiny_one():
     assert rule(tiny, path, 2) == 1
     assert rule(large, path, 2) == 2
     assert rule(large, path, 1) == 1
+
+
+def _fixed(degree):
+    return RenderSpec.from_dict({"height": 64, "width": 64, "parallel": {"strategy": "patch", "degree": degree}})
+
+
+def test_choose_pool_keeps_a_job_inside_one_pool():
+    book = WorkerBook(3)
+    pools = {"big": {0, 1}, "small": {2}}
+    rules = {"big": simple_degree_rule, "small": simple_degree_rule}
+    assert choose_pool(_fixed(2), "m", "k", pools, book, rules) == ("big", 2)
+    book.take(1, "k", among={0})
+    # one free in each pool: two workers are free, but not in one pool
+    assert choose_pool(_fixed(2), "m", "k", pools, book, rules) is None
+    assert choose_pool(_fixed(1), "m", "k", {"small": {2}}, book, rules) == ("small", 1)
+
+
+def test_choose_pool_prefers_the_pool_holding_the_model_then_the_first_listed():
+    book = WorkerBook(2)
+    pools = {"a": {0}, "b": {1}}
+    rules = {"a": simple_degree_rule, "b": simple_degree_rule}
+    assert choose_pool(_fixed(1), "m", "k", pools, book, rules) == ("a", 1)
+    book.take(1, "k", among={1})
+    book.give_back([1])
+    assert choose_pool(_fixed(1), "m", "k", pools, book, rules) == ("b", 1)
+
+
+def test_pools_to_pause_only_frees_workers_in_one_allowed_pool():
+    pools = {"big": {0, 1}, "small": {2}}
+    running = [_running("low-big", 0, [0]), _running("low-small", 0, [2])]
+    # worker 1 free in big: pausing the big job frees 2 there
+    assert pools_to_pause(5, 2, pools, {1}, running, set()) == ["low-big"]
+    # only "small" allowed: its one job is the victim; it cannot make 2 workers
+    assert pools_to_pause(5, 1, {"small": {2}}, {1}, running, set()) == ["low-small"]
+    assert pools_to_pause(5, 2, {"small": {2}}, {1}, running, set()) == []
+    # a worker already coming free in the pool: nobody else is paused
+    assert pools_to_pause(5, 2, pools, {1}, running, {"low-big"}) == []
