@@ -3,11 +3,12 @@
 A video job is queue ticks over a checkpointable state (``runtime.video_state``): the blocks in the
 queue with their latents and sampler state, and the feature cache. Every ``checkpoint_every`` ticks
 the state goes to the job directory (``checkpoint.pt``, written atomically by the controller), and a
-pause stops at a tick boundary with the state there. Finished blocks are kept as files in the
-job's hidden partial output folder (``pipelines.video_blocks``), so they survive a pause, a killed
-worker or a restarted controller; when the last block is in, stage 0 streams them into
-``video.mp4``, metadata.json is added and the folder is renamed to ``outputs/<job-id>/``. Neither
-the driver nor any worker ever holds more than the blocks in flight and one finished block.
+pause stops at a tick boundary with the state there. Finished blocks are kept in the job's hidden
+partial output folder, each as its own small H.264 segment (``pipelines.video_blocks``), so they
+survive a pause, a killed worker or a restarted controller; when the last block is in, stage 0 joins
+the segments into ``video.mp4`` (stream copy, no re-encode), metadata.json is added and the folder is
+renamed to ``outputs/<job-id>/``. Neither the driver nor any worker ever holds more than the blocks in
+flight and one finished block.
 
 ``VideoJobs`` is a mixin of the controller (``cluster.controller``): it uses the controller's store,
 pool, log, checkpoint files and worker-failure handling.

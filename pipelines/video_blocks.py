@@ -1,16 +1,27 @@
-"""Finished frame blocks kept as one file each, so that they survive a paused or moved video job.
+"""Finished frame blocks kept as one small MP4 segment each, so that they survive a paused or moved video job.
 
 A service video job can stop at any tick boundary and continue on other workers, but an MP4 encoder's
-state cannot be checkpointed. So stage 0 writes every decoded block to ``blocks/<index>.npy`` in the
-job's partial folder (atomically: a crash leaves a block either whole or absent), and only when the
-last block is in does ``close`` stream the blocks, one at a time, into the MP4. A resumed job writes
-the blocks after its checkpoint again (the same frames: the render is deterministic), so the blocks
-on disk always cover at least what the checkpoint says is finished. Memory holds one block at most.
+state cannot be checkpointed. So stage 0 encodes every decoded block on its own, as a complete H.264
+segment ``blocks/<index>.mp4`` in the job's partial folder (tens of times smaller than the raw frames
+of a smooth video), and only when the last block is in does ``close`` join the segments into the
+final MP4 with ffmpeg's concat demuxer and stream copy: no re-encode, so the video's frames are the
+segments' frames, bit for bit. Every segment starts with a key frame and all are encoded with the
+same settings and size, which is what a stream-copy concat needs.
+
+Each segment's frame count is kept in a sidecar ``<index>.json``, so counting the blocks on disk
+after a resume does not decode them. A block is published in this order: the old segment (if any) is
+removed, the sidecar is written, the segment is written to a temporary file and renamed into place.
+A crash therefore leaves a block either whole with its count or absent (a segment never exists
+without its sidecar). A resumed job writes the blocks after its checkpoint again (the same frames:
+the render is deterministic, and so is x264), so the blocks on disk always cover at least what the
+checkpoint says is finished. Memory holds one block at most.
 """
 
 from __future__ import annotations
 
+import json
 import os
+import subprocess
 from pathlib import Path
 
 import numpy as np
@@ -19,11 +30,55 @@ from pipelines.video_writer import StreamingMP4Writer
 
 
 def block_path(directory: str | Path, index: int) -> Path:
-    return Path(directory) / f"{index:07d}.npy"
+    """Block ``index``'s MP4 segment."""
+    return Path(directory) / f"{index:07d}.mp4"
+
+
+def count_path(directory: str | Path, index: int) -> Path:
+    """Block ``index``'s sidecar: its frame count and size, so that counting needs no decode."""
+    return Path(directory) / f"{index:07d}.json"
+
+
+def _write_atomically(path: Path, text: str) -> None:
+    partial = path.with_name(f".{path.name}.partial")
+    partial.write_text(text)
+    os.replace(partial, path)
+
+
+def _concat_line(path: Path) -> str:
+    """One ``file`` line of an ffmpeg concat list (a quote in the path is closed, escaped, reopened)."""
+    quoted = str(path.resolve()).replace("'", "'\\''")
+    return f"file '{quoted}'\n"
+
+
+def concat_segments(segments: list[Path], video_path: str | Path) -> Path:
+    """Join complete MP4 segments into ``video_path`` by stream copy, published atomically."""
+    import imageio_ffmpeg
+
+    video_path = Path(video_path)
+    partial = video_path.with_name(f".{video_path.name}.partial.mp4")
+    listing = video_path.with_name(f".{video_path.name}.concat.txt")
+    listing.write_text("".join(_concat_line(segment) for segment in segments))
+    # -xerror: without it, an unreadable segment just ends the video early, and ffmpeg exits with 0
+    flags = ["-y", "-nostdin", "-loglevel", "error", "-xerror"]
+    inputs = ["-f", "concat", "-safe", "0", "-i", str(listing)]
+    output = ["-c", "copy", "-f", "mp4", str(partial)]
+    command = [imageio_ffmpeg.get_ffmpeg_exe(), *flags, *inputs, *output]
+    try:
+        result = subprocess.run(command, stdin=subprocess.DEVNULL, capture_output=True, text=True)
+        if result.returncode != 0:
+            raise RuntimeError(f"ffmpeg concat of {len(segments)} segments failed: {result.stderr.strip()}")
+        os.replace(partial, video_path)
+    except BaseException:
+        partial.unlink(missing_ok=True)
+        raise
+    finally:
+        listing.unlink(missing_ok=True)
+    return video_path
 
 
 class BlockFileWriter:
-    """The MP4 writer's interface (append, close, abort, frames) over per-block files in ``directory``.
+    """The MP4 writer's interface (append, close, abort, frames) over per-block segments in ``directory``.
 
     ``first_block`` is the index of the next block to arrive (blocks before it are already on disk);
     ``blocks`` the job's total; ``close`` writes ``video_path`` once all of them are there."""
@@ -37,41 +92,44 @@ class BlockFileWriter:
         self.fps = fps
         self.blocks = blocks
         self.next_block = first_block
-        self.frames = sum(self._frames_in(i) for i in range(first_block))
+        self.frames = sum(self._block_info(i)["frames"] for i in range(first_block))
         """Frames in the blocks on disk that precede the next one."""
 
-    def _frames_in(self, index: int) -> int:
-        path = block_path(self.directory, index)
-        if not path.is_file():
+    def _block_info(self, index: int) -> dict:
+        """A finished block's sidecar ({"frames", "height", "width"}); a clear error if the block is absent."""
+        if not block_path(self.directory, index).is_file():
             raise FileNotFoundError(f"frame block {index} is missing from {self.directory}")
-        return int(np.load(path, mmap_mode="r").shape[0])
+        return json.loads(count_path(self.directory, index).read_text())
 
     def append(self, frames: np.ndarray) -> None:
-        """Store the next finished block's uint8 [F, H, W, 3] frames."""
+        """Encode the next finished block's uint8 [F, H, W, 3] frames as its own segment."""
         if frames.ndim != 4 or frames.shape[-1] != 3 or frames.dtype != np.uint8:
             raise ValueError(f"frames: expected uint8 [F, H, W, 3], got {frames.dtype} {frames.shape}")
-        path = block_path(self.directory, self.next_block)
-        partial = path.with_name(f".{path.name}.partial")
-        with partial.open("wb") as handle:
-            np.save(handle, frames)
-        os.replace(partial, path)
+        index = self.next_block
+        block_path(self.directory, index).unlink(missing_ok=True)  # a rewrite: absent until whole again
+        info = {"frames": int(frames.shape[0]), "height": int(frames.shape[1]), "width": int(frames.shape[2])}
+        _write_atomically(count_path(self.directory, index), json.dumps(info))
+        writer = StreamingMP4Writer(block_path(self.directory, index), self.fps)
+        try:
+            writer.append(frames)
+            writer.close()
+        except BaseException:
+            writer.abort()
+            raise
         self.next_block += 1
         self.frames += len(frames)
 
     def close(self) -> Path:
-        """Stream every block into the MP4 (published atomically); the block files are left to the caller."""
+        """Join every block's segment into the MP4 (published atomically); the segments are left to the caller."""
         if self.next_block != self.blocks:
             raise ValueError(
                 f"blocks: {self.next_block} of {self.blocks} frame blocks written; the video is incomplete"
             )
-        writer = StreamingMP4Writer(self.video_path, self.fps)
-        try:
-            for index in range(self.blocks):
-                writer.append(np.load(block_path(self.directory, index)))
-            return writer.close()
-        except BaseException:
-            writer.abort()
-            raise
+        sizes = {(info["height"], info["width"]) for info in map(self._block_info, range(self.blocks))}
+        if len(sizes) > 1:
+            raise ValueError(f"frame blocks: sizes {sorted(sizes)} differ; one video needs one size")
+        segments = [block_path(self.directory, index) for index in range(self.blocks)]
+        return concat_segments(segments, self.video_path)
 
     def abort(self) -> None:
         """A paused or failed stage: the finished blocks stay for the job to continue from."""

@@ -1,9 +1,9 @@
 """Worker-side entry points of a service video job, run through ``Worker.execute`` (no Ray here).
 
 Like ``runtime.video_worker``'s, but the stage can start from a checkpoint (``runtime.video_state``)
-and stage 0 keeps finished blocks as files (``pipelines.video_blocks``) instead of streaming an MP4,
-so that the job can stop at a tick boundary and continue elsewhere. ``advance_video`` and
-``end_video`` of ``runtime.video_worker`` drive the stage from there.
+and stage 0 keeps finished blocks as one MP4 segment each (``pipelines.video_blocks``) instead of
+streaming one MP4, so that the job can stop at a tick boundary and continue elsewhere.
+``advance_video`` and ``end_video`` of ``runtime.video_worker`` drive the stage from there.
 """
 
 from __future__ import annotations

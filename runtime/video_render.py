@@ -4,9 +4,9 @@ All stages run concurrently inside each round of calls (their ring traffic needs
 driver reports progress between rounds. Stage 0 streams the MP4 itself, so no frames pass through the
 driver and its memory does not grow with the video.
 
-A service job (``block_dir`` given) keeps finished blocks as files, may start from a checkpoint, has
-its state gathered every ``checkpoint_every`` ticks, and stops at a tick boundary when ``on_tick``
-says so (``VideoRenderStopped`` carries the state there).
+A service job (``block_dir`` given) keeps finished blocks as MP4 segments, may start from a
+checkpoint, has its state gathered every ``checkpoint_every`` ticks, and stops at a tick boundary
+when ``on_tick`` says so (``VideoRenderStopped`` carries the state there).
 """
 
 from __future__ import annotations

@@ -1,16 +1,52 @@
-"""Finished frame blocks as files: they survive a stopped writer, and the MP4 is made from all of them."""
+"""Finished frame blocks as MP4 segments: they survive a stopped writer, they are much smaller than raw
+frames, and the MP4 joined from them by stream copy holds exactly their frames."""
 
 from __future__ import annotations
 
+import imageio.v2 as imageio
 import numpy as np
 import pytest
 
 from pipelines.video_blocks import BlockFileWriter, block_path
 from pipelines.video_writer import probe_mp4
 
+SIZES = (8, 8, 5)  # frames per block: the last block of a video may be shorter
+
 
 def _block(value: int, frames: int = 2) -> np.ndarray:
     return np.full((frames, 16, 16, 3), value, dtype=np.uint8)
+
+
+def _smooth(frames: int, start: int = 0, height: int = 64, width: int = 64) -> np.ndarray:
+    """A smooth synthetic video: colour gradients with a soft bright blob moving across them."""
+    y, x = np.mgrid[0:height, 0:width].astype(np.float32)
+    out = np.empty((frames, height, width, 3), dtype=np.uint8)
+    for i, t in enumerate(range(start, start + frames)):
+        cx, cy, radius = (0.2 + 0.03 * t) * width, (0.5 + 0.01 * t) * height, 0.15 * height
+        blob = 120.0 * np.exp(-((x - cx) ** 2 + (y - cy) ** 2) / (2 * radius**2))
+        base = np.stack([40 + 120 * x / width, 50 + 100 * y / height, np.full_like(x, 60 + 4 * t)], -1)
+        out[i] = np.clip(base + blob[..., None], 0, 255).astype(np.uint8)
+    return out
+
+
+def _blocks() -> list[np.ndarray]:
+    starts = np.cumsum((0,) + SIZES[:-1])
+    return [_smooth(frames, int(start)) for frames, start in zip(SIZES, starts)]
+
+
+def _decode(path) -> np.ndarray:
+    reader = imageio.get_reader(path, format="FFMPEG")
+    try:
+        return np.stack([frame for frame in reader])  # list(reader) asks its length: inf
+    finally:
+        reader.close()
+
+
+def _write(directory, video, blocks, first_block: int = 0) -> BlockFileWriter:
+    writer = BlockFileWriter(directory, video, fps=8, blocks=len(SIZES), first_block=first_block)
+    for frames in blocks:
+        writer.append(frames)
+    return writer
 
 
 def test_blocks_survive_a_stop_and_the_mp4_holds_them_all(tmp_path):
@@ -22,16 +58,58 @@ def test_blocks_survive_a_stop_and_the_mp4_holds_them_all(tmp_path):
     assert block_path(blocks, 1).is_file() and not video.exists()
     resumed = BlockFileWriter(blocks, video, fps=4, blocks=3, first_block=1)  # checkpoint: 1 block done
     assert resumed.frames == 2
-    resumed.append(_block(21))  # the block after the checkpoint is written again
+    resumed.append(_block(80))  # the block after the checkpoint is written again (here: other frames)
     with pytest.raises(ValueError, match="2 of 3 frame blocks"):
         resumed.close()
     resumed.append(_block(30))
     assert resumed.close() == video and resumed.frames == 6
     assert probe_mp4(video) == {"frames": 6, "height": 16, "width": 16, "fps": 4.0}
-    assert np.load(block_path(blocks, 1))[0, 0, 0, 0] == 21
-    assert not list(blocks.glob(".*"))  # no partial block files left
+    assert abs(_decode(block_path(blocks, 1)).mean() - 80) < 2  # the rewrite replaced the old segment
+    assert abs(_decode(video)[2:4].mean() - 80) < 2
+    assert not list(blocks.glob(".*")) and not list(tmp_path.glob(".*"))  # no partial files left
+
+
+def test_three_blocks_decode_to_their_frames_and_to_their_segments(tmp_path):
+    blocks = _blocks()
+    writer = _write(tmp_path / "blocks", tmp_path / "video.mp4", blocks)
+    assert writer.close() == tmp_path / "video.mp4" and writer.frames == sum(SIZES)
+    decoded, expected = _decode(tmp_path / "video.mp4"), np.concatenate(blocks)
+    assert decoded.shape == expected.shape  # exactly the total frame count
+    assert np.abs(decoded.astype(np.int16) - expected).mean() < 3  # H.264 is lossy, but close
+    segments = np.concatenate([_decode(block_path(tmp_path / "blocks", i)) for i in range(len(SIZES))])
+    np.testing.assert_array_equal(decoded, segments)  # stream copy: no re-encode at the end
+
+
+def test_resume_gives_the_same_mp4_bytes(tmp_path):
+    blocks = _blocks()
+    _write(tmp_path / "ref", tmp_path / "ref.mp4", blocks).close()
+    _write(tmp_path / "cut", tmp_path / "cut.mp4", blocks[:2]).abort()  # stopped with block 1 written
+    resumed = _write(tmp_path / "cut", tmp_path / "cut.mp4", blocks[1:], first_block=1)  # checkpoint: 1 block
+    assert resumed.frames == sum(SIZES)
+    resumed.close()
+    assert (tmp_path / "cut.mp4").read_bytes() == (tmp_path / "ref.mp4").read_bytes()
+
+
+def test_block_segments_are_much_smaller_than_raw_frames(tmp_path):
+    frames = _smooth(8)
+    BlockFileWriter(tmp_path, tmp_path / "video.mp4", fps=8, blocks=1).append(frames)
+    stored = sum(path.stat().st_size for path in tmp_path.iterdir())  # the segment and its sidecar
+    assert stored < frames.nbytes / 5, (stored, frames.nbytes)
 
 
 def test_a_missing_block_is_named(tmp_path):
     with pytest.raises(FileNotFoundError, match="frame block 0 is missing"):
         BlockFileWriter(tmp_path / "blocks", tmp_path / "video.mp4", fps=4, blocks=3, first_block=1)
+    writer = _write(tmp_path / "blocks", tmp_path / "video.mp4", _blocks())
+    block_path(tmp_path / "blocks", 1).unlink()
+    with pytest.raises(FileNotFoundError, match="frame block 1 is missing"):
+        writer.close()
+    assert not (tmp_path / "video.mp4").exists()
+
+
+def test_a_failed_join_leaves_no_video(tmp_path):
+    writer = _write(tmp_path / "blocks", tmp_path / "video.mp4", _blocks())
+    block_path(tmp_path / "blocks", 1).write_bytes(b"not an mp4")
+    with pytest.raises(RuntimeError, match="ffmpeg concat"):
+        writer.close()
+    assert [path.name for path in tmp_path.iterdir()] == ["blocks"]  # no video, no temp file, no list

@@ -7,55 +7,17 @@ import json
 import os
 import signal
 import sqlite3
-import time
 
-import imageio.v2 as imageio
 import numpy as np
 import pytest
 import ray
+from _video_jobs import TICKS, decoded_frames, video_spec, wait_for_tick
 
 from cluster.client import Client
 from cluster.spec import SpecError
 from runtime.pool import PoolConfig
 
 pytestmark = pytest.mark.slow
-
-TICKS = 6 + 3 - 1  # 6 blocks of 2 frames, 3 steps each
-
-
-def _spec(outputs, **changes) -> dict:
-    spec = {
-        "job": "video",
-        "frames": 12,
-        "block_frames": 2,
-        "steps": 3,
-        "height": 32,
-        "width": 32,
-        "seed": 4,
-        "output_dir": str(outputs),
-        "parallel": {"strategy": "frames", "degree": "auto"},  # the free workers, up to 6 stages
-    }
-    return {**spec, **changes}
-
-
-def _frames(record) -> np.ndarray:
-    reader = imageio.get_reader(record["outputs"]["video"], format="FFMPEG")
-    try:
-        return np.stack([frame for frame in reader])  # list(reader) asks its length: inf
-    finally:
-        reader.close()
-
-
-def _wait_for_tick(job, tick, checkpoint=False, timeout_s=120):
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        record = job.status()
-        if record["state"] in ("succeeded", "failed"):
-            return record
-        if record["steps_done"] >= tick and (not checkpoint or (record["checkpoint_step"] or 0) >= tick):
-            return record
-        time.sleep(0.05)
-    raise TimeoutError(f"job {job.id} did not reach tick {tick}")
 
 
 @pytest.fixture(scope="module")
@@ -73,7 +35,7 @@ def client(ray_local, tmp_path_factory):
 def reference(client, tmp_path_factory):
     """An uninterrupted video job (on both workers): what every interrupted one must equal."""
     out = tmp_path_factory.mktemp("reference")
-    job = client.submit(_spec(out))
+    job = client.submit(video_spec(out))
     record = job.wait(timeout_s=300)
     assert record["state"] == "succeeded", job.logs()
     return record
@@ -84,7 +46,7 @@ def test_submit_wait_result(client, reference, tmp_path):
     directory = outputs["directory"]
     assert sorted(os.listdir(directory)) == ["metadata.json", "video.mp4"]  # no blocks left behind
     assert not [p for p in os.listdir(os.path.dirname(directory)) if p.endswith(".partial")]
-    frames = _frames(reference)
+    frames = decoded_frames(reference)
     assert frames.shape == (12, 32, 32, 3)
     meta = json.loads(open(outputs["metadata"]).read())
     assert (meta["frames"], meta["blocks"], meta["stages"], meta["frames_written"]) == (12, 6, 2, 12)
@@ -94,9 +56,9 @@ def test_submit_wait_result(client, reference, tmp_path):
     store = sqlite3.connect(ray.get(client.controller.info.remote())["state_dir"] + "/jobs.sqlite")
     before = store.execute("SELECT COUNT(*) FROM jobs").fetchone()[0]
     for bad, field in (
-        (_spec(tmp_path, block_frames=0), "block_frames"),
-        (_spec(tmp_path, parallel={"strategy": "frames", "degree": 3}), "parallel.degree"),
-        ({**_spec(tmp_path), "job": "audio"}, "job"),
+        (video_spec(tmp_path, block_frames=0), "block_frames"),
+        (video_spec(tmp_path, parallel={"strategy": "frames", "degree": 3}), "parallel.degree"),
+        ({**video_spec(tmp_path), "job": "audio"}, "job"),
     ):
         with pytest.raises(SpecError, match=field):
             client.submit(bad)
@@ -104,10 +66,11 @@ def test_submit_wait_result(client, reference, tmp_path):
 
 
 def test_pause_for_higher_priority_then_resume_equals_uninterrupted(client, reference, tmp_path):
-    long = client.submit(_spec(tmp_path / "out"))
-    _wait_for_tick(long, 3)  # block 0 has left the queue: its frames are in a block file
+    long = client.submit(video_spec(tmp_path / "out"))
+    wait_for_tick(long, 3)  # block 0 has left the queue: its frames are in a block file
     urgent = client.submit(  # one block, one worker, long enough for the paused job to resume beside it
-        _spec(tmp_path / "out", frames=2, steps=6, parallel={"strategy": "none", "degree": 1}), priority=10
+        video_spec(tmp_path / "out", frames=2, steps=6, parallel={"strategy": "none", "degree": 1}),
+        priority=10,
     )
     urgent_done = urgent.wait(timeout_s=300)
     final = long.wait(timeout_s=300)
@@ -118,12 +81,12 @@ def test_pause_for_higher_priority_then_resume_equals_uninterrupted(client, refe
     resumed = logs.split("attempt 2", 1)[1].splitlines()[0]
     assert "from tick" in resumed and "(0 blocks kept)" not in resumed, logs
     assert "(video, 1 stages" in resumed, logs  # degree auto: resumed on the one worker left free
-    np.testing.assert_array_equal(_frames(final), _frames(reference))
+    np.testing.assert_array_equal(decoded_frames(final), decoded_frames(reference))
 
 
 def test_cancel_a_running_video_leaves_nothing_behind(client, tmp_path):
-    job = client.submit(_spec(tmp_path / "out"))
-    _wait_for_tick(job, 4)  # blocks 0 and 1 are in block files
+    job = client.submit(video_spec(tmp_path / "out"))
+    wait_for_tick(job, 4)  # blocks 0 and 1 are in block files
     assert [p.name for p in (tmp_path / "out").iterdir()] == [f".{job.id}.partial"]
     job.cancel()
     final = job.wait(timeout_s=300)
@@ -132,8 +95,8 @@ def test_cancel_a_running_video_leaves_nothing_behind(client, tmp_path):
 
 
 def test_killed_worker_resumes_from_checkpoint(client, reference, tmp_path):
-    job = client.submit(_spec(tmp_path / "out", parallel={"strategy": "frames", "degree": 2}))
-    _wait_for_tick(job, 4, checkpoint=True)
+    job = client.submit(video_spec(tmp_path / "out", parallel={"strategy": "frames", "degree": 2}))
+    wait_for_tick(job, 4, checkpoint=True)
     pids = [info["pid"] for info in ray.get(client.controller.info.remote())["pool"]]
     os.kill(pids[1], signal.SIGKILL)
     final = job.wait(timeout_s=300)
@@ -142,4 +105,4 @@ def test_killed_worker_resumes_from_checkpoint(client, reference, tmp_path):
     assert final["attempts"] == 2 and "worker died" in logs, logs
     resumed = logs.split("attempt 2", 1)[1].splitlines()[0]
     assert "from tick 4" in resumed or "from tick 6" in resumed, logs  # its last checkpoint
-    np.testing.assert_array_equal(_frames(final), _frames(reference))
+    np.testing.assert_array_equal(decoded_frames(final), decoded_frames(reference))

@@ -1,0 +1,50 @@
+"""Helpers of the service video-job tests: a tiny video spec, its decoded frames, waiting for a tick."""
+
+from __future__ import annotations
+
+import time
+
+import imageio.v2 as imageio
+import numpy as np
+
+TICKS = 6 + 3 - 1
+"""Queue ticks of ``video_spec``'s job: 6 blocks of 2 frames, 3 steps each."""
+
+
+def video_spec(outputs, **changes) -> dict:
+    """A video job of the built-in video model at a tiny size (32x32, 12 frames, 3 steps)."""
+    spec = {
+        "job": "video",
+        "frames": 12,
+        "block_frames": 2,
+        "steps": 3,
+        "height": 32,
+        "width": 32,
+        "seed": 4,
+        "output_dir": str(outputs),
+        "parallel": {"strategy": "frames", "degree": "auto"},  # the free workers, up to 6 stages
+    }
+    return {**spec, **changes}
+
+
+def decoded_frames(record: dict) -> np.ndarray:
+    """The frames of a finished job's video.mp4, decoded."""
+    reader = imageio.get_reader(record["outputs"]["video"], format="FFMPEG")
+    try:
+        return np.stack([frame for frame in reader])  # list(reader) asks its length: inf
+    finally:
+        reader.close()
+
+
+def wait_for_tick(job, tick: int, checkpoint: bool = False, timeout_s: float = 120) -> dict:
+    """The job's record once it has done ``tick`` ticks (and, with ``checkpoint``, checkpointed there),
+    or once it has ended."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        record = job.status()
+        if record["state"] in ("succeeded", "failed"):
+            return record
+        if record["steps_done"] >= tick and (not checkpoint or (record["checkpoint_step"] or 0) >= tick):
+            return record
+        time.sleep(0.05)
+    raise TimeoutError(f"job {job.id} did not reach tick {tick}")
