@@ -27,7 +27,9 @@ def _compose(overrides: list[str]):
         raise SpecError("overrides", f"bad override: {err}") from err
 
 
-def _spec_and_pool(overrides: list[str]):
+def _spec_and_pool(overrides: list[str], embedded: bool = True):
+    """The job spec and pool config from Hydra. `embedded`: the job runs on this command's own pool, so a
+    degree above pool.workers is refused here; `tessera submit` leaves that to the served controller."""
     from omegaconf.errors import OmegaConfBaseException
 
     from cluster.config import pool_from_config, render_spec_from_config
@@ -38,7 +40,7 @@ def _spec_and_pool(overrides: list[str]):
         pool, address = pool_from_config(cfg)
     except (OmegaConfBaseException, TypeError) as err:
         raise SpecError("config", str(err)) from err
-    if address is None:  # the embedded cluster's pool; a served controller checks against its own pools
+    if embedded and address is None:  # a served controller checks against its own pools
         spec.check_fits(pool.workers)
     return cfg, spec, pool, address
 
@@ -108,9 +110,9 @@ def submit(args: argparse.Namespace) -> int:
     from cluster.video_cli import is_video_render, video_spec_and_pool
 
     if is_video_render(args.overrides):
-        _, spec, _, _, _ = video_spec_and_pool(args.overrides)
+        _, spec, _, _, _ = video_spec_and_pool(args.overrides, embedded=False)
     else:
-        _, spec, _, _ = _spec_and_pool(args.overrides)
+        _, spec, _, _ = _spec_and_pool(args.overrides, embedded=False)
     job = _connect(args).submit(spec, priority=args.priority, client_token=args.token)
     print(job.id)
     return 0

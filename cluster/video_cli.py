@@ -17,7 +17,7 @@ def is_video_render(overrides: list[str]) -> bool:
     return "job=video" in overrides or "parallel=frames" in overrides
 
 
-def video_spec_and_pool(overrides: list[str]):
+def video_spec_and_pool(overrides: list[str], embedded: bool = True):
     from hydra.errors import HydraException
     from omegaconf import OmegaConf
     from omegaconf.errors import OmegaConfBaseException
@@ -41,7 +41,7 @@ def video_spec_and_pool(overrides: list[str]):
         pool_config = PoolConfig(**pool)
     except TypeError as err:
         raise SpecError("config", str(err)) from err
-    if address is None:  # the embedded cluster's pool; a served controller checks against its own pools
+    if embedded and address is None:  # a served controller checks against its own pools
         spec.check_fits(pool_config.workers)
     return cfg, spec, pool_config, address, progress
 
