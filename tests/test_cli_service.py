@@ -1,4 +1,6 @@
-"""`tessera serve` in one process, the job verbs from others, through the served Ray cluster."""
+"""`tessera serve` in one process, the job verbs from others, through the served Ray cluster.
+
+The server runs one named pool (`pools=[...]`) and the job asks for it by name (`device=farm`)."""
 
 import json
 import signal
@@ -23,7 +25,7 @@ def served(tmp_path):
             "-m",
             "cluster.cli",
             "serve",
-            "pool.workers=1",
+            "pools=[{name: farm, device: cpu, workers: 1}]",
             "--state-dir",
             str(tmp_path / "state"),
         ],
@@ -38,6 +40,8 @@ def served(tmp_path):
     while time.monotonic() < deadline:
         line = server.stdout.readline()
         lines.append(line)
+        if line.startswith("tessera controller serving"):
+            assert "['farm']" in line, line
         if line.startswith("Ray address: "):
             address = line.split(": ", 1)[1].strip()
             break
@@ -58,7 +62,7 @@ def test_serve_submit_wait_list_logs(served, tmp_path):
         "width=64",
         "steps=2",
         "parallel=none",
-        "pool.workers=1",
+        "device=farm",
         f"output_dir={out}",
         "--priority",
         "3",
@@ -76,6 +80,7 @@ def test_serve_submit_wait_list_logs(served, tmp_path):
     assert job_id in listed.stdout and "succeeded" in listed.stdout
     logs = _tessera("logs", job_id, "--address", served, cwd=tmp_path)
     assert "submitted with priority 3" in logs.stdout and "succeeded" in logs.stdout
+    assert "of pool farm" in logs.stdout
     bad = _tessera("submit", "steps=0", "--address", served, cwd=tmp_path)
     assert bad.returncode == 2 and "steps" in bad.stderr
     unknown = _tessera("status", "no-such-job", "--address", served, cwd=tmp_path)
