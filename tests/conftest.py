@@ -1,26 +1,64 @@
-"""Shared fixtures: a real local Ray cluster per test module, the built-in model's directory."""
+"""Shared fixtures: a real local Ray cluster shared by the modules that need one, the built-in model's directory."""
 
 from __future__ import annotations
 
 import logging
 import os
+import time
 
 import pytest
 
 os.environ.setdefault("RAY_DEDUP_LOGS", "0")
 
 
+RAY_CPUS = 4
+_shared = {"address": None}
+
+
 @pytest.fixture(scope="module")
 def ray_local():
-    """A real local Ray cluster with 4 logical CPU slots (oversubscribing 2 cores is fine for tiny models)."""
+    """A real local Ray cluster with 4 logical CPU slots (oversubscribing 2 cores is fine for tiny models).
+
+    Modules share it: starting one costs 5-10 s here, and 18 modules use it. A module that leaves
+    anything behind (a named actor such as a controller, CPU slots still held by actors or placement
+    groups) has the cluster shut down after it, so the next module starts on a fresh one; a module that
+    started another cluster (two-node tests, an embedded client) is never handed a stale one either."""
+    import ray
+
+    if not (ray.is_initialized() and _left_clean(ray, timeout_s=5.0)):  # reuse only a clean cluster of ours
+        if ray.is_initialized():
+            ray.shutdown()
+        # address="local": a cluster of our own, even while another `ray start` cluster runs on this machine
+        ray.init(address="local", num_cpus=RAY_CPUS, include_dashboard=False, logging_level=logging.WARNING)
+        _shared["address"] = ray.get_runtime_context().gcs_address
+    yield ray
+    if ray.is_initialized() and not _left_clean(ray):
+        ray.shutdown()
+        _shared["address"] = None
+
+
+@pytest.fixture
+def ray_stopped():
+    """For tests that check a command refused before starting Ray: no cluster is running when they start."""
     import ray
 
     if ray.is_initialized():
         ray.shutdown()
-    # address="local": a cluster of our own, even while another `ray start` cluster runs on this machine
-    ray.init(address="local", num_cpus=4, include_dashboard=False, logging_level=logging.WARNING)
-    yield ray
-    ray.shutdown()
+        _shared["address"] = None
+
+
+def _left_clean(ray, timeout_s: float = 15.0) -> bool:
+    """The shared cluster, with no named actor alive and every CPU slot free again (killed actors release
+    theirs shortly after)."""
+    if ray.get_runtime_context().gcs_address != _shared["address"]:
+        return False
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        named = ray.util.list_named_actors(all_namespaces=True)
+        if not named and ray.available_resources().get("CPU", 0) >= RAY_CPUS:
+            return True
+        time.sleep(0.2)
+    return False
 
 
 @pytest.fixture(scope="module")

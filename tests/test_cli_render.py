@@ -54,6 +54,8 @@ def _refused(capsys, *args) -> str:
 
     from cluster.cli import main
 
+    if ray.is_initialized():  # a cluster shared by earlier test modules: not this command's
+        ray.shutdown()
     assert main(["render", *args]) == 2
     assert not ray.is_initialized()  # refused before any cluster started
     return capsys.readouterr().err

@@ -5,9 +5,12 @@ In-process calls of the CLI's `main` (the end-to-end subprocess run is test_cli_
 
 from __future__ import annotations
 
+import pytest
 import ray
 
 from cluster.cli import main
+
+pytestmark = pytest.mark.usefixtures("ray_stopped")
 
 
 def test_cli_video_refuses_bad_jobs_before_starting_workers(tmp_path, capsys):
