@@ -25,7 +25,7 @@ def ray_local():
     started another cluster (two-node tests, an embedded client) is never handed a stale one either."""
     import ray
 
-    if not (ray.is_initialized() and _left_clean(ray, timeout_s=5.0)):  # reuse only a clean cluster of ours
+    if not (ray.is_initialized() and _left_clean(ray)):  # reuse only a clean cluster of ours
         if ray.is_initialized():
             ray.shutdown()
         # address="local": a cluster of our own, even while another `ray start` cluster runs on this machine
@@ -47,9 +47,10 @@ def ray_stopped():
         _shared["address"] = None
 
 
-def _left_clean(ray, timeout_s: float = 15.0) -> bool:
+def _left_clean(ray, timeout_s: float = 3.0) -> bool:
     """The shared cluster, with no named actor alive and every CPU slot free again (killed actors release
-    theirs shortly after)."""
+    theirs within a second or so). Modules that kill processes or run Ray Train leave actors behind for
+    longer; waiting for them costs more than the 5-10 s of a fresh cluster."""
     if ray.get_runtime_context().gcs_address != _shared["address"]:
         return False
     deadline = time.monotonic() + timeout_s

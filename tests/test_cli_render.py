@@ -98,3 +98,14 @@ def test_submit_leaves_the_degree_check_to_the_served_controller():
     assert spec.parallel.degree == 8
     with pytest.raises(SpecError, match="parallel.degree"):
         _spec_and_pool(overrides)
+
+
+def test_cli_submit_refuses_a_bad_image_job_before_connecting(capsys, ray_stopped):
+    """`tessera submit` validates the image spec locally; no controller is needed to refuse it."""
+    import ray
+
+    from cluster.cli import main
+
+    assert main(["submit", "steps=0"]) == 2
+    assert "steps" in capsys.readouterr().err
+    assert not ray.is_initialized()
