@@ -311,6 +311,21 @@ def _train_video(cfg: TrainConfig, checkpoint: Path | None, state: CheckpointSta
     dist.barrier()
 
 
+def skip_deepspeed_shm_op() -> None:
+    """Keep DeepSpeed's CPU backend from building its shared-memory all-reduce op at init_distributed.
+
+    The op is compiled with ninja on first use on a machine (about 30 s) and only serves DeepSpeed's
+    `inference_all_reduce`; pipeline and data-parallel training reduce through torch.distributed (gloo
+    here). A run killed while compiling it also leaves torch's build lock file behind, and every later
+    init then waits on that lock forever (seen here). DeepSpeed skips ops marked incompatible."""
+    import deepspeed.ops
+    from deepspeed.accelerator import get_accelerator
+
+    builder = get_accelerator().create_op_builder("ShareMemCommBuilder")
+    if builder is not None:
+        deepspeed.ops.__compatible_ops__[builder.NAME] = False
+
+
 def train_worker(config: dict) -> None:
     """Ray Train's train_loop_per_worker."""
     import deepspeed
@@ -322,6 +337,7 @@ def train_worker(config: dict) -> None:
     device = ray.train.torch.get_device()
     slot = device_slot("cuda" if device.type == "cuda" else "cpu")
     torch.set_num_threads(slot.torch_threads)
+    skip_deepspeed_shm_op()
     deepspeed.init_distributed(dist_backend=slot.backend, verbose=False)
     Path(cfg.run_dir).mkdir(parents=True, exist_ok=True)
     write_pid(Path(cfg.run_dir), rank)
