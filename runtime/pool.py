@@ -41,6 +41,10 @@ class PoolConfig:
     """Custom Ray resources each worker also asks for, e.g. {"h100": 1} to keep this pool on the nodes
     started with `ray start --resources '{"h100": 8}'`."""
 
+    def __post_init__(self) -> None:
+        if self.resources is None:  # Hydra's `resources: null` (a null default lets `pool.resources={..}` set it)
+            self.resources = {}
+
 
 class DevicePool:
     def __init__(self, config: PoolConfig) -> None:
