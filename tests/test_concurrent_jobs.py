@@ -1,13 +1,12 @@
 """Jobs on disjoint worker groups run at once; a degree=auto job paused for a higher-priority one
 resumes on what is free, with another degree, and still equals an uninterrupted run (sync mode)."""
 
-import json
 import time
 
 import numpy as np
 import pytest
 import ray
-from PIL import Image
+from _job_outputs import job_image, job_metadata
 
 from cluster.client import Client
 from runtime.pool import PoolConfig
@@ -29,22 +28,13 @@ def _spec(client, **extra):
     return spec
 
 
-def _metadata(record) -> dict:
-    return json.loads(open(record["outputs"]["metadata"]).read())
-
-
-def _image(record) -> np.ndarray:
-    with Image.open(record["outputs"]["image"]) as png:
-        return np.asarray(png.convert("RGB")).astype(int)
-
-
 def test_two_single_worker_jobs_run_at_once_on_different_workers(client):
     first = client.submit(_spec(client, seed=1))
     second = client.submit(_spec(client, seed=2))
     a, b = first.wait(timeout_s=180), second.wait(timeout_s=180)
     assert a["state"] == b["state"] == "succeeded"
     assert a["started_at"] < b["finished_at"] and b["started_at"] < a["finished_at"]  # they overlapped
-    workers = [_metadata(r)["segments"][0]["workers"] for r in (a, b)]
+    workers = [job_metadata(r)["segments"][0]["workers"] for r in (a, b)]
     assert sorted(workers) == [[0], [1]]
 
 
@@ -52,7 +42,7 @@ def test_auto_degree_job_resumes_with_the_degree_that_is_free(client):
     auto = {"strategy": "patch", "degree": "auto", "mode": "sync"}
     tall = _spec(client, height=512, width=64, steps=16, parallel=auto)
     reference = client.submit(tall).wait(timeout_s=300)
-    assert [s["degree"] for s in _metadata(reference)["segments"]] == [2]  # 512 px: 2 bands of 256
+    assert [s["degree"] for s in job_metadata(reference)["segments"]] == [2]  # 512 px: 2 bands of 256
 
     job = client.submit(tall)
     deadline = time.monotonic() + 120
@@ -62,9 +52,9 @@ def test_auto_degree_job_resumes_with_the_degree_that_is_free(client):
     assert urgent.wait(timeout_s=300)["state"] == "succeeded"
     final = job.wait(timeout_s=300)
     assert final["state"] == "succeeded", job.logs()
-    segments = _metadata(final)["segments"]
+    segments = job_metadata(final)["segments"]
     assert segments[0]["degree"] == 2 and segments[0]["steps"][1] < 16
     assert 1 in [s["degree"] for s in segments[1:]], segments  # resumed beside the urgent job
     assert "pausing for" in job.logs()
     # sync patches equal one device up to float rounding; the PNGs agree to one level
-    assert np.abs(_image(final) - _image(reference)).max() <= 1
+    assert np.abs(job_image(final) - job_image(reference)).max() <= 1

@@ -5,13 +5,12 @@ The pools are told apart the way a farm tells GPU kinds apart: each node is star
 Ray resource ("big" or "small") and each pool's workers ask for one unit of it.
 """
 
-import json
 import logging
 
 import numpy as np
 import pytest
 import ray
-from PIL import Image
+from _job_outputs import job_image, job_metadata
 from ray.cluster_utils import Cluster
 
 from cluster.client import Client
@@ -50,15 +49,6 @@ def _spec(client, **extra):
     return spec
 
 
-def _metadata(record) -> dict:
-    return json.loads(open(record["outputs"]["metadata"]).read())
-
-
-def _image(record) -> np.ndarray:
-    with Image.open(record["outputs"]["image"]) as png:
-        return np.asarray(png.convert("RGB")).astype(int)
-
-
 def _node_of(client, pool_name: str) -> set[str]:
     info = ray.get(client.controller.info.remote())
     return {w["node_id"] for w in info["pool"] if w["pool"] == pool_name}
@@ -74,9 +64,9 @@ def test_a_job_runs_only_in_the_pool_its_device_names(farm):
     small = farm.submit(_spec(farm, device="small")).wait(timeout_s=180)
     big = farm.submit(_spec(farm, device="big", parallel={"strategy": "patch", "degree": 2})).wait(timeout_s=180)
     assert small["state"] == big["state"] == "succeeded"
-    assert [(s["pool"], s["workers"]) for s in _metadata(small)["segments"]] == [("small", [2])]
-    assert [(s["pool"], s["workers"]) for s in _metadata(big)["segments"]] == [("big", [0, 1])]
-    assert _metadata(small)["device"] == "cpu"
+    assert [(s["pool"], s["workers"]) for s in job_metadata(small)["segments"]] == [("small", [2])]
+    assert [(s["pool"], s["workers"]) for s in job_metadata(big)["segments"]] == [("big", [0, 1])]
+    assert job_metadata(small)["device"] == "cpu"
     by_kind = farm.submit(_spec(farm, device="cpu")).wait(timeout_s=180)  # a device kind: any cpu pool
     assert by_kind["state"] == "succeeded"
 
@@ -87,9 +77,9 @@ def test_segments_on_two_pools_equal_one_uninterrupted_render(farm):
         _spec(farm, segments=[{"steps": 4, "device": "big"}, {"steps": 2, "device": "small"}])
     ).wait(timeout_s=180)
     assert split["state"] == "succeeded", split["error"]
-    segments = _metadata(split)["segments"]
+    segments = job_metadata(split)["segments"]
     assert [(s["pool"], s["steps"]) for s in segments] == [("big", [0, 4]), ("small", [4, 6])]
-    assert np.array_equal(_image(split), _image(whole))  # the state moved between pools exactly
+    assert np.array_equal(job_image(split), job_image(whole))  # the state moved between pools exactly
 
 
 @pytest.mark.parametrize(
