@@ -5,13 +5,11 @@ The pools are told apart the way a farm tells GPU kinds apart: each node is star
 Ray resource ("big" or "small") and each pool's workers ask for one unit of it.
 """
 
-import logging
-
 import numpy as np
 import pytest
 import ray
 from _job_outputs import job_image, job_metadata
-from ray.cluster_utils import Cluster
+from _two_nodes import two_ray_nodes
 
 from cluster.client import Client
 from cluster.spec import SpecError
@@ -20,27 +18,20 @@ from runtime.pool import PoolConfig
 
 @pytest.fixture(scope="module")
 def farm(tmp_path_factory):
-    if ray.is_initialized():
-        ray.shutdown()
-    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 2, "resources": {"big": 2}})
-    cluster.add_node(num_cpus=1, resources={"small": 1})
-    cluster.wait_for_nodes()
-    ray.init(address=cluster.address, logging_level=logging.WARNING)
-    root = tmp_path_factory.mktemp("pools")
-    client = Client(
-        state_dir=root / "state",
-        pools=[
-            PoolConfig(name="big", workers=2, device="cpu", resources={"big": 1}),
-            PoolConfig(name="small", workers=1, device="cpu", resources={"small": 1}),
-        ],
-        checkpoint_every=2,
-    )
-    client.outputs = root / "outputs"
-    yield client
-    ray.get(client.controller.stop.remote())
-    ray.kill(client.controller)
-    ray.shutdown()
-    cluster.shutdown()
+    with two_ray_nodes(2, {"big": 2}, 1, {"small": 1}):
+        root = tmp_path_factory.mktemp("pools")
+        client = Client(
+            state_dir=root / "state",
+            pools=[
+                PoolConfig(name="big", workers=2, device="cpu", resources={"big": 1}),
+                PoolConfig(name="small", workers=1, device="cpu", resources={"small": 1}),
+            ],
+            checkpoint_every=2,
+        )
+        client.outputs = root / "outputs"
+        yield client
+        ray.get(client.controller.stop.remote())
+        ray.kill(client.controller)
 
 
 def _spec(client, **extra):

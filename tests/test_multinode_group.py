@@ -1,25 +1,16 @@
 """A process group whose workers sit on two different Ray nodes (two raylets on this machine)."""
 
-import logging
-
 import pytest
 import ray
-from ray.cluster_utils import Cluster
+from _two_nodes import two_ray_nodes
 
 from runtime.pool import DevicePool, PoolConfig
 
 
 @pytest.fixture(scope="module")
 def two_node_cluster():
-    if ray.is_initialized():
-        ray.shutdown()
-    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "resources": {"node_a": 1}})
-    cluster.add_node(num_cpus=1, resources={"node_b": 1})
-    cluster.wait_for_nodes()
-    ray.init(address=cluster.address, logging_level=logging.WARNING)
-    yield cluster
-    ray.shutdown()
-    cluster.shutdown()
+    with two_ray_nodes(1, {"node_a": 1}, 1, {"node_b": 1}) as cluster:
+        yield cluster
 
 
 def _sum_of_ranks_and_node(worker):
