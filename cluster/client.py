@@ -43,9 +43,9 @@ class JobFailed(RuntimeError):
 
 def start_controller(config: ControllerConfig, detached: bool = False):
     """The named controller actor, created if no controller runs in this Ray cluster yet."""
-    from cluster.controller import Controller
+    from cluster.controller_actor import ControllerActor
 
-    actor = ray.remote(Controller).options(
+    actor = ray.remote(ControllerActor).options(
         name=CONTROLLER_NAME,
         namespace=NAMESPACE,
         get_if_exists=True,

@@ -83,3 +83,18 @@ def test_serve_submit_wait_list_logs(served, tmp_path):
     assert "of pool farm" in logs.stdout
     unknown = _tessera("status", "no-such-job", "--address", served, cwd=tmp_path)
     assert unknown.returncode == 2 and "no job" in unknown.stderr
+    # Ray loads an actor's class wherever a handle is taken; the controller's class is a thin front.
+    assert _imports_of_a_job_verb(served, tmp_path) == []
+
+
+def _imports_of_a_job_verb(address: str, cwd) -> list[str]:
+    """Which heavy packages a process loads to reach the served controller and list its jobs."""
+    code = (
+        "import sys; from cluster.client import Client; "
+        f"Client(address={address!r}, connect_only=True).jobs(); "
+        "print(sorted(m for m in ('torch', 'diffusers', 'cluster.controller') if m in sys.modules))"
+    )
+    done = subprocess.run([sys.executable, "-c", code], cwd=cwd, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    return json.loads(done.stdout.strip().splitlines()[-1].replace("'", '"'))
+
