@@ -7,7 +7,7 @@ peer's *global* rank). For collectives the count is logical: an all-gather count
 whatever algorithm the backend uses underneath.
 
 Kinds used by this package: ``halo`` (conv boundary rows, neighbours only), ``kv`` (self-attention
-K/V all-gather), ``norm`` (GroupNorm statistics all-reduce), ``cfg`` (noise exchange between CFG
+K/V, point to point to every other band), ``norm`` (GroupNorm statistics all-reduce), ``cfg`` (noise exchange between CFG
 partners), ``meta`` (one-off shape exchange).
 
 Each method returns a ``Pending``: call ``wait()`` to get the result. Synchronous callers wait at
@@ -159,6 +159,36 @@ class Comm:
         )
         self.count(kind, peer, t.numel() * t.element_size())
         return Pending(works, lambda: out)
+
+    def exchange_with_all(self, t: torch.Tensor, sizes: list[int], dim: int, kind: str, tag: int) -> Pending:
+        """Send ``t`` to every other rank and receive theirs (size ``sizes[peer]`` along ``dim``), point to
+        point. The result lists the tensors in rank order with ``None`` in this rank's slot.
+
+        Unlike an all-gather, nothing is padded to the tallest band and no buffer is allocated for this
+        rank's own part, and gloo makes no flat staging copy: in displaced mode these buffers live from
+        one step to the next for every attention layer, so that is the mode's resident memory.
+        """
+        t = t.contiguous()
+        dim = dim % t.dim()
+        received: list[torch.Tensor | None] = [None] * self.world
+        ops = []
+        for peer in range(self.world):
+            if peer == self.rank:
+                continue
+            shape = list(t.shape)
+            shape[dim] = sizes[peer]
+            received[peer] = t.new_empty(shape)
+            ops.append(self._op(dist.irecv, received[peer], peer, tag))
+            ops.append(self._op(dist.isend, t, peer, tag))
+            self.count(kind, peer, t.numel() * t.element_size())
+        works = dist.batch_isend_irecv(ops) if ops else []
+        sent = [t]
+
+        def finish() -> list[torch.Tensor | None]:
+            sent.clear()  # the send buffer may be freed once the sends completed
+            return received
+
+        return Pending(works, finish)
 
     # ---- collectives ------------------------------------------------------------------------
     def all_gather_uneven(self, t: torch.Tensor, sizes: list[int], dim: int, kind: str) -> Pending:

@@ -3,7 +3,7 @@
 Installed as a diffusers attention processor on self-attention ``Attention`` modules only; cross
 attention (``attn2``, text tokens) needs nothing from other bands and keeps its processor. The
 processor follows diffusers' ``AttnProcessor2_0`` step by step, except that K and V (after
-``norm_k``) are concatenated and all-gathered over the bands. Bands hold consecutive raster rows,
+``norm_k``) are concatenated and exchanged with every other band, point to point. Bands hold consecutive raster rows,
 so rank-ordered concatenation is the full image's token order.
 
 Displaced mode: this step's own K/V replace this rank's slot in the previous step's gathered K/V
@@ -23,14 +23,12 @@ from parallel.patch_runtime import PatchRuntime
 
 def gather_band_kv(rt: PatchRuntime, key: tuple, kv: torch.Tensor) -> list[torch.Tensor]:
     """Every band's K/V (dim 1 = this band's tokens), fresh in sync steps and the previous step's in
-    displaced ones (this band's own always fresh), in band order."""
+    displaced ones (this band's own always fresh), in band order. ``key`` is ``("kv", layer id)``; the
+    layer id tags the point-to-point messages."""
     sizes = rt.gathered_sizes(key, kv.shape[1], kv.device)
-    sync = rt.sync_now
-    parts = rt.exchange(key, lambda: rt.comm.all_gather_uneven(kv, sizes, 1, "kv"))
-    if not sync:
-        parts = list(parts)
-        parts[rt.rank] = kv
-    return list(parts)
+    parts = list(rt.exchange(key, lambda: rt.comm.exchange_with_all(kv, sizes, 1, "kv", 2 * key[1])))
+    parts[rt.rank] = kv
+    return parts
 
 
 class BandSelfAttnProcessor:

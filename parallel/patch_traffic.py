@@ -106,18 +106,17 @@ def patch_bytes_per_rank(shapes: PatchLayerShapes, bounds: list[tuple[int, int]]
     """Bytes each rank sends per step, by kind, for these (possibly uneven) row bands.
 
     Exact where `patch_bytes_per_worker` averages: the top and bottom bands send halos one way only, and
-    the K/V all-gather pads every band to the tallest one (`Comm.all_gather_uneven`), as counted.
+    each band sends its own K/V (its share of the rows) to every other band (`Comm.exchange_with_all`).
     """
     world = len(bounds)
     if world <= 1:
         return [{"halo": 0.0, "kv": 0.0, "norm": 0.0}]
     height = bounds[-1][1] - bounds[0][0]
-    tallest = max(b - a for a, b in bounds) / height
     down = sum(row * above for row, above, _ in shapes.halo_rows)  # to the band below: its `above` rows
     up = sum(row * below for row, _, below in shapes.halo_rows)  # to the band above: its `below` rows
-    kv = sum(shapes.kv_bytes) * tallest * (world - 1)
+    kv = sum(shapes.kv_bytes) * (world - 1) / height
     norm = sum(shapes.norm_bytes) * (world - 1)
     return [
-        {"halo": float(down * (r < world - 1) + up * (r > 0)), "kv": float(kv), "norm": float(norm)}
-        for r in range(world)
+        {"halo": float(down * (r < world - 1) + up * (r > 0)), "kv": float(kv * (b - a)), "norm": float(norm)}
+        for r, (a, b) in enumerate(bounds)
     ]

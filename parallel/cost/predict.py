@@ -16,7 +16,7 @@ steady-state step and ``Prediction.mean_step_s`` the average over ``steps``.
 
 Memory per worker: the parameters it holds, its share of the activation peak, the gathered K/V of the
 largest attention layer (every band needs all of it at once) and, in displaced mode, the previous step's
-K/V of every attention layer (DistriFusion keeps them as the stale context).
+K/V of every attention layer from the other bands (DistriFusion's all-gather keeps every band's).
 """
 
 from __future__ import annotations
@@ -180,7 +180,10 @@ def _memory(profile: ModelProfile, strategy: str, degree: int, mode: str, scheme
     if strategy in ("patch", "cfg") and degree > 1:
         acts += max(kv, default=0) * batch_fraction  # one layer's gathered K/V
         if mode == "displaced" or scheme == "allgather":
-            acts += sum(kv) * batch_fraction  # stale K/V of every layer
+            # stale K/V of every layer: ours keeps the other bands' only, an all-gather every band's
+            own_rows = 2.0 / degree if strategy == "cfg" else 1.0 / degree  # a CFG branch has degree/2 bands
+            held = 1.0 if scheme == "allgather" else 1.0 - own_rows
+            acts += sum(kv) * batch_fraction * held
     return params + acts
 
 

@@ -58,7 +58,10 @@ def test_memory_shrinks_with_bands_and_displaced_keeps_stale_kv(prof):
     disp = predict(prof, "patch", 4, "cpu-core", "loopback", "displaced")
     assert one.memory_bytes == pytest.approx(prof.param_bytes + prof.activation_peak_bytes)
     assert sync.memory_bytes < one.memory_bytes
-    assert disp.memory_bytes - sync.memory_bytes == pytest.approx(sum(prof.patch.kv_bytes))
+    # the other three bands' K/V of every layer; an all-gather scheme keeps all four bands'
+    assert disp.memory_bytes - sync.memory_bytes == pytest.approx(sum(prof.patch.kv_bytes) * 3 / 4)
+    gathered = predict(prof, "patch", 4, "cpu-core", "loopback", "sync", scheme="allgather")
+    assert gathered.memory_bytes - sync.memory_bytes == pytest.approx(sum(prof.patch.kv_bytes))
 
 
 def test_speedup_never_exceeds_the_degree(prof):

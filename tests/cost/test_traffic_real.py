@@ -28,15 +28,13 @@ def test_patch_bytes_per_rank_match_the_counters(world, name):
 
 @pytest.mark.parametrize("world", [2, 3])
 def test_mean_patch_traffic_matches_on_even_bands(world):
-    """The mean-per-worker formula (equal bands) equals the counters averaged over ranks, for the halo
-    and statistics; K/V are padded to the tallest band, so the mean formula is a lower bound there."""
+    """The mean-per-worker formula (equal bands) equals the counters averaged over ranks (each band sends
+    its own K/V, unpadded, so the mean over uneven bands is the even-band figure too)."""
     results = run(CW.patch_bytes, world)
     prof = tiny_profile("unet")
     traffic = patch_traffic(prof, world, "displaced")
-    for kind in ("halo", "norm"):
+    for kind in KINDS:
         mean = sum(measured(r["unet"]["displaced"], kind) for r in results) / world
         assert traffic.bytes_per_step[kind] == pytest.approx(mean)
-    mean_kv = sum(measured(r["unet"]["displaced"], "kv") for r in results) / world
-    assert traffic.bytes_per_step["kv"] <= mean_kv <= traffic.bytes_per_step["kv"] * 1.2
     assert set(traffic.overlapped) == set(KINDS)
     assert patch_traffic(prof, world, "sync").overlapped == ()

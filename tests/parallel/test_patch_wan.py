@@ -51,17 +51,17 @@ def test_displaced_uses_stale_kv_after_warmup(ref):
 
 
 @pytest.mark.parametrize("world", [2, 3])
-def test_kv_bytes_are_every_layer_keys_and_values_of_the_tallest_band(world):
-    """Per forward, each rank sends each peer, per self-attention layer, the K and V (float32) of the
-    tallest band (all-gather pads to it): batch * tokens * 2 * heads * head_dim * 4 bytes."""
+def test_kv_bytes_are_every_layer_keys_and_values_of_the_own_band(world):
+    """Per forward, each rank sends each peer, per self-attention layer, the K and V (float32) of its own
+    band, unpadded: batch * tokens * 2 * heads * head_dim * 4 bytes."""
     model = W.tiny_wan()
     b, _, f, _, w = W.IMAGE
     heads, head_dim = model.config.num_attention_heads, model.config.attention_head_dim
     results = wan_run(world)
-    tallest_rows = max(e - s for s, e in results[0]["bounds"])
-    tokens = f * (tallest_rows // 2) * (w // 2)
-    expected = model.config.num_layers * b * tokens * 2 * heads * head_dim * 4
     for rank, r in enumerate(results):
+        start, end = r["bounds"][rank]
+        tokens = f * ((end - start) // 2) * (w // 2)
+        expected = model.config.num_layers * b * tokens * 2 * heads * head_dim * 4
         assert r["bytes_image"]["kv"] == {p: expected for p in range(world) if p != rank}
 
 

@@ -1,0 +1,161 @@
+"""Per-worker activation memory of patch parallelism on the built-in model: one worker, sync and displaced.
+
+    .venv/bin/python -m bench.patch_memory --size 1024 --workers 2 3
+
+Measures `parallel.parallelize_unet_patch` itself: one gloo process per worker (one torch thread each, no
+Ray), the built-in UNet, CFG batch 2, four denoising forwards (displaced after one synchronous step). Per
+worker: the peak resident memory over the forwards above the resident memory after loading (the kernel's
+high-water mark, reset after loading), and the bytes of tensors displaced mode keeps from one step to the
+next (the other bands' K/V received, this band's own K/V held by its sends in flight, conv halos and
+GroupNorm statistics).
+
+Each configuration runs twice: with glibc's default allocator settings (what the pool's workers run), and
+with `MALLOC_MMAP_THRESHOLD_` fixed at 128 KiB, so that every large tensor is its own mapping returned to the
+kernel when freed and resident memory follows the live tensors rather than what the heap keeps.
+Writes the "patch-memory" section of BENCHMARKS.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import socket
+import sys
+
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+
+from bench.common import provenance, write_section
+
+FIXED_MMAP = {"MALLOC_MMAP_THRESHOLD_": "131072"}
+FORWARDS = 4
+
+
+def _status_mb(field: str) -> float:
+    with open("/proc/self/status") as status:
+        for line in status:
+            if line.startswith(field + ":"):
+                return int(line.split()[1]) / 1024
+    raise KeyError(field)
+
+
+def _resident_bytes(obj, seen: set[int]) -> int:
+    """Bytes of the distinct tensor storages reachable from a displaced-mode cache entry."""
+    from parallel.comm import Pending
+
+    if isinstance(obj, torch.Tensor):
+        storage = obj.untyped_storage()
+        if storage.data_ptr() in seen:
+            return 0
+        seen.add(storage.data_ptr())
+        return storage.nbytes()
+    if isinstance(obj, (list, tuple)):
+        return sum(_resident_bytes(o, seen) for o in obj)
+    if isinstance(obj, dict):
+        return sum(_resident_bytes(o, seen) for o in obj.values())
+    if isinstance(obj, Pending):
+        if obj._done:
+            return _resident_bytes(obj._result, seen)
+        cells = obj._finish.__closure__ or ()
+        return sum(_resident_bytes(c.cell_contents, seen) for c in cells if not callable(c.cell_contents))
+    return 0
+
+
+def _worker(rank: int, world: int, mode: str, size: int, port: int, queue) -> None:
+    torch.set_num_threads(1)
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    dist.init_process_group("gloo", rank=rank, world_size=world)
+    from parallel import PatchConfig, band_bounds, parallelize_unet_patch, unet_alignment
+    from pipelines.loading import load_pipeline
+    from pipelines.registry import resolve_model
+
+    unet = load_pipeline(resolve_model("builtin-image")).unet.eval()
+    side = size // 8
+    start, end = band_bounds(side, world, unet_alignment(unet))[rank]
+    latent = torch.randn(2, unet.config.in_channels, side, side, generator=torch.Generator().manual_seed(0))
+    band = latent[:, :, start:end].contiguous()
+    text = torch.randn(2, 77, unet.config.cross_attention_dim, generator=torch.Generator().manual_seed(1))
+    handle = None
+    if world > 1:
+        handle = parallelize_unet_patch(unet, dist.group.WORLD, PatchConfig(mode=mode, warmup_steps=1))
+    with open("/proc/self/clear_refs", "w") as refs:  # reset the high-water mark to the current RSS
+        refs.write("5")
+    base = _status_mb("VmRSS")
+    kept = 0.0
+    with torch.no_grad():
+        for step in range(FORWARDS):
+            unet(band, 900 - 100 * step, encoder_hidden_states=text)
+            if handle is not None:
+                kept = _resident_bytes(handle._rt._cache, set()) / 2**20
+    queue.put((rank, end - start, _status_mb("VmHWM") - base, kept))
+    dist.barrier()
+    dist.destroy_process_group()
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def measure(world: int, mode: str, size: int, env: dict[str, str]) -> list[tuple[int, int, float, float]]:
+    """(rank, latent rows, peak MB above loaded, MB kept between steps) per worker, in rank order."""
+    saved = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)  # inherited by the spawned workers
+    try:
+        ctx = mp.get_context("spawn")
+        queue = ctx.Queue()
+        port = _free_port()
+        procs = [ctx.Process(target=_worker, args=(r, world, mode, size, port, queue)) for r in range(world)]
+        for p in procs:
+            p.start()
+        results = [queue.get(timeout=1800) for _ in procs]
+        for p in procs:
+            p.join()
+            if p.exitcode != 0:
+                raise RuntimeError(f"worker exited with {p.exitcode}")
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+    return sorted(results)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--size", type=int, default=1024)
+    parser.add_argument("--workers", type=int, nargs="+", default=[2])
+    args = parser.parse_args()
+    configs = [(1, "sync")] + [(w, m) for w in args.workers for m in ("sync", "displaced")]
+    rows = []
+    for allocator, env in (("glibc default", {}), ("mmap threshold 128 KiB", FIXED_MMAP)):
+        one = None
+        for world, mode in configs:
+            results = measure(world, mode, args.size, env)
+            worst = max(r[2] for r in results)
+            one = worst if world == 1 else one
+            label = "one worker" if world == 1 else f"{world} workers, {mode}"
+            peaks = ", ".join(f"{r[2]:.0f}" for r in results)
+            kept = max(r[3] for r in results)
+            rows.append(
+                f"| {allocator} | {label} | {peaks} | {worst / one:.2f}x | {kept:.1f} |"
+            )
+            print(rows[-1], flush=True)
+    command = "python -m bench.patch_memory " + " ".join(sys.argv[1:])
+    body = (
+        f"## Patch parallelism: per-worker activation memory (built-in model, {args.size}x{args.size}, CFG batch 2)\n\n"
+        + provenance(command)
+        + "\n"
+        + (__doc__.split("\n\n", 2)[2].split("Writes the")[0].strip())
+        + "\n\n| allocator | configuration | peak MB above loaded, per worker | largest vs one worker | MB kept between steps (displaced cache) |\n"
+        + "|---|---|---|---|---|\n"
+        + "\n".join(rows)
+    )
+    write_section("patch-memory", body)
+
+
+if __name__ == "__main__":
+    main()
