@@ -7,6 +7,9 @@ import sys
 import pytest
 from PIL import Image
 
+# The refusals check that no Ray cluster started; a cluster shared by earlier test modules is stopped first.
+pytestmark = pytest.mark.usefixtures("ray_stopped")
+
 
 def _tessera(*args, cwd):
     return subprocess.run(
@@ -54,8 +57,6 @@ def _refused(capsys, *args) -> str:
 
     from cluster.cli import main
 
-    if ray.is_initialized():  # a cluster shared by earlier test modules: not this command's
-        ray.shutdown()
     assert main(["render", *args]) == 2
     assert not ray.is_initialized()  # refused before any cluster started
     return capsys.readouterr().err
@@ -100,7 +101,7 @@ def test_submit_leaves_the_degree_check_to_the_served_controller():
         _spec_and_pool(overrides)
 
 
-def test_cli_submit_refuses_a_bad_image_job_before_connecting(capsys, ray_stopped):
+def test_cli_submit_refuses_a_bad_image_job_before_connecting(capsys):
     """`tessera submit` validates the image spec locally; no controller is needed to refuse it."""
     import ray
 

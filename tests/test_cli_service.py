@@ -92,9 +92,9 @@ def _imports_of_a_job_verb(address: str, cwd) -> list[str]:
     code = (
         "import sys; from cluster.client import Client; "
         f"Client(address={address!r}, connect_only=True).jobs(); "
-        "print(sorted(m for m in ('torch', 'diffusers', 'cluster.controller') if m in sys.modules))"
+        "import json; print(json.dumps(sorted(m for m in ('torch', 'diffusers', 'cluster.controller') if m in sys.modules)))"
     )
     done = subprocess.run([sys.executable, "-c", code], cwd=cwd, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr[-2000:]
-    return json.loads(done.stdout.strip().splitlines()[-1].replace("'", '"'))
+    return json.loads(done.stdout.strip().splitlines()[-1])
 
