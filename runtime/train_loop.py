@@ -190,13 +190,15 @@ def _pool_size(cfg: TrainConfig) -> int:
     return len(shapes(cfg.unet.resolution, cfg.dataset_seed))
 
 
-def _latent_source(cfg: TrainConfig, pipe, vae, device) -> CachedLatents | OnlineLatents:
+def _latent_source(cfg: TrainConfig, pipe, vae) -> CachedLatents | OnlineLatents:
     data = shapes(cfg.unet.resolution, cfg.dataset_seed)
     scaling = vae.config.scaling_factor
     if cfg.unet.latents == "online":
         return OnlineLatents(vae, pipe.tokenizer, data, scaling)
     cache = encode_latent_cache(vae, pipe.tokenizer, data, cfg.unet.cache_size, scaling)
-    return CachedLatents(tuple(t.to(device) for t in cache))
+    # On the CPU, like the noise it meets (CPU generators: the same draws on any device); DeepSpeed moves each
+    # micro-batch to the stage's device.
+    return CachedLatents(cache)
 
 
 def train_unet(
@@ -226,7 +228,7 @@ def train_unet(
     )
     replica = engine.grid.get_data_parallel_rank()
     side = stage.resolution // 8
-    source = _latent_source(cfg, pipe, vae, device) if engine.is_first_stage() else None
+    source = _latent_source(cfg, pipe, vae) if engine.is_first_stage() else None
     stream = NoisedLatentStream(
         pipe.scheduler,
         (unet.config.in_channels, side, side),

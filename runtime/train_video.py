@@ -108,8 +108,9 @@ def train_dit(
             VideoShapesConfig(size=stage.resolution, frames=stage.frames, seed=cfg.dataset_seed)
         )
         began = time.perf_counter()
+        # The cache stays on the CPU, where the stream draws with CPU generators (the same micro-batches on any
+        # device); DeepSpeed's pipeline engine moves each micro-batch to the stage's device.
         cache = encode_clip_cache(vae, pipe.tokenizer, data, stage.cache_size, vae.config.scaling_factor)
-        cache = tuple(t.to(device) for t in cache)
         if rank == 0:
             print(f"encoded {stage.cache_size} clips in {time.perf_counter() - began:.1f} s", flush=True)
     stream = FlowMatchStream(
