@@ -131,7 +131,9 @@ def dataset_clips(pattern: str, colour: str | None, count: int, frames: int, siz
     return clips
 
 
-def render_seeds(seeds: int, guidance: float, steps: int, frames: int, out: str) -> dict[str, list[str]]:
+def render_seeds(
+    seeds: int, guidance: float, steps: int, frames: int, out: str, model: str = "builtin-video"
+) -> dict[str, list[str]]:
     """MP4 paths per prompt kind, one per seed, rendered through the job service."""
     from cluster.client import Client
     from runtime.pool import PoolConfig
@@ -142,6 +144,7 @@ def render_seeds(seeds: int, guidance: float, steps: int, frames: int, out: str)
             (kind, seed): client.submit(
                 {
                     "job": "video",
+                    "model": model,
                     "prompt": prompt,
                     "frames": frames,
                     "seed": seed,
@@ -175,7 +178,9 @@ HEADER = (
 )
 
 
-def evaluate(seeds: int, guidances: list[float], steps: int, frames: int, size: int) -> str:
+def evaluate(
+    seeds: int, guidances: list[float], steps: int, frames: int, size: int, model: str = "builtin-video"
+) -> str:
     rows = [HEADER]
     clips = {kind: dataset_clips(kind, "red" if kind == "circle" else None, seeds, frames, size) for kind in ("stripes", "circle")}
     rows.append(
@@ -189,7 +194,7 @@ def evaluate(seeds: int, guidances: list[float], steps: int, frames: int, size: 
     with tempfile.TemporaryDirectory() as out:
         for guidance in guidances:
             began = time.monotonic()
-            paths = render_seeds(seeds, guidance, steps, frames, out)
+            paths = render_seeds(seeds, guidance, steps, frames, out, model)
             stripes = [stripe_stats(read_frames(p)) for p in paths["stripes"]]
             shapes = [shape_stats(read_frames(p), "red") for p in paths["shape"]]
             label = f"renders, guidance {guidance:g}, {steps} steps"
@@ -213,9 +218,10 @@ def main() -> None:
     parser.add_argument("--guidance", type=float, nargs="+", default=[1.0], help="guidance scales to render with")
     parser.add_argument("--steps", type=int, default=10)
     parser.add_argument("--frames", type=int, default=16)
+    parser.add_argument("--model", default="builtin-video", help="model name or pipeline directory to render with")
     args = parser.parse_args()
     if args.seeds:
-        print(evaluate(args.seeds, args.guidance, args.steps, args.frames, 64))
+        print(evaluate(args.seeds, args.guidance, args.steps, args.frames, 64, args.model))
     elif args.stripes and args.shape:
         print(report(args.stripes, args.shape, args.colour, args.label))
     else:
