@@ -86,6 +86,9 @@ class DitStage:
     """Recompute activations every this many layers in backward (0: off)."""
     gradient_clipping: float = 1.0
     """DeepSpeed's max gradient norm (0: off); taken per pipeline stage, as for the UNet phase."""
+    sigma_shift: float = 0.0
+    """Time shift of the training noise levels (0: the sampler's own `shift`); a larger one trains the
+    high-noise steps more, where a sample's layout and motion direction are decided."""
 
 
 @dataclass
@@ -146,6 +149,10 @@ class TrainConfig:
             raise ValueError(f"unet.latents: expected 'cache' or 'online', got {self.unet.latents!r}")
         if self.dit.resolution % 16:
             raise ValueError(f"dit.resolution: must be a multiple of 16, got {self.dit.resolution}")
+        if self.dit.sigma_shift < 0:
+            raise ValueError(
+                f"dit.sigma_shift: must be 0 (the sampler's shift) or positive, got {self.dit.sigma_shift}"
+            )
         if self.dit.frames < 1 or self.dit.micro_batch < 1 or self.dit.micro_batches < 1:
             raise ValueError("dit.frames, dit.micro_batch and dit.micro_batches must be at least 1")
         if self.checkpoint_every < 1:

@@ -24,7 +24,7 @@ from runtime.train_checkpoint import (
 )
 from runtime.train_config import TrainConfig
 from runtime.train_engine import pipeline_engine
-from runtime.train_video_data import FlowMatchStream, encode_clip_cache
+from runtime.train_video_data import FlowMatchStream, encode_clip_cache, training_shift
 
 
 def is_video_model(name_or_path: str) -> bool:
@@ -121,7 +121,7 @@ def train_dit(
         engine.grid.get_data_parallel_rank(),
         start * stage.micro_batches,
         stage.caption_dropout,
-        float(pipe.scheduler_config.get("shift", 1.0)),
+        training_shift(stage.sigma_shift, pipe.scheduler_config),
         int(pipe.scheduler_config.get("num_train_timesteps", 1000)),
     )
     modules = {"transformer": transformer, "text_encoder": text_encoder}

@@ -38,6 +38,11 @@ def encode_clip_cache(
     return torch.cat(latents), torch.cat(ids), tokenize(tokenizer, [""])[0]
 
 
+def training_shift(sigma_shift: float, scheduler_config: dict) -> float:
+    """The time shift training draws noise levels with: `dit.sigma_shift`, or the sampler's own when 0."""
+    return sigma_shift if sigma_shift > 0 else float(scheduler_config.get("shift", 1.0))
+
+
 def shifted_sigmas(u: torch.Tensor, shift: float) -> torch.Tensor:
     """Uniform u in (0, 1) mapped through the sampler's time shift: sigma = shift u / (1 + (shift - 1) u)."""
     return shift * u / (1 + (shift - 1) * u)

@@ -1,0 +1,47 @@
+"""The video DiT's training micro-batches: flow-matching inputs and targets, and the noise levels' time shift."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from cluster.config import compose
+from cluster.train import train_config_from_hydra
+from runtime.train_video_data import FlowMatchStream, training_shift
+
+
+def _stream(shift: float, micro_batch: int = 64) -> FlowMatchStream:
+    gen = torch.Generator().manual_seed(0)
+    latents = torch.randn(16, 4, 3, 2, 2, generator=gen)
+    ids = torch.randint(100, (16, 77), generator=gen)
+    cache = (latents, ids, torch.zeros(77, dtype=torch.long))
+    return FlowMatchStream(
+        cache, 16, micro_batch, seed=3, replica=0, start_micro_batch=0, caption_dropout=0.1, shift=shift
+    )
+
+
+def test_inputs_and_targets_are_flow_matching_of_the_same_clean_latents():
+    (noisy, timesteps, token_ids), target = next(_stream(3.0))
+    sigma = (timesteps / 1000).view(-1, 1, 1, 1, 1)
+    clean = noisy - sigma * target  # (1 - s) x0 + s n - s (n - x0) = x0
+    cache = _stream(3.0).cache[0]
+    assert all(any(torch.allclose(c, x, atol=1e-5) for x in cache) for c in clean)
+    assert token_ids.shape == (64, 77) and noisy.device.type == "cpu"
+
+
+def test_a_larger_shift_draws_higher_noise_levels_from_the_same_draws():
+    low, high = next(_stream(3.0))[0][1] / 1000, next(_stream(6.0))[0][1] / 1000
+    assert bool((high >= low).all()) and float(high.mean()) > float(low.mean()) + 0.05
+    assert float((high > 0.9).float().mean()) > float((low > 0.9).float().mean())
+
+
+def test_sigma_shift_zero_means_the_samplers_own():
+    assert training_shift(0.0, {"shift": 3.0}) == 3.0
+    assert training_shift(6.0, {"shift": 3.0}) == 6.0
+
+
+def test_sigma_shift_override_reaches_the_config_and_a_negative_one_is_refused():
+    config, _ = train_config_from_hydra(compose("train", ["model=builtin-video", "dit.sigma_shift=6"]))
+    assert config.dit.sigma_shift == 6.0
+    with pytest.raises(ValueError, match="dit.sigma_shift"):
+        train_config_from_hydra(compose("train", ["model=builtin-video", "dit.sigma_shift=-1"]))
