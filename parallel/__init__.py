@@ -13,28 +13,31 @@ Patch (row-band) parallelism, DistriFusion-style, and CFG parallelism:
 No Ray, no runtime: everything runs on ``torch.distributed`` (gloo or nccl).
 """
 
-from parallel.bands import band_bounds, gather_bands, slice_band
-from parallel.cfg import CFGLayout, combine_cfg, make_cfg_groups
-from parallel.comm import BytesSent, Comm
-from parallel.patch_config import PatchConfig
-from parallel.patch_dit import parallelize_dit_patch
-from parallel.patch_runtime import PatchHandle
-from parallel.patch_unet import parallelize_unet_patch, unet_alignment
-from parallel.patch_wan import parallelize_wan_patch
+import importlib
 
-__all__ = [
-    "BytesSent",
-    "CFGLayout",
-    "Comm",
-    "PatchConfig",
-    "PatchHandle",
-    "band_bounds",
-    "combine_cfg",
-    "gather_bands",
-    "make_cfg_groups",
-    "parallelize_dit_patch",
-    "parallelize_unet_patch",
-    "parallelize_wan_patch",
-    "slice_band",
-    "unet_alignment",
-]
+# Where each public name lives. Imported on first use (PEP 562): `import parallel.bands` from the job spec
+# must not import every strategy, and with them diffusers' models.
+_EXPORTS = {
+    "BytesSent": "parallel.comm",
+    "CFGLayout": "parallel.cfg",
+    "Comm": "parallel.comm",
+    "PatchConfig": "parallel.patch_config",
+    "PatchHandle": "parallel.patch_runtime",
+    "band_bounds": "parallel.bands",
+    "combine_cfg": "parallel.cfg",
+    "gather_bands": "parallel.bands",
+    "make_cfg_groups": "parallel.cfg",
+    "parallelize_dit_patch": "parallel.patch_dit",
+    "parallelize_unet_patch": "parallel.patch_unet",
+    "parallelize_wan_patch": "parallel.patch_wan",
+    "slice_band": "parallel.bands",
+    "unet_alignment": "parallel.patch_unet",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str):
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'parallel' has no attribute {name!r}")
+    return getattr(importlib.import_module(_EXPORTS[name]), name)
