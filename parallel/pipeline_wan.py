@@ -10,7 +10,9 @@ tensors used downstream travel, and conditioning without a gradient travels as i
     (hidden, temb, grid)                                        -> output norm, projection, unpatchify
 
 - The timesteps are float (flow matching's sigma * 1000) and are consumed by the first layer, which only
-  the first stage runs on its loaded inputs: they never cross a cut.
+  the first stage runs on its loaded inputs: they never cross a cut. They are one per clip [B], or one per
+  latent frame [B, frames] (then temb and timestep_proj are per token, as in diffusers' Wan 2.2 path), which
+  trains context frames at another noise level than the frames they border (`dit.context_offset`).
 - `grid` is an int64 tensor (frames, height, width) in patches: the rotary embedding carries no weights,
   so every block layer recomputes it from the grid instead of receiving it, and the head unpatchifies
   with it.
@@ -62,6 +64,23 @@ class EmbedLayer(nn.Module):
         p_t, p_h, p_w = self.patch_size
         grid = torch.tensor([frames // p_t, height // p_h, width // p_w], device=latent.device)
         hidden = self.patch_embedding(latent).flatten(2).transpose(1, 2)
+        if (
+            timesteps.ndim == 2
+        ):  # [B, frames]: one noise level per latent frame, so one time embedding per token
+            if p_t != 1 or timesteps.shape[1] != frames:
+                raise ValueError(
+                    f"timesteps: per-frame timesteps need temporal patch size 1 and one per latent frame; got "
+                    f"{tuple(timesteps.shape)} for {frames} frames, patch {self.patch_size}"
+                )
+            per_token = timesteps.repeat_interleave((height // p_h) * (width // p_w), dim=1)  # [B, tokens]
+            steps = self.timesteps_proj(per_token.flatten())
+            temb = self.time_embedder(steps.to(hidden.dtype)).type_as(hidden)
+            timestep_proj = self.time_proj(self.act_fn(temb)).unflatten(1, (6, -1))
+            temb, timestep_proj = (
+                temb.unflatten(0, per_token.shape),
+                timestep_proj.unflatten(0, per_token.shape),
+            )
+            return _packed(hidden, temb, timestep_proj, ids, grid)
         steps = self.timesteps_proj(timesteps.expand(latent.shape[0]))
         temb = self.time_embedder(steps.to(hidden.dtype)).type_as(hidden)
         timestep_proj = self.time_proj(self.act_fn(temb)).unflatten(1, (6, -1))
@@ -111,7 +130,11 @@ class HeadLayer(nn.Module):
 
     def forward(self, inputs: Carry) -> torch.Tensor:
         hidden, temb, grid = inputs
-        shift, scale = (self.scale_shift_table + temb.unsqueeze(1)).chunk(2, dim=1)
+        if temb.ndim == 3:  # one modulation per token (per-frame timesteps), as diffusers' Wan 2.2 path
+            shift, scale = (self.scale_shift_table.unsqueeze(0) + temb.unsqueeze(2)).chunk(2, dim=2)
+            shift, scale = shift.squeeze(2), scale.squeeze(2)
+        else:
+            shift, scale = (self.scale_shift_table + temb.unsqueeze(1)).chunk(2, dim=1)
         hidden = (self.norm_out(hidden.float()) * (1 + scale) + shift).type_as(hidden)
         hidden = self.proj_out(hidden)
         frames, height, width = (int(v) for v in grid.tolist())

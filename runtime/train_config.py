@@ -89,6 +89,10 @@ class DitStage:
     sigma_shift: float = 0.0
     """Time shift of the training noise levels (0: the sampler's own `shift`); a larger one trains the
     high-noise steps more, where a sample's layout and motion direction are decided."""
+    context_offset: float = 0.0
+    """0: every frame of a clip at one noise level. > 0: the first frame at that much less noise and the last
+    at twice as much more (unshifted levels), as a render's context frames from the neighbouring blocks are;
+    0.1 is one step of a 10-step render."""
 
 
 @dataclass
@@ -153,6 +157,8 @@ class TrainConfig:
             raise ValueError(
                 f"dit.sigma_shift: must be 0 (the sampler's shift) or positive, got {self.dit.sigma_shift}"
             )
+        if not 0 <= self.dit.context_offset <= 0.5:
+            raise ValueError(f"dit.context_offset: must be in [0, 0.5], got {self.dit.context_offset}")
         if self.dit.frames < 1 or self.dit.micro_batch < 1 or self.dit.micro_batches < 1:
             raise ValueError("dit.frames, dit.micro_batch and dit.micro_batches must be at least 1")
         if self.checkpoint_every < 1:

@@ -123,6 +123,7 @@ def train_dit(
         stage.caption_dropout,
         training_shift(stage.sigma_shift, pipe.scheduler_config),
         int(pipe.scheduler_config.get("num_train_timesteps", 1000)),
+        stage.context_offset,
     )
     modules = {"transformer": transformer, "text_encoder": text_encoder}
 

@@ -43,6 +43,20 @@ def training_shift(sigma_shift: float, scheduler_config: dict) -> float:
     return sigma_shift if sigma_shift > 0 else float(scheduler_config.get("shift", 1.0))
 
 
+def context_sigmas(levels: torch.Tensor, frames: int, offset: float, shift: float) -> torch.Tensor:
+    """Per-frame noise levels [n, frames] for clips whose edge frames stand for a render's context frames.
+
+    In the frame pipeline a block attends to its previous block's last frame computed one step further on
+    (less noise) and to its next block's first frame from the tick before, two steps behind (more noise). So
+    the first frame trains at level u - offset and the last at u + 2 offset, the frames between at u
+    (unshifted levels, clamped to [0, 1], then shifted like the rest; offset 1 / steps is one sampling step).
+    """
+    per_frame = levels[:, None].repeat(1, frames)
+    per_frame[:, 0] -= offset
+    per_frame[:, -1] += 2 * offset
+    return shifted_sigmas(per_frame.clamp(0.0, 1.0), shift).float()
+
+
 def shifted_sigmas(u: torch.Tensor, shift: float) -> torch.Tensor:
     """Uniform u in (0, 1) mapped through the sampler's time shift: sigma = shift u / (1 + (shift - 1) u)."""
     return shift * u / (1 + (shift - 1) * u)
@@ -65,6 +79,7 @@ class FlowMatchStream:
         caption_dropout: float,
         shift: float,
         num_train_timesteps: int = 1000,
+        context_offset: float = 0.0,
     ) -> None:
         self.cache = cache
         self.pool_size = pool_size
@@ -75,6 +90,7 @@ class FlowMatchStream:
         self.caption_dropout = caption_dropout
         self.shift = shift
         self.num_train_timesteps = num_train_timesteps
+        self.context_offset = context_offset
 
     def __iter__(self) -> Iterator:
         return self
@@ -84,7 +100,8 @@ class FlowMatchStream:
         self.index += 1
         n = self.micro_batch
         picks = torch.randint(self.pool_size, (n,), generator=gen)
-        sigmas = shifted_sigmas(torch.rand(n, generator=gen, dtype=torch.float64), self.shift).float()
+        levels = torch.rand(n, generator=gen, dtype=torch.float64)
+        sigmas = shifted_sigmas(levels, self.shift).float()
         dropped = torch.rand(n, generator=gen) < self.caption_dropout
         if self.cache is None:
             empty = torch.empty(0)
@@ -93,6 +110,9 @@ class FlowMatchStream:
         clean = latents[picks]
         noise = torch.randn(clean.shape, generator=gen)
         s = sigmas.view(n, 1, 1, 1, 1)
+        if self.context_offset > 0:
+            sigmas = context_sigmas(levels, clean.shape[2], self.context_offset, self.shift)
+            s = sigmas.view(n, 1, -1, 1, 1)
         noisy = (1 - s) * clean + s * noise
         token_ids = torch.where(dropped[:, None], empty_ids[None], ids[picks])
         return (noisy, sigmas * self.num_train_timesteps, token_ids), noise - clean
