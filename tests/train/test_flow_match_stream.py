@@ -1,4 +1,5 @@
-"""The video DiT's training micro-batches: flow-matching inputs and targets, and the noise levels' time shift."""
+"""The video DiT's training micro-batches: flow-matching inputs and targets, the noise levels' time shift, and the
+context frames' own levels (`dit.context_offset`)."""
 
 from __future__ import annotations
 
@@ -7,16 +8,24 @@ import torch
 
 from cluster.config import compose
 from cluster.train import train_config_from_hydra
-from runtime.train_video_data import FlowMatchStream, training_shift
+from runtime.train_video_data import FlowMatchStream, context_sigmas, shifted_sigmas, training_shift
 
 
-def _stream(shift: float, micro_batch: int = 64) -> FlowMatchStream:
+def _stream(shift: float, micro_batch: int = 64, context_offset: float = 0.0) -> FlowMatchStream:
     gen = torch.Generator().manual_seed(0)
     latents = torch.randn(16, 4, 3, 2, 2, generator=gen)
     ids = torch.randint(100, (16, 77), generator=gen)
     cache = (latents, ids, torch.zeros(77, dtype=torch.long))
     return FlowMatchStream(
-        cache, 16, micro_batch, seed=3, replica=0, start_micro_batch=0, caption_dropout=0.1, shift=shift
+        cache,
+        16,
+        micro_batch,
+        seed=3,
+        replica=0,
+        start_micro_batch=0,
+        caption_dropout=0.1,
+        shift=shift,
+        context_offset=context_offset,
     )
 
 
@@ -45,3 +54,29 @@ def test_sigma_shift_override_reaches_the_config_and_a_negative_one_is_refused()
     assert config.dit.sigma_shift == 6.0
     with pytest.raises(ValueError, match="dit.sigma_shift"):
         train_config_from_hydra(compose("train", ["model=builtin-video", "dit.sigma_shift=-1"]))
+
+
+def test_context_levels_first_frame_cleaner_last_noisier():
+    levels = torch.tensor([0.5, 0.02, 0.95], dtype=torch.float64)
+    sigmas = context_sigmas(levels, 5, 0.1, 3.0)
+    assert sigmas.shape == (3, 5)
+    torch.testing.assert_close(sigmas[:, 1:4], shifted_sigmas(levels, 3.0).float()[:, None].expand(3, 3))
+    torch.testing.assert_close(sigmas[:, 0], shifted_sigmas(torch.tensor([0.4, 0.0, 0.85]), 3.0).float())
+    torch.testing.assert_close(sigmas[:, -1], shifted_sigmas(torch.tensor([0.7, 0.22, 1.0]), 3.0).float())
+
+
+def test_stream_noises_each_frame_at_its_own_level():
+    (noisy, timesteps, _), target = next(_stream(3.0, micro_batch=16, context_offset=0.1))
+    assert timesteps.shape == (16, 3)
+    assert bool((timesteps[:, 0] <= timesteps[:, 1]).all() and (timesteps[:, 2] >= timesteps[:, 1]).all())
+    assert bool((timesteps[:, 0] < timesteps[:, 2]).all())
+    clean = noisy - (timesteps / 1000).view(16, 1, 3, 1, 1) * target
+    cache = _stream(3.0).cache[0]
+    assert all(any(torch.allclose(c, x, atol=1e-5) for x in cache) for c in clean)
+
+
+def test_context_offset_reaches_the_config_and_out_of_range_is_refused():
+    config, _ = train_config_from_hydra(compose("train", ["model=builtin-video", "dit.context_offset=0.1"]))
+    assert config.dit.context_offset == 0.1
+    with pytest.raises(ValueError, match="dit.context_offset"):
+        train_config_from_hydra(compose("train", ["model=builtin-video", "dit.context_offset=0.7"]))

@@ -84,3 +84,44 @@ def test_refuses_a_model_that_is_not_a_wan_transformer(parts):
     _, text_encoder = parts
     with pytest.raises(TypeError, match="model"):
         wan_layers(text_encoder)
+
+
+# Per-frame timesteps (dit.context_offset): one noise level per latent frame.
+
+
+def _per_frame_inputs(text_encoder, batch: int = 2, frames: int = 3):
+    gen = torch.Generator().manual_seed(0)
+    latent = torch.randn((batch, 4, frames, 4, 6), generator=gen)
+    per_frame = torch.rand((batch, frames), generator=gen) * 1000
+    ids = torch.randint(text_encoder.config.vocab_size, (batch, 77), generator=gen)
+    return latent, per_frame, ids
+
+
+def test_per_frame_timesteps_equal_diffusers_per_token_path(parts):
+    model, text_encoder = parts
+    latent, per_frame, ids = _per_frame_inputs(text_encoder)
+    per_token = per_frame.repeat_interleave((4 // 2) * (6 // 2), dim=1)  # 6 tokens per frame
+    with torch.no_grad():
+        expected = model(latent, per_token, text_encoder(ids)[0]).sample
+        got = run_layers(wan_layers(model, text_encoder), (latent, per_frame, ids))
+    torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5)
+
+
+def test_equal_levels_per_frame_equal_one_level_per_clip(parts):
+    model, text_encoder = parts
+    latent, per_frame, ids = _per_frame_inputs(text_encoder)
+    level = per_frame[:, :1]
+    layers = wan_layers(model, text_encoder)
+    with torch.no_grad():
+        uniform = run_layers(layers, (latent, level.expand(-1, 3).contiguous(), ids))
+        per_clip = run_layers(layers, (latent, level[:, 0], ids))
+        mixed = run_layers(layers, (latent, per_frame, ids))
+    torch.testing.assert_close(uniform, per_clip, rtol=1e-5, atol=1e-5)
+    assert (mixed - per_clip).abs().max() > 1e-3
+
+
+def test_per_frame_timesteps_must_match_the_frames(parts):
+    model, text_encoder = parts
+    latent, per_frame, ids = _per_frame_inputs(text_encoder)
+    with pytest.raises(ValueError, match="timesteps"):
+        run_layers(wan_layers(model, text_encoder), (latent, per_frame[:, :2], ids))
