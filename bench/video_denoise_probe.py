@@ -32,8 +32,9 @@ import numpy as np
 import torch
 from diffusers import FlowMatchEulerDiscreteScheduler
 
-from bench.video_motion import STRIPES_PROMPT, stripe_stats
+from bench.video_motion import STRIPES_PROMPT, stripe_stats, to_frames
 from cluster.video_strip import read_frames
+from parallel.pipeline_unet import run_layers
 from parallel.pipeline_wan import wan_layers
 from pipelines.registry import resolve_model
 from pipelines.video_dataset import VideoShapesConfig, VideoShapesDataset
@@ -58,26 +59,18 @@ def stripe_clips(count: int, seed: int = 1) -> tuple[torch.Tensor, list[str]]:
     return data.batch(picked)
 
 
-def to_frames(clip: torch.Tensor) -> list[np.ndarray]:
-    """[F, 3, H, W] in [-1, 1] to uint8 [H, W, 3] frames."""
-    return list(((clip.permute(0, 2, 3, 1).clamp(-1, 1).numpy() + 1) * 127.5).astype(np.uint8))
-
-
 def one_direction(clip: torch.Tensor) -> int:
     return stripe_stats(to_frames(clip))["same_direction"]
 
 
 def velocity(layers, noisy: torch.Tensor, sigma: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
-    out = (noisy, sigma * 1000, ids)
-    for layer in layers:
-        out = layer(out)
-    return out[0] if isinstance(out, tuple) else out
+    """The DiT's flow-matching velocity at noise level `sigma` (per clip)."""
+    return run_layers(layers, (noisy, sigma * 1000, ids))
 
 
 @torch.no_grad()
-def probe(model: str, count: int) -> dict:
+def probe(pipe, count: int) -> dict:
     torch.manual_seed(0)
-    pipe = load_video_pipeline(resolve_model(model))
     layers = wan_layers(pipe.transformer.eval(), pipe.text_encoder.eval())
     vae, scaling = pipe.vae.eval(), pipe.vae.config.scaling_factor
     clips, captions = stripe_clips(count)
@@ -140,14 +133,13 @@ def summarise(rows: list[tuple[int, int, bool]]) -> dict:
     }
 
 
-def pipeline_blocks(model: str, seeds: int, context_frames: int) -> dict:
+def pipeline_blocks(pipe, model_path: str, seeds: int, context_frames: int) -> dict:
     """16 frames in two blocks through the frame pipeline (one process), per seed."""
-    pipe = load_video_pipeline(resolve_model(model))
     rows = []
     for seed in range(seeds):
         with tempfile.TemporaryDirectory() as out:
             task = VideoTask(
-                model_path=str(resolve_model(model)),
+                model_path=model_path,
                 dtype="float32",
                 prompt=STRIPES_PROMPT,
                 height=64,
@@ -169,9 +161,8 @@ def pipeline_blocks(model: str, seeds: int, context_frames: int) -> dict:
 
 
 @torch.no_grad()
-def replacement_blocks(model: str, seeds: int, overlap: int) -> dict:
+def replacement_blocks(pipe, seeds: int, overlap: int) -> dict:
     """Two 8-frame blocks sampled in sequence; block 2's first `overlap` frames replaced by block 1's last."""
-    pipe = load_video_pipeline(resolve_model(model))
     layers = wan_layers(pipe.transformer.eval(), pipe.text_encoder.eval())
     vae, scaling = pipe.vae.eval(), pipe.vae.config.scaling_factor
     scheduler = FlowMatchEulerDiscreteScheduler.from_config(pipe.scheduler_config)
@@ -206,13 +197,13 @@ def main() -> None:
     parser.add_argument("--clips", type=int, default=8, help="clips for probes 1-3, seeds for probe 4")
     args = parser.parse_args()
     torch.set_num_threads(2)
-    result = {"model": args.model, **probe(args.model, args.clips)}
+    model_path = str(resolve_model(args.model))
+    pipe = load_video_pipeline(model_path)
+    result = {"model": args.model, **probe(pipe, args.clips)}
     result["frame_pipeline_blocks"] = {
-        f"context {c}": pipeline_blocks(args.model, args.clips, c) for c in (1, 2)
+        f"context {c}": pipeline_blocks(pipe, model_path, args.clips, c) for c in (1, 2)
     }
-    result["replacement_blocks"] = {
-        f"overlap {k}": replacement_blocks(args.model, args.clips, k) for k in range(4)
-    }
+    result["replacement_blocks"] = {f"overlap {k}": replacement_blocks(pipe, args.clips, k) for k in range(4)}
     print(json.dumps(result))
 
 

@@ -114,6 +114,11 @@ def report(stripes: str, shape: str, colour: str, label: str) -> str:
     )
 
 
+def to_frames(clip) -> list[np.ndarray]:
+    """A clip [frames, 3, H, W] in [-1, 1] (torch) as uint8 [H, W, 3] frames, as an MP4 reader gives them."""
+    return list(((clip.permute(0, 2, 3, 1).clamp(-1, 1).numpy() + 1) * 127.5).astype(np.uint8))
+
+
 def dataset_clips(pattern: str, colour: str | None, count: int, frames: int, size: int) -> list[list[np.ndarray]]:
     """The first `count` training clips of `pattern` (vertical stripes / `colour` shapes), as uint8 frames."""
     from pipelines.video_dataset import VideoShapesConfig, VideoShapesDataset
@@ -125,8 +130,7 @@ def dataset_clips(pattern: str, colour: str | None, count: int, frames: int, siz
         wanted = params.get("vertical", False) if pattern == "stripes" else fg == colour
         if kind == pattern and wanted:
             clip, _ = data.draw(index, size=size, frames=frames)
-            pixels = ((clip.permute(0, 2, 3, 1).numpy() + 1) * 127.5).clip(0, 255).astype(np.uint8)
-            clips.append(list(pixels))
+            clips.append(to_frames(clip))
         index += 1
     return clips
 

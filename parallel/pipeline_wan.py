@@ -64,26 +64,20 @@ class EmbedLayer(nn.Module):
         p_t, p_h, p_w = self.patch_size
         grid = torch.tensor([frames // p_t, height // p_h, width // p_w], device=latent.device)
         hidden = self.patch_embedding(latent).flatten(2).transpose(1, 2)
-        if (
-            timesteps.ndim == 2
-        ):  # [B, frames]: one noise level per latent frame, so one time embedding per token
+        if timesteps.ndim < 2:
+            levels = timesteps.expand(latent.shape[0])  # one level per clip
+        else:  # [B, frames]: one noise level per latent frame, so one time embedding per token
             if p_t != 1 or timesteps.shape[1] != frames:
                 raise ValueError(
                     f"timesteps: per-frame timesteps need temporal patch size 1 and one per latent frame; got "
                     f"{tuple(timesteps.shape)} for {frames} frames, patch {self.patch_size}"
                 )
-            per_token = timesteps.repeat_interleave((height // p_h) * (width // p_w), dim=1)  # [B, tokens]
-            steps = self.timesteps_proj(per_token.flatten())
-            temb = self.time_embedder(steps.to(hidden.dtype)).type_as(hidden)
-            timestep_proj = self.time_proj(self.act_fn(temb)).unflatten(1, (6, -1))
-            temb, timestep_proj = (
-                temb.unflatten(0, per_token.shape),
-                timestep_proj.unflatten(0, per_token.shape),
-            )
-            return _packed(hidden, temb, timestep_proj, ids, grid)
-        steps = self.timesteps_proj(timesteps.expand(latent.shape[0]))
+            levels = timesteps.repeat_interleave((height // p_h) * (width // p_w), dim=1)  # [B, tokens]
+        steps = self.timesteps_proj(levels.flatten())
         temb = self.time_embedder(steps.to(hidden.dtype)).type_as(hidden)
         timestep_proj = self.time_proj(self.act_fn(temb)).unflatten(1, (6, -1))
+        if levels.ndim == 2:
+            temb, timestep_proj = temb.unflatten(0, levels.shape), timestep_proj.unflatten(0, levels.shape)
         return _packed(hidden, temb, timestep_proj, ids, grid)
 
 

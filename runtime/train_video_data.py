@@ -109,10 +109,9 @@ class FlowMatchStream:
         latents, ids, empty_ids = self.cache
         clean = latents[picks]
         noise = torch.randn(clean.shape, generator=gen)
-        s = sigmas.view(n, 1, 1, 1, 1)
         if self.context_offset > 0:
-            sigmas = context_sigmas(levels, clean.shape[2], self.context_offset, self.shift)
-            s = sigmas.view(n, 1, -1, 1, 1)
+            sigmas = context_sigmas(levels, clean.shape[2], self.context_offset, self.shift)  # [n, frames]
+        s = sigmas.view(n, 1, -1, 1, 1)  # per clip or per frame
         noisy = (1 - s) * clean + s * noise
         token_ids = torch.where(dropped[:, None], empty_ids[None], ids[picks])
         return (noisy, sigmas * self.num_train_timesteps, token_ids), noise - clean
