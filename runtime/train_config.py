@@ -93,6 +93,11 @@ class DitStage:
     """0: every frame of a clip at one noise level. > 0: the first frame at that much less noise and the last
     at twice as much more (unshifted levels), as a render's context frames from the neighbouring blocks are;
     0.1 is one step of a 10-step render."""
+    context_clean: float = 0.0
+    """Probability per clip and edge that its first (last) 1..context_frames frames sit at a lower (higher)
+    noise level than the rest, drawn anywhere down to clean (up to pure noise); 0: off. Excludes context_offset."""
+    context_frames: int = 2
+    """Most edge frames context_clean moves to their own level (a render's context frames)."""
 
 
 @dataclass
@@ -159,6 +164,15 @@ class TrainConfig:
             )
         if not 0 <= self.dit.context_offset <= 0.5:
             raise ValueError(f"dit.context_offset: must be in [0, 0.5], got {self.dit.context_offset}")
+        if not 0 <= self.dit.context_clean <= 1:
+            raise ValueError(f"dit.context_clean: must be in [0, 1], got {self.dit.context_clean}")
+        if self.dit.context_clean > 0 and self.dit.context_offset > 0:
+            raise ValueError("dit.context_clean and dit.context_offset: set at most one of them")
+        if self.dit.context_clean > 0 and not 1 <= self.dit.context_frames < self.dit.frames / 2:
+            raise ValueError(
+                f"dit.context_frames: must be at least 1 and under half of dit.frames={self.dit.frames}, "
+                f"got {self.dit.context_frames}"
+            )
         if self.dit.frames < 1 or self.dit.micro_batch < 1 or self.dit.micro_batches < 1:
             raise ValueError("dit.frames, dit.micro_batch and dit.micro_batches must be at least 1")
         if self.checkpoint_every < 1:

@@ -124,6 +124,8 @@ def train_dit(
         training_shift(stage.sigma_shift, pipe.scheduler_config),
         int(pipe.scheduler_config.get("num_train_timesteps", 1000)),
         stage.context_offset,
+        stage.context_clean,
+        stage.context_frames,
     )
     modules = {"transformer": transformer, "text_encoder": text_encoder}
 

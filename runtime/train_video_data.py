@@ -57,6 +57,32 @@ def context_sigmas(levels: torch.Tensor, frames: int, offset: float, shift: floa
     return shifted_sigmas(per_frame.clamp(0.0, 1.0), shift).float()
 
 
+def staggered_sigmas(
+    levels: torch.Tensor, frames: int, probability: float, max_context: int, shift: float, gen: torch.Generator
+) -> torch.Tensor:
+    """Per-frame noise levels [n, frames] for clips that stand for a block continuing a cleaner one.
+
+    With `probability` per clip and per edge, the first k frames (k uniform in 1..max_context) share one level
+    drawn uniformly below the clip's (down to clean), and the last k' frames one drawn above it (up to pure
+    noise): the previous block's tail is further along than the block it borders, and the next block's head
+    behind it, by any number of steps when blocks enter the queue several steps apart. Unlike
+    `context_sigmas`' fixed offset, the model sees every gap, clean context included, so it can learn to
+    continue the motion that cleaner frames show (Diffusion Forcing's idea, restricted to the clip's edges).
+    """
+    n = levels.shape[0]
+    head = torch.rand(n, generator=gen) < probability
+    tail = torch.rand(n, generator=gen) < probability
+    head_k = torch.randint(1, max_context + 1, (n, 1), generator=gen)
+    tail_k = torch.randint(1, max_context + 1, (n, 1), generator=gen)
+    below = levels * torch.rand(n, generator=gen, dtype=levels.dtype)
+    above = levels + (1 - levels) * torch.rand(n, generator=gen, dtype=levels.dtype)
+    index = torch.arange(frames)[None]
+    per_frame = levels[:, None].repeat(1, frames)
+    per_frame = torch.where(head[:, None] & (index < head_k), below[:, None], per_frame)
+    per_frame = torch.where(tail[:, None] & (index >= frames - tail_k), above[:, None], per_frame)
+    return shifted_sigmas(per_frame, shift).float()
+
+
 def shifted_sigmas(u: torch.Tensor, shift: float) -> torch.Tensor:
     """Uniform u in (0, 1) mapped through the sampler's time shift: sigma = shift u / (1 + (shift - 1) u)."""
     return shift * u / (1 + (shift - 1) * u)
@@ -80,6 +106,8 @@ class FlowMatchStream:
         shift: float,
         num_train_timesteps: int = 1000,
         context_offset: float = 0.0,
+        context_clean: float = 0.0,
+        context_frames: int = 2,
     ) -> None:
         self.cache = cache
         self.pool_size = pool_size
@@ -91,6 +119,8 @@ class FlowMatchStream:
         self.shift = shift
         self.num_train_timesteps = num_train_timesteps
         self.context_offset = context_offset
+        self.context_clean = context_clean
+        self.context_frames = context_frames
 
     def __iter__(self) -> Iterator:
         return self
@@ -111,6 +141,10 @@ class FlowMatchStream:
         noise = torch.randn(clean.shape, generator=gen)
         if self.context_offset > 0:
             sigmas = context_sigmas(levels, clean.shape[2], self.context_offset, self.shift)  # [n, frames]
+        elif self.context_clean > 0:  # drawn after the noise: the last stage's targets stay the same draws
+            sigmas = staggered_sigmas(
+                levels, clean.shape[2], self.context_clean, self.context_frames, self.shift, gen
+            )
         s = sigmas.view(n, 1, -1, 1, 1)  # per clip or per frame
         noisy = (1 - s) * clean + s * noise
         token_ids = torch.where(dropped[:, None], empty_ids[None], ids[picks])

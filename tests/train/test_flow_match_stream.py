@@ -8,10 +8,18 @@ import torch
 
 from cluster.config import compose
 from cluster.train import train_config_from_hydra
-from runtime.train_video_data import FlowMatchStream, context_sigmas, shifted_sigmas, training_shift
+from runtime.train_video_data import (
+    FlowMatchStream,
+    context_sigmas,
+    shifted_sigmas,
+    staggered_sigmas,
+    training_shift,
+)
 
 
-def _stream(shift: float, micro_batch: int = 64, context_offset: float = 0.0) -> FlowMatchStream:
+def _stream(
+    shift: float, micro_batch: int = 64, context_offset: float = 0.0, **context: float
+) -> FlowMatchStream:
     gen = torch.Generator().manual_seed(0)
     latents = torch.randn(16, 4, 3, 2, 2, generator=gen)
     ids = torch.randint(100, (16, 77), generator=gen)
@@ -26,6 +34,7 @@ def _stream(shift: float, micro_batch: int = 64, context_offset: float = 0.0) ->
         caption_dropout=0.1,
         shift=shift,
         context_offset=context_offset,
+        **context,
     )
 
 
@@ -80,3 +89,36 @@ def test_context_offset_reaches_the_config_and_out_of_range_is_refused():
     assert config.dit.context_offset == 0.1
     with pytest.raises(ValueError, match="dit.context_offset"):
         train_config_from_hydra(compose("train", ["model=builtin-video", "dit.context_offset=0.7"]))
+
+
+def test_staggered_levels_edges_below_and_above_the_clip():
+    levels = torch.rand(400, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    gen = torch.Generator().manual_seed(2)
+    sigmas = staggered_sigmas(levels, 8, 0.75, 2, 1.0, gen)  # shift 1: sigmas are the levels
+    middle = levels.float()[:, None].expand(400, 4)
+    torch.testing.assert_close(sigmas[:, 2:6], middle)
+    assert bool((sigmas[:, :2] <= sigmas[:, 2:3] + 1e-6).all() and (sigmas[:, 6:] >= sigmas[:, 5:6] - 1e-6).all())
+    head_moved = (sigmas[:, 0] < sigmas[:, 2] - 1e-6).float().mean()
+    assert 0.6 < float(head_moved) < 0.9  # about the probability, 0.75
+    two_frames = ((sigmas[:, 1] < sigmas[:, 2] - 1e-6) & (sigmas[:, 0] < sigmas[:, 2] - 1e-6)).float().mean()
+    assert 0.25 < float(two_frames) < 0.5  # about 0.75 x 1/2
+    assert float(sigmas[:, 0].min()) < 0.01 and float(sigmas[:, -1].max()) > 0.99  # clean and pure noise drawn
+
+
+def test_context_clean_stream_and_config():
+    (noisy, timesteps, _), target = next(_stream(3.0, micro_batch=16, context_clean=1.0, context_frames=1))
+    assert timesteps.shape == (16, 3)
+    assert bool((timesteps[:, 0] <= timesteps[:, 1]).all() and (timesteps[:, 2] >= timesteps[:, 1]).all())
+    clean = noisy - (timesteps / 1000).view(16, 1, 3, 1, 1) * target
+    cache = _stream(3.0).cache[0]
+    assert all(any(torch.allclose(c, x, atol=1e-5) for x in cache) for c in clean)
+    torch.testing.assert_close(target, next(_stream(3.0, micro_batch=16))[1])  # same noise: same targets
+    config, _ = train_config_from_hydra(compose("train", ["model=builtin-video", "dit.context_clean=0.5"]))
+    assert config.dit.context_clean == 0.5 and config.dit.context_frames == 2
+    for bad, field in (
+        (["dit.context_clean=1.5"], "dit.context_clean"),
+        (["dit.context_clean=0.5", "dit.context_offset=0.1"], "dit.context_offset"),
+        (["dit.context_clean=0.5", "dit.context_frames=5"], "dit.context_frames"),
+    ):
+        with pytest.raises(ValueError, match=field):
+            train_config_from_hydra(compose("train", ["model=builtin-video", *bad]))
