@@ -133,8 +133,9 @@ def summarise(rows: list[tuple[int, int, bool]]) -> dict:
     }
 
 
-def pipeline_blocks(pipe, model_path: str, seeds: int, context_frames: int) -> dict:
-    """16 frames in two blocks through the frame pipeline (one process), per seed."""
+def pipeline_blocks(pipe, model_path: str, seeds: int, context_frames: int, stride: int = 1) -> dict:
+    """16 frames in two blocks through the frame pipeline (one process), per seed; block 2 enters the queue
+    `stride` steps after block 1."""
     rows = []
     for seed in range(seeds):
         with tempfile.TemporaryDirectory() as out:
@@ -151,6 +152,7 @@ def pipeline_blocks(pipe, model_path: str, seeds: int, context_frames: int) -> d
                 seed=seed,
                 fps=8.0,
                 video_path=f"{out}/video.mp4",
+                block_stride=stride,
             )
             session = VideoSession(pipe, task, group=None)
             while not session.pipeline.done:
@@ -195,15 +197,22 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="builtin-video", help="model name or video pipeline directory")
     parser.add_argument("--clips", type=int, default=8, help="clips for probes 1-3, seeds for probe 4")
+    parser.add_argument("--strides", default="1", help="block strides of probe 4a, comma-separated")
+    parser.add_argument("--blocks-only", action="store_true", help="probe 4a only (the frame pipeline)")
     args = parser.parse_args()
     torch.set_num_threads(2)
     model_path = str(resolve_model(args.model))
     pipe = load_video_pipeline(model_path)
-    result = {"model": args.model, **probe(pipe, args.clips)}
+    result = {"model": args.model} if args.blocks_only else {"model": args.model, **probe(pipe, args.clips)}
     result["frame_pipeline_blocks"] = {
-        f"context {c}": pipeline_blocks(pipe, model_path, args.clips, c) for c in (1, 2)
+        f"context {c}" + (f", stride {k}" if k != 1 else ""): pipeline_blocks(pipe, model_path, args.clips, c, k)
+        for k in (int(x) for x in args.strides.split(","))
+        for c in (1, 2)
     }
-    result["replacement_blocks"] = {f"overlap {k}": replacement_blocks(pipe, args.clips, k) for k in range(4)}
+    if not args.blocks_only:
+        result["replacement_blocks"] = {
+            f"overlap {k}": replacement_blocks(pipe, args.clips, k) for k in range(4)
+        }
     print(json.dumps(result))
 
 

@@ -29,6 +29,7 @@ from cluster.outputs import job_directory
 from cluster.store import JobRecord
 from cluster.versions import package_versions
 from cluster.video_spec import VideoSpec
+from parallel.frame_schedule import ticks as schedule_ticks
 from runtime.video_render import VideoRenderStopped, run_video_render
 from runtime.video_task import VideoTask
 
@@ -44,6 +45,7 @@ def video_task(spec: VideoSpec, video_path: str | Path) -> VideoTask:
         block_frames=spec.block_frames,
         context_frames=spec.context_frames,
         steps=spec.steps,
+        block_stride=spec.block_stride,
         seed=spec.seed,
         fps=float(spec.fps),
         video_path=str(Path(video_path).resolve()),
@@ -83,7 +85,7 @@ class VideoJobs:
         if resume is None:
             shutil.rmtree(partial, ignore_errors=True)  # blocks of an attempt that never checkpointed
         first = resume["tick"] if resume else 0
-        total = spec.blocks + spec.steps - 1
+        total = schedule_ticks(spec.blocks, spec.steps, spec.block_stride)
         where = f"from tick {first} ({resume['blocks_finished']} blocks kept)" if resume else "from the start"
         self._log(
             job.id,

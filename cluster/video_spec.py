@@ -61,6 +61,9 @@ class VideoSpec:
     """Frames of each neighbour block a block attends to (feature cache); 0 <= it <= block_frames."""
     steps: int = 10
     """Denoising steps per block."""
+    block_stride: int = 1
+    """Steps between consecutive blocks entering the queue, 1 <= it <= steps: 1 is DualParal's queue; more
+    starts a block once the previous one is that much cleaner (more motion to continue, fewer blocks in flight)."""
     seed: int = 0
     """Seed of the shared noise template."""
     fps: float = 8.0
@@ -94,7 +97,7 @@ class VideoSpec:
     def validate(self) -> None:
         for name in ("model", "dtype", "prompt", "negative_prompt", "output_dir", "device"):
             _check_type(name, getattr(self, name), str)
-        for name in ("height", "width", "frames", "block_frames", "context_frames", "steps", "seed"):
+        for name in ("height", "width", "frames", "block_frames", "context_frames", "steps", "block_stride", "seed"):
             _check_type(name, getattr(self, name), int)
         _check_type("fps", self.fps, (int, float))
         _check_type("guidance_scale", self.guidance_scale, (int, float))
@@ -108,6 +111,8 @@ class VideoSpec:
                 raise SpecError(name, f"must be a positive multiple of 16 up to {MAX_SIDE}, got {value}")
         if not 1 <= self.steps <= MAX_STEPS:
             raise SpecError("steps", f"must be between 1 and {MAX_STEPS}, got {self.steps}")
+        if not 1 <= self.block_stride <= self.steps:
+            raise SpecError("block_stride", f"must be in [1, steps={self.steps}], got {self.block_stride}")
         if not 0 <= self.seed < 2**63:
             raise SpecError("seed", f"must be in [0, 2**63), got {self.seed}")
         if not 0 <= self.guidance_scale <= 100:

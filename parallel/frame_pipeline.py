@@ -40,6 +40,7 @@ from parallel.frame_noise import block_noise, noise_template
 from parallel.frame_partition import measure_layer_costs, stage_boundaries
 from parallel.frame_ring import RingChannel, RingSender
 from parallel.frame_schedule import WorkItem, queue_at, queue_schedule, split_frames
+from parallel.frame_schedule import ticks as schedule_ticks
 from parallel.frame_trace import FrameTrace
 from parallel.frame_wan import Conditions, WanFrameAdapter
 
@@ -59,6 +60,9 @@ class FramePipelineConfig:
     """Frames of each neighbour block a block attends to through the feature cache (0: none)."""
     steps: int = 10
     """Denoising steps every block receives."""
+    block_stride: int = 1
+    """Ticks between consecutive blocks entering the queue (``frame_schedule``): 1 is DualParal's queue,
+    larger starts each block when the one before is that many steps cleaner, ``steps`` one after another."""
     seed: int = 0
     """Seed of the shared noise template."""
     guidance_scale: float = 1.0
@@ -172,7 +176,7 @@ class FramePipeline:
         probe = make_scheduler()
         probe.set_timesteps(config.steps, device=self.device)
         self.timesteps = probe.timesteps
-        self.items = queue_schedule(self.blocks, config.steps)
+        self.items = queue_schedule(self.blocks, config.steps, config.block_stride)
         self.position = 0
         self._conditions: dict[int, Conditions] = {}
         self.stats = StageStats(self.rank, (self.layers.start, self.layers.stop))
@@ -311,7 +315,7 @@ class FramePipeline:
 
     @property
     def ticks(self) -> int:
-        return self.blocks + self.config.steps - 1
+        return schedule_ticks(self.blocks, self.config.steps, self.config.block_stride)
 
     @property
     def done(self) -> bool:
@@ -329,7 +333,8 @@ class FramePipeline:
         while self.position < len(self.items) and self.items[self.position].tick < end_tick:
             item = self.items[self.position]
             if self.position == 0 or self.items[self.position - 1].tick != item.tick:
-                self.adapter.cache.evict_before(queue_at(item.tick, self.blocks, self.config.steps)[0] - 1)
+                oldest = queue_at(item.tick, self.blocks, self.config.steps, self.config.block_stride)[0]
+                self.adapter.cache.evict_before(oldest - 1)
             self._run_item(item)
             self.position += 1
         if self.done and self.rank == 0 and self.stages > 1:

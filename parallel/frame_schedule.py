@@ -1,9 +1,14 @@
 """The frame-block queue: which block takes which denoising step at which tick.
 
-Block ``b`` enters the queue at tick ``b`` at the highest noise level (step 0) and advances one step
-per tick, leaving after its last step at tick ``b + steps - 1``. Within a tick the queue is walked
-oldest (least noisy) block first. The whole schedule is a pure function of (blocks, steps), so every
-stage derives the same work list without talking, and a 1-worker run follows exactly the same list.
+Block ``b`` enters the queue at tick ``b * stride`` at the highest noise level (step 0) and advances one
+step per tick, leaving after its last step at tick ``b * stride + steps - 1``. Within a tick the queue is
+walked oldest (least noisy) block first. The whole schedule is a pure function of (blocks, steps, stride),
+so every stage derives the same work list without talking, and a 1-worker run follows exactly the same list.
+
+``stride`` 1 is DualParal's queue (up to ``steps`` blocks in flight, each one step ahead of the next). A
+larger stride makes the block a block attends to ``stride`` steps cleaner when it starts, so there is
+motion to continue, at the price of ``steps / stride`` blocks in flight instead of ``steps`` (fewer blocks
+to spread over pipeline stages) and ``(blocks - 1) * stride + steps`` ticks.
 """
 
 from __future__ import annotations
@@ -24,26 +29,33 @@ class WorkItem:
     """Denoising step index, 0 = highest noise."""
 
 
-def queue_schedule(blocks: int, steps: int) -> list[WorkItem]:
+def queue_schedule(blocks: int, steps: int, stride: int = 1) -> list[WorkItem]:
     """Every (tick, block, step) in execution order."""
     if blocks < 1:
         raise ValueError(f"blocks: need at least one frame block, got {blocks}")
     if steps < 1:
         raise ValueError(f"steps: need at least one step, got {steps}")
+    if not 1 <= stride <= steps:
+        raise ValueError(f"block_stride: must be in [1, steps={steps}], got {stride}")
     items = []
-    for tick in range(blocks + steps - 1):
-        oldest, newest = max(0, tick - steps + 1), min(tick, blocks - 1)
-        items.extend(WorkItem(tick, block, tick - block) for block in range(oldest, newest + 1))
+    for tick in range(ticks(blocks, steps, stride)):
+        items.extend(WorkItem(tick, block, tick - block * stride) for block in queue_at(tick, blocks, steps, stride))
     return items
 
 
-def ticks(blocks: int, steps: int) -> int:
-    return blocks + steps - 1
+def ticks(blocks: int, steps: int, stride: int = 1) -> int:
+    return (blocks - 1) * stride + steps
 
 
-def queue_at(tick: int, blocks: int, steps: int) -> list[int]:
+def queue_at(tick: int, blocks: int, steps: int, stride: int = 1) -> list[int]:
     """Blocks in the queue during ``tick``, oldest first."""
-    return list(range(max(0, tick - steps + 1), min(tick, blocks - 1) + 1))
+    oldest = max(0, -(-(tick - steps + 1) // stride))
+    return list(range(oldest, min(tick // stride, blocks - 1) + 1))
+
+
+def blocks_finished(tick: int, blocks: int, steps: int, stride: int = 1) -> int:
+    """Blocks that left the queue before ``tick``: block b leaves after tick b * stride + steps - 1."""
+    return max(0, min(blocks, -(-(tick - steps + 1) // stride)))
 
 
 def split_frames(frames: int, block_frames: int, field: str = "frames") -> tuple[int, int]:

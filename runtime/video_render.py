@@ -18,6 +18,7 @@ from typing import Any
 import ray
 from tqdm import tqdm
 
+from parallel.frame_schedule import ticks as schedule_ticks
 from runtime.pool import DevicePool
 from runtime.pool_set import PoolSet
 from runtime.video_task import VideoTask
@@ -85,7 +86,7 @@ def run_video_render(
             from runtime.video_job_worker import begin_video_job
 
             begins = ray.get([w.execute.remote(begin_video_job, task, block_dir, resume) for w in workers])
-        ticks = task.frames // task.block_frames + task.steps - 1
+        ticks = schedule_ticks(task.frames // task.block_frames, task.steps, task.block_stride)
         first = resume["tick"] if resume else 0
         denoise_started = time.perf_counter()
         with tqdm(total=ticks, initial=first, desc="frame blocks", unit="tick", disable=not progress) as bar:
@@ -113,6 +114,7 @@ def run_video_render(
         "blocks": head["blocks"],
         "block_frames": task.block_frames,
         "context_frames": task.context_frames,
+        "block_stride": task.block_stride,
         "steps": task.steps,
         "fps": task.fps,
         "stage_boundaries": head["boundaries"],

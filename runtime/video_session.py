@@ -39,6 +39,7 @@ class VideoSession:
             block_frames=pipe.latent_frames(task.block_frames, "block_frames"),
             context_frames=-(-task.context_frames // factor),  # the latent frames covering them
             steps=task.steps,
+            block_stride=task.block_stride,
             seed=task.seed,
             guidance_scale=task.guidance_scale,
         )

@@ -23,7 +23,7 @@ import torch
 
 from parallel.frame_cache import EdgeKV
 from parallel.frame_pipeline import FramePipeline
-from parallel.frame_schedule import queue_at
+from parallel.frame_schedule import blocks_finished, queue_at
 from pipelines.render_state import load_scheduler_state, scheduler_state
 
 
@@ -32,16 +32,11 @@ def next_tick(pipe: FramePipeline) -> int:
     return pipe.ticks if pipe.done else pipe.items[pipe.position].tick
 
 
-def blocks_finished(tick: int, blocks: int, steps: int) -> int:
-    """Blocks that left the queue before ``tick``: block b leaves after tick b + steps - 1."""
-    return max(0, min(blocks, tick - steps + 1))
-
-
 def _oldest_read(pipe: FramePipeline, tick: int) -> int:
     """The oldest block whose cache entries the ticks from ``tick`` on still read."""
     if tick >= pipe.ticks:
         return pipe.blocks
-    return queue_at(tick, pipe.blocks, pipe.config.steps)[0] - 1
+    return queue_at(tick, pipe.blocks, pipe.config.steps, pipe.config.block_stride)[0] - 1
 
 
 def export_stage_state(pipe: FramePipeline) -> dict[str, Any]:
@@ -62,6 +57,7 @@ def export_stage_state(pipe: FramePipeline) -> dict[str, Any]:
         "tick": tick,
         "blocks": pipe.blocks,
         "steps": pipe.config.steps,
+        "block_stride": pipe.config.block_stride,
         "cache": entries,
     }
     if pipe.rank == 0:
@@ -82,7 +78,8 @@ def merge_stage_states(states: list[dict[str, Any]]) -> dict[str, Any]:
         "tick": head["tick"],
         "blocks": head["blocks"],
         "steps": head["steps"],
-        "blocks_finished": blocks_finished(head["tick"], head["blocks"], head["steps"]),
+        "block_stride": head["block_stride"],
+        "blocks_finished": blocks_finished(head["tick"], head["blocks"], head["steps"], head["block_stride"]),
         "latents": head["latents"],
         "schedulers": head["schedulers"],
         "cache": [entry for s in states for entry in s["cache"]],
@@ -92,16 +89,17 @@ def merge_stage_states(states: list[dict[str, Any]]) -> dict[str, Any]:
 
 def load_stage_state(pipe: FramePipeline, state: dict[str, Any]) -> None:
     """Continue a freshly built pipeline (any stage count) from a merged job state."""
-    if (state["blocks"], state["steps"]) != (pipe.blocks, pipe.config.steps):
+    stride = state.get("block_stride", 1)  # checkpoints written before the option had stride 1
+    if (state["blocks"], state["steps"], stride) != (pipe.blocks, pipe.config.steps, pipe.config.block_stride):
         raise ValueError(
-            f"checkpoint: it is of {state['blocks']} blocks x {state['steps']} steps, this render has "
-            f"{pipe.blocks} x {pipe.config.steps}"
+            f"checkpoint: it is of {state['blocks']} blocks x {state['steps']} steps at block_stride {stride}, "
+            f"this render has {pipe.blocks} x {pipe.config.steps} at {pipe.config.block_stride}"
         )
     if pipe.position != 0:
         raise ValueError("checkpoint: load it into a pipeline that has not run yet")
     tick = state["tick"]
     pipe.position = next((i for i, item in enumerate(pipe.items) if item.tick >= tick), len(pipe.items))
-    pipe.finished = list(range(blocks_finished(tick, pipe.blocks, pipe.config.steps)))
+    pipe.finished = list(range(blocks_finished(tick, pipe.blocks, pipe.config.steps, pipe.config.block_stride)))
     for entry in state["cache"]:
         if entry["layer"] in pipe.layers:
             store = pipe.adapter.cache.head if entry["edge"] == "head" else pipe.adapter.cache.tail

@@ -35,3 +35,5 @@ class VideoTask:
     """Classifier-free guidance weight; above 1 both branches run through the stages."""
     negative_prompt: str = ""
     """Negative prompt of the unconditional branch ("" for none), used when guidance_scale > 1."""
+    block_stride: int = 1
+    """Ticks between consecutive frame blocks entering the queue (1: DualParal's queue)."""

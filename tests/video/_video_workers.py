@@ -12,6 +12,7 @@ SCENARIOS = {
     "plain": dict(frames=12, block_frames=2, context_frames=1, steps=4, seed=3),
     "wide_context": dict(frames=9, block_frames=3, context_frames=2, steps=5, seed=7),
     "cfg": dict(frames=6, block_frames=2, context_frames=1, steps=3, seed=5, guidance_scale=4.0),
+    "strided": dict(frames=12, block_frames=2, context_frames=1, steps=4, seed=3, block_stride=3),
 }
 NEGATIVE_SEED = 2
 """Seed of the stand-in negative prompt embeddings (``tiny_text``) of guided scenarios."""

@@ -25,7 +25,7 @@ def _reference(name: str) -> dict:
 
 
 @pytest.mark.parametrize("world", [2, 3])
-@pytest.mark.parametrize("name", ["plain", "wide_context", "plain_segmented", "cfg"])
+@pytest.mark.parametrize("name", ["plain", "wide_context", "plain_segmented", "cfg", "strided"])
 def test_stages_equal_one_worker(world, name):
     ref = _reference(name.replace("_segmented", ""))
     got = _ranks(world)[0][name]
@@ -60,3 +60,11 @@ def test_blocks_see_their_neighbours():
     with_context = _reference("plain")["latents"]
     alone = run_pipeline(dict(SCENARIOS["plain"], context_frames=0))["latents"]
     assert not torch.allclose(with_context[2], alone[2], atol=1e-4)
+
+
+def test_a_block_stride_starts_blocks_on_cleaner_context():
+    """Stride 3 of 4 steps: the same blocks and steps, but a block meets its predecessor 3 steps on."""
+    plain, strided = _reference("plain"), _reference("strided")
+    assert sorted(strided["applied"]) == sorted(plain["applied"]) and strided["finished"] == plain["finished"]
+    assert strided["applied"][:5] == [(0, 0), (0, 1), (0, 2), (0, 3), (1, 0)]
+    assert not torch.allclose(strided["latents"][2], plain["latents"][2], atol=1e-4)

@@ -7,7 +7,7 @@ import torch
 from _video_models import LATENT, make_scheduler, tiny_text, tiny_wan
 
 from parallel.frame_pipeline import FramePipeline, FramePipelineConfig
-from parallel.frame_schedule import queue_at, queue_schedule
+from parallel.frame_schedule import blocks_finished, queue_at, queue_schedule, ticks
 
 
 @pytest.mark.parametrize("blocks,steps", [(1, 1), (1, 4), (5, 3), (3, 7)])
@@ -25,6 +25,28 @@ def test_schedule_gives_each_block_every_step_once(blocks, steps):
         # the newest block in a tick is at the highest noise level (step 0) while blocks still enter
         if tick < blocks:
             assert in_tick[-1].step == 0
+
+
+@pytest.mark.parametrize("blocks,steps,stride", [(4, 5, 2), (3, 4, 4), (5, 6, 3), (2, 1, 1)])
+def test_strided_schedule_starts_blocks_stride_ticks_apart(blocks, steps, stride):
+    items = queue_schedule(blocks, steps, stride)
+    assert len(items) == blocks * steps and max(i.tick for i in items) + 1 == ticks(blocks, steps, stride)
+    for block in range(blocks):
+        mine = [item for item in items if item.block == block]
+        assert [item.tick for item in mine] == list(range(block * stride, block * stride + steps))
+        assert [item.step for item in mine] == list(range(steps))
+    for tick in range(ticks(blocks, steps, stride)):
+        in_tick = [item.block for item in items if item.tick == tick]
+        assert in_tick == queue_at(tick, blocks, steps, stride) and in_tick  # no idle tick
+        left = sum(1 for block in range(blocks) if block * stride + steps - 1 < tick)
+        assert blocks_finished(tick, blocks, steps, stride) == left
+
+
+def test_stride_out_of_range_is_refused():
+    with pytest.raises(ValueError, match="block_stride"):
+        queue_schedule(3, 4, 5)
+    with pytest.raises(ValueError, match="block_stride"):
+        queue_schedule(3, 4, 0)
 
 
 def test_run_applies_steps_in_noise_order_and_streams_blocks_in_order():

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import pytest
 
+from cluster.progress import progress_total
 from cluster.spec import SpecError
 from cluster.video_spec import VideoSpec
+from parallel.frame_schedule import ticks
 
 
 def _spec(**fields):
@@ -39,6 +41,8 @@ def test_defaults_are_valid_and_round_frames_with_a_note():
         (dict(height=40), "height", "multiple of 16"),
         (dict(frames=0), "frames", "between 1 and"),
         (dict(context_frames=5), "context_frames", "block_frames=4"),
+        (dict(steps=4, block_stride=5), "block_stride", "[1, steps=4]"),
+        (dict(block_stride=0), "block_stride", "[1, steps="),
         (dict(fps=0), "fps", "(0, 240]"),
         (dict(frames=True), "frames", "expected int"),
         (dict(output_dir="../x"), "output_dir", ".."),
@@ -57,3 +61,9 @@ def test_bad_fields_are_named(fields, field, words):
 def test_degree_larger_than_pool():
     with pytest.raises(SpecError, match="parallel.degree: degree 2 exceeds the pool's 1 workers"):
         _spec().check_fits(1)
+
+
+def test_progress_counts_the_ticks_of_a_strided_queue():
+    spec = {"job": "video", "frames": 32, "block_frames": 8, "steps": 10}
+    assert progress_total(spec) == 13  # blocks + steps - 1: specs stored before block_stride
+    assert progress_total({**spec, "block_stride": 3}) == 19 == ticks(4, 10, 3)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 
+import pytest
 import torch
 import torch.distributed as dist
 from _parallel_dist import run_ranks
@@ -17,10 +18,10 @@ CONFIG = dict(frames=10, block_frames=2, context_frames=1, steps=4, seed=5)  # 5
 STOP = 3  # ticks 0..2 run: blocks 0..2 in the queue, none finished; block 0 leaves after tick 3
 
 
-def _pipeline(outputs: dict, group=None) -> FramePipeline:
+def _pipeline(outputs: dict, group=None, **changes) -> FramePipeline:
     return FramePipeline(
         tiny_wan(layers=4),
-        FramePipelineConfig(**CONFIG),
+        FramePipelineConfig(**{**CONFIG, **changes}),
         LATENT,
         tiny_text(),
         make_scheduler,
@@ -98,3 +99,23 @@ def test_state_moves_between_stage_counts():
     three = run_ranks(resume_from, 3, one, timeout=180)
     _assert_tail_equal(three[0]["latents"], ref, first_block=2)
     assert not three[1]["latents"] and not three[2]["latents"]
+
+
+def test_a_strided_queue_resumes_at_its_own_ticks():
+    """block_stride 3: block 1 enters at tick 3, block 0 leaves after tick 3; stopped before tick 5."""
+    torch.set_num_threads(1)
+    ref: dict = {}
+    whole = _pipeline(ref, block_stride=3)
+    assert whole.ticks == 4 * 3 + 4
+    whole.advance()
+    first = _pipeline({}, block_stride=3)
+    first.advance(5)
+    state = _round_trip(merge_stage_states([export_stage_state(first)]))
+    assert state["blocks_finished"] == 1 and sorted(state["latents"]) == [1]
+    got: dict = {}
+    resumed = _pipeline(got, block_stride=3)
+    load_stage_state(resumed, state)
+    resumed.advance()
+    _assert_tail_equal(got, ref, first_block=1)
+    with pytest.raises(ValueError, match="block_stride 3"):
+        load_stage_state(_pipeline({}), state)
