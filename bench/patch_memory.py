@@ -3,11 +3,21 @@
     .venv/bin/python -m bench.patch_memory --size 1024 --workers 2 3
 
 Measures `parallel.parallelize_unet_patch` itself: one gloo process per worker (one torch thread each, no
-Ray), the built-in UNet, CFG batch 2, four denoising forwards (displaced after one synchronous step). Per
-worker: the peak resident memory over the forwards above the resident memory after loading (the kernel's
-high-water mark, reset after loading), and the bytes of tensors displaced mode keeps from one step to the
-next (the other bands' K/V received, this band's own K/V held by its sends in flight, conv halos and
-GroupNorm statistics).
+Ray), the built-in UNet, CFG batch 2: a warm-up forward, then four denoising forwards (displaced after one
+synchronous step; the warm-up's displaced state is dropped first, so the four rebuild it). Per worker, three
+peaks (MB) and the ratio of the largest worker's to one worker's:
+
+- **first forward**: the resident high-water mark of the warm-up forward above the resident memory after
+  loading. It includes one-time costs that do not scale with the image (oneDNN's primitives and scratchpads,
+  gloo's connections and buffers, lazily loaded code), so it overstates activation memory.
+- **activations (RSS)**: the high-water mark of the four forwards above the resident memory after the
+  warm-up (the kernel's mark is reset there, `/proc/self/clear_refs`): activations, transient workspaces
+  inside ops, and what displaced mode keeps between steps.
+- **live tensors**: the most bytes of tensors alive at once during the four forwards, followed op by op
+  (`bench/live_tensors.py`); exact and allocator-independent, but blind to workspaces inside an op.
+
+and the bytes of tensors displaced mode keeps from one step to the next (the other bands' K/V received, this
+band's own K/V held by its sends in flight, conv halos and GroupNorm statistics).
 
 Each configuration runs twice: with glibc's default allocator settings (what the pool's workers run), and
 with `MALLOC_MMAP_THRESHOLD_` fixed at 128 KiB, so that every large tensor is its own mapping returned to the
@@ -27,6 +37,7 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 
 from bench.common import provenance, write_section
+from bench.live_tensors import LiveTensorPeak
 
 FIXED_MMAP = {"MALLOC_MMAP_THRESHOLD_": "131072"}
 FORWARDS = 4
@@ -79,18 +90,29 @@ def _worker(rank: int, world: int, mode: str, size: int, port: int, queue) -> No
     handle = None
     if world > 1:
         handle = parallelize_unet_patch(unet, dist.group.WORLD, PatchConfig(mode=mode, warmup_steps=1))
-    with open("/proc/self/clear_refs", "w") as refs:  # reset the high-water mark to the current RSS
-        refs.write("5")
-    base = _status_mb("VmRSS")
-    kept = 0.0
+    _reset_high_water_mark()
+    loaded = _status_mb("VmRSS")
     with torch.no_grad():
+        unet(band, 950, encoder_hidden_states=text)  # warm-up: one-time allocations (oneDNN, gloo pairs)
+    first = _status_mb("VmHWM") - loaded
+    if handle is not None:
+        handle.reset()  # drop what the warm-up left for a displaced step: the forwards below rebuild it
+    _reset_high_water_mark()
+    warm = _status_mb("VmRSS")
+    kept = 0.0
+    with torch.no_grad(), LiveTensorPeak() as live:
         for step in range(FORWARDS):
             unet(band, 900 - 100 * step, encoder_hidden_states=text)
             if handle is not None:
                 kept = _resident_bytes(handle._rt._cache, set()) / 2**20
-    queue.put((rank, end - start, _status_mb("VmHWM") - base, kept))
+    queue.put((rank, end - start, first, _status_mb("VmHWM") - warm, live.peak_bytes / 2**20, kept))
     dist.barrier()
     dist.destroy_process_group()
+
+
+def _reset_high_water_mark() -> None:
+    with open("/proc/self/clear_refs", "w") as refs:  # VmHWM := the current RSS
+        refs.write("5")
 
 
 def _free_port() -> int:
@@ -100,7 +122,8 @@ def _free_port() -> int:
 
 
 def measure(world: int, mode: str, size: int, env: dict[str, str]) -> list[tuple[int, int, float, float]]:
-    """(rank, latent rows, peak MB above loaded, MB kept between steps) per worker, in rank order."""
+    """(rank, latent rows, first-forward MB, activation MB (RSS), live-tensor MB, MB kept between steps) per
+    worker, in rank order."""
     saved = {k: os.environ.get(k) for k in env}
     os.environ.update(env)  # inherited by the spawned workers
     try:
@@ -132,17 +155,18 @@ def main() -> None:
     configs = [(1, "sync")] + [(w, m) for w in args.workers for m in ("sync", "displaced")]
     rows = []
     for allocator, env in (("glibc default", {}), ("mmap threshold 128 KiB", FIXED_MMAP)):
-        one = None
+        one: list[float] = []
         for world, mode in configs:
             results = measure(world, mode, args.size, env)
-            worst = max(r[2] for r in results)
+            worst = [max(r[i] for r in results) for i in (2, 3, 4)]
             one = worst if world == 1 else one
             label = "one worker" if world == 1 else f"{world} workers, {mode}"
-            peaks = ", ".join(f"{r[2]:.0f}" for r in results)
-            kept = max(r[3] for r in results)
-            rows.append(
-                f"| {allocator} | {label} | {peaks} | {worst / one:.2f}x | {kept:.1f} |"
-            )
+            cells = [
+                ", ".join(f"{r[i]:.0f}" for r in results) + f" ({w / o:.2f}x)"
+                for i, w, o in zip((2, 3, 4), worst, one)
+            ]
+            kept = max(r[5] for r in results)
+            rows.append(f"| {allocator} | {label} | {' | '.join(cells)} | {kept:.1f} |")
             print(rows[-1], flush=True)
     command = "python -m bench.patch_memory " + " ".join(sys.argv[1:])
     body = (
@@ -150,8 +174,9 @@ def main() -> None:
         + provenance(command)
         + "\n"
         + (__doc__.split("\n\n", 2)[2].split("Writes the")[0].strip())
-        + "\n\n| allocator | configuration | peak MB above loaded, per worker | largest vs one worker | MB kept between steps (displaced cache) |\n"
-        + "|---|---|---|---|---|\n"
+        + "\n\n| allocator | configuration | first forward, MB per worker (largest vs one worker) | activations (RSS) | "
+        + "live tensors | MB kept between steps (displaced cache) |\n"
+        + "|---|---|---|---|---|---|\n"
         + "\n".join(rows)
     )
     write_section("patch-memory", body)

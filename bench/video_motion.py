@@ -136,9 +136,16 @@ def dataset_clips(pattern: str, colour: str | None, count: int, frames: int, siz
 
 
 def render_seeds(
-    seeds: int, guidance: float, steps: int, frames: int, out: str, model: str = "builtin-video"
+    seeds: int,
+    guidance: float,
+    steps: int,
+    frames: int,
+    out: str,
+    model: str = "builtin-video",
+    queue: dict | None = None,
 ) -> dict[str, list[str]]:
-    """MP4 paths per prompt kind, one per seed, rendered through the job service."""
+    """MP4 paths per prompt kind, one per seed, rendered through the job service; `queue` overrides the
+    frame queue's fields (block_stride, context_frames)."""
     from cluster.client import Client
     from runtime.pool import PoolConfig
 
@@ -156,6 +163,7 @@ def render_seeds(
                     "guidance_scale": guidance,
                     "output_dir": out,
                     "parallel": {"strategy": "frames", "degree": 2},
+                    **(queue or {}),
                 }
             )
             for kind, prompt in prompts.items()
@@ -183,7 +191,13 @@ HEADER = (
 
 
 def evaluate(
-    seeds: int, guidances: list[float], steps: int, frames: int, size: int, model: str = "builtin-video"
+    seeds: int,
+    guidances: list[float],
+    steps: int,
+    frames: int,
+    size: int,
+    model: str = "builtin-video",
+    queue: dict | None = None,
 ) -> str:
     rows = [HEADER]
     clips = {kind: dataset_clips(kind, "red" if kind == "circle" else None, seeds, frames, size) for kind in ("stripes", "circle")}
@@ -198,10 +212,12 @@ def evaluate(
     with tempfile.TemporaryDirectory() as out:
         for guidance in guidances:
             began = time.monotonic()
-            paths = render_seeds(seeds, guidance, steps, frames, out, model)
+            paths = render_seeds(seeds, guidance, steps, frames, out, model, queue)
             stripes = [stripe_stats(read_frames(p)) for p in paths["stripes"]]
             shapes = [shape_stats(read_frames(p), "red") for p in paths["shape"]]
-            label = f"renders, guidance {guidance:g}, {steps} steps"
+            label = f"renders, guidance {guidance:g}, {steps} steps" + "".join(
+                f", {k} {v}" for k, v in (queue or {}).items()
+            )
             rows.append(summary_row(label, stripes, shapes))
             details[label] = {
                 "seconds": round(time.monotonic() - began, 1),
@@ -223,9 +239,12 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=10)
     parser.add_argument("--frames", type=int, default=16)
     parser.add_argument("--model", default="builtin-video", help="model name or pipeline directory to render with")
+    parser.add_argument("--block-stride", type=int, default=1, help="steps between frame blocks entering the queue")
+    parser.add_argument("--context-frames", type=int, default=1, help="neighbour frames each block attends to")
     args = parser.parse_args()
     if args.seeds:
-        print(evaluate(args.seeds, args.guidance, args.steps, args.frames, 64, args.model))
+        queue = {"block_stride": args.block_stride, "context_frames": args.context_frames}
+        print(evaluate(args.seeds, args.guidance, args.steps, args.frames, 64, args.model, queue))
     elif args.stripes and args.shape:
         print(report(args.stripes, args.shape, args.colour, args.label))
     else:
