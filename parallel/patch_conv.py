@@ -7,6 +7,11 @@ above and, if it is not the last band (its end is then aligned), ``max(0, k - s 
 band below. The first band gets ``p`` zero rows on top and the last band the zero rows the full conv
 would read below the image, exactly like the single-device conv. Only the two neighbours are
 contacted (point-to-point), never an all-gather.
+
+The band is not copied into a padded buffer: the conv runs on the band with its ordinary zero padding
+(which already gives the band's output rows), and only the few output rows that read a neighbour's rows
+are computed again from a thin slab of halo plus edge rows, and written over. At the highest resolution that
+copy was the largest tensor alive per worker.
 """
 
 from __future__ import annotations
@@ -70,20 +75,20 @@ def patch_conv2d(conv: nn.Conv2d, rt: PatchRuntime) -> Callable[[], None]:
                 lambda: rt.comm.exchange_halo(to_prev, to_next, from_prev_shape, from_next_shape, layer, x),
             )
 
-        parts = []
-        if need_prev:
-            parts.append(halo_prev if halo_prev is not None else x.new_zeros(b, c, need_prev, w))
-        parts.append(x)
-        if rt.is_last:
-            # zero rows below the image, as many as the full conv reads for this band's last output row
-            out_rows = -(-h // s)
-            below = max(0, s * (out_rows - 1) - p + k - h)
-            if below:
-                parts.append(x.new_zeros(b, c, below, w))
-        elif need_next:
-            parts.append(halo_next)
-        padded = torch.cat(parts, dim=2) if len(parts) > 1 else x
-        return F.conv2d(padded, conv.weight, conv.bias, conv.stride, (0, pad_w), conv.dilation, conv.groups)
+        top = -(-p // s) if halo_prev is not None else 0  # output rows [0, top) read the band above
+        first_low = -(-(h + p - k + 1) // s)  # output rows [first_low, h / s) read the band below
+        if (top and s * (top - 1) - p + k > h) or (
+            halo_next is not None and (first_low < top or s * first_low - p < 0)
+        ):
+            return _padded_conv(conv, x, halo_prev, halo_next, rt.is_last, k, s, p)  # too thin for slabs
+        out = F.conv2d(x, conv.weight, conv.bias, conv.stride, (p, pad_w), conv.dilation, conv.groups)
+        if top:
+            slab = torch.cat([halo_prev, x[:, :, : s * (top - 1) - p + k]], dim=2)
+            out[:, :, :top] = _conv_rows(conv, slab)
+        if halo_next is not None:
+            slab = torch.cat([x[:, :, s * first_low - p :], halo_next], dim=2)
+            out[:, :, first_low:] = _conv_rows(conv, slab)
+        return out
 
     conv.forward = forward
 
@@ -91,3 +96,33 @@ def patch_conv2d(conv: nn.Conv2d, rt: PatchRuntime) -> Callable[[], None]:
         del conv.forward
 
     return undo
+
+
+def _conv_rows(conv: nn.Conv2d, rows: torch.Tensor) -> torch.Tensor:
+    """``conv`` over ``rows`` with no row padding (the rows already hold what the output rows read)."""
+    return F.conv2d(rows, conv.weight, conv.bias, conv.stride, (0, conv.padding[1]), conv.dilation, conv.groups)
+
+
+def _padded_conv(
+    conv: nn.Conv2d,
+    x: torch.Tensor,
+    halo_prev: torch.Tensor | None,
+    halo_next: torch.Tensor | None,
+    is_last: bool,
+    k: int,
+    s: int,
+    p: int,
+) -> torch.Tensor:
+    """The band padded in one buffer (halos, or zero rows at the image's edges), then ``conv``: for bands
+    thinner than the conv's reach, where a slab would overlap the other or leave the band."""
+    b, c, h, w = x.shape
+    parts = [halo_prev if halo_prev is not None else x.new_zeros(b, c, p, w)] if p else []
+    parts.append(x)
+    if is_last:
+        # zero rows below the image, as many as the full conv reads for this band's last output row
+        below = max(0, s * (-(-h // s) - 1) - p + k - h)
+        if below:
+            parts.append(x.new_zeros(b, c, below, w))
+    elif halo_next is not None:
+        parts.append(halo_next)
+    return _conv_rows(conv, torch.cat(parts, dim=2) if len(parts) > 1 else x)

@@ -28,6 +28,7 @@ def local_group_sums(x: torch.Tensor, groups: int, eps: float = 1e-5) -> torch.T
     """
     b, c = x.shape[:2]
     xf = x if x.dtype in (torch.float32, torch.float64) else x.float()
+    xf = xf.contiguous()  # the fused kernel needs it; a conv may hand over channels-last strides
     n = xf[0, 0].numel() * (c // groups)
     _, mean, rstd = torch.native_group_norm(xf, None, None, b, c, n * groups // c, groups, eps)
     mean = mean.double().reshape(-1)
