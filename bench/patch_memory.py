@@ -16,7 +16,7 @@ peaks (MB) and the ratio of the largest worker's to one worker's:
 - **live tensors**: the most bytes of tensors alive at once during the four forwards, followed op by op
   (`bench/live_tensors.py`); exact and allocator-independent, but blind to workspaces inside an op.
 
-and the bytes of tensors displaced mode keeps from one step to the next (the other bands' K/V received, this
+The last column is the bytes of tensors displaced mode keeps from one step to the next (the other bands' K/V received, this
 band's own K/V held by its sends in flight, conv halos and GroupNorm statistics).
 
 Each configuration runs twice: with glibc's default allocator settings (what the pool's workers run), and
