@@ -49,8 +49,7 @@ def ticks(blocks: int, steps: int, stride: int = 1) -> int:
 
 def queue_at(tick: int, blocks: int, steps: int, stride: int = 1) -> list[int]:
     """Blocks in the queue during ``tick``, oldest first."""
-    oldest = max(0, -(-(tick - steps + 1) // stride))
-    return list(range(oldest, min(tick // stride, blocks - 1) + 1))
+    return list(range(blocks_finished(tick, blocks, steps, stride), min(tick // stride, blocks - 1) + 1))
 
 
 def blocks_finished(tick: int, blocks: int, steps: int, stride: int = 1) -> int:

@@ -38,12 +38,17 @@ def _stream(
     )
 
 
+def _assert_cached_clips(noisy: torch.Tensor, sigma: torch.Tensor, target: torch.Tensor) -> None:
+    """Inputs and velocity targets recover clips of the cache: (1 - s) x0 + s n - s (n - x0) = x0."""
+    clean = noisy - sigma * target
+    cache = _stream(3.0).cache[0]
+    assert all(any(torch.allclose(c, x, atol=1e-5) for x in cache) for c in clean)
+
+
 def test_inputs_and_targets_are_flow_matching_of_the_same_clean_latents():
     (noisy, timesteps, token_ids), target = next(_stream(3.0))
     sigma = (timesteps / 1000).view(-1, 1, 1, 1, 1)
-    clean = noisy - sigma * target  # (1 - s) x0 + s n - s (n - x0) = x0
-    cache = _stream(3.0).cache[0]
-    assert all(any(torch.allclose(c, x, atol=1e-5) for x in cache) for c in clean)
+    _assert_cached_clips(noisy, sigma, target)
     assert token_ids.shape == (64, 77) and noisy.device.type == "cpu"
 
 
@@ -79,9 +84,7 @@ def test_stream_noises_each_frame_at_its_own_level():
     assert timesteps.shape == (16, 3)
     assert bool((timesteps[:, 0] <= timesteps[:, 1]).all() and (timesteps[:, 2] >= timesteps[:, 1]).all())
     assert bool((timesteps[:, 0] < timesteps[:, 2]).all())
-    clean = noisy - (timesteps / 1000).view(16, 1, 3, 1, 1) * target
-    cache = _stream(3.0).cache[0]
-    assert all(any(torch.allclose(c, x, atol=1e-5) for x in cache) for c in clean)
+    _assert_cached_clips(noisy, (timesteps / 1000).view(16, 1, 3, 1, 1), target)
 
 
 def test_context_offset_reaches_the_config_and_out_of_range_is_refused():
@@ -109,9 +112,7 @@ def test_context_clean_stream_and_config():
     (noisy, timesteps, _), target = next(_stream(3.0, micro_batch=16, context_clean=1.0, context_frames=1))
     assert timesteps.shape == (16, 3)
     assert bool((timesteps[:, 0] <= timesteps[:, 1]).all() and (timesteps[:, 2] >= timesteps[:, 1]).all())
-    clean = noisy - (timesteps / 1000).view(16, 1, 3, 1, 1) * target
-    cache = _stream(3.0).cache[0]
-    assert all(any(torch.allclose(c, x, atol=1e-5) for x in cache) for c in clean)
+    _assert_cached_clips(noisy, (timesteps / 1000).view(16, 1, 3, 1, 1), target)
     torch.testing.assert_close(target, next(_stream(3.0, micro_batch=16))[1])  # same noise: same targets
     config, _ = train_config_from_hydra(compose("train", ["model=builtin-video", "dit.context_clean=0.5"]))
     assert config.dit.context_clean == 0.5 and config.dit.context_frames == 2
