@@ -52,6 +52,7 @@ def render_task(spec: RenderSpec) -> RenderTask:
         strategy=par.strategy,
         mode=par.mode,
         warmup_steps=par.warmup_steps,
+        stale_dtype=par.stale_dtype,
         cfg=par.cfg,
     )
 
@@ -174,6 +175,7 @@ def run_render(
         "degree": spec.parallel.degree,
         "mode": spec.parallel.mode if spec.parallel.strategy == "patch" else None,
         "warmup_steps": spec.parallel.warmup_steps if spec.parallel.strategy == "patch" else None,
+        "stale_dtype": spec.parallel.stale_dtype if spec.parallel.mode == "displaced" else None,
         "cfg_parallel": spec.parallel.cfg,
         "backend": backend,
         "attention": begin[0]["attention"],

@@ -6,12 +6,13 @@ Validation happens before any worker starts; every error names the offending fie
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
 from cluster.errors import SpecError
 from parallel.bands import band_bounds
+from parallel.patch_config import STALE_DTYPES
 from pipelines.errors import ModelDirectoryError
 from pipelines.loading import DTYPES, check_pipeline_dir
 from pipelines.registry import resolve_model
@@ -37,6 +38,9 @@ class ParallelSpec:
     """Patch exchange: "sync" (fresh every step, exact) or "displaced" (previous step's, overlapped)."""
     warmup_steps: int = 2
     """Synchronous steps before displaced mode starts using stale activations."""
+    stale_dtype: str | None = None
+    """Displaced mode: "float16" or "bfloat16" sends and keeps the stale activations in that precision
+    (half the bytes and half the memory held between steps); None keeps the model's dtype."""
     cfg: bool = False
     """CFG parallel: conditional and unconditional branches on different halves of the workers."""
 
@@ -161,6 +165,13 @@ class RenderSpec:
         _check_type("parallel.mode", par.mode, str)
         _check_type("parallel.warmup_steps", par.warmup_steps, int)
         _check_type("parallel.cfg", par.cfg, bool)
+        if par.stale_dtype is not None:
+            _check_type("parallel.stale_dtype", par.stale_dtype, str)
+            if par.stale_dtype not in STALE_DTYPES:
+                raise SpecError(
+                    "parallel.stale_dtype",
+                    f"unknown dtype {par.stale_dtype!r}; expected one of {sorted(STALE_DTYPES)} or null",
+                )
         if par.strategy not in STRATEGIES:
             raise SpecError(
                 "parallel.strategy", f"unknown strategy {par.strategy!r}; expected one of {STRATEGIES}"
@@ -265,7 +276,7 @@ class RenderSpec:
         """This spec as one segment runs it: that segment's model, a concrete degree (1: no patches)."""
         par = self.parallel
         strategy = "none" if par.auto and degree == 1 else par.strategy
-        parallel = ParallelSpec(strategy, degree, par.mode, par.warmup_steps, par.cfg)
+        parallel = replace(par, strategy=strategy, degree=degree)
         return RenderSpec(**{**self.__dict__, "model": model, "parallel": parallel, "segments": []})
 
     def check_fits(self, pool_workers: int) -> None:

@@ -29,16 +29,44 @@ KINDS = ("halo", "kv", "norm", "cfg", "meta")
 
 
 class Pending:
-    """Work handles of an in-flight exchange plus the function that builds its result."""
+    """Work handles of an in-flight exchange plus the function that builds its result.
 
-    def __init__(self, works: list[Any], finish: Callable[[], Any]):
+    ``send_works`` are the handles of this exchange's sends when the backend gives one per operation
+    (gloo); ``release_sends()`` waits on those alone and drops ``send_buffers``, so that a displaced
+    step can free this worker's copy of what it sent long before the received part is used.
+    """
+
+    def __init__(
+        self,
+        works: list[Any],
+        finish: Callable[[], Any],
+        send_works: list[Any] | None = None,
+        send_buffers: list[torch.Tensor] | None = None,
+    ):
         self._works = works
         self._finish = finish
+        self._send_works = send_works or []
+        self._send_buffers = send_buffers
         self._done = False
         self._result: Any = None
 
+    @property
+    def holds_sends(self) -> bool:
+        """Whether this worker still keeps buffers of this exchange's sends alive."""
+        return bool(self._send_buffers)
+
+    def release_sends(self) -> None:
+        """Wait for the sends only (each completes once the peer has posted its receive) and free their
+        buffers; a no-op where the backend gave one handle for the whole batch."""
+        for w in self._send_works:
+            w.wait()
+        self._send_works = []
+        if self._send_buffers is not None:
+            self._send_buffers.clear()
+
     def wait(self) -> Any:
         if not self._done:
+            self.release_sends()
             for w in self._works:
                 w.wait()
             self._result = self._finish()
@@ -109,6 +137,21 @@ class Comm:
         one by one."""
         return dist.P2POp(op, tensor, group=self.group, tag=tag, group_peer=peer)
 
+    def _post(
+        self,
+        recvs: list[dist.P2POp],
+        sends: list[dist.P2POp],
+        sent: list[torch.Tensor],
+        finish: Callable[[], Any],
+    ) -> Pending:
+        """Post receives then sends in one batch; keep the send handles apart where the backend returns one
+        handle per operation (gloo), so ``Pending.release_sends`` can free ``sent`` early."""
+        ops = recvs + sends
+        works = dist.batch_isend_irecv(ops) if ops else []
+        if len(works) == len(ops):
+            return Pending(works[: len(recvs)], finish, works[len(recvs) :], sent)
+        return Pending(works, finish)
+
     def exchange_halo(
         self,
         to_prev: torch.Tensor | None,
@@ -125,30 +168,28 @@ class Comm:
         ``(from_prev, from_next)``.
         Tags: ``2*tag`` for messages travelling down the bands, ``2*tag+1`` for messages going up.
         """
-        ops = []
+        recvs, sends, sent = [], [], []
         recv_prev = recv_next = None
         if from_prev_shape is not None:
             recv_prev = torch.empty(from_prev_shape, dtype=like.dtype, device=like.device)
-            ops.append(self._op(dist.irecv, recv_prev, self.rank - 1, 2 * tag))
+            recvs.append(self._op(dist.irecv, recv_prev, self.rank - 1, 2 * tag))
         if from_next_shape is not None:
             recv_next = torch.empty(from_next_shape, dtype=like.dtype, device=like.device)
-            ops.append(self._op(dist.irecv, recv_next, self.rank + 1, 2 * tag + 1))
-        sent = []
+            recvs.append(self._op(dist.irecv, recv_next, self.rank + 1, 2 * tag + 1))
         if to_next is not None:
             sent.append(to_next.contiguous())
-            ops.append(self._op(dist.isend, sent[-1], self.rank + 1, 2 * tag))
+            sends.append(self._op(dist.isend, sent[-1], self.rank + 1, 2 * tag))
             self.count("halo", self.rank + 1, sent[-1].numel() * sent[-1].element_size())
         if to_prev is not None:
             sent.append(to_prev.contiguous())
-            ops.append(self._op(dist.isend, sent[-1], self.rank - 1, 2 * tag + 1))
+            sends.append(self._op(dist.isend, sent[-1], self.rank - 1, 2 * tag + 1))
             self.count("halo", self.rank - 1, sent[-1].numel() * sent[-1].element_size())
-        works = dist.batch_isend_irecv(ops) if ops else []
 
         def finish() -> tuple[torch.Tensor | None, torch.Tensor | None]:
             sent.clear()  # the send buffers may be freed once the sends completed
             return recv_prev, recv_next
 
-        return Pending(works, finish)
+        return self._post(recvs, sends, sent, finish)
 
     def sendrecv(self, t: torch.Tensor, peer: int, kind: str, tag: int = 0) -> Pending:
         """Send ``t`` to group-local ``peer`` and receive a tensor of the same shape from it."""
@@ -171,24 +212,23 @@ class Comm:
         t = t.contiguous()
         dim = dim % t.dim()
         received: list[torch.Tensor | None] = [None] * self.world
-        ops = []
+        recvs, sends = [], []
         for peer in range(self.world):
             if peer == self.rank:
                 continue
             shape = list(t.shape)
             shape[dim] = sizes[peer]
             received[peer] = t.new_empty(shape)
-            ops.append(self._op(dist.irecv, received[peer], peer, tag))
-            ops.append(self._op(dist.isend, t, peer, tag))
+            recvs.append(self._op(dist.irecv, received[peer], peer, tag))
+            sends.append(self._op(dist.isend, t, peer, tag))
             self.count(kind, peer, t.numel() * t.element_size())
-        works = dist.batch_isend_irecv(ops) if ops else []
         sent = [t]
 
         def finish() -> list[torch.Tensor | None]:
             sent.clear()  # the send buffer may be freed once the sends completed
             return received
 
-        return Pending(works, finish)
+        return self._post(recvs, sends, sent, finish)
 
     # ---- collectives ------------------------------------------------------------------------
     def all_gather_uneven(self, t: torch.Tensor, sizes: list[int], dim: int, kind: str) -> Pending:

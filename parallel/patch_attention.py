@@ -23,10 +23,15 @@ from parallel.patch_runtime import PatchRuntime
 
 def gather_band_kv(rt: PatchRuntime, key: tuple, kv: torch.Tensor) -> list[torch.Tensor]:
     """Every band's K/V (dim 1 = this band's tokens), fresh in sync steps and the previous step's in
-    displaced ones (this band's own always fresh), in band order. ``key`` is ``("kv", layer id)``; the
+    displaced ones (this band's own always fresh), in band order; displaced steps send in
+    ``rt.wire_dtype`` and the received parts come back in ``kv``'s dtype. ``key`` is ``("kv", layer id)``; the
     layer id tags the point-to-point messages."""
     sizes = rt.gathered_sizes(key, kv.shape[1], kv.device)
-    parts = list(rt.exchange(key, lambda: rt.comm.exchange_with_all(kv, sizes, 1, "kv", 2 * key[1])))
+    wire = kv.to(rt.wire_dtype(kv.dtype))
+    parts = list(
+        rt.exchange(key, lambda: rt.comm.exchange_with_all(wire, sizes, 1, "kv", 2 * key[1]), activations=True)
+    )
+    parts = [None if p is None else p.to(kv.dtype) for p in parts]
     parts[rt.rank] = kv
     return parts
 

@@ -66,14 +66,20 @@ def patch_conv2d(conv: nn.Conv2d, rt: PatchRuntime) -> Callable[[], None]:
         b, c, _, w = x.shape
         from_prev_shape = (b, c, need_prev, w) if (not rt.is_first and need_prev) else None
         from_next_shape = (b, c, need_next, w) if (not rt.is_last and need_next) else None
-        to_prev = x[:, :, :need_next] if (not rt.is_first and need_next) else None
-        to_next = x[:, :, h - need_prev :] if (not rt.is_last and need_prev) else None
+        wire = rt.wire_dtype(x.dtype)
+        to_prev = x[:, :, :need_next].to(wire) if (not rt.is_first and need_next) else None
+        to_next = x[:, :, h - need_prev :].to(wire) if (not rt.is_last and need_prev) else None
         halo_prev = halo_next = None
         if any(v is not None for v in (from_prev_shape, from_next_shape, to_prev, to_next)):
             halo_prev, halo_next = rt.exchange(
                 ("halo", layer),
-                lambda: rt.comm.exchange_halo(to_prev, to_next, from_prev_shape, from_next_shape, layer, x),
+                lambda: rt.comm.exchange_halo(
+                    to_prev, to_next, from_prev_shape, from_next_shape, layer, x[:, :, :0].to(wire)
+                ),
+                activations=True,
             )
+            halo_prev = None if halo_prev is None else halo_prev.to(x.dtype)
+            halo_next = None if halo_next is None else halo_next.to(x.dtype)
 
         top = -(-p // s) if halo_prev is not None else 0  # output rows [0, top) read the band above
         first_low = -(-(h + p - k + 1) // s)  # output rows [first_low, h / s) read the band below

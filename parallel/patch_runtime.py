@@ -15,7 +15,7 @@ import torch
 
 from parallel.bands import Bounds, bounds_from_heights, check_bounds
 from parallel.comm import BytesSent, Comm, Pending
-from parallel.patch_config import PatchConfig
+from parallel.patch_config import STALE_DTYPES, PatchConfig
 
 
 class PatchRuntime:
@@ -33,6 +33,8 @@ class PatchRuntime:
         self._cache: dict[Any, Any] = {}
         self._extra: dict[Any, Any] = {}
         self._sizes: dict[Any, list[int]] = {}
+        self._sending: list[Pending] = []
+        """Displaced exchanges posted most recently whose send buffers are still held, oldest first."""
         self._next_id = 0
 
     @property
@@ -80,26 +82,52 @@ class PatchRuntime:
         self._primed = True
         self.step += 1
 
-    def exchange(self, key: Any, post: Callable[[], Pending]) -> Any:
+    def wire_dtype(self, dtype: torch.dtype) -> torch.dtype:
+        """The dtype activations of ``dtype`` travel in during the current forward: ``config.stale_dtype``
+        in a displaced step when set, else ``dtype`` itself."""
+        if self.sync_now or self.config.stale_dtype is None:
+            return dtype
+        return STALE_DTYPES[self.config.stale_dtype]
+
+    def exchange(self, key: Any, post: Callable[[], Pending], activations: bool = False) -> Any:
         """Run one exchange of layer ``key``: fresh when synchronous, else last forward's result.
 
         ``post`` starts the exchange of this forward's values. Synchronous: wait and return its
         result (kept as next forward's stale value in displaced mode). Displaced: return the stale
         result of the previous forward (waiting on it if still in flight) and leave this forward's
-        exchange in flight for the next one.
+        exchange in flight for the next one. ``activations``: the result is tensors (or ``None``s) that
+        displaced steps send in ``config.stale_dtype``; a synchronous step then keeps its copy for the next
+        step in that dtype too, so the cache is never held at full precision.
         """
         if self.sync_now:
             result = post().wait()
             if self.config.mode == "displaced":
-                self._cache[key] = result
+                keep = result
+                if activations and self.config.stale_dtype is not None:
+                    dtype = STALE_DTYPES[self.config.stale_dtype]
+                    keep = type(result)(None if t is None else t.to(dtype) for t in result)
+                self._cache[key] = keep
             return result
         if key not in self._cache:
             raise RuntimeError(f"layer {key!r} has no value from the previous step; call handle.reset()")
         stale = self._cache[key]
         if isinstance(stale, Pending):
             stale = stale.wait()
-        self._cache[key] = post()
+        self._cache[key] = pending = post()
+        self._release_old_sends(pending)
         return stale
+
+    def _release_old_sends(self, pending: Pending) -> None:
+        """Free this worker's copies of what it sent ``config.release_lag`` exchanges ago.
+
+        A displaced exchange's sends would otherwise hold their buffers (this band's K/V of every
+        attention layer) until the next step waits on it: gloo completes a send only when waited on. The
+        peer posts the matching receive when it reaches the same layer, so waiting a few exchanges later
+        rarely blocks, and the received part, which the next step needs, stays in flight.
+        """
+        self._sending.append(pending)
+        while len(self._sending) > self.config.release_lag:
+            self._sending.pop(0).release_sends()
 
     def remember(self, key: Any, value: Any) -> None:
         """Layer-private state dropped on reset (e.g. GroupNorm's previous local statistics)."""
@@ -121,6 +149,7 @@ class PatchRuntime:
             if isinstance(v, Pending):
                 v.wait()
         self._cache.clear()
+        self._sending.clear()
         self._extra.clear()
         self._sizes.clear()
         self.bounds = None
@@ -158,6 +187,12 @@ class PatchHandle:
     @property
     def last_forward_was_sync(self) -> bool:
         return self._rt.sync_now
+
+    @property
+    def sends_held(self) -> int:
+        """Exchanges whose send buffers this worker still holds (at most ``config.release_lag`` in
+        displaced steps; none once synchronous exchanges have been waited on)."""
+        return sum(1 for v in self._rt._cache.values() if isinstance(v, Pending) and v.holds_sends)
 
     @property
     def bytes_sent(self) -> BytesSent:

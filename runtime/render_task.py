@@ -33,5 +33,7 @@ class RenderTask:
     """Patch exchange: "sync" (exact) or "displaced" (previous step's activations)."""
     warmup_steps: int = 0
     """Synchronous steps before displaced mode starts."""
+    stale_dtype: str | None = None
+    """Displaced mode: precision the stale activations travel and wait in (None: the model's dtype)."""
     cfg: bool = False
     """CFG parallel: the two guidance branches on the two halves of the group."""

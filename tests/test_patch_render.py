@@ -72,6 +72,23 @@ def test_displaced_is_stale_and_halos_go_to_neighbours(pool4, builtin_image_dir,
     assert set(first["kv"]) == {1, 2}  # K/V go to every band
 
 
+def test_float16_stale_activations_through_the_pool(pool4, builtin_image_dir, single):
+    """parallel.stale_dtype reaches the workers: displaced steps (3 of 4 after one warmup step) send their
+    K/V in half the bytes, the result stays within rounding of the full-precision displaced render."""
+    results = {}
+    for dtype in (None, "float16"):
+        spec = _spec(builtin_image_dir, strategy="patch", degree=2, mode="displaced", warmup_steps=1, stale_dtype=dtype)
+        results[dtype] = run_render(pool4, spec, progress=False, decode=False)
+    assert results["float16"].metadata["stale_dtype"] == "float16"
+    assert results[None].metadata["stale_dtype"] is None
+    full = results[None].metadata["workers"][0]["bytes_sent_by_kind_and_peer"]["kv"][1]
+    half = results["float16"].metadata["workers"][0]["bytes_sent_by_kind_and_peer"]["kv"][1]
+    assert half * 8 == full * 5  # (1 full + 3 half steps) / 4 full steps
+    staleness = (results[None].latents - single.latents).abs().max().item()
+    rounding = (results["float16"].latents - results[None].latents).abs().max().item()
+    assert 0 < rounding < 0.1 * staleness
+
+
 def test_patched_unet_is_restored_for_the_next_job(pool4, builtin_image_dir, single):
     run_render(
         pool4,

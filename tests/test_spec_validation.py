@@ -34,6 +34,7 @@ BAD_SPECS = [
     ({"parallel": {"strategy": "patch", "degree": 2, "cfg": True}, "guidance_scale": 1.0}, "parallel.cfg"),
     ({"parallel": {"strategy": "patch", "degree": 2, "warmup_steps": -1}}, "parallel.warmup_steps"),
     ({"parallel": {"strategy": "patch", "degree": 2, "cfg": "yes"}}, "parallel.cfg"),
+    ({"parallel": {"strategy": "patch", "degree": 2, "mode": "displaced", "stale_dtype": "fp8"}}, "parallel.stale_dtype"),
     # 32 px = 4 latent rows; the built-in UNet needs bands of >= 4 rows, so 2 bands do not fit
     ({"height": 32, "parallel": {"strategy": "patch", "degree": 2}}, "parallel.degree"),
     ({"output_dir": "renders/../../etc"}, "output_dir"),

@@ -100,16 +100,22 @@ def patch_scenarios(rank: int, world: int) -> dict[str, Any]:
         # displaced after one sync step, twice with a reset between: stale but reproducible
         handle = _reconfigure(handle, model, parallelize, PatchConfig("displaced", warmup_steps=1))
         syncs: list[bool] = []
+        held: list[int] = []
 
-        def record(syncs: list[bool] = syncs, handle: Any = handle) -> None:
+        def record(syncs: list[bool] = syncs, held: list[int] = held, handle: Any = handle) -> None:
             syncs.append(handle.last_forward_was_sync)
+            held.append(handle.sends_held)
 
         r["loop_displaced"] = M.denoise(model, shape, STEPS, bounds, rank, on_step=record)
         r["displaced_syncs"] = syncs
+        r["displaced_sends_held"] = held
         r["bytes_displaced_loop"] = handle.bytes_sent
         handle.reset()
         r["loop_displaced_again"] = M.denoise(model, shape, STEPS, bounds, rank)
-        handle.reset()
+        # freeing sent buffers after every exchange (the smallest lag) changes nothing in the result
+        handle = _reconfigure(handle, model, parallelize, PatchConfig("displaced", warmup_steps=1, release_lag=1))
+        r["loop_displaced_lag1"] = M.denoise(model, shape, STEPS, bounds, rank)
+        handle = _reconfigure(handle, model, parallelize, PatchConfig("displaced", warmup_steps=1))
         # same input twice (stale == fresh): exact; then a slightly different input: close
         with torch.no_grad():
             xb = slice_band(x, bounds, rank)
@@ -120,6 +126,13 @@ def patch_scenarios(rank: int, world: int) -> dict[str, Any]:
             handle.reset()  # else the stale values would carry the error of the eps step
             f(xb, t, text)
             r["forward_eps_small"] = f(slice_band(x + 1e-3 * perturbation(shape), bounds, rank), t, text)
+        # stale activations in float16: the synchronous warmup stays exact, displaced steps send half
+        handle = _reconfigure(handle, model, parallelize, PatchConfig("displaced", STEPS, stale_dtype="float16"))
+        r["loop_displaced_f16_warm"] = M.denoise(model, shape, STEPS, bounds, rank)
+        handle = _reconfigure(handle, model, parallelize, PatchConfig("displaced", 1, stale_dtype="float16"))
+        r["loop_displaced_f16"] = M.denoise(model, shape, STEPS, bounds, rank)
+        r["bytes_displaced_f16_loop"] = handle.bytes_sent
+        handle.reset()
         handle.remove()
         with torch.no_grad():  # unpatched again: the full latent on one process, no communication
             r["after_remove"] = f(x, t, text)

@@ -18,3 +18,14 @@ def test_unknown_mode_names_the_field():
 def test_negative_warmup_names_the_field():
     with pytest.raises(ValueError, match=r"warmup_steps"):
         PatchConfig("displaced", warmup_steps=-1)
+
+
+def test_bad_release_lag_names_the_field():
+    with pytest.raises(ValueError, match=r"PatchConfig\.release_lag.*0"):
+        PatchConfig("displaced", release_lag=0)
+
+
+def test_unknown_stale_dtype_names_the_field():
+    assert PatchConfig("displaced", stale_dtype="bfloat16").stale_dtype == "bfloat16"
+    with pytest.raises(ValueError, match=r"PatchConfig\.stale_dtype.*'int8'"):
+        PatchConfig("displaced", stale_dtype="int8")

@@ -68,6 +68,39 @@ def test_displaced_loop_is_stale_but_reproducible(patch_run, reference, world, m
 
 
 @pytest.mark.parametrize("world", [2, 3])
+@pytest.mark.parametrize("model", MODELS)
+def test_displaced_steps_free_sent_buffers_a_few_exchanges_later(patch_run, world, model):
+    """Without release, every exchange of a displaced step would keep its send buffer (this band's own
+    K/V of every attention layer) until the next step; with the default lag of 4, at most 4 do."""
+    results = patch_run(world)
+    for r in results:
+        assert r[model]["displaced_sends_held"][0] == 0  # a synchronous step waits on everything
+        assert all(0 < n <= 4 for n in r[model]["displaced_sends_held"][1:])
+    torch.testing.assert_close(
+        stitch(results, model, "loop_displaced_lag1"), stitch(results, model, "loop_displaced"), atol=0, rtol=0
+    )
+
+
+@pytest.mark.parametrize("world", [2, 3])
+@pytest.mark.parametrize("model", MODELS)
+def test_float16_stale_activations_halve_the_bytes_and_barely_move_the_result(patch_run, reference, world, model):
+    results = patch_run(world)
+    torch.testing.assert_close(stitch(results, model, "loop_displaced_f16_warm"), reference(model)["loop"], **TOL)
+    full, f16 = stitch(results, model, "loop_displaced"), stitch(results, model, "loop_displaced_f16")
+    rounding = (f16 - full).abs().max().item()
+    staleness = (full - reference(model)["loop"]).abs().max().item()
+    print(f"{model} world={world}: float16 rounding {rounding:.2e}, staleness {staleness:.2e}")
+    assert 0 < rounding < 0.1 * staleness
+    for r in results:
+        full_bytes, half_bytes = r[model]["bytes_displaced_loop"], r[model]["bytes_displaced_f16_loop"]
+        for kind in ("halo", "kv"):
+            if full_bytes.last_step.get(kind):
+                for peer, n in full_bytes.last_step[kind].items():
+                    assert half_bytes.last_step[kind][peer] * 2 == n
+        assert half_bytes.last_step.get("norm") == full_bytes.last_step.get("norm")
+
+
+@pytest.mark.parametrize("world", [2, 3])
 def test_displaced_sends_the_same_bytes_per_step_as_sync(patch_run, world):
     for r in patch_run(world):
         for model in MODELS:
