@@ -16,8 +16,9 @@ peaks (MB) and the ratio of the largest worker's to one worker's:
 - **live tensors**: the most bytes of tensors alive at once during the four forwards, followed op by op
   (`bench/live_tensors.py`); exact and allocator-independent, but blind to workspaces inside an op.
 
-The last column is the bytes of tensors displaced mode keeps from one step to the next (the other bands' K/V received, this
-band's own K/V held by its sends in flight, conv halos and GroupNorm statistics).
+The last column is the bytes of tensors displaced mode keeps from one step to the next: the other bands' K/V received
+and conv halos (in float16 in the "float16 stale" rows, `parallel.stale_dtype`), GroupNorm statistics, and what the
+last few exchanges sent (a worker frees its sent buffers `PatchConfig.release_lag` exchanges later).
 
 Each configuration runs twice: with glibc's default allocator settings (what the pool's workers run), and
 with `MALLOC_MMAP_THRESHOLD_` fixed at 128 KiB, so that every large tensor is its own mapping returned to the
@@ -41,6 +42,8 @@ from bench.live_tensors import LiveTensorPeak
 
 FIXED_MMAP = {"MALLOC_MMAP_THRESHOLD_": "131072"}
 FORWARDS = 4
+MODE_LABELS = {"sync": "sync", "displaced": "displaced", "displaced/float16": "displaced, float16 stale"}
+"""Configurations per worker count: patch mode, then ``/`` and ``PatchConfig.stale_dtype`` where set."""
 
 
 def _status_mb(field: str) -> float:
@@ -89,7 +92,9 @@ def _worker(rank: int, world: int, mode: str, size: int, port: int, queue) -> No
     text = torch.randn(2, 77, unet.config.cross_attention_dim, generator=torch.Generator().manual_seed(1))
     handle = None
     if world > 1:
-        handle = parallelize_unet_patch(unet, dist.group.WORLD, PatchConfig(mode=mode, warmup_steps=1))
+        mode, _, stale = mode.partition("/")
+        config = PatchConfig(mode=mode, warmup_steps=1, stale_dtype=stale or None)
+        handle = parallelize_unet_patch(unet, dist.group.WORLD, config)
     _reset_high_water_mark()
     loaded = _status_mb("VmRSS")
     with torch.no_grad():
@@ -152,7 +157,7 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=1024)
     parser.add_argument("--workers", type=int, nargs="+", default=[2])
     args = parser.parse_args()
-    configs = [(1, "sync")] + [(w, m) for w in args.workers for m in ("sync", "displaced")]
+    configs = [(1, "sync")] + [(w, m) for w in args.workers for m in MODE_LABELS]
     rows = []
     for allocator, env in (("glibc default", {}), ("mmap threshold 128 KiB", FIXED_MMAP)):
         one: list[float] = []
@@ -160,7 +165,7 @@ def main() -> None:
             results = measure(world, mode, args.size, env)
             worst = [max(r[i] for r in results) for i in (2, 3, 4)]
             one = worst if world == 1 else one
-            label = "one worker" if world == 1 else f"{world} workers, {mode}"
+            label = "one worker" if world == 1 else f"{world} workers, {MODE_LABELS[mode]}"
             cells = [
                 ", ".join(f"{r[i]:.0f}" for r in results) + f" ({w / o:.2f}x)"
                 for i, w, o in zip((2, 3, 4), worst, one)

@@ -2,7 +2,7 @@
 
     .venv/bin/python -m bench.patch_parallel --size 1024 --steps 8 --repeats 5
 
-Runs through the real Ray pool and gloo groups, alternating the configurations (A, B, C, D, A, ...),
+Runs through the real Ray pool and gloo groups, alternating the configurations (A, B, C, D, E, A, ...),
 and reports the median seconds per steady-state step (steps after the displaced warmup), the bytes
 each worker sends per step (measured, and computed for an all-gather scheme like distrifuser's at 2, 4
 and 8 workers), per-worker peak memory, and the PSNR of each mode's image against one worker's.
@@ -33,7 +33,13 @@ PROMPT = "red and white stripes"
 
 
 def spec_for(
-    size: int, steps: int, warmup: int, strategy: str, mode: str = "sync", degree: int = 1
+    size: int,
+    steps: int,
+    warmup: int,
+    strategy: str,
+    mode: str = "sync",
+    degree: int = 1,
+    stale_dtype: str | None = None,
 ) -> RenderSpec:
     spec = RenderSpec(
         prompt=PROMPT,
@@ -42,7 +48,9 @@ def spec_for(
         steps=steps,
         seed=7,
         guidance_scale=5.0,
-        parallel=ParallelSpec(strategy=strategy, degree=degree, mode=mode, warmup_steps=warmup),
+        parallel=ParallelSpec(
+            strategy=strategy, degree=degree, mode=mode, warmup_steps=warmup, stale_dtype=stale_dtype
+        ),
     )
     spec.validate()
     return spec
@@ -105,6 +113,7 @@ def main() -> None:
     one = spec_for(size, steps, warmup, "none")
     sync = spec_for(size, steps, warmup, "patch", "sync", 2)
     displaced = spec_for(size, steps, warmup, "patch", "displaced", 2)
+    displaced16 = spec_for(size, steps, warmup, "patch", "displaced", 2, "float16")
     ray.init(num_cpus=2, include_dashboard=False, logging_level=logging.WARNING)
     pool = DevicePool(PoolConfig(workers=2, device="cpu"))
     last: dict[str, dict] = {}
@@ -121,11 +130,12 @@ def main() -> None:
         "1 worker x 1 thread": through_pool("one", one),
         "2 workers, sync": through_pool("sync", sync),
         "2 workers, displaced": through_pool("displaced", displaced),
+        "2 workers, displaced, float16 stale": through_pool("displaced16", displaced16),
         "1 process x 2 threads": lambda: two_thread_step_s(one, warmup),
     }
     times = alternate(runs, repeats=args.repeats, warmup=1)
     torch.set_num_threads(1)
-    modes = (("one", one), ("sync", sync), ("displaced", displaced))
+    modes = (("one", one), ("sync", sync), ("displaced", displaced), ("displaced16", displaced16))
     images = {name: run_render(pool, spec, progress=False).image for name, spec in modes}
     pool.shutdown()
     # memory on fresh workers: a reused worker's RSS keeps what glibc freed but did not return
@@ -156,7 +166,7 @@ def main() -> None:
         "| mode | worker | rows | MB sent/step | peak RSS MB | activation peak MB |",
         "|---|---|---|---|---|---|",
     ]
-    for name in ("one", "sync", "displaced"):
+    for name, _ in modes:
         for w in last[name]["workers"]:
             sent = w.get("bytes_sent_per_step", 0) / 1e6
             lines.append(
@@ -180,7 +190,8 @@ def main() -> None:
     lines += [
         "",
         f"PSNR against the one-worker image: sync {psnr(images['sync'], images['one']):.1f} dB, "
-        f"displaced {psnr(images['displaced'], images['one']):.1f} dB.",
+        f"displaced {psnr(images['displaced'], images['one']):.1f} dB, displaced with float16 stale activations "
+        f"{psnr(images['displaced16'], images['one']):.1f} dB.",
     ]
     body = "\n".join(lines)
     print(body)
