@@ -30,14 +30,12 @@ from __future__ import annotations
 
 import argparse
 import os
-import socket
 import sys
 
 import torch
 import torch.distributed as dist
-import torch.multiprocessing as mp
 
-from bench.common import provenance, write_section
+from bench.common import provenance, spawn_ranks, write_section
 from bench.live_tensors import LiveTensorPeak
 
 FIXED_MMAP = {"MALLOC_MMAP_THRESHOLD_": "131072"}
@@ -120,36 +118,19 @@ def _reset_high_water_mark() -> None:
         refs.write("5")
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def measure(world: int, mode: str, size: int, env: dict[str, str]) -> list[tuple[int, int, float, float]]:
     """(rank, latent rows, first-forward MB, activation MB (RSS), live-tensor MB, MB kept between steps) per
     worker, in rank order."""
     saved = {k: os.environ.get(k) for k in env}
     os.environ.update(env)  # inherited by the spawned workers
     try:
-        ctx = mp.get_context("spawn")
-        queue = ctx.Queue()
-        port = _free_port()
-        procs = [ctx.Process(target=_worker, args=(r, world, mode, size, port, queue)) for r in range(world)]
-        for p in procs:
-            p.start()
-        results = [queue.get(timeout=1800) for _ in procs]
-        for p in procs:
-            p.join()
-            if p.exitcode != 0:
-                raise RuntimeError(f"worker exited with {p.exitcode}")
+        return spawn_ranks(_worker, world, mode, size)
     finally:
         for k, v in saved.items():
             if v is None:
                 os.environ.pop(k, None)
             else:
                 os.environ[k] = v
-    return sorted(results)
 
 
 def main() -> None:

@@ -24,15 +24,13 @@ from __future__ import annotations
 
 import argparse
 import os
-import socket
 import sys
 import time
 
 import torch
 import torch.distributed as dist
-import torch.multiprocessing as mp
 
-from bench.common import median, provenance, write_section
+from bench.common import median, provenance, spawn_ranks, write_section
 
 CONFIGS = {
     "one worker": ("full", 1),
@@ -86,30 +84,6 @@ def _worker(rank: int, world: int, what: str, size: int, forwards: int, port: in
         dist.destroy_process_group()
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def measure(what: str, processes: int, size: int, forwards: int) -> list[tuple[int, list[float], list[float]]]:
-    ctx = mp.get_context("spawn")
-    queue = ctx.Queue()
-    port = _free_port()
-    procs = [
-        ctx.Process(target=_worker, args=(r, processes, what, size, forwards, port, queue))
-        for r in range(processes)
-    ]
-    for p in procs:
-        p.start()
-    results = sorted(queue.get(timeout=1800) for _ in procs)
-    for p in procs:
-        p.join()
-        if p.exitcode != 0:
-            raise RuntimeError(f"worker exited with {p.exitcode}")
-    return results
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--size", type=int, default=1024)
@@ -143,7 +117,7 @@ def _rows(size: int, forwards: int, configs: dict[str, tuple[str, int]]) -> list
     rows = []
     base = None
     for label, (what, processes) in configs.items():
-        results = measure(what, processes, size, forwards)
+        results = spawn_ranks(_worker, processes, what, size, forwards)
         # a step ends when the slowest worker's forward does
         per_forward = [max(r[1][i] for r in results) for i in range(2, forwards)]
         forward = median(per_forward)

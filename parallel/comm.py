@@ -160,21 +160,23 @@ class Comm:
         from_next_shape: tuple[int, ...] | None,
         tag: int,
         like: torch.Tensor,
+        dtype: torch.dtype | None = None,
     ) -> Pending:
         """Swap boundary rows with rank-1 ("prev", the band above) and rank+1 ("next", below) only.
 
         ``to_prev`` goes to rank-1, ``to_next`` to rank+1; a ``None`` tensor or shape means no
-        message in that direction; received tensors get ``like``'s dtype and device. The result is
+        message in that direction; received tensors get ``like``'s device and ``dtype`` (default ``like``'s). The result is
         ``(from_prev, from_next)``.
         Tags: ``2*tag`` for messages travelling down the bands, ``2*tag+1`` for messages going up.
         """
         recvs, sends, sent = [], [], []
         recv_prev = recv_next = None
+        dtype = dtype or like.dtype
         if from_prev_shape is not None:
-            recv_prev = torch.empty(from_prev_shape, dtype=like.dtype, device=like.device)
+            recv_prev = torch.empty(from_prev_shape, dtype=dtype, device=like.device)
             recvs.append(self._op(dist.irecv, recv_prev, self.rank - 1, 2 * tag))
         if from_next_shape is not None:
-            recv_next = torch.empty(from_next_shape, dtype=like.dtype, device=like.device)
+            recv_next = torch.empty(from_next_shape, dtype=dtype, device=like.device)
             recvs.append(self._op(dist.irecv, recv_next, self.rank + 1, 2 * tag + 1))
         if to_next is not None:
             sent.append(to_next.contiguous())

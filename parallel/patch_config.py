@@ -35,6 +35,11 @@ class PatchConfig:
     the memory held between steps, for a rounding error far below the staleness. None: the model's dtype.
     Synchronous steps (the warmup included) always exchange in the model's dtype and stay exact."""
 
+    @property
+    def stale_torch_dtype(self) -> torch.dtype | None:
+        """``stale_dtype`` as a torch dtype (None: the model's)."""
+        return None if self.stale_dtype is None else STALE_DTYPES[self.stale_dtype]
+
     def __post_init__(self) -> None:
         if self.mode not in MODES:
             raise ValueError(f"PatchConfig.mode must be one of {MODES}, got mode={self.mode!r}")

@@ -73,9 +73,7 @@ def patch_conv2d(conv: nn.Conv2d, rt: PatchRuntime) -> Callable[[], None]:
         if any(v is not None for v in (from_prev_shape, from_next_shape, to_prev, to_next)):
             halo_prev, halo_next = rt.exchange(
                 ("halo", layer),
-                lambda: rt.comm.exchange_halo(
-                    to_prev, to_next, from_prev_shape, from_next_shape, layer, x[:, :, :0].to(wire)
-                ),
+                lambda: rt.comm.exchange_halo(to_prev, to_next, from_prev_shape, from_next_shape, layer, x, wire),
                 activations=True,
             )
             halo_prev = None if halo_prev is None else halo_prev.to(x.dtype)

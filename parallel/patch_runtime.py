@@ -15,7 +15,7 @@ import torch
 
 from parallel.bands import Bounds, bounds_from_heights, check_bounds
 from parallel.comm import BytesSent, Comm, Pending
-from parallel.patch_config import STALE_DTYPES, PatchConfig
+from parallel.patch_config import PatchConfig
 
 
 class PatchRuntime:
@@ -85,9 +85,8 @@ class PatchRuntime:
     def wire_dtype(self, dtype: torch.dtype) -> torch.dtype:
         """The dtype activations of ``dtype`` travel in during the current forward: ``config.stale_dtype``
         in a displaced step when set, else ``dtype`` itself."""
-        if self.sync_now or self.config.stale_dtype is None:
-            return dtype
-        return STALE_DTYPES[self.config.stale_dtype]
+        stale = self.config.stale_torch_dtype
+        return dtype if self.sync_now or stale is None else stale
 
     def exchange(self, key: Any, post: Callable[[], Pending], activations: bool = False) -> Any:
         """Run one exchange of layer ``key``: fresh when synchronous, else last forward's result.
@@ -102,11 +101,12 @@ class PatchRuntime:
         if self.sync_now:
             result = post().wait()
             if self.config.mode == "displaced":
-                keep = result
-                if activations and self.config.stale_dtype is not None:
-                    dtype = STALE_DTYPES[self.config.stale_dtype]
-                    keep = type(result)(None if t is None else t.to(dtype) for t in result)
-                self._cache[key] = keep
+                stale = self.config.stale_torch_dtype
+                if activations and stale is not None:
+                    result_kept = type(result)(None if t is None else t.to(stale) for t in result)
+                else:
+                    result_kept = result
+                self._cache[key] = result_kept
             return result
         if key not in self._cache:
             raise RuntimeError(f"layer {key!r} has no value from the previous step; call handle.reset()")
