@@ -2,9 +2,11 @@
 
 Installed as a diffusers attention processor on self-attention ``Attention`` modules only; cross
 attention (``attn2``, text tokens) needs nothing from other bands and keeps its processor. The
-processor follows diffusers' ``AttnProcessor2_0`` step by step, except that K and V (after
-``norm_k``) are concatenated and exchanged with every other band, point to point. Bands hold consecutive raster rows,
-so rank-ordered concatenation is the full image's token order.
+processor follows diffusers' ``AttnProcessor2_0`` step by step, except that every band's tokens reach
+the keys and values, exchanged with every other band point to point: either K and V (after ``norm_k``,
+concatenated), or, with ``PatchConfig.kv_source="input"``, the attention's input tokens, which every
+band then projects to K and V itself. Bands hold consecutive raster rows, so rank-ordered concatenation
+is the full image's token order.
 
 Displaced mode: this step's own K/V replace this rank's slot in the previous step's gathered K/V
 (other bands stale), and this step's gather is left in flight for the next step.
@@ -22,10 +24,10 @@ from parallel.patch_runtime import PatchRuntime
 
 
 def gather_band_kv(rt: PatchRuntime, key: tuple, kv: torch.Tensor) -> list[torch.Tensor]:
-    """Every band's K/V (dim 1 = this band's tokens), fresh in sync steps and the previous step's in
-    displaced ones (this band's own always fresh), in band order; displaced steps send in
-    ``rt.wire_dtype`` and the received parts come back in ``kv``'s dtype. ``key`` is ``("kv", layer id)``; the
-    layer id tags the point-to-point messages."""
+    """Every band's K/V, or attention input (dim 1 = this band's tokens), fresh in sync steps and the
+    previous step's in displaced ones (this band's own always fresh), in band order; displaced steps send
+    in ``rt.wire_dtype`` and the received parts come back in ``kv``'s dtype. ``key`` is ``("kv", layer id)``;
+    the layer id tags the point-to-point messages."""
     sizes = rt.gathered_sizes(key, kv.shape[1], kv.device)
     wire = kv.to(rt.wire_dtype(kv.dtype))
     parts = list(
@@ -42,12 +44,13 @@ class BandSelfAttnProcessor:
     def __init__(self, rt: PatchRuntime, layer: int):
         self.rt = rt
         self.key = ("kv", layer)
+        self.send_inputs = rt.config.kv_source == "input"
 
-    def gather_kv(self, kv: torch.Tensor) -> torch.Tensor:
+    def gather_tokens(self, tokens: torch.Tensor) -> torch.Tensor:
         """(B, N_local, D) -> (B, N_total, D) in band order."""
         if self.rt.world == 1:
-            return kv
-        return torch.cat(gather_band_kv(self.rt, self.key, kv), dim=1)
+            return tokens
+        return torch.cat(gather_band_kv(self.rt, self.key, tokens), dim=1)
 
     def __call__(
         self,
@@ -77,6 +80,8 @@ class BandSelfAttnProcessor:
             hidden_states = attn.group_norm(hidden_states.transpose(1, 2)).transpose(1, 2)
 
         query = attn.to_q(hidden_states)
+        if self.send_inputs:  # every band's tokens, projected here
+            hidden_states = self.gather_tokens(hidden_states)
         key = attn.to_k(hidden_states)
         value = attn.to_v(hidden_states)
         inner = key.shape[-1]
@@ -89,8 +94,9 @@ class BandSelfAttnProcessor:
             key = attn.norm_k(key.view(batch, -1, attn.heads, head_dim).transpose(1, 2))
             key = key.transpose(1, 2).reshape(batch, -1, inner)
 
-        kv = self.gather_kv(torch.cat([key, value], dim=-1))
-        key, value = kv.split(inner, dim=-1)
+        if not self.send_inputs:
+            kv = self.gather_tokens(torch.cat([key, value], dim=-1))
+            key, value = kv.split(inner, dim=-1)
         key = key.reshape(batch, -1, attn.heads, head_dim).transpose(1, 2)
         value = value.reshape(batch, -1, attn.heads, head_dim).transpose(1, 2)
 

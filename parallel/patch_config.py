@@ -7,6 +7,7 @@ from dataclasses import dataclass
 import torch
 
 MODES = ("sync", "displaced")
+KV_SOURCES = ("kv", "input")
 STALE_DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16}
 
 
@@ -35,6 +36,14 @@ class PatchConfig:
     the memory held between steps, for a rounding error far below the staleness. None: the model's dtype.
     Synchronous steps (the warmup included) always exchange in the model's dtype and stay exact."""
 
+    kv_source: str = "kv"
+    """What self-attention exchanges so that every band sees every token's keys and values. "kv": each band
+    projects its own tokens and sends K and V (2 x the attention width per token). "input": each band sends the
+    attention's input (its channels per token, half as many bytes when the width equals the channels) and every
+    band projects all bands' K and V itself: half the bytes on the wire and half the stale K/V held between
+    displaced steps, for the K/V projection of the other bands' tokens on every worker (cheap while a band holds
+    many more tokens than the layer has channels). The UNet and PixArt-style models; Wan refuses it."""
+
     @property
     def stale_torch_dtype(self) -> torch.dtype | None:
         """``stale_dtype`` as a torch dtype (None: the model's)."""
@@ -51,6 +60,8 @@ class PatchConfig:
             raise ValueError(
                 f"PatchConfig.release_lag must be an int >= 1, got release_lag={self.release_lag!r}"
             )
+        if self.kv_source not in KV_SOURCES:
+            raise ValueError(f"PatchConfig.kv_source must be one of {KV_SOURCES}, got kv_source={self.kv_source!r}")
         if self.stale_dtype is not None and self.stale_dtype not in STALE_DTYPES:
             raise ValueError(
                 f"PatchConfig.stale_dtype must be None or one of {sorted(STALE_DTYPES)}, "

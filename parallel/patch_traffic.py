@@ -36,6 +36,8 @@ class PatchLayerShapes:
     """Per conv: (bytes of one input row, padding rows) - what an all-gather scheme sends per side."""
     kv_bytes: list[int] = field(default_factory=list)
     """Per self-attention layer: bytes of the full image's K and V together."""
+    input_bytes: list[int] = field(default_factory=list)
+    """Per self-attention layer: bytes of the full image's attention input (what ``kv_source="input"`` sends)."""
     norm_bytes: list[int] = field(default_factory=list)
     """Per GroupNorm: bytes of the statistics one worker contributes (float64 sums, sums of squares, count)."""
 
@@ -60,6 +62,7 @@ def record_patch_layers(model: nn.Module, run: Callable[[], object]) -> PatchLay
         batch = x.shape[0]
         width = attn.to_k.out_features + attn.to_v.out_features
         shapes.kv_bytes.append(batch * tokens * width * x.element_size())
+        shapes.input_bytes.append(batch * tokens * attn.to_k.in_features * x.element_size())
 
     def on_norm(norm: nn.GroupNorm, args: tuple) -> None:
         x = args[0]
@@ -83,10 +86,18 @@ def record_patch_layers(model: nn.Module, run: Callable[[], object]) -> PatchLay
     return shapes
 
 
+def _attention_bytes(shapes: PatchLayerShapes, kv_source: str) -> list[int]:
+    """Per self-attention layer, the full image's bytes of what the bands exchange (``PatchConfig.kv_source``)."""
+    if kv_source not in ("kv", "input"):
+        raise ValueError(f"kv_source: unknown {kv_source!r}; expected 'kv' or 'input'")
+    return shapes.kv_bytes if kv_source == "kv" else shapes.input_bytes
+
+
 def patch_bytes_per_worker(
-    shapes: PatchLayerShapes, world: int, scheme: str = "neighbour"
+    shapes: PatchLayerShapes, world: int, scheme: str = "neighbour", kv_source: str = "kv"
 ) -> dict[str, float]:
-    """Mean bytes one worker sends per step, by kind ("halo", "kv", "norm"), at `world` bands."""
+    """Mean bytes one worker sends per step, by kind ("halo", "kv", "norm"), at `world` bands; "kv" counts
+    K and V, or the attention inputs with ``kv_source="input"``."""
     if scheme not in SCHEMES:
         raise ValueError(f"scheme: unknown scheme {scheme!r}; expected one of {SCHEMES}")
     if world <= 1:
@@ -97,12 +108,14 @@ def patch_bytes_per_worker(
         halo = sum(row * (above + below) for row, above, below in shapes.halo_rows) * peers / world
     else:
         halo = sum(row * 2 * pad for row, pad in shapes.padding_rows) * peers
-    kv = sum(kv / world for kv in shapes.kv_bytes) * peers
+    kv = sum(_attention_bytes(shapes, kv_source)) / world * peers
     norm = sum(shapes.norm_bytes) * peers
     return {"halo": float(halo), "kv": float(kv), "norm": float(norm)}
 
 
-def patch_bytes_per_rank(shapes: PatchLayerShapes, bounds: list[tuple[int, int]]) -> list[dict[str, float]]:
+def patch_bytes_per_rank(
+    shapes: PatchLayerShapes, bounds: list[tuple[int, int]], kv_source: str = "kv"
+) -> list[dict[str, float]]:
     """Bytes each rank sends per step, by kind, for these (possibly uneven) row bands.
 
     Exact where `patch_bytes_per_worker` averages: the top and bottom bands send halos one way only, and
@@ -114,7 +127,7 @@ def patch_bytes_per_rank(shapes: PatchLayerShapes, bounds: list[tuple[int, int]]
     height = bounds[-1][1] - bounds[0][0]
     down = sum(row * above for row, above, _ in shapes.halo_rows)  # to the band below: its `above` rows
     up = sum(row * below for row, _, below in shapes.halo_rows)  # to the band above: its `below` rows
-    kv = sum(shapes.kv_bytes) * (world - 1) / height
+    kv = sum(_attention_bytes(shapes, kv_source)) * (world - 1) / height
     norm = sum(shapes.norm_bytes) * (world - 1)
     return [
         {"halo": float(down * (r < world - 1) + up * (r > 0)), "kv": float(kv * (b - a)), "norm": float(norm)}

@@ -194,6 +194,11 @@ def parallelize_wan_patch(
     if getattr(transformer, "_parallel_config", None) is not None:
         raise RuntimeError("transformer: diffusers' enable_parallelism was already applied to this model")
     config = config or PatchConfig()
+    if config.kv_source != "kv":
+        raise NotImplementedError(
+            f"PatchConfig.kv_source={config.kv_source!r}: Wan's K/V carry rotary positions of their own band, "
+            "so Wan bands exchange K and V (kv_source='kv')"
+        )
     rt = PatchRuntime(Comm(group), config, align=transformer.config.patch_size[1])
     undo = [patch_wan_rope(transformer.rope, rt)]
     for block in transformer.blocks:

@@ -105,9 +105,11 @@ def patch_traffic(
     return t
 
 
-def patch_traffic_per_rank(profile: ModelProfile, bounds: list[tuple[int, int]]) -> list[dict[str, float]]:
+def patch_traffic_per_rank(
+    profile: ModelProfile, bounds: list[tuple[int, int]], kv_source: str = "kv"
+) -> list[dict[str, float]]:
     """Exact bytes each rank sends per step for these latent row bands (profile's batch)."""
-    return patch_bytes_per_rank(profile.patch, bounds)
+    return patch_bytes_per_rank(profile.patch, bounds, kv_source)
 
 
 def cfg_traffic(profile: ModelProfile, degree: int, mode: str = "sync", scheme: str = "neighbour") -> Traffic:

@@ -18,8 +18,15 @@ FORWARDS = 3
 """Forwards per run: the first exchanges shapes (``meta``) and, in displaced mode, is the sync warmup."""
 
 
+PATCH_CONFIGS = {
+    "sync": PatchConfig("sync"),
+    "displaced": PatchConfig("displaced", warmup_steps=1),
+    "displaced_inputs": PatchConfig("displaced", warmup_steps=1, kv_source="input"),
+}
+
+
 def patch_bytes(rank: int, world: int) -> dict[str, Any]:
-    """Last-forward bytes by kind and peer, sync and displaced, for the tiny UNet and PixArt (batch 2)."""
+    """Last-forward bytes by kind and peer per ``PATCH_CONFIGS`` entry, for the tiny UNet and PixArt (batch 2)."""
     out: dict[str, Any] = {}
     for name in ("unet", "pixart"):
         build, shape, parallelize = W.MODELS[name]
@@ -28,12 +35,12 @@ def patch_bytes(rank: int, world: int) -> dict[str, Any]:
         res: dict[str, Any] = {"bounds": bounds}
         x, t, text = W.forward_input(shape)
         f = M.model_call(model)
-        for mode in ("sync", "displaced"):
-            handle = parallelize(model, dist.group.WORLD, PatchConfig(mode, warmup_steps=1))
+        for label, config in PATCH_CONFIGS.items():
+            handle = parallelize(model, dist.group.WORLD, config)
             with torch.no_grad():
                 for _ in range(FORWARDS):
                     f(slice_band(x, bounds, rank), t, text)
-            res[mode] = handle.bytes_sent.last_step
+            res[label] = handle.bytes_sent.last_step
             handle.remove()
         out[name] = res
     return out

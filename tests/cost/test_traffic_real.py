@@ -17,13 +17,16 @@ def test_patch_bytes_per_rank_match_the_counters(world, name):
     results = run(CW.patch_bytes, world)
     prof = tiny_profile(name)
     bounds = results[0][name]["bounds"]
-    expected = patch_traffic_per_rank(prof, bounds)
+    expected = {"kv": patch_traffic_per_rank(prof, bounds), "input": patch_traffic_per_rank(prof, bounds, "input")}
     for rank, r in enumerate(results):
-        for mode in ("sync", "displaced"):
+        for mode, source in (("sync", "kv"), ("displaced", "kv"), ("displaced_inputs", "input")):
             for kind in KINDS:
-                assert measured(r[name][mode], kind) == pytest.approx(expected[rank][kind]), (rank, mode, kind)
+                want = expected[source][rank][kind]
+                assert measured(r[name][mode], kind) == pytest.approx(want), (rank, mode, kind)
+    assert expected["input"][0]["kv"] == pytest.approx(expected["kv"][0]["kv"] / 2)
     if name == "unet":
-        assert expected[0]["halo"] > 0 and expected[0]["kv"] > 0 and expected[0]["norm"] > 0
+        first = expected["kv"][0]
+        assert first["halo"] > 0 and first["kv"] > 0 and first["norm"] > 0
 
 
 @pytest.mark.parametrize("world", [2, 3])

@@ -82,7 +82,12 @@ def patch_scenarios(rank: int, world: int) -> dict[str, Any]:
         x, t, text = forward_input(shape)
         with torch.no_grad():
             r["forward"] = f(slice_band(x, bounds, rank), t, text)
-        handle.reset()
+        # K/V projected by every band from the exchanged attention inputs
+        handle = _reconfigure(handle, model, parallelize, PatchConfig("sync", kv_source="input"))
+        with torch.no_grad():
+            r["forward_inputs"] = f(slice_band(x, bounds, rank), t, text)
+        r["bytes_forward_inputs"] = handle.bytes_sent
+        handle = _reconfigure(handle, model, parallelize, PatchConfig("sync"))
         if name in FORWARD_ONLY:
             res[name] = r
             continue
@@ -132,6 +137,10 @@ def patch_scenarios(rank: int, world: int) -> dict[str, Any]:
         handle = _reconfigure(handle, model, parallelize, PatchConfig("displaced", 1, stale_dtype="float16"))
         r["loop_displaced_f16"] = M.denoise(model, shape, STEPS, bounds, rank)
         r["bytes_displaced_f16_loop"] = handle.bytes_sent
+        # the attention inputs instead of K/V: the same staleness, projected on the receiving side
+        handle = _reconfigure(handle, model, parallelize, PatchConfig("displaced", 1, kv_source="input"))
+        r["loop_displaced_inputs"] = M.denoise(model, shape, STEPS, bounds, rank)
+        r["bytes_displaced_inputs_loop"] = handle.bytes_sent
         handle.reset()
         handle.remove()
         with torch.no_grad():  # unpatched again: the full latent on one process, no communication

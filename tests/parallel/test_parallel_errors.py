@@ -33,3 +33,14 @@ def test_square_only_dit_refused():
     )
     with pytest.raises(NotImplementedError, match="square"):
         parallelize_dit_patch(model, None)
+
+
+def test_wan_refuses_exchanging_attention_inputs():
+    """Wan's keys carry their band's rotary positions, so its bands must exchange K/V, and say so."""
+    from _wan_workers import tiny_wan
+
+    from parallel.patch_config import PatchConfig
+    from parallel.patch_wan import parallelize_wan_patch
+
+    with pytest.raises(NotImplementedError, match=r"kv_source='input'.*rotary"):
+        parallelize_wan_patch(tiny_wan(), None, PatchConfig("displaced", kv_source="input"))

@@ -29,3 +29,9 @@ def test_unknown_stale_dtype_names_the_field():
     assert PatchConfig("displaced", stale_dtype="bfloat16").stale_dtype == "bfloat16"
     with pytest.raises(ValueError, match=r"PatchConfig\.stale_dtype.*'int8'"):
         PatchConfig("displaced", stale_dtype="int8")
+
+
+def test_unknown_kv_source_names_the_field():
+    assert PatchConfig("displaced", kv_source="input").kv_source == "input"
+    with pytest.raises(ValueError, match=r"PatchConfig\.kv_source.*'hidden'"):
+        PatchConfig("displaced", kv_source="hidden")

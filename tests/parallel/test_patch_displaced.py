@@ -101,6 +101,19 @@ def test_float16_stale_activations_halve_the_bytes_and_barely_move_the_result(pa
 
 
 @pytest.mark.parametrize("world", [2, 3])
+@pytest.mark.parametrize("model", MODELS)
+def test_exchanging_attention_inputs_halves_the_kv_bytes_with_the_same_staleness(patch_run, world, model):
+    """The tiny models' attention is as wide as its input, so K and V together are twice the input: sending
+    the inputs and projecting them on arrival gives the stale K/V of ``kv_source="kv"`` for half the bytes."""
+    results = patch_run(world)
+    torch.testing.assert_close(stitch(results, model, "loop_displaced_inputs"), stitch(results, model, "loop_displaced"), **TOL)
+    for r in results:
+        kv, inputs = r[model]["bytes_displaced_loop"], r[model]["bytes_displaced_inputs_loop"]
+        assert kv.last_step["kv"] and {p: 2 * n for p, n in inputs.last_step["kv"].items()} == kv.last_step["kv"]
+        assert inputs.last_step.get("halo") == kv.last_step.get("halo")
+
+
+@pytest.mark.parametrize("world", [2, 3])
 def test_displaced_sends_the_same_bytes_per_step_as_sync(patch_run, world):
     for r in patch_run(world):
         for model in MODELS:

@@ -17,6 +17,15 @@ def test_single_forward_matches_one_device(patch_run, reference, world, model):
     torch.testing.assert_close(stitch(results, model, "forward"), ref, **TOL)
 
 
+@pytest.mark.parametrize("world", [2, 3])
+@pytest.mark.parametrize("model", ["unet", "unet_odd", "unet2d", "pixart"])
+def test_exchanging_attention_inputs_matches_one_device(patch_run, reference, world, model):
+    """``kv_source="input"``: bands send their attention inputs and each projects every band's K/V."""
+    results = patch_run(world)
+    torch.testing.assert_close(stitch(results, model, "forward_inputs"), reference(model)["forward"], **TOL)
+    assert all(r[model]["bytes_forward_inputs"].last_step["kv"] for r in results)
+
+
 @pytest.mark.parametrize("world", WORLDS)
 @pytest.mark.parametrize("model", ["unet", "pixart"])
 @pytest.mark.parametrize("loop", ["loop", "loop_cfg"])
