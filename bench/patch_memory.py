@@ -17,8 +17,9 @@ peaks (MB) and the ratio of the largest worker's to one worker's:
   (`bench/live_tensors.py`); exact and allocator-independent, but blind to workspaces inside an op.
 
 The last column is the bytes of tensors displaced mode keeps from one step to the next: the other bands' K/V received
-and conv halos (in float16 in the "float16 stale" rows, `parallel.stale_dtype`), GroupNorm statistics, and what the
-last few exchanges sent (a worker frees its sent buffers `PatchConfig.release_lag` exchanges later).
+(their attention inputs in the "inputs exchanged" rows, `parallel.kv_source=input`) and conv halos (in float16 in
+the "float16 stale" rows, `parallel.stale_dtype`), GroupNorm statistics, and what the last few exchanges sent (a
+worker frees its sent buffers `PatchConfig.release_lag` exchanges later).
 
 Each configuration runs twice: with glibc's default allocator settings (what the pool's workers run), and
 with `MALLOC_MMAP_THRESHOLD_` fixed at 128 KiB, so that every large tensor is its own mapping returned to the
@@ -40,8 +41,14 @@ from bench.live_tensors import LiveTensorPeak
 
 FIXED_MMAP = {"MALLOC_MMAP_THRESHOLD_": "131072"}
 FORWARDS = 4
-MODE_LABELS = {"sync": "sync", "displaced": "displaced", "displaced/float16": "displaced, float16 stale"}
-"""Configurations per worker count: patch mode, then ``/`` and ``PatchConfig.stale_dtype`` where set."""
+PATCH_CONFIGS = {
+    "sync": {"mode": "sync"},
+    "displaced": {"mode": "displaced"},
+    "displaced, float16 stale": {"mode": "displaced", "stale_dtype": "float16"},
+    "displaced, inputs exchanged": {"mode": "displaced", "kv_source": "input"},
+    "displaced, float16 stale, inputs exchanged": {"mode": "displaced", "stale_dtype": "float16", "kv_source": "input"},
+}
+"""Row label -> ``PatchConfig`` fields of each multi-worker configuration (warmup 1)."""
 
 
 def _status_mb(field: str) -> float:
@@ -74,7 +81,7 @@ def _resident_bytes(obj, seen: set[int]) -> int:
     return 0
 
 
-def _worker(rank: int, world: int, mode: str, size: int, port: int, queue) -> None:
+def _worker(rank: int, world: int, label: str, size: int, port: int, queue) -> None:
     torch.set_num_threads(1)
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     dist.init_process_group("gloo", rank=rank, world_size=world)
@@ -90,8 +97,7 @@ def _worker(rank: int, world: int, mode: str, size: int, port: int, queue) -> No
     text = torch.randn(2, 77, unet.config.cross_attention_dim, generator=torch.Generator().manual_seed(1))
     handle = None
     if world > 1:
-        mode, _, stale = mode.partition("/")
-        config = PatchConfig(mode=mode, warmup_steps=1, stale_dtype=stale or None)
+        config = PatchConfig(warmup_steps=1, **PATCH_CONFIGS[label])
         handle = parallelize_unet_patch(unet, dist.group.WORLD, config)
     _reset_high_water_mark()
     loaded = _status_mb("VmRSS")
@@ -118,13 +124,13 @@ def _reset_high_water_mark() -> None:
         refs.write("5")
 
 
-def measure(world: int, mode: str, size: int, env: dict[str, str]) -> list[tuple[int, int, float, float]]:
+def measure(world: int, label: str, size: int, env: dict[str, str]) -> list[tuple[int, int, float, float]]:
     """(rank, latent rows, first-forward MB, activation MB (RSS), live-tensor MB, MB kept between steps) per
     worker, in rank order."""
     saved = {k: os.environ.get(k) for k in env}
     os.environ.update(env)  # inherited by the spawned workers
     try:
-        return spawn_ranks(_worker, world, mode, size)
+        return spawn_ranks(_worker, world, label, size)
     finally:
         for k, v in saved.items():
             if v is None:
@@ -138,15 +144,15 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=1024)
     parser.add_argument("--workers", type=int, nargs="+", default=[2])
     args = parser.parse_args()
-    configs = [(1, "sync")] + [(w, m) for w in args.workers for m in MODE_LABELS]
+    configs = [(1, "sync")] + [(w, label) for w in args.workers for label in PATCH_CONFIGS]
     rows = []
     for allocator, env in (("glibc default", {}), ("mmap threshold 128 KiB", FIXED_MMAP)):
         one: list[float] = []
-        for world, mode in configs:
-            results = measure(world, mode, args.size, env)
+        for world, config in configs:
+            results = measure(world, config, args.size, env)
             worst = [max(r[i] for r in results) for i in (2, 3, 4)]
             one = worst if world == 1 else one
-            label = "one worker" if world == 1 else f"{world} workers, {MODE_LABELS[mode]}"
+            label = "one worker" if world == 1 else f"{world} workers, {config}"
             cells = [
                 ", ".join(f"{r[i]:.0f}" for r in results) + f" ({w / o:.2f}x)"
                 for i, w, o in zip((2, 3, 4), worst, one)

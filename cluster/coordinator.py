@@ -53,6 +53,7 @@ def render_task(spec: RenderSpec) -> RenderTask:
         mode=par.mode,
         warmup_steps=par.warmup_steps,
         stale_dtype=par.stale_dtype,
+        kv_source=par.kv_source,
         cfg=par.cfg,
     )
 
@@ -176,6 +177,7 @@ def run_render(
         "mode": spec.parallel.mode if spec.parallel.strategy == "patch" else None,
         "warmup_steps": spec.parallel.warmup_steps if spec.parallel.strategy == "patch" else None,
         "stale_dtype": spec.parallel.stale_dtype if spec.parallel.mode == "displaced" else None,
+        "kv_source": spec.parallel.kv_source if spec.parallel.strategy == "patch" else None,
         "cfg_parallel": spec.parallel.cfg,
         "backend": backend,
         "attention": begin[0]["attention"],

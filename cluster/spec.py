@@ -12,7 +12,7 @@ from typing import Any
 
 from cluster.errors import SpecError
 from parallel.bands import band_bounds
-from parallel.patch_config import STALE_DTYPES
+from parallel.patch_config import KV_SOURCES, STALE_DTYPES
 from pipelines.errors import ModelDirectoryError
 from pipelines.loading import DTYPES, check_pipeline_dir
 from pipelines.registry import resolve_model
@@ -41,6 +41,9 @@ class ParallelSpec:
     stale_dtype: str | None = None
     """Displaced mode: "float16" or "bfloat16" sends and keeps the stale activations in that precision
     (half the bytes and half the memory held between steps); None keeps the model's dtype."""
+    kv_source: str = "kv"
+    """What self-attention exchanges: "kv" (each band's keys and values) or "input" (each band's attention
+    input, projected to K/V by every band: half the K/V bytes and stale memory for a little more compute)."""
     cfg: bool = False
     """CFG parallel: conditional and unconditional branches on different halves of the workers."""
 
@@ -172,6 +175,11 @@ class RenderSpec:
                     "parallel.stale_dtype",
                     f"unknown dtype {par.stale_dtype!r}; expected one of {sorted(STALE_DTYPES)} or null",
                 )
+        _check_type("parallel.kv_source", par.kv_source, str)
+        if par.kv_source not in KV_SOURCES:
+            raise SpecError(
+                "parallel.kv_source", f"unknown source {par.kv_source!r}; expected one of {KV_SOURCES}"
+            )
         if par.strategy not in STRATEGIES:
             raise SpecError(
                 "parallel.strategy", f"unknown strategy {par.strategy!r}; expected one of {STRATEGIES}"

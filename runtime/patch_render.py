@@ -61,7 +61,9 @@ def setup_patch(pipe, cond: Conditioning, task: RenderTask, latent_rows: int) ->
     else:
         layout = None
         patch_group, band_index, bands = group, dist.get_rank(), dist.get_world_size()
-    config = PatchConfig(mode=task.mode, warmup_steps=task.warmup_steps, stale_dtype=task.stale_dtype)
+    config = PatchConfig(
+        mode=task.mode, warmup_steps=task.warmup_steps, stale_dtype=task.stale_dtype, kv_source=task.kv_source
+    )
     model = denoiser(pipe)
     if is_transformer(model):
         handle, align = parallelize_dit_patch(model, patch_group, config), model.config.patch_size

@@ -35,5 +35,7 @@ class RenderTask:
     """Synchronous steps before displaced mode starts."""
     stale_dtype: str | None = None
     """Displaced mode: precision the stale activations travel and wait in (None: the model's dtype)."""
+    kv_source: str = "kv"
+    """What self-attention bands exchange: "kv" (keys and values) or "input" (attention inputs)."""
     cfg: bool = False
     """CFG parallel: the two guidance branches on the two halves of the group."""

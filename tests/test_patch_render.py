@@ -89,6 +89,20 @@ def test_float16_stale_activations_through_the_pool(pool4, builtin_image_dir, si
     assert 0 < rounding < 0.1 * staleness
 
 
+def test_attention_inputs_instead_of_kv_through_the_pool(pool4, builtin_image_dir, single):
+    """parallel.kv_source=input reaches the workers: exact in sync mode, and the built-in model's self-attention
+    is as wide as its input, so the K/V exchange carries half the bytes of K and V."""
+    results = {}
+    for source in ("kv", "input"):
+        spec = _spec(builtin_image_dir, strategy="patch", degree=2, mode="sync", kv_source=source)
+        results[source] = run_render(pool4, spec, progress=False, decode=False)
+    torch.testing.assert_close(results["input"].latents, single.latents, atol=1e-4, rtol=1e-4)
+    assert results["input"].metadata["kv_source"] == "input"
+    kv = results["kv"].metadata["workers"][0]["bytes_sent_by_kind_and_peer"]["kv"][1]
+    inputs = results["input"].metadata["workers"][0]["bytes_sent_by_kind_and_peer"]["kv"][1]
+    assert inputs * 2 == kv
+
+
 def test_patched_unet_is_restored_for_the_next_job(pool4, builtin_image_dir, single):
     run_render(
         pool4,

@@ -35,6 +35,7 @@ BAD_SPECS = [
     ({"parallel": {"strategy": "patch", "degree": 2, "warmup_steps": -1}}, "parallel.warmup_steps"),
     ({"parallel": {"strategy": "patch", "degree": 2, "cfg": "yes"}}, "parallel.cfg"),
     ({"parallel": {"strategy": "patch", "degree": 2, "mode": "displaced", "stale_dtype": "fp8"}}, "parallel.stale_dtype"),
+    ({"parallel": {"strategy": "patch", "degree": 2, "kv_source": "hidden"}}, "parallel.kv_source"),
     # 32 px = 4 latent rows; the built-in UNet needs bands of >= 4 rows, so 2 bands do not fit
     ({"height": 32, "parallel": {"strategy": "patch", "degree": 2}}, "parallel.degree"),
     ({"output_dir": "renders/../../etc"}, "output_dir"),
