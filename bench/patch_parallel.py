@@ -40,6 +40,7 @@ def spec_for(
     mode: str = "sync",
     degree: int = 1,
     stale_dtype: str | None = None,
+    kv_source: str = "kv",
 ) -> RenderSpec:
     spec = RenderSpec(
         prompt=PROMPT,
@@ -49,7 +50,12 @@ def spec_for(
         seed=7,
         guidance_scale=5.0,
         parallel=ParallelSpec(
-            strategy=strategy, degree=degree, mode=mode, warmup_steps=warmup, stale_dtype=stale_dtype
+            strategy=strategy,
+            degree=degree,
+            mode=mode,
+            warmup_steps=warmup,
+            stale_dtype=stale_dtype,
+            kv_source=kv_source,
         ),
     )
     spec.validate()
@@ -93,7 +99,11 @@ def computed_traffic(spec: RenderSpec) -> dict[int, dict[str, dict[str, float]]]
     text = torch.randn(2, 77, pipe.text_encoder.config.hidden_size)
     shapes = record_patch_layers(pipe.unet, lambda: pipe.unet(latent, 500, encoder_hidden_states=text))
     return {
-        n: {scheme: patch_bytes_per_worker(shapes, n, scheme) for scheme in ("neighbour", "allgather")}
+        n: {
+            "neighbour": patch_bytes_per_worker(shapes, n, "neighbour"),
+            "allgather": patch_bytes_per_worker(shapes, n, "allgather"),
+            "inputs": patch_bytes_per_worker(shapes, n, "neighbour", kv_source="input"),
+        }
         for n in (2, 4, 8)
     }
 
@@ -114,6 +124,7 @@ def main() -> None:
     sync = spec_for(size, steps, warmup, "patch", "sync", 2)
     displaced = spec_for(size, steps, warmup, "patch", "displaced", 2)
     displaced16 = spec_for(size, steps, warmup, "patch", "displaced", 2, "float16")
+    displaced16in = spec_for(size, steps, warmup, "patch", "displaced", 2, "float16", "input")
     ray.init(num_cpus=2, include_dashboard=False, logging_level=logging.WARNING)
     pool = DevicePool(PoolConfig(workers=2, device="cpu"))
     last: dict[str, dict] = {}
@@ -131,11 +142,18 @@ def main() -> None:
         "2 workers, sync": through_pool("sync", sync),
         "2 workers, displaced": through_pool("displaced", displaced),
         "2 workers, displaced, float16 stale": through_pool("displaced16", displaced16),
+        "2 workers, displaced, float16 stale, inputs exchanged": through_pool("displaced16in", displaced16in),
         "1 process x 2 threads": lambda: two_thread_step_s(one, warmup),
     }
     times = alternate(runs, repeats=args.repeats, warmup=1)
     torch.set_num_threads(1)
-    modes = (("one", one), ("sync", sync), ("displaced", displaced), ("displaced16", displaced16))
+    modes = (
+        ("one", one),
+        ("sync", sync),
+        ("displaced", displaced),
+        ("displaced16", displaced16),
+        ("displaced16in", displaced16in),
+    )
     images = {name: run_render(pool, spec, progress=False).image for name, spec in modes}
     pool.shutdown()
     # memory on fresh workers: a reused worker's RSS keeps what glibc freed but did not return
@@ -178,20 +196,22 @@ def main() -> None:
         "Bytes one worker sends per step, computed from the model's layer shapes "
         "(`parallel/patch_traffic.py`), ours (halos to the two neighbours) vs an all-gather scheme:",
         "",
-        "| workers | halo, ours MB | halo, all-gather MB | ratio | K/V MB (both) | GroupNorm KB (both) |",
-        "|---|---|---|---|---|---|",
+        "| workers | halo, ours MB | halo, all-gather MB | ratio | K/V MB (both) | attention inputs MB "
+        "(`kv_source=input`) | GroupNorm KB (both) |",
+        "|---|---|---|---|---|---|---|",
     ]
     for n, schemes in traffic.items():
         ours, ag = schemes["neighbour"], schemes["allgather"]
         lines.append(
             f"| {n} | {ours['halo'] / 1e6:.2f} | {ag['halo'] / 1e6:.2f} | {ours['halo'] / ag['halo']:.2f} | "
-            f"{ours['kv'] / 1e6:.2f} | {ours['norm'] / 1e3:.1f} |"
+            f"{ours['kv'] / 1e6:.2f} | {schemes['inputs']['kv'] / 1e6:.2f} | {ours['norm'] / 1e3:.1f} |"
         )
     lines += [
         "",
         f"PSNR against the one-worker image: sync {psnr(images['sync'], images['one']):.1f} dB, "
         f"displaced {psnr(images['displaced'], images['one']):.1f} dB, displaced with float16 stale activations "
-        f"{psnr(images['displaced16'], images['one']):.1f} dB.",
+        f"{psnr(images['displaced16'], images['one']):.1f} dB, and with the attention inputs exchanged "
+        f"{psnr(images['displaced16in'], images['one']):.1f} dB.",
     ]
     body = "\n".join(lines)
     print(body)
