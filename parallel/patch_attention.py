@@ -8,8 +8,8 @@ concatenated), or, with ``PatchConfig.kv_source="input"``, the attention's input
 band then projects to K and V itself. Bands hold consecutive raster rows, so rank-ordered concatenation
 is the full image's token order.
 
-Displaced mode: this step's own K/V replace this rank's slot in the previous step's gathered K/V
-(other bands stale), and this step's gather is left in flight for the next step.
+Displaced mode: this step's own K/V (or inputs) replace this rank's slot in the previous step's
+gathered ones (other bands stale), and this step's gather is left in flight for the next step.
 """
 
 from __future__ import annotations

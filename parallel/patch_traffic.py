@@ -22,6 +22,7 @@ import torch
 from torch import nn
 
 from parallel.patch_attention import is_self_attention
+from parallel.patch_config import KV_SOURCES
 from parallel.patch_conv import conv_row_geometry
 
 SCHEMES = ("neighbour", "allgather")
@@ -88,8 +89,8 @@ def record_patch_layers(model: nn.Module, run: Callable[[], object]) -> PatchLay
 
 def _attention_bytes(shapes: PatchLayerShapes, kv_source: str) -> list[int]:
     """Per self-attention layer, the full image's bytes of what the bands exchange (``PatchConfig.kv_source``)."""
-    if kv_source not in ("kv", "input"):
-        raise ValueError(f"kv_source: unknown {kv_source!r}; expected 'kv' or 'input'")
+    if kv_source not in KV_SOURCES:
+        raise ValueError(f"kv_source: unknown {kv_source!r}; expected one of {KV_SOURCES}")
     return shapes.kv_bytes if kv_source == "kv" else shapes.input_bytes
 
 

@@ -77,17 +77,17 @@ def patch_scenarios(rank: int, world: int) -> dict[str, Any]:
         model = build()
         bounds = band_bounds(shape[2], world, align_of(model))
         r: dict[str, Any] = {"bounds": bounds}
-        handle = parallelize(model, dist.group.WORLD, PatchConfig("sync"))
         f = M.model_call(model)
         x, t, text = forward_input(shape)
-        with torch.no_grad():
-            r["forward"] = f(slice_band(x, bounds, rank), t, text)
         # K/V projected by every band from the exchanged attention inputs
-        handle = _reconfigure(handle, model, parallelize, PatchConfig("sync", kv_source="input"))
+        handle = parallelize(model, dist.group.WORLD, PatchConfig("sync", kv_source="input"))
         with torch.no_grad():
             r["forward_inputs"] = f(slice_band(x, bounds, rank), t, text)
         r["bytes_forward_inputs"] = handle.bytes_sent
         handle = _reconfigure(handle, model, parallelize, PatchConfig("sync"))
+        with torch.no_grad():
+            r["forward"] = f(slice_band(x, bounds, rank), t, text)
+        handle.reset()
         if name in FORWARD_ONLY:
             res[name] = r
             continue
