@@ -127,6 +127,8 @@ class CostModelDegreeRule:
             self.link,
             mode=spec.parallel.mode,
             steps=spec.steps,
+            kv_source=spec.parallel.kv_source,
+            stale_dtype=spec.parallel.stale_dtype,
         )
         return min(chosen, simple_degree_rule(spec, model_path, free, min_band_pixels=0))
 

@@ -39,6 +39,8 @@ def rank_degrees(
     steps: int = 50,
     warmup_steps: int = 1,
     specs_yaml: str | None = None,
+    kv_source: str = "kv",
+    stale_dtype: str | None = None,
 ) -> list[Prediction]:
     """Predictions for every candidate degree (see ``candidate_degrees``)."""
     out = []
@@ -54,6 +56,8 @@ def rank_degrees(
                 steps=steps,
                 warmup_steps=warmup_steps,
                 specs_yaml=specs_yaml,
+                kv_source=kv_source,
+                stale_dtype=stale_dtype,
             )
         )
     return out
@@ -71,6 +75,8 @@ def choose_degree(
     steps: int = 50,
     min_gain: float = 0.05,
     specs_yaml: str | None = None,
+    kv_source: str = "kv",
+    stale_dtype: str | None = None,
 ) -> int:
     """The degree (1..free_workers) predicted fastest for this job that fits in memory: patch-parallel
     bands for image models, frame-pipeline stages for video models ("video-dit", e.g. Wan).
@@ -78,6 +84,7 @@ def choose_degree(
     ``model``: a registered name ("builtin-image", "sdxl", "pixart-alpha", "wan2.1-1.3b", ...), a
     ``ModelSpec``, or a ``ModelProfile`` already taken at this size (then height/width/frames are unused).
     ``device`` / ``link``: names in ``parallel/cost/specs.yaml`` (or in ``specs_yaml``).
+    ``kv_source`` / ``stale_dtype``: the job's ``PatchConfig`` exchange options (image models).
     """
     if free_workers < 1:
         raise ValueError(f"free_workers: need at least 1, got {free_workers}")
@@ -90,7 +97,18 @@ def choose_degree(
             return _pick(ranked, min_gain)
         dtype = load_specs(*([specs_yaml] if specs_yaml else [])).device(device).dtype
         profile = cached_profile(spec.name, height, width, frames, 2, dtype)
-    ranked = rank_degrees(profile, free_workers, device, link, "patch", mode, steps, specs_yaml=specs_yaml)
+    ranked = rank_degrees(
+        profile,
+        free_workers,
+        device,
+        link,
+        "patch",
+        mode,
+        steps,
+        specs_yaml=specs_yaml,
+        kv_source=kv_source,
+        stale_dtype=stale_dtype,
+    )
     return _pick(ranked, min_gain)
 
 

@@ -29,7 +29,7 @@ import torch
 from parallel.cost.models import ModelSpec, build_vae_decoder_meta, get_model_spec
 from parallel.cost.profile import ModelProfile, profile_model, profile_module
 from parallel.cost.specs import DeviceSpec, LinkSpec, load_specs
-from parallel.cost.traffic import Traffic, strategy_traffic
+from parallel.cost.traffic import Traffic, stale_factor, strategy_traffic
 
 
 @dataclass
@@ -127,6 +127,8 @@ def predict(
     serial_s: float = 0.0,
     specs_yaml: str | None = None,
     pipeline_items: int = 0,
+    kv_source: str = "kv",
+    stale_dtype: str | None = None,
 ) -> Prediction:
     """Predict one configuration from a profile (see ``parallel.cost.profile``).
 
@@ -135,13 +137,15 @@ def predict(
     Frame pipeline: the profile is of one frame block, a step is one work item (a block's denoising step
     through every stage), and ``pipeline_items`` (blocks x steps) adds the fill and drain of the pipeline:
     ``items + degree - 1`` ticks for ``items`` items.
+    Patch and CFG: ``kv_source`` and ``stale_dtype`` as in ``PatchConfig`` (what self-attention exchanges,
+    the precision of what displaced steps send and keep).
     """
     specs = load_specs(*([specs_yaml] if specs_yaml else []))
     device, link = specs.device(device), specs.link(link)
     degree = max(1, degree)
     if degree == 1:
         strategy = "none"
-    traffic = strategy_traffic(profile, strategy, degree, mode, scheme)
+    traffic = strategy_traffic(profile, strategy, degree, mode, scheme, kv_source, stale_dtype)
     share = _share(profile, strategy, degree)
     ops = profile.ops * share if strategy == "frame-pipeline" else profile.ops  # a stage runs its layers only
     compute = compute_seconds(profile.flops * share, ops, device, corun=degree > 1)
@@ -150,13 +154,13 @@ def predict(
     if strategy == "frame-pipeline" and pipeline_items:
         mean = step * (pipeline_items + degree - 1) / pipeline_items
     if strategy in ("patch", "cfg") and (mode == "displaced" or scheme == "allgather") and warmup_steps:
-        sync_traffic = strategy_traffic(profile, strategy, degree, "sync", "neighbour")
+        sync_traffic = strategy_traffic(profile, strategy, degree, "sync", "neighbour", kv_source)
         sync_step, _ = _step(compute, sync_traffic, link)
         warm = min(warmup_steps, steps)
         mean = (warm * sync_step + (steps - warm) * step) / steps
     mean += serial_s / steps
     single = compute_seconds(profile.flops, profile.ops, device, corun=False) + serial_s / steps
-    memory = _memory(profile, strategy, degree, mode, scheme, share)
+    memory = _memory(profile, strategy, degree, mode, scheme, share, kv_source, stale_dtype)
     return Prediction(
         strategy=strategy,
         degree=degree,
@@ -172,18 +176,29 @@ def predict(
     )
 
 
-def _memory(profile: ModelProfile, strategy: str, degree: int, mode: str, scheme: str, share: float) -> float:
+def _memory(
+    profile: ModelProfile,
+    strategy: str,
+    degree: int,
+    mode: str,
+    scheme: str,
+    share: float,
+    kv_source: str = "kv",
+    stale_dtype: str | None = None,
+) -> float:
     kv = profile.patch.kv_bytes
+    exchanged = profile.patch.input_bytes if kv_source == "input" else kv
     batch_fraction = 0.5 if strategy == "cfg" else 1.0
     params = profile.param_bytes / (degree if strategy == "frame-pipeline" else 1)
     acts = profile.activation_peak_bytes * share
     if strategy in ("patch", "cfg") and degree > 1:
         acts += max(kv, default=0) * batch_fraction  # one layer's gathered K/V
         if mode == "displaced" or scheme == "allgather":
-            # stale K/V of every layer: ours keeps the other bands' only, an all-gather every band's
+            # stale K/V (or attention inputs) of every layer: ours keeps the other bands' only, an
+            # all-gather every band's
             own_rows = 2.0 / degree if strategy == "cfg" else 1.0 / degree  # a CFG branch has degree/2 bands
             held = 1.0 if scheme == "allgather" else 1.0 - own_rows
-            acts += sum(kv) * batch_fraction * held
+            acts += sum(exchanged) * batch_fraction * held * stale_factor(profile, mode, stale_dtype)
     return params + acts
 
 

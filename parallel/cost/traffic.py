@@ -28,6 +28,7 @@ from torch import nn
 from torch.utils._pytree import tree_flatten
 
 from parallel.cost.profile import ModelProfile
+from parallel.patch_config import STALE_DTYPES
 from parallel.patch_traffic import SCHEMES, patch_bytes_per_rank, patch_bytes_per_worker
 
 STRATEGIES = ("none", "patch", "cfg", "frame-pipeline", "pipeline-train")
@@ -69,6 +70,14 @@ class Traffic:
         )
 
 
+def stale_factor(profile: ModelProfile, mode: str, stale_dtype: str | None) -> float:
+    """Bytes of an activation element that displaced steps send and keep, over the profile's element bytes:
+    below 1 when ``PatchConfig.stale_dtype`` is narrower than the model's dtype."""
+    if mode != "displaced" or stale_dtype is None:
+        return 1.0
+    return min(1.0, STALE_DTYPES[stale_dtype].itemsize / profile.dtype_bytes)
+
+
 def _log2_rounds(n: int) -> int:
     return max(1, math.ceil(math.log2(n))) if n > 1 else 0
 
@@ -79,9 +88,12 @@ def patch_traffic(
     mode: str = "sync",
     scheme: str = "neighbour",
     batch_fraction: float = 1.0,
+    kv_source: str = "kv",
+    stale_dtype: str | None = None,
 ) -> Traffic:
     """Patch parallelism over ``degree`` bands; ``batch_fraction`` scales the profiled batch (0.5 in a CFG
-    branch of a batch-2 profile)."""
+    branch of a batch-2 profile). ``kv_source`` and ``stale_dtype`` as in ``PatchConfig``: what self-attention
+    exchanges, and the precision displaced steps send activations in."""
     if mode not in ("sync", "displaced"):
         raise ValueError(f"mode: expected 'sync' or 'displaced', got {mode!r}")
     if scheme not in SCHEMES:
@@ -89,8 +101,9 @@ def patch_traffic(
     t = Traffic("patch", degree)
     if degree <= 1:
         return t
-    sent = patch_bytes_per_worker(profile.patch, degree, scheme)
-    t.bytes_per_step = {k: v * batch_fraction for k, v in sent.items()}
+    sent = patch_bytes_per_worker(profile.patch, degree, scheme, kv_source)
+    narrow = stale_factor(profile, mode, stale_dtype)
+    t.bytes_per_step = {k: v * batch_fraction * (narrow if k != "norm" else 1.0) for k, v in sent.items()}
     t.messages_per_step = {
         "halo": float(
             len(profile.patch.halo_rows)
@@ -112,7 +125,14 @@ def patch_traffic_per_rank(
     return patch_bytes_per_rank(profile.patch, bounds, kv_source)
 
 
-def cfg_traffic(profile: ModelProfile, degree: int, mode: str = "sync", scheme: str = "neighbour") -> Traffic:
+def cfg_traffic(
+    profile: ModelProfile,
+    degree: int,
+    mode: str = "sync",
+    scheme: str = "neighbour",
+    kv_source: str = "kv",
+    stale_dtype: str | None = None,
+) -> Traffic:
     """CFG parallel: 2 branches x ``degree // 2`` bands. The profile is of the batched (batch 2) forward."""
     if degree < 2 or degree % 2:
         raise ValueError(f"degree: CFG parallelism needs an even degree >= 2, got {degree}")
@@ -121,7 +141,7 @@ def cfg_traffic(profile: ModelProfile, degree: int, mode: str = "sync", scheme: 
             f"profile: CFG parallelism splits a batch-2 (guided) forward, got batch {profile.batch}"
         )
     bands = degree // 2
-    t = patch_traffic(profile, bands, mode, scheme, batch_fraction=0.5)
+    t = patch_traffic(profile, bands, mode, scheme, 0.5, kv_source, stale_dtype)
     t.strategy, t.degree = "cfg", degree
     t.bytes_per_step["cfg"] = profile.latent_bytes / 2 / bands  # this band's noise, batch 1, to the partner
     t.messages_per_step["cfg"] = 1.0
@@ -206,15 +226,17 @@ def strategy_traffic(
     degree: int,
     mode: str = "sync",
     scheme: str = "neighbour",
+    kv_source: str = "kv",
+    stale_dtype: str | None = None,
     **kw: int,
 ) -> Traffic:
     """Traffic of an inference strategy by name (pipeline training takes cut sizes: call it directly)."""
     if strategy == "none" or degree <= 1:
         return Traffic(strategy, degree)
     if strategy == "patch":
-        return patch_traffic(profile, degree, mode, scheme)
+        return patch_traffic(profile, degree, mode, scheme, 1.0, kv_source, stale_dtype)
     if strategy == "cfg":
-        return cfg_traffic(profile, degree, mode, scheme)
+        return cfg_traffic(profile, degree, mode, scheme, kv_source, stale_dtype)
     if strategy == "frame-pipeline":
         return frame_pipeline_traffic(profile, degree, **kw)
     raise ValueError(f"strategy: unknown inference strategy {strategy!r}; expected one of {STRATEGIES[:4]}")

@@ -22,6 +22,7 @@ PATCH_CONFIGS = {
     "sync": PatchConfig("sync"),
     "displaced": PatchConfig("displaced", warmup_steps=1),
     "displaced_inputs": PatchConfig("displaced", warmup_steps=1, kv_source="input"),
+    "displaced_inputs_f16": PatchConfig("displaced", warmup_steps=1, kv_source="input", stale_dtype="float16"),
 }
 
 

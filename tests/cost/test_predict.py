@@ -64,6 +64,20 @@ def test_memory_shrinks_with_bands_and_displaced_keeps_stale_kv(prof):
     assert gathered.memory_bytes - sync.memory_bytes == pytest.approx(sum(prof.patch.kv_bytes))
 
 
+def test_displaced_keeps_half_with_inputs_exchanged_and_half_again_in_float16(prof):
+    """``kv_source="input"`` keeps the other bands' attention inputs (half their K/V for this model) and
+    ``stale_dtype="float16"`` keeps them at 2 bytes per element instead of the profile's 4."""
+    sync = predict(prof, "patch", 4, "cpu-core", "loopback", "sync")
+    inputs = predict(prof, "patch", 4, "cpu-core", "loopback", "displaced", kv_source="input")
+    half = predict(prof, "patch", 4, "cpu-core", "loopback", "displaced", kv_source="input", stale_dtype="float16")
+    assert sum(prof.patch.input_bytes) == pytest.approx(sum(prof.patch.kv_bytes) / 2)
+    assert inputs.memory_bytes - sync.memory_bytes == pytest.approx(sum(prof.patch.input_bytes) * 3 / 4)
+    assert half.memory_bytes - sync.memory_bytes == pytest.approx(sum(prof.patch.input_bytes) * 3 / 8)
+    # the synchronous steps send full precision: stale_dtype changes nothing there
+    same = predict(prof, "patch", 4, "cpu-core", "loopback", "sync", stale_dtype="float16")
+    assert same.memory_bytes == sync.memory_bytes and same.traffic.bytes_per_step == sync.traffic.bytes_per_step
+
+
 def test_speedup_never_exceeds_the_degree(prof):
     for n in (2, 3, 4, 8):
         for link in ("loopback", "nvlink3", "ethernet-10g"):

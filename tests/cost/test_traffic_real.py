@@ -41,3 +41,17 @@ def test_mean_patch_traffic_matches_on_even_bands(world):
         assert traffic.bytes_per_step[kind] == pytest.approx(mean)
     assert set(traffic.overlapped) == set(KINDS)
     assert patch_traffic(prof, world, "sync").overlapped == ()
+
+
+@pytest.mark.parametrize("world", [2, 3])
+def test_mean_patch_traffic_follows_kv_source_and_stale_dtype(world):
+    """Displaced steps that send attention inputs in float16: the formula's halo and K/V bytes follow both
+    options (a quarter of the float32 K/V here), the GroupNorm sums (float64) do not."""
+    results = run(CW.patch_bytes, world)
+    prof = tiny_profile("unet")
+    traffic = patch_traffic(prof, world, "displaced", kv_source="input", stale_dtype="float16")
+    for kind in KINDS:
+        mean = sum(measured(r["unet"]["displaced_inputs_f16"], kind) for r in results) / world
+        assert traffic.bytes_per_step[kind] == pytest.approx(mean)
+    plain = patch_traffic(prof, world, "displaced")
+    assert traffic.bytes_per_step["kv"] == pytest.approx(plain.bytes_per_step["kv"] / 4)
