@@ -124,7 +124,7 @@ def _reset_high_water_mark() -> None:
         refs.write("5")
 
 
-def measure(world: int, label: str, size: int, env: dict[str, str]) -> list[tuple[int, int, float, float]]:
+def measure(world: int, label: str, size: int, env: dict[str, str]) -> list[tuple[int, int, float, float, float, float]]:
     """(rank, latent rows, first-forward MB, activation MB (RSS), live-tensor MB, MB kept between steps) per
     worker, in rank order."""
     saved = {k: os.environ.get(k) for k in env}

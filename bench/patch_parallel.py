@@ -32,16 +32,8 @@ from runtime.pool import DevicePool, PoolConfig
 PROMPT = "red and white stripes"
 
 
-def spec_for(
-    size: int,
-    steps: int,
-    warmup: int,
-    strategy: str,
-    mode: str = "sync",
-    degree: int = 1,
-    stale_dtype: str | None = None,
-    kv_source: str = "kv",
-) -> RenderSpec:
+def spec_for(size: int, steps: int, warmup: int, **parallel: object) -> RenderSpec:
+    """The benchmark's render at ``size`` px; ``parallel``: ``ParallelSpec`` fields besides the warmup."""
     spec = RenderSpec(
         prompt=PROMPT,
         height=size,
@@ -49,14 +41,7 @@ def spec_for(
         steps=steps,
         seed=7,
         guidance_scale=5.0,
-        parallel=ParallelSpec(
-            strategy=strategy,
-            degree=degree,
-            mode=mode,
-            warmup_steps=warmup,
-            stale_dtype=stale_dtype,
-            kv_source=kv_source,
-        ),
+        parallel=ParallelSpec(warmup_steps=warmup, **parallel),
     )
     spec.validate()
     return spec
@@ -120,11 +105,13 @@ def main() -> None:
     args = parser.parse_args()
     size, steps, warmup = args.size, args.steps, args.warmup_steps
     command = "python -m bench.patch_parallel " + " ".join(sys.argv[1:])
-    one = spec_for(size, steps, warmup, "none")
-    sync = spec_for(size, steps, warmup, "patch", "sync", 2)
-    displaced = spec_for(size, steps, warmup, "patch", "displaced", 2)
-    displaced16 = spec_for(size, steps, warmup, "patch", "displaced", 2, "float16")
-    displaced16in = spec_for(size, steps, warmup, "patch", "displaced", 2, "float16", "input")
+    one = spec_for(size, steps, warmup)
+    sync = spec_for(size, steps, warmup, strategy="patch", degree=2, mode="sync")
+    displaced = spec_for(size, steps, warmup, strategy="patch", degree=2, mode="displaced")
+    displaced16 = spec_for(size, steps, warmup, strategy="patch", degree=2, mode="displaced", stale_dtype="float16")
+    displaced16in = spec_for(
+        size, steps, warmup, strategy="patch", degree=2, mode="displaced", stale_dtype="float16", kv_source="input"
+    )
     ray.init(num_cpus=2, include_dashboard=False, logging_level=logging.WARNING)
     pool = DevicePool(PoolConfig(workers=2, device="cpu"))
     last: dict[str, dict] = {}

@@ -87,7 +87,7 @@ def record_patch_layers(model: nn.Module, run: Callable[[], object]) -> PatchLay
     return shapes
 
 
-def _attention_bytes(shapes: PatchLayerShapes, kv_source: str) -> list[int]:
+def attention_bytes(shapes: PatchLayerShapes, kv_source: str) -> list[int]:
     """Per self-attention layer, the full image's bytes of what the bands exchange (``PatchConfig.kv_source``)."""
     if kv_source not in KV_SOURCES:
         raise ValueError(f"kv_source: unknown {kv_source!r}; expected one of {KV_SOURCES}")
@@ -109,7 +109,7 @@ def patch_bytes_per_worker(
         halo = sum(row * (above + below) for row, above, below in shapes.halo_rows) * peers / world
     else:
         halo = sum(row * 2 * pad for row, pad in shapes.padding_rows) * peers
-    kv = sum(_attention_bytes(shapes, kv_source)) / world * peers
+    kv = sum(attention_bytes(shapes, kv_source)) / world * peers
     norm = sum(shapes.norm_bytes) * peers
     return {"halo": float(halo), "kv": float(kv), "norm": float(norm)}
 
@@ -128,7 +128,7 @@ def patch_bytes_per_rank(
     height = bounds[-1][1] - bounds[0][0]
     down = sum(row * above for row, above, _ in shapes.halo_rows)  # to the band below: its `above` rows
     up = sum(row * below for row, _, below in shapes.halo_rows)  # to the band above: its `below` rows
-    kv = sum(_attention_bytes(shapes, kv_source)) * (world - 1) / height
+    kv = sum(attention_bytes(shapes, kv_source)) * (world - 1) / height
     norm = sum(shapes.norm_bytes) * (world - 1)
     return [
         {"halo": float(down * (r < world - 1) + up * (r > 0)), "kv": float(kv * (b - a)), "norm": float(norm)}

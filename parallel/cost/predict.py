@@ -30,6 +30,7 @@ from parallel.cost.models import ModelSpec, build_vae_decoder_meta, get_model_sp
 from parallel.cost.profile import ModelProfile, profile_model, profile_module
 from parallel.cost.specs import DeviceSpec, LinkSpec, load_specs
 from parallel.cost.traffic import Traffic, stale_factor, strategy_traffic
+from parallel.patch_traffic import attention_bytes
 
 
 @dataclass
@@ -187,7 +188,6 @@ def _memory(
     stale_dtype: str | None = None,
 ) -> float:
     kv = profile.patch.kv_bytes
-    exchanged = profile.patch.input_bytes if kv_source == "input" else kv
     batch_fraction = 0.5 if strategy == "cfg" else 1.0
     params = profile.param_bytes / (degree if strategy == "frame-pipeline" else 1)
     acts = profile.activation_peak_bytes * share
@@ -198,7 +198,7 @@ def _memory(
             # all-gather every band's
             own_rows = 2.0 / degree if strategy == "cfg" else 1.0 / degree  # a CFG branch has degree/2 bands
             held = 1.0 if scheme == "allgather" else 1.0 - own_rows
-            acts += sum(exchanged) * batch_fraction * held * stale_factor(profile, mode, stale_dtype)
+            acts += sum(attention_bytes(profile.patch, kv_source)) * batch_fraction * held * stale_factor(profile, mode, stale_dtype)
     return params + acts
 
 
