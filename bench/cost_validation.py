@@ -16,7 +16,7 @@ import sys
 from bench.common import provenance, write_section
 from parallel.cost.predict import cached_profile, predict
 from parallel.cost.specs import load_specs
-from parallel.cost.validate import load_references, validate
+from pipelines.cost_validation import load_references, validate
 
 NOTES = """\
 Reading the figures:

@@ -57,11 +57,11 @@ def _nccl_rank(rank: int, world: int, port: int, out) -> None:
 
 def _patch_parity(rank: int, world: int, device: str) -> dict:
     """Patch-parallel (sync) built-in UNet over the group against the same forward unsplit on one device."""
-    from parallel.bands import band_bounds, gather_bands, slice_band
-    from parallel.patch_config import PatchConfig
-    from parallel.patch_unet import parallelize_unet_patch, unet_alignment
+    from parallel.patch.bands import band_bounds, gather_bands, slice_band
+    from parallel.patch.config import PatchConfig
+    from pipelines.builtin import resolve_model
+    from pipelines.families.sd.patch import parallelize_unet_patch, unet_alignment
     from pipelines.loading import load_pipeline
-    from pipelines.registry import resolve_model
 
     pipe = load_pipeline(resolve_model("builtin-image"), "float32", device)
     unet = pipe.unet.eval()

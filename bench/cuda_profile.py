@@ -19,8 +19,8 @@ from pathlib import Path
 import torch
 from torch.profiler import ProfilerActivity, profile
 
+from pipelines.builtin import resolve_model
 from pipelines.loading import load_pipeline
-from pipelines.registry import resolve_model
 
 
 def forward_ms(unet, x, text, repeats: int = 10) -> tuple[float, float]:

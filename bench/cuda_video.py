@@ -20,7 +20,7 @@ import torch
 
 from cluster.video_job import video_task
 from cluster.video_spec import VideoSpec
-from pipelines.video_loading import load_video_pipeline
+from pipelines.families.wan.loading import load_video_pipeline
 from runtime import memory
 from runtime.video_session import VideoSession
 

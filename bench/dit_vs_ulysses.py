@@ -47,9 +47,9 @@ import torch.multiprocessing as mp
 from diffusers import FlowMatchEulerDiscreteScheduler, WanTransformer3DModel
 
 from bench.common import alternate, median, provenance, write_section
-from parallel.bands import band_bounds, gather_bands, slice_band
-from parallel.patch_config import PatchConfig
-from parallel.patch_wan import parallelize_wan_patch
+from parallel.patch.bands import band_bounds, gather_bands, slice_band
+from parallel.patch.config import PatchConfig
+from pipelines.families.wan.patch import parallelize_wan_patch
 
 TEXT_DIM = 64
 TEXT_LEN = 16

@@ -25,7 +25,7 @@ import torch
 from bench.common import alternate, median, provenance, write_section
 from cluster.video_job import video_task
 from cluster.video_spec import VideoParallelSpec, VideoSpec
-from pipelines.video_loading import load_video_pipeline
+from pipelines.families.wan.loading import load_video_pipeline
 from runtime.pool import DevicePool, PoolConfig
 from runtime.video_render import run_video_render
 from runtime.video_session import VideoSession

@@ -85,9 +85,10 @@ def _worker(rank: int, world: int, label: str, size: int, port: int, queue) -> N
     torch.set_num_threads(1)
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     dist.init_process_group("gloo", rank=rank, world_size=world)
-    from parallel import PatchConfig, band_bounds, parallelize_unet_patch, unet_alignment
+    from parallel import PatchConfig, band_bounds
+    from pipelines.builtin import resolve_model
+    from pipelines.families.sd.patch import parallelize_unet_patch, unet_alignment
     from pipelines.loading import load_pipeline
-    from pipelines.registry import resolve_model
 
     unet = load_pipeline(resolve_model("builtin-image")).unet.eval()
     side = size // 8

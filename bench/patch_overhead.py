@@ -43,9 +43,10 @@ CONFIGS = {
 
 def _worker(rank: int, world: int, what: str, size: int, forwards: int, port: int, queue) -> None:
     torch.set_num_threads(1)
-    from parallel import PatchConfig, band_bounds, comm, parallelize_unet_patch, unet_alignment
+    from parallel import PatchConfig, band_bounds, comm
+    from pipelines.builtin import resolve_model
+    from pipelines.families.sd.patch import parallelize_unet_patch, unet_alignment
     from pipelines.loading import load_pipeline
-    from pipelines.registry import resolve_model
 
     unet = load_pipeline(resolve_model("builtin-image")).unet.eval()
     side = size // 8

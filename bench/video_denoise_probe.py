@@ -34,11 +34,11 @@ from diffusers import FlowMatchEulerDiscreteScheduler
 
 from bench.video_motion import STRIPES_PROMPT, stripe_stats, to_frames
 from cluster.video_strip import read_frames
-from parallel.pipeline_unet import run_layers
-from parallel.pipeline_wan import wan_layers
-from pipelines.registry import resolve_model
+from parallel.training.layers import run_layers
+from pipelines.builtin import resolve_model
+from pipelines.families.wan.loading import load_video_pipeline
+from pipelines.families.wan.training import wan_layers
 from pipelines.video_dataset import VideoShapesConfig, VideoShapesDataset
-from pipelines.video_loading import load_video_pipeline
 from runtime.train_data import tokenize
 from runtime.video_session import VideoSession
 from runtime.video_task import VideoTask

@@ -19,7 +19,7 @@ from cluster.errors import SpecError
 
 
 def _models() -> int:
-    from pipelines.registry import BUILTIN_MODELS
+    from pipelines.builtin import BUILTIN_MODELS
 
     for model in BUILTIN_MODELS.values():
         print(f"{model.name:16s} {model.kind:6s} {model.description}")

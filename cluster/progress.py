@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from parallel.frame_schedule import ticks
+from parallel.frames.schedule import ticks
 
 
 def progress_total(data: dict[str, Any]) -> int:

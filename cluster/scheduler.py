@@ -19,7 +19,7 @@ from pathlib import Path
 
 from cluster.spec import LATENT_FACTOR, RenderSpec
 from cluster.video_spec import VideoSpec
-from parallel.bands import band_bounds
+from parallel.patch.bands import band_bounds
 
 MIN_AUTO_BAND_PIXELS = 256
 """The simple degree rule's smallest band height: a narrower band is mostly halo and traffic."""

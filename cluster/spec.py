@@ -11,11 +11,11 @@ from pathlib import Path
 from typing import Any
 
 from cluster.errors import SpecError
-from parallel.bands import band_bounds
-from parallel.patch_config import KV_SOURCES, STALE_DTYPES
+from parallel.patch.bands import band_bounds
+from parallel.patch.config import KV_SOURCES, STALE_DTYPES
+from pipelines.builtin import resolve_model
 from pipelines.errors import ModelDirectoryError
 from pipelines.loading import DTYPES, check_pipeline_dir
-from pipelines.registry import resolve_model
 from pipelines.samplers import SAMPLERS
 
 STRATEGIES = ("none", "patch")

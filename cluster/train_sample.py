@@ -28,8 +28,8 @@ def render_grid(
     model: str, prompts: tuple[str, ...], size: int, steps: int, guidance: float, seed: int, thumb: int
 ) -> Image.Image:
     """One row of renders (each `size` px, shown at `thumb` px) of `prompts`."""
+    from pipelines.builtin import resolve_model
     from pipelines.loading import load_pipeline
-    from pipelines.registry import resolve_model
     from pipelines.sampling import DenoiseLoop, batched_cfg_predictor, decode_latents, encode_conditioning
 
     pipe = load_pipeline(resolve_model(model))

@@ -29,7 +29,7 @@ from cluster.outputs import job_directory
 from cluster.store import JobRecord
 from cluster.versions import package_versions
 from cluster.video_spec import VideoSpec
-from parallel.frame_schedule import ticks as schedule_ticks
+from parallel.frames.schedule import ticks as schedule_ticks
 from runtime.video_render import VideoRenderStopped, run_video_render
 from runtime.video_task import VideoTask
 

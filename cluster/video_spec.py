@@ -13,11 +13,11 @@ from pathlib import Path
 from typing import Any
 
 from cluster.spec import AUTO, MAX_STEPS, SpecError, _check_type, spec_fields
-from parallel.frame_schedule import split_frames
+from parallel.frames.schedule import split_frames
+from pipelines.builtin import resolve_model
 from pipelines.errors import ModelDirectoryError
+from pipelines.families.wan.loading import check_video_dir
 from pipelines.loading import DTYPES
-from pipelines.registry import resolve_model
-from pipelines.video_loading import check_video_dir
 
 VIDEO_STRATEGIES = ("none", "frames")
 MAX_FRAMES = 1_000_000

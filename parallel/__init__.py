@@ -1,37 +1,36 @@
-"""Parallel strategies as plain torch functions applied to a model and a process group.
+"""Generic parallel mechanics as plain torch over a process group: no Ray, no runtime, no model family.
 
-Patch (row-band) parallelism, DistriFusion-style, and CFG parallelism:
+Sub-packages:
 
-- ``bands``: band geometry (``band_bounds``, ``slice_band``, ``gather_bands``);
-- ``comm``: point-to-point / collective exchanges with per-peer byte counters;
-- ``patch_config``: ``PatchConfig`` (mode "sync" | "displaced", warmup_steps);
-- ``patch_unet`` / ``patch_dit`` / ``patch_wan``: ``parallelize_unet_patch`` / ``parallelize_dit_patch`` (PixArt) /
-  ``parallelize_wan_patch`` (diffusers' Wan transformer), built from
-  ``patch_conv`` (halo exchange), ``patch_norm`` (global GroupNorm), ``patch_attention`` (K/V gather);
-- ``cfg``: ``make_cfg_groups`` and ``combine_cfg``.
+- ``comm``: exchanges over a process group with bytes counted per kind and peer (``Comm``, ``Pending``);
+- ``patch``: patch (row-band) parallelism, DistriFusion-style: band geometry (``bands``), halo convs,
+  global GroupNorm, K/V gathering self-attention, the ``PatchPlan`` a model family supplies and
+  ``parallelize_patch`` that applies it; CFG parallelism (``patch.cfg``), which composes with bands;
+- ``frames``: layer-and-frame pipelining of a video DiT (DualParal) over the ``FrameAdapter`` a family supplies;
+- ``training``: pipeline training (DeepSpeed ``PipelineModule`` cut by measured cost, bubble filling);
+- ``cost``: the cost model (profile, traffic, prediction, degree=auto).
 
-No Ray, no runtime: everything runs on ``torch.distributed`` (gloo or nccl).
+A model family (``pipelines.families``) holds what is specific to a model: its plans say which of its
+layers these mechanics apply to. Everything runs on ``torch.distributed`` (gloo or nccl).
 """
 
 import importlib
 
-# Where each public name lives. Imported on first use (PEP 562): `import parallel.bands` from the job spec
-# must not import every strategy, and with them diffusers' models.
+# Where each public name lives. Imported on first use (PEP 562): `import parallel.patch.bands` from the job
+# spec must not import every strategy, and with them diffusers' models.
 _EXPORTS = {
     "BytesSent": "parallel.comm",
-    "CFGLayout": "parallel.cfg",
+    "CFGLayout": "parallel.patch.cfg",
     "Comm": "parallel.comm",
-    "PatchConfig": "parallel.patch_config",
-    "PatchHandle": "parallel.patch_runtime",
-    "band_bounds": "parallel.bands",
-    "combine_cfg": "parallel.cfg",
-    "gather_bands": "parallel.bands",
-    "make_cfg_groups": "parallel.cfg",
-    "parallelize_dit_patch": "parallel.patch_dit",
-    "parallelize_unet_patch": "parallel.patch_unet",
-    "parallelize_wan_patch": "parallel.patch_wan",
-    "slice_band": "parallel.bands",
-    "unet_alignment": "parallel.patch_unet",
+    "PatchConfig": "parallel.patch.config",
+    "PatchHandle": "parallel.patch.runtime",
+    "PatchPlan": "parallel.patch.parallelize",
+    "band_bounds": "parallel.patch.bands",
+    "combine_cfg": "parallel.patch.cfg",
+    "gather_bands": "parallel.patch.bands",
+    "make_cfg_groups": "parallel.patch.cfg",
+    "parallelize_patch": "parallel.patch.parallelize",
+    "slice_band": "parallel.patch.bands",
 }
 
 __all__ = sorted(_EXPORTS)

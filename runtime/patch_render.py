@@ -13,12 +13,12 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
-from parallel.bands import band_bounds
-from parallel.cfg import CFGLayout, combine_cfg, make_cfg_groups
-from parallel.patch_config import PatchConfig
-from parallel.patch_dit import parallelize_dit_patch
-from parallel.patch_runtime import PatchHandle
-from parallel.patch_unet import parallelize_unet_patch, unet_alignment
+from parallel.patch.bands import band_bounds
+from parallel.patch.cfg import CFGLayout, combine_cfg, make_cfg_groups
+from parallel.patch.config import PatchConfig
+from parallel.patch.runtime import PatchHandle
+from pipelines.families.pixart.patch import parallelize_dit_patch
+from pipelines.families.sd.patch import parallelize_unet_patch, unet_alignment
 from pipelines.sampling import (
     Conditioning,
     NoisePredictor,

@@ -30,8 +30,8 @@ def pipeline_engine(
     """
     import deepspeed
 
-    from parallel.pipeline_module import build_pipeline_module
-    from parallel.pipeline_partition import agree_on_costs, balanced_boundaries, profile_layer_costs
+    from parallel.training.module import build_pipeline_module
+    from parallel.training.partition import agree_on_costs, balanced_boundaries, profile_layer_costs
     from runtime.train_loop import deepspeed_config
 
     if resume_boundaries is not None:

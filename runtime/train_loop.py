@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 
-from parallel.pipeline_bubble_fill import BubbleFiller
+from parallel.training.bubble_fill import BubbleFiller
 from runtime.device import device_slot
 from runtime.train_checkpoint import (
     CheckpointState,
@@ -99,9 +99,9 @@ class StepLog:
 
 
 def _initial_pipeline(cfg: TrainConfig, resume_from: Path | None):
-    from pipelines.builtin_image import build_image_pipeline
+    from pipelines.builtin import resolve_model
+    from pipelines.builtin.image import build_image_pipeline
     from pipelines.loading import load_pipeline
-    from pipelines.registry import resolve_model
 
     if resume_from is not None:
         return load_pipeline(resume_from / "pipeline")
@@ -210,7 +210,8 @@ def train_unet(
     device,
     resume_boundaries: tuple[int, ...] | None = None,
 ) -> None:
-    from parallel.pipeline_unet import noise_mse, unet_layers
+    from parallel.training.layers import noise_mse
+    from pipelines.families.sd.training import unet_layers
 
     stage = cfg.unet
     vae = pipe.vae.to(device).eval().requires_grad_(False)
@@ -304,8 +305,8 @@ def _train_video(cfg: TrainConfig, checkpoint: Path | None, state: CheckpointSta
         video_saver(pipe)(final)
         print(f"wrote {final}", flush=True)
         if cfg.export:
-            from pipelines.builtin_video import save_video_pipeline
-            from pipelines.registry import resolve_model
+            from pipelines.builtin import resolve_model
+            from pipelines.builtin.video import save_video_pipeline
 
             target = resolve_model(cfg.model)
             save_video_pipeline(pipe, target, weights_only=True)
@@ -366,7 +367,7 @@ def train_worker(config: dict) -> None:
         pipe.save_pretrained(final, safe_serialization=True)
         print(f"wrote {final}", flush=True)
         if cfg.export:
-            from pipelines.registry import resolve_model
+            from pipelines.builtin import resolve_model
 
             target = resolve_model(cfg.model)
             pipe.save_pretrained(target, safe_serialization=True)

@@ -29,7 +29,7 @@ from runtime.train_video_data import FlowMatchStream, encode_clip_cache, trainin
 
 def is_video_model(name_or_path: str) -> bool:
     """Whether the model's directory holds a video pipeline (a Wan video transformer, not a UNet or image DiT)."""
-    from pipelines.registry import BUILTIN_MODELS, resolve_model
+    from pipelines.builtin import BUILTIN_MODELS, resolve_model
 
     if name_or_path in BUILTIN_MODELS:
         return BUILTIN_MODELS[name_or_path].kind == "video"
@@ -39,9 +39,9 @@ def is_video_model(name_or_path: str) -> bool:
 
 def initial_video_pipeline(cfg: TrainConfig, resume_from: Path | None):
     """The checkpoint's pipeline, the model's own weights (init=model), or a seeded random transformer."""
-    from pipelines.builtin_video import build_video_pipeline
-    from pipelines.registry import resolve_model
-    from pipelines.video_loading import load_video_pipeline
+    from pipelines.builtin import resolve_model
+    from pipelines.builtin.video import build_video_pipeline
+    from pipelines.families.wan.loading import load_video_pipeline
 
     if resume_from is not None:
         return load_video_pipeline(resume_from / "pipeline")
@@ -55,7 +55,7 @@ def initial_video_pipeline(cfg: TrainConfig, resume_from: Path | None):
 
 
 def video_saver(pipe):
-    from pipelines.builtin_video import save_video_pipeline
+    from pipelines.builtin.video import save_video_pipeline
 
     def save(path: Path) -> None:
         save_video_pipeline(pipe, path)
@@ -84,8 +84,8 @@ def train_dit(
     device,
     resume_boundaries: tuple[int, ...] | None = None,
 ) -> None:
-    from parallel.pipeline_unet import noise_mse
-    from parallel.pipeline_wan import wan_layers
+    from parallel.training.layers import noise_mse
+    from pipelines.families.wan.training import wan_layers
     from runtime.train_loop import StepLog
 
     stage = cfg.dit

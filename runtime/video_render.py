@@ -18,7 +18,7 @@ from typing import Any
 import ray
 from tqdm import tqdm
 
-from parallel.frame_schedule import ticks as schedule_ticks
+from parallel.frames.schedule import ticks as schedule_ticks
 from runtime.pool import DevicePool
 from runtime.pool_set import PoolSet
 from runtime.video_task import VideoTask

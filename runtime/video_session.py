@@ -15,8 +15,9 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
-from parallel.frame_pipeline import FramePipeline, FramePipelineConfig
-from pipelines.video_loading import VideoPipeline
+from parallel.frames.pipeline import FramePipeline, FramePipelineConfig
+from pipelines.families.wan.frames import WanFrameAdapter
+from pipelines.families.wan.loading import VideoPipeline
 from pipelines.video_writer import StreamingMP4Writer
 from runtime.video_task import VideoTask
 
@@ -69,6 +70,7 @@ class VideoSession:
             group=group,
             block_overhead_s=overhead,
             negative_text=negative,
+            make_adapter=WanFrameAdapter,
         )
         self.setup_s = time.perf_counter() - started
         self.block_overhead_s = overhead

@@ -21,9 +21,9 @@ from typing import Any
 
 import torch
 
-from parallel.frame_cache import EdgeKV
-from parallel.frame_pipeline import FramePipeline
-from parallel.frame_schedule import blocks_finished, queue_at
+from parallel.frames.cache import EdgeKV
+from parallel.frames.pipeline import FramePipeline
+from parallel.frames.schedule import blocks_finished, queue_at
 from pipelines.render_state import load_scheduler_state, scheduler_state
 
 

@@ -73,7 +73,7 @@ def pool2(ray_local):
 
 @pytest.fixture(scope="session")
 def builtin_image_dir():
-    from pipelines.registry import resolve_model
+    from pipelines.builtin import resolve_model
 
     return resolve_model("builtin-image")
 

@@ -7,9 +7,9 @@ import pytest
 import torch
 from diffusers import DiTTransformer2DModel, PixArtTransformer2DModel
 
+from pipelines.builtin import resolve_model
 from pipelines.errors import ModelDirectoryError
 from pipelines.loading import load_model, load_pipeline
-from pipelines.registry import resolve_model
 
 
 def test_builtin_pipeline_loads_in_eval_mode(builtin_image_dir):

@@ -21,7 +21,7 @@ def test_building_specs_loads_neither_diffusers_nor_the_strategies():
         "from cluster.video_spec import VideoSpec\n"
         "RenderSpec.from_dict({'prompt': 'x', 'height': 256, 'width': 256, 'sampler': 'euler'})\n"
         "VideoSpec.from_dict({'prompt': 'x', 'frames': 16})\n"
-        "watched = ('diffusers', 'transformers', 'parallel.patch_unet', 'parallel.patch_wan', 'parallel.cfg')\n"
+        "watched = ('diffusers', 'transformers', 'parallel.patch.parallelize', 'pipelines.families.wan.patch', 'parallel.patch.cfg')\n"
         "print(json.dumps(sorted(m for m in watched if m in sys.modules)))\n"
     )
     done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
@@ -34,5 +34,5 @@ def test_parallel_names_still_resolve_on_first_use():
 
     assert parallel.band_bounds(10, 3) == [(0, 4), (4, 7), (7, 10)]
     assert parallel.PatchConfig.__name__ == "PatchConfig"
-    assert callable(parallel.parallelize_unet_patch) and callable(parallel.combine_cfg)
+    assert callable(parallel.parallelize_patch) and callable(parallel.combine_cfg)
     assert all(hasattr(parallel, name) for name in parallel.__all__)

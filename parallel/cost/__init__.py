@@ -8,7 +8,8 @@
   distrifuser's), CFG, the frame pipeline and pipeline training, and which of them overlap compute;
 - ``predict``: ``predict_model(model, height, width, strategy, degree, device, link, mode)`` -> step time,
   speedup and per-worker memory; ``predict_training`` -> training samples/s (one worker, data, pipeline);
-- ``validate``: predictions against measured and published figures (``references.yaml``);
+- ``references.yaml``: measured and published figures, which ``pipelines.cost_validation`` holds predictions against
+  (it needs the model families' layer lists, so it lives above them);
   ``python -m bench.cost_validation`` and ``python -m bench.scale`` write them to BENCHMARKS.md;
 - ``show``: ``python -m parallel.cost.show sdxl 1024 1024`` prints a profile's totals and top layers;
 - ``choose``: degree=auto for the scheduler::

@@ -30,7 +30,7 @@ from parallel.cost.models import ModelSpec, build_vae_decoder_meta, get_model_sp
 from parallel.cost.profile import ModelProfile, profile_model, profile_module
 from parallel.cost.specs import DeviceSpec, LinkSpec, load_specs
 from parallel.cost.traffic import Traffic, stale_factor, strategy_traffic
-from parallel.patch_traffic import attention_bytes
+from parallel.patch.traffic import attention_bytes
 
 
 @dataclass

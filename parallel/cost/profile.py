@@ -29,7 +29,7 @@ from torch.utils._pytree import tree_flatten
 from torch.utils.flop_counter import FlopCounterMode
 
 from parallel.cost.models import ModelSpec, build_meta, example_inputs, get_model_spec
-from parallel.patch_traffic import PatchLayerShapes, record_patch_layers
+from parallel.patch.traffic import PatchLayerShapes, record_patch_layers
 
 _SCORE_OPS = {"aten.bmm.default", "aten.baddbmm.default"}
 

@@ -28,8 +28,8 @@ from torch import nn
 from torch.utils._pytree import tree_flatten
 
 from parallel.cost.profile import ModelProfile
-from parallel.patch_config import STALE_DTYPES
-from parallel.patch_traffic import SCHEMES, patch_bytes_per_rank, patch_bytes_per_worker
+from parallel.patch.config import STALE_DTYPES
+from parallel.patch.traffic import SCHEMES, patch_bytes_per_rank, patch_bytes_per_worker
 
 STRATEGIES = ("none", "patch", "cfg", "frame-pipeline", "pipeline-train")
 

@@ -10,9 +10,9 @@ import _parallel_workers as W
 import torch
 import torch.distributed as dist
 
-from parallel.bands import band_bounds, slice_band
-from parallel.cfg import combine_cfg, make_cfg_groups
-from parallel.patch_config import PatchConfig
+from parallel.patch.bands import band_bounds, slice_band
+from parallel.patch.cfg import combine_cfg, make_cfg_groups
+from parallel.patch.config import PatchConfig
 
 FORWARDS = 3
 """Forwards per run: the first exchanges shapes (``meta``) and, in displaced mode, is the sync warmup."""

@@ -15,7 +15,7 @@ from parallel.cost.traffic import (
     frame_pipeline_traffic,
     pipeline_training_traffic,
 )
-from parallel.pipeline_unet import unet_layers
+from pipelines.families.sd.training import unet_layers
 
 
 def test_frame_pipeline_sends_one_block_of_hidden_states_per_stage_and_tick():

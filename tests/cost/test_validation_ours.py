@@ -3,7 +3,7 @@ states the inputs; BENCHMARKS.md, cost-validation, the gaps)."""
 
 from __future__ import annotations
 
-from parallel.cost.validate import validate
+from pipelines.cost_validation import validate
 
 TOLERANCE = 0.15
 

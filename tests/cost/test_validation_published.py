@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from parallel.cost.validate import validate
+from pipelines.cost_validation import validate
 
 TOLERANCE = 0.15
 

@@ -9,7 +9,7 @@ from typing import Any
 import torch
 from diffusers import DDIMScheduler, PixArtTransformer2DModel, UNet2DConditionModel, UNet2DModel
 
-from parallel.bands import Bounds, slice_band
+from parallel.patch.bands import Bounds, slice_band
 
 TEXT_LEN = 5
 TEXT_DIM = 32

@@ -15,11 +15,11 @@ import torch
 import torch.distributed as dist
 from diffusers import PixArtTransformer2DModel
 
-from parallel.bands import band_bounds, gather_bands, slice_band
-from parallel.cfg import combine_cfg, make_cfg_groups
-from parallel.patch_config import PatchConfig
-from parallel.patch_dit import parallelize_dit_patch
-from parallel.patch_unet import parallelize_unet_patch, unet_alignment
+from parallel.patch.bands import band_bounds, gather_bands, slice_band
+from parallel.patch.cfg import combine_cfg, make_cfg_groups
+from parallel.patch.config import PatchConfig
+from pipelines.families.pixart.patch import parallelize_dit_patch
+from pipelines.families.sd.patch import parallelize_unet_patch, unet_alignment
 
 STEPS = 4
 FORWARD_ONLY = ("unet_odd", "unet2d")

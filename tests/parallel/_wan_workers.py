@@ -11,9 +11,9 @@ import torch
 import torch.distributed as dist
 from diffusers import FlowMatchEulerDiscreteScheduler, WanTransformer3DModel
 
-from parallel.bands import Bounds, band_bounds, gather_bands, slice_band
-from parallel.patch_config import PatchConfig
-from parallel.patch_wan import parallelize_wan_patch
+from parallel.patch.bands import Bounds, band_bounds, gather_bands, slice_band
+from parallel.patch.config import PatchConfig
+from pipelines.families.wan.patch import parallelize_wan_patch
 
 TEXT_DIM = 16
 STEPS = 3

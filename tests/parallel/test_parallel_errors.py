@@ -26,7 +26,7 @@ def test_band_shorter_than_alignment_refused(patch_run, world):
 def test_square_only_dit_refused():
     from diffusers import DiTTransformer2DModel
 
-    from parallel.patch_dit import parallelize_dit_patch
+    from pipelines.families.pixart.patch import parallelize_dit_patch
 
     model = DiTTransformer2DModel(
         num_attention_heads=2, attention_head_dim=8, in_channels=4, num_layers=1, sample_size=8, patch_size=2
@@ -39,8 +39,8 @@ def test_wan_refuses_exchanging_attention_inputs():
     """Wan's keys carry their band's rotary positions, so its bands must exchange K/V, and say so."""
     from _wan_workers import tiny_wan
 
-    from parallel.patch_config import PatchConfig
-    from parallel.patch_wan import parallelize_wan_patch
+    from parallel.patch.config import PatchConfig
+    from pipelines.families.wan.patch import parallelize_wan_patch
 
     with pytest.raises(NotImplementedError, match=r"kv_source='input'.*rotary"):
         parallelize_wan_patch(tiny_wan(), None, PatchConfig("displaced", kv_source="input"))

@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from parallel.bands import band_bounds, check_bounds, slice_band
+from parallel.patch.bands import band_bounds, check_bounds, slice_band
 
 
 @pytest.mark.parametrize(

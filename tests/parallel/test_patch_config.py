@@ -2,7 +2,7 @@
 
 import pytest
 
-from parallel.patch_config import PatchConfig
+from parallel.patch.config import PatchConfig
 
 
 def test_modes_accepted():

@@ -10,9 +10,9 @@ from _parallel_dist import run_ranks
 from torch import nn
 
 from parallel.comm import Comm
-from parallel.patch_config import PatchConfig
-from parallel.patch_conv import patch_conv2d
-from parallel.patch_runtime import PatchRuntime
+from parallel.patch.config import PatchConfig
+from parallel.patch.conv import patch_conv2d
+from parallel.patch.runtime import PatchRuntime
 
 # (kernel, stride, padding, dilation): a UNet's 3x3, its downsampler, a 1x1 shortcut, a 5x5, a dilated 3x3
 GEOMETRIES = [(3, 1, 1, 1), (3, 2, 1, 1), (1, 1, 0, 1), (5, 1, 2, 1), (3, 1, 2, 2)]

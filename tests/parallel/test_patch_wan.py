@@ -7,7 +7,7 @@ import pytest
 import torch
 from _parallel_dist import run_ranks
 
-from parallel.patch_wan import parallelize_wan_patch
+from pipelines.families.wan.patch import parallelize_wan_patch
 
 _runs: dict[int, list] = {}
 

@@ -8,8 +8,8 @@ import time
 import pytest
 import torch
 
-from parallel.pipeline_bubble_fill import BubbleFiller
-from pipelines.builtin_image import build_image_pipeline
+from parallel.training.bubble_fill import BubbleFiller
+from pipelines.builtin.image import build_image_pipeline
 from runtime.train_data import NoisedLatentStream, OnlineLatents, shapes
 
 

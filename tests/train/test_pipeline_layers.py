@@ -7,9 +7,10 @@ import itertools
 import pytest
 import torch
 
-from parallel.pipeline_partition import balanced_boundaries, profile_layer_costs
-from parallel.pipeline_unet import run_layers, unet_layers
-from pipelines.builtin_image import build_image_pipeline
+from parallel.training.layers import run_layers
+from parallel.training.partition import balanced_boundaries, profile_layer_costs
+from pipelines.builtin.image import build_image_pipeline
+from pipelines.families.sd.training import unet_layers
 
 
 @pytest.fixture(scope="module")

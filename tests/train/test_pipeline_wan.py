@@ -6,10 +6,10 @@ import pytest
 import torch
 from diffusers import WanTransformer3DModel
 
-from parallel.pipeline_partition import profile_layer_costs
-from parallel.pipeline_unet import run_layers
-from parallel.pipeline_wan import wan_layers
-from pipelines.builtin_image import build_image_pipeline
+from parallel.training.layers import run_layers
+from parallel.training.partition import profile_layer_costs
+from pipelines.builtin.image import build_image_pipeline
+from pipelines.families.wan.training import wan_layers
 
 
 @pytest.fixture(scope="module")

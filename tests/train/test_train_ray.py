@@ -77,7 +77,7 @@ def test_resume_continues_the_uninterrupted_trajectory(runs):
 
 
 def test_checkpoint_loads_into_the_render_path_with_trained_weights(runs):
-    from pipelines.builtin_image import build_image_pipeline
+    from pipelines.builtin.image import build_image_pipeline
     from pipelines.loading import load_pipeline
     from pipelines.sampling import DenoiseLoop, batched_cfg_predictor, encode_conditioning
 

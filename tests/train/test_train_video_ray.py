@@ -60,8 +60,8 @@ def test_two_stage_video_pipeline_matches_one_stage_losses(runs):
 
 
 def test_checkpoint_holds_both_stages_weights_and_renders(runs, tmp_path):
-    from pipelines.builtin_video import build_video_transformer
-    from pipelines.video_loading import load_video_pipeline
+    from pipelines.builtin.video import build_video_transformer
+    from pipelines.families.wan.loading import load_video_pipeline
     from runtime.video_session import VideoSession
     from runtime.video_task import VideoTask
 

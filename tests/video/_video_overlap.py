@@ -9,7 +9,8 @@ import torch
 import torch.distributed as dist
 from _video_models import LATENT, make_scheduler, tiny_text, tiny_wan
 
-from parallel.frame_pipeline import FramePipeline, FramePipelineConfig
+from parallel.frames.pipeline import FramePipeline, FramePipelineConfig
+from pipelines.families.wan.frames import WanFrameAdapter
 
 ORDERED = dict(frames=8, block_frames=2, context_frames=1, steps=3, seed=2)
 """4 blocks x 3 steps: 12 items, more than a sender's in-flight limit (steps + 2), so some sends get waited."""
@@ -32,6 +33,7 @@ def _pipeline(config: dict, group, outputs: dict) -> FramePipeline:
         group=group,
         boundaries=BOUNDARIES if group is not None else None,
         trace=group is not None,
+        make_adapter=WanFrameAdapter,
     )
 
 

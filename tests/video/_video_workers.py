@@ -6,7 +6,8 @@ import torch
 import torch.distributed as dist
 from _video_models import LATENT, make_scheduler, tiny_text, tiny_wan
 
-from parallel.frame_pipeline import FramePipeline, FramePipelineConfig
+from parallel.frames.pipeline import FramePipeline, FramePipelineConfig
+from pipelines.families.wan.frames import WanFrameAdapter
 
 SCENARIOS = {
     "plain": dict(frames=12, block_frames=2, context_frames=1, steps=4, seed=3),
@@ -31,6 +32,7 @@ def run_pipeline(config: dict, group=None, segment: int | None = None) -> dict:
         on_block_done=lambda block, latent: outputs.__setitem__(block, latent.clone()),
         group=group,
         negative_text=tiny_text(NEGATIVE_SEED) if config.guided else None,
+        make_adapter=WanFrameAdapter,
     )
     if segment is None:
         pipe.advance()
@@ -69,6 +71,7 @@ def too_many_stages(rank: int, world: int) -> dict:
                 tiny_text(),
                 make_scheduler,
                 group=dist.group.WORLD,
+                make_adapter=WanFrameAdapter,
             )
             errors[name] = None
         except ValueError as err:
@@ -79,7 +82,7 @@ def too_many_stages(rank: int, world: int) -> dict:
 def render_session(rank: int, world: int, model_dir: str, out_dir: str, task_fields: dict) -> dict:
     """A video render of a pipeline directory through VideoSession on this rank (``world`` 1: no group);
     returns the finished latents stage 0 saw and the stage's report."""
-    from pipelines.video_loading import load_video_pipeline
+    from pipelines.families.wan.loading import load_video_pipeline
     from runtime.video_session import VideoSession
     from runtime.video_task import VideoTask
 

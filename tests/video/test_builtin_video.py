@@ -6,9 +6,9 @@ import json
 
 import torch
 
-from pipelines.builtin_video import write_builtin_video
-from pipelines.registry import BUILTIN_MODELS, resolve_model
-from pipelines.video_loading import load_video_pipeline
+from pipelines.builtin import BUILTIN_MODELS, resolve_model
+from pipelines.builtin.video import write_builtin_video
+from pipelines.families.wan.loading import load_video_pipeline
 from pipelines.video_writer import probe_mp4
 from runtime.video_session import VideoSession
 from runtime.video_task import VideoTask

@@ -6,7 +6,7 @@ import pytest
 import torch
 from _video_models import tiny_text, tiny_wan
 
-from parallel.frame_wan import WanFrameAdapter
+from pipelines.families.wan.frames import WanFrameAdapter
 from pipelines.loading import load_model
 
 

@@ -11,8 +11,9 @@ import torch
 from _video_models import LATENT, make_scheduler, tiny_text, tiny_wan
 from _video_workers import NEGATIVE_SEED, SCENARIOS, run_pipeline
 
-from parallel.frame_noise import block_noise, noise_template
-from parallel.frame_pipeline import FramePipeline, FramePipelineConfig
+from parallel.frames.noise import block_noise, noise_template
+from parallel.frames.pipeline import FramePipeline, FramePipelineConfig
+from pipelines.families.wan.frames import WanFrameAdapter
 
 
 @torch.no_grad()
@@ -26,7 +27,14 @@ def test_one_block_equals_diffusers_model_called_per_branch():
         frames=2, block_frames=2, context_frames=0, steps=steps, seed=seed, guidance_scale=g
     )
     FramePipeline(
-        model, config, LATENT, text, make_scheduler, outputs.__setitem__, negative_text=negative
+        model,
+        config,
+        LATENT,
+        text,
+        make_scheduler,
+        outputs.__setitem__,
+        negative_text=negative,
+        make_adapter=WanFrameAdapter,
     ).run()
 
     scheduler = make_scheduler()
@@ -50,7 +58,7 @@ def test_guidance_changes_the_video():
 def test_guidance_without_negative_prompt_names_the_field():
     config = FramePipelineConfig(frames=2, block_frames=2, steps=1, guidance_scale=2.0)
     with pytest.raises(ValueError, match="negative_text: guidance_scale=2.0"):
-        FramePipeline(tiny_wan(layers=1), config, LATENT, tiny_text(), make_scheduler)
+        FramePipeline(tiny_wan(layers=1), config, LATENT, tiny_text(), make_scheduler, make_adapter=WanFrameAdapter)
     with pytest.raises(ValueError, match=r"negative_text: shape \(1, 3, 16\) differs"):
         FramePipeline(
             tiny_wan(layers=1),
@@ -59,4 +67,5 @@ def test_guidance_without_negative_prompt_names_the_field():
             tiny_text(),
             make_scheduler,
             negative_text=torch.zeros(1, 3, 16),
+            make_adapter=WanFrameAdapter,
         )

@@ -6,7 +6,7 @@ import pytest
 from _parallel_dist import run_ranks
 from _video_workers import too_many_stages
 
-from parallel.frame_schedule import split_frames
+from parallel.frames.schedule import split_frames
 
 
 def test_frames_rounded_up_to_whole_blocks_with_a_warning():
@@ -31,7 +31,7 @@ def test_more_stages_than_blocks_or_layers_names_the_field():
 
 def test_stage_cut_counts_stage_zero_decode_work():
     """Stage 0 also decodes every finished block: with that folded into layer 0, it gets fewer layers."""
-    from parallel.frame_partition import stage_boundaries
+    from parallel.frames.partition import stage_boundaries
 
     assert stage_boundaries([1.0] * 6, 2) == [0, 3, 6]
     assert stage_boundaries([1.0 + 4.0] + [1.0] * 5, 2) == [0, 1, 6]

@@ -13,8 +13,8 @@ import torch
 from _parallel_dist import run_ranks
 from _video_overlap import AHEAD, ORDERED, RUN_AHEAD_ITEMS, delayed_receiver, reference, traced_run
 
-from parallel.frame_schedule import WorkItem
-from parallel.frame_trace import FrameTrace
+from parallel.frames.schedule import WorkItem
+from parallel.frames.trace import FrameTrace
 
 
 def _trace(events) -> FrameTrace:

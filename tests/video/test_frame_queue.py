@@ -6,8 +6,9 @@ import pytest
 import torch
 from _video_models import LATENT, make_scheduler, tiny_text, tiny_wan
 
-from parallel.frame_pipeline import FramePipeline, FramePipelineConfig
-from parallel.frame_schedule import blocks_finished, queue_at, queue_schedule, ticks
+from parallel.frames.pipeline import FramePipeline, FramePipelineConfig
+from parallel.frames.schedule import blocks_finished, queue_at, queue_schedule, ticks
+from pipelines.families.wan.frames import WanFrameAdapter
 
 
 @pytest.mark.parametrize("blocks,steps", [(1, 1), (1, 4), (5, 3), (3, 7)])
@@ -59,7 +60,7 @@ def test_run_applies_steps_in_noise_order_and_streams_blocks_in_order():
         assert latent.shape == (1, LATENT[0], 2, *LATENT[1:])
 
     config = FramePipelineConfig(frames=14, block_frames=2, context_frames=1, steps=steps, seed=0)
-    pipe = FramePipeline(tiny_wan(), config, LATENT, tiny_text(), make_scheduler, sink)
+    pipe = FramePipeline(tiny_wan(), config, LATENT, tiny_text(), make_scheduler, sink, make_adapter=WanFrameAdapter)
     pipe.run()
     timesteps = pipe.timesteps.tolist()
     assert pipe.finished == list(range(7))

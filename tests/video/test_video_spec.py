@@ -7,7 +7,7 @@ import pytest
 from cluster.progress import progress_total
 from cluster.spec import SpecError
 from cluster.video_spec import VideoSpec
-from parallel.frame_schedule import ticks
+from parallel.frames.schedule import ticks
 
 
 def _spec(**fields):

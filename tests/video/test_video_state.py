@@ -11,7 +11,8 @@ import torch.distributed as dist
 from _parallel_dist import run_ranks
 from _video_models import LATENT, make_scheduler, tiny_text, tiny_wan
 
-from parallel.frame_pipeline import FramePipeline, FramePipelineConfig
+from parallel.frames.pipeline import FramePipeline, FramePipelineConfig
+from pipelines.families.wan.frames import WanFrameAdapter
 from runtime.video_state import export_stage_state, load_stage_state, merge_stage_states
 
 CONFIG = dict(frames=10, block_frames=2, context_frames=1, steps=4, seed=5)  # 5 blocks, 8 ticks
@@ -27,6 +28,7 @@ def _pipeline(outputs: dict, group=None, **changes) -> FramePipeline:
         make_scheduler,
         on_block_done=lambda block, latent: outputs.__setitem__(block, latent.clone()),
         group=group,
+        make_adapter=WanFrameAdapter,
     )
 
 

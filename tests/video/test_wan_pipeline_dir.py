@@ -14,9 +14,9 @@ from _tiny_wan_pipeline import TEXT_TOKENS, Z_DIM, save_tiny_wan_pipeline
 from _video_workers import render_session
 
 from cluster.video_spec import VideoSpec
-from pipelines.video_loading import load_video_pipeline
+from pipelines.families.wan.decode import WanBlockDecoder, denormalize
+from pipelines.families.wan.loading import load_video_pipeline
 from pipelines.video_writer import probe_mp4
-from pipelines.wan_decode import WanBlockDecoder, denormalize
 from runtime.video_session import VideoSession
 from runtime.video_task import VideoTask
 

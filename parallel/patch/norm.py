@@ -17,7 +17,7 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
-from parallel.patch_runtime import PatchRuntime
+from parallel.patch.runtime import PatchRuntime
 
 
 def local_group_sums(x: torch.Tensor, groups: int, eps: float = 1e-5) -> torch.Tensor:

@@ -1,4 +1,4 @@
-"""Patch (row-band) parallelism for diffusers' ``WanTransformer3DModel`` (Wan 2.1 / 2.2 video DiT).
+"""The Wan family's patch plan: diffusers' ``WanTransformer3DModel`` (Wan 2.1 / 2.2 video DiT) on row bands.
 
 The input is a (B, C, F, H, W) latent; a band is a run of latent rows (dim -2) of *every* frame, a
 multiple of the patch height ``p_h`` high, so after patchify a rank holds rows ``[a, b)`` of the
@@ -26,14 +26,15 @@ from collections.abc import Callable
 
 import torch
 import torch.distributed as dist
+from diffusers import WanTransformer3DModel
 from diffusers.models.attention_dispatch import dispatch_attention_fn
 from diffusers.models.transformers.transformer_wan import WanAttention, _get_qkv_projections
 from torch import nn
 
-from parallel.comm import Comm
-from parallel.patch_attention import gather_band_kv
-from parallel.patch_config import PatchConfig
-from parallel.patch_runtime import PatchHandle, PatchRuntime
+from parallel.patch.attention import gather_band_kv
+from parallel.patch.config import PatchConfig
+from parallel.patch.parallelize import PatchPlan, parallelize_patch
+from parallel.patch.runtime import PatchHandle, PatchRuntime
 
 GRID = "wan_grid"
 """``rt.remember`` key of this forward's post-patch (frames, band rows, columns)."""
@@ -160,23 +161,43 @@ def patch_wan_self_attention(attn: WanAttention, rt: PatchRuntime) -> Callable[[
     return undo
 
 
-def _install_step_hook(model: nn.Module, rt: PatchRuntime) -> Callable[[], None]:
-    """Count forwards, learn the band geometry from the first input, refuse per-token timesteps."""
+def check_wan_input(args: tuple, kwargs: dict) -> None:
+    """Bands take a (B, C, F, H, W) latent with one timestep per sample."""
+    x = args[0] if args else kwargs["hidden_states"]
+    if x.dim() != 5:
+        raise ValueError(f"hidden_states: expected a (B, C, F, H, W) band, got shape {tuple(x.shape)}")
+    t = args[1] if len(args) > 1 else kwargs.get("timestep")
+    if t is not None and t.dim() == 2:
+        raise NotImplementedError(
+            "timestep: per-token timesteps (Wan 2.2 TI2V, shape (B, seq_len)) are not supported by "
+            "patch parallelism; pass one timestep per sample"
+        )
 
-    def pre_hook(_module: nn.Module, args: tuple, kwargs: dict) -> None:
-        x = args[0] if args else kwargs["hidden_states"]
-        if x.dim() != 5:
-            raise ValueError(f"hidden_states: expected a (B, C, F, H, W) band, got shape {tuple(x.shape)}")
-        t = args[1] if len(args) > 1 else kwargs.get("timestep")
-        if t is not None and t.dim() == 2:
-            raise NotImplementedError(
-                "timestep: per-token timesteps (Wan 2.2 TI2V, shape (B, seq_len)) are not supported by "
-                "patch parallelism; pass one timestep per sample"
-            )
-        rt.begin_forward(x)
 
-    handle = model.register_forward_pre_hook(pre_hook, with_kwargs=True)
-    return handle.remove
+def patch_wan_layers(transformer: nn.Module, rt: PatchRuntime) -> list[Callable[[], None]]:
+    """The rotary embedding (full grid, this band's rows) and every block's self-attention (``attn1``)."""
+    undo = [patch_wan_rope(transformer.rope, rt)]
+    for block in transformer.blocks:
+        undo.append(patch_wan_self_attention(block.attn1, rt))
+    return undo
+
+
+def wan_patch_plan(transformer: nn.Module, config: PatchConfig) -> PatchPlan:
+    if not isinstance(transformer, WanTransformer3DModel):
+        raise TypeError(f"transformer: expected a WanTransformer3DModel, got {type(transformer).__name__}")
+    if getattr(transformer, "_parallel_config", None) is not None:
+        raise RuntimeError("transformer: diffusers' enable_parallelism was already applied to this model")
+    if config.kv_source != "kv":
+        raise NotImplementedError(
+            f"PatchConfig.kv_source={config.kv_source!r}: Wan's K/V carry rotary positions of their own band, "
+            "so Wan bands exchange K and V (kv_source='kv')"
+        )
+    return PatchPlan(
+        align=transformer.config.patch_size[1],
+        input_name="hidden_states",
+        patch_layers=patch_wan_layers,
+        check_input=check_wan_input,
+    )
 
 
 def parallelize_wan_patch(
@@ -189,19 +210,5 @@ def parallelize_wan_patch(
     (dim -2) of every frame of the latent, conditioning unchanged. Band heights must be multiples of
     the patch height (``band_bounds(H, world, align=patch_size[1])``). Works in place.
     """
-    if type(transformer).__name__ != "WanTransformer3DModel":
-        raise TypeError(f"transformer: expected a WanTransformer3DModel, got {type(transformer).__name__}")
-    if getattr(transformer, "_parallel_config", None) is not None:
-        raise RuntimeError("transformer: diffusers' enable_parallelism was already applied to this model")
     config = config or PatchConfig()
-    if config.kv_source != "kv":
-        raise NotImplementedError(
-            f"PatchConfig.kv_source={config.kv_source!r}: Wan's K/V carry rotary positions of their own band, "
-            "so Wan bands exchange K and V (kv_source='kv')"
-        )
-    rt = PatchRuntime(Comm(group), config, align=transformer.config.patch_size[1])
-    undo = [patch_wan_rope(transformer.rope, rt)]
-    for block in transformer.blocks:
-        undo.append(patch_wan_self_attention(block.attn1, rt))
-    undo.append(_install_step_hook(transformer, rt))
-    return PatchHandle(transformer, rt, undo)
+    return parallelize_patch(transformer, group, wan_patch_plan(transformer, config), config)

@@ -13,9 +13,9 @@ from typing import Any
 
 import torch
 
-from parallel.bands import Bounds, bounds_from_heights, check_bounds
 from parallel.comm import BytesSent, Comm, Pending
-from parallel.patch_config import PatchConfig
+from parallel.patch.bands import Bounds, bounds_from_heights, check_bounds
+from parallel.patch.config import PatchConfig
 
 
 class PatchRuntime:

@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from parallel.patch_runtime import PatchRuntime
+from parallel.patch.runtime import PatchRuntime
 
 
 def conv_row_geometry(conv: nn.Conv2d) -> tuple[int, int, int]:

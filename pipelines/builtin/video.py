@@ -19,9 +19,9 @@ from pathlib import Path
 import torch
 from diffusers import AutoencoderKL, FlowMatchEulerDiscreteScheduler, WanTransformer3DModel
 
-from pipelines.builtin_image import TEXT_WIDTH, vae_config
-from pipelines.registry import BUILTIN_ROOT
-from pipelines.video_loading import VideoPipeline, load_video_pipeline
+from pipelines.builtin import BUILTIN_ROOT
+from pipelines.builtin.image import TEXT_WIDTH, vae_config
+from pipelines.families.wan.loading import VideoPipeline, load_video_pipeline
 
 VIDEO_PIPELINE_CLASS = "TesseraVideoPipeline"
 

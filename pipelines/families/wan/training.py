@@ -1,6 +1,6 @@
 """Diffusers' WanTransformer3DModel (with its text encoder) as a flat list of layers for pipeline training.
 
-The video counterpart of parallel/pipeline_unet.py. DeepSpeed's PipelineModule runs tuple-in, tuple-out
+The video counterpart of pipelines/families/sd/training.py. DeepSpeed's PipelineModule runs tuple-in, tuple-out
 layers and sends the gradient of every float tensor a stage received back to the stage before it, so only
 tensors used downstream travel, and conditioning without a gradient travels as integers or is recomputed:
 
@@ -30,12 +30,7 @@ import torch
 from diffusers import WanTransformer3DModel
 from torch import nn
 
-Carry = tuple[torch.Tensor, ...]
-
-
-def _packed(*tensors: torch.Tensor) -> Carry:
-    """The carry as contiguous tensors: gloo and NCCL send contiguous buffers only."""
-    return tuple(t.contiguous() for t in tensors)
+from parallel.training.layers import Carry, packed
 
 
 def _rope(model: WanTransformer3DModel, grid: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -78,7 +73,7 @@ class EmbedLayer(nn.Module):
         timestep_proj = self.time_proj(self.act_fn(temb)).unflatten(1, (6, -1))
         if levels.ndim == 2:
             temb, timestep_proj = temb.unflatten(0, levels.shape), timestep_proj.unflatten(0, levels.shape)
-        return _packed(hidden, temb, timestep_proj, ids, grid)
+        return packed(hidden, temb, timestep_proj, ids, grid)
 
 
 class TextLayer(nn.Module):
@@ -92,7 +87,7 @@ class TextLayer(nn.Module):
     def forward(self, inputs: Carry) -> Carry:
         hidden, temb, timestep_proj, ids, grid = inputs
         embeds = self.text_encoder(ids)[0] if self.text_encoder is not None else ids
-        return _packed(hidden, temb, timestep_proj, self.text_embedder(embeds), grid)
+        return packed(hidden, temb, timestep_proj, self.text_embedder(embeds), grid)
 
 
 class BlockLayer(nn.Module):
@@ -108,8 +103,8 @@ class BlockLayer(nn.Module):
         hidden, temb, timestep_proj, text, grid = inputs
         hidden = self.block(hidden, text, timestep_proj, _rope(self._model[0], grid))
         if self.last:
-            return _packed(hidden, temb, grid)
-        return _packed(hidden, temb, timestep_proj, text, grid)
+            return packed(hidden, temb, grid)
+        return packed(hidden, temb, timestep_proj, text, grid)
 
 
 class HeadLayer(nn.Module):

@@ -18,7 +18,7 @@ from collections import deque
 import torch
 import torch.distributed as dist
 
-from parallel.frame_trace import FrameTrace
+from parallel.frames.trace import FrameTrace
 
 
 class RingChannel:

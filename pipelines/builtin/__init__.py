@@ -7,7 +7,7 @@ from pathlib import Path
 
 from pipelines.errors import ModelDirectoryError
 
-BUILTIN_ROOT = Path(__file__).parent / "builtin"
+BUILTIN_ROOT = Path(__file__).parent
 
 
 @dataclass(frozen=True)

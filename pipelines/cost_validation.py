@@ -19,9 +19,9 @@ from parallel.cost.models import build_meta, get_model_spec
 from parallel.cost.predict import cached_profile, predict_model, predict_training
 from parallel.cost.specs import load_specs
 from parallel.cost.traffic import carry_bytes
-from parallel.pipeline_unet import unet_layers
+from pipelines.families.sd.training import unet_layers
 
-REFERENCES_YAML = Path(__file__).with_name("references.yaml")
+REFERENCES_YAML = Path(__file__).resolve().parents[1] / "parallel" / "cost" / "references.yaml"
 
 
 @dataclass

@@ -1,11 +1,12 @@
-"""Patch (token-band) parallelism for DiT-style diffusers transformers (PixArt, DiT).
+"""diffusers' ``PatchEmbed`` on a band of latent rows, for DiT-style transformers in token bands.
 
 A band of latent rows (a multiple of ``patch_size`` high) is a band of whole patch rows, i.e. a
 contiguous run of the token sequence. Per-token layers (LayerNorm, MLP, adaLN modulation, cross
-attention, unpatchify) are local; self-attention gathers every band's K/V (``patch_attention``).
+attention, unpatchify) are local; self-attention gathers every band's K/V (``attention``).
 The one layer that must know where the band sits is the patch embedding: diffusers' ``PatchEmbed``
 builds sin-cos positions from the *input* height, which for a band would be the positions of a
-small image. Here it builds them for the full grid and keeps the band's rows.
+small image. ``patch_patch_embed`` builds them for the full grid and keeps the band's rows; a family
+whose transformer embeds patches with ``PatchEmbed`` names it in its ``PatchPlan.special``.
 """
 
 from __future__ import annotations
@@ -13,14 +14,9 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import torch
-import torch.distributed as dist
 from diffusers.models.embeddings import PatchEmbed, get_2d_sincos_pos_embed
-from torch import nn
 
-from parallel.comm import Comm
-from parallel.patch_config import PatchConfig
-from parallel.patch_runtime import PatchHandle, PatchRuntime
-from parallel.patch_unet import install_step_hook, patch_modules
+from parallel.patch.runtime import PatchRuntime
 
 
 def full_grid_pos_embed(emb: PatchEmbed, rows: int, cols: int, device: torch.device) -> torch.Tensor:
@@ -78,29 +74,3 @@ def patch_patch_embed(emb: PatchEmbed, rt: PatchRuntime) -> Callable[[], None]:
         del emb.forward
 
     return undo
-
-
-def parallelize_dit_patch(
-    transformer: nn.Module, group: dist.ProcessGroup | None, config: PatchConfig | None = None
-) -> PatchHandle:
-    """Make a PixArt-style transformer run on row bands of the latent over ``group``.
-
-    Call with the same config on every rank, then run the usual forward on each rank's band
-    (``hidden_states`` = band, conditioning unchanged). Band heights must be multiples of
-    ``patch_size`` except the last, which must still be whole patches. Works in place.
-    """
-    if type(transformer).__name__ == "DiTTransformer2DModel":
-        # its forward unpatchifies with height = width = sqrt(tokens): a band is never square
-        raise NotImplementedError(
-            "DiTTransformer2DModel assumes a square token grid in its forward, so it cannot run on a row "
-            "band; use PixArtTransformer2DModel (or another PatchEmbed transformer with rectangular unpatchify)"
-        )
-    config = config or PatchConfig()
-    patch = transformer.config.patch_size
-    rt = PatchRuntime(Comm(group), config, align=patch)
-    undo = patch_modules(transformer, rt, skip=(PatchEmbed,))
-    for module in transformer.modules():
-        if isinstance(module, PatchEmbed):
-            undo.append(patch_patch_embed(module, rt))
-    undo.append(install_step_hook(transformer, rt, "hidden_states"))
-    return PatchHandle(transformer, rt, undo)

@@ -13,8 +13,8 @@ import time
 
 import torch
 
-from parallel.frame_wan import WanFrameAdapter
-from parallel.pipeline_partition import agree_on_costs, balanced_boundaries
+from parallel.frames.adapter import FrameAdapter
+from parallel.training.partition import agree_on_costs, balanced_boundaries
 
 
 def _median_seconds(fn, repeats: int) -> float:
@@ -27,13 +27,13 @@ def _median_seconds(fn, repeats: int) -> float:
 
 
 @torch.no_grad()
-def measure_layer_costs(adapter: WanFrameAdapter, text: torch.Tensor, repeats: int = 3) -> list[float]:
+def measure_layer_costs(adapter: FrameAdapter, text: torch.Tensor, repeats: int = 3) -> list[float]:
     """Median forward seconds of each transformer layer on one frame block (embed and head folded in);
     the block is batched as ``text`` is (2 rows under classifier-free guidance)."""
     param = next(adapter.model.parameters())
     latent = torch.zeros((text.shape[0], *adapter.block_shape), dtype=param.dtype, device=param.device)
     cond = adapter.conditions(torch.tensor([500.0], device=param.device), text)
-    adapter.state["current"] = None  # no cache traffic while measuring
+    adapter.begin_block(None)  # no cache traffic while measuring
     hidden = adapter.embed(latent)
     costs = []
     embed_cost = _median_seconds(lambda: adapter.embed(latent), repeats)

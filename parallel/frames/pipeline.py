@@ -36,13 +36,13 @@ import torch.distributed as dist
 from diffusers.schedulers.scheduling_utils import SchedulerMixin
 from torch import nn
 
-from parallel.frame_noise import block_noise, noise_template
-from parallel.frame_partition import measure_layer_costs, stage_boundaries
-from parallel.frame_ring import RingChannel, RingSender
-from parallel.frame_schedule import WorkItem, queue_at, queue_schedule, split_frames
-from parallel.frame_schedule import ticks as schedule_ticks
-from parallel.frame_trace import FrameTrace
-from parallel.frame_wan import Conditions, WanFrameAdapter
+from parallel.frames.adapter import FrameAdapterFactory
+from parallel.frames.noise import block_noise, noise_template
+from parallel.frames.partition import measure_layer_costs, stage_boundaries
+from parallel.frames.ring import RingChannel, RingSender
+from parallel.frames.schedule import WorkItem, queue_at, queue_schedule, split_frames
+from parallel.frames.schedule import ticks as schedule_ticks
+from parallel.frames.trace import FrameTrace
 
 TAG_HIDDEN, TAG_OUTPUT = 0, 1
 
@@ -113,6 +113,8 @@ class FramePipeline:
         block_overhead_s: float = 0.0,
         negative_text: torch.Tensor | None = None,
         trace: bool = False,
+        *,
+        make_adapter: FrameAdapterFactory,
     ) -> None:
         """``latent_shape`` is (channels, height, width) of one latent frame; ``text`` [1, L, D] the
         encoded prompt; ``make_scheduler`` a fresh diffusers scheduler (one per block).
@@ -120,7 +122,7 @@ class FramePipeline:
         writing it); spread over the block's steps and counted in stage 0's share when cutting stages
         (rank 0's value is the one every rank uses). ``negative_text`` [1, L, D]: the encoded negative
         prompt, required when ``config.guidance_scale > 1``. ``trace``: log ring and compute events in
-        ``self.trace``."""
+        ``self.trace``. ``make_adapter``: the model family's frame plan, which cuts ``model`` into pieces."""
         self.config = config
         self.frames, self.blocks = split_frames(config.frames, config.block_frames)
         self.group = group
@@ -134,7 +136,7 @@ class FramePipeline:
             )
         channels, height, width = latent_shape
         self.block_shape = (channels, config.block_frames, height, width)
-        self.adapter = WanFrameAdapter(model, self.block_shape, config.context_frames)
+        self.adapter = make_adapter(model, self.block_shape, config.context_frames)
         if self.stages > self.adapter.num_layers:
             self.adapter.remove()
             raise ValueError(
@@ -178,7 +180,7 @@ class FramePipeline:
         self.timesteps = probe.timesteps
         self.items = queue_schedule(self.blocks, config.steps, config.block_stride)
         self.position = 0
-        self._conditions: dict[int, Conditions] = {}
+        self._conditions: dict[int, object] = {}
         self.stats = StageStats(self.rank, (self.layers.start, self.layers.stop))
         self.on_block_done = on_block_done
         self.applied: list[tuple[int, int]] = []
@@ -264,7 +266,7 @@ class FramePipeline:
         return latent
 
     # ---- every stage ------------------------------------------------------------------------
-    def _cond(self, step: int) -> Conditions:
+    def _cond(self, step: int) -> object:
         if step not in self._conditions:
             t = self.timesteps[step].reshape(1).to(self.device)
             self._conditions[step] = self.adapter.conditions(t, self.text)

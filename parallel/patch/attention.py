@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from diffusers.models.attention_processor import Attention
 
-from parallel.patch_runtime import PatchRuntime
+from parallel.patch.runtime import PatchRuntime
 
 
 def gather_band_kv(rt: PatchRuntime, key: tuple, kv: torch.Tensor) -> list[torch.Tensor]:

@@ -1,4 +1,4 @@
-"""Communication for patch and CFG parallelism, with bytes counted per peer.
+"""``Comm``: exchanges for patch and CFG parallelism over one process group, with bytes counted per peer.
 
 Every exchange goes through a ``Comm``, which wraps one ``torch.distributed`` process group and
 records, for each kind of traffic, how many bytes this worker handed to each peer (keyed by the
@@ -19,86 +19,13 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 import torch.distributed as dist
 
-KINDS = ("halo", "kv", "norm", "cfg", "meta")
-
-
-class Pending:
-    """Work handles of an in-flight exchange plus the function that builds its result.
-
-    ``send_works`` are the handles of this exchange's sends when the backend gives one per operation
-    (gloo); ``release_sends()`` waits on those alone and drops ``send_buffers``, so that a displaced
-    step can free this worker's copy of what it sent long before the received part is used.
-    """
-
-    def __init__(
-        self,
-        works: list[Any],
-        finish: Callable[[], Any],
-        send_works: list[Any] | None = None,
-        send_buffers: list[torch.Tensor] | None = None,
-    ):
-        self._works = works
-        self._finish = finish
-        self._send_works = send_works or []
-        self._send_buffers = send_buffers
-        self._done = False
-        self._result: Any = None
-
-    @property
-    def holds_sends(self) -> bool:
-        """Whether this worker still keeps buffers of this exchange's sends alive."""
-        return bool(self._send_buffers)
-
-    def release_sends(self) -> None:
-        """Wait for the sends only (each completes once the peer has posted its receive) and free their
-        buffers; a no-op where the backend gave one handle for the whole batch."""
-        for w in self._send_works:
-            w.wait()
-        self._send_works = []
-        if self._send_buffers is not None:
-            self._send_buffers.clear()
-
-    def wait(self) -> Any:
-        if not self._done:
-            self.release_sends()
-            for w in self._works:
-                w.wait()
-            self._result = self._finish()
-            self._works = []
-            self._finish = None  # type: ignore[assignment]
-            self._done = True
-        return self._result
-
-
-def done(result: Any) -> Pending:
-    """A ``Pending`` that is already complete."""
-    return Pending([], lambda: result)
-
-
-@dataclass
-class BytesSent:
-    """Bytes this worker sent, by kind then by peer global rank."""
-
-    total: dict[str, dict[int, int]] = field(default_factory=dict)
-    """Cumulative since the ``Comm`` was created."""
-    last_step: dict[str, dict[int, int]] = field(default_factory=dict)
-    """Since the last ``begin_step()``: the forward in progress, or the last finished one."""
-
-    def per_peer(self, kinds: tuple[str, ...] | None = None, last_step: bool = False) -> dict[int, int]:
-        """Bytes per peer summed over ``kinds`` (all kinds when None)."""
-        src = self.last_step if last_step else self.total
-        out: dict[int, int] = defaultdict(int)
-        for kind, peers in src.items():
-            if kinds is None or kind in kinds:
-                for peer, n in peers.items():
-                    out[peer] += n
-        return dict(out)
+from parallel.comm.counters import BytesSent
+from parallel.comm.pending import Pending, done
 
 
 class Comm:

@@ -112,7 +112,7 @@ class VideoPipeline:
     def block_decoder(self):
         """A decoder of one video's finished blocks, called in block order: [1, C, F, h, w] -> uint8 frames."""
         if self.causal_vae:
-            from pipelines.wan_decode import WanBlockDecoder
+            from pipelines.families.wan.decode import WanBlockDecoder
 
             return WanBlockDecoder(self.vae)
         return self.decode_block

@@ -22,12 +22,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-Carry = tuple[torch.Tensor, ...]
-
-
-def _packed(*tensors: torch.Tensor) -> Carry:
-    """The carry as contiguous tensors: gloo and NCCL send contiguous buffers only."""
-    return tuple(t.contiguous() for t in tensors)
+from parallel.training.layers import Carry, packed
 
 
 class TextEncoderLayer(nn.Module):
@@ -40,7 +35,7 @@ class TextEncoderLayer(nn.Module):
     def forward(self, inputs: Carry) -> Carry:
         latent, timesteps, token_ids = inputs
         embeds = self.text_encoder(token_ids)[0]
-        return _packed(latent, timesteps, embeds)
+        return packed(latent, timesteps, embeds)
 
 
 class TimeAndConvIn(nn.Module):
@@ -57,7 +52,7 @@ class TimeAndConvIn(nn.Module):
         timesteps = timesteps.expand(latent.shape[0])
         temb = self.time_embedding(self.time_proj(timesteps).to(dtype=latent.dtype))
         sample = self.conv_in(latent)
-        return _packed(sample, temb, embeds, sample)
+        return packed(sample, temb, embeds, sample)
 
 
 def _has_cross_attention(block: nn.Module) -> bool:
@@ -89,8 +84,8 @@ class _BlockLayer(nn.Module):
 
     def pack(self, sample: torch.Tensor, temb: torch.Tensor, embeds, skips) -> Carry:
         if self.embeds_out:
-            return _packed(sample, temb, embeds, *skips)
-        return _packed(sample, temb, *skips)
+            return packed(sample, temb, embeds, *skips)
+        return packed(sample, temb, *skips)
 
     def cross_kwargs(self, embeds) -> dict:
         return {"encoder_hidden_states": embeds} if _has_cross_attention(self.block) else {}
@@ -133,7 +128,7 @@ class UpLayer(_BlockLayer):
         if self.last:
             if skips:
                 raise RuntimeError(f"{len(skips)} skip tensors left unused after the last up block")
-            return _packed(sample)
+            return packed(sample)
         return self.pack(sample, temb, embeds, skips)
 
 
@@ -178,16 +173,3 @@ def unet_layers(unet: nn.Module, text_encoder: nn.Module | None = None) -> list[
             layers.append(UpLayer(block, embeds_in, embeds_out, last=i == len(blocks) - 1))
     layers.append(ConvOut(unet))
     return layers
-
-
-def run_layers(layers: list[nn.Module], inputs: Carry) -> torch.Tensor:
-    """The layers applied in order on one device: equals the UNet's forward (reference for tests)."""
-    carry = inputs
-    for layer in layers:
-        carry = layer(carry)
-    return carry
-
-
-def noise_mse(prediction: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """The diffusion training loss (epsilon prediction), in float32."""
-    return nn.functional.mse_loss(prediction.float(), target.float())

@@ -1,4 +1,4 @@
-"""Diffusers' WanTransformer3DModel cut into the pieces the frame pipeline runs on different stages.
+"""The Wan family's frame plan: WanTransformer3DModel cut into the pieces the frame pipeline runs on its stages.
 
 ``WanFrameAdapter`` splits the model's own forward into ``embed`` (patch embedding, stage 0),
 ``conditions`` (timestep and text embeddings, cheap, recomputed on every stage instead of being
@@ -21,7 +21,7 @@ from diffusers import WanTransformer3DModel
 from diffusers.models.attention_dispatch import dispatch_attention_fn
 from diffusers.models.transformers.transformer_wan import WanAttnProcessor, _get_qkv_projections
 
-from parallel.frame_cache import FeatureCache
+from parallel.frames.cache import FeatureCache
 
 Rope = tuple[torch.Tensor, torch.Tensor]
 
@@ -162,8 +162,12 @@ class WanFrameAdapter:
         temb, proj, text, _ = self.model.condition_embedder(timestep.reshape(-1), text, None)
         return Conditions(temb, proj.unflatten(1, (6, -1)), text)
 
-    def begin_block(self, block: int) -> None:
-        """Tell the patched self-attention which frame block the next layers see."""
+    def begin_block(self, block: int | None) -> None:
+        """Tell the patched self-attention which frame block the next layers see (None: no block, so no
+        feature cache traffic)."""
+        if block is None:
+            self.state["current"] = None
+            return
         tokens = self.context_frames * self.tokens_per_frame
         self.state["current"] = BlockContext(block, tokens, self.rope_prev, self.rope_next)
 

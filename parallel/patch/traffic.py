@@ -21,9 +21,9 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from parallel.patch_attention import is_self_attention
-from parallel.patch_config import KV_SOURCES
-from parallel.patch_conv import conv_row_geometry
+from parallel.patch.attention import is_self_attention
+from parallel.patch.config import KV_SOURCES
+from parallel.patch.conv import conv_row_geometry
 
 SCHEMES = ("neighbour", "allgather")
 

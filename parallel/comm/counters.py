@@ -1,0 +1,29 @@
+"""Bytes a worker sent, counted by kind of traffic and by peer."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass, field
+
+KINDS = ("halo", "kv", "norm", "cfg", "meta")
+"""Kinds of traffic: conv halos, self-attention K/V (or inputs), GroupNorm sums, CFG noise, shapes."""
+
+
+@dataclass
+class BytesSent:
+    """Bytes this worker sent, by kind then by peer global rank."""
+
+    total: dict[str, dict[int, int]] = field(default_factory=dict)
+    """Cumulative since the ``Comm`` was created."""
+    last_step: dict[str, dict[int, int]] = field(default_factory=dict)
+    """Since the last ``begin_step()``: the forward in progress, or the last finished one."""
+
+    def per_peer(self, kinds: tuple[str, ...] | None = None, last_step: bool = False) -> dict[int, int]:
+        """Bytes per peer summed over ``kinds`` (all kinds when None)."""
+        src = self.last_step if last_step else self.total
+        out: dict[int, int] = defaultdict(int)
+        for kind, peers in src.items():
+            if kinds is None or kind in kinds:
+                for peer, n in peers.items():
+                    out[peer] += n
+        return dict(out)

@@ -1,0 +1,55 @@
+"""What the frame pipeline needs from a video DiT: its forward cut into pieces, as a model family supplies it.
+
+``FramePipeline`` runs ``embed`` on stage 0, ``run_layer`` for its own layers on every stage, and ``head``
+on the last stage; ``conditions`` (the per-timestep inputs of every layer) is recomputed on each stage
+instead of being sent. ``begin_block`` tells the adapter's self-attention which frame block passes, so it
+can read and fill the neighbours' edge K/V in ``cache``. Run in sequence the pieces equal the model's
+forward on one frame block. A family's adapter (``pipelines.families.wan.frames.WanFrameAdapter``) is
+built by a ``FrameAdapterFactory`` from the model, the block's latent shape and the context frames.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, Protocol
+
+import torch
+from torch import nn
+
+from parallel.frames.cache import FeatureCache
+
+
+class FrameAdapter(Protocol):
+    model: nn.Module
+    """The video DiT."""
+    block_shape: tuple[int, int, int, int]
+    """(channels, frames, height, width) of one frame block's latent."""
+    num_layers: int
+    """Transformer blocks: the units stages are cut from."""
+    cache: FeatureCache
+    """The neighbour blocks' edge K/V, per layer."""
+
+    def embed(self, latent: torch.Tensor) -> torch.Tensor:
+        """[B, C, F, H, W] latent -> [B, tokens, dim] hidden states."""
+
+    def conditions(self, timestep: torch.Tensor, text: torch.Tensor) -> Any:
+        """Every layer's per-timestep inputs (time embedding, projected text), computed locally."""
+
+    def begin_block(self, block: int | None) -> None:
+        """The frame block the next layers see (None: no block, no cache traffic, e.g. while measuring)."""
+
+    def run_layer(self, layer: int, hidden: torch.Tensor, cond: Any) -> torch.Tensor:
+        """One transformer block."""
+
+    def head(self, hidden: torch.Tensor, cond: Any) -> torch.Tensor:
+        """[B, tokens, dim] -> [B, C, F, H, W] model output."""
+
+    def hidden_shape(self, batch: int = 1) -> tuple[int, int, int]:
+        """The shape of the hidden states that travel between stages."""
+
+    def remove(self) -> None:
+        """Give the model back its own attention."""
+
+
+FrameAdapterFactory = Callable[[nn.Module, tuple[int, int, int, int], int], FrameAdapter]
+"""(model, block latent shape, context frames) -> the family's adapter."""
