@@ -195,7 +195,7 @@ class Controller(VideoJobs):
         video = isinstance(spec, VideoSpec)
         if video:  # one segment to the end, on parallel.degree stages
             model_path = spec.model_path()
-            model_key = f"video:{model_path}|{spec.dtype}"
+            model_key = f"{model_path}|{spec.dtype}"
             device = spec.device
         else:
             step = self._resume_step(head.id)

@@ -12,14 +12,13 @@ stream of small ones.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 
 from cluster.spec import LATENT_FACTOR, RenderSpec
 from cluster.video_spec import VideoSpec
 from parallel.patch.bands import band_bounds
+from pipelines.families import family_for_dir
 
 MIN_AUTO_BAND_PIXELS = 256
 """The simple degree rule's smallest band height: a narrower band is mostly halo and traffic."""
@@ -84,10 +83,8 @@ def simple_degree_rule(
 ) -> int:
     """The largest degree up to `free` whose bands are all at least `min_band_pixels` tall and fit
     the model's alignment: a tiny image runs on one worker, a tall one on every free worker."""
-    from cluster.spec import unet_alignment
-
     rows = spec.height // LATENT_FACTOR
-    align = unet_alignment(model_path)
+    align = family_for_dir(model_path).band_alignment(model_path)
     best = 1
     for degree in range(2, free + 1):
         if spec.height / degree < min_band_pixels:
@@ -103,9 +100,8 @@ def simple_degree_rule(
 class CostModelDegreeRule:
     """degree=auto by the cost model (parallel.cost.choose_degree): the degree predicted fastest per
     step on this device and link that fits in memory, capped by the free workers and by what the
-    model's bands allow. Built-in models are profiled by name; a local diffusers UNet pipeline is
-    profiled from its unet/config.json. A model the cost model cannot describe falls back to
-    `simple_degree_rule`."""
+    model's bands allow. The model's family describes it for the cost model (a UNet pipeline from its
+    unet/config.json); a model its family cannot describe falls back to `simple_degree_rule`."""
 
     def __init__(self, device: str = "cpu-core", link: str = "loopback") -> None:
         self.device = device
@@ -133,29 +129,14 @@ class CostModelDegreeRule:
         return min(chosen, simple_degree_rule(spec, model_path, free, min_band_pixels=0))
 
     def _profile(self, spec: RenderSpec, model_path: str):
-        from parallel.cost.models import ModelSpec
+        """The model's profile at this size, from its family's description for the cost model (None:
+        the family cannot describe it yet)."""
         from parallel.cost.profile import profile_model
 
         key = (model_path, spec.height, spec.width)
         if key not in self._profiles:
-            config_path = Path(model_path) / "unet" / "config.json"
-            config = json.loads(config_path.read_text()) if config_path.is_file() else {}
-            cross = config.get("cross_attention_dim")
-            if config.get("_class_name") != "UNet2DConditionModel" or not isinstance(cross, int):
-                self._profiles[key] = None
-            elif config.get("addition_embed_type") is not None:
-                self._profiles[key] = None  # SDXL-style extra conditioning: not described from a dir yet
-            else:
-                model = ModelSpec(
-                    name=model_path,
-                    class_name="UNet2DConditionModel",
-                    config={k: v for k, v in config.items() if not k.startswith("_")},
-                    kind="unet",
-                    latent_channels=config.get("in_channels", 4),
-                    text_dim=cross,
-                    dtype=spec.dtype,
-                )
-                self._profiles[key] = profile_model(model, spec.height, spec.width)
+            model = family_for_dir(model_path).cost_model(model_path, spec.dtype)
+            self._profiles[key] = None if model is None else profile_model(model, spec.height, spec.width)
         return self._profiles[key]
 
 

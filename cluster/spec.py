@@ -5,7 +5,6 @@ Validation happens before any worker starts; every error names the offending fie
 
 from __future__ import annotations
 
-import json
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
@@ -15,7 +14,8 @@ from parallel.patch.bands import band_bounds
 from parallel.patch.config import KV_SOURCES, STALE_DTYPES
 from pipelines.builtin import resolve_model
 from pipelines.errors import ModelDirectoryError
-from pipelines.loading import DTYPES, check_pipeline_dir
+from pipelines.families import ModelFamily, denoiser_classes, family_for_dir
+from pipelines.loading import DTYPES
 from pipelines.samplers import SAMPLERS
 
 STRATEGIES = ("none", "patch")
@@ -153,10 +153,12 @@ class RenderSpec:
             raise SpecError("output_dir", "must not be empty")
         if ".." in Path(self.output_dir).parts:
             raise SpecError("output_dir", f"{self.output_dir!r} must not climb out with '..'")
-        try:
-            check_pipeline_dir(self.model_path())
-        except ModelDirectoryError as err:
-            raise SpecError("model", str(err)) from err
+        family = job_family("model", self.model)
+        if self.sampler not in family.samplers:
+            raise SpecError(
+                "sampler",
+                f"{self.sampler!r} does not fit the {family.name} family's models; use one of {list(family.samplers)}",
+            )
         self._validate_segments()
         self._validate_parallel()
 
@@ -211,7 +213,12 @@ class RenderSpec:
                 "parallel.cfg", f"CFG parallel needs guidance_scale > 1, got {self.guidance_scale}"
             )
         for model in self.segment_models():
-            align = unet_alignment(str(resolve_model(model)))
+            path = resolve_model(model)
+            family = job_family("model", model)
+            problem = family.plan_error(par.strategy, path)
+            if problem is not None:
+                raise SpecError("parallel.strategy", problem)
+            align = family.band_alignment(path)
             if par.auto:
                 continue  # the scheduler only picks degrees whose bands fit
             try:
@@ -225,7 +232,7 @@ class RenderSpec:
     def _validate_segments(self) -> None:
         if not self.segments:
             return
-        latent = _latent_space(self.model_path())
+        latent = job_family("model", self.model).latent_space(self.model_path())
         for i, segment in enumerate(self.segments):
             name = f"segments[{i}]"
             _check_type(f"{name}.steps", segment.steps, int)
@@ -234,11 +241,8 @@ class RenderSpec:
             if segment.steps < 1:
                 raise SpecError(f"{name}.steps", f"must be at least 1, got {segment.steps}")
             if segment.model:
-                try:
-                    check_pipeline_dir(str(resolve_model(segment.model)))
-                except ModelDirectoryError as err:
-                    raise SpecError(f"{name}.model", str(err)) from err
-                other = _latent_space(str(resolve_model(segment.model)))
+                family = job_family(f"{name}.model", segment.model)
+                other = family.latent_space(resolve_model(segment.model))
                 if other != latent:
                     raise SpecError(
                         f"{name}.model",
@@ -341,33 +345,21 @@ def _segments_from_data(data: Any) -> list[SegmentSpec]:
     return segments
 
 
-def _latent_space(model_path: str) -> tuple[int, int]:
-    """(latent channels, downsampling stages) of a pipeline's VAE: what segments must share."""
-    config = Path(model_path) / "vae" / "config.json"
-    data = json.loads(config.read_text()) if config.is_file() else {}
-    return data.get("latent_channels", 4), len(data.get("block_out_channels", [0]))
-
-
-def unet_alignment(model_path: str) -> int:
-    """Rows a band must be a multiple of: 2 ** (stride-2 downsamples) in a UNet, the patch size in a
-    PixArt-style transformer."""
-    config = Path(model_path) / "unet" / "config.json"
-    transformer = Path(model_path) / "transformer" / "config.json"
-    if not config.is_file() and transformer.is_file():
-        data = json.loads(transformer.read_text())
-        if data.get("_class_name") != "PixArtTransformer2DModel":
-            raise SpecError(
-                "parallel.strategy",
-                f"patch parallelism runs UNets and PixArtTransformer2DModel; {transformer} is a "
-                f"{data.get('_class_name')}",
-            )
-        return int(data.get("patch_size", 1))
-    if not config.is_file():
+def job_family(field_name: str, model: str, job: str = "image") -> ModelFamily:
+    """The model family of a ``job`` kind's model (a built-in name or a directory); SpecError naming
+    ``field_name`` when the directory is bad, no family serves it, or its family renders another kind."""
+    try:
+        path = resolve_model(model)
+        family = family_for_dir(path)
+    except ModelDirectoryError as err:
+        raise SpecError(field_name, str(err)) from err
+    if family.job != job:
         raise SpecError(
-            "parallel.strategy", f"patch parallelism needs a UNet or PixArt pipeline; {config} is missing"
+            field_name,
+            f"{path} is {family.job} pipeline ({family.name} family), not {job} pipeline: "
+            f"its denoiser must be a {' or '.join(denoiser_classes(job))}",
         )
-    blocks = json.loads(config.read_text()).get("block_out_channels", [0])
-    return 2 ** (len(blocks) - 1)
+    return family
 
 
 def _check_type(name: str, value: Any, expected: type | tuple[type, ...]) -> None:

@@ -6,17 +6,15 @@ the next multiple; the note saying to what is kept in ``notes`` and printed by t
 
 from __future__ import annotations
 
-import json
 import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from cluster.spec import AUTO, MAX_STEPS, SpecError, _check_type, spec_fields
+from cluster.spec import AUTO, MAX_STEPS, SpecError, _check_type, job_family, spec_fields
 from parallel.frames.schedule import split_frames
 from pipelines.builtin import resolve_model
-from pipelines.errors import ModelDirectoryError
-from pipelines.families.wan.loading import check_video_dir
+from pipelines.families import ModelFamily
 from pipelines.loading import DTYPES
 
 VIDEO_STRATEGIES = ("none", "frames")
@@ -138,14 +136,10 @@ class VideoSpec:
             raise SpecError("output_dir", f"{self.output_dir!r} must not climb out with '..'")
         if not self.model.strip():
             raise SpecError("model", "must name a built-in video model or a local directory")
-        try:
-            path = self.model_path()
-            check_video_dir(path)
-        except ModelDirectoryError as err:
-            raise SpecError("model", str(err)) from err
-        self._validate_parallel(Path(path))
+        family = job_family("model", self.model, "video")
+        self._validate_parallel(family)
 
-    def _validate_parallel(self, model_dir: Path) -> None:
+    def _validate_parallel(self, family: ModelFamily) -> None:
         par = self.parallel
         if par.strategy not in VIDEO_STRATEGIES:
             raise SpecError(
@@ -157,7 +151,10 @@ class VideoSpec:
             raise SpecError(
                 "parallel.degree", "strategy 'none' runs on exactly one worker; use parallel=frames"
             )
-        layers = _transformer_layers(model_dir)
+        problem = family.plan_error(par.strategy, self.model_path())
+        if problem is not None:
+            raise SpecError("parallel.strategy", problem)
+        layers = family.max_stages(self.model_path())
         if par.auto:
             return
         if par.degree < 1:
@@ -175,7 +172,7 @@ class VideoSpec:
 
     def max_stages(self) -> int:
         """The most stages this video can use: no more than transformer blocks or frame blocks."""
-        return min(_transformer_layers(Path(self.model_path())), self.blocks)
+        return min(job_family("model", self.model, "video").max_stages(self.model_path()), self.blocks)
 
     def device_requests(self) -> dict[str, str]:
         """Field name -> device request (a video runs on one group to its end)."""
@@ -186,7 +183,3 @@ class VideoSpec:
             raise SpecError(
                 "parallel.degree", f"degree {self.parallel.degree} exceeds the pool's {pool_workers} workers"
             )
-
-
-def _transformer_layers(model_dir: Path) -> int:
-    return json.loads((model_dir / "transformer" / "config.json").read_text()).get("num_layers", 0)

@@ -2,21 +2,22 @@
 
 A render is a chain of steps over a small state (the latent, the scheduler, the RNG), so the runtime
 can drive it step by step, report progress, checkpoint it, and run it on a row band of the latent
-under patch parallelism. The arithmetic follows diffusers' StableDiffusionPipeline.__call__ exactly,
-calling the pipeline's own prompt encoding, step kwargs, VAE and image processor, so a render through
-Tessera equals the pipeline called directly.
+under patch parallelism. The arithmetic follows the diffusers pipeline's own ``__call__`` exactly: what
+differs between model families (how the prompt is encoded, how the denoiser is called) is asked of the
+pipeline's family (``pipelines.families``), and the VAE and image processor are the pipeline's, so a render
+through Tessera equals the pipeline called directly.
 """
 
 from __future__ import annotations
 
 import inspect
 from collections.abc import Callable
-from dataclasses import dataclass
 
 import numpy as np
 import torch
 from diffusers.utils.torch_utils import randn_tensor
 
+from pipelines.families import Conditioning, family_of
 from pipelines.render_state import load_scheduler_state, scheduler_state, slice_state
 from pipelines.samplers import make_scheduler
 
@@ -24,62 +25,16 @@ NoisePredictor = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 """(scaled latent, timestep) -> guided noise prediction, same shape as the latent."""
 
 
-@dataclass
-class Conditioning:
-    prompt_embeds: torch.Tensor
-    """Text embeddings of the prompt, [1, tokens, width]."""
-    negative_embeds: torch.Tensor | None
-    """Embeddings of the negative prompt; None without classifier-free guidance."""
-    guidance_scale: float
-    """Classifier-free guidance weight; guidance is off at 1.0 or below, as in diffusers."""
-    prompt_mask: torch.Tensor | None = None
-    """The prompt's token mask, for transformers that take one (PixArt's T5 tokens); None for UNets."""
-    negative_mask: torch.Tensor | None = None
-    """The negative prompt's token mask, when guided and the denoiser takes masks."""
-    image_size: tuple[int, int] | None = None
-    """(height, width) in pixels, for transformers conditioned on resolution (PixArt at 1024)."""
-
-    @property
-    def guided(self) -> bool:
-        return self.guidance_scale > 1.0
-
-    def batched(self) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """(embeddings, mask) of both branches in one batch (negative first), as diffusers batches them."""
-        if not self.guided:
-            return self.prompt_embeds, self.prompt_mask
-        mask = None if self.prompt_mask is None else torch.cat([self.negative_mask, self.prompt_mask])
-        return torch.cat([self.negative_embeds, self.prompt_embeds]), mask
-
-    def branch(self, conditional: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """(embeddings, mask) of one branch (CFG parallel runs the two on different workers)."""
-        if conditional:
-            return self.prompt_embeds, self.prompt_mask
-        return self.negative_embeds, self.negative_mask
-
-
 def denoiser(pipe) -> torch.nn.Module:
-    """The pipeline's noise-predicting network: its UNet, or its DiT-style transformer (PixArt)."""
-    model = getattr(pipe, "unet", None)
-    return model if model is not None else pipe.transformer
-
-
-def is_transformer(model: torch.nn.Module) -> bool:
-    return type(model).__name__.endswith("Transformer2DModel")
+    """The pipeline's noise-predicting network (its family's denoiser component: a UNet, a DiT...)."""
+    return family_of(pipe).denoiser_of(pipe)
 
 
 def encode_conditioning(
     pipe, prompt: str, negative_prompt: str, guidance_scale: float, device, image_size=None
 ) -> Conditioning:
-    guided = guidance_scale > 1.0
-    if is_transformer(denoiser(pipe)):  # PixArt: T5 embeddings with their attention masks
-        positive, mask, negative, negative_mask = pipe.encode_prompt(
-            prompt, guided, negative_prompt=negative_prompt, device=device
-        )
-        if not guided:
-            negative = negative_mask = None
-        return Conditioning(positive, negative, guidance_scale, mask, negative_mask, image_size)
-    positive, negative = pipe.encode_prompt(prompt, device, 1, guided, negative_prompt or None)
-    return Conditioning(positive, negative if guided else None, guidance_scale, image_size=image_size)
+    """The prompt (and, with guidance, the negative prompt) as the pipeline's family encodes it."""
+    return family_of(pipe).encode(pipe, prompt, negative_prompt, guidance_scale, device, image_size)
 
 
 def latent_shape(pipe, height: int, width: int) -> tuple[int, int, int, int]:
@@ -89,54 +44,17 @@ def latent_shape(pipe, height: int, width: int) -> tuple[int, int, int, int]:
     return (1, denoiser(pipe).config.in_channels, height // factor, width // factor)
 
 
-def call_denoiser(
-    model: torch.nn.Module,
-    latent: torch.Tensor,
-    t: torch.Tensor,
-    embeds: torch.Tensor,
-    mask: torch.Tensor | None,
-    image_size: tuple[int, int] | None,
-) -> torch.Tensor:
-    """One forward of a UNet or a PixArt-style transformer, called as its diffusers pipeline calls it."""
-    if not is_transformer(model):
-        return model(latent, t, encoder_hidden_states=embeds, return_dict=False)[0]
-    batch = latent.shape[0]
-    timestep = (t[None] if t.dim() == 0 else t).to(latent.device).expand(batch)
-    added = {"resolution": None, "aspect_ratio": None}
-    if model.config.sample_size == 128 and image_size is not None:  # PixArt-alpha 1024's micro-conditions
-        height, width = image_size
-        added = {
-            "resolution": torch.tensor([height, width]).repeat(batch, 1).to(embeds.dtype),
-            "aspect_ratio": torch.tensor([float(height / width)]).repeat(batch, 1).to(embeds.dtype),
-        }
-    return model(
-        latent,
-        encoder_hidden_states=embeds,
-        encoder_attention_mask=mask,
-        timestep=timestep,
-        added_cond_kwargs=added,
-        return_dict=False,
-    )[0]
-
-
-def keep_noise_channels(model: torch.nn.Module, noise: torch.Tensor) -> torch.Tensor:
-    """A transformer with learned sigma predicts noise and variance: keep the noise half."""
-    if is_transformer(model) and model.config.out_channels // 2 == model.config.in_channels:
-        return noise.chunk(2, dim=1)[0]
-    return noise
-
-
 def batched_cfg_predictor(model: torch.nn.Module, cond: Conditioning) -> NoisePredictor:
     """Both guidance branches in one batch on one device, as diffusers does."""
-    embeds, mask = cond.batched()
+    family, inputs = cond.family, cond.batched()
 
     def predict(latent: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         model_in = torch.cat([latent] * 2) if cond.guided else latent
-        noise = call_denoiser(model, model_in, t, embeds, mask, cond.image_size)
+        noise = family.denoise(model, model_in, t, inputs, cond)
         if cond.guided:
             uncond, text = noise.chunk(2)
             noise = uncond + cond.guidance_scale * (text - uncond)
-        return keep_noise_channels(model, noise)
+        return family.noise(model, noise)
 
     return predict
 

@@ -1,5 +1,5 @@
-"""Glue between a render and patch parallelism: patch the denoiser (a UNet, or a PixArt-style
-transformer in token bands), pick this worker's band, guide.
+"""Glue between a render and patch parallelism: patch the denoiser as its family's plan says, pick this
+worker's band, guide.
 
 Runs inside a worker whose default process group is the job's group. With CFG parallel the group's
 first half runs the conditional branch and the second half the unconditional one, each half split
@@ -16,25 +16,17 @@ import torch.distributed as dist
 from parallel.patch.bands import band_bounds
 from parallel.patch.cfg import CFGLayout, combine_cfg, make_cfg_groups
 from parallel.patch.config import PatchConfig
+from parallel.patch.parallelize import parallelize_patch
 from parallel.patch.runtime import PatchHandle
-from pipelines.families.pixart.patch import parallelize_dit_patch
-from pipelines.families.sd.patch import parallelize_unet_patch, unet_alignment
-from pipelines.sampling import (
-    Conditioning,
-    NoisePredictor,
-    batched_cfg_predictor,
-    call_denoiser,
-    denoiser,
-    is_transformer,
-    keep_noise_channels,
-)
+from pipelines.families import Conditioning
+from pipelines.sampling import NoisePredictor, batched_cfg_predictor, denoiser
 from runtime.render_task import RenderTask
 
 
 @dataclass
 class PatchSetup:
     handle: PatchHandle
-    """The patched UNet's counters; `remove()` restores the cached model."""
+    """The patched denoiser's counters; `remove()` restores the cached model."""
     predictor: NoisePredictor
     """(band latent, t) -> guided noise for this band."""
     rows: tuple[int, int]
@@ -65,11 +57,9 @@ def setup_patch(pipe, cond: Conditioning, task: RenderTask, latent_rows: int) ->
         mode=task.mode, warmup_steps=task.warmup_steps, stale_dtype=task.stale_dtype, kv_source=task.kv_source
     )
     model = denoiser(pipe)
-    if is_transformer(model):
-        handle, align = parallelize_dit_patch(model, patch_group, config), model.config.patch_size
-    else:
-        handle, align = parallelize_unet_patch(model, patch_group, config), unet_alignment(model)
-    rows = band_bounds(latent_rows, bands, align)[band_index]
+    plan = cond.family.patch_plan(model, config)
+    handle = parallelize_patch(model, patch_group, plan, config)
+    rows = band_bounds(latent_rows, bands, plan.align)[band_index]
     if layout is None:
         predictor = batched_cfg_predictor(model, cond)
     else:
@@ -78,10 +68,10 @@ def setup_patch(pipe, cond: Conditioning, task: RenderTask, latent_rows: int) ->
 
 
 def _split_cfg_predictor(model: torch.nn.Module, cond: Conditioning, layout: CFGLayout) -> NoisePredictor:
-    embeds, mask = cond.branch(layout.is_cond)
+    family, inputs = cond.family, cond.branch(layout.is_cond)
 
     def predict(latent: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        noise = call_denoiser(model, latent, t, embeds, mask, cond.image_size)
-        return keep_noise_channels(model, combine_cfg(noise, layout, cond.guidance_scale))
+        noise = family.denoise(model, latent, t, inputs, cond)
+        return family.noise(model, combine_cfg(noise, layout, cond.guidance_scale))
 
     return predict

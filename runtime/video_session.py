@@ -16,7 +16,7 @@ import torch
 import torch.distributed as dist
 
 from parallel.frames.pipeline import FramePipeline, FramePipelineConfig
-from pipelines.families.wan.frames import WanFrameAdapter
+from pipelines.families import family_of
 from pipelines.families.wan.loading import VideoPipeline
 from pipelines.video_writer import StreamingMP4Writer
 from runtime.video_task import VideoTask
@@ -70,7 +70,7 @@ class VideoSession:
             group=group,
             block_overhead_s=overhead,
             negative_text=negative,
-            make_adapter=WanFrameAdapter,
+            make_adapter=family_of(pipe).frame_adapter,
         )
         self.setup_s = time.perf_counter() - started
         self.block_overhead_s = overhead

@@ -16,11 +16,7 @@ from runtime.video_task import VideoTask
 
 
 def load_video(worker, path: str, dtype: str):
-    from pipelines.families.wan.loading import load_video_pipeline
-
-    return worker.cache.get_or_load(
-        path, f"video:{dtype}", worker.device, lambda: load_video_pipeline(path, dtype, worker.device)
-    )
+    return worker.load_pipeline(path, dtype)
 
 
 def begin_video(worker, task: VideoTask) -> dict:

@@ -88,10 +88,11 @@ class Worker:
 
     # --- models ---------------------------------------------------------------------------------
     def load_pipeline(self, path: str, dtype: str) -> tuple[Any, bool]:
-        from pipelines.loading import load_pipeline
+        """The model at ``path`` as its family loads it (a diffusers pipeline, or the family's own), cached."""
+        from pipelines.families import family_for_dir
 
         return self.cache.get_or_load(
-            path, dtype, self.device, lambda: load_pipeline(path, dtype, self.device)
+            path, dtype, self.device, lambda: family_for_dir(path).load(path, dtype, self.device)
         )
 
     def preload(self, path: str, dtype: str) -> dict:

@@ -247,19 +247,19 @@ def example_inputs(
     latent = torch.empty(spec.latent_shape(batch, height, width, frames), dtype=dtype, device=device)
     text = torch.empty(batch, spec.text_len, spec.text_dim, dtype=dtype, device=device)
     t = torch.full((batch,), 500, dtype=torch.long, device=device)
-    if spec.class_name == "UNet2DConditionModel":
+    if spec.kind == "unet":
         kwargs: dict[str, Any] = {"encoder_hidden_states": text}
         if spec.extra:
             kwargs["added_cond_kwargs"] = {
                 k: torch.empty(batch, n, dtype=dtype, device=device) for k, n in spec.extra.items()
             }
         return (latent, t), kwargs
-    if spec.class_name == "PixArtTransformer2DModel":
+    if spec.kind == "dit":
         cond = {
             "resolution": torch.empty(batch, 2, dtype=dtype, device=device),
             "aspect_ratio": torch.empty(batch, 1, dtype=dtype, device=device),
         }
         return (latent,), {"encoder_hidden_states": text, "timestep": t, "added_cond_kwargs": cond}
-    if spec.class_name == "WanTransformer3DModel":
+    if spec.kind == "video-dit":
         return (latent, t, text), {}
-    raise ValueError(f"model: no input recipe for class {spec.class_name!r}")
+    raise ValueError(f"model: no input recipe for kind {spec.kind!r}")

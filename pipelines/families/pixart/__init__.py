@@ -1,0 +1,82 @@
+"""The PixArt family: ``PixArtAlphaPipeline`` and ``PixArtSigmaPipeline`` (PixArtTransformer2DModel, T5).
+
+The prompt goes through the pipeline's own ``encode_prompt`` (T5 embeddings with their attention
+masks); the transformer is called as the pipeline calls it (one timestep per sample, PixArt-alpha
+1024's resolution and aspect-ratio micro-conditions); a model with learned sigma predicts noise and
+variance, of which the sampler takes the noise. Bands are runs of whole patch rows (``patch``).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from pipelines.families.base import Conditioning, ModelFamily
+
+PATCH_DENOISERS = ("PixArtTransformer2DModel",)
+"""Transformers the patch plan is written for (DiTTransformer2DModel's forward unpatchifies a square grid only)."""
+
+
+class PixArtFamily(ModelFamily):
+    name = "pixart"
+    job = "image"
+    pipelines = ("PixArtAlphaPipeline", "PixArtSigmaPipeline")
+    denoiser = "transformer"
+    denoisers = ("PixArtTransformer2DModel", "DiTTransformer2DModel")
+    samplers = ("ddim", "euler", "dpm++")
+    strategies = ("none", "patch")
+
+    def plan_error(self, strategy: str, path: str | Path) -> str | None:
+        if strategy == "patch":
+            denoiser = self.component_config(path, "transformer").get("_class_name")
+            if denoiser not in PATCH_DENOISERS:
+                return (
+                    f"the pixart family's patch plan runs {', '.join(PATCH_DENOISERS)}; "
+                    f"{Path(path) / 'transformer'} is a {denoiser}"
+                )
+        return super().plan_error(strategy, path)
+
+    def band_alignment(self, path: str | Path) -> int:
+        return int(self.component_config(path, "transformer").get("patch_size", 1))
+
+    def encode(self, pipe, prompt, negative_prompt, guidance_scale, device, image_size=None) -> Conditioning:
+        guided = guidance_scale > 1.0
+        positive, mask, negative, negative_mask = pipe.encode_prompt(
+            prompt=prompt, do_classifier_free_guidance=guided, negative_prompt=negative_prompt, device=device
+        )
+        return Conditioning(
+            self,
+            {"encoder_hidden_states": positive, "encoder_attention_mask": mask},
+            {"encoder_hidden_states": negative, "encoder_attention_mask": negative_mask} if guided else None,
+            guidance_scale,
+            image_size,
+        )
+
+    def denoise(self, model, latent, t, inputs: dict[str, Any], cond: Conditioning):
+        import torch
+
+        batch = latent.shape[0]
+        timestep = (t[None] if t.dim() == 0 else t).to(latent.device).expand(batch)
+        dtype = inputs["encoder_hidden_states"].dtype
+        added = {"resolution": None, "aspect_ratio": None}
+        if model.config.sample_size == 128 and cond.image_size is not None:  # PixArt-alpha 1024's micro-conditions
+            height, width = cond.image_size
+            added = {
+                "resolution": torch.tensor([height, width]).repeat(batch, 1).to(dtype),
+                "aspect_ratio": torch.tensor([float(height / width)]).repeat(batch, 1).to(dtype),
+            }
+        return model(latent, timestep=timestep, added_cond_kwargs=added, **inputs, return_dict=False)[0]
+
+    def noise(self, model, output):
+        """A transformer with learned sigma predicts noise and variance: keep the noise half."""
+        if model.config.out_channels // 2 == model.config.in_channels:
+            return output.chunk(2, dim=1)[0]
+        return output
+
+    def patch_plan(self, model, config):
+        from pipelines.families.pixart.patch import pixart_patch_plan
+
+        return pixart_patch_plan(model)
+
+
+PIXART = PixArtFamily()

@@ -1,0 +1,75 @@
+"""The Stable Diffusion family: ``StableDiffusionPipeline`` (UNet2DConditionModel, one CLIP text encoder).
+
+The built-in image model (``builtin-image``) is one of it. Everything family-specific is here: the
+prompt goes through the pipeline's own ``encode_prompt`` (called by keyword with its real signature),
+the UNet takes the text embeddings as ``encoder_hidden_states``, bands align to its downsampling
+(``patch``), and ``training`` holds its layer list for pipeline training.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from pipelines.families.base import Conditioning, ModelFamily
+
+
+class StableDiffusionFamily(ModelFamily):
+    name = "sd"
+    job = "image"
+    pipelines = ("StableDiffusionPipeline",)
+    denoiser = "unet"
+    denoisers = ("UNet2DConditionModel",)
+    samplers = ("ddim", "euler", "dpm++")
+    strategies = ("none", "patch")
+
+    def band_alignment(self, path: str | Path) -> int:
+        """2 ** (stride-2 downsamples): one per down block but the last, as diffusers builds them."""
+        blocks = self.component_config(path, "unet").get("block_out_channels", [0])
+        return 2 ** (len(blocks) - 1)
+
+    def cost_model(self, path: str | Path, dtype: str):
+        """A text-conditioned UNet from its config.json; SDXL-style extra conditioning is not described yet."""
+        from parallel.cost.models import ModelSpec
+
+        config = self.component_config(path, "unet")
+        cross = config.get("cross_attention_dim")
+        if not isinstance(cross, int) or config.get("addition_embed_type") is not None:
+            return None
+        return ModelSpec(
+            name=str(path),
+            class_name=config["_class_name"],
+            config={k: v for k, v in config.items() if not k.startswith("_")},
+            kind="unet",
+            latent_channels=config.get("in_channels", 4),
+            text_dim=cross,
+            dtype=dtype,
+        )
+
+    def encode(self, pipe, prompt, negative_prompt, guidance_scale, device, image_size=None) -> Conditioning:
+        guided = guidance_scale > 1.0
+        positive, negative = pipe.encode_prompt(
+            prompt=prompt,
+            device=device,
+            num_images_per_prompt=1,
+            do_classifier_free_guidance=guided,
+            negative_prompt=negative_prompt or None,
+        )
+        return Conditioning(
+            self,
+            {"encoder_hidden_states": positive},
+            {"encoder_hidden_states": negative} if guided else None,
+            guidance_scale,
+            image_size,
+        )
+
+    def denoise(self, model, latent, t, inputs: dict[str, Any], cond: Conditioning):
+        return model(latent, t, **inputs, return_dict=False)[0]
+
+    def patch_plan(self, model, config):
+        from pipelines.families.sd.patch import unet_patch_plan
+
+        return unet_patch_plan(model)
+
+
+SD = StableDiffusionFamily()

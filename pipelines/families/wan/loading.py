@@ -33,10 +33,11 @@ WAN_MAX_SEQUENCE_LENGTH = 512
 """Prompt tokens WanPipeline encodes by default (fewer when the tokenizer's own limit is lower)."""
 
 
-def check_video_dir(path: str | Path) -> dict:
-    """Validate a video pipeline directory; returns its model_index.json."""
+def check_video_dir(path: str | Path, index: dict | None = None) -> dict:
+    """Validate a video pipeline directory (``index``: its model_index.json, when already read); returns
+    its model_index.json."""
     path = Path(path)
-    index = check_pipeline_dir(path)
+    index = check_pipeline_dir(path) if index is None else index
     for component, class_names in REQUIRED.items():
         entry = index.get(component)
         if not isinstance(entry, list) or len(entry) != 2 or entry[1] not in class_names:

@@ -1,0 +1,154 @@
+"""A model family: everything Tessera knows about one kind of diffusers pipeline, in one object.
+
+The runtime and the service never test a model's class name: they look its family up
+(``pipelines.families.family_for_dir``, keyed by the diffusers classes in ``model_index.json``) and call
+it. A family's fields are plain data and its directory checks read JSON only, so validating a job at
+submit imports no diffusers; what runs the model imports diffusers when it is called, and the family's
+parallel plans live in its own sub-modules (``patch``, ``frames``, ``training``), which build on the
+generic mechanics of ``parallel/``.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from pipelines.errors import ModelDirectoryError
+
+if TYPE_CHECKING:
+    import torch
+
+    from parallel.cost.models import ModelSpec
+    from parallel.patch.config import PatchConfig
+    from parallel.patch.parallelize import PatchPlan
+
+
+@dataclass
+class Conditioning:
+    """A prompt encoded for one family's denoiser: its conditioning inputs per guidance branch."""
+
+    family: ModelFamily
+    """The family that encoded it (and knows how its denoiser takes it)."""
+    positive: dict[str, Any]
+    """The denoiser's conditioning inputs for the prompt, by keyword, batch of one."""
+    negative: dict[str, Any] | None
+    """The same for the negative prompt; None without classifier-free guidance."""
+    guidance_scale: float
+    """Classifier-free guidance weight; guidance is off at 1.0 or below, as in diffusers."""
+    image_size: tuple[int, int] | None = None
+    """(height, width) in pixels, for denoisers conditioned on the resolution (PixArt at 1024)."""
+    extra: dict[str, Any] = field(default_factory=dict)
+    """Whatever else the family's denoiser call needs, the same for both branches."""
+
+    @property
+    def guided(self) -> bool:
+        return self.guidance_scale > 1.0
+
+    def batched(self) -> dict[str, Any]:
+        """Both branches' inputs in one batch (negative first), as diffusers batches them."""
+        if not self.guided:
+            return self.positive
+        return {key: _concat(self.negative[key], value) for key, value in self.positive.items()}
+
+    def branch(self, conditional: bool) -> dict[str, Any]:
+        """One branch's inputs (CFG parallel runs the two on different workers)."""
+        return self.positive if conditional else self.negative
+
+
+def _concat(negative: Any, positive: Any) -> Any:
+    import torch
+
+    if positive is None:
+        return None
+    if isinstance(positive, dict):
+        return {key: _concat(negative[key], value) for key, value in positive.items()}
+    return torch.cat([negative, positive])
+
+
+class ModelFamily:
+    """The defaults every family shares; a family subclasses it and sets its fields."""
+
+    name: str = ""
+    """Short name, in errors and metadata ("sd", "pixart", "wan")."""
+    job: str = "image"
+    """The job kind that renders it: "image" or "video"."""
+    pipelines: tuple[str, ...] = ()
+    """diffusers pipeline classes (model_index.json's ``_class_name``) the family serves."""
+    denoiser: str = "unet"
+    """The pipeline component that predicts the noise: "unet" or "transformer"."""
+    denoisers: tuple[str, ...] = ()
+    """diffusers classes of that component (its config.json's ``_class_name``) the family is written for."""
+    samplers: tuple[str, ...] = ("ddim", "euler", "dpm++")
+    """Samplers (``pipelines.samplers``) that fit the model's noise schedule; the first is the default."""
+    strategies: tuple[str, ...] = ("none",)
+    """Parallel strategies the family has a plan for ("none" runs the whole model on one worker)."""
+
+    def __repr__(self) -> str:
+        return f"<model family {self.name}>"
+
+    # --- a pipeline directory, at submit: JSON only --------------------------------------------
+    def check_dir(self, path: Path, index: dict) -> None:
+        """Refuse (ModelDirectoryError) a directory of this family that Tessera cannot render."""
+
+    def component_config(self, path: str | Path, component: str) -> dict:
+        """A component's config.json (``{}`` when the pipeline has no such component)."""
+        config = Path(path) / component / "config.json"
+        try:
+            return json.loads(config.read_text()) if config.is_file() else {}
+        except json.JSONDecodeError as err:
+            raise ModelDirectoryError(f"{config} is not valid JSON: {err}") from err
+
+    def plan_error(self, strategy: str, path: str | Path) -> str | None:
+        """Why the family cannot run ``strategy`` on the model at ``path``; None when it has a plan."""
+        if strategy in self.strategies:
+            return None
+        return f"the {self.name} family has no {strategy!r} plan (it runs {', '.join(self.strategies)})"
+
+    def band_alignment(self, path: str | Path) -> int:
+        """Latent rows a patch band must be a multiple of (families with a patch plan)."""
+        raise NotImplementedError(f"the {self.name} family has no patch plan")
+
+    def latent_space(self, path: str | Path) -> tuple[int, int]:
+        """(latent channels, VAE downsampling stages): what the models of one job's segments must share."""
+        vae = self.component_config(path, "vae")
+        return vae.get("latent_channels", 4), len(vae.get("block_out_channels", [0]))
+
+    def cost_model(self, path: str | Path, dtype: str) -> ModelSpec | None:
+        """The model described for the cost model (``parallel.cost``); None where it cannot be yet."""
+        return None
+
+    # --- a loaded model, in a worker -----------------------------------------------------------
+    def load(self, path: str | Path, dtype: str, device: str) -> Any:
+        """The pipeline, in eval mode on ``device``."""
+        from pipelines.loading import load_pipeline
+
+        return load_pipeline(path, dtype, device)
+
+    def denoiser_of(self, pipe: Any) -> torch.nn.Module:
+        return getattr(pipe, self.denoiser)
+
+    def encode(
+        self,
+        pipe: Any,
+        prompt: str,
+        negative_prompt: str,
+        guidance_scale: float,
+        device: Any,
+        image_size: tuple[int, int] | None = None,
+    ) -> Conditioning:
+        """The prompt through the pipeline's own ``encode_prompt``, called by keyword."""
+        raise NotImplementedError(f"the {self.name} family renders no images")
+
+    def denoise(self, model: torch.nn.Module, latent: torch.Tensor, t: torch.Tensor, inputs: dict, cond: Conditioning):
+        """One forward of the denoiser on ``latent`` with one branch's (or both batched) ``inputs``."""
+        raise NotImplementedError(f"the {self.name} family renders no images")
+
+    def noise(self, model: torch.nn.Module, output: torch.Tensor) -> torch.Tensor:
+        """The noise prediction in the denoiser's (guided) output."""
+        return output
+
+    def patch_plan(self, model: torch.nn.Module, config: PatchConfig) -> PatchPlan:
+        """How the denoiser runs on row bands (``parallel.patch.parallelize_patch``)."""
+        raise NotImplementedError(f"the {self.name} family has no patch plan")
