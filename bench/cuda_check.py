@@ -111,7 +111,7 @@ def nccl_two_ranks_one_gpu(timeout: float = 120.0) -> dict:
 
 
 def _spec(size: int, steps: int, dtype: str, model: str = "builtin-image", prompt: str = ""):
-    from cluster.spec import RenderSpec
+    from cluster.jobs.image import RenderSpec
 
     spec = RenderSpec(
         model=model,
@@ -133,7 +133,7 @@ def psnr(a: np.ndarray, b: np.ndarray) -> float:
 
 
 def pool_parity(cpu_pool, gpu_pool, size: int, steps: int) -> dict:
-    from cluster.coordinator import run_render
+    from runtime.jobs.image import run_render
 
     spec = _spec(size, steps, "float32")
     cpu = np.asarray(run_render(cpu_pool, spec, progress=False).image)
@@ -149,8 +149,8 @@ def pool_parity(cpu_pool, gpu_pool, size: int, steps: int) -> dict:
 
 
 def speed(gpu_pool, sizes: list[int], dtypes: list[str], steps: int, device_name: str) -> list[dict]:
-    from cluster.coordinator import run_render
     from parallel.cost.predict import cached_profile, predict
+    from runtime.jobs.image import run_render
 
     rows = []
     for size in sizes:
@@ -182,7 +182,7 @@ def speed(gpu_pool, sizes: list[int], dtypes: list[str], steps: int, device_name
 
 
 def dit_render(gpu_pool, size: int, steps: int) -> dict:
-    from cluster.coordinator import run_render
+    from runtime.jobs.image import run_render
     from tests._tiny_pixart import save_tiny_pixart
 
     path = save_tiny_pixart(Path(tempfile.mkdtemp(prefix="tessera-pixart-")) / "pixart")

@@ -18,11 +18,10 @@ from pathlib import Path
 
 import torch
 
-from cluster.video_job import video_task
-from cluster.video_spec import VideoSpec
+from cluster.jobs.video import VideoSpec
 from pipelines.families.wan.loading import load_video_pipeline
 from runtime import memory
-from runtime.video_session import VideoSession
+from runtime.jobs.video_session import VideoSession
 
 
 class DroppingWriter:
@@ -47,12 +46,11 @@ def sync(device: str) -> None:
 
 
 def run(pipe, spec: VideoSpec, out: Path, device: str) -> dict:
-    task = video_task(spec, out / "unused.mp4")
     sync(device)
     memory.reset_peak(device)
     base = memory.current_bytes(device)
     started = time.perf_counter()
-    session = VideoSession(pipe, task, group=None, make_writer=lambda t: DroppingWriter())
+    session = VideoSession(pipe, spec.placed(spec.model, 1), group=None, make_writer=DroppingWriter)
     session.advance()
     report = session.finish()
     sync(device)

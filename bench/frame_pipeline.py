@@ -23,12 +23,11 @@ import ray
 import torch
 
 from bench.common import alternate, median, provenance, write_section
-from cluster.video_job import video_task
-from cluster.video_spec import VideoParallelSpec, VideoSpec
+from cluster.jobs.video import VideoParallelSpec, VideoSpec
 from pipelines.families.wan.loading import load_video_pipeline
+from runtime.jobs.video import run_video_render
+from runtime.jobs.video_session import VideoSession
 from runtime.pool import DevicePool, PoolConfig
-from runtime.video_render import run_video_render
-from runtime.video_session import VideoSession
 
 
 def spec_for(args: argparse.Namespace, frames: int, degree: int) -> VideoSpec:
@@ -48,7 +47,7 @@ def two_threads_fps(spec: VideoSpec, out: Path) -> float:
     """One process (this one) with two torch threads running the same block-wise schedule."""
     torch.set_num_threads(2)
     pipe = load_video_pipeline(spec.model_path())
-    session = VideoSession(pipe, video_task(spec, out / "two-threads.mp4"), group=None)
+    session = VideoSession(pipe, spec.placed(spec.model, 1), group=None, video_path=str(out / "two-threads.mp4"))
     started = time.perf_counter()
     session.advance()
     report = session.finish()
@@ -88,8 +87,7 @@ def main() -> None:
 
     def pool_fps(degree: int, frames: int) -> dict:
         spec = spec_for(args, frames, degree)
-        task = video_task(spec, out / f"run-{next(counter)}.mp4")
-        return run_video_render(pool, task, degree, progress=False)
+        return run_video_render(pool, spec, out / f"run-{next(counter)}.mp4", progress=False)
 
     runs = {
         "1 worker x 1 thread": lambda: pool_fps(1, args.frames)["frames_per_s"],

@@ -22,11 +22,11 @@ import ray
 import torch
 
 from bench.common import alternate, median, provenance, write_section
-from cluster.coordinator import run_render
-from cluster.spec import ParallelSpec, RenderSpec
+from cluster.jobs.image import ParallelSpec, RenderSpec
 from parallel.patch.traffic import patch_bytes_per_worker, record_patch_layers
 from pipelines.loading import load_pipeline
 from pipelines.sampling import DenoiseLoop, batched_cfg_predictor, encode_conditioning
+from runtime.jobs.image import run_render
 from runtime.pool import DevicePool, PoolConfig
 
 PROMPT = "red and white stripes"

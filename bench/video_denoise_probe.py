@@ -33,15 +33,15 @@ import torch
 from diffusers import FlowMatchEulerDiscreteScheduler
 
 from bench.video_motion import STRIPES_PROMPT, stripe_stats, to_frames
+from cluster.jobs.video import VideoSpec
 from cluster.video_strip import read_frames
 from parallel.training.layers import run_layers
 from pipelines.builtin import resolve_model
 from pipelines.families.wan.loading import load_video_pipeline
 from pipelines.families.wan.training import wan_layers
 from pipelines.video_dataset import VideoShapesConfig, VideoShapesDataset
+from runtime.jobs.video_session import VideoSession
 from runtime.train_data import tokenize
-from runtime.video_session import VideoSession
-from runtime.video_task import VideoTask
 
 SIGMAS = (0.3, 0.6, 0.9)
 STARTS = (1.0, 0.9, 0.7, 0.5, 0.3)
@@ -139,8 +139,8 @@ def pipeline_blocks(pipe, model_path: str, seeds: int, context_frames: int, stri
     rows = []
     for seed in range(seeds):
         with tempfile.TemporaryDirectory() as out:
-            task = VideoTask(
-                model_path=model_path,
+            task = VideoSpec(
+                model=model_path,
                 dtype="float32",
                 prompt=STRIPES_PROMPT,
                 height=64,
@@ -151,10 +151,9 @@ def pipeline_blocks(pipe, model_path: str, seeds: int, context_frames: int, stri
                 steps=10,
                 seed=seed,
                 fps=8.0,
-                video_path=f"{out}/video.mp4",
                 block_stride=stride,
             )
-            session = VideoSession(pipe, task, group=None)
+            session = VideoSession(pipe, task, group=None, video_path=f"{out}/video.mp4")
             while not session.pipeline.done:
                 session.advance(4)
             session.finish()

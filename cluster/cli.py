@@ -37,11 +37,6 @@ def main(argv: list[str] | None = None) -> int:
     train.add_argument("overrides", nargs="*", help="Hydra overrides, e.g. parallel.stages=2 unet.steps=500")
     train.add_argument("--cfg", action="store_true", help="print the composed config and exit")
     args = parser.parse_args(argv)
-    if args.command == "render":
-        from cluster.video_cli import is_video_render, render_video
-
-        if is_video_render(args.overrides):
-            return render_video(args.overrides, args.cfg, args.state_dir)
     if args.command in job_handlers:
         try:
             return job_handlers[args.command](args)

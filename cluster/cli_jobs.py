@@ -1,6 +1,7 @@
 """The job verbs of the `tessera` CLI: render (submit and wait), serve, submit, status, list, wait,
-cancel, logs. Job specs are composed by Hydra from configs/render.yaml and the overrides given
-(configs/video.yaml for job=video, see cluster.video_cli)."""
+cancel, logs. Job specs are composed by Hydra from the job kind's config (configs/render.yaml, or
+configs/video.yaml for job=video) and the overrides given; a bad field is refused with its name before
+any worker starts (exit code 2)."""
 
 from __future__ import annotations
 
@@ -19,10 +20,12 @@ def _compose(overrides: list[str]):
     from hydra.errors import HydraException
     from omegaconf.errors import OmegaConfBaseException
 
-    from cluster.config import compose
+    from cluster.config import compose_job
 
     try:
-        return compose("render", overrides)
+        return compose_job(overrides)
+    except ValueError as err:
+        raise SpecError("job", str(err)) from err
     except (HydraException, OmegaConfBaseException) as err:
         raise SpecError("overrides", f"bad override: {err}") from err
 
@@ -32,11 +35,11 @@ def _spec_and_pool(overrides: list[str], embedded: bool = True):
     degree above pool.workers is refused here; `tessera submit` leaves that to the served controller."""
     from omegaconf.errors import OmegaConfBaseException
 
-    from cluster.config import pool_from_config, render_spec_from_config
+    from cluster.config import pool_from_config, spec_from_config
 
     cfg = _compose(overrides)
     try:
-        spec = render_spec_from_config(cfg)
+        spec = spec_from_config(cfg)
         pool, address = pool_from_config(cfg)
     except (OmegaConfBaseException, TypeError) as err:
         raise SpecError("config", str(err)) from err
@@ -55,6 +58,8 @@ def render(args: argparse.Namespace) -> int:
         print(OmegaConf.to_yaml(_compose(args.overrides)))
         return 0
     cfg, spec, pool, address = _spec_and_pool(args.overrides)
+    for note in getattr(spec, "notes", []):  # what validation adjusted (a video's frames rounded up)
+        print(f"tessera: note: {note}", file=sys.stderr)
     with Client(address=address, state_dir=args.state_dir, pool=pool) as client:
         job = client.submit(spec)
         record = job.wait(progress=bool(cfg.progress))
@@ -63,7 +68,7 @@ def render(args: argparse.Namespace) -> int:
             print(job.logs(), file=sys.stderr)
             return 1
         outputs = record["outputs"]
-    print(f"wrote {outputs['image']}")
+    print(f"wrote {outputs[spec.kind]}")
     print(json.dumps({"job_id": job.id, "directory": outputs["directory"]}))
     return 0
 
@@ -107,12 +112,7 @@ def _connect(args: argparse.Namespace):
 
 
 def submit(args: argparse.Namespace) -> int:
-    from cluster.video_cli import is_video_render, video_spec_and_pool
-
-    if is_video_render(args.overrides):
-        _, spec, _, _, _ = video_spec_and_pool(args.overrides, embedded=False)
-    else:
-        _, spec, _, _ = _spec_and_pool(args.overrides, embedded=False)
+    _, spec, _, _ = _spec_and_pool(args.overrides, embedded=False)
     job = _connect(args).submit(spec, priority=args.priority, client_token=args.token)
     print(job.id)
     return 0
@@ -124,10 +124,10 @@ def status(args: argparse.Namespace) -> int:
 
 
 def list_jobs(args: argparse.Namespace) -> int:
-    from cluster.progress import progress_total
+    from cluster.jobs import progress_total, progress_unit
 
     for record in _connect(args).jobs(args.state):
-        unit = "ticks" if record["spec"].get("job") == "video" else "steps"
+        unit = progress_unit(record["spec"]) + "s"
         print(
             f"{record['id']}  {record['state']:9s}  prio {record['priority']:3d}  "
             f"{record['steps_done']}/{progress_total(record['spec'])} {unit}"
@@ -167,7 +167,7 @@ def add_job_commands(sub) -> dict:
         return parser
 
     render_parser = verb(
-        "render", render, "render one image: submit and wait (Hydra overrides)", True, remote=False
+        "render", render, "render one image (job=video: a video): submit and wait (Hydra overrides)", True, remote=False
     )
     render_parser.add_argument("--cfg", action="store_true", help="print the composed config and exit")
     render_parser.add_argument("--state-dir", default=DEFAULT_STATE_DIR, help="job store and logs")

@@ -22,14 +22,14 @@ from typing import TYPE_CHECKING, Any
 import ray
 from tqdm import tqdm
 
+from cluster.jobs import progress_total, progress_unit
 from cluster.names import CONTROLLER_NAME, NAMESPACE
-from cluster.progress import progress_total
 from cluster.store import FINAL_STATES
 from runtime.ray_session import join_cluster
 
 if TYPE_CHECKING:  # the job verbs that only talk to a running controller skip torch and diffusers
     from cluster.controller import ControllerConfig
-    from cluster.job_kinds import JobSpec
+    from cluster.jobs.spec import JobSpec
     from runtime.pool import PoolConfig
 
 
@@ -72,7 +72,7 @@ class Job:
         """Block until the job reaches a final state; a progress bar follows its steps (a video's ticks)."""
         deadline = None if timeout_s is None else time.monotonic() + timeout_s
         spec = self._record["spec"]
-        total, unit = progress_total(spec), "tick" if spec.get("job") == "video" else "step"
+        total, unit = progress_total(spec), progress_unit(spec)
         with tqdm(total=total, desc=f"denoising {self.id}", unit=unit, disable=not progress) as bar:
             while True:
                 record = self.status()
@@ -152,7 +152,7 @@ class Client:
     ) -> Job:
         """Queue a job: a RenderSpec, a VideoSpec, or their fields as a mapping (a video's with
         "job": "video"). A bad spec raises SpecError naming the field and stores nothing."""
-        from cluster.job_kinds import spec_data
+        from cluster.jobs import spec_data
 
         data = spec_data(spec)
         output_dir = data.get("output_dir", "outputs")

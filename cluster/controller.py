@@ -1,38 +1,33 @@
 """The controller: a named Ray actor that owns the job store, the device pool and the queue.
 
-It validates every submission (a bad spec is refused with the field's name and nothing is stored)
-and writes jobs to SQLite. A scheduling thread places the head of the queue (priority, then submit
-time) on free workers (cluster.scheduler), so jobs on disjoint worker groups run at once, each
-driven by its own thread; a higher-priority job that does not fit pauses lower ones at a step
-boundary. A job runs as segments: a pause, a segment on another model, or a worker failure ends
-one, its state goes to the job directory, and the next segment is placed anew, perhaps on other
-workers with another degree. Video jobs (cluster.video_job) are queued, placed, checkpointed and
-paused the same way, at the tick boundaries of their frame-block queue. Its methods are the
-service's API (the Python client and the CLI call them; a web page can call them too). On start it
-re-queues jobs a previous controller left running.
+It validates every submission once (a bad spec is refused with the field's name and nothing is
+stored) and writes jobs to SQLite. A scheduling thread places the head of the queue (priority, then
+submit time) on free workers (``cluster.scheduler``), so jobs on disjoint worker groups run at once,
+each segment driven by its own thread (``cluster.segment_runner``); a higher-priority job that does
+not fit pauses lower ones at a step boundary. Every change of a job's state goes through the state
+machine of ``cluster.job_states``, which the store enforces; what a failed attempt leads to is the
+failure policy's choice (``cluster.failure_policy``). Its methods are the service's API (the Python
+client and the CLI call them). On start it re-queues jobs a previous controller left holding workers.
 """
 
 from __future__ import annotations
 
-import functools
-import json
-import os
 import shutil
 import threading
-import time
 import traceback
-from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 
 import ray
-import torch
 
-from cluster.coordinator import RenderStopped, run_render
-from cluster.job_kinds import parse_job, stored_spec
+from cluster.errors import SpecError
+from cluster.failure_policy import FailurePolicy, RetryWorkerDeaths
+from cluster.job_files import JobFiles
+from cluster.jobs import parse_job
+from cluster.jobs.image import Segment
+from cluster.jobs.spec import JobSpec
 from cluster.names import CONTROLLER_NAME as CONTROLLER_NAME  # re-exported
 from cluster.names import NAMESPACE as NAMESPACE
-from cluster.outputs import job_directory, write_image_job
+from cluster.outputs import partial_directory
 from cluster.scheduler import (
     CostModelDegreeRule,
     DegreeRule,
@@ -41,13 +36,10 @@ from cluster.scheduler import (
     choose_pool,
     pools_to_pause,
     simple_degree_rule,
-    workers_needed,
 )
-from cluster.spec import RenderSpec, SpecError
+from cluster.segment_runner import SegmentRunner
 from cluster.store import JobRecord, JobStore
 from cluster.versions import package_versions
-from cluster.video_job import VideoJobs, partial_directory
-from cluster.video_spec import VideoSpec
 from runtime.pool import PoolConfig
 from runtime.pool_set import PoolSet
 
@@ -67,7 +59,10 @@ class ControllerConfig:
     """Steps (a video: queue ticks) between checkpoints of a running job's state; a dead worker costs
     at most this many."""
     max_attempts: int = 3
-    """Attempts ending in a worker failure before a job is marked failed."""
+    """Attempts ending in a worker failure before a job is marked failed (the default failure policy)."""
+    failure_policy: FailurePolicy | None = None
+    """What a failed attempt leads to (``cluster.failure_policy``); None: retry worker deaths up to
+    `max_attempts` times and fail on any other error."""
     preempt: bool = True
     """Pause a running job at a step boundary when a higher-priority job is queued."""
     degree_rule: str = "cost"
@@ -78,23 +73,35 @@ class ControllerConfig:
     """Link name in parallel/cost/specs.yaml; "auto": loopback on CPU pools."""
 
 
-class Controller(VideoJobs):
+class Controller:
     def __init__(self, config: ControllerConfig) -> None:
         self.config = config
-        self.state_dir = Path(config.state_dir)
-        (self.state_dir / "logs").mkdir(parents=True, exist_ok=True)
-        self.store = JobStore(self.state_dir / "jobs.sqlite")
+        self.files = JobFiles(config.state_dir)
+        self.state_dir = self.files.state_dir
+        self.store = JobStore(self.files.store_path)
         self.recovered = self.store.recover()
         self.pools = PoolSet(config.pools or [config.pool])
         self.degree_rules = {name: self._degree_rule(self.pools.kind(name)) for name in self.pools.names}
         self.book = WorkerBook(self.pools.size)
         self.running: dict[str, RunningJob] = {}
         self._pausing: set[str] = set()
+        self._specs: dict[str, JobSpec] = {}
+        """Every job's validated spec, by id: validated once (at submit, or when a restarted controller
+        first meets a stored job), so placing a job reads nothing from disk."""
         self._threads: dict[str, threading.Thread] = {}
-        self._resume_steps: dict[str, tuple[int, int]] = {}
         self._lock = threading.Lock()
         self._wake = threading.Event()
         self._stop = threading.Event()
+        self.runner = SegmentRunner(
+            self.store,
+            self.files,
+            self.pools,
+            config.failure_policy or RetryWorkerDeaths(config.max_attempts),
+            config.checkpoint_every,
+            self._stop,
+            self._is_pausing,
+            self._forget_workers,
+        )
         self._thread = threading.Thread(target=self._schedule, name="tessera-scheduler", daemon=True)
         self._thread.start()
 
@@ -105,9 +112,10 @@ class Controller(VideoJobs):
             raise SpecError("priority", f"expected int, got {type(priority).__name__} {priority!r}")
         checked = parse_job(spec)
         self._check_fits(checked)
-        record, created = self.store.submit(stored_spec(checked), priority, client_token)
+        record, created = self.store.submit(checked.stored(), priority, client_token)
         if created:
-            self._log(record.id, f"submitted with priority {priority}")
+            self._specs[record.id] = checked
+            self.files.log(record.id, f"submitted with priority {priority}")
         self._wake.set()
         return asdict(record)
 
@@ -119,15 +127,15 @@ class Controller(VideoJobs):
 
     def cancel(self, job_id: str) -> dict:
         record = self.store.cancel(job_id)
-        if record.state == "cancelled" and record.spec.get("job") == "video":  # its kept blocks
-            shutil.rmtree(partial_directory(record.spec["output_dir"], job_id), ignore_errors=True)
-        self._log(job_id, "cancel requested" if record.state == "running" else f"now {record.state}")
+        if record.state == "cancelled":  # outputs it kept for a resume (a video's finished blocks)
+            partial = partial_directory(record.spec.get("output_dir", "outputs"), job_id)
+            shutil.rmtree(partial, ignore_errors=True)
+        self.files.log(job_id, "cancel requested" if record.cancel_requested else f"now {record.state}")
         return asdict(record)
 
     def logs(self, job_id: str) -> str:
         self.store.get(job_id)  # a clear error for an unknown job
-        path = self._log_path(job_id)
-        return path.read_text() if path.exists() else ""
+        return self.files.read_log(job_id)
 
     def info(self) -> dict:
         with self._lock:
@@ -159,7 +167,7 @@ class Controller(VideoJobs):
             thread.join(timeout=600)
         self.pools.shutdown()
 
-    def _check_fits(self, spec: RenderSpec | VideoSpec) -> None:
+    def _check_fits(self, spec: JobSpec) -> None:
         """Refuse a job no pool can run: a `device` no pool matches, or a degree above every allowed
         pool's size (SpecError naming the field)."""
         for name, device in spec.device_requests().items():
@@ -179,6 +187,20 @@ class Controller(VideoJobs):
                 self._wake.wait(self.config.poll_s)
                 self._wake.clear()
 
+    def _spec_of(self, job: JobRecord) -> JobSpec:
+        """The job's validated spec; a job this controller has not met (it was restarted) is validated now,
+        once."""
+        if job.id not in self._specs:
+            self._specs[job.id] = parse_job(job.spec)
+        return self._specs[job.id]
+
+    def _fail_unplaced(self, job: JobRecord, reason: str) -> None:
+        """A queued job that can no longer run (its model is gone, no pool matches any more)."""
+        if self.store.place(job.id) is not None:
+            self.store.finish(job.id, "failed", error=reason)
+            self.files.log(job.id, f"failed: {reason}")
+        self._specs.pop(job.id, None)
+
     def _place_head(self) -> bool:
         """Start the head of the queue if its workers are free; else pause lower jobs for it.
         True when a job started (the next one may fit too)."""
@@ -186,59 +208,30 @@ class Controller(VideoJobs):
         if head is None:
             return False
         try:
-            spec = parse_job(head.spec)
-        except SpecError as err:  # valid at submit, but e.g. its model directory is gone since
-            if self.store.claim(head.id) is not None:
-                self.store.finish(head.id, "failed", error=str(err))
-                self._log(head.id, f"failed: {err}")
+            spec = self._spec_of(head)
+        except SpecError as err:  # valid when a previous controller took it, but e.g. its model is gone since
+            self._fail_unplaced(head, str(err))
             return True
-        video = isinstance(spec, VideoSpec)
-        if video:  # one segment to the end, on parallel.degree stages
-            model_path = spec.model_path()
-            model_key = f"{model_path}|{spec.dtype}"
-            device = spec.device
-        else:
-            step = self._resume_step(head.id)
-            model, until = spec.segment_at(step)
-            model_path = spec.placed(model, 1).model_path()  # the model path and dtype only
-            model_key = f"{model_path}|{spec.dtype}"
-            device = spec.segment_device(step)
-        allowed = self._allowed_pools(device)
+        segment = spec.segment_from(head.checkpoint_step or 0)
+        model_key = f"{spec.model_path(segment.model)}|{spec.dtype}"
+        allowed = self._allowed_pools(segment.device)
         if not allowed:  # a restarted controller with other pools than the one that took the job
-            if self.store.claim(head.id) is not None:
-                self.store.finish(head.id, "failed", error=f"device: no pool matches {device!r} any more")
-                self._log(head.id, f"failed: no pool matches device {device!r}")
+            self._fail_unplaced(head, f"device: no pool matches {segment.device!r} any more")
             return True
         with self._lock:
-            placement = choose_pool(spec, model_path, model_key, allowed, self.book, self.degree_rules)
+            placement = choose_pool(spec, segment.model, model_key, allowed, self.book, self.degree_rules)
             if placement is None:
-                victims = []
-                if self.config.preempt:
-                    victims = pools_to_pause(
-                        head.priority,
-                        workers_needed(spec),
-                        allowed,
-                        set(self.book.free),
-                        list(self.running.values()),
-                        self._pausing,
-                    )
-                    self._pausing.update(victims)
-                for victim in victims:
-                    self._log(victim, f"pausing for {head.id} (priority {head.priority})")
+                self._pause_for(head, spec, allowed)
                 return False
-            job = self.store.claim(head.id)
-            if job is None:  # cancelled between the look and the claim
+            job = self.store.place(head.id)
+            if job is None:  # cancelled between the look and the place
                 return True
             pool_name, degree = placement
             workers = self.book.take(degree, model_key, among=allowed[pool_name])
             self.running[job.id] = RunningJob(job.id, job.priority, job.submitted_at, workers)
-            if video:
-                run = functools.partial(self._run_video, job, spec, workers)
-            else:
-                run = functools.partial(self._run, job, spec.placed(model, degree), workers, until)
             thread = threading.Thread(
                 target=self._run_segment,
-                args=(job, workers, run),
+                args=(job, spec, segment, workers),
                 name=f"tessera-job-{job.id}",
                 daemon=True,
             )
@@ -246,10 +239,19 @@ class Controller(VideoJobs):
         thread.start()
         return True
 
-    def _run_segment(
-        self, job: JobRecord, workers: list[int], run: Callable[[Callable[[], None]], None]
-    ) -> None:
-        """Run one segment of `job` on `workers` (`run(release)`), and free them whatever happens."""
+    def _pause_for(self, head: JobRecord, spec: JobSpec, allowed: dict[str, set[int]]) -> None:
+        """Ask lower-priority jobs to pause at their next step boundary so that ``head`` fits (lock held)."""
+        if not self.config.preempt:
+            return
+        running = list(self.running.values())
+        victims = pools_to_pause(head.priority, spec.min_workers(), allowed, set(self.book.free), running, self._pausing)
+        for victim in victims:
+            if self.store.pausing(victim):
+                self._pausing.add(victim)
+                self.files.log(victim, f"pausing for {head.id} (priority {head.priority})")
+
+    def _run_segment(self, job: JobRecord, spec: JobSpec, segment: Segment, workers: list[int]) -> None:
+        """Run one segment of `job` on `workers`, and free them whatever happens."""
         released: list[bool] = []
 
         def release() -> None:
@@ -264,9 +266,9 @@ class Controller(VideoJobs):
             self._wake.set()
 
         try:
-            run(release)
+            self.runner.run(job, spec, segment, workers, release)
         except Exception:  # noqa: BLE001 - a bookkeeping error must not leave the job running forever
-            self._log(job.id, "controller error:\n" + traceback.format_exc())
+            self.files.log(job.id, "controller error:\n" + traceback.format_exc())
             try:
                 self.store.finish(job.id, "failed", error="controller error; see the job's log")
             except Exception:  # noqa: BLE001 - already final
@@ -275,7 +277,17 @@ class Controller(VideoJobs):
             release()
             with self._lock:
                 self._threads.pop(job.id, None)
+                if self.store.get(job.id).state in ("succeeded", "failed", "cancelled"):
+                    self._specs.pop(job.id, None)
             self._wake.set()  # the job may be runnable again (paused, next segment, retry)
+
+    def _is_pausing(self, job_id: str) -> bool:
+        return job_id in self._pausing
+
+    def _forget_workers(self, workers: list[int]) -> None:
+        """These workers were replaced by fresh processes: their model caches are empty."""
+        with self._lock:
+            self.book.forget(workers)
 
     def _degree_rule(self, kind: str) -> DegreeRule:
         """degree=auto's rule for one pool: the cost model for its device kind where it knows one."""
@@ -288,181 +300,3 @@ class Controller(VideoJobs):
         if config.degree_rule == "simple" or device is None or link is None:
             return simple_degree_rule
         return CostModelDegreeRule(device, link)
-
-    def _resume_step(self, job_id: str) -> int:
-        """The step a job continues from: its checkpoint's, read once per checkpoint file version (a
-        head job waiting for workers is looked at every poll; its checkpoint need not be reloaded)."""
-        path = self._checkpoint_path(job_id)
-        try:
-            version = path.stat().st_mtime_ns
-        except FileNotFoundError:
-            return 0
-        cached = self._resume_steps.get(job_id)
-        if cached is None or cached[0] != version:
-            cached = (version, int(torch.load(path, weights_only=True)["step_index"]))
-            self._resume_steps[job_id] = cached
-        return cached[1]
-
-    def _run(
-        self, job: JobRecord, spec: RenderSpec, workers: list[int], until: int, release: Callable[[], None]
-    ) -> None:
-        """One segment of a job: `spec` is placed (its model and degree fixed) on `workers`; `release`
-        hands the workers back once they have nothing more to do for it."""
-        job_spec = RenderSpec.from_dict(job.spec)
-        finished = self._finished_outputs(job_spec, job.id)
-        if finished is not None:  # a previous controller wrote the outputs but died before recording it
-            self.store.finish(job.id, "succeeded", outputs=finished)
-            self._log(job.id, "outputs already complete; recorded as succeeded")
-            return
-        resume = self._load_checkpoint(job.id)
-        first = resume["step_index"] if resume else 0
-        where = f"from step {first}" if resume else "from the start"
-        self._log(
-            job.id,
-            f"attempt {job.attempts} on workers {workers} of pool {self._pool_name(workers)} (degree {len(workers)}, "
-            f"{spec.parallel.strategy}, {Path(spec.model_path()).name}), {where} to step {until}",
-        )
-        stop_reason: list[str] = []
-
-        def on_step(done: int) -> bool:
-            self.store.progress(job.id, done)
-            if self.store.get(job.id).cancel_requested:
-                stop_reason.append("cancelled")
-            elif self._stop.is_set():
-                stop_reason.append("queued")
-            elif job.id in self._pausing and done < until:
-                stop_reason.append("paused")
-            return not stop_reason
-
-        def on_checkpoint(state: dict) -> None:
-            self._save_checkpoint(job.id, state)
-            self.store.progress(job.id, state["step_index"], checkpoint_step=state["step_index"])
-
-        started = time.time()
-        try:
-            result = run_render(
-                self.pools,
-                spec,
-                progress=False,
-                on_step=on_step,
-                resume=resume,
-                checkpoint_every=self.config.checkpoint_every,
-                on_checkpoint=on_checkpoint,
-                indices=workers,
-                until=until,
-                on_last_call=release,  # a one-worker job's next job queues behind its decode
-            )
-        except RenderStopped as stopped:
-            release()
-            state = stop_reason[0]
-            if state != "cancelled":
-                on_checkpoint(stopped.checkpoint)
-            self._record_segment(job.id, spec, workers, first, stopped.steps_done, time.time() - started)
-            self.store.finish(job.id, state)
-            self._log(job.id, f"stopped after {stopped.steps_done} steps: {state}")
-            return
-        except Exception as err:
-            if self._worker_failed(job, workers, err):
-                return
-            self.store.finish(job.id, "failed", error=f"{type(err).__name__}: {err}")  # the queue goes on
-            self._log(job.id, "failed:\n" + traceback.format_exc())
-            return
-        release()
-        self._record_segment(job.id, spec, workers, first, until, time.time() - started)
-        if result.checkpoint is not None:  # a segment boundary: the next segment is placed anew
-            on_checkpoint(result.checkpoint)
-            self.store.finish(job.id, "queued")
-            self._log(job.id, f"segment done at step {until}; queued for the next segment")
-            return
-        metadata = {
-            "job_id": job.id,
-            "spec": job_spec.to_dict(),
-            "seed": job_spec.seed,
-            "model_path": job_spec.model_path(),
-            "device": self.pools.pool_of(workers).slot.kind,
-            "attempts": job.attempts,
-            "versions": package_versions(),
-            **result.metadata,
-            "segments": self._segments(job.id),
-        }
-        directory = write_image_job(job_spec.output_dir, job.id, result.image, metadata)
-        self.store.finish(job.id, "succeeded", outputs=self._outputs(directory))
-        self._log(job.id, f"succeeded in {time.time() - started:.1f} s: {directory}")
-
-    def _worker_failed(self, job: JobRecord, workers: list[int], err: Exception) -> bool:
-        """If `err` came from a dead worker: replace the group's workers and requeue the job (it
-        resumes from its checkpoint) or fail it after max_attempts; True. False: another error."""
-        # a killed worker shows up as its own death or as a peer's failed collective, whichever
-        # ray.get reports first: ask the pool which workers are gone
-        if not isinstance(err, ray.exceptions.RayActorError) and not self.pools.unhealthy_workers(workers):
-            return False
-        self.pools.restart_workers(workers)
-        with self._lock:
-            self.book.forget(workers)
-        retry = job.failures + 1 < self.config.max_attempts
-        self.store.finish(
-            job.id, "queued" if retry else "failed", error=f"worker died: {err}", failed_attempt=True
-        )
-        self._log(job.id, f"a worker died ({type(err).__name__}); {'requeued' if retry else 'failed'}")
-        return True
-
-    @staticmethod
-    def _outputs(directory: Path) -> dict:
-        return {
-            "directory": str(directory),
-            "image": str(directory / "image.png"),
-            "metadata": str(directory / "metadata.json"),
-        }
-
-    def _finished_outputs(self, spec: RenderSpec, job_id: str) -> dict | None:
-        directory = job_directory(spec.output_dir, job_id)
-        return self._outputs(directory) if (directory / "metadata.json").is_file() else None
-
-    def _job_dir(self, job_id: str) -> Path:
-        return self.state_dir / "jobs" / job_id
-
-    def _checkpoint_path(self, job_id: str) -> Path:
-        return self._job_dir(job_id) / "checkpoint.pt"
-
-    def _save_checkpoint(self, job_id: str, state: dict) -> None:
-        path = self._checkpoint_path(job_id)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        partial = path.with_suffix(".partial")
-        torch.save(state, partial)
-        os.replace(partial, path)  # a crash mid-write leaves the previous checkpoint intact
-
-    def _load_checkpoint(self, job_id: str) -> dict | None:
-        path = self._checkpoint_path(job_id)
-        return torch.load(path, weights_only=True) if path.exists() else None
-
-    def _record_segment(
-        self, job_id: str, spec: RenderSpec, workers: list[int], first: int, last: int, seconds: float
-    ) -> None:
-        """Append what ran where to the job's segment history (metadata.json's "segments")."""
-        path = self._job_dir(job_id) / "segments.jsonl"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        entry = {
-            "steps": [first, last],
-            "model_path": spec.model_path(),
-            "strategy": spec.parallel.strategy,
-            "degree": spec.parallel.degree,
-            "pool": self._pool_name(workers),
-            "workers": workers,
-            "seconds": round(seconds, 3),
-        }
-        with path.open("a") as history:
-            history.write(json.dumps(entry) + "\n")
-
-    def _segments(self, job_id: str) -> list[dict]:
-        path = self._job_dir(job_id) / "segments.jsonl"
-        return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
-
-    def _pool_name(self, workers: list[int]) -> str:
-        return self.pools.pool_of(workers).config.name
-
-    def _log_path(self, job_id: str) -> Path:
-        return self.state_dir / "logs" / f"{job_id}.log"
-
-    def _log(self, job_id: str, message: str) -> None:
-        with self._log_path(job_id).open("a") as log:
-            log.write(f"{time.strftime('%Y-%m-%d %H:%M:%S')} {message}\n")

@@ -28,6 +28,17 @@ def job_directory(output_root: str | Path, job_id: str) -> Path:
     return target
 
 
+def partial_directory(output_root: str | Path, job_id: str) -> Path:
+    """The hidden folder a job's outputs grow in, renamed to outputs/<job-id>/ when complete."""
+    target = job_directory(output_root, job_id)
+    return target.parent / f".{job_id}.partial"
+
+
+def job_outputs(directory: Path, kind: str, output_file: str) -> dict:
+    """A finished job's outputs as its record holds them."""
+    return {"directory": str(directory), kind: str(directory / output_file), "metadata": str(directory / "metadata.json")}
+
+
 def to_uint8(image: np.ndarray) -> np.ndarray:
     return (np.clip(image, 0.0, 1.0) * 255).round().astype(np.uint8)
 
@@ -37,7 +48,7 @@ def write_image_job(output_root: str | Path, job_id: str, image: np.ndarray, met
     target = job_directory(output_root, job_id)
     if target.exists():
         raise FileExistsError(f"output directory {target} already exists")
-    partial = target.parent / f".{job_id}.partial"
+    partial = partial_directory(output_root, job_id)
     shutil.rmtree(partial, ignore_errors=True)
     partial.mkdir(parents=True)
     try:

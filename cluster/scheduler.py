@@ -14,11 +14,15 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
-from cluster.spec import LATENT_FACTOR, RenderSpec
-from cluster.video_spec import VideoSpec
 from parallel.patch.bands import band_bounds
-from pipelines.families import family_for_dir
+
+if TYPE_CHECKING:
+    from cluster.jobs.image import RenderSpec
+    from cluster.jobs.spec import JobSpec
+
+LATENT_FACTOR = 8
 
 MIN_AUTO_BAND_PIXELS = 256
 """The simple degree rule's smallest band height: a narrower band is mostly halo and traffic."""
@@ -74,17 +78,17 @@ class WorkerBook:
             self.models[i] = set()
 
 
-DegreeRule = Callable[[RenderSpec, str, int], int]
-"""(job spec, model path, free workers >= 1) -> the degree to run the next segment with."""
+DegreeRule = Callable[["RenderSpec", str, int], int]
+"""(job spec, the segment's model, free workers >= 1) -> the degree to run the next segment with."""
 
 
 def simple_degree_rule(
-    spec: RenderSpec, model_path: str, free: int, min_band_pixels: int = MIN_AUTO_BAND_PIXELS
+    spec: RenderSpec, model: str, free: int, min_band_pixels: int = MIN_AUTO_BAND_PIXELS
 ) -> int:
     """The largest degree up to `free` whose bands are all at least `min_band_pixels` tall and fit
     the model's alignment: a tiny image runs on one worker, a tall one on every free worker."""
     rows = spec.height // LATENT_FACTOR
-    align = family_for_dir(model_path).band_alignment(model_path)
+    align = spec.band_alignment(model)
     best = 1
     for degree in range(2, free + 1):
         if spec.height / degree < min_band_pixels:
@@ -108,12 +112,12 @@ class CostModelDegreeRule:
         self.link = link
         self._profiles: dict[tuple[str, int, int], object] = {}
 
-    def __call__(self, spec: RenderSpec, model_path: str, free: int) -> int:
+    def __call__(self, spec: RenderSpec, model: str, free: int) -> int:
         from parallel.cost.choose import choose_degree
 
-        profile = self._profile(spec, model_path)
+        profile = self._profile(spec, model)
         if profile is None:
-            return simple_degree_rule(spec, model_path, free)
+            return simple_degree_rule(spec, model, free)
         chosen = choose_degree(
             profile,
             spec.height,
@@ -126,33 +130,33 @@ class CostModelDegreeRule:
             kv_source=spec.parallel.kv_source,
             stale_dtype=spec.parallel.stale_dtype,
         )
-        return min(chosen, simple_degree_rule(spec, model_path, free, min_band_pixels=0))
+        return min(chosen, simple_degree_rule(spec, model, free, min_band_pixels=0))
 
-    def _profile(self, spec: RenderSpec, model_path: str):
+    def _profile(self, spec: RenderSpec, model: str):
         """The model's profile at this size, from its family's description for the cost model (None:
-        the family cannot describe it yet)."""
+        the family cannot describe it yet); the model's config is read once per model and size."""
         from parallel.cost.profile import profile_model
 
-        key = (model_path, spec.height, spec.width)
+        path = spec.model_path(model)
+        key = (path, spec.height, spec.width)
         if key not in self._profiles:
-            model = family_for_dir(model_path).cost_model(model_path, spec.dtype)
-            self._profiles[key] = None if model is None else profile_model(model, spec.height, spec.width)
+            described = spec.model_family(model).cost_model(path, spec.dtype)
+            self._profiles[key] = None if described is None else profile_model(described, spec.height, spec.width)
         return self._profiles[key]
 
 
-def wanted_degree(spec: RenderSpec | VideoSpec, model_path: str, free: int, rule: DegreeRule) -> int | None:
+def wanted_degree(spec: JobSpec, model: str, free: int, rule: DegreeRule) -> int | None:
     """Workers the job needs to start its next segment now; None: it cannot start with `free`.
-    A video job wants its parallel.degree stages; with "auto", every free worker it can use."""
-    if isinstance(spec, VideoSpec) and spec.parallel.auto:
-        return min(free, spec.max_stages()) if free >= 1 else None
-    if not _auto(spec):
+    A fixed degree needs that many; "auto" asks the kind (images: the degree rule; videos: every free
+    worker up to the stages the video can use)."""
+    if not spec.parallel.auto:
         return spec.parallel.degree if spec.parallel.degree <= free else None
-    return rule(spec, model_path, free) if free >= 1 else None
+    return spec.auto_degree(model, free, rule) if free >= 1 else None
 
 
 def choose_pool(
-    spec: RenderSpec | VideoSpec,
-    model_path: str,
+    spec: JobSpec,
+    model: str,
     model_key: str,
     pools: dict[str, set[int]],
     book: WorkerBook,
@@ -166,7 +170,7 @@ def choose_pool(
     best = None
     for order, (name, members) in enumerate(pools.items()):
         free = book.free & members
-        degree = wanted_degree(spec, model_path, len(free), rules[name])
+        degree = wanted_degree(spec, model, len(free), rules[name])
         if degree is None:
             continue
         warm = min(degree, sum(model_key in book.models[i] for i in free))
@@ -194,15 +198,6 @@ def pools_to_pause(
             return []
         plans.append(jobs_to_pause(priority, needed, len(free & members), inside, already_pausing))
     return next((plan for plan in plans if plan), [])
-
-
-def workers_needed(spec: RenderSpec | VideoSpec) -> int:
-    """The fewest workers the job can start with (for deciding whom to pause)."""
-    return 1 if _auto(spec) else spec.parallel.degree
-
-
-def _auto(spec: RenderSpec | VideoSpec) -> bool:
-    return spec.parallel.auto
 
 
 def jobs_to_pause(

@@ -18,15 +18,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-STATES = ("queued", "running", "paused", "succeeded", "failed", "cancelled")
-FINAL_STATES = ("succeeded", "failed", "cancelled")
+from cluster.job_states import FINAL_STATES, HOLDING_WORKERS, RUNNABLE, STATES, sources
 
-SCHEMA = """
+TABLE = """
 CREATE TABLE IF NOT EXISTS jobs (
     id TEXT PRIMARY KEY,
     client_token TEXT UNIQUE,
     spec TEXT NOT NULL,
-    state TEXT NOT NULL CHECK (state IN ('queued','running','paused','succeeded','failed','cancelled')),
+    state TEXT NOT NULL CHECK (state IN ({states})),
     priority INTEGER NOT NULL DEFAULT 0,
     attempts INTEGER NOT NULL DEFAULT 0,
     submitted_at REAL NOT NULL,
@@ -38,9 +37,13 @@ CREATE TABLE IF NOT EXISTS jobs (
     checkpoint_step INTEGER,
     cancel_requested INTEGER NOT NULL DEFAULT 0,
     failures INTEGER NOT NULL DEFAULT 0
-);
-CREATE INDEX IF NOT EXISTS jobs_queue ON jobs (state, priority DESC, submitted_at);
-"""
+)
+""".replace("{states}", ",".join(f"'{state}'" for state in STATES))
+INDEX = "CREATE INDEX IF NOT EXISTS jobs_queue ON jobs (state, priority DESC, submitted_at)"
+COLUMNS = (
+    "id, client_token, spec, state, priority, attempts, submitted_at, started_at, finished_at, error, "
+    "outputs, steps_done, checkpoint_step, cancel_requested, failures"
+)
 
 
 @dataclass(frozen=True)
@@ -97,10 +100,16 @@ class JobStore:
         db = sqlite3.connect(self.path, timeout=30)
         try:
             db.execute("PRAGMA journal_mode=WAL")  # readers do not block the controller's writes
-            db.executescript(SCHEMA)
+            db.execute(TABLE)
+            db.execute(INDEX)
+            db.commit()
             columns = {row[1] for row in db.execute("PRAGMA table_info(jobs)")}
             if "failures" not in columns:  # a store written before failures were counted
                 db.execute("ALTER TABLE jobs ADD COLUMN failures INTEGER NOT NULL DEFAULT 0")
+                db.commit()
+            table = db.execute("SELECT sql FROM sqlite_master WHERE name = 'jobs'").fetchone()[0]
+            if "'pausing'" not in table:  # a store written before the placed and pausing states
+                _widen_states(db)
         finally:
             db.close()
 
@@ -165,24 +174,51 @@ class JobStore:
         """The job that runs next (queued or paused; priority, then submit time), left where it is."""
         with self._transaction() as db:
             row = db.execute(
-                "SELECT * FROM jobs WHERE state IN ('queued', 'paused') ORDER BY priority DESC, submitted_at, id LIMIT 1"
+                f"SELECT * FROM jobs WHERE state IN {RUNNABLE} ORDER BY priority DESC, submitted_at, id LIMIT 1"
             ).fetchone()
         return JobRecord.from_row(row) if row is not None else None
 
-    def claim(self, job_id: str) -> JobRecord | None:
-        """Move a queued or paused job to running; None if it is no longer runnable (cancelled since)."""
+    def _transition(self, db: sqlite3.Connection, job_id: str, target: str, sets: str = "", args=()) -> bool:
+        """Move the job to ``target`` if the state machine allows it from its state (in the caller's
+        transaction); False when it does not (the job moved on meanwhile, e.g. it was cancelled)."""
+        allowed = sources(target)
+        changed = db.execute(
+            f"UPDATE jobs SET state = ?{sets} WHERE id = ? AND state IN ({','.join('?' * len(allowed))})",
+            (target, *args, job_id, *allowed),
+        ).rowcount
+        return bool(changed)
+
+    def _record(self, db: sqlite3.Connection, job_id: str) -> JobRecord:
+        row = db.execute("SELECT * FROM jobs WHERE id = ?", (job_id,)).fetchone()
+        if row is None:
+            raise KeyError(f"job_id: no job {job_id!r}")
+        return JobRecord.from_row(row)
+
+    def place(self, job_id: str) -> JobRecord | None:
+        """A queued or paused job is given workers (an attempt begins); None if it is no longer runnable."""
         with self._transaction() as db:
-            changed = db.execute(
-                "UPDATE jobs SET state = 'running', attempts = attempts + 1, started_at = ? "
-                "WHERE id = ? AND state IN ('queued', 'paused')",
-                (time.time(), job_id),
-            ).rowcount
-            if not changed:
+            if not self._transition(db, job_id, "placed", ", attempts = attempts + 1, started_at = ?", (time.time(),)):
                 return None
-            return JobRecord.from_row(db.execute("SELECT * FROM jobs WHERE id = ?", (job_id,)).fetchone())
+            return self._record(db, job_id)
+
+    def start(self, job_id: str) -> JobRecord:
+        """A placed job begins on its workers."""
+        with self._transaction() as db:
+            if not self._transition(db, job_id, "running"):
+                raise JobStoreError(f"job {job_id} is {self._record(db, job_id).state}, not placed")
+            return self._record(db, job_id)
+
+    def pausing(self, job_id: str) -> bool:
+        """A running job is asked to pause at its next step boundary; False if it is not running."""
+        with self._transaction() as db:
+            return self._transition(db, job_id, "pausing")
+
+    def claim(self, job_id: str) -> JobRecord | None:
+        """Place a queued or paused job and start it at once; None if it is no longer runnable."""
+        return self.start(job_id) if self.place(job_id) is not None else None
 
     def claim_next(self) -> JobRecord | None:
-        """Move the next runnable job (queued or paused; priority, then submit time) to running."""
+        """Place and start the next runnable job (queued or paused; priority, then submit time)."""
         job = self.next_runnable()
         return self.claim(job.id) if job is not None else None
 
@@ -204,50 +240,55 @@ class JobStore:
         error: str | None = None,
         failed_attempt: bool = False,
     ) -> JobRecord:
-        """Move a running job to a final state, or back to queued/paused to be resumed later.
+        """End a job's attempt: in a final state, or back to queued/paused to be resumed later.
 
         `failed_attempt`: this attempt ended in a failure (counted against the retry limit)."""
-        if state not in STATES or state == "running":
+        if state not in FINAL_STATES + RUNNABLE:
             raise ValueError(f"state: cannot finish a job as {state!r}")
         with self._transaction() as db:
-            row = db.execute("SELECT state FROM jobs WHERE id = ?", (job_id,)).fetchone()
-            if row is None:
-                raise KeyError(f"job_id: no job {job_id!r}")
-            if row["state"] in FINAL_STATES:
-                raise JobStoreError(f"job {job_id} is already {row['state']}")
+            current = self._record(db, job_id).state
+            if current in FINAL_STATES:
+                raise JobStoreError(f"job {job_id} is already {current}")
             finished = time.time() if state in FINAL_STATES else None
-            db.execute(
-                "UPDATE jobs SET state = ?, outputs = ?, error = ?, finished_at = ?, cancel_requested = 0, "
-                "failures = failures + ? WHERE id = ?",
-                (
-                    state,
-                    json.dumps(outputs) if outputs is not None else None,
-                    error,
-                    finished,
-                    int(failed_attempt),
-                    job_id,
-                ),
-            )
-            return JobRecord.from_row(db.execute("SELECT * FROM jobs WHERE id = ?", (job_id,)).fetchone())
+            sets = ", outputs = ?, error = ?, finished_at = ?, cancel_requested = 0, failures = failures + ?"
+            args = (json.dumps(outputs) if outputs is not None else None, error, finished, int(failed_attempt))
+            if not self._transition(db, job_id, state, sets, args):
+                raise JobStoreError(f"job {job_id} cannot go from {current} to {state}")
+            return self._record(db, job_id)
 
     def cancel(self, job_id: str) -> JobRecord:
-        """Cancel a queued or paused job at once; flag a running one for its coordinator to stop."""
+        """Cancel a queued or paused job at once; flag one holding workers for its runner to stop."""
         with self._transaction() as db:
-            row = db.execute("SELECT * FROM jobs WHERE id = ?", (job_id,)).fetchone()
-            if row is None:
-                raise KeyError(f"job_id: no job {job_id!r}")
-            if row["state"] in ("queued", "paused"):
-                db.execute(
-                    "UPDATE jobs SET state = 'cancelled', finished_at = ? WHERE id = ?", (time.time(), job_id)
-                )
-            elif row["state"] == "running":
+            state = self._record(db, job_id).state
+            if state in RUNNABLE:
+                self._transition(db, job_id, "cancelled", ", finished_at = ?", (time.time(),))
+            elif state in HOLDING_WORKERS:
                 db.execute("UPDATE jobs SET cancel_requested = 1 WHERE id = ?", (job_id,))
-            return JobRecord.from_row(db.execute("SELECT * FROM jobs WHERE id = ?", (job_id,)).fetchone())
+            return self._record(db, job_id)
 
     def recover(self) -> list[str]:
-        """After a controller restart: jobs left running go back to the queue (they resume from their
-        checkpoint); returns their ids."""
+        """After a controller restart: jobs left holding workers go back to the queue (they resume from
+        their checkpoint); returns their ids."""
+        holding = f"state IN {HOLDING_WORKERS}"
         with self._transaction() as db:
-            ids = [r["id"] for r in db.execute("SELECT id FROM jobs WHERE state = 'running'").fetchall()]
-            db.execute("UPDATE jobs SET state = 'queued' WHERE state = 'running'")
+            ids = [r["id"] for r in db.execute(f"SELECT id FROM jobs WHERE {holding}").fetchall()]
+            db.execute(f"UPDATE jobs SET state = 'queued' WHERE {holding}")
         return ids
+
+
+def _widen_states(db: sqlite3.Connection) -> None:
+    """Rebuild the jobs table with today's state CHECK (SQLite cannot alter a constraint), keeping every row."""
+    db.commit()
+    db.isolation_level = None  # explicit transaction below
+    db.execute("BEGIN IMMEDIATE")
+    try:
+        db.execute("DROP INDEX IF EXISTS jobs_queue")
+        db.execute("ALTER TABLE jobs RENAME TO jobs_before_states")
+        db.execute(TABLE)
+        db.execute(INDEX)
+        db.execute(f"INSERT INTO jobs ({COLUMNS}) SELECT {COLUMNS} FROM jobs_before_states")
+        db.execute("DROP TABLE jobs_before_states")
+    except BaseException:
+        db.execute("ROLLBACK")
+        raise
+    db.execute("COMMIT")

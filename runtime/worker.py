@@ -20,7 +20,6 @@ import torch
 from runtime import memory, process_group
 from runtime.device import CUDA, DeviceSlot
 from runtime.model_cache import ModelCache
-from runtime.render_task import RenderTask
 
 
 def _busy(method: Callable[..., Any]) -> Callable[..., Any]:
@@ -107,41 +106,53 @@ class Worker:
     def cache_stats(self) -> dict:
         return {"hits": self.cache.hits, "misses": self.cache.misses, "entries": len(self.cache.entries)}
 
-    # --- render ---------------------------------------------------------------------------------
+    # --- jobs: one protocol for every kind (runtime.jobs.driver) ---------------------------------
     @_busy
-    def begin_render(self, task: RenderTask, resume: dict | None = None) -> dict:
-        """Set up this worker's part of a render; `resume` is a full-image checkpoint state to continue."""
-        from runtime.render_session import RenderSession
-
+    def begin(self, open_session: Callable[..., Any], spec: Any, resume: dict | None = None, **options: Any) -> dict:
+        """Set up this worker's part of a job: load ``spec.model`` (a directory) through the model cache and
+        open the kind's session, ``open_session(pipe, spec, resume, **options)``, from ``resume`` (a
+        checkpoint state) when given."""
         self._close_session()
         self.last_decode_s = 0.0
         started = time.perf_counter()
-        pipe, hit = self.load_pipeline(task.model_path, task.dtype)
+        pipe, hit = self.load_pipeline(spec.model, spec.dtype)
         load_s = time.perf_counter() - started
         resident = memory.current_bytes(self.device)
         memory.reset_peak(self.device)
-        world = torch.distributed.get_world_size() if torch.distributed.is_initialized() else 1
-        self.session = RenderSession(pipe, task, world=world, resume=resume)
+        self.session = open_session(pipe, spec, resume, **options)
         return {
             "cache_hit": hit,
             "load_s": load_s,
-            "encode_s": self.session.encode_s,
+            "encode_s": getattr(self.session, "encode_s", 0.0),
             "attention": self.attention,
             "resident_bytes": resident,
         }
 
     @_busy
-    def step(self) -> int:
-        return self._session().step()
+    def advance(self, units: int = 1) -> int:
+        """Run the next ``units`` units (denoising steps, a video's queue ticks); the units done so far."""
+        return self._session().advance(units)
 
     @_busy
     def snapshot(self) -> dict:
-        """This worker's band of the render state, for a checkpoint."""
-        return self._session().loop.state_dict()
+        """This worker's share of the job's state at the current unit boundary, for a checkpoint."""
+        return self._session().snapshot()
 
     @_busy
-    def latents(self) -> torch.Tensor:
-        return self._session().latents()
+    def result(self) -> Any:
+        """What the session produced here (an image band's latent; None for a video, which writes its own)."""
+        return self._session().result()
+
+    @_busy
+    def finish(self) -> dict:
+        """Close the session; its report, with this worker's peak memory."""
+        report = dict(
+            self._session().finish(),
+            peak_memory_bytes=memory.peak_bytes(self.device),
+            decode_s=self.last_decode_s,  # of a decode queued before this call (see runtime.jobs.image)
+        )
+        self._close_session()
+        return report
 
     @_busy
     def decode_latents(self, path: str, dtype: str, latents: torch.Tensor) -> np.ndarray:
@@ -154,17 +165,7 @@ class Worker:
         self.last_decode_s = time.perf_counter() - started
         return image
 
-    @_busy
-    def end_render(self) -> dict:
-        report = dict(
-            self._session().report(),
-            peak_memory_bytes=memory.peak_bytes(self.device),
-            decode_s=self.last_decode_s,  # of a decode queued before this call (see cluster.coordinator)
-        )
-        self._close_session()
-        return report
-
     def _session(self):
         if self.session is None:
-            raise RuntimeError(f"worker {self.index} has no render in progress")
+            raise RuntimeError(f"worker {self.index} has no job in progress")
         return self.session

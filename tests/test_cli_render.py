@@ -92,7 +92,7 @@ def test_submit_leaves_the_degree_check_to_the_served_controller():
     """`tessera serve pool.workers=8` serves 8 workers: `tessera submit parallel.degree=8` must not be
     refused against this command's own default pool (2 workers); `tessera render` runs on that pool."""
     from cluster.cli_jobs import _spec_and_pool
-    from cluster.spec import SpecError
+    from cluster.errors import SpecError
 
     overrides = ["parallel=patch", "parallel.degree=8", "height=1024", "width=64"]
     _, spec, _, _ = _spec_and_pool(overrides, embedded=False)

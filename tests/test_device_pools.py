@@ -12,7 +12,7 @@ from _job_outputs import job_image, job_metadata
 from _two_nodes import two_ray_nodes
 
 from cluster.client import Client
-from cluster.spec import SpecError
+from cluster.errors import SpecError
 from runtime.pool import PoolConfig
 
 

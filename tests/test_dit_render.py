@@ -6,10 +6,10 @@ import pytest
 import torch
 from _tiny_pixart import save_tiny_pixart
 
-from cluster.coordinator import run_render
-from cluster.spec import ParallelSpec, RenderSpec
+from cluster.jobs.image import ParallelSpec, RenderSpec
 from pipelines.loading import load_pipeline
 from pipelines.samplers import make_scheduler
+from runtime.jobs.image import run_render
 
 
 @pytest.fixture(scope="module")
@@ -82,7 +82,7 @@ def test_patch_on_a_dit_other_than_pixart_is_refused_naming_the_field(tmp_path):
     import json
     import shutil
 
-    from cluster.spec import SpecError
+    from cluster.errors import SpecError
 
     path = tmp_path / "dit"
     shutil.copytree(save_tiny_pixart(tmp_path / "src"), path)

@@ -8,7 +8,7 @@ from PIL import Image
 from test_spec_validation import BAD_SPECS
 
 from cluster.client import Client, JobFailed
-from cluster.spec import SpecError
+from cluster.errors import SpecError
 from runtime.pool import PoolConfig
 
 

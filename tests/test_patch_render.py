@@ -3,8 +3,8 @@
 import pytest
 import torch
 
-from cluster.coordinator import run_render
-from cluster.spec import ParallelSpec, RenderSpec
+from cluster.jobs.image import ParallelSpec, RenderSpec
+from runtime.jobs.image import run_render
 from runtime.pool import DevicePool, PoolConfig
 
 STEPS = 4

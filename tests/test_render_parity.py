@@ -4,10 +4,10 @@ import numpy as np
 import pytest
 import torch
 
-from cluster.coordinator import run_render
-from cluster.spec import RenderSpec
+from cluster.jobs.image import RenderSpec
 from pipelines.loading import load_pipeline
 from pipelines.samplers import make_scheduler
+from runtime.jobs.image import run_render
 
 
 def _diffusers_image(model_dir, spec: RenderSpec) -> np.ndarray:

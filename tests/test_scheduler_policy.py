@@ -2,6 +2,7 @@
 
 import pytest
 
+from cluster.jobs.image import RenderSpec
 from cluster.scheduler import (
     CostModelDegreeRule,
     RunningJob,
@@ -12,7 +13,6 @@ from cluster.scheduler import (
     simple_degree_rule,
     wanted_degree,
 )
-from cluster.spec import RenderSpec
 
 AUTO = {"strategy": "patch", "degree": "auto"}
 

@@ -13,12 +13,12 @@ from PIL import Image
 from safetensors.torch import load_file, save_file
 
 from cluster.client import Client
-from cluster.spec import SpecError
+from cluster.errors import SpecError
+from cluster.jobs.image import RenderSpec
 from pipelines.loading import load_pipeline
 from pipelines.sampling import decode_latents
+from runtime.jobs.image_session import RenderSession
 from runtime.pool import PoolConfig
-from runtime.render_session import RenderSession
-from runtime.render_task import RenderTask
 
 STEPS, SWITCH = 8, 5
 
@@ -64,15 +64,15 @@ def _spec(client, other_model, **extra):
 
 def _in_one_process(first_model: str, second_model: str) -> np.ndarray:
     torch.set_num_threads(1)
-    task = RenderTask(
-        first_model, "float32", "blue and yellow vertical stripes", "", 64, 64, STEPS, 4, 5.0, "dpm++"
+    task = RenderSpec(
+        first_model, "float32", "blue and yellow vertical stripes", "", 64, 64, STEPS, 4, 5.0, sampler="dpm++"
     )
     first = RenderSession(load_pipeline(first_model), task)
     for _ in range(SWITCH):
         first.step()
     second_pipe = load_pipeline(second_model)
     second = RenderSession(
-        second_pipe, replace(task, model_path=second_model), resume=first.loop.state_dict()
+        second_pipe, replace(task, model=second_model), resume=first.loop.state_dict()
     )
     while second.step() < STEPS:
         pass

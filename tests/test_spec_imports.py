@@ -17,8 +17,8 @@ ROOT = Path(__file__).resolve().parent.parent
 def test_building_specs_loads_neither_diffusers_nor_the_strategies():
     code = (
         "import sys, json\n"
-        "from cluster.spec import RenderSpec\n"
-        "from cluster.video_spec import VideoSpec\n"
+        "from cluster.jobs.image import RenderSpec\n"
+        "from cluster.jobs.video import VideoSpec\n"
         "RenderSpec.from_dict({'prompt': 'x', 'height': 256, 'width': 256, 'sampler': 'euler'})\n"
         "VideoSpec.from_dict({'prompt': 'x', 'frames': 16})\n"
         "watched = ('diffusers', 'transformers', 'parallel.patch.parallelize', 'pipelines.families.wan.patch', 'parallel.patch.cfg')\n"

@@ -2,7 +2,8 @@
 
 import pytest
 
-from cluster.spec import RenderSpec, SpecError
+from cluster.errors import SpecError
+from cluster.jobs.image import RenderSpec
 
 BAD_SPECS = [
     ({"height": -8}, "height"),

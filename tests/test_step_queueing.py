@@ -4,8 +4,9 @@ still land on step boundaries, checkpoints on exactly their steps, and the resul
 import pytest
 import torch
 
-from cluster.coordinator import RenderStopped, run_render
-from cluster.spec import ParallelSpec, RenderSpec
+from cluster.jobs.image import ParallelSpec, RenderSpec
+from runtime.jobs.driver import JobStopped
+from runtime.jobs.image import run_render
 
 STEPS = 6
 
@@ -37,7 +38,7 @@ def test_stop_lands_on_the_step_already_queued_and_resumes_exactly(pool2, builti
         seen.append(done)
         return done < 2
 
-    with pytest.raises(RenderStopped) as stopped:
+    with pytest.raises(JobStopped) as stopped:
         run_render(pool2, _spec(builtin_image_dir), progress=False, on_step=stop_after_two)
     # step 3 was queued before the hook saw step 2: the render stops after it, at a step boundary
     assert stopped.value.steps_done == 3 and stopped.value.checkpoint["step_index"] == 3

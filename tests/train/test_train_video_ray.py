@@ -60,10 +60,10 @@ def test_two_stage_video_pipeline_matches_one_stage_losses(runs):
 
 
 def test_checkpoint_holds_both_stages_weights_and_renders(runs, tmp_path):
+    from cluster.jobs.video import VideoSpec
     from pipelines.builtin.video import build_video_transformer
     from pipelines.families.wan.loading import load_video_pipeline
-    from runtime.video_session import VideoSession
-    from runtime.video_task import VideoTask
+    from runtime.jobs.video_session import VideoSession
 
     directory = runs["root"] / "two" / "checkpoints" / checkpoint_name("dit", STEPS) / "pipeline"
     pipe = load_video_pipeline(directory)
@@ -71,8 +71,8 @@ def test_checkpoint_holds_both_stages_weights_and_renders(runs, tmp_path):
     trained = pipe.transformer.state_dict()
     for name in ("patch_embedding.weight", "blocks.0.attn1.to_q.weight", "proj_out.weight"):
         assert (trained[name] - initial[name]).abs().max() > 1e-4, name  # first and last stage both moved
-    task = VideoTask(
-        model_path=str(directory),
+    task = VideoSpec(
+        model=str(directory),
         dtype="float32",
         prompt="a red circle on a blue background",
         height=32,
@@ -83,8 +83,7 @@ def test_checkpoint_holds_both_stages_weights_and_renders(runs, tmp_path):
         steps=2,
         seed=0,
         fps=4.0,
-        video_path=str(tmp_path / "video.mp4"),
     )
-    session = VideoSession(pipe, task, group=None)
+    session = VideoSession(pipe, task, group=None, video_path=str(tmp_path / "video.mp4"))
     session.advance()
     assert session.finish()["blocks_finished"] == [0, 1]

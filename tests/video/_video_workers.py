@@ -82,14 +82,14 @@ def too_many_stages(rank: int, world: int) -> dict:
 def render_session(rank: int, world: int, model_dir: str, out_dir: str, task_fields: dict) -> dict:
     """A video render of a pipeline directory through VideoSession on this rank (``world`` 1: no group);
     returns the finished latents stage 0 saw and the stage's report."""
+    from cluster.jobs.video import VideoSpec
     from pipelines.families.wan.loading import load_video_pipeline
-    from runtime.video_session import VideoSession
-    from runtime.video_task import VideoTask
+    from runtime.jobs.video_session import VideoSession
 
     group = dist.group.WORLD if world > 1 else None
     pipe = load_video_pipeline(model_dir)
-    task = VideoTask(model_path=model_dir, video_path=f"{out_dir}/video-{world}.mp4", **task_fields)
-    session = VideoSession(pipe, task, group)
+    task = VideoSpec(model=model_dir, **task_fields)
+    session = VideoSession(pipe, task, group, video_path=f"{out_dir}/video-{world}.mp4")
     latents: dict[int, torch.Tensor] = {}
     write = session.pipeline.on_block_done
     if write is not None:  # stage 0: keep a copy of each finished latent on its way to the MP4

@@ -6,12 +6,12 @@ import json
 
 import torch
 
+from cluster.jobs.video import VideoSpec
 from pipelines.builtin import BUILTIN_MODELS, resolve_model
 from pipelines.builtin.video import write_builtin_video
 from pipelines.families.wan.loading import load_video_pipeline
 from pipelines.video_writer import probe_mp4
-from runtime.video_session import VideoSession
-from runtime.video_task import VideoTask
+from runtime.jobs.video_session import VideoSession
 
 
 def test_registered_and_small():
@@ -42,8 +42,8 @@ def test_shipped_weights_are_trained_from_the_writers_starting_point(tmp_path):
 def test_local_render_streams_every_block_into_the_mp4(tmp_path):
     torch.set_num_threads(1)
     pipe = load_video_pipeline(resolve_model("builtin-video"))
-    task = VideoTask(
-        model_path=str(resolve_model("builtin-video")),
+    task = VideoSpec(
+        model=str(resolve_model("builtin-video")),
         dtype="float32",
         prompt="red stripes",
         height=32,
@@ -54,9 +54,8 @@ def test_local_render_streams_every_block_into_the_mp4(tmp_path):
         steps=3,
         seed=0,
         fps=6.0,
-        video_path=str(tmp_path / "video.mp4"),
     )
-    session = VideoSession(pipe, task, group=None)
+    session = VideoSession(pipe, task, group=None, video_path=str(tmp_path / "video.mp4"))
     while not session.pipeline.done:
         session.advance(2)
         assert session.writer.frames == 3 * len(session.pipeline.finished)  # written as each block leaves

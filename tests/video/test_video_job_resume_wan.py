@@ -12,11 +12,10 @@ import pytest
 import torch
 from _tiny_wan_pipeline import save_tiny_wan_pipeline
 
+from cluster.jobs.video import VideoSpec
 from runtime.device import device_slot
-from runtime.video_job_worker import begin_video_job, snapshot_video_job
-from runtime.video_state import merge_stage_states
-from runtime.video_task import VideoTask
-from runtime.video_worker import advance_video, end_video
+from runtime.jobs.video_session import open_video_session
+from runtime.jobs.video_state import merge_stage_states
 from runtime.worker import Worker
 
 
@@ -25,9 +24,9 @@ def wan_dir(tmp_path_factory):
     return save_tiny_wan_pipeline(tmp_path_factory.mktemp("wan") / "tiny-wan")
 
 
-def _task(wan_dir, video_path) -> VideoTask:
-    return VideoTask(
-        model_path=str(wan_dir),
+def _task(wan_dir, video_path) -> tuple[VideoSpec, str]:
+    spec = VideoSpec(
+        model=str(wan_dir),
         dtype="float32",
         prompt="red and yellow stripes",
         height=32,
@@ -38,8 +37,8 @@ def _task(wan_dir, video_path) -> VideoTask:
         steps=3,
         seed=2,
         fps=8.0,
-        video_path=str(video_path),
     )
+    return spec, str(video_path)
 
 
 def _frames(path) -> np.ndarray:
@@ -51,17 +50,18 @@ def _frames(path) -> np.ndarray:
 
 
 def _render(worker, task, block_dir, resume=None, stop_at=None):
-    begin_video_job(worker, task, str(block_dir), resume)
+    spec, video_path = task
+    worker.begin(open_video_session, spec, resume, video_path=video_path, block_dir=str(block_dir))
     if stop_at is not None:
-        assert advance_video(worker, stop_at) == stop_at
-        state = merge_stage_states([snapshot_video_job(worker)])
+        assert worker.advance(stop_at) == stop_at
+        state = merge_stage_states([worker.snapshot()])
         worker._close_session()  # a pause: the stage is abandoned, the block files stay
         buf = io.BytesIO()
         torch.save(state, buf)
         buf.seek(0)
         return torch.load(buf, weights_only=True)  # as the controller reads checkpoint.pt
-    advance_video(worker, None)
-    return end_video(worker)
+    worker.advance(None)
+    return worker.finish()
 
 
 def test_resume_with_a_causal_vae_equals_uninterrupted(wan_dir, tmp_path):

@@ -14,7 +14,7 @@ import ray
 from _video_jobs import TICKS, decoded_frames, video_spec, wait_for_tick
 
 from cluster.client import Client
-from cluster.spec import SpecError
+from cluster.errors import SpecError
 from runtime.pool import PoolConfig
 
 pytestmark = pytest.mark.slow

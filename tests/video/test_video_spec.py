@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from cluster.progress import progress_total
-from cluster.spec import SpecError
-from cluster.video_spec import VideoSpec
+from cluster.errors import SpecError
+from cluster.jobs import progress_total
+from cluster.jobs.video import VideoSpec
 from parallel.frames.schedule import ticks
 
 

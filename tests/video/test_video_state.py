@@ -13,7 +13,7 @@ from _video_models import LATENT, make_scheduler, tiny_text, tiny_wan
 
 from parallel.frames.pipeline import FramePipeline, FramePipelineConfig
 from pipelines.families.wan.frames import WanFrameAdapter
-from runtime.video_state import export_stage_state, load_stage_state, merge_stage_states
+from runtime.jobs.video_state import export_stage_state, load_stage_state, merge_stage_states
 
 CONFIG = dict(frames=10, block_frames=2, context_frames=1, steps=4, seed=5)  # 5 blocks, 8 ticks
 STOP = 3  # ticks 0..2 run: blocks 0..2 in the queue, none finished; block 0 leaves after tick 3

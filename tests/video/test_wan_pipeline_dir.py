@@ -13,12 +13,11 @@ from _parallel_dist import run_ranks
 from _tiny_wan_pipeline import TEXT_TOKENS, Z_DIM, save_tiny_wan_pipeline
 from _video_workers import render_session
 
-from cluster.video_spec import VideoSpec
+from cluster.jobs.video import VideoSpec
 from pipelines.families.wan.decode import WanBlockDecoder, denormalize
 from pipelines.families.wan.loading import load_video_pipeline
 from pipelines.video_writer import probe_mp4
-from runtime.video_session import VideoSession
-from runtime.video_task import VideoTask
+from runtime.jobs.video_session import VideoSession
 
 TASK = dict(
     dtype="float32",
@@ -61,11 +60,9 @@ def test_loads_as_a_video_model_with_diffusers_prompt_encoding(wan_dir):
 
 def test_block_frames_must_cover_whole_latent_frames(wan_dir, tmp_path):
     pipe = load_video_pipeline(wan_dir)
-    task = VideoTask(
-        model_path=str(wan_dir), video_path=str(tmp_path / "v.mp4"), **dict(TASK, block_frames=6, frames=12)
-    )
+    task = VideoSpec(model=str(wan_dir), **dict(TASK, block_frames=6, frames=12))
     with pytest.raises(ValueError, match="block_frames: this model's VAE packs 4 frames"):
-        VideoSession(pipe, task, None)
+        VideoSession(pipe, task, None, video_path=str(tmp_path / "v.mp4"))
     assert list(tmp_path.iterdir()) == []
 
 

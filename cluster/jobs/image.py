@@ -1,34 +1,33 @@
-"""The render job spec: the one shape the CLI (through Hydra) and the Python API both build.
+"""Image jobs: the spec of a text-to-image render and how the service runs its segments.
 
-Validation happens before any worker starts; every error names the offending field.
+An image job is denoising steps over a small state (latent, sampler, RNG). It may be split in
+``segments`` on different models sharing a latent space (Hybrid SD) or on different pools; each segment
+is placed anew, on a degree of its own. Patch parallelism (``parallel.strategy=patch``) splits the latent
+in row bands, one per worker, and may split the two guidance branches too (``parallel.cfg``).
 """
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field, fields, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from cluster.errors import SpecError
+from cluster.jobs.spec import JobSpec, ParallelBase, SegmentResult, check_known, check_type
 from parallel.patch.bands import band_bounds
 from parallel.patch.config import KV_SOURCES, STALE_DTYPES
 from pipelines.builtin import resolve_model
-from pipelines.errors import ModelDirectoryError
-from pipelines.families import ModelFamily, denoiser_classes, family_for_dir
-from pipelines.loading import DTYPES
-from pipelines.samplers import SAMPLERS
+from pipelines.families import ModelFamily
 
 STRATEGIES = ("none", "patch")
 PATCH_MODES = ("sync", "displaced")
 MAX_SIDE = 16384
 MAX_PIXELS = 8192 * 8192
-MAX_STEPS = 1000
 LATENT_FACTOR = 8
-AUTO = "auto"
 
 
 @dataclass
-class ParallelSpec:
+class ParallelSpec(ParallelBase):
     strategy: str = "none"
     """"none" (one worker runs the whole loop) or "patch" (the latent split in row bands, one per worker)."""
     degree: int | str = 1
@@ -46,10 +45,6 @@ class ParallelSpec:
     input, projected to K/V by every band: half the K/V bytes and stale memory for a little more compute)."""
     cfg: bool = False
     """CFG parallel: conditional and unconditional branches on different halves of the workers."""
-
-    @property
-    def auto(self) -> bool:
-        return self.degree == AUTO
 
     @property
     def patch_workers(self) -> int:
@@ -73,60 +68,44 @@ class SegmentSpec:
     """Which workers run these steps: a pool's name or a device kind; "" keeps the job's `device`."""
 
 
+@dataclass(frozen=True)
+class Segment:
+    """The part of a job that one placement runs: its model, where it ends, where it may run."""
+
+    model: str
+    """Built-in model name or local pipeline directory."""
+    until: int
+    """The step after its last (the job's steps for the last segment)."""
+    device: str
+    """Which workers may run it ("" any, a pool's name or a device kind)."""
+
+
 @dataclass
-class RenderSpec:
+class RenderSpec(JobSpec):
+    kind = "image"
+    output_file = "image.png"
+
     model: str = "builtin-image"
     """Built-in model name or a local diffusers pipeline directory."""
-    dtype: str = "float32"
-    """Weights and activations dtype."""
-    prompt: str = "blue and yellow vertical stripes"
-    """Text prompt."""
-    negative_prompt: str = ""
-    """Negative prompt, "" for none."""
     height: int = 512
     """Image height in pixels, a multiple of 8."""
     width: int = 512
     """Image width in pixels, a multiple of 8."""
-    steps: int = 20
-    """Denoising steps."""
-    seed: int = 0
-    """Seed of the initial noise."""
-    guidance_scale: float = 5.0
-    """Classifier-free guidance weight; <= 1 turns guidance off."""
     sampler: str = "ddim"
-    """"ddim", "euler" or "dpm++"."""
-    output_dir: str = "outputs"
-    """Root under which outputs/<job-id>/ is written."""
-    device: str = ""
-    """Which workers may run the job: "" any; a pool's name (e.g. "h100"); or a device kind ("cpu", "cuda")."""
+    """"ddim", "euler" or "dpm++" (those that fit the model's family)."""
     parallel: ParallelSpec = field(default_factory=ParallelSpec)
     """How the render is spread over workers."""
     segments: list[SegmentSpec] = field(default_factory=list)
     """Empty: all steps on `model`. Otherwise the steps split in runs, each on its own model."""
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> RenderSpec:
-        """Build and validate a spec from plain data (a dict of the same fields)."""
-        values, parallel = spec_fields(data, cls, ParallelSpec)
-        segments = values.pop("segments", [])
-        spec = cls(**values, parallel=ParallelSpec(**parallel), segments=_segments_from_data(segments))
-        spec.validate()
-        return spec
+    def read_fields(cls, values: dict[str, Any]) -> dict[str, Any]:
+        return dict(values, segments=_segments_from_data(values.get("segments", [])))
 
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
+    # --- validation (once, at submit) --------------------------------------------------------------
     def validate(self) -> None:
-        _check_type("model", self.model, str)
-        _check_type("dtype", self.dtype, str)
-        _check_type("prompt", self.prompt, str)
-        _check_type("negative_prompt", self.negative_prompt, str)
-        _check_type("sampler", self.sampler, str)
-        _check_type("output_dir", self.output_dir, str)
-        _check_type("device", self.device, str)
-        for name in ("height", "width", "steps", "seed"):
-            _check_type(name, getattr(self, name), int)
-        _check_type("guidance_scale", self.guidance_scale, (int, float))
+        self.validate_common()
+        check_type("sampler", self.sampler, str)
         for name in ("height", "width"):
             value = getattr(self, name)
             if value <= 0 or value % LATENT_FACTOR:
@@ -135,49 +114,41 @@ class RenderSpec:
                 raise SpecError(name, f"{value} exceeds the largest supported side {MAX_SIDE}")
         if self.height * self.width > MAX_PIXELS:
             raise SpecError("height", f"{self.height}x{self.width} exceeds {MAX_PIXELS} pixels")
-        if not 1 <= self.steps <= MAX_STEPS:
-            raise SpecError("steps", f"must be between 1 and {MAX_STEPS}, got {self.steps}")
-        if not 0 <= self.seed < 2**63:
-            raise SpecError("seed", f"must be in [0, 2**63), got {self.seed}")
-        if not 0 <= self.guidance_scale <= 100:
-            raise SpecError("guidance_scale", f"must be in [0, 100], got {self.guidance_scale}")
-        if self.dtype not in DTYPES:
-            raise SpecError("dtype", f"unknown dtype {self.dtype!r}; expected one of {sorted(DTYPES)}")
+        self.check_steps()
+        self.check_seed_and_guidance()
+        self.check_dtype()
+        from pipelines.samplers import SAMPLERS
+
         if self.sampler not in SAMPLERS:
-            raise SpecError(
-                "sampler", f"unknown sampler {self.sampler!r}; expected one of {sorted(SAMPLERS)}"
-            )
+            raise SpecError("sampler", f"unknown sampler {self.sampler!r}; expected one of {sorted(SAMPLERS)}")
         if not self.model.strip():
             raise SpecError("model", "must name a built-in model or a local directory")
-        if not self.output_dir.strip():
-            raise SpecError("output_dir", "must not be empty")
-        if ".." in Path(self.output_dir).parts:
-            raise SpecError("output_dir", f"{self.output_dir!r} must not climb out with '..'")
-        family = job_family("model", self.model)
+        self.check_output_dir()
+        family = self.remember_model("model", self.model)
         if self.sampler not in family.samplers:
             raise SpecError(
                 "sampler",
                 f"{self.sampler!r} does not fit the {family.name} family's models; use one of {list(family.samplers)}",
             )
-        self._validate_segments()
+        self._validate_segments(family)
         self._validate_parallel()
 
     def _validate_parallel(self) -> None:
         par = self.parallel
-        _check_type("parallel.strategy", par.strategy, str)
-        if par.degree != AUTO:
-            _check_type("parallel.degree", par.degree, int)
-        _check_type("parallel.mode", par.mode, str)
-        _check_type("parallel.warmup_steps", par.warmup_steps, int)
-        _check_type("parallel.cfg", par.cfg, bool)
+        check_type("parallel.strategy", par.strategy, str)
+        if par.degree != "auto":
+            check_type("parallel.degree", par.degree, int)
+        check_type("parallel.mode", par.mode, str)
+        check_type("parallel.warmup_steps", par.warmup_steps, int)
+        check_type("parallel.cfg", par.cfg, bool)
         if par.stale_dtype is not None:
-            _check_type("parallel.stale_dtype", par.stale_dtype, str)
+            check_type("parallel.stale_dtype", par.stale_dtype, str)
             if par.stale_dtype not in STALE_DTYPES:
                 raise SpecError(
                     "parallel.stale_dtype",
                     f"unknown dtype {par.stale_dtype!r}; expected one of {sorted(STALE_DTYPES)} or null",
                 )
-        _check_type("parallel.kv_source", par.kv_source, str)
+        check_type("parallel.kv_source", par.kv_source, str)
         if par.kv_source not in KV_SOURCES:
             raise SpecError(
                 "parallel.kv_source", f"unknown source {par.kv_source!r}; expected one of {KV_SOURCES}"
@@ -213,12 +184,10 @@ class RenderSpec:
                 "parallel.cfg", f"CFG parallel needs guidance_scale > 1, got {self.guidance_scale}"
             )
         for model in self.segment_models():
-            path = resolve_model(model)
-            family = job_family("model", model)
+            path, family, align = self._models[model]
             problem = family.plan_error(par.strategy, path)
             if problem is not None:
                 raise SpecError("parallel.strategy", problem)
-            align = family.band_alignment(path)
             if par.auto:
                 continue  # the scheduler only picks degrees whose bands fit
             try:
@@ -229,20 +198,21 @@ class RenderSpec:
                     f"height {self.height}px is too short for {par.patch_workers} bands: {err}",
                 ) from err
 
-    def _validate_segments(self) -> None:
+    def _validate_segments(self, family: ModelFamily) -> None:
         if not self.segments:
             return
-        latent = job_family("model", self.model).latent_space(self.model_path())
+        latent = family.latent_space(self.model_path())
         for i, segment in enumerate(self.segments):
             name = f"segments[{i}]"
-            _check_type(f"{name}.steps", segment.steps, int)
-            _check_type(f"{name}.model", segment.model, str)
-            _check_type(f"{name}.device", segment.device, str)
+            check_type(f"{name}.steps", segment.steps, int)
+            check_type(f"{name}.model", segment.model, str)
+            check_type(f"{name}.device", segment.device, str)
             if segment.steps < 1:
                 raise SpecError(f"{name}.steps", f"must be at least 1, got {segment.steps}")
             if segment.model:
-                family = job_family(f"{name}.model", segment.model)
-                other = family.latent_space(resolve_model(segment.model))
+                other = self.remember_model(f"{name}.model", segment.model).latent_space(
+                    resolve_model(segment.model)
+                )
                 if other != latent:
                     raise SpecError(
                         f"{name}.model",
@@ -252,9 +222,7 @@ class RenderSpec:
         if total != self.steps:
             raise SpecError("segments", f"the segments' steps add up to {total}, but steps is {self.steps}")
 
-    def model_path(self) -> str:
-        return str(resolve_model(self.model))
-
+    # --- what placing it needs ------------------------------------------------------------------------
     def segment_models(self) -> list[str]:
         """Every model the job runs (the job's own when there are no segments)."""
         return [s.model or self.model for s in self.segments] or [self.model]
@@ -277,6 +245,14 @@ class RenderSpec:
                 return segment.device or self.device
         return self.device
 
+    def segment_from(self, step: int) -> Segment:
+        """The segment that runs step ``step`` (0-based): its model, end and device request."""
+        return Segment(*self.segment_at(step), self.segment_device(step))
+
+    def auto_degree(self, model: str, free: int, rule) -> int:
+        """degree=auto: what the scheduler's degree rule picks for this segment from ``free`` workers."""
+        return rule(self, model, free)
+
     def device_requests(self) -> dict[str, str]:
         """Field name -> device request, for every segment (the job's own when there are none)."""
         named = {f"segments[{i}].device": s.device for i, s in enumerate(self.segments) if s.device}
@@ -285,11 +261,17 @@ class RenderSpec:
         return named
 
     def placed(self, model: str, degree: int) -> RenderSpec:
-        """This spec as one segment runs it: that segment's model, a concrete degree (1: no patches)."""
+        """This spec as one segment runs it, what its workers receive: that segment's model (its
+        directory), a concrete degree (1: no patches)."""
         par = self.parallel
         strategy = "none" if par.auto and degree == 1 else par.strategy
         parallel = replace(par, strategy=strategy, degree=degree)
-        return RenderSpec(**{**self.__dict__, "model": model, "parallel": parallel, "segments": []})
+        fields = {**self.input_fields(), "guidance_scale": float(self.guidance_scale), "segments": []}
+        return RenderSpec(**{**fields, "model": self.model_path(model), "parallel": parallel})
+
+    def min_workers(self) -> int:
+        """The fewest workers the job can start with (for deciding whom to pause)."""
+        return 1 if self.parallel.auto else self.parallel.degree
 
     def check_fits(self, pool_workers: int) -> None:
         """Refuse a spec that asks for more workers than the pool has."""
@@ -300,31 +282,50 @@ class RenderSpec:
                 "parallel.degree", f"degree {self.parallel.degree} exceeds the pool's {pool_workers} workers"
             )
 
+    def progress_total(self) -> int:
+        return self.steps
 
-def check_known(name: str, data: dict, cls: type, hidden: frozenset[str] = frozenset()) -> None:
-    """Refuse the first key of `data` that is not a field of dataclass `cls`; `name` prefixes the field."""
-    known = {f.name for f in fields(cls)} - hidden
-    for key in sorted(data):
-        if key not in known:
-            raise SpecError(f"{name}{key}", f"unknown field; known fields are {sorted(known)}")
+    # --- how the service runs a segment of it ----------------------------------------------------------
+    def units_of(self, state: dict) -> int:
+        """The step a checkpoint state was taken at."""
+        return state["step_index"]
 
+    def describe_segment(self, placed: RenderSpec, first: int, until: int) -> str:
+        par = placed.parallel
+        where = f"from step {first}" if first else "from the start"
+        return f"(degree {par.degree}, {par.strategy}, {Path(placed.model).name}), {where} to step {until}"
 
-def spec_fields(
-    data: Any, spec_cls: type, parallel_cls: type, hidden: frozenset[str] = frozenset()
-) -> tuple[dict[str, Any], dict[str, Any]]:
-    """A job spec's plain data checked for unknown fields: (its fields but "parallel", the parallel
-    mapping). Shared by the image and video specs; `hidden` fields cannot be set from outside."""
-    if not isinstance(data, dict):
-        raise SpecError("spec", f"expected a mapping of fields, got {type(data).__name__}")
-    check_known("", data, spec_cls, hidden)
-    values = dict(data)
-    parallel = values.pop("parallel", {})
-    if isinstance(parallel, parallel_cls):
-        parallel = asdict(parallel)
-    if not isinstance(parallel, dict):
-        raise SpecError("parallel", f"expected a mapping, got {type(parallel).__name__}")
-    check_known("parallel.", parallel, parallel_cls)
-    return values, parallel
+    def segment_record(self, placed: RenderSpec, first: int, last: int) -> dict:
+        return {
+            "steps": [first, last],
+            "model_path": placed.model,
+            "strategy": placed.parallel.strategy,
+            "degree": placed.parallel.degree,
+        }
+
+    def run_segment(self, pools, placed: RenderSpec, workers: list[int], job, hooks) -> SegmentResult:
+        """Steps ``job.first`` to ``job.until`` of ``placed`` on ``workers`` (``cluster.segment_runner``)."""
+        from runtime.jobs.image import run_render
+
+        result = run_render(
+            pools,
+            placed,
+            progress=False,
+            on_step=hooks.on_unit,
+            resume=job.resume,
+            checkpoint_every=hooks.checkpoint_every,
+            on_checkpoint=hooks.on_checkpoint,
+            indices=workers,
+            until=job.until,
+            on_last_call=hooks.release,  # a one-worker job's next job queues behind its decode
+        )
+        return SegmentResult(result.metadata, result.checkpoint, result.image)
+
+    def publish(self, job_id: str, result: SegmentResult, metadata: dict) -> Path:
+        """Write image.png and metadata.json into outputs/<job-id>/ in one rename."""
+        from cluster.outputs import write_image_job
+
+        return write_image_job(self.output_dir, job_id, result.output, metadata)
 
 
 def _segments_from_data(data: Any) -> list[SegmentSpec]:
@@ -344,27 +345,3 @@ def _segments_from_data(data: Any) -> list[SegmentSpec]:
         segments.append(SegmentSpec(**item))
     return segments
 
-
-def job_family(field_name: str, model: str, job: str = "image") -> ModelFamily:
-    """The model family of a ``job`` kind's model (a built-in name or a directory); SpecError naming
-    ``field_name`` when the directory is bad, no family serves it, or its family renders another kind."""
-    try:
-        path = resolve_model(model)
-        family = family_for_dir(path)
-    except ModelDirectoryError as err:
-        raise SpecError(field_name, str(err)) from err
-    if family.job != job:
-        raise SpecError(
-            field_name,
-            f"{path} is {family.job} pipeline ({family.name} family), not {job} pipeline: "
-            f"its denoiser must be a {' or '.join(denoiser_classes(job))}",
-        )
-    return family
-
-
-def _check_type(name: str, value: Any, expected: type | tuple[type, ...]) -> None:
-    # bool is an int in Python; a spec saying height=true is wrong, not 1
-    wants_bool = expected is bool
-    if (isinstance(value, bool) and not wants_bool) or not isinstance(value, expected):
-        names = expected.__name__ if isinstance(expected, type) else " or ".join(t.__name__ for t in expected)
-        raise SpecError(name, f"expected {names}, got {type(value).__name__} {value!r}")

@@ -2,8 +2,13 @@
 
 Plain torch, no Ray. Stage 0 decodes each finished frame block (the per-frame VAE, or Wan's causal VAE
 carrying its cache from block to block) and appends it to the MP4 as the block leaves the queue, so no
-more than one block of frames is ever held. The task counts video frames; with a VAE that packs
-several frames into one latent frame, the frame pipeline gets them divided by that factor.
+more than one block of frames is ever held. The spec (the placed video spec the worker received,
+``cluster.jobs.video.VideoSpec``; only its fields are read here) counts video frames; with a VAE that
+packs several frames into one latent frame, the frame pipeline gets them divided by that factor.
+
+A service job (``open_video_session`` with a ``block_dir``) keeps each finished block as its own MP4
+segment (``pipelines.video_blocks``), so that it can stop at a tick boundary and continue elsewhere, and
+may start from a checkpoint (``runtime.jobs.video_state``).
 """
 
 from __future__ import annotations
@@ -19,44 +24,51 @@ from parallel.frames.pipeline import FramePipeline, FramePipelineConfig
 from pipelines.families import family_of
 from pipelines.families.wan.loading import VideoPipeline
 from pipelines.video_writer import StreamingMP4Writer
-from runtime.video_task import VideoTask
+from runtime.jobs.video_state import (
+    export_decoder_state,
+    export_stage_state,
+    load_decoder_state,
+    load_stage_state,
+)
 
 
 class VideoSession:
     def __init__(
         self,
         pipe: VideoPipeline,
-        task: VideoTask,
+        spec: Any,
         group: dist.ProcessGroup | None,
-        make_writer: Callable[[VideoTask], Any] | None = None,
+        video_path: str | None = None,
+        make_writer: Callable[[], Any] | None = None,
     ) -> None:
-        """``make_writer``: stage 0's sink for decoded blocks (append/close/abort/frames, as
-        StreamingMP4Writer); a service job passes per-block files that survive a pause."""
-        self.task = task
+        """``video_path``: where stage 0 streams the MP4; ``make_writer``: stage 0's sink for decoded blocks
+        instead (append/close/abort/frames, as StreamingMP4Writer); a service job passes per-block files
+        that survive a pause."""
+        self.spec = spec
         self.pipe = pipe
         factor = pipe.temporal_factor
         config = FramePipelineConfig(
-            frames=pipe.latent_frames(task.frames),
-            block_frames=pipe.latent_frames(task.block_frames, "block_frames"),
-            context_frames=-(-task.context_frames // factor),  # the latent frames covering them
-            steps=task.steps,
-            block_stride=task.block_stride,
-            seed=task.seed,
-            guidance_scale=task.guidance_scale,
+            frames=pipe.latent_frames(spec.frames),
+            block_frames=pipe.latent_frames(spec.block_frames, "block_frames"),
+            context_frames=-(-spec.context_frames // factor),  # the latent frames covering them
+            steps=spec.steps,
+            block_stride=spec.block_stride,
+            seed=spec.seed,
+            guidance_scale=spec.guidance_scale,
         )
         started = time.perf_counter()
-        text = pipe.encode_prompt(task.prompt)
-        guided = task.guidance_scale > 1.0
-        negative = pipe.encode_prompt(task.negative_prompt) if guided else None
+        text = pipe.encode_prompt(spec.prompt)
+        guided = spec.guidance_scale > 1.0
+        negative = pipe.encode_prompt(spec.negative_prompt) if guided else None
         self.encode_s = time.perf_counter() - started
         rank = dist.get_rank(group) if group is not None else 0
-        make_writer = make_writer or (lambda t: StreamingMP4Writer(t.video_path, t.fps))
-        self.writer = make_writer(task) if rank == 0 else None
+        make_writer = make_writer or (lambda: StreamingMP4Writer(video_path, spec.fps))
+        self.writer = make_writer() if rank == 0 else None
         self.decode = pipe.block_decoder() if rank == 0 else None
         """Stage 0's decoder of this video's finished blocks, in order (a causal VAE keeps a cache)."""
         self.decode_s = 0.0
         self.decode_cpu_s = 0.0
-        latent_shape = pipe.latent_shape(task.height, task.width)
+        latent_shape = pipe.latent_shape(spec.height, spec.width)
         stages = dist.get_world_size(group) if group is not None else 1
         overhead = self._decode_cost(latent_shape) if rank == 0 and stages > 1 else 0.0
         started = time.perf_counter()
@@ -79,7 +91,7 @@ class VideoSession:
     def _decode_cost(self, latent_shape: tuple[int, int, int]) -> float:
         """Seconds to decode one frame block (stage 0 does it once per block, on top of its layers)."""
         channels, height, width = latent_shape
-        frames = self.pipe.latent_frames(self.task.block_frames, "block_frames")
+        frames = self.pipe.latent_frames(self.spec.block_frames, "block_frames")
         block = torch.zeros(1, channels, frames, height, width, device=self.pipe.vae.device)
         samples = []
         for _ in range(3):  # the first warms up
@@ -93,6 +105,23 @@ class VideoSession:
         self.writer.append(self.decode(latent))
         self.decode_s += time.perf_counter() - started
         self.decode_cpu_s += time.thread_time() - started_cpu
+
+    def snapshot(self) -> dict[str, Any]:
+        """This stage's share of the state at the current tick boundary (all stages at once)."""
+        state = export_stage_state(self.pipeline)  # first: stage 0 may finish (and decode) blocks here
+        if self.decode is not None:
+            state["decoder"] = export_decoder_state(self.decode)
+        return state
+
+    def resume(self, state: dict[str, Any]) -> None:
+        """Continue from a merged checkpoint state (taken on any stage count)."""
+        load_stage_state(self.pipeline, state)
+        if state.get("decoder") is not None and self.decode is not None:
+            load_decoder_state(self.decode, state["decoder"])
+
+    def result(self) -> None:
+        """Stage 0 writes the video itself: nothing travels back."""
+        return None
 
     def advance(self, ticks: int | None = None) -> int:
         """Run the next ``ticks`` queue ticks (all when None); returns the ticks done so far."""
@@ -139,3 +168,32 @@ class VideoSession:
             self.writer.abort()
             self.writer = None
         self.pipeline.adapter.remove()
+
+
+def open_video_session(
+    pipe: VideoPipeline,
+    spec: Any,
+    resume: dict[str, Any] | None = None,
+    video_path: str | None = None,
+    block_dir: str | None = None,
+) -> VideoSession:
+    """The worker's stage of a video render (``Worker.begin``'s opener for video jobs). With ``block_dir``
+    (a service job) stage 0 keeps finished blocks there as files and the render may continue from
+    ``resume``, the merged state of a checkpoint."""
+    if resume is not None and block_dir is None:
+        raise ValueError("resume: a checkpointed video render keeps its blocks in block_dir")
+    group = dist.group.WORLD if dist.is_initialized() else None
+    make_writer = None
+    if block_dir is not None:
+        from pipelines.video_blocks import BlockFileWriter
+
+        first = resume["blocks_finished"] if resume else 0
+        blocks = spec.frames // spec.block_frames
+
+        def make_writer() -> BlockFileWriter:
+            return BlockFileWriter(block_dir, video_path, spec.fps, blocks, first_block=first)
+
+    session = VideoSession(pipe, spec, group, video_path, make_writer)
+    if resume is not None:
+        session.resume(resume)
+    return session

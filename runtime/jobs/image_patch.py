@@ -3,12 +3,13 @@ worker's band, guide.
 
 Runs inside a worker whose default process group is the job's group. With CFG parallel the group's
 first half runs the conditional branch and the second half the unconditional one, each half split
-in the same row bands (parallel/cfg.py); otherwise every worker runs both branches batched on its band.
+in the same row bands (parallel/patch/cfg.py); otherwise every worker runs both branches batched on its band.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.distributed as dist
@@ -20,7 +21,6 @@ from parallel.patch.parallelize import parallelize_patch
 from parallel.patch.runtime import PatchHandle
 from pipelines.families import Conditioning
 from pipelines.sampling import NoisePredictor, batched_cfg_predictor, denoiser
-from runtime.render_task import RenderTask
 
 
 @dataclass
@@ -45,16 +45,17 @@ class PatchSetup:
         return total
 
 
-def setup_patch(pipe, cond: Conditioning, task: RenderTask, latent_rows: int) -> PatchSetup:
+def setup_patch(pipe, cond: Conditioning, par: Any, latent_rows: int) -> PatchSetup:
+    """``par``: the placed spec's parallel fields (strategy patch; mode, warmup, stale dtype, K/V source, cfg)."""
     group = dist.group.WORLD
-    if task.cfg:
+    if par.cfg:
         layout = make_cfg_groups(group)
         patch_group, band_index, bands = layout.patch_group, layout.patch_rank, layout.patch_degree
     else:
         layout = None
         patch_group, band_index, bands = group, dist.get_rank(), dist.get_world_size()
     config = PatchConfig(
-        mode=task.mode, warmup_steps=task.warmup_steps, stale_dtype=task.stale_dtype, kv_source=task.kv_source
+        mode=par.mode, warmup_steps=par.warmup_steps, stale_dtype=par.stale_dtype, kv_source=par.kv_source
     )
     model = denoiser(pipe)
     plan = cond.family.patch_plan(model, config)

@@ -1,0 +1,44 @@
+"""What happens to a job whose attempt failed: a swappable policy, asked by the segment runner.
+
+A worker that died (killed process, lost node) is replaced by the runner whatever the policy says;
+the policy decides whether the job goes back to the queue (it resumes from its last checkpoint) or
+fails. The default retries worker deaths a few times and fails on any other error, which would only
+happen again.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+from cluster.store import JobRecord
+
+
+@dataclass(frozen=True)
+class Failure:
+    """One failed attempt of a job."""
+
+    job: JobRecord
+    """The job as it was when the attempt began (its ``failures`` not yet counting this one)."""
+    error: BaseException
+    """What the attempt raised."""
+    worker_died: bool
+    """Whether a worker of its group was dead or unresponsive when the error came."""
+
+
+class FailurePolicy(Protocol):
+    def decide(self, failure: Failure) -> str:
+        """"queued" (retry from the last checkpoint) or "failed"."""
+
+
+@dataclass(frozen=True)
+class RetryWorkerDeaths:
+    """Retry an attempt that lost a worker, up to ``max_attempts`` such attempts; fail on anything else."""
+
+    max_attempts: int = 3
+    """Attempts ending in a worker failure before the job is marked failed."""
+
+    def decide(self, failure: Failure) -> str:
+        if failure.worker_died and failure.job.failures + 1 < self.max_attempts:
+            return "queued"
+        return "failed"

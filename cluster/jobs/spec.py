@@ -1,0 +1,240 @@
+"""What every job kind's spec shares: the common fields, their checks, and reading a spec from plain data.
+
+A job is steps (or a video's queue ticks) over a checkpointable state, on a model of one family. Each
+kind's spec (``cluster.jobs.image``, ``cluster.jobs.video``) extends ``JobSpec`` with its own fields and
+checks. Validation happens once, at submit, before any worker starts; every error names its field.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any, ClassVar
+
+from cluster.errors import SpecError
+from pipelines.builtin import resolve_model
+from pipelines.errors import ModelDirectoryError
+from pipelines.families import ModelFamily, denoiser_classes, family_for_dir
+from pipelines.loading import DTYPES
+
+AUTO = "auto"
+MAX_STEPS = 1000
+
+
+@dataclass
+class ParallelBase:
+    """The parallel fields every kind has: which strategy, on how many workers."""
+
+    strategy: str = "none"
+    """The kind's strategies (``none``: one worker runs the whole job)."""
+    degree: int | str = 1
+    """Workers the strategy spreads one job over; "auto": the scheduler picks it when it places the job."""
+
+    @property
+    def auto(self) -> bool:
+        return self.degree == AUTO
+
+
+@dataclass
+class SegmentResult:
+    """What a segment of any kind hands back to the service."""
+
+    metadata: dict[str, Any]
+    """The kind's part of metadata.json (strategy, timings, traffic, per-worker memory...)."""
+    checkpoint: dict | None = None
+    """The state at the segment's end, when the job goes on in another segment."""
+    output: Any = None
+    """The kind's output to publish (an image), when the kind does not write its own (a video)."""
+
+
+@dataclass
+class JobSpec:
+    """The fields and checks every job kind shares. Subclasses set ``kind`` and their own defaults."""
+
+    kind: ClassVar[str] = ""
+    """The job kind's name (``cluster.jobs.JOB_KINDS``); stored specs carry it in their "job" field."""
+    unit: ClassVar[str] = "step"
+    """What the job's progress and checkpoints count."""
+    output_file: ClassVar[str] = ""
+    """The file the job publishes in outputs/<job-id>/ (its outputs' key is the kind's name)."""
+    hidden: ClassVar[frozenset[str]] = frozenset()
+    """Fields that are not input (set while validating), refused from outside and not stored."""
+
+    model: str = ""
+    """Built-in model name or a local diffusers pipeline directory."""
+    dtype: str = "float32"
+    """Weights and activations dtype."""
+    prompt: str = "blue and yellow vertical stripes"
+    """Text prompt."""
+    negative_prompt: str = ""
+    """Negative prompt of the unconditional branch, "" for none."""
+    height: int = 512
+    """Height in pixels."""
+    width: int = 512
+    """Width in pixels."""
+    steps: int = 20
+    """Denoising steps."""
+    seed: int = 0
+    """Seed of the initial noise."""
+    guidance_scale: float = 5.0
+    """Classifier-free guidance weight; <= 1 turns guidance off."""
+    output_dir: str = "outputs"
+    """Root under which outputs/<job-id>/ is written."""
+    device: str = ""
+    """Which workers may run the job: "" any; a pool's name (e.g. "h100"); or a device kind ("cpu", "cuda")."""
+    parallel: ParallelBase = field(default_factory=ParallelBase)
+    """How the job is spread over workers."""
+
+    @classmethod
+    def parallel_class(cls) -> type:
+        return next(f for f in fields(cls) if f.name == "parallel").default_factory
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> JobSpec:
+        """Build and validate a spec from plain data (a dict of the same fields)."""
+        values, parallel = spec_fields(data, cls, cls.parallel_class(), cls.hidden)
+        spec = cls(**cls.read_fields(values), parallel=cls.parallel_class()(**parallel))
+        spec.validate()
+        return spec
+
+    @classmethod
+    def read_fields(cls, values: dict[str, Any]) -> dict[str, Any]:
+        """The kind's own reading of nested fields (image segments); the plain values by default."""
+        return values
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def stored(self) -> dict[str, Any]:
+        """What the job store keeps: the validated input fields, and the kind when it is not "image"
+        (image jobs stored before job kinds existed read back unchanged)."""
+        data = {k: v for k, v in self.to_dict().items() if k not in self.hidden}
+        if self.kind != "image":
+            data["job"] = self.kind
+        return data
+
+    def model_path(self, model: str | None = None) -> str:
+        """The directory of ``model`` (the job's own by default), as validation found it."""
+        model = self.model if model is None else model
+        known = self.__dict__.get("_models", {}).get(model)
+        return known[0] if known is not None else str(resolve_model(model))
+
+    def remember_model(self, field_name: str, model: str) -> ModelFamily:
+        """Check a model of this job and keep what placing it needs (its directory, its family, the band
+        alignment of families with a patch plan), so that the scheduler's polls read nothing from disk."""
+        family = self.family(field_name, model)
+        path = resolve_model(model)
+        align = family.band_alignment(path) if "patch" in family.strategies else 1
+        known = self.__dict__.setdefault("_models", {})
+        known[model] = known[str(path)] = (str(path), family, align)  # by name and by directory
+        return family
+
+    def model_family(self, model: str | None = None) -> ModelFamily:
+        """The family of ``model`` (a name or directory of this job), kept from validation."""
+        return self._models[self.model if model is None else model][1]
+
+    def band_alignment(self, model: str | None = None) -> int:
+        """Rows a patch band of ``model`` (a name or directory of this job) must be a multiple of."""
+        return self._models[self.model if model is None else model][2]
+
+    def input_fields(self) -> dict[str, Any]:
+        """The spec's fields as they are (not copied), to build a variant of it."""
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
+    def validate(self) -> None:
+        raise NotImplementedError
+
+    def validate_common(self) -> None:
+        """The checks every kind makes, in the order the kinds report them."""
+        for name in ("model", "dtype", "prompt", "negative_prompt", "output_dir", "device"):
+            check_type(name, getattr(self, name), str)
+        for name in ("height", "width", "steps", "seed"):
+            check_type(name, getattr(self, name), int)
+        check_type("guidance_scale", self.guidance_scale, (int, float))
+
+    def check_steps(self) -> None:
+        if not 1 <= self.steps <= MAX_STEPS:
+            raise SpecError("steps", f"must be between 1 and {MAX_STEPS}, got {self.steps}")
+
+    def check_seed_and_guidance(self) -> None:
+        if not 0 <= self.seed < 2**63:
+            raise SpecError("seed", f"must be in [0, 2**63), got {self.seed}")
+        if not 0 <= self.guidance_scale <= 100:
+            raise SpecError("guidance_scale", f"must be in [0, 100], got {self.guidance_scale}")
+
+    def check_dtype(self) -> None:
+        if self.dtype not in DTYPES:
+            raise SpecError("dtype", f"unknown dtype {self.dtype!r}; expected one of {sorted(DTYPES)}")
+
+    def check_output_dir(self) -> None:
+        if not self.output_dir.strip():
+            raise SpecError("output_dir", "must not be empty")
+        if ".." in Path(self.output_dir).parts:
+            raise SpecError("output_dir", f"{self.output_dir!r} must not climb out with '..'")
+
+    def family(self, field_name: str = "model", model: str | None = None) -> ModelFamily:
+        """The model family of ``model`` (the job's own by default) for this kind; SpecError naming
+        ``field_name`` when the directory is bad, no family serves it, or its family renders another kind."""
+        model = self.model if model is None else model
+        if not model.strip():
+            raise SpecError(field_name, f"must name a built-in {self.kind} model or a local directory")
+        try:
+            path = resolve_model(model)
+            family = family_for_dir(path)
+        except ModelDirectoryError as err:
+            raise SpecError(field_name, str(err)) from err
+        if family.job != self.kind:
+            raise SpecError(
+                field_name,
+                f"{path} is {family.job} pipeline ({family.name} family), not {self.kind} pipeline: "
+                f"its denoiser must be a {' or '.join(denoiser_classes(self.kind))}",
+            )
+        return family
+
+    def check_plan(self, family: ModelFamily, model: str, strategies: tuple[str, ...]) -> None:
+        """The strategy is one this kind runs and the model's family has a plan for."""
+        strategy = self.parallel.strategy
+        check_type("parallel.strategy", strategy, str)
+        if strategy not in strategies:
+            raise SpecError("parallel.strategy", f"unknown strategy {strategy!r}; expected one of {strategies}")
+        problem = family.plan_error(strategy, resolve_model(model))
+        if problem is not None:
+            raise SpecError("parallel.strategy", problem)
+
+    def device_requests(self) -> dict[str, str]:
+        """Field name -> device request (the job's own; a kind with segments adds theirs)."""
+        return {"device": self.device}
+
+
+def check_type(name: str, value: Any, expected: type | tuple[type, ...]) -> None:
+    # bool is an int in Python; a spec saying height=true is wrong, not 1
+    wants_bool = expected is bool
+    if (isinstance(value, bool) and not wants_bool) or not isinstance(value, expected):
+        names = expected.__name__ if isinstance(expected, type) else " or ".join(t.__name__ for t in expected)
+        raise SpecError(name, f"expected {names}, got {type(value).__name__} {value!r}")
+
+
+def check_known(name: str, data: dict, cls: type, hidden: frozenset[str] = frozenset()) -> None:
+    """Refuse the first key of `data` that is not a field of dataclass `cls`; `name` prefixes the field."""
+    known = {f.name for f in fields(cls)} - hidden
+    for key in sorted(data):
+        if key not in known:
+            raise SpecError(f"{name}{key}", f"unknown field; known fields are {sorted(known)}")
+
+
+def spec_fields(
+    data: Any, spec_cls: type, parallel_cls: type, hidden: frozenset[str] = frozenset()
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """A job spec's plain data checked for unknown fields: (its fields but "parallel", the parallel
+    mapping). `hidden` fields cannot be set from outside."""
+    if not isinstance(data, dict):
+        raise SpecError("spec", f"expected a mapping of fields, got {type(data).__name__}")
+    check_known("", data, spec_cls, hidden)
+    values = dict(data)
+    parallel = values.pop("parallel", {})
+    if isinstance(parallel, parallel_cls):
+        parallel = asdict(parallel)
+    if not isinstance(parallel, dict):
+        raise SpecError("parallel", f"expected a mapping, got {type(parallel).__name__}")
+    check_known("parallel.", parallel, parallel_cls)
+    return values, parallel

@@ -1,0 +1,212 @@
+"""Video jobs: the spec of a frame-pipelined video render (`tessera render job=video ...`).
+
+A video job is queue ticks over a checkpointable state (the blocks in the queue with their latents and
+sampler state, and the feature cache), run to its end on ``parallel.degree`` stages. A frame count that
+is not a multiple of the block size is rounded up to the next multiple; the note saying to what is kept
+in ``notes`` and printed by the CLI.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import ClassVar
+
+from cluster.errors import SpecError
+from cluster.jobs.image import Segment
+from cluster.jobs.spec import JobSpec, ParallelBase, SegmentResult, check_type
+from cluster.outputs import job_directory, partial_directory
+from parallel.frames.schedule import blocks_finished, split_frames
+from parallel.frames.schedule import ticks as schedule_ticks
+
+VIDEO_STRATEGIES = ("none", "frames")
+MAX_FRAMES = 1_000_000
+MAX_SIDE = 4096
+
+
+@dataclass
+class VideoParallelSpec(ParallelBase):
+    strategy: str = "frames"
+    """"frames" (layer-and-frame pipelining, one stage per worker) or "none" (one worker)."""
+    degree: int | str = 2
+    """Pipeline stages, one worker each; "auto": as many as are free when the job is placed (up to the
+    model's transformer blocks and the video's frame blocks), chosen anew when a paused job resumes."""
+
+
+@dataclass
+class VideoSpec(JobSpec):
+    kind = "video"
+    unit = "tick"
+    output_file = "video.mp4"
+    hidden: ClassVar[frozenset[str]] = frozenset({"notes"})
+
+    model: str = "builtin-video"
+    """Built-in video model name or a local video pipeline directory."""
+    guidance_scale: float = 1.0
+    """Classifier-free guidance weight; > 1 runs both branches (batched through the stages), <= 1 turns it off."""
+    height: int = 64
+    """Frame height in pixels (a multiple of 16: VAE factor x patch size)."""
+    width: int = 64
+    """Frame width in pixels (a multiple of 16)."""
+    steps: int = 10
+    """Denoising steps per block."""
+    frames: int = 64
+    """Video frames; rounded up to a multiple of block_frames."""
+    block_frames: int = 8
+    """Frames per frame block, the unit that moves through the queue."""
+    context_frames: int = 1
+    """Frames of each neighbour block a block attends to (feature cache); 0 <= it <= block_frames."""
+    block_stride: int = 1
+    """Steps between consecutive blocks entering the queue, 1 <= it <= steps: 1 is DualParal's queue; more
+    starts a block once the previous one is that much cleaner (more motion to continue, fewer blocks in flight)."""
+    fps: float = 8.0
+    """Frame rate of the MP4."""
+    parallel: VideoParallelSpec = field(default_factory=VideoParallelSpec)
+    """How the render is spread over workers."""
+    notes: list[str] = field(default_factory=list)
+    """Adjustments made while validating (e.g. the frame count rounded up); not an input."""
+
+    @property
+    def blocks(self) -> int:
+        return self.frames // self.block_frames
+
+    def validate(self) -> None:
+        self.validate_common()
+        for name in ("frames", "block_frames", "context_frames", "block_stride"):
+            check_type(name, getattr(self, name), int)
+        check_type("fps", self.fps, (int, float))
+        check_type("parallel.strategy", self.parallel.strategy, str)
+        check_type("parallel.degree", self.parallel.degree, (int, str))
+        self.check_dtype()
+        for name in ("height", "width"):
+            value = getattr(self, name)
+            if value <= 0 or value % 16 or value > MAX_SIDE:
+                raise SpecError(name, f"must be a positive multiple of 16 up to {MAX_SIDE}, got {value}")
+        self.check_steps()
+        if not 1 <= self.block_stride <= self.steps:
+            raise SpecError("block_stride", f"must be in [1, steps={self.steps}], got {self.block_stride}")
+        self.check_seed_and_guidance()
+        if not 0 < self.fps <= 240:
+            raise SpecError("fps", f"must be in (0, 240], got {self.fps}")
+        if not 1 <= self.block_frames <= 256:
+            raise SpecError("block_frames", f"must be between 1 and 256, got {self.block_frames}")
+        if not 0 <= self.context_frames <= self.block_frames:
+            raise SpecError(
+                "context_frames",
+                f"must be in [0, block_frames={self.block_frames}], got {self.context_frames}",
+            )
+        if not 1 <= self.frames <= MAX_FRAMES:
+            raise SpecError("frames", f"must be between 1 and {MAX_FRAMES}, got {self.frames}")
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            self.frames, _ = split_frames(self.frames, self.block_frames)
+        self.notes.extend(str(w.message) for w in caught)
+        self.check_output_dir()
+        family = self.remember_model("model", self.model)
+        self.check_plan(family, self.model, VIDEO_STRATEGIES)
+        self.__dict__["_layers"] = family.max_stages(self.model_path())
+        self._validate_degree()
+
+    def _validate_degree(self) -> None:
+        par = self.parallel
+        if isinstance(par.degree, str) and not par.auto:
+            raise SpecError("parallel.degree", f"expected a number of stages or 'auto', got {par.degree!r}")
+        if par.strategy == "none" and par.degree != 1:
+            raise SpecError(
+                "parallel.degree", "strategy 'none' runs on exactly one worker; use parallel=frames"
+            )
+        if par.auto:
+            return
+        if par.degree < 1:
+            raise SpecError("parallel.degree", f"must be at least 1, got {par.degree}")
+        if par.degree > self._layers:
+            raise SpecError(
+                "parallel.degree", f"{par.degree} stages exceed the model's {self._layers} transformer blocks"
+            )
+        if par.degree > self.blocks:
+            raise SpecError(
+                "parallel.degree",
+                f"{par.degree} stages exceed the {self.blocks} frame blocks of frames={self.frames} with "
+                f"block_frames={self.block_frames}; render more frames or use smaller blocks",
+            )
+
+    def max_stages(self) -> int:
+        """The most stages this video can use: no more than transformer blocks or frame blocks."""
+        return min(self._layers, self.blocks)
+
+    def segment_from(self, tick: int) -> Segment:
+        """A video runs as one segment to its end, on one group (paused and moved between ticks)."""
+        return Segment(self.model, self.progress_total(), self.device)
+
+    def placed(self, model: str, degree: int) -> VideoSpec:
+        """What the stages receive: the model's directory and the stage count this placement runs."""
+        parallel = VideoParallelSpec(self.parallel.strategy, degree)
+        fields = {**self.input_fields(), "fps": float(self.fps), "guidance_scale": float(self.guidance_scale)}
+        return VideoSpec(**{**fields, "model": self.model_path(), "parallel": parallel, "notes": []})
+
+    def auto_degree(self, model: str, free: int, rule) -> int:
+        """degree=auto: every free worker, up to the stages the video can use."""
+        return min(free, self.max_stages())
+
+    def min_workers(self) -> int:
+        return 1 if self.parallel.auto else self.parallel.degree
+
+    def check_fits(self, pool_workers: int) -> None:
+        if not self.parallel.auto and self.parallel.degree > pool_workers:
+            raise SpecError(
+                "parallel.degree", f"degree {self.parallel.degree} exceeds the pool's {pool_workers} workers"
+            )
+
+    def progress_total(self) -> int:
+        return schedule_ticks(self.blocks, self.steps, self.block_stride)
+
+    # --- how the service runs it ------------------------------------------------------------------------
+    def units_of(self, state: dict) -> int:
+        """The queue tick a checkpoint state was taken at."""
+        return state["tick"]
+
+    def describe_segment(self, placed: VideoSpec, first: int, until: int) -> str:
+        where = "from the start"
+        if first:
+            kept = blocks_finished(first, self.blocks, self.steps, self.block_stride)
+            where = f"from tick {first} ({kept} blocks kept)"
+        return f"(video, {placed.parallel.degree} stages, {Path(placed.model).name}), {where} to tick {until}"
+
+    def segment_record(self, placed: VideoSpec, first: int, last: int) -> dict:
+        return {"ticks": [first, last], "stages": placed.parallel.degree}
+
+    def run_segment(self, pools, placed: VideoSpec, workers: list[int], job, hooks) -> SegmentResult:
+        """The video from ``job.first`` to its end on ``workers``, one stage each. Finished blocks are kept in
+        the job's partial output folder as one small H.264 segment each, so they survive a pause, a killed
+        worker or a restarted controller; stage 0 joins them into video.mp4 when the last one is in."""
+        from runtime.jobs.video import run_video_render
+
+        partial = partial_directory(self.output_dir, job.id)
+        metadata = run_video_render(
+            pools,
+            placed,
+            partial / "video.mp4",
+            progress=False,
+            ticks_per_call=1,
+            indices=workers,
+            block_dir=str(partial / "blocks"),
+            resume=job.resume,
+            on_tick=hooks.on_unit,
+            checkpoint_every=hooks.checkpoint_every,
+            on_checkpoint=hooks.on_checkpoint,
+        )
+        return SegmentResult(metadata)
+
+    def publish(self, job_id: str, result: SegmentResult, metadata: dict) -> Path:
+        """metadata.json joins video.mp4 in the partial folder, which is renamed to outputs/<job-id>/."""
+        partial = partial_directory(self.output_dir, job_id)
+        target = job_directory(self.output_dir, job_id)
+        shutil.rmtree(partial / "blocks")
+        metadata = dict(metadata, outputs={"video": str(target / "video.mp4")})
+        (partial / "metadata.json").write_text(json.dumps(metadata, indent=2, default=str))
+        os.replace(partial, target)
+        return target

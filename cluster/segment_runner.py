@@ -1,0 +1,189 @@
+"""Run one segment of a job, of any kind, on a group of workers, and record how it ended.
+
+A job runs as segments: a pause, a segment on another model, a worker failure or the controller
+stopping ends one; its state goes to the job's checkpoint and the next segment is placed anew,
+perhaps on other workers with another degree. The kind (``cluster.jobs``) says how its segment runs
+on the runtime side and how its outputs are published; everything else is here, once for all kinds:
+the resume point, progress and checkpoints, the stop at a unit boundary, the failure policy, the
+segment history and the final metadata.
+"""
+
+from __future__ import annotations
+
+import shutil
+import threading
+import time
+import traceback
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import ray
+
+from cluster.failure_policy import Failure, FailurePolicy
+from cluster.job_files import JobFiles
+from cluster.jobs.image import Segment
+from cluster.jobs.spec import JobSpec, SegmentResult
+from cluster.outputs import job_directory, job_outputs, partial_directory
+from cluster.store import JobRecord, JobStore
+from cluster.versions import package_versions
+from runtime.jobs.driver import JobStopped
+
+
+@dataclass(frozen=True)
+class SegmentJob:
+    """The job as its kind's ``run_segment`` sees it."""
+
+    id: str
+    """The job's id (its outputs' folder name)."""
+    resume: dict | None
+    """The checkpoint state to continue from; None from the start."""
+    first: int
+    """The unit the segment starts at."""
+    until: int
+    """The unit after its last."""
+
+
+@dataclass(frozen=True)
+class SegmentHooks:
+    """What the runtime side calls back while the segment runs."""
+
+    on_unit: Callable[[int], bool]
+    """After every unit: False stops the segment at that boundary."""
+    on_checkpoint: Callable[[dict], None]
+    """Receives the state every ``checkpoint_every`` units."""
+    checkpoint_every: int
+    """Units between checkpoints."""
+    release: Callable[[], None]
+    """Frees the workers for the next job once nothing more is queued on them for this one."""
+
+
+class SegmentRunner:
+    def __init__(
+        self,
+        store: JobStore,
+        files: JobFiles,
+        pools: Any,
+        policy: FailurePolicy,
+        checkpoint_every: int,
+        stopping: threading.Event,
+        is_pausing: Callable[[str], bool],
+        forget_workers: Callable[[list[int]], None],
+    ) -> None:
+        self.store = store
+        self.files = files
+        self.pools = pools
+        self.policy = policy
+        self.checkpoint_every = checkpoint_every
+        self.stopping = stopping
+        self.is_pausing = is_pausing
+        self.forget_workers = forget_workers
+
+    def run(
+        self, job: JobRecord, spec: JobSpec, segment: Segment, workers: list[int], release: Callable[[], None]
+    ) -> None:
+        """One segment of ``job`` on ``workers`` (placed: the store says so), to its end or a stop."""
+        directory = job_directory(spec.output_dir, job.id)
+        if (directory / "metadata.json").is_file():  # a previous controller wrote them but died before recording it
+            self.store.finish(job.id, "succeeded", outputs=job_outputs(directory, spec.kind, spec.output_file))
+            self.files.log(job.id, "outputs already complete; recorded as succeeded")
+            return
+        resume = self.files.load_checkpoint(job.id)
+        first = spec.units_of(resume) if resume else 0
+        if resume is None:  # what an attempt that never checkpointed left in the partial folder
+            shutil.rmtree(partial_directory(spec.output_dir, job.id), ignore_errors=True)
+        if first >= segment.until:  # the store was behind the checkpoint (a crash between the two writes)
+            self.store.progress(job.id, first, checkpoint_step=first)
+            self.store.finish(job.id, "queued")
+            return
+        placed = spec.placed(segment.model, len(workers))
+        pool = self.pools.pool_of(workers)
+        self.files.log(
+            job.id,
+            f"attempt {job.attempts} on workers {workers} of pool {pool.config.name} "
+            + spec.describe_segment(placed, first, segment.until),
+        )
+        stop_reason: list[str] = []
+
+        def on_unit(done: int) -> bool:
+            self.store.progress(job.id, done)
+            if self.store.get(job.id).cancel_requested:
+                stop_reason.append("cancelled")
+            elif self.stopping.is_set():
+                stop_reason.append("queued")
+            elif self.is_pausing(job.id) and done < segment.until:
+                stop_reason.append("paused")
+            return not stop_reason
+
+        def on_checkpoint(state: dict) -> None:
+            self.files.save_checkpoint(job.id, state)
+            units = spec.units_of(state)
+            self.store.progress(job.id, units, checkpoint_step=units)
+
+        def record(last: int, seconds: float) -> None:
+            entry = spec.segment_record(placed, first, last)
+            self.files.record_segment(
+                job.id, {**entry, "pool": pool.config.name, "workers": workers, "seconds": round(seconds, 3)}
+            )
+
+        hooks = SegmentHooks(on_unit, on_checkpoint, self.checkpoint_every, release)
+        self.store.start(job.id)
+        started = time.time()
+        try:
+            result = spec.run_segment(self.pools, placed, workers, SegmentJob(job.id, resume, first, segment.until), hooks)
+        except JobStopped as stopped:
+            release()
+            state = stop_reason[0]
+            if state == "cancelled":
+                shutil.rmtree(partial_directory(spec.output_dir, job.id), ignore_errors=True)
+            else:
+                on_checkpoint(stopped.checkpoint)
+            record(stopped.steps_done, time.time() - started)
+            self.store.finish(job.id, state)
+            self.files.log(job.id, f"stopped after {stopped.steps_done} {spec.unit}s: {state}")
+            return
+        except Exception as err:
+            self._failed(job, spec, workers, err)
+            return
+        release()
+        record(segment.until, time.time() - started)
+        if result.checkpoint is not None:  # a segment boundary: the next segment is placed anew
+            on_checkpoint(result.checkpoint)
+            self.store.finish(job.id, "queued")
+            self.files.log(job.id, f"segment done at {spec.unit} {segment.until}; queued for the next segment")
+            return
+        self._publish(job, spec, result, pool.slot.kind, started)
+
+    def _publish(self, job: JobRecord, spec: JobSpec, result: SegmentResult, device: str, started: float) -> None:
+        metadata = {
+            "job_id": job.id,
+            "spec": spec.stored(),
+            "seed": spec.seed,
+            "model_path": spec.model_path(),
+            "device": device,
+            "attempts": job.attempts,
+            "versions": package_versions(),
+            **result.metadata,
+            "segments": self.files.segments(job.id),
+        }
+        directory = spec.publish(job.id, result, metadata)
+        self.store.finish(job.id, "succeeded", outputs=job_outputs(directory, spec.kind, spec.output_file))
+        self.files.log(job.id, f"succeeded in {time.time() - started:.1f} s: {directory}")
+
+    def _failed(self, job: JobRecord, spec: JobSpec, workers: list[int], err: Exception) -> None:
+        """Replace the group's workers if one of them died, then let the policy requeue or fail the job."""
+        # a killed worker shows up as its own death or as a peer's failed collective, whichever
+        # ray.get reports first: ask the pool which workers are gone
+        died = isinstance(err, ray.exceptions.RayActorError) or bool(self.pools.unhealthy_workers(workers))
+        if died:
+            self.pools.restart_workers(workers)
+            self.forget_workers(workers)
+        state = self.policy.decide(Failure(job, err, died))
+        if died:
+            self.store.finish(job.id, state, error=f"worker died: {err}", failed_attempt=True)
+            self.files.log(job.id, f"a worker died ({type(err).__name__}); {'requeued' if state == 'queued' else 'failed'}")
+            return
+        if state == "failed":
+            shutil.rmtree(partial_directory(spec.output_dir, job.id), ignore_errors=True)
+        self.store.finish(job.id, state, error=f"{type(err).__name__}: {err}")  # the queue goes on
+        self.files.log(job.id, f"{state}:\n" + traceback.format_exc())

@@ -1,0 +1,98 @@
+"""A worker's part of one image render: its pipeline, its denoising loop, its timings. Plain torch, no Ray.
+
+``spec`` is the placed image spec the worker received (``cluster.jobs.image.RenderSpec``: its model is a
+directory and its degree concrete); only its fields are read here.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import torch
+import torch.distributed as dist
+
+from pipelines.sampling import (
+    DenoiseLoop,
+    batched_cfg_predictor,
+    denoiser,
+    encode_conditioning,
+    latent_shape,
+)
+
+
+class RenderSession:
+    def __init__(self, pipe, spec: Any, world: int = 1, resume: dict | None = None) -> None:
+        par = spec.parallel
+        if par.strategy == "none" and world != 1:
+            raise ValueError(f"strategy 'none' runs on one worker, but the job group has {world}")
+        self.pipe = pipe
+        self.spec = spec
+        self.patch = None
+        started = time.perf_counter()
+        cond = encode_conditioning(
+            pipe, spec.prompt, spec.negative_prompt, spec.guidance_scale, pipe.device, (spec.height, spec.width)
+        )
+        self.encode_s = time.perf_counter() - started
+        predictor, rows = batched_cfg_predictor(denoiser(pipe), cond), None
+        if par.strategy == "patch":
+            from runtime.jobs.image_patch import setup_patch
+
+            self.patch = setup_patch(pipe, cond, par, latent_shape(pipe, spec.height, spec.width)[2])
+            predictor, rows = self.patch.predictor, self.patch.rows
+        self.loop = DenoiseLoop(
+            pipe, spec.sampler, spec.steps, spec.seed, spec.height, spec.width, predictor, rows=rows
+        )
+        if resume is not None:
+            self.loop.load_state_dict(resume)
+            if self.patch is not None:  # stale activations are a cache, not state: refill synchronously
+                self.patch.handle.reset(self.loop.step_index)
+        self.step_seconds: list[float] = []
+
+    @property
+    def band_index(self) -> int:
+        return self.patch.band_index if self.patch else 0
+
+    def step(self) -> int:
+        started = time.perf_counter()
+        done = self.loop.step()
+        self.step_seconds.append(time.perf_counter() - started)
+        return done
+
+    def advance(self, units: int = 1) -> int:
+        """Run ``units`` denoising steps; returns the steps done."""
+        done = self.loop.step_index
+        for _ in range(units):
+            done = self.step()
+        return done
+
+    def snapshot(self) -> dict:
+        """This worker's band of the render state, for a checkpoint."""
+        return self.loop.state_dict()
+
+    def latents(self) -> torch.Tensor:
+        return self.loop.latents.detach().cpu()
+
+    def result(self) -> torch.Tensor:
+        """What the render produced on this worker: its band of the latent."""
+        return self.latents()
+
+    def finish(self) -> dict:
+        """This worker's report (then the session is closed)."""
+        report = {"step_seconds": self.step_seconds, "rows": list(self.loop.rows), "band": self.band_index}
+        if self.patch is not None:
+            report["bytes_sent"] = self.patch.bytes_sent()
+            report["branch"] = self.patch.cfg.branch if self.patch.cfg else "both"
+        return report
+
+    def close(self) -> None:
+        """Restore the cached denoiser to its unpatched self."""
+        if self.patch is not None:
+            self.patch.handle.remove()
+            self.patch = None
+
+
+def open_render_session(pipe, spec: Any, resume: dict | None = None) -> RenderSession:
+    """The worker's session of a render (``Worker.begin``'s opener for image jobs)."""
+    world = dist.get_world_size() if dist.is_initialized() else 1
+    return RenderSession(pipe, spec, world=world, resume=resume)

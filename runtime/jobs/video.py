@@ -1,0 +1,143 @@
+"""Drive one video render on a group of pool workers: every stage advances a few queue ticks per call.
+
+All stages run concurrently inside each round of calls (their ring traffic needs all of them), and the
+driver reports progress between rounds (``runtime.jobs.driver.drive``). Stage 0 streams the MP4 itself,
+so no frames pass through the driver and its memory does not grow with the video.
+
+A service job (``block_dir`` given) keeps finished blocks as MP4 segments, may start from a checkpoint,
+has its state gathered every ``checkpoint_every`` ticks, and stops at a tick boundary when ``on_tick``
+says so (``JobStopped`` carries the state there).
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+from runtime.jobs.driver import CheckpointSink, Refs, UnitHook, drive, get_all
+from runtime.jobs.video_session import open_video_session
+from runtime.jobs.video_state import merge_stage_states
+
+
+class VideoDriver:
+    """The ``JobDriver`` of a video render: every stage advances ``ticks_per_call`` ticks per round."""
+
+    queue_depth = 1
+
+    def __init__(self, workers: list, spec: Any, ticks_per_call: int, **options: Any) -> None:
+        self.workers = workers
+        self.spec = spec
+        self.units_per_call = ticks_per_call
+        self.options = options
+        self.ends: Refs = []
+
+    def begin(self, resume: dict | None) -> Refs:
+        return [w.begin.remote(open_video_session, self.spec, resume, **self.options) for w in self.workers]
+
+    def advance(self, units: int) -> Refs:
+        return [w.advance.remote(units) for w in self.workers]
+
+    def units_done(self, refs: Refs) -> int:
+        return get_all(refs)[0]
+
+    def snapshot(self) -> Refs:
+        return [w.snapshot.remote() for w in self.workers]
+
+    def state(self, refs: Refs) -> dict[str, Any]:
+        """The job's state at the current tick boundary, merged from every stage (stage 0 first)."""
+        return merge_stage_states(get_all(refs))
+
+    def after_last(self) -> None:
+        self.ends = [w.finish.remote() for w in self.workers]
+
+
+def run_video_render(
+    pool: Any,
+    spec: Any,
+    video_path: str | Path,
+    progress: bool = True,
+    ticks_per_call: int = 4,
+    indices: list[int] | None = None,
+    block_dir: str | None = None,
+    resume: dict[str, Any] | None = None,
+    on_tick: UnitHook | None = None,
+    checkpoint_every: int = 0,
+    on_checkpoint: CheckpointSink | None = None,
+) -> dict:
+    """Render ``spec`` (a placed video spec, ``cluster.jobs.video``: its degree is the stage count) on pool
+    workers ``indices`` (the first ones by default), stage 0 writing ``video_path``; returns metadata.
+    With ``block_dir`` (a service job): finished blocks go there as files, the render continues from
+    ``resume`` (a merged checkpoint state), ``on_tick`` is called with the ticks done after every call
+    (False stops: JobStopped) and the state goes to ``on_checkpoint`` every ``checkpoint_every`` ticks."""
+    degree = spec.parallel.degree
+    if degree > pool.size:
+        raise ValueError(f"parallel.degree: {degree} stages exceed the pool's {pool.size} workers")
+    indices = list(range(degree)) if indices is None else list(indices)
+    if len(indices) != degree:
+        raise ValueError(f"parallel.degree: {degree} stages need as many workers, got {indices}")
+    if resume is not None and block_dir is None:
+        raise ValueError("resume: a checkpointed video render keeps its blocks in block_dir")
+    if spec.model != spec.model_path():
+        spec = spec.placed(spec.model, degree)  # the workers load a directory
+    workers = [pool.workers[i] for i in indices]
+    options = {"video_path": str(Path(video_path).resolve()), "block_dir": block_dir}
+    driver = VideoDriver(workers, spec, ticks_per_call, **options)
+    started = time.perf_counter()
+    first = resume["tick"] if resume else 0
+    ticks = spec.progress_total()
+    with pool.group(indices) as group:
+        begins, tick_s = drive(driver, first, ticks, resume, progress, on_tick, checkpoint_every, on_checkpoint, "tick")
+        drove = time.perf_counter()
+        ends = get_all(driver.ends)
+        render_s = sum(tick_s) + time.perf_counter() - drove  # from the stages' set-up to the video's close
+        first_frames = (resume["blocks_finished"] if resume else 0) * spec.block_frames
+        backend = group.spec.backend
+    head = ends[0]
+    return {
+        "strategy": "frames",
+        "degree": degree,
+        "stages": degree,
+        "backend": backend,
+        "frames": head["frames"],
+        "blocks": head["blocks"],
+        "block_frames": spec.block_frames,
+        "context_frames": spec.context_frames,
+        "block_stride": spec.block_stride,
+        "steps": spec.steps,
+        "fps": spec.fps,
+        "stage_boundaries": head["boundaries"],
+        "layer_costs_s": head["layer_costs_s"],
+        "decode_s_per_block": head["block_overhead_s"],
+        "frames_per_s": (head["frames"] - first_frames) / render_s,
+        "resumed_from_tick": first,
+        "frames_written": head["frames_written"],
+        "timings": {
+            "load_s": max(b["load_s"] for b in begins),
+            "encode_s": max(e["encode_s"] for e in ends),
+            "setup_s": max(e["setup_s"] for e in ends),
+            "render_s": render_s,
+            "decode_s": head["decode_s"],
+            "total_s": time.perf_counter() - started,
+        },
+        "model_cache_hit": [b["cache_hit"] for b in begins],
+        "workers": [_worker_summary(pool.infos[i], b, e) for i, b, e in zip(indices, begins, ends)],
+    }
+
+
+def _worker_summary(info: dict, begin: dict, end: dict) -> dict:
+    summary = dict(info)
+    summary.update(
+        stage=end["stage"],
+        layers=end["layers"],
+        items=end["items"],
+        compute_s=end["compute_s"],
+        compute_cpu_s=end["compute_cpu_s"],
+        decode_cpu_s=end["decode_cpu_s"],
+        wait_s=end["wait_s"],
+        bytes_sent_by_peer=end["bytes_sent_by_peer"],
+        feature_cache_peak_bytes=end["feature_cache_peak_bytes"],
+        peak_memory_bytes=end["peak_memory_bytes"],
+        activation_peak_bytes=max(0, end["peak_memory_bytes"] - begin["resident_bytes"]),
+    )
+    return summary
