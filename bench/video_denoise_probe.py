@@ -39,7 +39,7 @@ from pipelines.builtin import resolve_model
 from pipelines.families.wan.loading import load_video_pipeline
 from pipelines.families.wan.training import wan_layers
 from pipelines.video_dataset import VideoShapesConfig, VideoShapesDataset
-from runtime.train_data import tokenize
+from runtime.training.data import tokenize
 from runtime.video_session import VideoSession
 from runtime.video_task import VideoTask
 

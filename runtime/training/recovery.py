@@ -17,7 +17,7 @@ import os
 import uuid
 from pathlib import Path
 
-from runtime.train_checkpoint import CheckpointState, last_checkpoint, read_state
+from runtime.training.checkpoint import CheckpointState, last_checkpoint, read_state
 
 
 def new_run_id() -> str:

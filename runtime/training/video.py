@@ -1,9 +1,9 @@
 """The video model's training phase: the Wan-layout DiT and its text encoder as a DeepSpeed pipeline (1F1B).
 
-Run by runtime/train_loop.py's `train_worker` when the model is a video pipeline (model=builtin-video).
+Run by runtime/training/image.py's `train_worker` when the model is a video pipeline (model=builtin-video).
 The per-frame VAE is the image model's, frozen; the layer list is parallel/pipeline_wan.py's, cut into
 `stages` stages by measured forward + backward time; batches are flow-matching micro-batches of procedural
-moving-shape clips (runtime/train_video_data.py). Checkpoints, resume and restarts work as for the UNet
+moving-shape clips (runtime/training/video_data.py). Checkpoints, resume and restarts work as for the UNet
 phase, under the phase name "dit".
 """
 
@@ -16,15 +16,15 @@ from pathlib import Path
 import torch
 
 from pipelines.video_dataset import VideoShapesConfig, VideoShapesDataset
-from runtime.train_checkpoint import (
+from runtime.training.checkpoint import (
     CheckpointState,
     gather_full_state,
     load_full_state,
     write_checkpoint,
 )
-from runtime.train_config import TrainConfig
-from runtime.train_engine import pipeline_engine
-from runtime.train_video_data import FlowMatchStream, encode_clip_cache, training_shift
+from runtime.training.config import TrainConfig
+from runtime.training.engine import pipeline_engine
+from runtime.training.video_data import FlowMatchStream, encode_clip_cache, training_shift
 
 
 def is_video_model(name_or_path: str) -> bool:
@@ -86,7 +86,7 @@ def train_dit(
 ) -> None:
     from parallel.training.layers import noise_mse
     from pipelines.families.wan.training import wan_layers
-    from runtime.train_loop import StepLog
+    from runtime.training.image import StepLog
 
     stage = cfg.dit
     vae = pipe.vae.to(device).eval().requires_grad_(False)

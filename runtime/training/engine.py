@@ -8,8 +8,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from runtime.train_checkpoint import load_optimizer
-from runtime.train_config import TrainConfig
+from runtime.training.checkpoint import load_optimizer
+from runtime.training.config import TrainConfig
 
 
 def pipeline_engine(
@@ -32,7 +32,7 @@ def pipeline_engine(
 
     from parallel.training.module import build_pipeline_module
     from parallel.training.partition import agree_on_costs, balanced_boundaries, profile_layer_costs
-    from runtime.train_loop import deepspeed_config
+    from runtime.training.image import deepspeed_config
 
     if resume_boundaries is not None:
         boundaries = list(resume_boundaries)

@@ -4,9 +4,9 @@ Phase 1 trains the VAE data-parallel on all workers; phase 2 trains the UNet and
 DeepSpeed pipeline (parallel/pipeline_unet.py), `stages` stages by `workers / stages` replicas, on latents
 of the trained VAE. Both phases checkpoint every `checkpoint_every` steps and resume from the last
 checkpoint, with `resume=true` or when Ray Train restarts the workers after one died
-(runtime/train_recovery.py); rank 0 logs every step to run_dir/metrics.jsonl (steps re-run after a
+(runtime/training/recovery.py); rank 0 logs every step to run_dir/metrics.jsonl (steps re-run after a
 restart appear again). A video model (model=builtin-video) trains one phase instead, the DiT and its text
-encoder as a pipeline (runtime/train_video.py).
+encoder as a pipeline (runtime/training/video.py).
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ import torch.distributed as dist
 
 from parallel.training.bubble_fill import BubbleFiller
 from runtime.device import device_slot
-from runtime.train_checkpoint import (
+from runtime.training.checkpoint import (
     CheckpointState,
     gather_full_state,
     last_checkpoint,
@@ -29,8 +29,8 @@ from runtime.train_checkpoint import (
     read_state,
     write_checkpoint,
 )
-from runtime.train_config import TrainConfig
-from runtime.train_data import (
+from runtime.training.config import TrainConfig
+from runtime.training.data import (
     CachedLatents,
     NoisedLatentStream,
     OnlineLatents,
@@ -39,9 +39,9 @@ from runtime.train_data import (
     shapes,
     vae_batch,
 )
-from runtime.train_engine import pipeline_engine
-from runtime.train_recovery import restart_point, write_pid
-from runtime.train_video import initial_video_pipeline, is_video_model, train_dit, video_saver
+from runtime.training.engine import pipeline_engine
+from runtime.training.recovery import restart_point, write_pid
+from runtime.training.video import initial_video_pipeline, is_video_model, train_dit, video_saver
 
 
 def deepspeed_config(micro_batch: int, accumulation: int, lr: float, clipping: float = 1.0) -> dict:
