@@ -22,7 +22,7 @@ if [ -f .whl2/site.tar.xz ] && [ ! -d /tmp/gpusite ]; then tar -xJf .whl2/site.t
 export PYTHONUNBUFFERED=1 RAY_DEDUP_LOGS=0
 echo "setup done at $(el) s"
 nvidia-smi -L 2>/dev/null; nproc; free -g | head -2
-$PY -c "import torch, ray, deepspeed, diffusers, hydra, transformers, cluster.cli, cluster.train, runtime.training.image, runtime.training.video, pipelines.builtin_video; from ray.train.torch import TorchTrainer; print('torch', torch.__version__, torch.cuda.is_available(), 'ray', ray.__version__, 'ds', deepspeed.__version__, 'diffusers', diffusers.__version__, 'transformers', transformers.__version__)" || exit 4
+$PY -c "import torch, ray, deepspeed, diffusers, hydra, transformers, cluster.cli, cluster.train, runtime.training.worker, pipelines.builtin_video; from ray.train.torch import TorchTrainer; print('torch', torch.__version__, torch.cuda.is_available(), 'ray', ray.__version__, 'ds', deepspeed.__version__, 'diffusers', diffusers.__version__, 'transformers', transformers.__version__)" || exit 4
 $PY - <<'PY' || exit 5
 import pipelines.builtin_video as b
 base = b.transformer_config

@@ -49,8 +49,8 @@ def run_training(config: TrainConfig, address: str | None = None) -> list[dict]:
 
     from runtime.device import device_slot, resolve_device_kind
     from runtime.ray_session import ray_session
-    from runtime.training.image import train_worker
     from runtime.training.recovery import new_run_id
+    from runtime.training.worker import train_worker
 
     config.run_dir = str(Path(config.run_dir).resolve())
     Path(config.run_dir).mkdir(parents=True, exist_ok=True)
