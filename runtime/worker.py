@@ -18,6 +18,7 @@ import numpy as np
 import torch
 
 from runtime import memory, process_group
+from runtime.attention import enable_fast_attention
 from runtime.device import CUDA, DeviceSlot
 from runtime.model_cache import ModelCache
 from runtime.render_task import RenderTask
@@ -46,7 +47,9 @@ class Worker:
         self.cache = ModelCache()
         self.rank: int | None = None
         self.session = None
-        self.attention = "sdpa"
+        self.attention: dict[tuple[str, str], str] = {}
+        """The attention kernel of each pipeline loaded here, by (model path, dtype): what enable_fast_attention
+        chose for this worker's device ("sdpa" on CPU and without xformers, "xformers" on CUDA with it)."""
         self.busy_s = 0.0
         self.last_decode_s = 0.0
 
@@ -90,9 +93,12 @@ class Worker:
     def load_pipeline(self, path: str, dtype: str) -> tuple[Any, bool]:
         from pipelines.loading import load_pipeline
 
-        return self.cache.get_or_load(
-            path, dtype, self.device, lambda: load_pipeline(path, dtype, self.device)
-        )
+        def load() -> Any:
+            pipe = load_pipeline(path, dtype, self.device)
+            self.attention[(str(path), dtype)] = enable_fast_attention(pipe, self.device)
+            return pipe
+
+        return self.cache.get_or_load(path, dtype, self.device, load)
 
     def preload(self, path: str, dtype: str) -> dict:
         started = time.perf_counter()
@@ -125,7 +131,7 @@ class Worker:
             "cache_hit": hit,
             "load_s": load_s,
             "encode_s": self.session.encode_s,
-            "attention": self.attention,
+            "attention": self.attention[(str(task.model_path), task.dtype)],
             "resident_bytes": resident,
         }
 
