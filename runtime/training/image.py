@@ -232,9 +232,10 @@ def train_image(cfg: TrainConfig, checkpoint: Path | None, state: CheckpointStat
         pipe.save_pretrained(final, safe_serialization=True)
         print(f"wrote {final}", flush=True)
         if cfg.export:
-            from pipelines.builtin import resolve_model
+            from pipelines.builtin import resolve_model, strip_machine_paths
 
             target = resolve_model(cfg.model)
             pipe.save_pretrained(target, safe_serialization=True)
+            strip_machine_paths(target)  # the configs would name the checkpoint it was loaded from
             print(f"exported trained weights to {target}", flush=True)
     dist.barrier()
