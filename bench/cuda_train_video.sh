@@ -1,7 +1,7 @@
 #!/bin/bash
 # The video DiT trained by `tessera train` on one GPU, two patch sizes one after the other, each time-boxed:
 # A = the built-in architecture with patch 1x1x1, B = as committed (patch 1x2x2), both from the seed-0 start
-# of pipelines/builtin_video.py (model=local init=model). Each run checkpoints every 100 steps; the last
+# of pipelines/builtin/video.py (model=local init=model). Each run checkpoints every 100 steps; the last
 # checkpoint of each (transformer, text encoder, optimizer state, metrics.jsonl) is packed into $OUT.
 #
 # Used on a lent GPU machine (BENCHMARKS.md "Video DiT training on one GPU"), whose image has torch but
@@ -22,9 +22,9 @@ if [ -f .whl2/site.tar.xz ] && [ ! -d /tmp/gpusite ]; then tar -xJf .whl2/site.t
 export PYTHONUNBUFFERED=1 RAY_DEDUP_LOGS=0
 echo "setup done at $(el) s"
 nvidia-smi -L 2>/dev/null; nproc; free -g | head -2
-$PY -c "import torch, ray, deepspeed, diffusers, hydra, transformers, cluster.cli, cluster.train, runtime.train_loop, runtime.train_video, pipelines.builtin_video; from ray.train.torch import TorchTrainer; print('torch', torch.__version__, torch.cuda.is_available(), 'ray', ray.__version__, 'ds', deepspeed.__version__, 'diffusers', diffusers.__version__, 'transformers', transformers.__version__)" || exit 4
+$PY -c "import torch, ray, deepspeed, diffusers, hydra, transformers, cluster.cli, cluster.train, runtime.training.worker, pipelines.builtin.video; from ray.train.torch import TorchTrainer; print('torch', torch.__version__, torch.cuda.is_available(), 'ray', ray.__version__, 'ds', deepspeed.__version__, 'diffusers', diffusers.__version__, 'transformers', transformers.__version__)" || exit 4
 $PY - <<'PY' || exit 5
-import pipelines.builtin_video as b
+import pipelines.builtin.video as b
 base = b.transformer_config
 for name, patch in (("p1start", (1, 1, 1)), ("p2start", (1, 2, 2))):
     b.transformer_config = lambda: {**base(), "patch_size": patch}

@@ -23,7 +23,7 @@ import ray
 
 from bench.common import alternate, median, provenance, write_section
 from cluster.train import run_training
-from runtime.train_config import TrainConfig, UnetStage, VaeStage
+from runtime.training.config import TrainConfig, UnetStage, VaeStage
 
 # name: (workers, stages, latents, bubble filling, niceness of the filling thread)
 CONFIGS = {

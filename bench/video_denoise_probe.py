@@ -41,7 +41,7 @@ from pipelines.families.wan.loading import load_video_pipeline
 from pipelines.families.wan.training import wan_layers
 from pipelines.video_dataset import VideoShapesConfig, VideoShapesDataset
 from runtime.jobs.video_session import VideoSession
-from runtime.train_data import tokenize
+from runtime.training.data import tokenize
 
 SIGMAS = (0.3, 0.6, 0.9)
 STARTS = (1.0, 0.9, 0.7, 0.5, 0.3)

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
-from runtime.train_config import DitStage, TrainConfig, UnetStage
+from runtime.training.config import DitStage, TrainConfig, UnetStage
 
 
 def train_config_from_hydra(cfg: DictConfig) -> tuple[TrainConfig, str | None]:
@@ -49,8 +49,8 @@ def run_training(config: TrainConfig, address: str | None = None) -> list[dict]:
 
     from runtime.device import device_slot, resolve_device_kind
     from runtime.ray_session import ray_session
-    from runtime.train_loop import train_worker
-    from runtime.train_recovery import new_run_id
+    from runtime.training.recovery import new_run_id
+    from runtime.training.worker import train_worker
 
     config.run_dir = str(Path(config.run_dir).resolve())
     Path(config.run_dir).mkdir(parents=True, exist_ok=True)

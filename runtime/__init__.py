@@ -1,1 +1,1 @@
-"""One job's devices: Ray worker actors, device pools, process groups, model cache."""
+"""One job's devices: Ray worker actors, device pools, process groups, model cache; training (``runtime.training``)."""

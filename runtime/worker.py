@@ -18,6 +18,7 @@ import numpy as np
 import torch
 
 from runtime import memory, process_group
+from runtime.attention import enable_fast_attention
 from runtime.device import CUDA, DeviceSlot
 from runtime.model_cache import ModelCache
 
@@ -45,7 +46,9 @@ class Worker:
         self.cache = ModelCache()
         self.rank: int | None = None
         self.session = None
-        self.attention = "sdpa"
+        self.attention: dict[tuple[str, str], str] = {}
+        """The attention kernel of each pipeline loaded here, by (model path, dtype): what enable_fast_attention
+        chose for this worker's device ("sdpa" on CPU and without xformers, "xformers" on CUDA with it)."""
         self.busy_s = 0.0
         self.last_decode_s = 0.0
 
@@ -90,9 +93,12 @@ class Worker:
         """The model at ``path`` as its family loads it (a diffusers pipeline, or the family's own), cached."""
         from pipelines.families import family_for_dir
 
-        return self.cache.get_or_load(
-            path, dtype, self.device, lambda: family_for_dir(path).load(path, dtype, self.device)
-        )
+        def load() -> Any:
+            pipe = family_for_dir(path).load(path, dtype, self.device)
+            self.attention[(str(path), dtype)] = enable_fast_attention(pipe, self.device)
+            return pipe
+
+        return self.cache.get_or_load(path, dtype, self.device, load)
 
     def preload(self, path: str, dtype: str) -> dict:
         started = time.perf_counter()
@@ -123,8 +129,8 @@ class Worker:
         return {
             "cache_hit": hit,
             "load_s": load_s,
-            "encode_s": getattr(self.session, "encode_s", 0.0),
-            "attention": self.attention,
+            "encode_s": self.session.encode_s,
+            "attention": self.attention[(str(spec.model), spec.dtype)],
             "resident_bytes": resident,
         }
 

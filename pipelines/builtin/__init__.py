@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -52,3 +53,22 @@ def resolve_model(name_or_path: str) -> Path:
             f"nor an existing directory"
         )
     return path.resolve()
+
+
+def strip_machine_paths(directory: str | Path) -> list[Path]:
+    """Drop the ``_name_or_path`` key from the JSON configs of a saved pipeline or component directory.
+
+    diffusers (and transformers) record there the directory a model was loaded from, a path of the machine
+    that saved it, and ``save_pretrained`` writes it back out. The JSON files directly in ``directory`` and
+    in its immediate sub-directories are checked; a file is rewritten (key order and indent kept) only when it
+    holds the key. Returns the files rewritten.
+    """
+    directory = Path(directory)
+    rewritten = []
+    for path in sorted([*directory.glob("*.json"), *directory.glob("*/*.json")]):
+        data = json.loads(path.read_text())
+        if isinstance(data, dict) and "_name_or_path" in data:
+            del data["_name_or_path"]
+            path.write_text(json.dumps(data, indent=2) + "\n")
+            rewritten.append(path)
+    return rewritten

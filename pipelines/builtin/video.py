@@ -19,7 +19,7 @@ from pathlib import Path
 import torch
 from diffusers import AutoencoderKL, FlowMatchEulerDiscreteScheduler, WanTransformer3DModel
 
-from pipelines.builtin import BUILTIN_ROOT
+from pipelines.builtin import BUILTIN_ROOT, strip_machine_paths
 from pipelines.builtin.image import TEXT_WIDTH, vae_config
 from pipelines.families.wan.loading import VideoPipeline, load_video_pipeline
 
@@ -79,6 +79,7 @@ def write_builtin_video(
         shutil.copytree(image_dir / component, target / component, dirs_exist_ok=True)
     FlowMatchEulerDiscreteScheduler(**scheduler_config()).save_pretrained(target / "scheduler")
     (target / "model_index.json").write_text(json.dumps(model_index(), indent=2) + "\n")
+    strip_machine_paths(target)  # the VAE config would name image_dir/vae
     return target
 
 
@@ -93,17 +94,21 @@ def build_video_pipeline(seed: int = 0, image_model: str | Path | None = None) -
 
 def save_video_pipeline(pipe: VideoPipeline, target: str | Path, weights_only: bool = False) -> Path:
     """Write a video pipeline in diffusers format (safetensors). `weights_only` writes only the trained
-    components (transformer, text encoder) into an existing pipeline directory, leaving the rest as it is."""
+    components (transformer, text encoder) into an existing pipeline directory, leaving the rest as it is.
+    The configs written name no directory of this machine (``_name_or_path`` dropped)."""
     target = Path(target)
     target.mkdir(parents=True, exist_ok=True)
     pipe.transformer.save_pretrained(target / "transformer", safe_serialization=True)
     pipe.text_encoder.save_pretrained(target / "text_encoder", safe_serialization=True)
     if weights_only:
+        for component in ("transformer", "text_encoder"):
+            strip_machine_paths(target / component)
         return target
     pipe.vae.save_pretrained(target / "vae", safe_serialization=True)
     pipe.tokenizer.save_pretrained(target / "tokenizer")
     pipe.make_scheduler().save_pretrained(target / "scheduler")
     (target / "model_index.json").write_text(json.dumps(model_index(), indent=2) + "\n")
+    strip_machine_paths(target)
     return target
 
 

@@ -10,7 +10,7 @@ import torch
 
 from parallel.training.bubble_fill import BubbleFiller
 from pipelines.builtin.image import build_image_pipeline
-from runtime.train_data import NoisedLatentStream, OnlineLatents, shapes
+from runtime.training.data import NoisedLatentStream, OnlineLatents, shapes
 
 
 def _slow_counter(limit: int, delay: float = 0.0):

@@ -8,7 +8,7 @@ import torch
 
 from cluster.config import compose
 from cluster.train import train_config_from_hydra
-from runtime.train_video_data import (
+from runtime.training.video_data import (
     FlowMatchStream,
     context_sigmas,
     shifted_sigmas,

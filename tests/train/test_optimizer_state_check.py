@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from runtime.train_checkpoint import check_optimizer_state
+from runtime.training.checkpoint import check_optimizer_state
 
 
 def _trained_adam(params: list[torch.nn.Parameter]) -> torch.optim.Adam:

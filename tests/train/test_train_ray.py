@@ -16,8 +16,8 @@ import pytest
 import torch
 
 from cluster.train import run_training
-from runtime.train_checkpoint import checkpoint_name
-from runtime.train_config import TrainConfig, UnetStage, VaeStage
+from runtime.training.checkpoint import checkpoint_name
+from runtime.training.config import TrainConfig, UnetStage, VaeStage
 
 pytestmark = pytest.mark.slow
 

@@ -10,8 +10,8 @@ import pytest
 import torch
 
 from cluster.train import run_training
-from runtime.train_checkpoint import checkpoint_name
-from runtime.train_config import DitStage, TrainConfig
+from runtime.training.checkpoint import checkpoint_name
+from runtime.training.config import DitStage, TrainConfig
 
 pytestmark = pytest.mark.slow
 

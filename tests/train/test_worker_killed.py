@@ -18,7 +18,7 @@ import pytest
 import torch
 
 from cluster.train import run_training
-from runtime.train_config import TrainConfig, UnetStage, VaeStage
+from runtime.training.config import TrainConfig, UnetStage, VaeStage
 
 pytestmark = pytest.mark.slow
 

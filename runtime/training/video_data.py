@@ -8,7 +8,7 @@ FlowMatchEulerDiscreteScheduler with `shift`), and Gaussian noise:
 
 which is the velocity FlowMatchEulerDiscreteScheduler.step integrates at render time. The target needs the
 clean latent, so the last pipeline stage holds the cache too (unlike the UNet's epsilon target, noise alone).
-Every draw comes from a generator seeded by (seed, micro-batch index, replica), as in runtime/train_data.py:
+Every draw comes from a generator seeded by (seed, micro-batch index, replica), as in runtime/training/data.py:
 a resumed run and every stage see the same micro-batches.
 """
 
@@ -19,7 +19,7 @@ from collections.abc import Iterator
 import torch
 
 from pipelines.video_dataset import VideoShapesDataset
-from runtime.train_data import _generator, tokenize
+from runtime.training.data import _generator, tokenize
 
 
 @torch.no_grad()

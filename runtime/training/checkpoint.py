@@ -36,7 +36,7 @@ class CheckpointState:
     optimizer state of each rank belongs to its stage's parameters."""
     run_id: str = ""
     """The `tessera train` invocation that wrote it: a worker group Ray Train restarts in that run resumes
-    from it without `resume=true` (runtime/train_recovery.py)."""
+    from it without `resume=true` (runtime/training/recovery.py)."""
 
     @property
     def order(self) -> tuple[int, int]:

@@ -1,4 +1,7 @@
-"""The DeepSpeed pipeline engine of one training phase, shared by the image (UNet) and video (DiT) phases."""
+"""DeepSpeed for every training phase: its config, its set-up on a worker, and the pipeline engine of a phase.
+
+The image phases (VAE data-parallel, UNet pipeline) and the video phase (DiT pipeline) all build their engines here.
+"""
 
 from __future__ import annotations
 
@@ -8,8 +11,35 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from runtime.train_checkpoint import load_optimizer
-from runtime.train_config import TrainConfig
+from runtime.training.checkpoint import load_optimizer
+from runtime.training.config import TrainConfig
+
+
+def deepspeed_config(micro_batch: int, accumulation: int, lr: float, clipping: float = 1.0) -> dict:
+    """DeepSpeed's config for every phase: fp32, AdamW from torch (no FusedAdam build), no ZeRO."""
+    return {
+        "train_micro_batch_size_per_gpu": micro_batch,
+        "gradient_accumulation_steps": accumulation,
+        "optimizer": {"type": "AdamW", "params": {"lr": lr, "weight_decay": 0.0, "torch_adam": True}},
+        "gradient_clipping": clipping,
+        "steps_per_print": 10**9,
+        "wall_clock_breakdown": False,
+    }
+
+
+def skip_deepspeed_shm_op() -> None:
+    """Keep DeepSpeed's CPU backend from building its shared-memory all-reduce op at init_distributed.
+
+    The op is compiled with ninja on first use on a machine (about 30 s) and only serves DeepSpeed's
+    `inference_all_reduce`; pipeline and data-parallel training reduce through torch.distributed (gloo
+    here). A run killed while compiling it also leaves torch's build lock file behind, and every later
+    init then waits on that lock forever (seen here). DeepSpeed skips ops marked incompatible."""
+    import deepspeed.ops
+    from deepspeed.accelerator import get_accelerator
+
+    builder = get_accelerator().create_op_builder("ShareMemCommBuilder")
+    if builder is not None:
+        deepspeed.ops.__compatible_ops__[builder.NAME] = False
 
 
 def pipeline_engine(
@@ -32,7 +62,6 @@ def pipeline_engine(
 
     from parallel.training.module import build_pipeline_module
     from parallel.training.partition import agree_on_costs, balanced_boundaries, profile_layer_costs
-    from runtime.train_loop import deepspeed_config
 
     if resume_boundaries is not None:
         boundaries = list(resume_boundaries)

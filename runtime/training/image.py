@@ -1,17 +1,15 @@
-"""The per-worker training function run by Ray Train (one process per worker, torch.distributed set up).
+"""The image model's training phases, run by runtime/training/worker.py's `train_worker`.
 
 Phase 1 trains the VAE data-parallel on all workers; phase 2 trains the UNet and the text encoder as a
-DeepSpeed pipeline (parallel/pipeline_unet.py), `stages` stages by `workers / stages` replicas, on latents
-of the trained VAE. Both phases checkpoint every `checkpoint_every` steps and resume from the last
-checkpoint, with `resume=true` or when Ray Train restarts the workers after one died
-(runtime/train_recovery.py); rank 0 logs every step to run_dir/metrics.jsonl (steps re-run after a
-restart appear again). A video model (model=builtin-video) trains one phase instead, the DiT and its text
-encoder as a pipeline (runtime/train_video.py).
+DeepSpeed pipeline (layer list from pipelines/families/sd/training.py), `stages` stages by
+`workers / stages` replicas, on latents of the trained VAE. Both phases checkpoint every
+`checkpoint_every` steps and resume from the last checkpoint, with `resume=true` or when Ray Train
+restarts the workers after one died (runtime/training/recovery.py); rank 0 logs every step to
+run_dir/metrics.jsonl (steps re-run after a restart appear again).
 """
 
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 
@@ -19,18 +17,15 @@ import torch
 import torch.distributed as dist
 
 from parallel.training.bubble_fill import BubbleFiller
-from runtime.device import device_slot
-from runtime.train_checkpoint import (
+from runtime.training.checkpoint import (
     CheckpointState,
     gather_full_state,
-    last_checkpoint,
     load_full_state,
     load_optimizer,
-    read_state,
     write_checkpoint,
 )
-from runtime.train_config import TrainConfig
-from runtime.train_data import (
+from runtime.training.config import TrainConfig
+from runtime.training.data import (
     CachedLatents,
     NoisedLatentStream,
     OnlineLatents,
@@ -39,63 +34,8 @@ from runtime.train_data import (
     shapes,
     vae_batch,
 )
-from runtime.train_engine import pipeline_engine
-from runtime.train_recovery import restart_point, write_pid
-from runtime.train_video import initial_video_pipeline, is_video_model, train_dit, video_saver
-
-
-def deepspeed_config(micro_batch: int, accumulation: int, lr: float, clipping: float = 1.0) -> dict:
-    """DeepSpeed's config for both phases: fp32, AdamW from torch (no FusedAdam build), no ZeRO."""
-    return {
-        "train_micro_batch_size_per_gpu": micro_batch,
-        "gradient_accumulation_steps": accumulation,
-        "optimizer": {"type": "AdamW", "params": {"lr": lr, "weight_decay": 0.0, "torch_adam": True}},
-        "gradient_clipping": clipping,
-        "steps_per_print": 10**9,
-        "wall_clock_breakdown": False,
-    }
-
-
-class StepLog:
-    """Rank 0's per-step log: metrics.jsonl, a progress bar on the driver, a line every `every` steps."""
-
-    def __init__(self, cfg: TrainConfig, phase: str, total: int, start: int, rank: int) -> None:
-        self.rank, self.phase, self.every = rank, phase, cfg.log_every
-        self.file = Path(cfg.run_dir) / "metrics.jsonl"
-        self.bar = None
-        if rank == 0 and cfg.progress:
-            from ray.experimental.tqdm_ray import tqdm
-
-            self.bar = tqdm(total=total, desc=f"train {phase}")
-            if start:
-                self.bar.update(start)
-
-    def __call__(self, step: int, loss: float, samples: int, seconds: float, **extra: float) -> None:
-        if self.rank != 0:
-            return
-        record = {
-            "phase": self.phase,
-            "step": step,
-            "loss": loss,
-            "samples_per_s": samples / seconds,
-            **extra,
-        }
-        with self.file.open("a") as f:
-            f.write(json.dumps(record) + "\n")
-        if self.bar is not None:
-            self.bar.update(1)
-            self.bar.set_description(
-                f"train {self.phase} loss {loss:.4f} {record['samples_per_s']:.1f} samples/s"
-            )
-        if step % self.every == 0:
-            print(
-                f"[{self.phase}] step {step} loss {loss:.5f} {record['samples_per_s']:.1f} samples/s",
-                flush=True,
-            )
-
-    def close(self) -> None:
-        if self.bar is not None:
-            self.bar.close()
+from runtime.training.engine import deepspeed_config, pipeline_engine
+from runtime.training.log import StepLog
 
 
 def _initial_pipeline(cfg: TrainConfig, resume_from: Path | None):
@@ -273,83 +213,8 @@ def train_unet(
     save_after_gather()
 
 
-def _resume_point(cfg: TrainConfig) -> tuple[Path | None, CheckpointState | None]:
-    """The checkpoint to start from: this run's last one when Ray Train restarted the workers after one died,
-    else with `resume` the last one in run_dir, else none."""
-    restarted = restart_point(Path(cfg.run_dir), cfg.run_id)
-    if restarted is not None:
-        return restarted
-    found = last_checkpoint(Path(cfg.run_dir)) if cfg.resume else None
-    if found is None:
-        return None, None
-    state = read_state(found)
-    if (state.workers, state.stages) != (cfg.workers, cfg.stages):
-        raise ValueError(
-            f"resume: {found} was written by {state.workers} workers / {state.stages} stages, "
-            f"this run has {cfg.workers} / {cfg.stages}"
-        )
-    return found, state
-
-
-def _train_video(cfg: TrainConfig, checkpoint: Path | None, state: CheckpointState | None, rank: int, device):
-    """A video model trains one phase: the DiT and text encoder (its VAE is the image model's, frozen)."""
-    if state is not None and state.phase != "dit":
-        raise ValueError(f"resume: {checkpoint} is a {state.phase} checkpoint, not a video model's")
-    pipe = initial_video_pipeline(cfg, checkpoint)
-    start = state.step if state is not None else 0
-    if cfg.dit.steps > 0:
-        resumed = checkpoint if start else None
-        train_dit(cfg, pipe, start, resumed, rank, device, state.boundaries if resumed is not None else None)
-    if rank == 0:
-        final = Path(cfg.run_dir) / "final"
-        video_saver(pipe)(final)
-        print(f"wrote {final}", flush=True)
-        if cfg.export:
-            from pipelines.builtin import resolve_model
-            from pipelines.builtin.video import save_video_pipeline
-
-            target = resolve_model(cfg.model)
-            save_video_pipeline(pipe, target, weights_only=True)
-            print(f"exported trained weights (transformer, text encoder) to {target}", flush=True)
-    dist.barrier()
-
-
-def skip_deepspeed_shm_op() -> None:
-    """Keep DeepSpeed's CPU backend from building its shared-memory all-reduce op at init_distributed.
-
-    The op is compiled with ninja on first use on a machine (about 30 s) and only serves DeepSpeed's
-    `inference_all_reduce`; pipeline and data-parallel training reduce through torch.distributed (gloo
-    here). A run killed while compiling it also leaves torch's build lock file behind, and every later
-    init then waits on that lock forever (seen here). DeepSpeed skips ops marked incompatible."""
-    import deepspeed.ops
-    from deepspeed.accelerator import get_accelerator
-
-    builder = get_accelerator().create_op_builder("ShareMemCommBuilder")
-    if builder is not None:
-        deepspeed.ops.__compatible_ops__[builder.NAME] = False
-
-
-def train_worker(config: dict) -> None:
-    """Ray Train's train_loop_per_worker."""
-    import deepspeed
-    import ray.train
-    import ray.train.torch
-
-    cfg = TrainConfig(**config)
-    rank = ray.train.get_context().get_world_rank()
-    device = ray.train.torch.get_device()
-    slot = device_slot("cuda" if device.type == "cuda" else "cpu")
-    torch.set_num_threads(slot.torch_threads)
-    skip_deepspeed_shm_op()
-    deepspeed.init_distributed(dist_backend=slot.backend, verbose=False)
-    Path(cfg.run_dir).mkdir(parents=True, exist_ok=True)
-    write_pid(Path(cfg.run_dir), rank)
-    checkpoint, state = _resume_point(cfg)
-    if rank == 0 and checkpoint is not None:
-        print(f"resuming from {checkpoint}", flush=True)
-    if is_video_model(cfg.model):
-        _train_video(cfg, checkpoint, state, rank, device)
-        return
+def train_image(cfg: TrainConfig, checkpoint: Path | None, state: CheckpointState | None, rank: int, device):
+    """An image model trains the VAE, then the UNet and text encoder, from `checkpoint` if resuming."""
     pipe = _initial_pipeline(cfg, checkpoint)
 
     vae_done = state is not None and (state.phase == "unet" or state.step >= cfg.vae.steps)
@@ -367,9 +232,10 @@ def train_worker(config: dict) -> None:
         pipe.save_pretrained(final, safe_serialization=True)
         print(f"wrote {final}", flush=True)
         if cfg.export:
-            from pipelines.builtin import resolve_model
+            from pipelines.builtin import resolve_model, strip_machine_paths
 
             target = resolve_model(cfg.model)
             pipe.save_pretrained(target, safe_serialization=True)
+            strip_machine_paths(target)  # the configs would name the checkpoint it was loaded from
             print(f"exported trained weights to {target}", flush=True)
     dist.barrier()

@@ -17,7 +17,8 @@ import os
 import uuid
 from pathlib import Path
 
-from runtime.train_checkpoint import CheckpointState, last_checkpoint, read_state
+from runtime.training.checkpoint import CheckpointState, last_checkpoint, read_state
+from runtime.training.config import TrainConfig
 
 
 def new_run_id() -> str:
@@ -31,6 +32,24 @@ def restart_point(run_dir: Path, run_id: str) -> tuple[Path, CheckpointState] | 
         return None
     state = read_state(found)
     return (found, state) if state.run_id == run_id else None
+
+
+def resume_point(cfg: TrainConfig) -> tuple[Path | None, CheckpointState | None]:
+    """The checkpoint to start from: this run's last one when Ray Train restarted the workers after one died,
+    else with `resume` the last one in run_dir, else none."""
+    restarted = restart_point(Path(cfg.run_dir), cfg.run_id)
+    if restarted is not None:
+        return restarted
+    found = last_checkpoint(Path(cfg.run_dir)) if cfg.resume else None
+    if found is None:
+        return None, None
+    state = read_state(found)
+    if (state.workers, state.stages) != (cfg.workers, cfg.stages):
+        raise ValueError(
+            f"resume: {found} was written by {state.workers} workers / {state.stages} stages, "
+            f"this run has {cfg.workers} / {cfg.stages}"
+        )
+    return found, state
 
 
 def write_pid(run_dir: Path, rank: int) -> Path:

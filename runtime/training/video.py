@@ -1,40 +1,31 @@
 """The video model's training phase: the Wan-layout DiT and its text encoder as a DeepSpeed pipeline (1F1B).
 
-Run by runtime/train_loop.py's `train_worker` when the model is a video pipeline (model=builtin-video).
-The per-frame VAE is the image model's, frozen; the layer list is parallel/pipeline_wan.py's, cut into
-`stages` stages by measured forward + backward time; batches are flow-matching micro-batches of procedural
-moving-shape clips (runtime/train_video_data.py). Checkpoints, resume and restarts work as for the UNet
-phase, under the phase name "dit".
+Run by runtime/training/worker.py's `train_worker` when the model is a video pipeline (model=builtin-video).
+The per-frame VAE is the image model's, frozen; the layer list is pipelines/families/wan/training.py's, cut
+into `stages` stages by measured forward + backward time; batches are flow-matching micro-batches of
+procedural moving-shape clips (runtime/training/video_data.py). Checkpoints, resume and restarts work as
+for the UNet phase, under the phase name "dit".
 """
 
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 
 import torch
+import torch.distributed as dist
 
 from pipelines.video_dataset import VideoShapesConfig, VideoShapesDataset
-from runtime.train_checkpoint import (
+from runtime.training.checkpoint import (
     CheckpointState,
     gather_full_state,
     load_full_state,
     write_checkpoint,
 )
-from runtime.train_config import TrainConfig
-from runtime.train_engine import pipeline_engine
-from runtime.train_video_data import FlowMatchStream, encode_clip_cache, training_shift
-
-
-def is_video_model(name_or_path: str) -> bool:
-    """Whether the model's directory holds a video pipeline (a Wan video transformer, not a UNet or image DiT)."""
-    from pipelines.builtin import BUILTIN_MODELS, resolve_model
-
-    if name_or_path in BUILTIN_MODELS:
-        return BUILTIN_MODELS[name_or_path].kind == "video"
-    index = json.loads((resolve_model(name_or_path) / "model_index.json").read_text())
-    return list(index.get("transformer", []))[-1:] == ["WanTransformer3DModel"]
+from runtime.training.config import TrainConfig
+from runtime.training.engine import pipeline_engine
+from runtime.training.log import StepLog
+from runtime.training.video_data import FlowMatchStream, encode_clip_cache, training_shift
 
 
 def initial_video_pipeline(cfg: TrainConfig, resume_from: Path | None):
@@ -86,7 +77,6 @@ def train_dit(
 ) -> None:
     from parallel.training.layers import noise_mse
     from pipelines.families.wan.training import wan_layers
-    from runtime.train_loop import StepLog
 
     stage = cfg.dit
     vae = pipe.vae.to(device).eval().requires_grad_(False)
@@ -149,3 +139,26 @@ def train_dit(
             write_checkpoint(Path(cfg.run_dir), state, video_saver(pipe), optimizer)
     log.close()
     save_after_gather()
+
+
+def train_video(cfg: TrainConfig, checkpoint: Path | None, state: CheckpointState | None, rank: int, device):
+    """A video model trains one phase: the DiT and text encoder (its VAE is the image model's, frozen)."""
+    if state is not None and state.phase != "dit":
+        raise ValueError(f"resume: {checkpoint} is a {state.phase} checkpoint, not a video model's")
+    pipe = initial_video_pipeline(cfg, checkpoint)
+    start = state.step if state is not None else 0
+    if cfg.dit.steps > 0:
+        resumed = checkpoint if start else None
+        train_dit(cfg, pipe, start, resumed, rank, device, state.boundaries if resumed is not None else None)
+    if rank == 0:
+        final = Path(cfg.run_dir) / "final"
+        video_saver(pipe)(final)
+        print(f"wrote {final}", flush=True)
+        if cfg.export:
+            from pipelines.builtin import resolve_model
+            from pipelines.builtin.video import save_video_pipeline
+
+            target = resolve_model(cfg.model)
+            save_video_pipeline(pipe, target, weights_only=True)
+            print(f"exported trained weights (transformer, text encoder) to {target}", flush=True)
+    dist.barrier()

@@ -1,0 +1,54 @@
+"""The per-worker training function run by Ray Train (one process per worker, torch.distributed set up).
+
+`train_worker` sets up the worker (device, threads, DeepSpeed's distributed init), finds the checkpoint to
+start from (runtime/training/recovery.py) and runs the model's phases: an image model's VAE then UNet
+(runtime/training/image.py), or a video model's DiT (runtime/training/video.py).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+
+from runtime.device import device_slot
+from runtime.training.config import TrainConfig
+from runtime.training.engine import skip_deepspeed_shm_op
+from runtime.training.image import train_image
+from runtime.training.recovery import resume_point, write_pid
+from runtime.training.video import train_video
+
+
+def is_video_model(name_or_path: str) -> bool:
+    """Whether the model's directory holds a video pipeline (a Wan video transformer, not a UNet or image DiT)."""
+    from pipelines.builtin import BUILTIN_MODELS, resolve_model
+
+    if name_or_path in BUILTIN_MODELS:
+        return BUILTIN_MODELS[name_or_path].kind == "video"
+    index = json.loads((resolve_model(name_or_path) / "model_index.json").read_text())
+    return list(index.get("transformer", []))[-1:] == ["WanTransformer3DModel"]
+
+
+def train_worker(config: dict) -> None:
+    """Ray Train's train_loop_per_worker."""
+    import deepspeed
+    import ray.train
+    import ray.train.torch
+
+    cfg = TrainConfig(**config)
+    rank = ray.train.get_context().get_world_rank()
+    device = ray.train.torch.get_device()
+    slot = device_slot("cuda" if device.type == "cuda" else "cpu")
+    torch.set_num_threads(slot.torch_threads)
+    skip_deepspeed_shm_op()
+    deepspeed.init_distributed(dist_backend=slot.backend, verbose=False)
+    Path(cfg.run_dir).mkdir(parents=True, exist_ok=True)
+    write_pid(Path(cfg.run_dir), rank)
+    checkpoint, state = resume_point(cfg)
+    if rank == 0 and checkpoint is not None:
+        print(f"resuming from {checkpoint}", flush=True)
+    if is_video_model(cfg.model):
+        train_video(cfg, checkpoint, state, rank, device)
+    else:
+        train_image(cfg, checkpoint, state, rank, device)
