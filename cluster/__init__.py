@@ -1,4 +1,4 @@
-"""The service: job specs, controller, job store, scheduler, coordinator, Python client, CLI.
+"""The service: job kinds and their specs, controller, job store, scheduler, segment runner, Python client, CLI.
 
 ``from cluster import Client`` works; each public name is imported on first use (PEP 562), so
 ``import cluster`` and the light CLI verbs (``tessera list/status/logs/wait/cancel``) load neither
@@ -12,9 +12,9 @@ _EXPORTS = {
     "Client": "cluster.client",
     "Job": "cluster.client",
     "JobFailed": "cluster.client",
-    "RenderSpec": "cluster.spec",
+    "RenderSpec": "cluster.jobs.image",
     "SpecError": "cluster.errors",
-    "VideoSpec": "cluster.video_spec",
+    "VideoSpec": "cluster.jobs.video",
 }
 
 __all__ = sorted(_EXPORTS)

@@ -15,8 +15,6 @@ BUILTIN_ROOT = Path(__file__).parent
 class BuiltinModel:
     name: str
     """Registry name used in job specs (`model=builtin-image`)."""
-    kind: str
-    """"image" or "video": which render path drives it."""
     description: str
     """One line for `tessera models` and the README."""
 
@@ -24,14 +22,20 @@ class BuiltinModel:
     def path(self) -> Path:
         return BUILTIN_ROOT / self.name
 
+    @property
+    def kind(self) -> str:
+        """"image" or "video": the job kind of its model family."""
+        from pipelines.families import family_for_dir
+
+        return family_for_dir(self.path).job
+
 
 BUILTIN_MODELS: dict[str, BuiltinModel] = {
     "builtin-image": BuiltinModel(
-        "builtin-image", "image", "small latent text-to-image UNet (SD layout, char-level CLIP text encoder)"
+        "builtin-image", "small latent text-to-image UNet (SD layout, char-level CLIP text encoder)"
     ),
     "builtin-video": BuiltinModel(
         "builtin-video",
-        "video",
         "small Wan-layout video DiT (trained briefly on procedural moving shapes), per-frame VAE of builtin-image",
     ),
 }

@@ -149,6 +149,11 @@ class ModelFamily:
         """The noise prediction in the denoiser's (guided) output."""
         return output
 
+    def training_layers(self, model: torch.nn.Module, text_encoder: torch.nn.Module | None = None) -> list:
+        """The denoiser (after its text encoder) as tuple-in, tuple-out layers for pipeline training
+        (``parallel.training``)."""
+        raise NotImplementedError(f"the {self.name} family has no plan for pipeline training")
+
     def patch_plan(self, model: torch.nn.Module, config: PatchConfig) -> PatchPlan:
         """How the denoiser runs on row bands (``parallel.patch.parallelize_patch``)."""
         raise NotImplementedError(f"the {self.name} family has no patch plan")

@@ -151,12 +151,12 @@ def train_unet(
     resume_boundaries: tuple[int, ...] | None = None,
 ) -> None:
     from parallel.training.layers import noise_mse
-    from pipelines.families.sd.training import unet_layers
+    from pipelines.families import family_of
 
     stage = cfg.unet
     vae = pipe.vae.to(device).eval().requires_grad_(False)
     unet, text_encoder = pipe.unet.to(device).train(), pipe.text_encoder.to(device).train()
-    layers = unet_layers(unet, text_encoder)
+    layers = family_of(pipe).training_layers(unet, text_encoder)  # the family's plan for pipeline training
     module, engine, optimizer, boundaries = pipeline_engine(
         cfg,
         stage,

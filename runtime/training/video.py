@@ -76,12 +76,12 @@ def train_dit(
     resume_boundaries: tuple[int, ...] | None = None,
 ) -> None:
     from parallel.training.layers import noise_mse
-    from pipelines.families.wan.training import wan_layers
+    from pipelines.families import family_of
 
     stage = cfg.dit
     vae = pipe.vae.to(device).eval().requires_grad_(False)
     transformer, text_encoder = pipe.transformer.to(device).train(), pipe.text_encoder.to(device).train()
-    layers = wan_layers(transformer, text_encoder)
+    layers = family_of(pipe).training_layers(transformer, text_encoder)  # the family's training plan
     module, engine, optimizer, boundaries = pipeline_engine(
         cfg,
         stage,

@@ -7,7 +7,6 @@ start from (runtime/training/recovery.py) and runs the model's phases: an image 
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import torch
@@ -21,13 +20,11 @@ from runtime.training.video import train_video
 
 
 def is_video_model(name_or_path: str) -> bool:
-    """Whether the model's directory holds a video pipeline (a Wan video transformer, not a UNet or image DiT)."""
-    from pipelines.builtin import BUILTIN_MODELS, resolve_model
+    """Whether the model's family renders videos (its training phase is the video DiT's)."""
+    from pipelines.builtin import resolve_model
+    from pipelines.families import family_for_dir
 
-    if name_or_path in BUILTIN_MODELS:
-        return BUILTIN_MODELS[name_or_path].kind == "video"
-    index = json.loads((resolve_model(name_or_path) / "model_index.json").read_text())
-    return list(index.get("transformer", []))[-1:] == ["WanTransformer3DModel"]
+    return family_for_dir(resolve_model(name_or_path)).job == "video"
 
 
 def train_worker(config: dict) -> None:

@@ -66,6 +66,12 @@ class StableDiffusionFamily(ModelFamily):
     def denoise(self, model, latent, t, inputs: dict[str, Any], cond: Conditioning):
         return model(latent, t, **inputs, return_dict=False)[0]
 
+    def training_layers(self, unet, text_encoder=None) -> list:
+        """The UNet (after its text encoder) as the layer list pipeline training cuts into stages."""
+        from pipelines.families.sd.training import unet_layers
+
+        return unet_layers(unet, text_encoder)
+
     def patch_plan(self, model, config):
         from pipelines.families.sd.patch import unet_patch_plan
 
