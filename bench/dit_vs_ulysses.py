@@ -8,7 +8,7 @@ A, ...; ``bench.common.alternate``):
 
 - ``1 worker``: one process, one torch thread (this process), the analogue of one GPU;
 - ``bands 2x1``: two worker processes of one thread each over a gloo group, our row bands in sync
-  mode (``parallel.patch_wan.parallelize_wan_patch``, exact): each worker keeps its band of the
+  mode (``pipelines.families.wan.patch.parallelize_wan_patch``, exact): each worker keeps its band of the
   latent for the whole loop and the caller gathers once at the end (that gather's time is spread
   over the loop's steps);
 - ``ulysses 2x1``: the same two workers running diffusers' ``enable_parallelism`` with

@@ -155,7 +155,7 @@ def main(argv: list[str] | None = None) -> int:
 Overhead is a job's wall time in the controller (claimed to recorded finished) minus the worker
 compute its metadata reports (load, encode, denoise, decode): process group formation, Ray calls,
 SQLite writes, the PNG write, and, since a one-worker job's calls are queued on its worker while the
-previous job's last step and decode still run there (`cluster/coordinator.py`), the wait behind them.
+previous job's last step and decode still run there (`runtime/jobs/image.py`), the wait behind them.
 So it is no longer time a worker idles; utilisation is the figure for that: the seconds the workers
 spent inside render calls over the wall time, while the queue was non-empty.
 """

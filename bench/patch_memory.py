@@ -2,7 +2,7 @@
 
     .venv/bin/python -m bench.patch_memory --size 1024 --workers 2 3
 
-Measures `parallel.parallelize_unet_patch` itself: one gloo process per worker (one torch thread each, no
+Measures `pipelines.families.sd.patch.parallelize_unet_patch` itself: one gloo process per worker (one torch thread each, no
 Ray), the built-in UNet, CFG batch 2: a warm-up forward, then four denoising forwards (displaced after one
 synchronous step; the warm-up's displaced state is dropped first, so the four rebuild it). Per worker, three
 peaks (MB) and the ratio of the largest worker's to one worker's:

@@ -181,7 +181,7 @@ def main() -> None:
     lines += [
         "",
         "Bytes one worker sends per step, computed from the model's layer shapes "
-        "(`parallel/patch_traffic.py`), ours (halos to the two neighbours) vs an all-gather scheme:",
+        "(`parallel/patch/traffic.py`), ours (halos to the two neighbours) vs an all-gather scheme:",
         "",
         "| workers | halo, ours MB | halo, all-gather MB | ratio | K/V MB (both) | attention inputs MB "
         "(`kv_source=input`) | GroupNorm KB (both) |",

@@ -18,8 +18,9 @@ from parallel.patch.bands import band_bounds
 from parallel.patch.config import KV_SOURCES, STALE_DTYPES
 from pipelines.builtin import resolve_model
 from pipelines.families import ModelFamily
+from runtime.jobs.strategies import IMAGE_STRATEGIES
 
-STRATEGIES = ("none", "patch")
+STRATEGIES = tuple(IMAGE_STRATEGIES)
 PATCH_MODES = ("sync", "displaced")
 MAX_SIDE = 16384
 MAX_PIXELS = 8192 * 8192

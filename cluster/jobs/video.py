@@ -22,8 +22,8 @@ from cluster.jobs.spec import JobSpec, ParallelBase, SegmentResult, check_type
 from cluster.outputs import job_directory, partial_directory
 from parallel.frames.schedule import blocks_finished, split_frames
 from parallel.frames.schedule import ticks as schedule_ticks
+from runtime.jobs.strategies import VIDEO_STRATEGIES
 
-VIDEO_STRATEGIES = ("none", "frames")
 MAX_FRAMES = 1_000_000
 MAX_SIDE = 4096
 

@@ -19,6 +19,7 @@ from pipelines.sampling import (
     encode_conditioning,
     latent_shape,
 )
+from runtime.jobs.strategies import IMAGE_STRATEGIES, strategy_setup
 
 
 class RenderSession:
@@ -35,10 +36,9 @@ class RenderSession:
         )
         self.encode_s = time.perf_counter() - started
         predictor, rows = batched_cfg_predictor(denoiser(pipe), cond), None
-        if par.strategy == "patch":
-            from runtime.jobs.image_patch import setup_patch
-
-            self.patch = setup_patch(pipe, cond, par, latent_shape(pipe, spec.height, spec.width)[2])
+        setup = strategy_setup(IMAGE_STRATEGIES, par.strategy)
+        if setup is not None:
+            self.patch = setup(pipe, cond, par, latent_shape(pipe, spec.height, spec.width)[2])
             predictor, rows = self.patch.predictor, self.patch.rows
         self.loop = DenoiseLoop(
             pipe, spec.sampler, spec.steps, spec.seed, spec.height, spec.width, predictor, rows=rows
