@@ -82,3 +82,11 @@ def test_an_sdxl_spec_is_checked_by_its_family(sdxl_dir):
     with pytest.raises(SpecError) as caught:
         _spec(sdxl_dir, height=16, strategy="patch", degree=2)  # 2 latent rows: one band of the UNet's 2
     assert caught.value.field == "parallel.degree"
+
+
+def test_the_cost_model_describes_an_sdxl_directory(sdxl_dir):
+    from parallel.cost.profile import profile_model
+
+    described = family_for_dir(sdxl_dir).cost_model(sdxl_dir, "float32")
+    assert described.extra == {"text_embeds": 32, "time_ids": 6}  # the pooled text and the time ids
+    assert profile_model(described, 64, 48).flops > 0

@@ -180,8 +180,6 @@ def open_video_session(
     """The worker's stage of a video render (``Worker.begin``'s opener for video jobs). With ``block_dir``
     (a service job) stage 0 keeps finished blocks there as files and the render may continue from
     ``resume``, the merged state of a checkpoint."""
-    if resume is not None and block_dir is None:
-        raise ValueError("resume: a checkpointed video render keeps its blocks in block_dir")
     group = dist.group.WORLD if dist.is_initialized() else None
     make_writer = None
     if block_dir is not None:

@@ -29,12 +29,18 @@ class StableDiffusionFamily(ModelFamily):
         return 2 ** (len(blocks) - 1)
 
     def cost_model(self, path: str | Path, dtype: str):
-        """A text-conditioned UNet from its config.json; SDXL-style extra conditioning is not described yet."""
+        """A text-conditioned UNet from its config.json (without added conditioning)."""
+        config = self.component_config(path, "unet")
+        if config.get("addition_embed_type") is not None:
+            return None
+        return self.unet_cost_model(path, dtype, config, {})
+
+    def unet_cost_model(self, path: str | Path, dtype: str, config: dict, extra: dict[str, int]):
+        """The UNet of ``config`` for the cost model; ``extra``: the widths of its added conditioning inputs."""
         from parallel.cost.models import ModelSpec
 
-        config = self.component_config(path, "unet")
         cross = config.get("cross_attention_dim")
-        if not isinstance(cross, int) or config.get("addition_embed_type") is not None:
+        if not isinstance(cross, int):
             return None
         return ModelSpec(
             name=str(path),
@@ -44,6 +50,7 @@ class StableDiffusionFamily(ModelFamily):
             latent_channels=config.get("in_channels", 4),
             text_dim=cross,
             dtype=dtype,
+            extra=extra,
         )
 
     def encode(self, pipe, prompt, negative_prompt, guidance_scale, device, image_size=None) -> Conditioning:

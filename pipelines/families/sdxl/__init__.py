@@ -52,22 +52,11 @@ class StableDiffusionXLFamily(StableDiffusionFamily):
 
     def cost_model(self, path: str | Path, dtype: str):
         """The UNet with its added conditioning's widths (the pooled text, six time ids)."""
-        from parallel.cost.models import ModelSpec
-
-        config = self.component_config(path, "unet")
         pooled = self.component_config(path, "text_encoder_2").get("projection_dim")
-        if not isinstance(config.get("cross_attention_dim"), int) or not isinstance(pooled, int):
+        if not isinstance(pooled, int):
             return None
-        return ModelSpec(
-            name=str(path),
-            class_name=config["_class_name"],
-            config={k: v for k, v in config.items() if not k.startswith("_")},
-            kind="unet",
-            latent_channels=config.get("in_channels", 4),
-            text_dim=config["cross_attention_dim"],
-            dtype=dtype,
-            extra={"text_embeds": pooled, "time_ids": 6},
-        )
+        config = self.component_config(path, "unet")
+        return self.unet_cost_model(path, dtype, config, {"text_embeds": pooled, "time_ids": 6})
 
 
 SDXL = StableDiffusionXLFamily()
