@@ -81,7 +81,7 @@ class DenoiseLoop:
             raise ValueError(f"steps: must be at least 1, got {steps}")
         self.device = denoiser(pipe).device
         self.dtype = denoiser(pipe).dtype
-        self.scheduler = make_scheduler(sampler, pipe.scheduler.config)
+        self.scheduler = make_scheduler(family_of(pipe).sampler(sampler), pipe.scheduler.config)
         self.scheduler.set_timesteps(steps, device=self.device)
         self.timesteps = self.scheduler.timesteps
         self.generator = torch.Generator(device="cpu").manual_seed(seed)

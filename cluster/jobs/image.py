@@ -92,8 +92,9 @@ class RenderSpec(JobSpec):
     """Image height in pixels, a multiple of 8."""
     width: int = 512
     """Image width in pixels, a multiple of 8."""
-    sampler: str = "ddim"
-    """"ddim", "euler" or "dpm++" (those that fit the model's family)."""
+    sampler: str = ""
+    """"ddim", "euler" or "dpm++" (those that fit the model's family); "": the family's default, filled in
+    when the spec is validated."""
     parallel: ParallelSpec = field(default_factory=ParallelSpec)
     """How the render is spread over workers."""
     segments: list[SegmentSpec] = field(default_factory=list)
@@ -120,12 +121,13 @@ class RenderSpec(JobSpec):
         self.check_dtype()
         from pipelines.samplers import SAMPLERS
 
-        if self.sampler not in SAMPLERS:
+        if self.sampler and self.sampler not in SAMPLERS:
             raise SpecError("sampler", f"unknown sampler {self.sampler!r}; expected one of {sorted(SAMPLERS)}")
         if not self.model.strip():
             raise SpecError("model", "must name a built-in model or a local directory")
         self.check_output_dir()
         family = self.remember_model("model", self.model)
+        self.sampler = family.sampler(self.sampler)
         if self.sampler not in family.samplers:
             raise SpecError(
                 "sampler",

@@ -106,6 +106,10 @@ class ModelFamily:
             return None
         return f"the {self.name} family has no {strategy!r} plan (it runs {', '.join(self.strategies)})"
 
+    def sampler(self, name: str) -> str:
+        """The sampler a job asks for, or the family's default (its first) for ""."""
+        return name or self.samplers[0]
+
     def band_alignment(self, path: str | Path) -> int:
         """Latent rows a patch band must be a multiple of (families with a patch plan)."""
         raise NotImplementedError(f"the {self.name} family has no patch plan")
