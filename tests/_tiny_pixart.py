@@ -23,7 +23,7 @@ def _tokenizer():
     )
 
 
-def _nonzero(model: torch.nn.Module, seed: int) -> torch.nn.Module:
+def nonzero(model: torch.nn.Module, seed: int) -> torch.nn.Module:
     """diffusers zero-initialises some output layers: give them small values so every layer matters."""
     generator = torch.Generator().manual_seed(seed)
     with torch.no_grad():
@@ -68,8 +68,8 @@ def save_tiny_pixart(path: Path, seed: int = 0) -> Path:
     pipe = PixArtAlphaPipeline(
         tokenizer=tokenizer,
         text_encoder=text_encoder,
-        vae=_nonzero(vae, seed + 1),
-        transformer=_nonzero(transformer, seed + 2),
+        vae=nonzero(vae, seed + 1),
+        transformer=nonzero(transformer, seed + 2),
         scheduler=DDIMScheduler(),
     )
     pipe.save_pretrained(path, safe_serialization=True)

@@ -7,16 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
-
-
-def _nonzero(model: torch.nn.Module, seed: int) -> torch.nn.Module:
-    """diffusers zero-initialises some output layers: give them small values so every layer matters."""
-    generator = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for p in model.parameters():
-            if p.dim() > 1 and not p.any():
-                p.copy_(torch.randn(p.shape, generator=generator) * 0.05)
-    return model.eval()
+from _tiny_pixart import nonzero
 
 
 def save_tiny_sdxl(path: Path, seed: int = 0) -> Path:
@@ -75,12 +66,12 @@ def save_tiny_sdxl(path: Path, seed: int = 0) -> Path:
         norm_num_groups=4,
     )
     pipe = StableDiffusionXLPipeline(
-        vae=_nonzero(vae, seed + 1),
+        vae=nonzero(vae, seed + 1),
         text_encoder=CLIPTextModel(text_config()).eval(),
         text_encoder_2=CLIPTextModelWithProjection(text_config(projection_dim=pooled)).eval(),
         tokenizer=tokenizer,
         tokenizer_2=build_tokenizer(),
-        unet=_nonzero(unet, seed + 2),
+        unet=nonzero(unet, seed + 2),
         scheduler=EulerDiscreteScheduler.from_config(scheduler_config()),
         add_watermarker=False,
     )

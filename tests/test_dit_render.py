@@ -4,11 +4,10 @@ PixArtAlphaPipeline called directly; patch parallel (token bands) and CFG parall
 import numpy as np
 import pytest
 import torch
+from _diffusers_reference import diffusers_image
 from _tiny_pixart import save_tiny_pixart
 
 from cluster.jobs.image import ParallelSpec, RenderSpec
-from pipelines.loading import load_pipeline
-from pipelines.samplers import make_scheduler
 from runtime.jobs.image import run_render
 
 
@@ -35,22 +34,7 @@ def _spec(model, **parallel) -> RenderSpec:
 
 def _diffusers_image(model_dir, spec: RenderSpec) -> np.ndarray:
     torch.set_num_threads(1)
-    pipe = load_pipeline(model_dir)
-    pipe.scheduler = make_scheduler(spec.sampler, pipe.scheduler.config)
-    pipe.set_progress_bar_config(disable=True)
-    out = pipe(
-        spec.prompt,
-        negative_prompt="",
-        height=spec.height,
-        width=spec.width,
-        num_inference_steps=spec.steps,
-        guidance_scale=spec.guidance_scale,
-        generator=torch.Generator().manual_seed(spec.seed),
-        output_type="np",
-        clean_caption=False,
-        use_resolution_binning=False,
-    )
-    return out.images[0]
+    return diffusers_image(model_dir, spec, negative_prompt="", clean_caption=False, use_resolution_binning=False)
 
 
 @pytest.fixture(scope="module")

@@ -3,28 +3,10 @@
 import numpy as np
 import pytest
 import torch
+from _diffusers_reference import diffusers_image
 
 from cluster.jobs.image import RenderSpec
-from pipelines.loading import load_pipeline
-from pipelines.samplers import make_scheduler
 from runtime.jobs.image import run_render
-
-
-def _diffusers_image(model_dir, spec: RenderSpec) -> np.ndarray:
-    pipe = load_pipeline(model_dir)
-    pipe.scheduler = make_scheduler(spec.sampler, pipe.scheduler.config)
-    pipe.set_progress_bar_config(disable=True)
-    out = pipe(
-        spec.prompt,
-        negative_prompt=spec.negative_prompt or None,
-        height=spec.height,
-        width=spec.width,
-        num_inference_steps=spec.steps,
-        guidance_scale=spec.guidance_scale,
-        generator=torch.Generator().manual_seed(spec.seed),
-        output_type="np",
-    )
-    return out.images[0]
 
 
 @pytest.mark.parametrize(
@@ -44,7 +26,7 @@ def test_render_equals_diffusers(pool2, builtin_image_dir, sampler, guidance, ne
         sampler=sampler,
     )
     result = run_render(pool2, spec, progress=False)
-    expected = _diffusers_image(builtin_image_dir, spec)
+    expected = diffusers_image(builtin_image_dir, spec)
     assert result.image.shape == (96, 64, 3)
     torch.testing.assert_close(
         torch.tensor(result.image), torch.tensor(expected), atol=1e-5, rtol=1e-5

@@ -3,16 +3,14 @@ equal one worker: the family added in one module (pipelines/families/sdxl) and o
 
 from __future__ import annotations
 
-import numpy as np
 import pytest
 import torch
+from _diffusers_reference import diffusers_image
 from _tiny_sdxl import save_tiny_sdxl
 
 from cluster.errors import SpecError
 from cluster.jobs.image import ParallelSpec, RenderSpec
 from pipelines.families import family_for_dir
-from pipelines.loading import load_pipeline
-from pipelines.samplers import make_scheduler
 from runtime.jobs.image import run_render
 
 
@@ -38,21 +36,6 @@ def _spec(model_dir, height: int = 64, **parallel) -> RenderSpec:
     )
 
 
-def _diffusers_image(model_dir, spec: RenderSpec) -> np.ndarray:
-    pipe = load_pipeline(model_dir)
-    pipe.scheduler = make_scheduler(spec.sampler, pipe.scheduler.config)
-    pipe.set_progress_bar_config(disable=True)
-    out = pipe(
-        prompt=spec.prompt,
-        negative_prompt=spec.negative_prompt or None,
-        height=spec.height,
-        width=spec.width,
-        num_inference_steps=spec.steps,
-        guidance_scale=spec.guidance_scale,
-        generator=torch.Generator().manual_seed(spec.seed),
-        output_type="np",
-    )
-    return out.images[0]
 
 
 def test_the_registry_finds_the_sdxl_family(sdxl_dir):
@@ -65,7 +48,7 @@ def test_sdxl_render_equals_diffusers(pool2, sdxl_dir):
     spec = _spec(sdxl_dir)
     result = run_render(pool2, spec, progress=False)
     torch.testing.assert_close(
-        torch.tensor(result.image), torch.tensor(_diffusers_image(sdxl_dir, spec)), atol=1e-5, rtol=1e-5
+        torch.tensor(result.image), torch.tensor(diffusers_image(sdxl_dir, spec)), atol=1e-5, rtol=1e-5
     )
 
 

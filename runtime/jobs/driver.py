@@ -12,7 +12,7 @@ from __future__ import annotations
 import time
 from collections import deque
 from collections.abc import Callable
-from typing import Protocol
+from typing import Any, Protocol
 
 import ray
 from tqdm import tqdm
@@ -65,6 +65,23 @@ class JobDriver(Protocol):
 
     def after_last(self) -> None:
         """The last advance is queued: queue what follows it (results, decode, the end of the session)."""
+
+
+class WorkerGroupDriver:
+    """What every kind's driver does alike: the same call queued on every worker of its group."""
+
+    def __init__(self, workers: list, spec: Any) -> None:
+        self.workers = workers
+        self.spec = spec
+
+    def advance(self, units: int) -> Refs:
+        return [w.advance.remote(units) for w in self.workers]
+
+    def units_done(self, refs: Refs) -> int:
+        return get_all(refs)[0]
+
+    def snapshot(self) -> Refs:
+        return [w.snapshot.remote() for w in self.workers]
 
 
 def get_all(refs: list) -> list:

@@ -18,7 +18,7 @@ import ray
 import torch
 
 from pipelines.render_state import stitch_states
-from runtime.jobs.driver import CheckpointSink, Refs, UnitHook, drive, get_all
+from runtime.jobs.driver import CheckpointSink, Refs, UnitHook, WorkerGroupDriver, drive, get_all
 from runtime.jobs.image_session import open_render_session
 
 
@@ -50,15 +50,14 @@ def stitch_snapshots(states: list[dict]) -> dict:
     return stitch_states(list(by_rows.values()))
 
 
-class ImageDriver:
+class ImageDriver(WorkerGroupDriver):
     """The ``JobDriver`` of an image render: one denoising step per call, two kept queued per worker."""
 
     units_per_call = 1
     queue_depth = 2
 
     def __init__(self, workers: list, spec: Any, until: int, decode: bool, on_last_call=None) -> None:
-        self.workers = workers
-        self.spec = spec
+        super().__init__(workers, spec)
         self.until = until
         self.decode = decode
         self.on_last_call = on_last_call
@@ -67,15 +66,6 @@ class ImageDriver:
 
     def begin(self, resume: dict | None) -> Refs:
         return [w.begin.remote(open_render_session, self.spec, resume) for w in self.workers]
-
-    def advance(self, units: int) -> Refs:
-        return [w.advance.remote(units) for w in self.workers]
-
-    def units_done(self, refs: Refs) -> int:
-        return get_all(refs)[0]
-
-    def snapshot(self) -> Refs:
-        return [w.snapshot.remote() for w in self.workers]
 
     def state(self, refs: Refs) -> dict:
         return stitch_snapshots(get_all(refs))

@@ -15,34 +15,24 @@ import time
 from pathlib import Path
 from typing import Any
 
-from runtime.jobs.driver import CheckpointSink, Refs, UnitHook, drive, get_all
+from runtime.jobs.driver import CheckpointSink, Refs, UnitHook, WorkerGroupDriver, drive, get_all
 from runtime.jobs.video_session import open_video_session
 from runtime.jobs.video_state import merge_stage_states
 
 
-class VideoDriver:
+class VideoDriver(WorkerGroupDriver):
     """The ``JobDriver`` of a video render: every stage advances ``ticks_per_call`` ticks per round."""
 
     queue_depth = 1
 
     def __init__(self, workers: list, spec: Any, ticks_per_call: int, **options: Any) -> None:
-        self.workers = workers
-        self.spec = spec
+        super().__init__(workers, spec)
         self.units_per_call = ticks_per_call
         self.options = options
         self.ends: Refs = []
 
     def begin(self, resume: dict | None) -> Refs:
         return [w.begin.remote(open_video_session, self.spec, resume, **self.options) for w in self.workers]
-
-    def advance(self, units: int) -> Refs:
-        return [w.advance.remote(units) for w in self.workers]
-
-    def units_done(self, refs: Refs) -> int:
-        return get_all(refs)[0]
-
-    def snapshot(self) -> Refs:
-        return [w.snapshot.remote() for w in self.workers]
 
     def state(self, refs: Refs) -> dict[str, Any]:
         """The job's state at the current tick boundary, merged from every stage (stage 0 first)."""

@@ -1,0 +1,27 @@
+"""The reference every family's parity test holds Tessera to: diffusers' own pipeline, called directly."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from pipelines.loading import load_pipeline
+from pipelines.samplers import make_scheduler
+
+
+def diffusers_image(model_dir, spec, **call) -> np.ndarray:
+    """The image the pipeline at ``model_dir`` renders for ``spec`` (same seed, sampler and size) when called
+    directly; ``call`` adds or replaces arguments of the pipeline's ``__call__``."""
+    pipe = load_pipeline(model_dir)
+    pipe.scheduler = make_scheduler(spec.sampler, pipe.scheduler.config)
+    pipe.set_progress_bar_config(disable=True)
+    arguments = dict(
+        negative_prompt=spec.negative_prompt or None,
+        height=spec.height,
+        width=spec.width,
+        num_inference_steps=spec.steps,
+        guidance_scale=spec.guidance_scale,
+        generator=torch.Generator().manual_seed(spec.seed),
+        output_type="np",
+    )
+    return pipe(spec.prompt, **{**arguments, **call}).images[0]
