@@ -42,3 +42,11 @@ def test_cli_submit_video_refuses_bad_jobs_before_connecting(capsys):
     assert main(["submit", "job=video", "parallel.degree=many"]) == 2
     assert "parallel.degree" in capsys.readouterr().err
     assert not ray.is_initialized()
+
+
+def test_parallel_none_composes_for_a_video_job():
+    """configs/video.yaml's own example (`parallel=none pool.workers=1`) builds a one-worker video spec."""
+    from cluster.cli_jobs import _spec_and_pool
+
+    _, spec, pool, _ = _spec_and_pool(["job=video", "parallel=none", "pool.workers=1", "frames=32"])
+    assert (spec.kind, spec.parallel.strategy, spec.parallel.degree, pool.workers) == ("video", "none", 1, 1)
