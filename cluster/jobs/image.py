@@ -84,6 +84,7 @@ class Segment:
 @dataclass
 class RenderSpec(JobSpec):
     kind = "image"
+    models = "image"
     output_file = "image.png"
 
     model: str = "builtin-image"

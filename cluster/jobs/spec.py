@@ -53,6 +53,9 @@ class JobSpec:
 
     kind: ClassVar[str] = ""
     """The job kind's name (``cluster.jobs.JOB_KINDS``); stored specs carry it in their "job" field."""
+    models: ClassVar[str] = ""
+    """Which models it renders: the ``job`` of their families ("image", "video"); a kind built on another
+    kind's models (a variant of the image job) inherits its parent's."""
     unit: ClassVar[str] = "step"
     """What the job's progress and checkpoints count."""
     output_file: ClassVar[str] = ""
@@ -183,11 +186,11 @@ class JobSpec:
             family = family_for_dir(path)
         except ModelDirectoryError as err:
             raise SpecError(field_name, str(err)) from err
-        if family.job != self.kind:
+        if family.job != self.models:
             raise SpecError(
                 field_name,
-                f"{path} is {family.job} pipeline ({family.name} family), not {self.kind} pipeline: "
-                f"its denoiser must be a {' or '.join(denoiser_classes(self.kind))}",
+                f"{path} is {family.job} pipeline ({family.name} family), not {self.models} pipeline: "
+                f"its denoiser must be a {' or '.join(denoiser_classes(self.models))}",
             )
         return family
 

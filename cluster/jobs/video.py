@@ -40,6 +40,7 @@ class VideoParallelSpec(ParallelBase):
 @dataclass
 class VideoSpec(JobSpec):
     kind = "video"
+    models = "video"
     unit = "tick"
     output_file = "video.mp4"
     hidden: ClassVar[frozenset[str]] = frozenset({"notes"})
