@@ -8,6 +8,7 @@ in row bands, one per worker, and may split the two guidance branches too (``par
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -161,46 +162,18 @@ class RenderSpec(JobSpec):
             raise SpecError(
                 "parallel.strategy", f"unknown strategy {par.strategy!r}; expected one of {STRATEGIES}"
             )
-        if par.auto and par.strategy != "patch":
-            raise SpecError("parallel.degree", "'auto' picks a patch degree; use parallel.strategy=patch")
-        if par.auto and par.cfg:
-            raise SpecError(
-                "parallel.cfg", "degree 'auto' picks patch bands only; give an even degree for CFG"
-            )
         if not par.auto and par.degree < 1:
             raise SpecError("parallel.degree", f"must be at least 1, got {par.degree}")
         if par.mode not in PATCH_MODES:
             raise SpecError("parallel.mode", f"unknown mode {par.mode!r}; expected one of {PATCH_MODES}")
         if par.warmup_steps < 0:
             raise SpecError("parallel.warmup_steps", f"must be >= 0, got {par.warmup_steps}")
-        if par.strategy == "none":
-            if par.degree != 1 or par.cfg:
-                raise SpecError(
-                    "parallel.degree", "strategy 'none' runs on exactly one worker; use parallel=patch"
-                )
-            return
-        if par.cfg and par.degree % 2:
-            raise SpecError(
-                "parallel.degree", f"CFG parallel needs an even worker count (2 x bands), got {par.degree}"
-            )
-        if par.cfg and self.guidance_scale <= 1.0:
-            raise SpecError(
-                "parallel.cfg", f"CFG parallel needs guidance_scale > 1, got {self.guidance_scale}"
-            )
         for model in self.segment_models():
-            path, family, align = self._models[model]
+            path, family, _ = self._models[model]
             problem = family.plan_error(par.strategy, path)
             if problem is not None:
                 raise SpecError("parallel.strategy", problem)
-            if par.auto:
-                continue  # the scheduler only picks degrees whose bands fit
-            try:
-                band_bounds(self.height // LATENT_FACTOR, par.patch_workers, align)
-            except ValueError as err:
-                raise SpecError(
-                    "parallel.degree",
-                    f"height {self.height}px is too short for {par.patch_workers} bands: {err}",
-                ) from err
+        STRATEGY_CHECKS[par.strategy](self)
 
     def _validate_segments(self, family: ModelFamily) -> None:
         if not self.segments:
@@ -330,6 +303,41 @@ class RenderSpec(JobSpec):
         from cluster.outputs import write_image_job
 
         return write_image_job(self.output_dir, job_id, result.output, metadata)
+
+
+def _check_one_worker(spec: RenderSpec) -> None:
+    """Strategy "none": the whole job on one worker."""
+    par = spec.parallel
+    if par.auto:
+        raise SpecError("parallel.degree", "'auto' picks a patch degree; use parallel.strategy=patch")
+    if par.degree != 1 or par.cfg:
+        raise SpecError("parallel.degree", "strategy 'none' runs on exactly one worker; use parallel=patch")
+
+
+def _check_patch_bands(spec: RenderSpec) -> None:
+    """Strategy "patch": row bands that fit every segment model's alignment, CFG branches split on request."""
+    par = spec.parallel
+    if par.auto and par.cfg:
+        raise SpecError("parallel.cfg", "degree 'auto' picks patch bands only; give an even degree for CFG")
+    if par.cfg and not par.auto and par.degree % 2:
+        raise SpecError(
+            "parallel.degree", f"CFG parallel needs an even worker count (2 x bands), got {par.degree}"
+        )
+    if par.cfg and spec.guidance_scale <= 1.0:
+        raise SpecError("parallel.cfg", f"CFG parallel needs guidance_scale > 1, got {spec.guidance_scale}")
+    if par.auto:
+        return  # the scheduler only picks degrees whose bands fit
+    for model in spec.segment_models():
+        try:
+            band_bounds(spec.height // LATENT_FACTOR, par.patch_workers, spec.band_alignment(model))
+        except ValueError as err:
+            raise SpecError(
+                "parallel.degree", f"height {spec.height}px is too short for {par.patch_workers} bands: {err}"
+            ) from err
+
+
+STRATEGY_CHECKS: dict[str, Callable[[RenderSpec], None]] = {"none": _check_one_worker, "patch": _check_patch_bands}
+"""The spec's strategy table: what each strategy (``runtime.jobs.strategies``) asks of an image job's fields."""
 
 
 def _segments_from_data(data: Any) -> list[SegmentSpec]:

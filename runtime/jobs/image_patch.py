@@ -44,6 +44,18 @@ class PatchSetup:
                 total.setdefault(kind, {}).update(peers)
         return total
 
+    # --- what a render session asks of its strategy (runtime.jobs.strategies) ----------------------------
+    def resume(self, step: int) -> None:
+        """Stale activations are a cache, not state: after a resume the next step refills them synchronously."""
+        self.handle.reset(step)
+
+    def report(self) -> dict:
+        return {"bytes_sent": self.bytes_sent(), "branch": self.cfg.branch if self.cfg else "both"}
+
+    def close(self) -> None:
+        """Restore the cached denoiser to its unpatched self."""
+        self.handle.remove()
+
 
 def setup_patch(pipe, cond: Conditioning, par: Any, latent_rows: int) -> PatchSetup:
     """``par``: the placed spec's parallel fields (strategy patch; mode, warmup, stale dtype, K/V source, cfg)."""

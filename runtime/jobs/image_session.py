@@ -29,7 +29,9 @@ class RenderSession:
             raise ValueError(f"strategy 'none' runs on one worker, but the job group has {world}")
         self.pipe = pipe
         self.spec = spec
-        self.patch = None
+        self.strategy = None
+        """The strategy's set-up on this worker (``runtime.jobs.strategies``): its predictor and rows, what to
+        do on a resume, its report, its undo; None for one worker on the whole latent."""
         started = time.perf_counter()
         cond = encode_conditioning(
             pipe, spec.prompt, spec.negative_prompt, spec.guidance_scale, pipe.device, (spec.height, spec.width)
@@ -38,20 +40,20 @@ class RenderSession:
         predictor, rows = batched_cfg_predictor(denoiser(pipe), cond), None
         setup = strategy_setup(IMAGE_STRATEGIES, par.strategy)
         if setup is not None:
-            self.patch = setup(pipe, cond, par, latent_shape(pipe, spec.height, spec.width)[2])
-            predictor, rows = self.patch.predictor, self.patch.rows
+            self.strategy = setup(pipe, cond, par, latent_shape(pipe, spec.height, spec.width)[2])
+            predictor, rows = self.strategy.predictor, self.strategy.rows
         self.loop = DenoiseLoop(
             pipe, spec.sampler, spec.steps, spec.seed, spec.height, spec.width, predictor, rows=rows
         )
         if resume is not None:
             self.loop.load_state_dict(resume)
-            if self.patch is not None:  # stale activations are a cache, not state: refill synchronously
-                self.patch.handle.reset(self.loop.step_index)
+            if self.strategy is not None:
+                self.strategy.resume(self.loop.step_index)
         self.step_seconds: list[float] = []
 
     @property
     def band_index(self) -> int:
-        return self.patch.band_index if self.patch else 0
+        return self.strategy.band_index if self.strategy else 0
 
     def step(self) -> int:
         started = time.perf_counter()
@@ -80,16 +82,15 @@ class RenderSession:
     def finish(self) -> dict:
         """This worker's report (then the session is closed)."""
         report = {"step_seconds": self.step_seconds, "rows": list(self.loop.rows), "band": self.band_index}
-        if self.patch is not None:
-            report["bytes_sent"] = self.patch.bytes_sent()
-            report["branch"] = self.patch.cfg.branch if self.patch.cfg else "both"
+        if self.strategy is not None:
+            report.update(self.strategy.report())
         return report
 
     def close(self) -> None:
-        """Restore the cached denoiser to its unpatched self."""
-        if self.patch is not None:
-            self.patch.handle.remove()
-            self.patch = None
+        """Undo the strategy's changes to the cached denoiser."""
+        if self.strategy is not None:
+            self.strategy.close()
+            self.strategy = None
 
 
 def open_render_session(pipe, spec: Any, resume: dict | None = None) -> RenderSession:

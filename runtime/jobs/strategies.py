@@ -16,7 +16,9 @@ IMAGE_STRATEGIES: dict[str, str | None] = {
     "none": None,
     "patch": "runtime.jobs.image_patch:setup_patch",  # row bands (DistriFusion), CFG branches split on request
 }
-"""Image strategies: set-up(pipe, conditioning, parallel spec, latent rows) -> the worker's patch set-up."""
+"""Image strategies: set-up(pipe, conditioning, parallel spec, latent rows) -> the worker's set-up, which has
+``predictor`` (band latent, t -> guided noise), ``rows`` (this worker's latent rows), ``band_index``,
+``resume(step)``, ``report()`` (for metadata.json) and ``close()`` (undo its changes to the model)."""
 
 VIDEO_STRATEGIES: tuple[str, ...] = ("none", "frames")
 """Video strategies: every video runs through the frame pipeline (``runtime.jobs.video_session``), on one
