@@ -168,7 +168,7 @@ class RenderSpec(JobSpec):
             raise SpecError("parallel.mode", f"unknown mode {par.mode!r}; expected one of {PATCH_MODES}")
         if par.warmup_steps < 0:
             raise SpecError("parallel.warmup_steps", f"must be >= 0, got {par.warmup_steps}")
-        for model in self.segment_models():
+        for model in self.segment_models() if IMAGE_STRATEGIES[par.strategy].needs_plan else []:
             path, family, _ = self._models[model]
             problem = family.plan_error(par.strategy, path)
             if problem is not None:

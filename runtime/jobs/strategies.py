@@ -1,20 +1,31 @@
 """The strategy table: which parallel strategies each job kind runs, and where a worker sets each one up.
 
 A job spec accepts exactly the strategies listed here for its kind (``cluster.jobs``), and a worker's
-session looks its strategy's set-up up here. An entry names ``module:function`` (imported on first use,
-so that validating a spec loads no strategy code); None runs the model on one worker unchanged. Adding a
-strategy is its module (mechanics in ``parallel/``, the worker glue in ``runtime/jobs/``) and one line
-here, plus a plan in each model family that can run it.
+session looks its strategy's set-up up here, by ``module:function`` (imported on first use, so that
+validating a spec loads no strategy code). Adding a strategy is its module (mechanics in ``parallel/``,
+the worker glue in ``runtime/jobs/``), one line here, the checks of its fields in the kind's spec
+(``cluster.jobs.image.STRATEGY_CHECKS``), and, when it follows a model's layers, a plan in each model family
+that can run it.
 """
 
 from __future__ import annotations
 
 import importlib
 from collections.abc import Callable
+from dataclasses import dataclass
 
-IMAGE_STRATEGIES: dict[str, str | None] = {
-    "none": None,
-    "patch": "runtime.jobs.image_patch:setup_patch",  # row bands (DistriFusion), CFG branches split on request
+
+@dataclass(frozen=True)
+class Strategy:
+    setup: str | None
+    """``module:function`` a worker sets the strategy up with (imported on first use); None: nothing to set up."""
+    needs_plan: bool
+    """Whether the model's family must have a plan for it (bands follow a model's layers; others need none)."""
+
+
+IMAGE_STRATEGIES: dict[str, Strategy] = {
+    "none": Strategy(None, needs_plan=False),
+    "patch": Strategy("runtime.jobs.image_patch:setup_patch", needs_plan=True),  # row bands, CFG split on request
 }
 """Image strategies: set-up(pipe, conditioning, parallel spec, latent rows) -> the worker's set-up, which has
 ``predictor`` (band latent, t -> guided noise), ``rows`` (this worker's latent rows), ``band_index``,
@@ -25,9 +36,9 @@ VIDEO_STRATEGIES: tuple[str, ...] = ("none", "frames")
 stage ("none") or on ``parallel.degree`` stages ("frames", layer-and-frame pipelining, DualParal)."""
 
 
-def strategy_setup(table: dict[str, str | None], name: str) -> Callable | None:
+def strategy_setup(table: dict[str, Strategy], name: str) -> Callable | None:
     """The set-up function of strategy ``name`` in ``table`` (None: nothing to set up)."""
-    target = table[name]
+    target = table[name].setup
     if target is None:
         return None
     module, function = target.split(":")
