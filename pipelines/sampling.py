@@ -38,10 +38,8 @@ def encode_conditioning(
 
 
 def latent_shape(pipe, height: int, width: int) -> tuple[int, int, int, int]:
-    factor = pipe.vae_scale_factor
-    if height % factor or width % factor:
-        raise ValueError(f"height/width: {height}x{width} must be multiples of the VAE factor {factor}")
-    return (1, denoiser(pipe).config.in_channels, height // factor, width // factor)
+    """The full latent a render of this size denoises (its family's layout)."""
+    return family_of(pipe).latent_shape(pipe, height, width)
 
 
 def batched_cfg_predictor(model: torch.nn.Module, cond: Conditioning) -> NoisePredictor:
@@ -79,13 +77,15 @@ class DenoiseLoop:
     ) -> None:
         if steps < 1:
             raise ValueError(f"steps: must be at least 1, got {steps}")
+        family = family_of(pipe)
         self.device = denoiser(pipe).device
         self.dtype = denoiser(pipe).dtype
-        self.scheduler = make_scheduler(family_of(pipe).sampler(sampler), pipe.scheduler.config)
-        self.scheduler.set_timesteps(steps, device=self.device)
+        self.scheduler = make_scheduler(family.sampler(sampler), pipe.scheduler.config)
+        shape = family.latent_shape(pipe, height, width)
+        family.set_timesteps(pipe, self.scheduler, steps, shape, self.device)
         self.timesteps = self.scheduler.timesteps
         self.generator = torch.Generator(device="cpu").manual_seed(seed)
-        full = randn_tensor(latent_shape(pipe, height, width), generator=self.generator, dtype=self.dtype)
+        full = randn_tensor(shape, generator=self.generator, dtype=self.dtype)
         full = full.to(self.device) * self.scheduler.init_noise_sigma
         self.rows = rows or (0, full.shape[2])
         self.latents = full[:, :, self.rows[0] : self.rows[1]].contiguous()
@@ -130,7 +130,8 @@ class DenoiseLoop:
         if self.done:
             raise RuntimeError("the denoising loop has already run all its steps")
         t = self.timesteps[self.step_index]
-        model_in = self.scheduler.scale_model_input(self.latents, t)
+        scale = getattr(self.scheduler, "scale_model_input", None)  # flow-matching samplers have none
+        model_in = scale(self.latents, t) if scale is not None else self.latents
         noise = self.predict_noise(model_in, t)
         self.latents = self.scheduler.step(noise, t, self.latents, **self.step_kwargs, return_dict=False)[0]
         self.step_index += 1
@@ -143,7 +144,13 @@ TILED_DECODE_ABOVE = 1024 * 1024
 
 @torch.no_grad()
 def decode_latents(pipe, latents: torch.Tensor, tiled: bool | None = None) -> np.ndarray:
-    """Float image in [0, 1], [height, width, 3], through the pipeline's VAE and image processor.
+    """Float image in [0, 1], [height, width, 3]: the denoised latent as the pipeline's family decodes it."""
+    return family_of(pipe).decode(pipe, latents, tiled)
+
+
+@torch.no_grad()
+def vae_decode(pipe, latents: torch.Tensor, tiled: bool | None = None) -> np.ndarray:
+    """The VAE's latent (already unscaled by the family) through the pipeline's VAE and image processor.
 
     `tiled=None` tiles large images only. Tiling is diffusers' own (overlapping tiles, blended seams);
     it normalises per tile, so it is close to, not equal to, the untiled decode.
@@ -154,8 +161,7 @@ def decode_latents(pipe, latents: torch.Tensor, tiled: bool | None = None) -> np
     if use_tiles:
         vae.enable_tiling()
     try:
-        latents = latents.to(device=vae.device, dtype=vae.dtype)
-        image = vae.decode(latents / vae.config.scaling_factor, return_dict=False)[0]
+        image = vae.decode(latents.to(device=vae.device, dtype=vae.dtype), return_dict=False)[0]
     finally:
         if use_tiles:
             vae.disable_tiling()

@@ -133,6 +133,25 @@ class ModelFamily:
     def denoiser_of(self, pipe: Any) -> torch.nn.Module:
         return getattr(pipe, self.denoiser)
 
+    def latent_shape(self, pipe: Any, height: int, width: int) -> tuple[int, int, int, int]:
+        """(1, channels, rows, columns) of the latent the loop keeps (unpacked: bands are its rows)."""
+        factor = pipe.vae_scale_factor
+        if height % factor or width % factor:
+            raise ValueError(f"height/width: {height}x{width} must be multiples of the VAE factor {factor}")
+        return (1, self.denoiser_of(pipe).config.in_channels, height // factor, width // factor)
+
+    def set_timesteps(self, pipe: Any, scheduler: Any, steps: int, latent_shape: tuple, device: Any) -> None:
+        """The sampler's timesteps, as the pipeline's ``__call__`` sets them (a flow-matching family passes its
+        sigmas and resolution-dependent shift)."""
+        scheduler.set_timesteps(steps, device=device)
+
+    def decode(self, pipe: Any, latents: torch.Tensor, tiled: bool | None = None):
+        """Float image in [0, 1], [height, width, 3], through the pipeline's VAE and image processor."""
+        from pipelines.sampling import vae_decode
+
+        latents = latents.to(device=pipe.vae.device, dtype=pipe.vae.dtype)
+        return vae_decode(pipe, latents / pipe.vae.config.scaling_factor, tiled)
+
     def encode(
         self,
         pipe: Any,
