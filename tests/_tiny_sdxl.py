@@ -10,10 +10,13 @@ import torch
 from _tiny_pixart import nonzero
 
 
-def save_tiny_sdxl(path: Path, seed: int = 0) -> Path:
+def save_tiny_sdxl(path: Path, seed: int = 0, refiner: bool = False) -> Path:
+    """The base pipeline, or with ``refiner`` an SDXL refiner (StableDiffusionXLImg2ImgPipeline: the second text
+    encoder only, aesthetic-score time ids) sharing the base's VAE (the same seed builds the same VAE)."""
     from diffusers import (
         AutoencoderKL,
         EulerDiscreteScheduler,
+        StableDiffusionXLImg2ImgPipeline,
         StableDiffusionXLPipeline,
         UNet2DConditionModel,
     )
@@ -39,22 +42,6 @@ def save_tiny_sdxl(path: Path, seed: int = 0) -> Path:
             **extra,
         )
 
-    unet = UNet2DConditionModel(
-        sample_size=8,
-        in_channels=4,
-        out_channels=4,
-        layers_per_block=1,
-        block_out_channels=(16, 32),
-        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
-        up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
-        cross_attention_dim=2 * width,  # both encoders' hidden states, concatenated
-        attention_head_dim=(2, 4),
-        norm_num_groups=8,
-        use_linear_projection=True,
-        addition_embed_type="text_time",
-        addition_time_embed_dim=time_dim,
-        projection_class_embeddings_input_dim=pooled + 6 * time_dim,
-    )
     vae = AutoencoderKL(
         in_channels=3,
         out_channels=3,
@@ -65,15 +52,50 @@ def save_tiny_sdxl(path: Path, seed: int = 0) -> Path:
         latent_channels=4,
         norm_num_groups=4,
     )
-    pipe = StableDiffusionXLPipeline(
-        vae=nonzero(vae, seed + 1),
-        text_encoder=CLIPTextModel(text_config()).eval(),
-        text_encoder_2=CLIPTextModelWithProjection(text_config(projection_dim=pooled)).eval(),
-        tokenizer=tokenizer,
-        tokenizer_2=build_tokenizer(),
-        unet=nonzero(unet, seed + 2),
-        scheduler=EulerDiscreteScheduler.from_config(scheduler_config()),
-        add_watermarker=False,
+    vae = nonzero(vae, seed + 1)  # first: a refiner built with the same seed shares it
+    unet = UNet2DConditionModel(
+        sample_size=8,
+        in_channels=4,
+        out_channels=4,
+        layers_per_block=1,
+        block_out_channels=(16, 32),
+        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
+        up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
+        cross_attention_dim=width if refiner else 2 * width,  # the encoders' hidden states, concatenated
+        attention_head_dim=(2, 4),
+        norm_num_groups=8,
+        use_linear_projection=True,
+        addition_embed_type="text_time",
+        addition_time_embed_dim=time_dim,
+        projection_class_embeddings_input_dim=pooled + (5 if refiner else 6) * time_dim,  # + aesthetic score
     )
+    text_encoder_2 = CLIPTextModelWithProjection(text_config(projection_dim=pooled)).eval()
+    scheduler = EulerDiscreteScheduler.from_config(scheduler_config())
+    torch.manual_seed(seed + 3)
+    unet = nonzero(unet, seed + (4 if refiner else 2))
+    if refiner:
+        pipe = StableDiffusionXLImg2ImgPipeline(
+            vae=vae,
+            text_encoder=None,
+            text_encoder_2=text_encoder_2,
+            tokenizer=None,
+            tokenizer_2=build_tokenizer(),
+            unet=unet,
+            scheduler=scheduler,
+            requires_aesthetics_score=True,
+            force_zeros_for_empty_prompt=False,
+            add_watermarker=False,
+        )
+    else:
+        pipe = StableDiffusionXLPipeline(
+            vae=vae,
+            text_encoder=CLIPTextModel(text_config()).eval(),
+            text_encoder_2=text_encoder_2,
+            tokenizer=tokenizer,
+            tokenizer_2=build_tokenizer(),
+            unet=unet,
+            scheduler=scheduler,
+            add_watermarker=False,
+        )
     pipe.save_pretrained(path, safe_serialization=True)
     return path
