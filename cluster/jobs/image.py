@@ -95,8 +95,8 @@ class RenderSpec(JobSpec):
     width: int = 512
     """Image width in pixels, a multiple of 8."""
     sampler: str = ""
-    """"ddim", "euler" or "dpm++" (those that fit the model's family); "": the family's default, filled in
-    when the spec is validated."""
+    """"pipeline" (the scheduler the model's directory names), "ddim", "euler", "dpm++", "flow-euler": those
+    that fit the model's family; "": the family's default (its own scheduler), filled in at validation."""
     parallel: ParallelSpec = field(default_factory=ParallelSpec)
     """How the render is spread over workers."""
     segments: list[SegmentSpec] = field(default_factory=list)

@@ -80,7 +80,7 @@ class ModelFamily:
     """The pipeline component that predicts the noise: "unet" or "transformer"."""
     denoisers: tuple[str, ...] = ()
     """diffusers classes of that component (its config.json's ``_class_name``) the family is written for."""
-    samplers: tuple[str, ...] = ("ddim", "euler", "dpm++")
+    samplers: tuple[str, ...] = ("pipeline", "ddim", "euler", "dpm++")
     """Samplers (``pipelines.samplers``) that fit the model's noise schedule; the first is the default."""
     strategies: tuple[str, ...] = ("none",)
     """Parallel strategies the family has a plan for ("none" runs the whole model on one worker)."""

@@ -23,7 +23,7 @@ class PixArtFamily(ModelFamily):
     pipelines = ("PixArtAlphaPipeline", "PixArtSigmaPipeline")
     denoiser = "transformer"
     denoisers = ("PixArtTransformer2DModel", "DiTTransformer2DModel")
-    samplers = ("ddim", "euler", "dpm++")
+    samplers = ("pipeline", "ddim", "euler", "dpm++")
     strategies = ("none", "patch")
 
     def plan_error(self, strategy: str, path: str | Path) -> str | None:

@@ -20,7 +20,7 @@ class StableDiffusionFamily(ModelFamily):
     pipelines = ("StableDiffusionPipeline",)
     denoiser = "unet"
     denoisers = ("UNet2DConditionModel",)
-    samplers = ("ddim", "euler", "dpm++")
+    samplers = ("pipeline", "ddim", "euler", "dpm++")
     strategies = ("none", "patch")
 
     def band_alignment(self, path: str | Path) -> int:
