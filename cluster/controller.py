@@ -39,6 +39,7 @@ from cluster.scheduler import (
 )
 from cluster.segment_runner import SegmentRunner
 from cluster.store import JobRecord, JobStore
+from cluster.store_lock import StoreLock
 from cluster.versions import package_versions
 from runtime.pool import PoolConfig
 from runtime.pool_set import PoolSet
@@ -78,9 +79,14 @@ class Controller:
         self.config = config
         self.files = JobFiles(config.state_dir)
         self.state_dir = self.files.state_dir
-        self.store = JobStore(self.files.store_path)
-        self.recovered = self.store.recover()
-        self.pools = PoolSet(config.pools or [config.pool])
+        self.lock = StoreLock(self.files.store_path)  # first: a second controller on this store stops here
+        try:
+            self.store = JobStore(self.files.store_path)
+            self.recovered = self.store.recover()
+            self.pools = PoolSet(config.pools or [config.pool])
+        except BaseException:
+            self.lock.release()
+            raise
         self.degree_rules = {name: self._degree_rule(self.pools.kind(name)) for name in self.pools.names}
         self.book = WorkerBook(self.pools.size)
         self.running: dict[str, RunningJob] = {}
@@ -102,8 +108,9 @@ class Controller:
             self._is_pausing,
             self._forget_workers,
         )
-        self._thread = threading.Thread(target=self._schedule, name="tessera-scheduler", daemon=True)
-        self._thread.start()
+        self._thread = self._start_scheduler()
+        self._watchdog = threading.Thread(target=self._watch, name="tessera-watchdog", daemon=True)
+        self._watchdog.start()
 
     # --- API --------------------------------------------------------------------------------------
     def submit(self, spec: dict, priority: int = 0, client_token: str | None = None) -> dict:
@@ -166,6 +173,7 @@ class Controller:
         for thread in list(self._threads.values()):
             thread.join(timeout=600)
         self.pools.shutdown()
+        self.lock.release()
 
     def _check_fits(self, spec: JobSpec) -> None:
         """Refuse a job no pool can run: a `device` no pool matches, or a degree above every allowed
@@ -181,11 +189,28 @@ class Controller:
         return {name: set(self.pools.indices(name)) for name in self.pools.matching(device)}
 
     # --- scheduling ---------------------------------------------------------------------------------
+    def _start_scheduler(self) -> threading.Thread:
+        thread = threading.Thread(target=self._schedule, name="tessera-scheduler", daemon=True)
+        thread.start()
+        return thread
+
     def _schedule(self) -> None:
         while not self._stop.is_set():
-            if not self._place_head():
+            try:
+                placed = self._place_head()
+            except Exception:  # noqa: BLE001 - the queue must keep moving; _place_head fails the job it can name
+                self.files.log_controller("scheduler error:\n" + traceback.format_exc())
+                placed = False
+            if not placed:
                 self._wake.wait(self.config.poll_s)
                 self._wake.clear()
+
+    def _watch(self) -> None:
+        """Restart the scheduling thread if it ever dies (it should not: every error is caught per job)."""
+        while not self._stop.wait(max(1.0, 4 * self.config.poll_s)):
+            if not self._thread.is_alive() and not self._stop.is_set():
+                self.files.log_controller("the scheduler thread had died; restarted")
+                self._thread = self._start_scheduler()
 
     def _spec_of(self, job: JobRecord) -> JobSpec:
         """The job's validated spec; a job this controller has not met (it was restarted) is validated now,
@@ -207,6 +232,14 @@ class Controller:
         head = self.store.next_runnable()
         if head is None:
             return False
+        try:
+            return self._place(head)
+        except Exception as err:  # noqa: BLE001 - one job's trouble must not stop the queue behind it
+            self.files.log(head.id, "controller error while placing:\n" + traceback.format_exc())
+            self._fail_unplaced(head, f"controller error while placing: {type(err).__name__}: {err}")
+            return True
+
+    def _place(self, head: JobRecord) -> bool:
         try:
             spec = self._spec_of(head)
         except SpecError as err:  # valid when a previous controller took it, but e.g. its model is gone since

@@ -88,13 +88,15 @@ class SegmentRunner:
             self.store.finish(job.id, "succeeded", outputs=job_outputs(directory, spec.kind, spec.output_file))
             self.files.log(job.id, "outputs already complete; recorded as succeeded")
             return
-        resume = self.files.load_checkpoint(job.id)
-        first = spec.units_of(resume) if resume else 0
+        resume, first = self._resume_point(job, spec)
         if resume is None:  # what an attempt that never checkpointed left in the partial folder
             shutil.rmtree(partial_directory(spec.output_dir, job.id), ignore_errors=True)
-        if first >= segment.until:  # the store was behind the checkpoint (a crash between the two writes)
+        if first >= segment.until or spec.segment_from(first) != segment:
+            # the store and the checkpoint disagree (a crash between their writes, a damaged checkpoint set
+            # aside): record where the job really is and place it again, on the segment for that point
             self.store.progress(job.id, first, checkpoint_step=first)
             self.store.finish(job.id, "queued")
+            self.files.log(job.id, f"resumes from {spec.unit} {first}; placed again for its segment")
             return
         placed = spec.placed(segment.model, len(workers))
         pool = self.pools.pool_of(workers)
@@ -153,6 +155,19 @@ class SegmentRunner:
             self.files.log(job.id, f"segment done at {spec.unit} {segment.until}; queued for the next segment")
             return
         self._publish(job, spec, result, pool.slot.kind, started)
+
+    def _resume_point(self, job: JobRecord, spec: JobSpec) -> tuple[dict | None, int]:
+        """The newest good checkpoint of the job and its unit; a damaged one is set aside and said so."""
+        loaded = self.files.load_checkpoint(job.id)
+        for problem in loaded.problems:
+            self.files.log(job.id, f"checkpoint {problem}; set aside")
+        if loaded.state is None:
+            return None, 0
+        try:
+            return loaded.state, spec.units_of(loaded.state)
+        except (KeyError, TypeError, ValueError) as err:  # a sound file holding another kind's state
+            self.files.log(job.id, f"checkpoint is not this {spec.kind} job's state ({err!r}); starting over")
+            return None, 0
 
     def _publish(self, job: JobRecord, spec: JobSpec, result: SegmentResult, device: str, started: float) -> None:
         metadata = {
