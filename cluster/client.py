@@ -41,10 +41,27 @@ class JobFailed(RuntimeError):
         self.record = record
 
 
+def _forget_dead_controller(timeout_s: float = 30.0) -> None:
+    """A controller that was killed may keep its name for a moment: wait until Ray has released it, so that
+    `get_if_exists` creates a new controller instead of returning the dead one."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            handle = ray.get_actor(CONTROLLER_NAME, namespace=NAMESPACE)
+        except ValueError:
+            return  # no controller of that name: a new one can be made
+        try:
+            ray.get(handle.info.remote(), timeout=10)
+            return  # a live one: it will be reused
+        except (ray.exceptions.RayActorError, ray.exceptions.GetTimeoutError):
+            time.sleep(0.2)
+
+
 def start_controller(config: ControllerConfig, detached: bool = False):
-    """The named controller actor, created if no controller runs in this Ray cluster yet."""
+    """The named controller actor, created if no live controller runs in this Ray cluster yet."""
     from cluster.controller_actor import ControllerActor
 
+    _forget_dead_controller()
     actor = ray.remote(ControllerActor).options(
         name=CONTROLLER_NAME,
         namespace=NAMESPACE,

@@ -12,6 +12,7 @@ client and the CLI call them). On start it re-queues jobs a previous controller 
 
 from __future__ import annotations
 
+import hashlib
 import shutil
 import threading
 import traceback
@@ -83,7 +84,7 @@ class Controller:
         try:
             self.store = JobStore(self.files.store_path)
             self.recovered = self.store.recover()
-            self.pools = PoolSet(config.pools or [config.pool])
+            self.pools = PoolSet(config.pools or [config.pool], owner=self._pool_owner())
         except BaseException:
             self.lock.release()
             raise
@@ -174,6 +175,11 @@ class Controller:
             thread.join(timeout=600)
         self.pools.shutdown()
         self.lock.release()
+
+    def _pool_owner(self) -> str:
+        """The name of this store's controller's placement groups: a controller replacing a dead one on the
+        same store frees the devices the dead one left reserved (the store lock says it is dead)."""
+        return "tessera-" + hashlib.sha1(str(self.state_dir.resolve()).encode()).hexdigest()[:12]
 
     def _check_fits(self, spec: JobSpec) -> None:
         """Refuse a job no pool can run: a `device` no pool matches, or a degree above every allowed

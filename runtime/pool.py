@@ -6,6 +6,7 @@ Both are plain Ray resources in the bundle, so the same scheduling code serves b
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 
 import ray
@@ -46,8 +47,26 @@ class PoolConfig:
             self.resources = {}
 
 
+def remove_stale_placement_group(name: str, timeout_s: float = 30.0) -> None:
+    """Remove the placement group called ``name`` if one is left, and wait until Ray has let it go."""
+    try:
+        stale = ray.util.get_placement_group(name)
+    except ValueError:  # none of that name
+        return
+    remove_placement_group(stale)
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            ray.util.get_placement_group(name)
+        except ValueError:
+            return
+        time.sleep(0.1)
+
+
 class DevicePool:
-    def __init__(self, config: PoolConfig) -> None:
+    def __init__(self, config: PoolConfig, placement_name: str = "") -> None:
+        """``placement_name`` names the placement group: a pool of that name left by a dead owner (a killed
+        controller, whose group outlives it until the Ray job ends) is removed first, so its devices come back."""
         if config.workers < 1:
             raise ValueError(f"pool.workers: must be at least 1, got {config.workers}")
         if config.placement not in PLACEMENTS:
@@ -72,7 +91,11 @@ class DevicePool:
                     f"pool.workers: {config.workers} {kind} workers of pool {config.name!r} need {need:g} "
                     f"{name} but the Ray cluster has {resources.get(name, 0):g}"
                 )
-        self.placement_group = placement_group([dict(self.bundle)] * config.workers, strategy=config.placement)
+        if placement_name:
+            remove_stale_placement_group(placement_name)
+        self.placement_group = placement_group(
+            [dict(self.bundle)] * config.workers, strategy=config.placement, name=placement_name
+        )
         try:
             ray.get(self.placement_group.ready(), timeout=config.ready_timeout_s)
         except ray.exceptions.GetTimeoutError as err:

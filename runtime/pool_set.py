@@ -13,7 +13,9 @@ from runtime.pool import DevicePool, PoolConfig
 
 
 class PoolSet:
-    def __init__(self, configs: list[PoolConfig]) -> None:
+    def __init__(self, configs: list[PoolConfig], owner: str = "") -> None:
+        """``owner``: a name for this set's placement groups (``<owner>:<pool name>``), so that the next owner of
+        that name (a controller replacing a dead one) can free the devices a dead one left reserved."""
         if not configs:
             raise ValueError("pools: at least one pool is needed")
         names = [c.name for c in configs]
@@ -23,7 +25,7 @@ class PoolSet:
         self.pools: list[DevicePool] = []
         try:
             for config in configs:
-                self.pools.append(DevicePool(config))
+                self.pools.append(DevicePool(config, f"{owner}:{config.name}" if owner else ""))
         except BaseException:
             self.shutdown()
             raise
