@@ -36,6 +36,27 @@ class StableDiffusion3Family(ModelFamily):
         """A band is whole patch rows."""
         return int(self.component_config(path, "transformer").get("patch_size", 2))
 
+    def size_error(self, path: str | Path, height: int, width: int) -> tuple[str, str] | None:
+        """The sizes ``__call__``'s ``check_inputs`` refuses (not whole patches of latent pixels), and those beyond
+        the transformer's positional embedding (``pos_embed_max_size`` patches a side)."""
+        transformer = self.component_config(path, "transformer")
+        factor = 2 ** (len(self.component_config(path, "vae").get("block_out_channels", [0] * 4)) - 1)
+        patch = int(transformer.get("patch_size", 2))
+        multiple = factor * patch
+        limit = transformer.get("pos_embed_max_size")
+        for name, pixels in (("height", height), ("width", width)):
+            if pixels % multiple:
+                return name, (
+                    f"must be a multiple of {multiple} for the {self.name} model at {path} (the VAE's factor "
+                    f"{factor} x the transformer's patch size {patch}), got {pixels}"
+                )
+            if limit and pixels // multiple > limit:
+                return name, (
+                    f"{pixels}px exceeds the {self.name} model's positional embedding at {path}: at most "
+                    f"{limit * multiple}px ({limit} patches)"
+                )
+        return None
+
     def set_timesteps(self, pipe, scheduler, steps: int, latent_shape: tuple, device) -> None:
         """As ``__call__`` with no ``sigmas`` and no ``mu``: ``mu`` is computed only under dynamic shifting."""
         from diffusers.pipelines.stable_diffusion_3.pipeline_stable_diffusion_3 import (
