@@ -31,31 +31,20 @@ from diffusers.models.attention_processor import Attention
 from diffusers.models.embeddings import PatchEmbed
 from torch import nn
 
-from parallel.patch.attention import gather_band_kv, patch_self_attention
+from parallel.patch.attention import BandSelfAttnProcessor, patch_self_attention
 from parallel.patch.config import PatchConfig
 from parallel.patch.embed import patch_patch_embed
 from parallel.patch.parallelize import PatchPlan, parallelize_patch
 from parallel.patch.runtime import PatchHandle, PatchRuntime
 
 
-class JointBandAttnProcessor:
+class JointBandAttnProcessor(BandSelfAttnProcessor):
     """diffusers' ``JointAttnProcessor2_0`` for a band of image tokens beside the whole text.
 
-    Follows it step by step; only the image keys and values are every band's: exchanged as K and V (after
-    ``norm_k``), or, with ``PatchConfig.kv_source="input"``, as the attention's image input, which every band
-    then projects itself.
+    Follows it step by step; only the image keys and values are every band's (the generic processor's
+    ``gather_tokens``, in band order): exchanged as K and V (after ``norm_k``), or, with
+    ``PatchConfig.kv_source="input"``, as the attention's image input, which every band then projects itself.
     """
-
-    def __init__(self, rt: PatchRuntime, layer: int):
-        self.rt = rt
-        self.key = ("kv", layer)
-        self.send_inputs = rt.config.kv_source == "input"
-
-    def gather_tokens(self, tokens: torch.Tensor) -> torch.Tensor:
-        """(B, N_band, D) -> (B, N_image, D): every band's image tokens in band (raster) order."""
-        if self.rt.world == 1:
-            return tokens
-        return torch.cat(gather_band_kv(self.rt, self.key, tokens), dim=1)
 
     def __call__(
         self,
