@@ -86,7 +86,8 @@ class DenoiseLoop:
         self.timesteps = self.scheduler.timesteps
         self.generator = torch.Generator(device="cpu").manual_seed(seed)
         full = randn_tensor(shape, generator=self.generator, dtype=self.dtype)
-        full = full.to(self.device) * self.scheduler.init_noise_sigma
+        # flow-matching samplers have no init_noise_sigma: their pipelines start from the unscaled noise
+        full = full.to(self.device) * getattr(self.scheduler, "init_noise_sigma", 1.0)
         self.rows = rows or (0, full.shape[2])
         self.latents = full[:, :, self.rows[0] : self.rows[1]].contiguous()
         self.predict_noise = predict_noise

@@ -136,6 +136,11 @@ class RenderSpec(JobSpec):
                 f"{self.sampler!r} does not fit the {family.name} family's models; use one of {list(family.samplers)}",
             )
         self._validate_segments(family)
+        for model in self.segment_models():
+            path, model_family, _ = self._models[model]
+            problem = model_family.size_error(path, self.height, self.width)
+            if problem is not None:
+                raise SpecError(*problem)
         self._validate_parallel()
 
     def _validate_parallel(self) -> None:

@@ -114,6 +114,11 @@ class ModelFamily:
         """Latent rows a patch band must be a multiple of (families with a patch plan)."""
         raise NotImplementedError(f"the {self.name} family has no patch plan")
 
+    def size_error(self, path: str | Path, height: int, width: int) -> tuple[str, str] | None:
+        """(field, why) when the model at ``path`` cannot render a ``height`` x ``width`` image (a size its
+        pipeline refuses); None when it can."""
+        return None
+
     def latent_space(self, path: str | Path) -> tuple[int, int]:
         """(latent channels, VAE downsampling stages): what the models of one job's segments must share."""
         vae = self.component_config(path, "vae")
