@@ -30,10 +30,12 @@ def denoiser(pipe) -> torch.nn.Module:
     return family_of(pipe).denoiser_of(pipe)
 
 
+@torch.no_grad()
 def encode_conditioning(
     pipe, prompt: str, negative_prompt: str, guidance_scale: float, device, image_size=None
 ) -> Conditioning:
-    """The prompt (and, with guidance, the negative prompt) as the pipeline's family encodes it."""
+    """The prompt (and, with guidance, the negative prompt) as the pipeline's family encodes it, without
+    autograd as under the pipeline's ``__call__`` (T5 computes a few ulps differently with autograd on)."""
     return family_of(pipe).encode(pipe, prompt, negative_prompt, guidance_scale, device, image_size)
 
 

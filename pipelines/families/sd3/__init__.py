@@ -86,20 +86,17 @@ class StableDiffusion3Family(ModelFamily):
         return vae_decode(pipe, (latents / config.scaling_factor) + config.shift_factor, tiled)
 
     def encode(self, pipe, prompt, negative_prompt, guidance_scale, device, image_size=None) -> Conditioning:
-        import torch
-
         guided = guidance_scale > 1.0
-        with torch.no_grad():  # as under ``__call__``: T5 computes a few ulps differently with autograd on
-            positive, negative, pooled, negative_pooled = pipe.encode_prompt(
-                prompt=prompt,
-                prompt_2=None,
-                prompt_3=None,
-                negative_prompt=negative_prompt or None,
-                do_classifier_free_guidance=guided,
-                device=device,
-                num_images_per_prompt=1,
-                max_sequence_length=_call_default(pipe, "max_sequence_length"),
-            )
+        positive, negative, pooled, negative_pooled = pipe.encode_prompt(
+            prompt=prompt,
+            prompt_2=None,
+            prompt_3=None,
+            negative_prompt=negative_prompt or None,
+            do_classifier_free_guidance=guided,
+            device=device,
+            num_images_per_prompt=1,
+            max_sequence_length=_call_default(pipe, "max_sequence_length"),
+        )
         return Conditioning(
             self,
             {"encoder_hidden_states": positive, "pooled_projections": pooled},
