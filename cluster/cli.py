@@ -40,8 +40,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.command in job_handlers:
         try:
             return job_handlers[args.command](args)
-        except SpecError as err:
-            print(f"tessera: invalid job: {err}", file=sys.stderr)
+        except SpecError as err:  # one line, also when it comes from the served controller through Ray
+            print(f"tessera: invalid job: {err.field}: {err.message}", file=sys.stderr)
             return 2
         except (ConnectionError, KeyError) as err:
             print(f"tessera: {err}", file=sys.stderr)

@@ -10,6 +10,7 @@ import json
 import signal
 import sys
 import threading
+from pathlib import Path
 
 from cluster.errors import SpecError
 
@@ -86,8 +87,11 @@ def serve(args: argparse.Namespace) -> int:
         pools = pools_from_config(cfg)
     except TypeError as err:
         raise SpecError("pools", str(err)) from err
-    client = Client(address=address, state_dir=args.state_dir, pool=pool, pools=pools)
+    roots = [str(Path(root).absolute()) for root in (cfg.get("output_roots") or ["outputs"])]
+    client = Client(address=address, state_dir=args.state_dir, pool=pool, pools=pools, output_roots=roots)
     info = ray.get(client.controller.info.remote())
+    address_file = Path(info["state_dir"]) / "ray_address"
+    address_file.write_text(ray.get_runtime_context().gcs_address + "\n")  # what `--address auto` joins
     print(
         f"tessera controller serving {info['workers']} {info['device']} workers in pools "
         f"{[p['name'] for p in info['pools']]}; state in {info['state_dir']}"
@@ -96,19 +100,42 @@ def serve(args: argparse.Namespace) -> int:
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     try:
-        stop.wait()
+        while not stop.wait(2.0):
+            if not _alive(client.controller):  # serve without its controller would answer nothing
+                print("tessera: the controller died; serve stops", file=sys.stderr)
+                address_file.unlink(missing_ok=True)
+                client._owns_ray = client._owns_ray and address is None
+                client.close(stop_controller=False)
+                return 1
     except KeyboardInterrupt:
         pass
+    address_file.unlink(missing_ok=True)
     ray.get(client.controller.stop.remote())
     client._owns_ray = client._owns_ray and address is None
     client.close()
     return 0
 
 
+def _alive(controller) -> bool:
+    import ray
+
+    try:
+        ray.get(controller.info.remote(), timeout=30)
+        return True
+    except (ray.exceptions.RayActorError, ray.exceptions.GetTimeoutError):
+        return False
+
+
 def _connect(args: argparse.Namespace):
+    """The controller of `tessera serve`: with --address auto, the cluster the serve of this state directory
+    recorded (so another Ray cluster on the machine is never joined by mistake), else Ray's own auto."""
     from cluster.client import Client
 
-    return Client(address=args.address, connect_only=True)
+    address = args.address
+    recorded = Path(getattr(args, "state_dir", DEFAULT_STATE_DIR)) / "ray_address"
+    if address == "auto" and recorded.is_file():
+        address = recorded.read_text().strip()
+    return Client(address=address, connect_only=True)
 
 
 def submit(args: argparse.Namespace) -> int:
@@ -163,6 +190,11 @@ def add_job_commands(sub) -> dict:
             parser.add_argument("job_id")
         if remote:
             parser.add_argument("--address", default="auto", help="Ray cluster where `tessera serve` runs")
+            parser.add_argument(
+                "--state-dir",
+                default=DEFAULT_STATE_DIR,
+                help="the served store's folder: --address auto joins the cluster its serve recorded there",
+            )
         handlers[name] = handler
         return parser
 

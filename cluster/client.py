@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 import ray
 from tqdm import tqdm
 
+from cluster.errors import SpecError
 from cluster.jobs import progress_total, progress_unit
 from cluster.names import CONTROLLER_NAME, NAMESPACE
 from cluster.store import FINAL_STATES
@@ -176,7 +177,10 @@ class Client:
         if isinstance(output_dir, str) and output_dir.strip():
             # absolute, since the controller runs elsewhere; not resolved, so a '..' still gets refused
             data["output_dir"] = str(Path(output_dir).absolute())
-        record = ray.get(self.controller.submit.remote(data, priority, client_token))
+        try:
+            record = ray.get(self.controller.submit.remote(data, priority, client_token))
+        except SpecError as err:  # Ray's wrapper carries the controller's traceback: the refusal alone
+            raise SpecError(err.field, err.message) from None
         return Job(self, record)
 
     def job(self, job_id: str) -> Job:
@@ -185,10 +189,12 @@ class Client:
     def jobs(self, state: str | None = None) -> list[dict]:
         return ray.get(self.controller.list.remote(state))
 
-    def close(self) -> None:
-        """Stop the controller and the local cluster this client started (if it started them)."""
+    def close(self, stop_controller: bool = True) -> None:
+        """Stop the controller and the local cluster this client started (if it started them);
+        `stop_controller=False` when the controller is already gone."""
         if self._owns_ray:
-            ray.get(self.controller.stop.remote())
+            if stop_controller:
+                ray.get(self.controller.stop.remote())
             ray.shutdown()
             self._owns_ray = False
 

@@ -20,6 +20,7 @@ from dataclasses import asdict, dataclass, field
 
 import ray
 
+from cluster.admission import check_client_token, check_output_dir, check_priority
 from cluster.errors import SpecError
 from cluster.failure_policy import FailurePolicy, RetryWorkerDeaths
 from cluster.job_files import JobFiles
@@ -65,6 +66,9 @@ class ControllerConfig:
     failure_policy: FailurePolicy | None = None
     """What a failed attempt leads to (``cluster.failure_policy``); None: retry worker deaths up to
     `max_attempts` times and fail on any other error."""
+    output_roots: list[str] | None = None
+    """Folders jobs may write their outputs under (absolute; symlinks resolved before the check); None:
+    anywhere this process can write (an embedded client). `tessera serve` confines to ./outputs by default."""
     preempt: bool = True
     """Pause a running job at a step boundary when a higher-priority job is queued."""
     degree_rule: str = "cost"
@@ -116,9 +120,10 @@ class Controller:
     # --- API --------------------------------------------------------------------------------------
     def submit(self, spec: dict, priority: int = 0, client_token: str | None = None) -> dict:
         """Validate and queue a job; a client token already seen returns the existing job."""
-        if not isinstance(priority, int) or isinstance(priority, bool):
-            raise SpecError("priority", f"expected int, got {type(priority).__name__} {priority!r}")
+        check_priority(priority)
+        check_client_token(client_token)
         checked = parse_job(spec)
+        check_output_dir(checked.output_dir, self.config.output_roots)
         self._check_fits(checked)
         record, created = self.store.submit(checked.stored(), priority, client_token)
         if created:

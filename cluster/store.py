@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from cluster.errors import SpecError
 from cluster.job_states import FINAL_STATES, HOLDING_WORKERS, RUNNABLE, STATES, sources
 
 TABLE = """
@@ -146,6 +147,11 @@ class JobStore:
             if client_token is not None:
                 row = db.execute("SELECT * FROM jobs WHERE client_token = ?", (client_token,)).fetchone()
                 if row is not None:
+                    if json.loads(row["spec"]) != json.loads(json.dumps(spec)):
+                        raise SpecError(
+                            "client_token",
+                            f"already used for job {row['id']} with another spec; a retry must send the same spec",
+                        )
                     return JobRecord.from_row(row), False
             job_id = time.strftime("%Y%m%d-%H%M%S-", time.gmtime()) + uuid.uuid4().hex[:8]
             db.execute(

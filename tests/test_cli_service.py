@@ -55,7 +55,7 @@ def served(tmp_path):
 
 @pytest.mark.slow
 def test_serve_submit_wait_list_logs(served, tmp_path):
-    out = tmp_path / "outs"
+    out = tmp_path / "outputs"  # the served store confines outputs to ./outputs (its cwd's) by default
     submit = _tessera(
         "submit",
         "height=64",
@@ -85,6 +85,14 @@ def test_serve_submit_wait_list_logs(served, tmp_path):
     assert unknown.returncode == 2 and "no job" in unknown.stderr
     # Ray loads an actor's class wherever a handle is taken; the controller's class is a thin front.
     assert _imports_of_a_job_verb(served, tmp_path) == []
+    # --address auto joins the cluster this store's serve recorded, whatever else runs on the machine
+    auto = _tessera("list", "--state-dir", str(tmp_path / "state"), cwd=tmp_path)
+    assert auto.returncode == 0 and job_id in auto.stdout, auto.stderr[-2000:]
+    # outputs outside the served roots are refused at submit, in one line naming the field
+    elsewhere = _tessera("submit", "steps=2", f"output_dir={tmp_path / 'elsewhere'}", "--address", served, cwd=tmp_path)
+    ours = [line for line in elsewhere.stderr.splitlines() if not line[:4].isdigit()]  # not Ray's own log lines
+    assert elsewhere.returncode == 2 and len(ours) == 1, elsewhere.stderr
+    assert ours[0].startswith("tessera: invalid job: output_dir:") and "outside the output roots" in ours[0]
 
 
 def _imports_of_a_job_verb(address: str, cwd) -> list[str]:
@@ -98,3 +106,29 @@ def _imports_of_a_job_verb(address: str, cwd) -> list[str]:
     assert done.returncode == 0, done.stderr[-2000:]
     return json.loads(done.stdout.strip().splitlines()[-1])
 
+
+
+@pytest.mark.slow
+def test_serve_stops_when_its_controller_dies(tmp_path):
+    server = subprocess.Popen(
+        [sys.executable, "-m", "cluster.cli", "serve", "pool.workers=1", "pool.device=cpu", "--state-dir", "state"],
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    lines = []
+    while (line := server.stdout.readline()) and not line.startswith("Ray address: "):
+        lines.append(line)
+    address = line.split(": ", 1)[1].strip()
+    assert (tmp_path / "state" / "ray_address").read_text().strip() == address, "".join(lines)
+    kill = (
+        "import ray; from cluster.names import CONTROLLER_NAME, NAMESPACE\n"
+        "from runtime.ray_session import join_cluster\n"
+        f"join_cluster({address!r}, namespace=NAMESPACE)\n"
+        "ray.kill(ray.get_actor(CONTROLLER_NAME))\n"
+    )
+    subprocess.run([sys.executable, "-c", kill], cwd=tmp_path, check=True, timeout=120, capture_output=True)
+    assert server.wait(timeout=120) == 1
+    assert "the controller died; serve stops" in server.stdout.read()
+    assert not (tmp_path / "state" / "ray_address").exists()

@@ -103,7 +103,10 @@ def test_every_bad_spec_kind_is_refused_through_submit_and_stores_nothing(client
 
 def test_resubmission_with_the_same_token_returns_the_same_job(client):
     first = client.submit(small(client), client_token="render-42")
-    again = client.submit(small(client, seed=9), client_token="render-42")
+    again = client.submit(small(client), client_token="render-42")  # a retry: the same spec
     assert again.id == first.id
+    with pytest.raises(SpecError) as caught:  # the token of another job: refused, not silently the old job
+        client.submit(small(client, seed=9), client_token="render-42")
+    assert caught.value.field == "client_token" and first.id in caught.value.message
     assert sum(1 for j in client.jobs() if j["client_token"] == "render-42") == 1
     first.wait(timeout_s=120)

@@ -5,6 +5,7 @@ import threading
 
 import pytest
 
+from cluster.errors import SpecError
 from cluster.store import JobStore, JobStoreError
 
 
@@ -22,8 +23,10 @@ def test_submit_and_reopen(store, tmp_path):
 
 def test_client_token_makes_submission_idempotent(store):
     first, created = store.submit({"steps": 3}, client_token="tok-1")
-    second, created_again = store.submit({"steps": 99}, client_token="tok-1")
+    second, created_again = store.submit({"steps": 3}, client_token="tok-1")
     assert created and not created_again and second.id == first.id and second.spec == {"steps": 3}
+    with pytest.raises(SpecError, match="client_token: already used for job"):
+        store.submit({"steps": 99}, client_token="tok-1")  # another spec under the same token
     assert len(store.list()) == 1
 
 
