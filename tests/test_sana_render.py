@@ -3,6 +3,8 @@ family added in its own package (pipelines/families/sana) and one registry line.
 
 from __future__ import annotations
 
+import inspect
+
 import pytest
 import torch
 from _diffusers_reference import diffusers_image
@@ -49,6 +51,26 @@ def test_the_registry_finds_the_sana_family(sana_dir):
     assert _spec(sana_dir).sampler == "pipeline"  # the directory's own DPM-Solver++ with flow sigmas
 
 
+def test_the_prompt_is_encoded_with_the_pipelines_complex_human_instruction(sana_dir):
+    """The family calls encode_prompt with __call__'s default instruction (encode_prompt's own default is none)."""
+    from pipelines.loading import load_pipeline
+
+    pipe = load_pipeline(sana_dir)
+    cond = family_for_dir(sana_dir).encode(pipe, "a red circle", "blurry", 4.5, pipe.device)
+    instruction = inspect.signature(type(pipe).__call__).parameters["complex_human_instruction"].default
+    assert instruction  # diffusers' default list
+
+    def encoded(**extra):
+        return pipe.encode_prompt(prompt="a red circle", negative_prompt="blurry", device=pipe.device, **extra)
+
+    with_instruction, mask, negative, negative_mask = encoded(complex_human_instruction=instruction)
+    torch.testing.assert_close(cond.positive["encoder_hidden_states"], with_instruction, atol=0, rtol=0)
+    torch.testing.assert_close(cond.positive["encoder_attention_mask"], mask, atol=0, rtol=0)
+    torch.testing.assert_close(cond.negative["encoder_hidden_states"], negative, atol=0, rtol=0)
+    torch.testing.assert_close(cond.negative["encoder_attention_mask"], negative_mask, atol=0, rtol=0)
+    assert not torch.allclose(encoded()[0], with_instruction)  # the instruction changes what the model reads
+
+
 def test_sana_render_equals_diffusers(one_worker, sana_dir):
     spec = _spec(sana_dir)
     torch.set_num_threads(1)
@@ -71,15 +93,19 @@ def test_sana_render_with_flow_euler_equals_diffusers(pool2, sana_dir):
     torch.testing.assert_close(torch.tensor(result.image), torch.tensor(expected), atol=1e-5, rtol=1e-5)
 
 
-def test_sana_patch_bands_equal_one_worker(pool2, one_worker, sana_dir):
-    result = run_render(pool2, _spec(sana_dir, strategy="patch", degree=2, mode="sync"), progress=False)
+@pytest.mark.parametrize("cfg", [False, True], ids=["bands", "cfg"])
+def test_sana_patch_bands_equal_one_worker(pool2, one_worker, sana_dir, cfg):
+    result = run_render(pool2, _spec(sana_dir, strategy="patch", degree=2, mode="sync", cfg=cfg), progress=False)
     error = (result.latents - one_worker.latents).abs().max().item()
-    print(f"sana patch sync x2 vs one worker: max abs error {error:.2e}")
+    print(f"sana patch sync x2 (cfg={cfg}) vs one worker: max abs error {error:.2e}")
     torch.testing.assert_close(result.latents, one_worker.latents, atol=1e-4, rtol=1e-4)
     workers = result.metadata["workers"]
-    assert [w["rows"] for w in workers] == [[0, 5], [5, 10]]
-    assert all(w["bytes_sent_per_step_by_kind"].get("linear", 0) > 0 for w in workers)
-    assert all("kv" not in w["bytes_sent_per_step_by_kind"] for w in workers)
+    if cfg:  # one band, the two guidance branches on the two workers
+        assert sorted(w["branch"] for w in workers) == ["cond", "uncond"]
+    else:
+        assert [w["rows"] for w in workers] == [[0, 5], [5, 10]]
+        assert all(w["bytes_sent_per_step_by_kind"].get("linear", 0) > 0 for w in workers)
+        assert all("kv" not in w["bytes_sent_per_step_by_kind"] for w in workers)
 
 
 def test_sana_bands_resumed_on_one_worker_equal_one_worker(pool2, one_worker, sana_dir):
