@@ -129,8 +129,8 @@ def _scenarios(name: str, rank: int, world: int) -> dict[str, Any]:
 def sana_scenarios(rank: int, world: int) -> dict[str, Any]:
     res = {name: _scenarios(name, rank, world) for name in MODELS}
     if world == 2:
-        model = tiny("sana_pe")
-        handle = parallelize_sana_patch(model, dist.group.WORLD, PatchConfig("sync"))
+        model, group = tiny("sana_pe"), dist.group.WORLD
+        handle = parallelize_sana_patch(model, group, PatchConfig("sync"))
         rows = (3, 11)[rank]  # rank 0's band is not whole 2-row patches
         res["odd_band"] = _message(lambda: forward(model, torch.zeros(1, CHANNELS, rows, 8)))
         handle.remove()
