@@ -22,8 +22,6 @@ if TYPE_CHECKING:
     from cluster.jobs.image import RenderSpec
     from cluster.jobs.spec import JobSpec
 
-LATENT_FACTOR = 8
-
 MIN_AUTO_BAND_PIXELS = 256
 """The simple degree rule's smallest band height: a narrower band is mostly halo and traffic."""
 
@@ -87,7 +85,7 @@ def simple_degree_rule(
 ) -> int:
     """The largest degree up to `free` whose bands are all at least `min_band_pixels` tall and fit
     the model's alignment: a tiny image runs on one worker, a tall one on every free worker."""
-    rows = spec.height // LATENT_FACTOR
+    rows = spec.latent_rows(model)
     align = spec.band_alignment(model)
     best = 1
     for degree in range(2, free + 1):

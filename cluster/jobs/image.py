@@ -137,7 +137,7 @@ class RenderSpec(JobSpec):
             )
         self._validate_segments(family)
         for model in self.segment_models():
-            path, model_family, _ = self._models[model]
+            path, model_family = self._models[model][:2]
             problem = model_family.size_error(path, self.height, self.width)
             if problem is not None:
                 raise SpecError(*problem)
@@ -174,7 +174,7 @@ class RenderSpec(JobSpec):
         if par.warmup_steps < 0:
             raise SpecError("parallel.warmup_steps", f"must be >= 0, got {par.warmup_steps}")
         for model in self.segment_models() if IMAGE_STRATEGIES[par.strategy].needs_plan else []:
-            path, family, _ = self._models[model]
+            path, family = self._models[model][:2]
             problem = family.plan_error(par.strategy, path)
             if problem is not None:
                 raise SpecError("parallel.strategy", problem)
@@ -334,7 +334,7 @@ def _check_patch_bands(spec: RenderSpec) -> None:
         return  # the scheduler only picks degrees whose bands fit
     for model in spec.segment_models():
         try:
-            band_bounds(spec.height // LATENT_FACTOR, par.patch_workers, spec.band_alignment(model))
+            band_bounds(spec.latent_rows(model), par.patch_workers, spec.band_alignment(model))
         except ValueError as err:
             raise SpecError(
                 "parallel.degree", f"height {spec.height}px is too short for {par.patch_workers} bands: {err}"

@@ -124,12 +124,13 @@ class JobSpec:
 
     def remember_model(self, field_name: str, model: str) -> ModelFamily:
         """Check a model of this job and keep what placing it needs (its directory, its family, the band
-        alignment of families with a patch plan), so that the scheduler's polls read nothing from disk."""
+        alignment of families with a patch plan, its latent factor), so that the scheduler's polls read
+        nothing from disk."""
         family = self.family(field_name, model)
         path = resolve_model(model)
         align = family.band_alignment(path) if "patch" in family.strategies else 1
         known = self.__dict__.setdefault("_models", {})
-        known[model] = known[str(path)] = (str(path), family, align)  # by name and by directory
+        known[model] = known[str(path)] = (str(path), family, align, family.latent_factor(path))  # name, dir
         return family
 
     def model_family(self, model: str | None = None) -> ModelFamily:
@@ -139,6 +140,10 @@ class JobSpec:
     def band_alignment(self, model: str | None = None) -> int:
         """Rows a patch band of ``model`` (a name or directory of this job) must be a multiple of."""
         return self._models[self.model if model is None else model][2]
+
+    def latent_rows(self, model: str | None = None) -> int:
+        """Latent rows of this job's height on ``model`` (a name or directory of this job): what bands split."""
+        return self.height // self._models[self.model if model is None else model][3]
 
     def input_fields(self) -> dict[str, Any]:
         """The spec's fields as they are (not copied), to build a variant of it."""

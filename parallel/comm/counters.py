@@ -5,8 +5,9 @@ from __future__ import annotations
 from collections import defaultdict
 from dataclasses import dataclass, field
 
-KINDS = ("halo", "kv", "norm", "cfg", "meta")
-"""Kinds of traffic: conv halos, self-attention K/V (or inputs), GroupNorm sums, CFG noise, shapes."""
+KINDS = ("halo", "kv", "norm", "linear", "cfg", "meta")
+"""Kinds of traffic: conv halos, self-attention K/V (or inputs), GroupNorm sums, linear attention's summed
+states, CFG noise, shapes."""
 
 
 @dataclass

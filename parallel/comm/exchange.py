@@ -7,8 +7,9 @@ peer's *global* rank). For collectives the count is logical: an all-gather count
 whatever algorithm the backend uses underneath.
 
 Kinds used by this package: ``halo`` (conv boundary rows, neighbours only), ``kv`` (self-attention
-K/V, point to point to every other band), ``norm`` (GroupNorm statistics all-reduce), ``cfg`` (noise exchange between CFG
-partners), ``meta`` (one-off shape exchange).
+K/V, point to point to every other band), ``norm`` (GroupNorm statistics all-reduce), ``linear`` (linear
+attention's per-head states all-reduce), ``cfg`` (noise exchange between CFG partners), ``meta`` (one-off shape
+exchange).
 
 Each method returns a ``Pending``: call ``wait()`` to get the result. Synchronous callers wait at
 once; displaced mode keeps the ``Pending`` and waits on it in the next step, so the transfer overlaps

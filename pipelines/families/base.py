@@ -119,6 +119,11 @@ class ModelFamily:
         pipeline refuses); None when it can."""
         return None
 
+    def latent_factor(self, path: str | Path) -> int:
+        """Image pixels per latent row and column (the VAE's downsampling): a band's latent rows are counted
+        at this factor."""
+        return 8
+
     def latent_space(self, path: str | Path) -> tuple[int, int]:
         """(latent channels, VAE downsampling stages): what the models of one job's segments must share."""
         vae = self.component_config(path, "vae")
