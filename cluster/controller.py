@@ -22,7 +22,7 @@ import ray
 
 from cluster.admission import check_client_token, check_output_dir, check_priority
 from cluster.errors import SpecError
-from cluster.failure_policy import FailurePolicy, RetryWorkerDeaths
+from cluster.failure_policy import FailurePolicy, RetryWorkerDeaths, is_storage_error
 from cluster.job_files import JobFiles
 from cluster.jobs import parse_job
 from cluster.jobs.image import Segment
@@ -100,6 +100,8 @@ class Controller:
         """Every job's validated spec, by id: validated once (at submit, or when a restarted controller
         first meets a stored job), so placing a job reads nothing from disk."""
         self._threads: dict[str, threading.Thread] = {}
+        self._unwritten: list[tuple[str, str, dict]] = []
+        """Ends of attempts the store refused to record (a full disk); written before any job is placed again."""
         self._lock = threading.Lock()
         self._wake = threading.Event()
         self._stop = threading.Event()
@@ -112,6 +114,7 @@ class Controller:
             self._stop,
             self._is_pausing,
             self._forget_workers,
+            self._end,
         )
         self._thread = self._start_scheduler()
         self._watchdog = threading.Thread(target=self._watch, name="tessera-watchdog", daemon=True)
@@ -205,8 +208,43 @@ class Controller:
         thread.start()
         return thread
 
+    def _end(self, job_id: str, state: str, **fields) -> None:
+        """Record how a job's attempt ended; if the store cannot take the write (a full disk, a locked database),
+        keep it and stop placing jobs until it can: a job never stays running because its end was lost."""
+        try:
+            self.store.finish(job_id, state, **fields)
+        except Exception as err:
+            if not is_storage_error(err):
+                raise
+            with self._lock:
+                self._unwritten.append((job_id, state, fields))
+            self.files.log_controller(
+                f"the job store refused a write ({err}): job {job_id} ends {state} once it is writable again; "
+                "no job is placed until then"
+            )
+
+    def _write_unwritten(self) -> bool:
+        """Write the ends the store refused before; True when none is left."""
+        with self._lock:
+            pending, self._unwritten = self._unwritten, []
+        for index, (job_id, state, fields) in enumerate(pending):
+            try:
+                self.store.finish(job_id, state, **fields)
+            except Exception as err:  # noqa: BLE001
+                if not is_storage_error(err):
+                    self.files.log_controller(f"the end of job {job_id} ({state}) could not be recorded: {err}")
+                    continue
+                with self._lock:
+                    self._unwritten = pending[index:] + self._unwritten
+                return False
+            self.files.log_controller(f"the job store takes writes again: job {job_id} ended {state}")
+        return True
+
     def _schedule(self) -> None:
         while not self._stop.is_set():
+            if self._unwritten and not self._write_unwritten():
+                self._wake.wait(self.config.poll_s)
+                continue
             try:
                 placed = self._place_head()
             except Exception:  # noqa: BLE001 - the queue must keep moving; _place_head fails the job it can name
@@ -311,18 +349,22 @@ class Controller:
 
         try:
             self.runner.run(job, spec, segment, workers, release)
-        except Exception:  # noqa: BLE001 - a bookkeeping error must not leave the job running forever
+        except Exception as err:  # noqa: BLE001 - a bookkeeping error must not leave the job running forever
             self.files.log(job.id, "controller error:\n" + traceback.format_exc())
+            state = "queued" if is_storage_error(err) else "failed"  # a full disk is not the job's fault
             try:
-                self.store.finish(job.id, "failed", error="controller error; see the job's log")
+                self._end(job.id, state, error=f"controller error: {type(err).__name__}: {err}")
             except Exception:  # noqa: BLE001 - already final
                 pass
         finally:
             release()
             with self._lock:
                 self._threads.pop(job.id, None)
-                if self.store.get(job.id).state in ("succeeded", "failed", "cancelled"):
-                    self._specs.pop(job.id, None)
+                try:
+                    if self.store.get(job.id).state in ("succeeded", "failed", "cancelled"):
+                        self._specs.pop(job.id, None)
+                except Exception:  # noqa: BLE001 - an unreadable store: the spec stays cached, no harm
+                    pass
             self._wake.set()  # the job may be runnable again (paused, next segment, retry)
 
     def _is_pausing(self, job_id: str) -> bool:

@@ -13,6 +13,7 @@ import hashlib
 import io
 import json
 import os
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -50,13 +51,21 @@ class JobFiles:
         return self.state_dir / "logs" / f"{job_id}.log"
 
     def log(self, job_id: str, message: str) -> None:
-        with self.log_path(job_id).open("a") as log:
-            log.write(f"{time.strftime('%Y-%m-%d %H:%M:%S')} {message}\n")
+        """Append to the job's log; a log that cannot be written (a full disk) never stops the job."""
+        try:
+            with self.log_path(job_id).open("a") as log:
+                log.write(f"{time.strftime('%Y-%m-%d %H:%M:%S')} {message}\n")
+        except OSError as err:
+            print(f"tessera: cannot write the log of job {job_id} ({err}): {message}", file=sys.stderr)
 
     def log_controller(self, message: str) -> None:
         """The controller's own log (<state_dir>/logs/controller.log): what happened outside any one job."""
-        with (self.state_dir / "logs" / "controller.log").open("a") as log:
-            log.write(f"{time.strftime('%Y-%m-%d %H:%M:%S')} {message}\n")
+        print(f"tessera controller: {message}", file=sys.stderr, flush=True)
+        try:
+            with (self.state_dir / "logs" / "controller.log").open("a") as log:
+                log.write(f"{time.strftime('%Y-%m-%d %H:%M:%S')} {message}\n")
+        except OSError:
+            pass  # said on stderr above
 
     def read_log(self, job_id: str) -> str:
         path = self.log_path(job_id)
@@ -82,8 +91,17 @@ class JobFiles:
             "sha256": hashlib.sha256(payload).hexdigest(),
             "state": payload,
         }
+        buffer = io.BytesIO()
+        torch.save(record, buffer)  # in memory: a full disk then fails as an OSError (ENOSPC), not torch's own
         partial = path.with_suffix(".partial")
-        torch.save(record, partial)
+        try:
+            with partial.open("wb") as file:
+                file.write(buffer.getvalue())
+                file.flush()
+                os.fsync(file.fileno())
+        except OSError:
+            partial.unlink(missing_ok=True)
+            raise
         if path.exists():
             os.replace(path, self.previous_checkpoint_path(job_id))
         os.replace(partial, path)  # a crash mid-write leaves the previous checkpoint intact

@@ -20,7 +20,7 @@ from typing import Any
 
 import ray
 
-from cluster.failure_policy import Failure, FailurePolicy
+from cluster.failure_policy import Failure, FailurePolicy, is_storage_error
 from cluster.job_files import JobFiles
 from cluster.jobs.image import Segment
 from cluster.jobs.spec import JobSpec, SegmentResult
@@ -69,7 +69,10 @@ class SegmentRunner:
         stopping: threading.Event,
         is_pausing: Callable[[str], bool],
         forget_workers: Callable[[list[int]], None],
+        end: Callable[..., None],
     ) -> None:
+        """``end(job_id, state, **fields)`` records how an attempt ended (the controller's, which keeps an end
+        it could not write and writes it once the store takes writes again)."""
         self.store = store
         self.files = files
         self.pools = pools
@@ -78,6 +81,7 @@ class SegmentRunner:
         self.stopping = stopping
         self.is_pausing = is_pausing
         self.forget_workers = forget_workers
+        self.end = end
 
     def run(
         self, job: JobRecord, spec: JobSpec, segment: Segment, workers: list[int], release: Callable[[], None]
@@ -85,7 +89,7 @@ class SegmentRunner:
         """One segment of ``job`` on ``workers`` (placed: the store says so), to its end or a stop."""
         directory = job_directory(spec.output_dir, job.id)
         if (directory / "metadata.json").is_file():  # a previous controller wrote them but died before recording it
-            self.store.finish(job.id, "succeeded", outputs=job_outputs(directory, spec.kind, spec.output_file))
+            self.end(job.id, "succeeded", outputs=job_outputs(directory, spec.kind, spec.output_file))
             self.files.log(job.id, "outputs already complete; recorded as succeeded")
             return
         resume, first = self._resume_point(job, spec)
@@ -95,7 +99,7 @@ class SegmentRunner:
             # the store and the checkpoint disagree (a crash between their writes, a damaged checkpoint set
             # aside): record where the job really is and place it again, on the segment for that point
             self.store.progress(job.id, first, checkpoint_step=first)
-            self.store.finish(job.id, "queued")
+            self.end(job.id, "queued")
             self.files.log(job.id, f"resumes from {spec.unit} {first}; placed again for its segment")
             return
         placed = spec.placed(segment.model, len(workers))
@@ -141,7 +145,7 @@ class SegmentRunner:
             else:
                 on_checkpoint(stopped.checkpoint)
             record(stopped.steps_done, time.time() - started)
-            self.store.finish(job.id, state)
+            self.end(job.id, state)
             self.files.log(job.id, f"stopped after {stopped.steps_done} {spec.unit}s: {state}")
             return
         except Exception as err:
@@ -151,7 +155,7 @@ class SegmentRunner:
         record(segment.until, time.time() - started)
         if result.checkpoint is not None:  # a segment boundary: the next segment is placed anew
             on_checkpoint(result.checkpoint)
-            self.store.finish(job.id, "queued")
+            self.end(job.id, "queued")
             self.files.log(job.id, f"segment done at {spec.unit} {segment.until}; queued for the next segment")
             return
         self._publish(job, spec, result, pool.slot.kind, started)
@@ -182,23 +186,30 @@ class SegmentRunner:
             "segments": self.files.segments(job.id),
         }
         directory = spec.publish(job.id, result, metadata)
-        self.store.finish(job.id, "succeeded", outputs=job_outputs(directory, spec.kind, spec.output_file))
+        self.end(job.id, "succeeded", outputs=job_outputs(directory, spec.kind, spec.output_file))
         self.files.log(job.id, f"succeeded in {time.time() - started:.1f} s: {directory}")
 
     def _failed(self, job: JobRecord, spec: JobSpec, workers: list[int], err: Exception) -> None:
         """Replace the group's workers if one of them died, then let the policy requeue or fail the job."""
         # a killed worker shows up as its own death or as a peer's failed collective, whichever
         # ray.get reports first: ask the pool which workers are gone
-        died = isinstance(err, ray.exceptions.RayActorError) or bool(self.pools.unhealthy_workers(workers))
+        storage = is_storage_error(err)
+        died = not storage and (
+            isinstance(err, ray.exceptions.RayActorError) or bool(self.pools.unhealthy_workers(workers))
+        )
         if died:
             self.pools.restart_workers(workers)
             self.forget_workers(workers)
-        state = self.policy.decide(Failure(job, err, died))
+        state = self.policy.decide(Failure(job, err, died, storage))
+        if storage:
+            self.end(job.id, state, error=f"the job store could not be written: {err}")
+            self.files.log(job.id, f"its state could not be written ({err}); {state}")
+            return
         if died:
-            self.store.finish(job.id, state, error=f"worker died: {err}", failed_attempt=True)
+            self.end(job.id, state, error=f"worker died: {err}", failed_attempt=True)
             self.files.log(job.id, f"a worker died ({type(err).__name__}); {'requeued' if state == 'queued' else 'failed'}")
             return
         if state == "failed":
             shutil.rmtree(partial_directory(spec.output_dir, job.id), ignore_errors=True)
-        self.store.finish(job.id, state, error=f"{type(err).__name__}: {err}")  # the queue goes on
+        self.end(job.id, state, error=f"{type(err).__name__}: {err}")  # the queue goes on
         self.files.log(job.id, f"{state}:\n" + traceback.format_exc())
