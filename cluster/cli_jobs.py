@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import signal
+import subprocess
 import sys
 import threading
 from pathlib import Path
@@ -81,6 +83,13 @@ def serve(args: argparse.Namespace) -> int:
     from cluster.client import Client
     from cluster.config import pool_from_config, pools_from_config
 
+    subprocess.Popen(  # its own session: it outlives a SIGKILL of this process and ends what that left running
+        [sys.executable, "-m", "cluster.serve_reaper", str(os.getpid())],
+        start_new_session=True,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     cfg = _compose(args.overrides)  # only the pool.* and pools parts matter here
     pool, address = pool_from_config(cfg)
     try:

@@ -132,3 +132,27 @@ def test_serve_stops_when_its_controller_dies(tmp_path):
     assert server.wait(timeout=120) == 1
     assert "the controller died; serve stops" in server.stdout.read()
     assert not (tmp_path / "state" / "ray_address").exists()
+
+
+@pytest.mark.slow
+def test_a_sigkilled_serve_leaves_no_ray_process_of_its_own(tmp_path):
+    from cluster.serve_reaper import _alive, descendants
+
+    server = subprocess.Popen(
+        [sys.executable, "-m", "cluster.cli", "serve", "pool.workers=1", "pool.device=cpu", "--state-dir", "state"],
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    while (line := server.stdout.readline()) and not line.startswith("Ray address: "):
+        pass
+    time.sleep(2)  # the reaper has seen the whole tree by now
+    tree = descendants(server.pid)
+    assert len(tree) >= 4, tree  # Ray's own processes, the controller and its worker
+    server.kill()
+    server.wait(timeout=30)
+    deadline = time.monotonic() + 30
+    while any(_alive(p) for p in tree) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not [p for p in tree if _alive(p)]
