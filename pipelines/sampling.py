@@ -32,11 +32,14 @@ def denoiser(pipe) -> torch.nn.Module:
 
 @torch.no_grad()
 def encode_conditioning(
-    pipe, prompt: str, negative_prompt: str, guidance_scale: float, device, image_size=None
+    pipe, prompt: str, negative_prompt: str, guidance_scale: float, device, image_size=None, true_cfg_scale=1.0
 ) -> Conditioning:
     """The prompt (and, with guidance, the negative prompt) as the pipeline's family encodes it, without
-    autograd as under the pipeline's ``__call__`` (T5 computes a few ulps differently with autograd on)."""
-    return family_of(pipe).encode(pipe, prompt, negative_prompt, guidance_scale, device, image_size)
+    autograd as under the pipeline's ``__call__`` (T5 computes a few ulps differently with autograd on).
+    ``true_cfg_scale`` reaches only the families whose ``guidance_scale`` is an input of the denoiser."""
+    family = family_of(pipe)
+    extra = {"true_cfg_scale": true_cfg_scale} if family.distilled_guidance else {}
+    return family.encode(pipe, prompt, negative_prompt, guidance_scale, device, image_size, **extra)
 
 
 def latent_shape(pipe, height: int, width: int) -> tuple[int, int, int, int]:

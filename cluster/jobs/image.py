@@ -97,6 +97,10 @@ class RenderSpec(JobSpec):
     sampler: str = ""
     """"pipeline" (the scheduler the model's directory names), "ddim", "euler", "dpm++", "flow-euler": those
     that fit the model's family; "": the family's default (its own scheduler), filled in at validation."""
+    true_cfg_scale: float = 1.0
+    """Classifier-free guidance weight of the families whose ``guidance_scale`` is an input of the denoiser
+    (guidance-distilled Flux): > 1 also runs the negative prompt's branch and mixes the two; 1 leaves it off.
+    The other families weigh their guidance with ``guidance_scale`` and refuse it."""
     parallel: ParallelSpec = field(default_factory=ParallelSpec)
     """How the render is spread over workers."""
     segments: list[SegmentSpec] = field(default_factory=list)
@@ -120,6 +124,9 @@ class RenderSpec(JobSpec):
             raise SpecError("height", f"{self.height}x{self.width} exceeds {MAX_PIXELS} pixels")
         self.check_steps()
         self.check_seed_and_guidance()
+        check_type("true_cfg_scale", self.true_cfg_scale, (int, float))
+        if not 0 <= self.true_cfg_scale <= 100:
+            raise SpecError("true_cfg_scale", f"must be in [0, 100], got {self.true_cfg_scale}")
         self.check_dtype()
         from pipelines.samplers import SAMPLERS
 
@@ -141,7 +148,16 @@ class RenderSpec(JobSpec):
             problem = model_family.size_error(path, self.height, self.width)
             if problem is not None:
                 raise SpecError(*problem)
+            if self.true_cfg_scale > 1.0 and not model_family.distilled_guidance:
+                raise SpecError(
+                    "true_cfg_scale",
+                    f"the {model_family.name} family weighs its guidance with guidance_scale; leave true_cfg_scale at 1",
+                )
         self._validate_parallel()
+
+    def cfg_weight_field(self, model: str | None = None) -> str:
+        """The field weighing the two guidance branches of ``model`` (the job's own by default)."""
+        return "true_cfg_scale" if self.model_family(model).distilled_guidance else "guidance_scale"
 
     def _validate_parallel(self) -> None:
         par = self.parallel
@@ -248,7 +264,12 @@ class RenderSpec(JobSpec):
         par = self.parallel
         strategy = "none" if par.auto and degree == 1 else par.strategy
         parallel = replace(par, strategy=strategy, degree=degree)
-        fields = {**self.input_fields(), "guidance_scale": float(self.guidance_scale), "segments": []}
+        fields = {
+            **self.input_fields(),
+            "guidance_scale": float(self.guidance_scale),
+            "true_cfg_scale": float(self.true_cfg_scale),
+            "segments": [],
+        }
         return RenderSpec(**{**fields, "model": self.model_path(model), "parallel": parallel})
 
     def min_workers(self) -> int:
@@ -328,8 +349,10 @@ def _check_patch_bands(spec: RenderSpec) -> None:
         raise SpecError(
             "parallel.degree", f"CFG parallel needs an even worker count (2 x bands), got {par.degree}"
         )
-    if par.cfg and spec.guidance_scale <= 1.0:
-        raise SpecError("parallel.cfg", f"CFG parallel needs guidance_scale > 1, got {spec.guidance_scale}")
+    for model in spec.segment_models() if par.cfg else []:
+        weight = spec.cfg_weight_field(model)
+        if getattr(spec, weight) <= 1.0:
+            raise SpecError("parallel.cfg", f"CFG parallel needs {weight} > 1, got {getattr(spec, weight)}")
     if par.auto:
         return  # the scheduler only picks degrees whose bands fit
     for model in spec.segment_models():

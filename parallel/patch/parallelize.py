@@ -77,6 +77,10 @@ class PatchPlan:
     """Patches the whole model instead of the generic mechanics (a model whose layers they do not fit)."""
     check_input: InputCheck | None = None
     """Refuses a forward's inputs that bands cannot take, before the forward runs."""
+    input_align: int | None = None
+    """What the bands of the forward's input (its dim -2) must be a multiple of, when the model takes the
+    latent in another layout than rows: a transformer taking packed tokens (``r`` latent rows of a band are
+    ``r/2 * columns/2`` tokens) learns its band geometry in tokens, 1. None: ``align``."""
 
 
 def install_step_hook(model: nn.Module, rt: PatchRuntime, plan: PatchPlan) -> Undo:
@@ -99,7 +103,7 @@ def parallelize_patch(
     Call it with the same plan and config on every rank of ``group``, then run the usual forward on each
     rank's band. Band heights must be multiples of ``plan.align`` except the last (use ``band_bounds``)."""
     config = config or PatchConfig()
-    rt = PatchRuntime(Comm(group), config, plan.align)
+    rt = PatchRuntime(Comm(group), config, plan.align if plan.input_align is None else plan.input_align)
     if plan.patch_layers is not None:
         undo = plan.patch_layers(model, rt)
     else:

@@ -34,7 +34,13 @@ class RenderSession:
         do on a resume, its report, its undo; None for one worker on the whole latent."""
         started = time.perf_counter()
         cond = encode_conditioning(
-            pipe, spec.prompt, spec.negative_prompt, spec.guidance_scale, pipe.device, (spec.height, spec.width)
+            pipe,
+            spec.prompt,
+            spec.negative_prompt,
+            spec.guidance_scale,
+            pipe.device,
+            (spec.height, spec.width),
+            true_cfg_scale=spec.true_cfg_scale,
         )
         self.encode_s = time.perf_counter() - started
         predictor, rows = batched_cfg_predictor(denoiser(pipe), cond), None

@@ -1,0 +1,173 @@
+"""The Flux family: ``FluxPipeline`` (FLUX.1: FluxTransformer2DModel with double- and single-stream blocks,
+CLIP for the pooled text and T5 for the text tokens, flow matching).
+
+Everything follows ``FluxPipeline.__call__``: the prompt goes through the pipeline's own ``encode_prompt``
+(by keyword); the job's ``guidance_scale`` is the distilled guidance the transformer takes as an input
+(``guidance_embeds``), and classifier-free guidance proper is Flux's optional "true CFG", weighted by the job's
+``true_cfg_scale`` (both branches through the transformer, combined by the generic CFG predictors). The
+sampler's sigmas and resolution-dependent shift ``mu`` are the pipeline's; the VAE's latent is shifted and
+scaled back before decoding.
+
+The loop keeps the latent unpacked, (1, C, H, W), so patch bands are row bands as for every other family;
+``denoise`` packs the latent (or a band of it) into 2x2 patches with the pipeline's own ``_pack_latents``,
+calls the transformer with the whole image's position ids (the patch plan keeps a band's rows of them) and
+unpacks its output with ``_unpack_latents``. The flow-matching step is elementwise, so stepping the unpacked
+latent equals stepping the packed one.
+"""
+
+from __future__ import annotations
+
+import inspect
+from pathlib import Path
+from typing import Any
+
+from pipelines.families.base import Conditioning, ModelFamily
+
+PACKING = 2
+"""Latent rows and columns packed into one token (FluxPipeline's 2x2 patches)."""
+
+
+class FluxFamily(ModelFamily):
+    name = "flux"
+    job = "image"
+    pipelines = ("FluxPipeline",)
+    denoiser = "transformer"
+    denoisers = ("FluxTransformer2DModel",)
+    samplers = ("pipeline", "flow-euler")  # flow matching: the beta-schedule samplers do not fit
+    strategies = ("none", "patch")
+    distilled_guidance = True
+
+    def band_alignment(self, path: str | Path) -> int:
+        """A band is whole rows of 2x2 patches."""
+        return PACKING
+
+    def latent_factor(self, path: str | Path) -> int:
+        """The VAE's downsampling, as FluxPipeline computes its ``vae_scale_factor``."""
+        return 2 ** (len(self.component_config(path, "vae").get("block_out_channels", [0] * 4)) - 1)
+
+    def size_error(self, path: str | Path, height: int, width: int) -> tuple[str, str] | None:
+        """Sizes that are not whole 2x2 tokens of latent pixels (FluxPipeline would round them down)."""
+        factor = self.latent_factor(path)
+        multiple = factor * PACKING
+        for name, pixels in (("height", height), ("width", width)):
+            if pixels % multiple:
+                return name, (
+                    f"must be a multiple of {multiple} for the {self.name} model at {path} (the VAE's factor "
+                    f"{factor} x the 2x2 packing of latents into tokens), got {pixels}"
+                )
+        return None
+
+    # --- a loaded model, in a worker -----------------------------------------------------------
+    def latent_shape(self, pipe: Any, height: int, width: int) -> tuple[int, int, int, int]:
+        """FluxPipeline.prepare_latents' shape before packing: (1, in_channels / 4, rows, columns)."""
+        factor = pipe.vae_scale_factor * PACKING
+        if height % factor or width % factor:
+            raise ValueError(f"height/width: {height}x{width} must be multiples of {factor} for a Flux model")
+        channels = self.denoiser_of(pipe).config.in_channels // (PACKING * PACKING)
+        return (1, channels, height // pipe.vae_scale_factor, width // pipe.vae_scale_factor)
+
+    def set_timesteps(self, pipe: Any, scheduler: Any, steps: int, latent_shape: tuple, device: Any) -> None:
+        """FluxPipeline's sigmas and its shift ``mu`` for the image's token count, from the sampler's config."""
+        import numpy as np
+        from diffusers.pipelines.flux.pipeline_flux import calculate_shift, retrieve_timesteps
+
+        sigmas = np.linspace(1.0, 1 / steps, steps)
+        config = scheduler.config
+        if getattr(config, "use_flow_sigmas", False):
+            sigmas = None
+        tokens = (latent_shape[2] // PACKING) * (latent_shape[3] // PACKING)
+        mu = calculate_shift(
+            tokens,
+            config.get("base_image_seq_len", 256),
+            config.get("max_image_seq_len", 4096),
+            config.get("base_shift", 0.5),
+            config.get("max_shift", 1.15),
+        )
+        retrieve_timesteps(scheduler, steps, device, sigmas=sigmas, mu=mu)
+        scheduler.set_begin_index(0)
+
+    def decode(self, pipe: Any, latents, tiled: bool | None = None):
+        """Flux's latent normalisation undone (``/ scaling_factor + shift_factor``) before the VAE."""
+        from pipelines.sampling import vae_decode
+
+        config = pipe.vae.config
+        return vae_decode(pipe, latents / config.scaling_factor + config.shift_factor, tiled)
+
+    def encode(
+        self,
+        pipe,
+        prompt,
+        negative_prompt,
+        guidance_scale,
+        device,
+        image_size=None,
+        true_cfg_scale: float = 1.0,
+    ) -> Conditioning:
+        """``guidance_scale``: the distilled guidance (an input of the transformer); ``true_cfg_scale`` > 1 adds
+        the negative prompt's branch, as FluxPipeline does with a negative prompt."""
+        from diffusers import FluxPipeline
+
+        if image_size is None:
+            raise ValueError("image_size: a Flux model's image position ids need the image's (height, width)")
+        guided = true_cfg_scale > 1.0
+        # the T5 token count __call__ encodes with by default (encode_prompt's own default may differ)
+        tokens = inspect.signature(type(pipe).__call__).parameters["max_sequence_length"].default
+        embeds, pooled, text_ids = pipe.encode_prompt(
+            prompt=prompt, prompt_2=None, device=device, num_images_per_prompt=1, max_sequence_length=tokens
+        )
+        negative = None
+        if guided:
+            negative_embeds, negative_pooled, _ = pipe.encode_prompt(
+                prompt=negative_prompt,
+                prompt_2=None,
+                device=device,
+                num_images_per_prompt=1,
+                max_sequence_length=tokens,
+            )
+            negative = {"encoder_hidden_states": negative_embeds, "pooled_projections": negative_pooled}
+        _, _, rows, columns = self.latent_shape(pipe, *image_size)
+        image_ids = FluxPipeline._prepare_latent_image_ids(
+            1, rows // PACKING, columns // PACKING, device, embeds.dtype
+        )
+        return Conditioning(
+            self,
+            {"encoder_hidden_states": embeds, "pooled_projections": pooled},
+            negative,
+            true_cfg_scale if guided else 1.0,
+            tuple(image_size),
+            # the same for both branches: both prompts are padded to the same token count
+            extra={"txt_ids": text_ids, "img_ids": image_ids, "guidance": float(guidance_scale)},
+        )
+
+    def denoise(self, model, latent, t, inputs: dict[str, Any], cond: Conditioning):
+        """Pack the (band of the) latent, run the transformer as FluxPipeline does, unpack its output."""
+        import torch
+        from diffusers import FluxPipeline
+
+        batch, channels, rows, columns = latent.shape
+        packed = FluxPipeline._pack_latents(latent, batch, channels, rows, columns)
+        timestep = t.expand(batch).to(latent.dtype)
+        guidance = None
+        if model.config.guidance_embeds:
+            guidance = torch.full([1], cond.extra["guidance"], device=latent.device, dtype=torch.float32)
+            guidance = guidance.expand(batch)
+        output = model(
+            hidden_states=packed,
+            timestep=timestep / 1000,
+            guidance=guidance,
+            txt_ids=cond.extra["txt_ids"],
+            img_ids=cond.extra["img_ids"],
+            joint_attention_kwargs={},
+            return_dict=False,
+            **inputs,
+        )[0]
+        # _unpack_latents takes pixel sizes and the VAE factor: with a factor of 1 they are latent rows and columns
+        return FluxPipeline._unpack_latents(output, rows, columns, 1)
+
+    def patch_plan(self, model, config):
+        from pipelines.families.flux.patch import flux_patch_plan
+
+        return flux_patch_plan(model, config)
+
+
+FLUX = FluxFamily()
