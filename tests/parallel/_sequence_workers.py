@@ -40,6 +40,7 @@ def one_replica(config: SequenceConfig) -> dict[str, Any]:
         r["twice"] = str(err)
     handle.remove()
     sent = {kind: dict(peers) for kind, peers in handle.bytes_sent.total.items()}
+    r["bytes_total"] = sent
     r["after_remove"] = _forwards(model)  # the whole sequence on this rank, no collective
     r["bytes_unchanged_after_remove"] = sent == handle.bytes_sent.total
     r["restored"] = model._parallel_config is None and _backends(model) == backends

@@ -60,6 +60,10 @@ def test_traffic_is_counted_by_kind_and_peer():
     assert all(set(peers) == {1} for peers in ulysses["bytes_forward"].values())
     # the final gather sends this rank's half of the packed output: 12 of 24 tokens x 16 channels x 4 bytes
     assert ulysses["bytes_forward"]["all_gather"][1] == 12 * 16 * 4
+    # measured on the first forward, then added per forward of the same shapes: 2 forwards, then 2 per step
+    for r in (ulysses, ring):
+        forwards = 2 + 2 * S.STEPS
+        assert r["bytes_total"] == {k: {p: n * forwards for p, n in v.items()} for k, v in r["bytes_forward"].items()}
 
 
 @pytest.mark.parametrize("mode", ["ulysses", "ring"])
