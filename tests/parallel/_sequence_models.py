@@ -10,6 +10,8 @@ from __future__ import annotations
 import torch
 from diffusers import FlowMatchEulerDiscreteScheduler, FluxPipeline, FluxTransformer2DModel
 
+from pipelines.families.base import Conditioning, ModelFamily
+
 LATENT = (1, 4, 12, 8)
 """(batch, channels, rows, columns) of the unpacked latent: 6 x 4 = 24 tokens of 2x2 patches."""
 TEXT_TOKENS = 8
@@ -98,3 +100,20 @@ def reference() -> dict[str, torch.Tensor]:
         out = {branch: flux_forward(model, initial_latent(), torch.tensor(700.0), texts[branch]) for branch in texts}
     out["loop"] = denoise(model, guided_on_one_device(model))
     return out
+
+
+class FluxStandInFamily(ModelFamily):
+    """What a render session's strategy set-up asks of a family, for the tiny Flux transformer: no image
+    family in main has a context-parallel plan yet, so ``runtime.jobs.image_sequence`` is tested with this one."""
+
+    name = "flux-stand-in"
+    denoiser = "transformer"
+    strategies = ("none", "sequence")
+
+    def denoise(self, model, latent, t, inputs, cond):
+        return flux_forward(model, latent, t, inputs)
+
+
+def stand_in_conditioning(model: FluxTransformer2DModel) -> Conditioning:
+    texts = prompts(model)
+    return Conditioning(FluxStandInFamily(), texts["cond"], texts["uncond"], GUIDANCE)

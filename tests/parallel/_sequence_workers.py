@@ -5,14 +5,17 @@ One spawn per world size runs every scenario and returns a dict; the test files 
 
 from __future__ import annotations
 
+from types import SimpleNamespace
 from typing import Any
 
 import _sequence_models as S
 import torch
 import torch.distributed as dist
 
+from cluster.jobs.image import ParallelSpec
 from parallel.patch.cfg import combine_cfg, make_cfg_groups
 from parallel.sequence import SequenceConfig, parallelize_sequence
+from runtime.jobs.image_sequence import setup_sequence
 
 
 def _backends(model: torch.nn.Module) -> list:
@@ -64,13 +67,30 @@ def two_branches(config: SequenceConfig) -> dict[str, Any]:
     return r
 
 
+def render_setup(world: int, ring: int, cfg: bool) -> dict[str, Any]:
+    """The worker's set-up of a render (``runtime.jobs.image_sequence``): its predictor over the guided loop,
+    its rows, its report, its undo."""
+    model = S.tiny_flux()
+    pipe = SimpleNamespace(transformer=model)
+    par = ParallelSpec(strategy="sequence", degree=world, ring=ring, cfg=cfg)
+    setup = setup_sequence(pipe, S.stand_in_conditioning(model), par, S.LATENT[2])
+    r = {"rows": setup.rows, "band": setup.band_index, "loop": S.denoise(model, setup.predictor)}
+    setup.resume(1)
+    r["report"] = setup.report()
+    setup.close()
+    r["restored"] = model._parallel_config is None
+    return r
+
+
 def sequence_scenarios(rank: int, world: int) -> dict[str, Any]:
     if world == 2:
         return {
             "ulysses": one_replica(SequenceConfig(ulysses=2)),
             "ring": one_replica(SequenceConfig(ring=2)),
+            "render": render_setup(world, ring=1, cfg=False),
         }
     return {
         "ulysses_x_ring": one_replica(SequenceConfig(ulysses=2, ring=2)),
         "ulysses_x_cfg": two_branches(SequenceConfig(ulysses=2)),
+        "render_cfg": render_setup(world, ring=2, cfg=True),
     }
