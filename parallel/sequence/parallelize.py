@@ -81,15 +81,14 @@ def parallelize_sequence(
         handle.replica = handle.mesh.get_local_rank(REPLICA)
     try:
         _use_backend(model, config, device_type, handle)
-        with accelerator_count_for_diffusers() as note:
-            model.enable_parallelism(
-                config=ContextParallelConfig(
-                    ulysses_degree=config.ulysses, ring_degree=config.ring, mesh=handle.mesh
-                ),
-                cp_plan=plan,
-            )
-        handle.notes += [note] if note else []
+        # undone even if enable_parallelism stops half way (it records its config before adding hooks)
         handle._undo.append(lambda: _disable(model, plan, remove_context_parallel))
+        cp_config = ContextParallelConfig(
+            ulysses_degree=config.ulysses, ring_degree=config.ring, mesh=handle.mesh
+        )
+        with accelerator_count_for_diffusers() as note:
+            model.enable_parallelism(config=cp_config, cp_plan=plan)
+        handle.notes += [note] if note else []
         _check_attention_took_it(model)
         cp = model._parallel_config.context_parallel_config
         ranks = {
