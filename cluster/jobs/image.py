@@ -366,16 +366,17 @@ def _check_sequence(spec: RenderSpec) -> None:
         )
     ulysses = workers // par.ring
     for model in spec.segment_models():
-        path, family, _ = spec._models[model]
+        path = spec.model_path(model)
         try:
-            shape = family.sequence_shape(path, spec.height, spec.width)
+            shape = spec.model_family(model).sequence_shape(path, spec.height, spec.width)
         except NotImplementedError as err:
             raise SpecError("parallel.strategy", str(err)) from err
         if shape.heads % ulysses:
             raise SpecError(
                 "parallel.degree",
-                f"Ulysses over {ulysses} workers shares out attention heads, but {Path(path).name} has {shape.heads}; "
-                "give parallel.degree a divisor of them, or move workers to Ring with parallel.ring",
+                f"Ulysses over {ulysses} workers shares out attention heads, but {Path(path).name} has {shape.heads}: "
+                "Ulysses' share of a branch's workers (degree / ring) must divide them; raise parallel.ring to move "
+                "workers to Ring",
             )
         if shape.image_tokens % workers:
             raise SpecError(
