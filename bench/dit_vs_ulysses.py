@@ -12,8 +12,9 @@ A, ...; ``bench.common.alternate``):
   latent for the whole loop and the caller gathers once at the end (that gather's time is spread
   over the loop's steps);
 - ``ulysses 2x1``: the same two workers running diffusers' ``enable_parallelism`` with
-  ``ContextParallelConfig(ulysses_degree=2)`` (exact): the model's ``_cp_plan`` splits the sequence
-  at block 0, attention all-to-alls heads, and ``proj_out`` gathers the full output every step;
+  ``ContextParallelConfig(ulysses_degree=2)`` through ``parallel.sequence.parallelize_sequence`` (exact):
+  the model's ``_cp_plan`` splits the sequence at block 0, attention all-to-alls heads, and ``proj_out``
+  gathers the full output every step;
 - ``1 process x 2 threads``: the honest CPU baseline.
 
 Both parallel outputs are checked against the one-worker output (max abs error of the final latent).
@@ -21,9 +22,8 @@ Speed figures are medians over ``--repeats`` rounds after ``--warmup`` rounds. W
 "dit-vs-ulysses" section of BENCHMARKS.md unless ``--no-write``.
 
 On a CPU-only torch, diffusers 0.42's ``enable_parallelism`` raises ``ZeroDivisionError`` while
-picking the device (``rank % torch.accelerator.device_count()`` with 0 accelerators). The benchmark
-records that error and calls ``enable_parallelism`` again with ``torch.accelerator.device_count``
-reporting 1 for that one call, so the device resolves to ``cpu:0``; the rest (mesh on "cpu", the
+picking the device (``rank % torch.accelerator.device_count()`` with 0 accelerators);
+``parallel.sequence.cpu`` works around it (and the benchmark reports the note it leaves); the rest (the
 Ulysses attention, the split and gather hooks) is diffusers' own code, unchanged. The model is
 called with ``return_dict=False``: with the default ``return_dict=True`` the gather hook on the
 whole model raises "Expected output to be a tensor or a list/tuple of tensors".
@@ -49,6 +49,7 @@ from diffusers import FlowMatchEulerDiscreteScheduler, WanTransformer3DModel
 from bench.common import alternate, median, provenance, write_section
 from parallel.patch.bands import band_bounds, gather_bands, slice_band
 from parallel.patch.config import PatchConfig
+from parallel.sequence import SequenceConfig, SequenceHandle, parallelize_sequence
 from pipelines.families.wan.patch import parallelize_wan_patch
 
 TEXT_DIM = 64
@@ -115,27 +116,10 @@ def denoise(
     return latent, (time.perf_counter() - started) / steps
 
 
-def enable_ulysses(model: WanTransformer3DModel, degree: int) -> str:
-    """diffusers' ``enable_parallelism`` with Ulysses; returns a note on what it took (see module doc)."""
-    from diffusers import ContextParallelConfig
-
-    try:
-        model.enable_parallelism(config=ContextParallelConfig(ulysses_degree=degree))
-        return "enable_parallelism ran as is"
-    except ZeroDivisionError as e:
-        if torch.accelerator.device_count() != 0:
-            raise
-        error = f"{type(e).__name__}: {e}"
-    real = torch.accelerator.device_count
-    torch.accelerator.device_count = lambda: 1
-    try:
-        model.enable_parallelism(config=ContextParallelConfig(ulysses_degree=degree))
-    finally:
-        torch.accelerator.device_count = real
-    return (
-        f"enable_parallelism raised `{error}` on this CPU-only torch (no accelerator); "
-        "re-run with torch.accelerator.device_count reporting 1 for that call"
-    )
+def enable_ulysses(model: WanTransformer3DModel, degree: int) -> tuple[SequenceHandle, str]:
+    """diffusers' ``enable_parallelism`` with Ulysses over the world; the handle and a note on what it took."""
+    handle = parallelize_sequence(model, dist.group.WORLD, SequenceConfig(ulysses=degree))
+    return handle, "; ".join(handle.notes) or "enable_parallelism ran as is"
 
 
 def _tokens_hook(model: WanTransformer3DModel, seen: list[int]) -> None:
@@ -162,7 +146,7 @@ def _worker(rank: int, cfg: BenchConfig, port: int, commands: Any, results: Any)
         ulysses: WanTransformer3DModel | None = build_model(cfg)
         ulysses_tokens: list[int] = []
         try:
-            note = enable_ulysses(ulysses, cfg.workers)
+            ulysses_handle, note = enable_ulysses(ulysses, cfg.workers)
             _tokens_hook(ulysses, ulysses_tokens)
         except Exception:  # noqa: BLE001 - recorded in the report instead
             note = "Ulysses could not be enabled:\n" + traceback.format_exc()
@@ -184,7 +168,7 @@ def _worker(rank: int, cfg: BenchConfig, port: int, commands: Any, results: Any)
                 out, seconds, extra = None, float("nan"), {}
             else:
                 out, seconds = denoise(ulysses, latent, text, cfg.steps)
-                extra = {"tokens": ulysses_tokens[-1]}
+                extra = {"tokens": ulysses_tokens[-1], "bytes": ulysses_handle.bytes_sent.last_step}
             # the slowest rank's time is the group's
             t = torch.tensor([seconds], dtype=torch.float64)
             dist.all_reduce(t, op=dist.ReduceOp.MAX)
@@ -299,8 +283,14 @@ def main(argv: list[str] | None = None) -> str:
         err = "n/a" if out is None else f"{(out - ref).abs().max().item():.2e}"
         if kind == "bands":
             sent = f"{max(extra['bytes']['kv'].values()) / 2**20:.2f}"
+        elif kind == "ulysses":  # the last forward's all-to-alls and output gather, to the busiest peer
+            per_peer: dict[int, int] = {}
+            for peers in extra["bytes"].values():
+                for peer, nbytes in peers.items():
+                    per_peer[peer] = per_peer.get(peer, 0) + nbytes
+            sent = f"{max(per_peer.values()) / 2**20:.2f}"
         else:
-            sent = "not counted" if kind == "ulysses" else "0"
+            sent = "0"
         m = median(values)
         rows.append(f"| {name} | {m:.3f} | {base / m:.2f}x | {err} | {extra.get('tokens', 'n/a')} | {sent} |")
     command = "python -m bench.dit_vs_ulysses " + " ".join(argv if argv is not None else sys.argv[1:])
@@ -313,10 +303,10 @@ def main(argv: list[str] | None = None) -> str:
         f"after {args.warmup} warm-up\n"
         f"- Ulysses: ContextParallelConfig(ulysses_degree={cfg.workers}); {note}\n"
         "- max abs err: final latent against the 1-worker loop; tokens: sequence length block 0 sees "
-        "on one rank; K/V MiB: what one band worker sends one peer per step, counted in parallel.comm "
-        "(Ulysses' all-to-alls run inside diffusers and are not counted)\n\n"
+        "on one rank; MiB per step per peer: what one worker sends one peer per step (bands: K/V, counted in "
+        "parallel.comm; Ulysses: diffusers' all-to-alls and output gather, counted by parallel.sequence.traffic)\n\n"
         "| configuration | s/step (median) | speed-up vs 1 worker | max abs err | tokens per rank | "
-        "K/V MiB per step per peer |\n|---|---|---|---|---|---|\n" + "\n".join(rows) + "\n"
+        "MiB per step per peer |\n|---|---|---|---|---|---|\n" + "\n".join(rows) + "\n"
     )
     if args.no_write:
         print(body)

@@ -6,6 +6,8 @@ Sub-packages:
 - ``patch``: patch (row-band) parallelism, DistriFusion-style: band geometry (``bands``), halo convs,
   global GroupNorm, K/V gathering self-attention, the ``PatchPlan`` a model family supplies and
   ``parallelize_patch`` that applies it; CFG parallelism (``patch.cfg``), which composes with bands;
+- ``sequence``: sequence parallelism, diffusers' own context parallelism (Ulysses, Ring) on a model whose
+  class ships a ``_cp_plan``, over a given group (and CFG parallelism's two halves of it);
 - ``frames``: layer-and-frame pipelining of a video DiT (DualParal) over the ``FrameAdapter`` a family supplies;
 - ``training``: pipeline training (DeepSpeed ``PipelineModule`` cut by measured cost, bubble filling);
 - ``cost``: the cost model (profile, traffic, prediction, degree=auto).
@@ -25,11 +27,14 @@ _EXPORTS = {
     "PatchConfig": "parallel.patch.config",
     "PatchHandle": "parallel.patch.runtime",
     "PatchPlan": "parallel.patch.parallelize",
+    "SequenceConfig": "parallel.sequence.config",
+    "SequenceHandle": "parallel.sequence.parallelize",
     "band_bounds": "parallel.patch.bands",
     "combine_cfg": "parallel.patch.cfg",
     "gather_bands": "parallel.patch.bands",
     "make_cfg_groups": "parallel.patch.cfg",
     "parallelize_patch": "parallel.patch.parallelize",
+    "parallelize_sequence": "parallel.sequence.parallelize",
     "slice_band": "parallel.patch.bands",
 }
 

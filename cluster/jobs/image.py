@@ -3,7 +3,9 @@
 An image job is denoising steps over a small state (latent, sampler, RNG). It may be split in
 ``segments`` on different models sharing a latent space (Hybrid SD) or on different pools; each segment
 is placed anew, on a degree of its own. Patch parallelism (``parallel.strategy=patch``) splits the latent
-in row bands, one per worker, and may split the two guidance branches too (``parallel.cfg``).
+in row bands, one per worker, and may split the two guidance branches too (``parallel.cfg``); sequence
+parallelism (``parallel.strategy=sequence``) splits a DiT's token sequence with diffusers' own Ulysses and
+Ring attention (``parallel.ring``), and composes with ``parallel.cfg`` the same way.
 """
 
 from __future__ import annotations
@@ -31,7 +33,8 @@ LATENT_FACTOR = 8
 @dataclass
 class ParallelSpec(ParallelBase):
     strategy: str = "none"
-    """"none" (one worker runs the whole loop) or "patch" (the latent split in row bands, one per worker)."""
+    """"none" (one worker runs the whole loop), "patch" (the latent split in row bands, one per worker) or
+    "sequence" (diffusers' context parallelism: the model's token sequence split by Ulysses and Ring)."""
     degree: int | str = 1
     """Workers the strategy spreads one render over (with cfg, 2 x the patch workers); "auto": the
     scheduler picks it per segment from the image size and the free workers."""
@@ -47,6 +50,9 @@ class ParallelSpec(ParallelBase):
     input, projected to K/V by every band: half the K/V bytes and stale memory for a little more compute)."""
     cfg: bool = False
     """CFG parallel: conditional and unconditional branches on different halves of the workers."""
+    ring: int = 1
+    """Sequence parallelism: the Ring degree. Each guidance branch's workers are Ulysses x Ring (degree, or
+    degree / 2 with cfg, = ulysses x ring); 1: Ulysses over all of them."""
 
     @property
     def patch_workers(self) -> int:
@@ -167,6 +173,9 @@ class RenderSpec(JobSpec):
         check_type("parallel.mode", par.mode, str)
         check_type("parallel.warmup_steps", par.warmup_steps, int)
         check_type("parallel.cfg", par.cfg, bool)
+        check_type("parallel.ring", par.ring, int)
+        if par.ring < 1:
+            raise SpecError("parallel.ring", f"must be at least 1, got {par.ring}")
         if par.stale_dtype is not None:
             check_type("parallel.stale_dtype", par.stale_dtype, str)
             if par.stale_dtype not in STALE_DTYPES:
@@ -364,7 +373,58 @@ def _check_patch_bands(spec: RenderSpec) -> None:
             ) from err
 
 
-STRATEGY_CHECKS: dict[str, Callable[[RenderSpec], None]] = {"none": _check_one_worker, "patch": _check_patch_bands}
+def _check_sequence(spec: RenderSpec) -> None:
+    """Strategy "sequence": Ulysses x Ring workers per guidance branch, whose tokens and heads split evenly."""
+    par = spec.parallel
+    if par.auto:
+        raise SpecError("parallel.degree", "'auto' picks patch bands only; give sequence parallelism a degree")
+    branches = 2 if par.cfg else 1
+    if par.cfg and spec.guidance_scale <= 1.0:
+        raise SpecError("parallel.cfg", f"CFG parallel needs guidance_scale > 1, got {spec.guidance_scale}")
+    if par.degree % branches or par.degree // branches < 2:
+        per = "2 x (ulysses x ring) with cfg" if par.cfg else "ulysses x ring"
+        raise SpecError(
+            "parallel.degree", f"sequence parallelism splits each model over at least 2 workers ({per}), got {par.degree}"
+        )
+    workers = par.degree // branches
+    if workers % par.ring:
+        raise SpecError(
+            "parallel.ring",
+            f"the Ring degree {par.ring} must divide the {workers} workers of a branch (ulysses x ring)",
+        )
+    ulysses = workers // par.ring
+    for model in spec.segment_models():
+        path = spec.model_path(model)
+        try:
+            shape = spec.model_family(model).sequence_shape(path, spec.height, spec.width)
+        except NotImplementedError as err:
+            raise SpecError("parallel.strategy", str(err)) from err
+        if shape.heads % ulysses:
+            raise SpecError(
+                "parallel.degree",
+                f"Ulysses over {ulysses} workers shares out attention heads, but {Path(path).name} has {shape.heads}: "
+                "Ulysses' share of a branch's workers (degree / ring) must divide them; raise parallel.ring to move "
+                "workers to Ring",
+            )
+        if shape.image_tokens % workers:
+            raise SpecError(
+                "height",
+                f"{spec.height}x{spec.width} px is {shape.image_tokens} image tokens for {Path(path).name}, which do "
+                f"not split evenly between {workers} workers: choose a size whose token count they divide",
+            )
+        if shape.text_tokens % workers:
+            raise SpecError(
+                "parallel.degree",
+                f"{Path(path).name} splits {shape.text_tokens} text tokens too, which do not divide between "
+                f"{workers} workers",
+            )
+
+
+STRATEGY_CHECKS: dict[str, Callable[[RenderSpec], None]] = {
+    "none": _check_one_worker,
+    "patch": _check_patch_bands,
+    "sequence": _check_sequence,
+}
 """The spec's strategy table: what each strategy (``runtime.jobs.strategies``) asks of an image job's fields."""
 
 

@@ -57,6 +57,19 @@ class Conditioning:
         return self.positive if conditional else self.negative
 
 
+@dataclass(frozen=True)
+class SequenceShape:
+    """What sequence parallelism (diffusers' context parallelism) splits in one render, read from the configs."""
+
+    image_tokens: int
+    """Image tokens the denoiser attends over at the render's size; they grow with height and width."""
+    text_tokens: int
+    """Text tokens the model's context-parallel plan splits beside them (a joint-attention DiT's prompt);
+    0 when it splits none."""
+    heads: int
+    """Attention heads per layer: Ulysses hands each of its workers a share of them."""
+
+
 def _concat(negative: Any, positive: Any) -> Any:
     import torch
 
@@ -127,6 +140,13 @@ class ModelFamily:
         """Image pixels per latent row and column (the VAE's downsampling): a band's latent rows are counted
         at this factor."""
         return 8
+
+    def sequence_shape(self, path: str | Path, height: int, width: int) -> SequenceShape:
+        """The tokens and heads sequence parallelism splits for a ``height`` x ``width`` render (families with
+        "sequence" in ``strategies``): each split sequence must divide evenly between its workers."""
+        raise NotImplementedError(
+            f"the {self.name} family does not say how many tokens its model splits (ModelFamily.sequence_shape)"
+        )
 
     def latent_space(self, path: str | Path) -> tuple[int, int]:
         """(latent channels, VAE downsampling stages): what the models of one job's segments must share."""

@@ -76,11 +76,12 @@ def setup_patch(pipe, cond: Conditioning, par: Any, latent_rows: int) -> PatchSe
     if layout is None:
         predictor = batched_cfg_predictor(model, cond)
     else:
-        predictor = _split_cfg_predictor(model, cond, layout)
+        predictor = split_cfg_predictor(model, cond, layout)
     return PatchSetup(handle, predictor, rows, band_index, layout)
 
 
-def _split_cfg_predictor(model: torch.nn.Module, cond: Conditioning, layout: CFGLayout) -> NoisePredictor:
+def split_cfg_predictor(model: torch.nn.Module, cond: Conditioning, layout: CFGLayout) -> NoisePredictor:
+    """This worker's guidance branch through ``model``, guided with its partner's (``parallel.patch.cfg``)."""
     family, inputs = cond.family, cond.branch(layout.is_cond)
 
     def predict(latent: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
