@@ -24,6 +24,10 @@ from typing import Any
 from pipelines.families.base import Conditioning, ModelFamily
 
 PACKING = 2
+TEXT_TOKENS = 512
+"""The T5 tokens FluxPipeline.__call__ pads the prompt to by default (``max_sequence_length``): its
+context-parallel plan splits them beside the image tokens. Kept here so that checking a job imports no
+diffusers; tests/test_flux_sequence.py holds it to diffusers' own default."""
 """Latent rows and columns packed into one token (FluxPipeline's 2x2 patches)."""
 
 
@@ -34,7 +38,7 @@ class FluxFamily(ModelFamily):
     denoiser = "transformer"
     denoisers = ("FluxTransformer2DModel",)
     samplers = ("pipeline", "flow-euler")  # flow matching: the beta-schedule samplers do not fit
-    strategies = ("none", "patch")
+    strategies = ("none", "patch", "sequence")
     distilled_guidance = True
 
     def band_alignment(self, path: str | Path) -> int:
@@ -44,6 +48,14 @@ class FluxFamily(ModelFamily):
     def latent_factor(self, path: str | Path) -> int:
         """The VAE's downsampling, as FluxPipeline computes its ``vae_scale_factor``."""
         return 2 ** (len(self.component_config(path, "vae").get("block_out_channels", [0] * 4)) - 1)
+
+    def sequence_shape(self, path: str | Path, height: int, width: int):
+        """Flux's context-parallel plan splits the packed image tokens and the padded T5 tokens."""
+        from pipelines.families.base import SequenceShape
+
+        step = self.latent_factor(path) * PACKING
+        heads = self.component_config(path, "transformer")["num_attention_heads"]
+        return SequenceShape((height // step) * (width // step), TEXT_TOKENS, heads)
 
     def size_error(self, path: str | Path, height: int, width: int) -> tuple[str, str] | None:
         """Sizes that are not whole 2x2 tokens of latent pixels (FluxPipeline would round them down)."""
