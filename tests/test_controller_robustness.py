@@ -87,3 +87,33 @@ def test_a_second_controller_on_a_served_store_is_refused(client, tmp_path):
     second = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=180)
     assert second.returncode != 0 and "another controller holds the job store" in second.stderr
     assert client.submit(_spec(client, steps=2)).wait(timeout_s=120)["state"] == "succeeded"  # the first goes on
+
+
+def test_the_watchdog_restarts_a_dead_scheduler_thread(ray_local, tmp_path):
+    """The scheduling thread catches every Exception per job; should anything still end it (here a SystemExit
+    raised inside it), the watchdog starts a new one, says so, and the queue moves on."""
+    from cluster.controller import Controller, ControllerConfig
+
+    controller = Controller(
+        ControllerConfig(state_dir=str(tmp_path / "state"), pool=PoolConfig(workers=1, device="cpu"), poll_s=0.1)
+    )
+    try:
+        place, ended = controller._place_head, []
+
+        def dies_once() -> bool:
+            if not ended:
+                ended.append(True)
+                raise SystemExit("the scheduling thread ends here")
+            return place()
+
+        controller._place_head = dies_once
+        deadline = time.monotonic() + 30
+        while not ended and time.monotonic() < deadline:
+            time.sleep(0.05)
+        record = controller.submit({"height": 64, "width": 64, "steps": 2, "output_dir": str(tmp_path / "out")})
+        while controller.get(record["id"])["state"] != "succeeded" and time.monotonic() < deadline + 60:
+            time.sleep(0.1)
+        assert controller.get(record["id"])["state"] == "succeeded"
+        assert "the scheduler thread had died; restarted" in (tmp_path / "state" / "logs" / "controller.log").read_text()
+    finally:
+        controller.stop()
