@@ -80,6 +80,14 @@ def _concat(negative: Any, positive: Any) -> Any:
     return torch.cat([negative, positive])
 
 
+def without_learned_sigma(model: torch.nn.Module, output: torch.Tensor) -> torch.Tensor:
+    """A transformer with learned sigma (twice its input channels out) predicts the noise (or flow) and a
+    variance: the sampler takes the first half, as diffusers' PixArt and Sana pipelines do."""
+    if model.config.out_channels // 2 == model.config.in_channels:
+        return output.chunk(2, dim=1)[0]
+    return output
+
+
 class ModelFamily:
     """The defaults every family shares; a family subclasses it and sets its fields."""
 

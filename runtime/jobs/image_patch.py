@@ -38,11 +38,7 @@ class PatchSetup:
 
     def bytes_sent(self) -> dict[str, dict[int, int]]:
         """Cumulative bytes by kind and peer (global rank), patch and CFG exchanges together."""
-        total = {kind: dict(peers) for kind, peers in self.handle.bytes_sent.total.items()}
-        if self.cfg is not None:
-            for kind, peers in self.cfg.comm.bytes_sent().total.items():
-                total.setdefault(kind, {}).update(peers)
-        return total
+        return with_cfg_bytes(self.handle.bytes_sent.total, self.cfg)
 
     # --- what a render session asks of its strategy (runtime.jobs.strategies) ----------------------------
     def resume(self, step: int) -> None:
@@ -55,6 +51,15 @@ class PatchSetup:
     def close(self) -> None:
         """Restore the cached denoiser to its unpatched self."""
         self.handle.remove()
+
+
+def with_cfg_bytes(sent: dict[str, dict[int, int]], cfg: CFGLayout | None) -> dict[str, dict[int, int]]:
+    """A strategy's cumulative bytes by kind and peer, with the CFG exchange's added when the branches are split."""
+    total = {kind: dict(peers) for kind, peers in sent.items()}
+    if cfg is not None:
+        for kind, peers in cfg.comm.bytes_sent().total.items():
+            total.setdefault(kind, {}).update(peers)
+    return total
 
 
 def setup_patch(pipe, cond: Conditioning, par: Any, latent_rows: int) -> PatchSetup:

@@ -18,7 +18,7 @@ from parallel.patch.cfg import CFGLayout, make_cfg_groups
 from parallel.sequence import SequenceConfig, SequenceHandle, parallelize_sequence
 from pipelines.families import Conditioning
 from pipelines.sampling import NoisePredictor, batched_cfg_predictor
-from runtime.jobs.image_patch import split_cfg_predictor
+from runtime.jobs.image_patch import split_cfg_predictor, with_cfg_bytes
 
 
 @dataclass
@@ -36,11 +36,7 @@ class SequenceSetup:
 
     def bytes_sent(self) -> dict[str, dict[int, int]]:
         """Cumulative bytes by kind and peer (global rank): diffusers' collectives and the CFG exchange."""
-        total = {kind: dict(peers) for kind, peers in self.handle.bytes_sent.total.items()}
-        if self.cfg is not None:
-            for kind, peers in self.cfg.comm.bytes_sent().total.items():
-                total.setdefault(kind, {}).update(peers)
-        return total
+        return with_cfg_bytes(self.handle.bytes_sent.total, self.cfg)
 
     # --- what a render session asks of its strategy (runtime.jobs.strategies) ----------------------------
     def resume(self, step: int) -> None:

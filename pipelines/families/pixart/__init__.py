@@ -11,7 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from pipelines.families.base import Conditioning, ModelFamily
+from pipelines.families.base import Conditioning, ModelFamily, without_learned_sigma
 
 PATCH_DENOISERS = ("PixArtTransformer2DModel",)
 """Transformers the patch plan is written for (DiTTransformer2DModel's forward unpatchifies a square grid only)."""
@@ -68,10 +68,7 @@ class PixArtFamily(ModelFamily):
         return model(latent, timestep=timestep, added_cond_kwargs=added, **inputs, return_dict=False)[0]
 
     def noise(self, model, output):
-        """A transformer with learned sigma predicts noise and variance: keep the noise half."""
-        if model.config.out_channels // 2 == model.config.in_channels:
-            return output.chunk(2, dim=1)[0]
-        return output
+        return without_learned_sigma(model, output)
 
     def patch_plan(self, model, config):
         from pipelines.families.pixart.patch import pixart_patch_plan

@@ -22,7 +22,7 @@ import math
 from pathlib import Path
 from typing import Any
 
-from pipelines.families.base import Conditioning, ModelFamily
+from pipelines.families.base import Conditioning, ModelFamily, without_learned_sigma
 
 SIZE_MULTIPLE = 32
 """What ``SanaPipeline.check_inputs`` requires of the height and width, whatever the autoencoder."""
@@ -115,10 +115,7 @@ class SanaFamily(ModelFamily):
         return output.float()
 
     def noise(self, model, output):
-        """A transformer with learned sigma predicts the flow and a variance: keep the flow half."""
-        if model.config.out_channels // 2 == model.config.in_channels:
-            return output.chunk(2, dim=1)[0]
-        return output
+        return without_learned_sigma(model, output)
 
     def patch_plan(self, model, config):
         from pipelines.families.sana.patch import sana_patch_plan
