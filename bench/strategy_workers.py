@@ -130,6 +130,8 @@ class WorkerPool:
         self.timeout = timeout
         """Seconds to wait for one answer (a set-up or a run) before giving up."""
         self.results = ctx.Queue()
+        self.failed = False
+        """Whether a worker has raised: the others may be stuck in a collective waiting for it."""
         self.commands = [ctx.Queue() for _ in range(world)]
         with socket.socket() as s:
             s.bind(("127.0.0.1", 0))
@@ -156,6 +158,7 @@ class WorkerPool:
         except queue.Empty:
             raise TimeoutError(f"no answer from the workers after {self.timeout}s") from None
         if msg[0] == "error":
+            self.failed = True
             raise RuntimeError(f"worker {msg[1]} failed:\n{msg[2]}")
         return msg
 
@@ -166,12 +169,14 @@ class WorkerPool:
         return self._get()[2]
 
     def close(self) -> None:
+        """Stop the workers; those that do not stop (stuck in a collective with a failed one) are killed."""
         for q in self.commands:
             q.put("stop")
         for p in self.procs:
-            p.join(timeout=30)
+            p.join(timeout=2 if self.failed else 30)
             if p.is_alive():
                 p.kill()
+                p.join()
 
     def __enter__(self) -> WorkerPool:
         return self
