@@ -17,7 +17,9 @@ A, ...; ``bench.common.alternate``):
   gathers the full output every step;
 - ``1 process x 2 threads``: the honest CPU baseline.
 
-Both parallel outputs are checked against the one-worker output (max abs error of the final latent).
+The two worker processes persist across rounds, fed commands through queues (``bench.strategy_workers``,
+shared with ``bench.image_dit_strategies``). Both parallel outputs are checked against the one-worker output
+(max abs error of the final latent).
 Speed figures are medians over ``--repeats`` rounds after ``--warmup`` rounds. Writes the
 "dit-vs-ulysses" section of BENCHMARKS.md unless ``--no-write``.
 
@@ -32,21 +34,17 @@ whole model raises "Expected output to be a tensor or a list/tuple of tensors".
 from __future__ import annotations
 
 import argparse
-import os
-import queue
-import socket
 import sys
 import time
 import traceback
 from dataclasses import dataclass
-from typing import Any
 
 import torch
 import torch.distributed as dist
-import torch.multiprocessing as mp
 from diffusers import FlowMatchEulerDiscreteScheduler, WanTransformer3DModel
 
 from bench.common import alternate, median, provenance, write_section
+from bench.strategy_workers import Run, Timed, WorkerPool, timed_loop
 from parallel.patch.bands import band_bounds, gather_bands, slice_band
 from parallel.patch.config import PatchConfig
 from parallel.sequence import SequenceConfig, SequenceHandle, parallelize_sequence
@@ -108,12 +106,10 @@ def denoise(
     """(final latent, seconds per step) of a flow-matching Euler loop."""
     sched = FlowMatchEulerDiscreteScheduler(shift=3.0)
     sched.set_timesteps(steps)
-    started = time.perf_counter()
-    with torch.no_grad():
-        for t in sched.timesteps:
-            noise = model(latent, t.expand(latent.shape[0]), text, return_dict=False)[0]
-            latent = sched.step(noise, t, latent).prev_sample
-    return latent, (time.perf_counter() - started) / steps
+    out, times = timed_loop(
+        lambda x, t: model(x, t.expand(x.shape[0]), text, return_dict=False)[0], latent, sched
+    )
+    return out, times.mean_seconds()
 
 
 def enable_ulysses(model: WanTransformer3DModel, degree: int) -> tuple[SequenceHandle, str]:
@@ -128,103 +124,55 @@ def _tokens_hook(model: WanTransformer3DModel, seen: list[int]) -> None:
     model.blocks[0].attn1.register_forward_pre_hook(lambda _m, args: seen.append(args[0].shape[1]))
 
 
-# ---- worker processes -------------------------------------------------------------------------
-def _worker(rank: int, cfg: BenchConfig, port: int, commands: Any, results: Any) -> None:
-    torch.set_num_threads(1)
-    os.environ["OMP_NUM_THREADS"] = "1"
+def _busiest_peer(sent: dict[str, dict[int, int]]) -> float:
+    """MiB this worker sent its busiest peer, all kinds together."""
+    per_peer: dict[int, int] = {}
+    for peers in sent.values():
+        for peer, nbytes in peers.items():
+            per_peer[peer] = per_peer.get(peer, 0) + nbytes
+    return max(per_peer.values(), default=0) / 2**20
+
+
+# ---- worker set-up (bench.strategy_workers runs it in each worker process) ---------------------------------
+def setup_worker(rank: int, world: int, cfg: BenchConfig) -> tuple[dict[str, Run], str]:
+    """Both parallel models on this worker, and their runs: ``bands`` and ``ulysses``."""
+    group = dist.group.WORLD
+    latent, text = inputs(cfg)
+    bounds = band_bounds(cfg.latent, world, align=2)
+    bands = build_model(cfg)
+    band_tokens: list[int] = []
+    _tokens_hook(bands, band_tokens)
+    handle = parallelize_wan_patch(bands, group, PatchConfig("sync"))
+    ulysses: WanTransformer3DModel | None = build_model(cfg)
+    ulysses_tokens: list[int] = []
     try:
-        dist.init_process_group(
-            "gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=cfg.workers
-        )
-        group = dist.group.WORLD
-        latent, text = inputs(cfg)
-        bounds = band_bounds(cfg.latent, cfg.workers, align=2)
-        bands = build_model(cfg)
-        band_tokens: list[int] = []
-        _tokens_hook(bands, band_tokens)
-        handle = parallelize_wan_patch(bands, group, PatchConfig("sync"))
-        ulysses: WanTransformer3DModel | None = build_model(cfg)
-        ulysses_tokens: list[int] = []
-        try:
-            ulysses_handle, note = enable_ulysses(ulysses, cfg.workers)
-            _tokens_hook(ulysses, ulysses_tokens)
-        except Exception:  # noqa: BLE001 - recorded in the report instead
-            note = "Ulysses could not be enabled:\n" + traceback.format_exc()
-            ulysses = None
-        results.put(("ready", rank, note))
-        while True:
-            kind = commands.get()
-            if kind == "stop":
-                break
-            dist.barrier()
-            if kind == "bands":
-                handle.reset()
-                band, seconds = denoise(bands, slice_band(latent, bounds, rank), text, cfg.steps)
-                started = time.perf_counter()
-                out = gather_bands(band, group, bounds)  # once per loop, charged to its steps
-                seconds += (time.perf_counter() - started) / cfg.steps
-                extra = {"bytes": handle.bytes_sent.last_step, "tokens": band_tokens[-1]}
-            elif ulysses is None:
-                out, seconds, extra = None, float("nan"), {}
-            else:
-                out, seconds = denoise(ulysses, latent, text, cfg.steps)
-                extra = {"tokens": ulysses_tokens[-1], "bytes": ulysses_handle.bytes_sent.last_step}
-            # the slowest rank's time is the group's
-            t = torch.tensor([seconds], dtype=torch.float64)
-            dist.all_reduce(t, op=dist.ReduceOp.MAX)
-            if rank == 0:
-                results.put((kind, t.item(), out, extra))
-    except BaseException:  # noqa: BLE001 - report anything to the parent
-        results.put(("error", rank, traceback.format_exc()))
-    finally:
-        if dist.is_initialized():
-            dist.destroy_process_group()
+        ulysses_handle, note = enable_ulysses(ulysses, world)
+        _tokens_hook(ulysses, ulysses_tokens)
+    except Exception:  # noqa: BLE001 - recorded in the report instead
+        note = "Ulysses could not be enabled:\n" + traceback.format_exc()
+        ulysses = None
 
+    def run_bands() -> Timed:
+        handle.reset()
+        band, seconds = denoise(bands, slice_band(latent, bounds, rank), text, cfg.steps)
+        started = time.perf_counter()
+        out = gather_bands(band, group, bounds)  # once per loop, charged to its steps
+        seconds += (time.perf_counter() - started) / cfg.steps
+        figures = {
+            "seconds": seconds,
+            "mib": _busiest_peer(handle.bytes_sent.last_step),
+            "tokens": band_tokens[-1],
+        }
+        return Timed(figures, out)
 
-class Workers:
-    """``cfg.workers`` persistent processes holding both parallel models; ``run(kind)`` times one loop."""
+    def run_ulysses() -> Timed:
+        if ulysses is None:
+            return Timed({"seconds": float("nan")}, None)
+        out, seconds = denoise(ulysses, latent, text, cfg.steps)
+        figures = {"seconds": seconds, "mib": _busiest_peer(ulysses_handle.bytes_sent.last_step)}
+        return Timed({**figures, "tokens": ulysses_tokens[-1]}, out)
 
-    def __init__(self, cfg: BenchConfig, timeout: float):
-        ctx = mp.get_context("spawn")
-        self.timeout = timeout
-        self.results = ctx.Queue()
-        self.commands = [ctx.Queue() for _ in range(cfg.workers)]
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            port = s.getsockname()[1]
-        self.procs = [
-            ctx.Process(target=_worker, args=(r, cfg, port, self.commands[r], self.results), daemon=True)
-            for r in range(cfg.workers)
-        ]
-        for p in self.procs:
-            p.start()
-        notes = [self._get() for _ in self.procs]
-        self.ulysses_note = next(n for tag, r, n in notes if r == 0)
-        self.last: dict[str, tuple[torch.Tensor | None, dict]] = {}
-
-    def _get(self) -> tuple:
-        try:
-            msg = self.results.get(timeout=self.timeout)
-        except queue.Empty:
-            raise TimeoutError(f"no answer from the workers after {self.timeout}s") from None
-        if msg[0] == "error":
-            raise RuntimeError(f"worker {msg[1]} failed:\n{msg[2]}")
-        return msg
-
-    def run(self, kind: str) -> float:
-        for q in self.commands:
-            q.put(kind)
-        _, seconds, out, extra = self._get()
-        self.last[kind] = (out, extra)
-        return seconds
-
-    def close(self) -> None:
-        for q in self.commands:
-            q.put("stop")
-        for p in self.procs:
-            p.join(timeout=30)
-            if p.is_alive():
-                p.kill()
+    return {"bands": run_bands, "ulysses": run_ulysses}, note
 
 
 # ---- main ---------------------------------------------------------------------------------------
@@ -257,20 +205,22 @@ def main(argv: list[str] | None = None) -> str:
         reference.setdefault("out", out)
         return seconds
 
-    workers = Workers(cfg, args.timeout)
-    try:
-        w = cfg.workers
+    w = cfg.workers
+    with WorkerPool(w, setup_worker, (cfg,), args.timeout) as workers:
+        last: dict[str, Timed] = {}
+
+        def parallel(kind: str) -> float:
+            last[kind] = workers.run(kind)
+            return last[kind].figures["seconds"]
+
         runs = {
             "1 worker": lambda: single(1),
-            f"bands {w}x1": lambda: workers.run("bands"),
-            f"ulysses {w}x1": lambda: workers.run("ulysses"),
+            f"bands {w}x1": lambda: parallel("bands"),
+            f"ulysses {w}x1": lambda: parallel("ulysses"),
             "1 process x 2 threads": lambda: single(2),
         }
         times = alternate(runs, args.repeats, args.warmup)
-        last = dict(workers.last)
-        note = workers.ulysses_note
-    finally:
-        workers.close()
+        note = workers.note
     torch.set_num_threads(1)
 
     ref = reference["out"]
@@ -279,20 +229,13 @@ def main(argv: list[str] | None = None) -> str:
     rows = []
     for name, values in times.items():
         kind = name.split()[0] if name.split()[0] in ("bands", "ulysses") else None
-        out, extra = last[kind] if kind else (ref, {"tokens": single_tokens[-1]})
-        err = "n/a" if out is None else f"{(out - ref).abs().max().item():.2e}"
-        if kind == "bands":
-            sent = f"{max(extra['bytes']['kv'].values()) / 2**20:.2f}"
-        elif kind == "ulysses":  # the last forward's all-to-alls and output gather, to the busiest peer
-            per_peer: dict[int, int] = {}
-            for peers in extra["bytes"].values():
-                for peer, nbytes in peers.items():
-                    per_peer[peer] = per_peer.get(peer, 0) + nbytes
-            sent = f"{max(per_peer.values()) / 2**20:.2f}"
-        else:
-            sent = "0"
+        timed = last[kind] if kind else Timed({"tokens": single_tokens[-1], "mib": 0.0}, ref)
+        err = "n/a" if timed.output is None else f"{(timed.output - ref).abs().max().item():.2e}"
+        # bands: K/V; Ulysses: the last forward's all-to-alls and output gather; to the busiest peer
+        sent = f"{timed.figures['mib']:.2f}" if "mib" in timed.figures else "n/a"
+        shown_tokens = int(timed.figures["tokens"]) if "tokens" in timed.figures else "n/a"
         m = median(values)
-        rows.append(f"| {name} | {m:.3f} | {base / m:.2f}x | {err} | {extra.get('tokens', 'n/a')} | {sent} |")
+        rows.append(f"| {name} | {m:.3f} | {base / m:.2f}x | {err} | {shown_tokens} | {sent} |")
     command = "python -m bench.dit_vs_ulysses " + " ".join(argv if argv is not None else sys.argv[1:])
     body = (
         "## DiT bands vs diffusers' Ulysses context parallelism (Wan transformer, CPU)\n\n"
