@@ -56,7 +56,7 @@ def batched_cfg_predictor(model: torch.nn.Module, cond: Conditioning) -> NoisePr
         noise = family.denoise(model, model_in, t, inputs, cond)
         if cond.guided:
             uncond, text = noise.chunk(2)
-            noise = uncond + cond.guidance_scale * (text - uncond)
+            noise = family.combine_guidance(uncond, text, cond.guidance_scale)
         return family.noise(model, noise)
 
     return predict

@@ -105,7 +105,8 @@ class RenderSpec(JobSpec):
     that fit the model's family; "": the family's default (its own scheduler), filled in at validation."""
     true_cfg_scale: float = 1.0
     """Classifier-free guidance weight of the families whose ``guidance_scale`` is an input of the denoiser
-    (guidance-distilled Flux): > 1 also runs the negative prompt's branch and mixes the two; 1 leaves it off.
+    (guidance-distilled Flux) or unused (Qwen-Image): > 1 also runs the negative prompt's branch and mixes the two;
+    1 leaves it off.
     The other families weigh their guidance with ``guidance_scale`` and refuse it."""
     parallel: ParallelSpec = field(default_factory=ParallelSpec)
     """How the render is spread over workers."""

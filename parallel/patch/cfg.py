@@ -4,12 +4,13 @@ With ``2*N`` workers in ``group``, group ranks ``[0, N)`` run the conditional br
 the unconditional one. Each half is its own patch group of ``N`` workers (band ``i`` on half-rank
 ``i``); rank ``i`` and rank ``i + N`` hold the same band and are CFG partners. After every model
 forward, partners swap their noise predictions (point-to-point, one band each) and both compute
-``uncond + g * (cond - uncond)``, so both keep an identical copy of the guided band and step the
-sampler identically.
+``uncond + g * (cond - uncond)`` (or the combination the caller hands in), so both keep an identical copy of
+the guided band and step the sampler identically.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -72,12 +73,21 @@ def make_cfg_groups(group: dist.ProcessGroup | None = None) -> CFGLayout:
     )
 
 
-def combine_cfg(noise_local: torch.Tensor, layout: CFGLayout, guidance_scale: float) -> torch.Tensor:
+Combine = Callable[[torch.Tensor, torch.Tensor, float], torch.Tensor]
+"""(uncond, cond, guidance scale) -> guided prediction."""
+
+
+def combine_cfg(
+    noise_local: torch.Tensor, layout: CFGLayout, guidance_scale: float, combine: Combine | None = None
+) -> torch.Tensor:
     """Swap this band's noise prediction with the partner and return the guided noise.
 
-    Both partners return bitwise the same tensor: ``uncond + guidance_scale * (cond - uncond)``.
+    Both partners return bitwise the same tensor: ``uncond + guidance_scale * (cond - uncond)``, or
+    ``combine(uncond, cond, guidance_scale)`` when the model guides otherwise (a model family's rule).
     """
     partner_local = layout.comm.ranks.index(layout.partner)
     other = layout.comm.sendrecv(noise_local, partner_local, "cfg", tag=CFG_TAG).wait()
     cond, uncond = (noise_local, other) if layout.is_cond else (other, noise_local)
+    if combine is not None:
+        return combine(uncond, cond, guidance_scale)
     return uncond + guidance_scale * (cond - uncond)

@@ -14,13 +14,14 @@ from pipelines.errors import ModelDirectoryError
 from pipelines.families.base import Conditioning, ModelFamily
 from pipelines.families.flux import FLUX
 from pipelines.families.pixart import PIXART
+from pipelines.families.qwenimage import QWENIMAGE
 from pipelines.families.sana import SANA
 from pipelines.families.sd import SD
 from pipelines.families.sd3 import SD3
 from pipelines.families.sdxl import SDXL
 from pipelines.families.wan import WAN
 
-FAMILIES: tuple[ModelFamily, ...] = (SD, SDXL, PIXART, WAN, SD3, SANA, FLUX)
+FAMILIES: tuple[ModelFamily, ...] = (SD, SDXL, PIXART, WAN, SD3, SANA, FLUX, QWENIMAGE)
 
 _BY_PIPELINE = {pipeline: family for family in FAMILIES for pipeline in family.pipelines}
 

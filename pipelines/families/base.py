@@ -215,6 +215,12 @@ class ModelFamily:
         """The noise prediction in the denoiser's (guided) output."""
         return output
 
+    def combine_guidance(self, uncond: torch.Tensor, cond: torch.Tensor, scale: float) -> torch.Tensor:
+        """The guided prediction from the two branches' outputs (the latent's layout, or a band of it), as the
+        family's pipeline combines them: classifier-free guidance, ``uncond + scale * (cond - uncond)``, unless the
+        pipeline does more (QwenImagePipeline rescales it to the conditional's norm)."""
+        return uncond + scale * (cond - uncond)
+
     def training_layers(self, model: torch.nn.Module, text_encoder: torch.nn.Module | None = None) -> list:
         """The denoiser (after its text encoder) as tuple-in, tuple-out layers for pipeline training
         (``parallel.training``)."""

@@ -91,6 +91,6 @@ def split_cfg_predictor(model: torch.nn.Module, cond: Conditioning, layout: CFGL
 
     def predict(latent: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         noise = family.denoise(model, latent, t, inputs, cond)
-        return family.noise(model, combine_cfg(noise, layout, cond.guidance_scale))
+        return family.noise(model, combine_cfg(noise, layout, cond.guidance_scale, family.combine_guidance))
 
     return predict
