@@ -38,7 +38,7 @@ def encode_conditioning(
     autograd as under the pipeline's ``__call__`` (T5 computes a few ulps differently with autograd on).
     ``true_cfg_scale`` reaches only the families whose ``guidance_scale`` is an input of the denoiser."""
     family = family_of(pipe)
-    extra = {"true_cfg_scale": true_cfg_scale} if family.distilled_guidance else {}
+    extra = {"true_cfg_scale": true_cfg_scale} if family.true_cfg else {}
     return family.encode(pipe, prompt, negative_prompt, guidance_scale, device, image_size, **extra)
 
 

@@ -155,7 +155,7 @@ class RenderSpec(JobSpec):
             problem = model_family.size_error(path, self.height, self.width)
             if problem is not None:
                 raise SpecError(*problem)
-            if self.true_cfg_scale > 1.0 and not model_family.distilled_guidance:
+            if self.true_cfg_scale > 1.0 and not model_family.true_cfg:
                 raise SpecError(
                     "true_cfg_scale",
                     f"the {model_family.name} family weighs its guidance with guidance_scale; leave true_cfg_scale at 1",
@@ -164,7 +164,7 @@ class RenderSpec(JobSpec):
 
     def cfg_weight_field(self, model: str | None = None) -> str:
         """The field weighing the two guidance branches of ``model`` (the job's own by default)."""
-        return "true_cfg_scale" if self.model_family(model).distilled_guidance else "guidance_scale"
+        return "true_cfg_scale" if self.model_family(model).true_cfg else "guidance_scale"
 
     def _validate_parallel(self) -> None:
         par = self.parallel

@@ -105,10 +105,10 @@ class ModelFamily:
     """Samplers (``pipelines.samplers``) that fit the model's noise schedule; the first is the default."""
     strategies: tuple[str, ...] = ("none",)
     """Parallel strategies the family has a plan for ("none" runs the whole model on one worker)."""
-    distilled_guidance: bool = False
-    """Whether the job's ``guidance_scale`` is an input of the denoiser (guidance-distilled models such as Flux);
-    classifier-free guidance over a negative prompt then has its own weight, the job's ``true_cfg_scale``,
-    which ``encode`` takes as a keyword."""
+    true_cfg: bool = False
+    """Whether the family's classifier-free guidance over a negative prompt is weighed by the job's
+    ``true_cfg_scale`` (which ``encode`` then takes as a keyword) rather than by ``guidance_scale``: Flux, whose
+    guidance-distilled denoiser takes ``guidance_scale`` as an input, and Qwen-Image, whose pipeline does."""
 
     def __repr__(self) -> str:
         return f"<model family {self.name}>"
@@ -204,7 +204,7 @@ class ModelFamily:
         image_size: tuple[int, int] | None = None,
     ) -> Conditioning:
         """The prompt through the pipeline's own ``encode_prompt``, called by keyword (a family with
-        ``distilled_guidance`` also takes ``true_cfg_scale``, the weight of its classifier-free guidance)."""
+        ``true_cfg`` also takes ``true_cfg_scale``, the weight of its classifier-free guidance)."""
         raise NotImplementedError(f"the {self.name} family renders no images")
 
     def denoise(self, model: torch.nn.Module, latent: torch.Tensor, t: torch.Tensor, inputs: dict, cond: Conditioning):

@@ -39,7 +39,7 @@ class FluxFamily(ModelFamily):
     denoisers = ("FluxTransformer2DModel",)
     samplers = ("pipeline", "flow-euler")  # flow matching: the beta-schedule samplers do not fit
     strategies = ("none", "patch", "sequence")
-    distilled_guidance = True
+    true_cfg = True
 
     def band_alignment(self, path: str | Path) -> int:
         """A band is whole rows of 2x2 patches."""

@@ -49,7 +49,7 @@ class QwenImageFamily(ModelFamily):
     denoisers = ("QwenImageTransformer2DModel",)
     samplers = ("pipeline", "flow-euler")  # flow matching: the beta-schedule samplers do not fit
     strategies = ("none", "patch")
-    distilled_guidance = True  # QwenImagePipeline weighs its CFG with true_cfg_scale, as FluxPipeline does
+    true_cfg = True  # QwenImagePipeline weighs its CFG with true_cfg_scale, as FluxPipeline does
 
     # --- a pipeline directory, at submit: JSON only --------------------------------------------
     def check_dir(self, path: Path, index: dict) -> None:
