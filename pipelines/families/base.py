@@ -144,6 +144,14 @@ class ModelFamily:
         pipeline refuses); None when it can."""
         return None
 
+    def steps_error(self, path: str | Path, sampler: str, steps: int) -> str | None:
+        """Why ``sampler`` (a name of ``pipelines.samplers``) cannot take ``steps`` steps on the training schedule of
+        the model at ``path``, where diffusers' scheduler would fail in the worker; None when it can. Read from
+        JSON (``pipelines.sampler_steps``); a family that sets its timesteps otherwise overrides it."""
+        from pipelines.sampler_steps import scheduler_config, steps_error
+
+        return steps_error(sampler, scheduler_config(path), steps)
+
     def latent_factor(self, path: str | Path) -> int:
         """Image pixels per latent row and column (the VAE's downsampling): a band's latent rows are counted
         at this factor."""
