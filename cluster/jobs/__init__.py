@@ -14,6 +14,7 @@ from dataclasses import asdict, dataclass, is_dataclass
 from typing import TYPE_CHECKING, Any
 
 from cluster.errors import SpecError
+from cluster.suggest import closest, shown
 from parallel.frames.schedule import ticks
 
 if TYPE_CHECKING:
@@ -50,8 +51,10 @@ JOB_KINDS: dict[str, JobKind] = {
 def kind_of(data: dict[str, Any]) -> JobKind:
     """The kind of a job's plain data (its "job" field, "image" when absent)."""
     name = data.get("job", "image")
-    if name not in JOB_KINDS:
-        raise SpecError("job", f"unknown job kind {name!r}; expected one of {tuple(JOB_KINDS)}")
+    if not isinstance(name, str) or name not in JOB_KINDS:
+        match = closest(name, JOB_KINDS) if isinstance(name, str) else None
+        hint = f"; did you mean {match}?" if match else ""
+        raise SpecError("job", f"unknown job kind {shown(name)}; expected one of {tuple(JOB_KINDS)}{hint}")
     return JOB_KINDS[name]
 
 

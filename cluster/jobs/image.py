@@ -16,7 +16,15 @@ from pathlib import Path
 from typing import Any
 
 from cluster.errors import SpecError
-from cluster.jobs.spec import JobSpec, ParallelBase, SegmentResult, check_known, check_type
+from cluster.jobs.spec import (
+    MAX_STEPS,
+    JobSpec,
+    ParallelBase,
+    SegmentResult,
+    check_device,
+    check_known,
+    check_type,
+)
 from parallel.patch.bands import band_bounds
 from parallel.patch.config import KV_SOURCES, STALE_DTYPES
 from pipelines.builtin import resolve_model
@@ -160,6 +168,7 @@ class RenderSpec(JobSpec):
                     "true_cfg_scale",
                     f"the {model_family.name} family weighs its guidance with guidance_scale; leave true_cfg_scale at 1",
                 )
+            self.check_sampler_steps(model, self.sampler)
         self._validate_parallel()
 
     def cfg_weight_field(self, model: str | None = None) -> str:
@@ -197,8 +206,8 @@ class RenderSpec(JobSpec):
             raise SpecError("parallel.degree", f"must be at least 1, got {par.degree}")
         if par.mode not in PATCH_MODES:
             raise SpecError("parallel.mode", f"unknown mode {par.mode!r}; expected one of {PATCH_MODES}")
-        if par.warmup_steps < 0:
-            raise SpecError("parallel.warmup_steps", f"must be >= 0, got {par.warmup_steps}")
+        if not 0 <= par.warmup_steps <= MAX_STEPS:
+            raise SpecError("parallel.warmup_steps", f"must be in [0, {MAX_STEPS}], got {par.warmup_steps}")
         for model in self.segment_models() if IMAGE_STRATEGIES[par.strategy].needs_plan else []:
             path, family = self._models[model][:2]
             problem = family.plan_error(par.strategy, path)
@@ -215,6 +224,7 @@ class RenderSpec(JobSpec):
             check_type(f"{name}.steps", segment.steps, int)
             check_type(f"{name}.model", segment.model, str)
             check_type(f"{name}.device", segment.device, str)
+            check_device(f"{name}.device", segment.device)
             if segment.steps < 1:
                 raise SpecError(f"{name}.steps", f"must be at least 1, got {segment.steps}")
             if segment.model:

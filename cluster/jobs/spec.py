@@ -7,18 +7,28 @@ checks. Validation happens once, at submit, before any worker starts; every erro
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, ClassVar
 
 from cluster.errors import SpecError
-from pipelines.builtin import resolve_model
+from cluster.suggest import closest, shown
+from pipelines.builtin import BUILTIN_MODELS, resolve_model
 from pipelines.errors import ModelDirectoryError
 from pipelines.families import ModelFamily, denoiser_classes, family_for_dir
 from pipelines.loading import DTYPES
 
 AUTO = "auto"
 MAX_STEPS = 1000
+MAX_TEXT = 100_000
+"""Longest prompt, in characters: text encoders read a few hundred tokens; a longer one is a mistake."""
+MAX_PATH = 4096
+"""Longest path, in bytes, in a field that names a directory (Linux's PATH_MAX)."""
+MAX_PATH_PART = 255
+"""Longest part of such a path, in bytes (NAME_MAX): a longer name no file system holds."""
+MAX_DEVICE = 128
+"""Longest device request (a pool's name or a device kind)."""
 
 
 @dataclass
@@ -95,10 +105,29 @@ class JobSpec:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> JobSpec:
         """Build and validate a spec from plain data (a dict of the same fields)."""
-        values, parallel = spec_fields(data, cls, cls.parallel_class(), cls.hidden)
+        values, parallel = spec_fields(data, cls, cls.parallel_class(), cls.hidden, cls.other_kinds_fields)
         spec = cls(**cls.read_fields(values), parallel=cls.parallel_class()(**parallel))
         spec.validate()
         return spec
+
+    @classmethod
+    def other_kinds_fields(cls) -> dict[str, str]:
+        """Fields (dotted) that other job kinds have and this one lacks -> the kind they belong to, so that a
+        refusal can say which kind was meant (``frames`` on an image job)."""
+        from cluster.jobs import JOB_KINDS
+
+        mine = {f.name for f in fields(cls)} | {f"parallel.{f.name}" for f in fields(cls.parallel_class())}
+        found: dict[str, str] = {}
+        for kind in JOB_KINDS.values():
+            other = kind.spec_class()
+            if kind.name == cls.kind:
+                continue
+            names = [f.name for f in fields(other) if f.name not in other.hidden]
+            names += [f"parallel.{f.name}" for f in fields(other.parallel_class())]
+            for name in names:
+                if name not in mine:
+                    found.setdefault(name, kind.name)
+        return found
 
     @classmethod
     def read_fields(cls, values: dict[str, Any]) -> dict[str, Any]:
@@ -159,6 +188,9 @@ class JobSpec:
         for name in ("height", "width", "steps", "seed"):
             check_type(name, getattr(self, name), int)
         check_type("guidance_scale", self.guidance_scale, (int, float))
+        for name in ("prompt", "negative_prompt"):
+            check_text(name, getattr(self, name))
+        check_device("device", self.device)
 
     def check_steps(self) -> None:
         if not 1 <= self.steps <= MAX_STEPS:
@@ -177,8 +209,9 @@ class JobSpec:
     def check_output_dir(self) -> None:
         if not self.output_dir.strip():
             raise SpecError("output_dir", "must not be empty")
+        check_path("output_dir", self.output_dir)
         if ".." in Path(self.output_dir).parts:
-            raise SpecError("output_dir", f"{self.output_dir!r} must not climb out with '..'")
+            raise SpecError("output_dir", f"{shown(self.output_dir)} must not climb out with '..'")
 
     def family(self, field_name: str = "model", model: str | None = None) -> ModelFamily:
         """The model family of ``model`` (the job's own by default) for this kind; SpecError naming
@@ -186,11 +219,16 @@ class JobSpec:
         model = self.model if model is None else model
         if not model.strip():
             raise SpecError(field_name, f"must name a built-in {self.kind} model or a local directory")
+        if model not in BUILTIN_MODELS:
+            check_path(field_name, model)
         try:
             path = resolve_model(model)
             family = family_for_dir(path)
         except ModelDirectoryError as err:
             raise SpecError(field_name, str(err)) from err
+        except (OSError, ValueError, RuntimeError) as err:  # a path the system cannot look up (~nobody/...)
+            reason = getattr(err, "strerror", None) or str(err)
+            raise SpecError(field_name, f"{shown(model)} cannot be read: {reason}") from err
         if family.job != self.models:
             raise SpecError(
                 field_name,
@@ -213,36 +251,106 @@ class JobSpec:
         """Field name -> device request (the job's own; a kind with segments adds theirs)."""
         return {"device": self.device}
 
+    def check_sampler_steps(self, model: str, sampler: str) -> None:
+        """The sampler can take the job's steps on ``model``'s training schedule: where diffusers' scheduler would
+        fail in the worker (DDIM with 1000 steps on a schedule with a steps offset), refuse up front."""
+        problem = self.model_family(model).steps_error(self.model_path(model), sampler, self.steps)
+        if problem is not None:
+            raise SpecError("steps", problem)
+
 
 def check_type(name: str, value: Any, expected: type | tuple[type, ...]) -> None:
     # bool is an int in Python; a spec saying height=true is wrong, not 1
     wants_bool = expected is bool
     if (isinstance(value, bool) and not wants_bool) or not isinstance(value, expected):
         names = expected.__name__ if isinstance(expected, type) else " or ".join(t.__name__ for t in expected)
-        raise SpecError(name, f"expected {names}, got {type(value).__name__} {value!r}")
+        raise SpecError(name, f"expected {names}, got {type(value).__name__} {shown(value)}")
 
 
-def check_known(name: str, data: dict, cls: type, hidden: frozenset[str] = frozenset()) -> None:
-    """Refuse the first key of `data` that is not a field of dataclass `cls`; `name` prefixes the field."""
+def check_text(name: str, value: str) -> None:
+    """A prompt: any text, but text (no lone surrogates, which no encoder or file takes) of a sane length."""
+    if len(value) > MAX_TEXT:
+        raise SpecError(name, f"{len(value)} characters exceed the longest prompt taken ({MAX_TEXT})")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as err:
+        raise SpecError(name, f"is not valid Unicode text: {shown(value[err.start : err.end])} at character {err.start}") from err
+
+
+def check_path(name: str, value: str) -> None:
+    """A field naming a directory: printable characters only (no NUL, newline or other control character), at most
+    ``MAX_PATH`` bytes, and no part longer than a file system allows."""
+    bad = next((c for c in value if not c.isprintable()), None)
+    if bad is not None:
+        raise SpecError(name, f"{shown(value)} holds the control character {bad!r}")
+    size = len(value.encode("utf-8"))
+    if size > MAX_PATH:
+        raise SpecError(name, f"is {size} bytes long; a path is at most {MAX_PATH}")
+    longest = max((len(part.encode("utf-8")) for part in Path(value).parts), default=0)
+    if longest > MAX_PATH_PART:
+        raise SpecError(name, f"has a {longest}-byte name in it; a file name is at most {MAX_PATH_PART} bytes")
+
+
+def check_device(name: str, value: str) -> None:
+    """A device request ("" any, a pool's name, a device kind): a short printable name, whatever pools exist
+    (which pool serves it is the controller's to say)."""
+    bad = next((c for c in value if not c.isprintable()), None)
+    if bad is not None:
+        raise SpecError(name, f"{shown(value)} holds the control character {bad!r}; name a pool or a device kind")
+    if len(value) > MAX_DEVICE:
+        raise SpecError(name, f"{len(value)} characters exceed the longest pool name or device kind ({MAX_DEVICE})")
+
+
+def unknown_field(name: str, known: Iterable[str], elsewhere: Mapping[str, str] | None = None) -> SpecError:
+    """The refusal of ``name`` (dotted), not one of ``known`` (its level's fields): the job kind it belongs to
+    when another kind has it (``elsewhere``: field -> kind), else the closest known field, else the known ones."""
+    prefix, _, key = name.rpartition(".")
+    prefix = f"{prefix}." if prefix else ""
+    other = (elsewhere or {}).get(name)
+    if other is not None:
+        return SpecError(name, f"unknown field; {other} jobs have it (set job={other})")
+    match = closest(key, known)
+    if match is not None:
+        return SpecError(name, f"unknown field; did you mean {prefix}{match}?")
+    return SpecError(name, f"unknown field; known fields are {sorted(known)}")
+
+
+def check_known(
+    name: str,
+    data: dict,
+    cls: type,
+    hidden: frozenset[str] = frozenset(),
+    elsewhere: Callable[[], Mapping[str, str]] | None = None,
+) -> None:
+    """Refuse the first key of `data` that is not a field of dataclass `cls`; `name` prefixes the field.
+    `elsewhere` gives the fields of other job kinds (dotted) -> their kind, asked only for a refusal."""
     known = {f.name for f in fields(cls)} - hidden
-    for key in sorted(data):
+    for key in sorted(data, key=str):
+        if not isinstance(key, str):
+            raise SpecError(f"{name}{key}", f"field names are strings, got {type(key).__name__} {shown(key)}")
+        if key in hidden:
+            raise SpecError(f"{name}{key}", "not an input: it is set while the job is validated")
         if key not in known:
-            raise SpecError(f"{name}{key}", f"unknown field; known fields are {sorted(known)}")
+            raise unknown_field(f"{name}{key}", known, elsewhere() if elsewhere else None)
 
 
 def spec_fields(
-    data: Any, spec_cls: type, parallel_cls: type, hidden: frozenset[str] = frozenset()
+    data: Any,
+    spec_cls: type,
+    parallel_cls: type,
+    hidden: frozenset[str] = frozenset(),
+    elsewhere: Callable[[], Mapping[str, str]] | None = None,
 ) -> tuple[dict[str, Any], dict[str, Any]]:
     """A job spec's plain data checked for unknown fields: (its fields but "parallel", the parallel
-    mapping). `hidden` fields cannot be set from outside."""
+    mapping). `hidden` fields cannot be set from outside; `elsewhere` names other kinds' fields (check_known)."""
     if not isinstance(data, dict):
         raise SpecError("spec", f"expected a mapping of fields, got {type(data).__name__}")
-    check_known("", data, spec_cls, hidden)
+    check_known("", data, spec_cls, hidden, elsewhere)
     values = dict(data)
     parallel = values.pop("parallel", {})
     if isinstance(parallel, parallel_cls):
         parallel = asdict(parallel)
     if not isinstance(parallel, dict):
         raise SpecError("parallel", f"expected a mapping, got {type(parallel).__name__}")
-    check_known("parallel.", parallel, parallel_cls)
+    check_known("parallel.", parallel, parallel_cls, elsewhere=elsewhere)
     return values, parallel

@@ -108,6 +108,7 @@ class VideoSpec(JobSpec):
         self.notes.extend(str(w.message) for w in caught)
         self.check_output_dir()
         family = self.remember_model("model", self.model)
+        self.check_sampler_steps(self.model, "pipeline")  # a video renders with its directory's scheduler
         self.check_plan(family, self.model, VIDEO_STRATEGIES)
         self.__dict__["_layers"] = family.max_stages(self.model_path())
         self._validate_degree()
