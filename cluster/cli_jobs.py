@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -27,10 +28,46 @@ def _compose(overrides: list[str]):
 
     try:
         return compose_job(overrides)
+    except SpecError:
+        raise
     except ValueError as err:
         raise SpecError("job", str(err)) from err
     except (HydraException, OmegaConfBaseException) as err:
-        raise SpecError("overrides", f"bad override: {err}") from err
+        raise _override_error(overrides, str(err)) from err
+
+
+def _override_error(overrides: list[str], text: str) -> SpecError:
+    """Hydra's refusal of an override as one line naming the field: an unknown key with the closest known one
+    (or the job kind that has it), a config group option that does not exist with those that do."""
+    unknown = re.search(r"Could not override '([^']+)'", text)
+    if unknown:
+        return _unknown_override(overrides, unknown.group(1))
+    missing = re.search(r"Could not find '([^'/]+)/([^']+)'", text)
+    if missing:
+        options = re.findall(r"^\t(\S+)$", text.split("Config search path")[0], flags=re.MULTILINE)
+        return SpecError(missing.group(1), f"no config {missing.group(2)!r}; available: {', '.join(options)}")
+    first = text.strip().splitlines()[0] if text.strip() else "unreadable override"
+    return SpecError("overrides", f"bad override: {first}")
+
+
+def _unknown_override(overrides: list[str], key: str) -> SpecError:
+    """An override of a key the job's config does not have, refused as the spec refuses an unknown field."""
+    from omegaconf import DictConfig, OmegaConf
+
+    from cluster.config import compose_job, job_kind_of
+    from cluster.jobs import JOB_KINDS
+    from cluster.jobs.spec import unknown_field
+
+    parent = key.rpartition(".")[0]
+    try:
+        node = compose_job([o for o in overrides if o.split("=", 1)[0].lstrip("+~") != key])
+        node = OmegaConf.select(node, parent) if parent else node
+        known = [str(k) for k in node.keys()] if isinstance(node, DictConfig) else []
+    except Exception:  # another override is wrong too: no suggestion then
+        known = []
+    kind = JOB_KINDS.get(job_kind_of(overrides))
+    elsewhere = kind.spec_class().other_kinds_fields() if kind is not None else {}
+    return unknown_field(key, known, elsewhere)
 
 
 def _spec_and_pool(overrides: list[str], embedded: bool = True):
@@ -148,7 +185,11 @@ def _connect(args: argparse.Namespace):
 
 
 def submit(args: argparse.Namespace) -> int:
+    from cluster.admission import check_client_token, check_priority
+
     _, spec, _, _ = _spec_and_pool(args.overrides, embedded=False)
+    check_priority(args.priority)  # refused here too, before any controller is contacted
+    check_client_token(args.token)
     job = _connect(args).submit(spec, priority=args.priority, client_token=args.token)
     print(job.id)
     return 0

@@ -10,6 +10,7 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
+from cluster.errors import SpecError
 from cluster.jobs import parse_job
 from cluster.jobs.spec import JobSpec
 from runtime.pool import PoolConfig
@@ -39,7 +40,7 @@ def compose_job(overrides: list[str]) -> DictConfig:
     """The composed config of the job the overrides describe (its kind's config file)."""
     kind = job_kind_of(overrides)
     if kind not in JOB_CONFIGS:
-        raise ValueError(f"job: unknown job kind {kind!r}; expected one of {tuple(JOB_CONFIGS)}")
+        raise SpecError("job", f"unknown job kind {kind!r}; expected one of {tuple(JOB_CONFIGS)}")
     return compose(JOB_CONFIGS[kind], [o for o in overrides if not o.startswith("job=")])
 
 
