@@ -340,7 +340,10 @@ DEVICE = _rows(
         ({"device": "tpu"}, "device"),
         ({"device": "h100"}, "device"),
         ({"segments": [{"steps": 1}, {"steps": 1, "device": "tpu"}]}, "segments[1].device"),
-        ({"height": 256, "parallel": {"strategy": "patch", "degree": 4}}, "parallel.degree"),  # the pool has 2
+        (
+            {"height": 256, "parallel": {"strategy": "patch", "degree": 4}},
+            "parallel.degree",
+        ),  # the pool has 2
     ],
     where="service",
 ) + _rows(
@@ -367,7 +370,19 @@ PRIORITIES = [
 ] + [Malformed("priority", {}, "priority", kind="video", where="admission", submit={"priority": 10**10})]
 
 MALFORMED: list[Malformed] = (
-    SIZES + TYPES + NANS + TEXT + PATHS + UNKNOWN + KINDS + NESTING + SEGMENTS + STEPS + JOB + DEVICE + TOKENS
+    SIZES
+    + TYPES
+    + NANS
+    + TEXT
+    + PATHS
+    + UNKNOWN
+    + KINDS
+    + NESTING
+    + SEGMENTS
+    + STEPS
+    + JOB
+    + DEVICE
+    + TOKENS
     + PRIORITIES
 )
 """Every row of the table."""
@@ -378,9 +393,9 @@ SUGGESTIONS = {
     "stpes": "did you mean steps?",
     "Height": "did you mean height?",
     "guidance": "did you mean guidance_scale?",
-    "parallel.degre": "did you mean degree?",
-    "parallel.stratgy": "did you mean strategy?",
-    "segments[0].modle": "did you mean model?",
+    "parallel.degre": "did you mean parallel.degree?",
+    "parallel.stratgy": "did you mean parallel.strategy?",
+    "segments[0].modle": "did you mean segments[0].model?",
     "frame": "did you mean frames?",
 }
 """Unknown fields and the suggestion their refusal must carry."""
@@ -399,7 +414,10 @@ VALID: list[tuple[str, dict[str, Any]]] = [
     ("image", {"steps": 1000, "sampler": "euler"}),  # Euler interpolates its sigmas: 1000 steps are fine
     ("image", {"steps": 999}),  # the built-in DDIM's last step count that stays on its schedule
     ("image", {"steps": 998, "sampler": "dpm++"}),
-    ("image", {"prompt": "rayures bleues et jaunes \u00e9t\u00e9 🌈\x00\n\ttab", "negative_prompt": "ぼやけた"}),
+    (
+        "image",
+        {"prompt": "rayures bleues et jaunes \u00e9t\u00e9 🌈\x00\n\ttab", "negative_prompt": "ぼやけた"},
+    ),
     ("image", {"output_dir": "sorties/été"}),
     ("image", {"device": "cpu"}),
     ("image", {"guidance_scale": 0, "seed": 2**63 - 1}),
