@@ -45,11 +45,13 @@ UNMODELLED = (
 
 
 def scheduler_config(path: str | Path) -> dict[str, Any]:
-    """The scheduler config a pipeline directory saved ({} when it has none)."""
+    """The scheduler config a pipeline directory saved ({} when it has none, or none that reads as a JSON
+    object: a broken directory is the loader's to report, with its own error, not a step count's)."""
     config = Path(path) / "scheduler" / "scheduler_config.json"
-    if not config.is_file():
+    try:
+        data = json.loads(config.read_text()) if config.is_file() else {}
+    except (OSError, ValueError):
         return {}
-    data = json.loads(config.read_text())
     return data if isinstance(data, dict) else {}
 
 
