@@ -66,6 +66,9 @@ class ControllerConfig:
     failure_policy: FailurePolicy | None = None
     """What a failed attempt leads to (``cluster.failure_policy``); None: retry worker deaths up to
     `max_attempts` times and fail on any other error."""
+    store_lock_wait_s: float = 20.0
+    """How long a new controller waits for the store's previous controller to let go of it (one winding down)
+    before it refuses to start."""
     output_roots: list[str] | None = None
     """Folders jobs may write their outputs under (absolute; symlinks resolved before the check); None:
     anywhere this process can write (an embedded client). `tessera serve` confines to ./outputs by default."""
@@ -84,7 +87,7 @@ class Controller:
         self.config = config
         self.files = JobFiles(config.state_dir)
         self.state_dir = self.files.state_dir
-        self.lock = StoreLock(self.files.store_path)  # first: a second controller on this store stops here
+        self.lock = StoreLock(self.files.store_path, config.store_lock_wait_s)  # first: a second controller stops here
         try:
             self.store = JobStore(self.files.store_path)
             self.recovered = self.store.recover()

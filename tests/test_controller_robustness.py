@@ -3,6 +3,7 @@ live one holds (it would place the same jobs twice)."""
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 import time
@@ -117,3 +118,45 @@ def test_the_watchdog_restarts_a_dead_scheduler_thread(ray_local, tmp_path):
         assert "the scheduler thread had died; restarted" in (tmp_path / "state" / "logs" / "controller.log").read_text()
     finally:
         controller.stop()
+
+
+TWO_CONTROLLERS = """
+import json, sys
+from cluster.client import Client
+from cluster.store_lock import StoreLockedError
+from runtime.pool import PoolConfig
+state, out, jobs = sys.argv[1], sys.argv[2], int(sys.argv[3])
+try:
+    client = Client(state_dir=state, pool=PoolConfig(workers=1, device="cpu"), store_lock_wait_s=1.0)
+except Exception as err:
+    print(json.dumps({"refused": "another controller holds the job store" in str(err)}))
+    sys.exit(0)
+ids = [client.submit({"height": 64, "width": 64, "steps": 2, "seed": i, "output_dir": out}).id for i in range(jobs)]
+records = [client.job(i).wait(timeout_s=600) for i in ids]
+print(json.dumps({"states": sorted({r["state"] for r in records}), "attempts": sorted({r["attempts"] for r in records})}))
+client.close()
+"""
+
+
+@pytest.mark.slow
+def test_two_controllers_started_together_on_one_store_render_each_job_once(tmp_path):
+    state, out = tmp_path / "state", tmp_path / "outputs"
+    runs = [
+        subprocess.Popen(
+            [sys.executable, "-c", TWO_CONTROLLERS, str(state), str(out), "50"],
+            cwd=ROOT,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(2)
+    ]
+    reports = []
+    for run in runs:
+        stdout, stderr = run.communicate(timeout=900)
+        assert run.returncode == 0, stderr[-3000:]
+        reports.append(json.loads(stdout.strip().splitlines()[-1]))
+    assert sorted("refused" in r for r in reports) == [False, True]  # one took the store, one was refused
+    served = next(r for r in reports if "refused" not in r)
+    assert served == {"states": ["succeeded"], "attempts": [1]}
+    assert len([p for p in out.iterdir() if not p.name.startswith(".")]) == 50  # each job rendered once
