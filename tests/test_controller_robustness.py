@@ -83,7 +83,7 @@ def test_a_second_controller_on_a_served_store_is_refused(client, tmp_path):
     """A controller in another Ray cluster (another `tessera serve`, say) on the same state directory."""
     code = (
         "from cluster.client import Client\nfrom runtime.pool import PoolConfig\n"
-        f"Client(state_dir={str(client.state_dir)!r}, pool=PoolConfig(workers=1, device='cpu'))\n"
+        f"Client(state_dir={str(client.state_dir)!r}, pool=PoolConfig(workers=1, device='cpu'), store_lock_wait_s=1.0)\n"
     )
     second = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=180)
     assert second.returncode != 0 and "another controller holds the job store" in second.stderr
