@@ -74,3 +74,50 @@ def frame_bytes(rank: int, world: int) -> dict[str, Any]:
 
     stats = run_pipeline(SCENARIOS["plain"], dist.group.WORLD)["stats"]
     return {"bytes": stats.bytes_sent, "items": stats.items, "config": SCENARIOS["plain"]}
+
+
+FLUX_CONFIGS = {
+    "sync_kv": PatchConfig("sync"),
+    "sync_input": PatchConfig("sync", kv_source="input"),
+    "displaced_input_f16": PatchConfig("displaced", warmup_steps=1, kv_source="input", stale_dtype="float16"),
+}
+
+
+def flux_band_bytes(rank: int, world: int) -> dict[str, Any]:
+    """Last-forward bytes by kind and peer per ``FLUX_CONFIGS`` entry, for the tiny Flux transformer on row bands
+    (batch 2, called through the Flux family's ``denoise`` as a render calls it)."""
+    import _flux_workers as F
+
+    from pipelines.families.flux.patch import parallelize_flux_patch
+
+    model = F.tiny_flux()
+    bounds = band_bounds(F.SHAPE[2], world, align=2)
+    band = slice_band(F.latent(F.SHAPE, 11), bounds, rank)
+    out: dict[str, Any] = {"bounds": bounds}
+    for label, config in FLUX_CONFIGS.items():
+        handle = parallelize_flux_patch(model, dist.group.WORLD, config)
+        for _ in range(FORWARDS):
+            F.forward(model, band, F.SHAPE[2])
+        out[label] = handle.bytes_sent.last_step
+        handle.remove()
+    return out
+
+
+def sequence_bytes(rank: int, world: int) -> dict[str, Any]:
+    """Bytes by kind and peer of one forward of the tiny Flux transformer (batch 1) under diffusers' context
+    parallelism, per (ulysses, ring) layout of ``world`` workers."""
+    import _sequence_models as S
+
+    from parallel.sequence import SequenceConfig, parallelize_sequence
+
+    layouts = {2: [(2, 1), (1, 2)], 4: [(4, 1), (2, 2)]}[world]
+    model = S.tiny_flux()
+    text = S.prompts(model)["cond"]
+    out: dict[str, Any] = {}
+    for ulysses, ring in layouts:
+        handle = parallelize_sequence(model, dist.group.WORLD, SequenceConfig(ulysses=ulysses, ring=ring))
+        with torch.no_grad():
+            S.flux_forward(model, S.initial_latent(), torch.tensor(700.0), text)
+        out[(ulysses, ring)] = dict(handle.bytes_sent.last_step)
+        handle.remove()
+    return out
