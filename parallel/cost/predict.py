@@ -7,6 +7,11 @@ one worker of a host computes at once), plus a fixed cost per dispatched op, whi
 share (every worker launches every kernel); on devices that queue kernels ahead (GPUs) the step takes the
 larger of the two instead of their sum.
 
+Efficiency falloff: a kernel of ``f`` FLOPs runs at ``efficiency x f / (f + half_efficiency_flops)`` (the
+device's constant, ``specs.yaml``), so the device time of ``F`` FLOPs in ``k`` kernels is
+``(F + k x half_efficiency_flops) / (peak x efficiency)``: as a worker's share shrinks, its kernels shrink
+with it and run further from the peak, while their number stays.
+
 Communication: ``bytes / bandwidth + messages x latency`` of the strategy's traffic
 (``parallel.cost.traffic``). Traffic that blocks (sync exchanges, the CFG swap) adds to the step. Traffic
 that may overlap (displaced exchanges, pipeline sends) is hidden behind compute when the link has copy
@@ -98,11 +103,13 @@ def vae_decode_flops(model: str, height: int, width: int) -> tuple[int, int]:
 
 
 def compute_seconds(flops: float, ops: int, device: DeviceSpec, corun: bool) -> float:
-    """Seconds to run ``flops`` in ``ops`` dispatched ops on one worker."""
+    """Seconds to run ``flops`` in ``ops`` dispatched ops on one worker (each kernel ``half_efficiency_flops``
+    further from the peak, see the module docstring)."""
     rate = device.flops * (device.corun_efficiency if corun else 1.0)
+    busy = (flops + ops * device.half_efficiency_flops) / rate
     if device.async_launch:
-        return max(flops / rate, ops * device.op_overhead_s)
-    return flops / rate + ops * device.op_overhead_s
+        return max(busy, ops * device.op_overhead_s)
+    return busy + ops * device.op_overhead_s
 
 
 def _step(compute: float, traffic: Traffic, link: LinkSpec) -> tuple[float, float]:
