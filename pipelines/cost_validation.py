@@ -49,6 +49,8 @@ class Check:
     """True when the reference value was an input of the model (not a test of it)."""
     held: bool = True
     """False for a row shown beside its reference but not held to the tolerance (a known, explained gap)."""
+    ring: int = 1
+    """Sequence parallelism: the Ring degree of the case (the rest of its workers are Ulysses)."""
 
     @property
     def error(self) -> float:
@@ -77,7 +79,8 @@ def validate(
                 value = _inference_value(ref, case, half_efficiency_flops)
             checks.append(
                 Check(key, case["strategy"], case["degree"], case["mode"], ref["metric"], float(case["value"]),
-                      value, bool(case.get("calibration", False)), bool(case.get("held", True)))
+                      value, bool(case.get("calibration", False)), bool(case.get("held", True)),
+                      int(case.get("ring", 1)))
             )
     return checks
 
@@ -109,7 +112,7 @@ def _inference_value(ref: dict, case: dict, half_efficiency_flops: float | None 
     p = predict_model(
         ref["model"], ref["height"], ref["width"], case["strategy"], case["degree"], device,
         ref["link"], case["mode"], steps=ref["steps"], warmup_steps=ref.get("warmup_steps", 0),
-        include_vae=ref.get("include_vae", False), scheme=ref.get("scheme", "neighbour"),
+        include_vae=ref.get("include_vae", False), scheme=ref.get("scheme", "neighbour"), ring=case.get("ring", 1),
     )
     return {
         "step_s": p.step_s,

@@ -120,6 +120,25 @@ def _step(compute: float, traffic: Traffic, link: LinkSpec) -> tuple[float, floa
     return compute + waited, waited
 
 
+ULYSSES_OPS = 17
+"""Ops diffusers 0.42's Ulysses adds per attention layer (the all-to-alls of Q, K, V and the output with their
+copies and waits), counted on a tiny Flux over gloo (tests/cost/test_traffic_sequence.py)."""
+RING_OPS = (7, 13)
+"""Ops its Ring adds per attention layer: a fixed part (the K/V gather and its unpacking) and a part per
+further ring worker (that worker's attention and the log-sum-exp merge), counted likewise."""
+
+
+def sequence_ops(profile: ModelProfile, strategy: str, degree: int, ring: int = 1) -> int:
+    """Ops sequence parallelism dispatches per forward beyond the model's own: on a step bound by eager
+    dispatch (H100/H200 at small sizes) they cost as much as FLOPs elsewhere."""
+    if not strategy.startswith("sequence") or degree <= 1:
+        return 0
+    workers = degree // (2 if strategy == "sequence-cfg" else 1)
+    ulysses = workers // ring
+    per_layer = ULYSSES_OPS * (ulysses > 1) + (RING_OPS[0] + RING_OPS[1] * (ring - 1)) * (ring > 1)
+    return per_layer * len(profile.attention.tokens)
+
+
 def compute_share(profile: ModelProfile, strategy: str, degree: int) -> float:
     """Fraction of the forward's FLOPs (and of its activations) one worker runs: bands split the image's
     FLOPs and run the text's whole on every band; sequence parallelism splits both; the FLOPs over no token
@@ -180,6 +199,7 @@ def predict(
     )
     share = compute_share(profile, strategy, degree)
     ops = profile.ops * share if strategy == "frame-pipeline" else profile.ops  # a stage runs its layers only
+    ops += sequence_ops(profile, strategy, degree, ring)
     compute = compute_seconds(profile.flops * share, ops, device, corun=degree > 1)
     step, waited = _step(compute, traffic, link)
     mean = step

@@ -9,26 +9,40 @@ import _sequence_models as S
 import pytest
 from _cost_common import measured, run, tiny_flux_spec
 
-from parallel.cost.predict import cached_profile
+from parallel.cost.predict import cached_profile, sequence_ops
 from parallel.cost.profile import profile_model
 from parallel.cost.traffic import sequence_traffic
+
+LAYOUTS = {2: [(2, 1), (1, 2)], 4: [(4, 1), (2, 2), (1, 4)]}
+"""(ulysses, ring) layouts run per world size (``_cost_workers.sequence_bytes``)."""
 
 
 @pytest.mark.parametrize("world", [2, 4])
 def test_sequence_bytes_match_the_counters(world):
     """Ulysses' all-to-alls (Q, K, V and the output of both blocks' joint attention), Ring's K/V gather and
-    the output's gather, for ulysses x ring = 2x1, 1x2 (2 workers) and 4x1, 2x2 (4 workers)."""
+    the output's gather, for ulysses x ring = 2x1, 1x2 (2 workers) and 4x1, 2x2, 1x4 (4 workers)."""
     results = run(CW.sequence_bytes, world)
     prof = profile_model(tiny_flux_spec(S.tiny_flux(), S.TEXT_TOKENS, batch=1), S.LATENT[2], S.LATENT[3])
     assert prof.attention.tokens == [prof.tokens + S.TEXT_TOKENS] * 2  # one double- and one single-stream block
-    for (ulysses, ring) in results[0]:
+    for ulysses, ring in LAYOUTS[world]:
         t = sequence_traffic(prof, world, ring)
         for r in results:
-            counted = r[(ulysses, ring)]
+            counted = r[(ulysses, ring)]["bytes"]
             assert measured(counted, "all_to_all") == pytest.approx(t.bytes_per_step["ulysses"]), (ulysses, ring)
             gathered = t.bytes_per_step["ring"] + t.bytes_per_step["gather"]
             assert measured(counted, "all_gather") == pytest.approx(gathered), (ulysses, ring)
         assert (t.bytes_per_step["ulysses"] > 0) == (ulysses > 1) and (t.bytes_per_step["ring"] > 0) == (ring > 1)
+
+
+@pytest.mark.parametrize("world", [2, 4])
+def test_sequence_ops_match_the_count(world):
+    """The ops diffusers' Ulysses and Ring add to a forward (``predict.sequence_ops``: per attention layer,
+    17 for Ulysses, 7 plus 13 per further ring worker for Ring) within 2 of those dispatched for real."""
+    results = run(CW.sequence_bytes, world)
+    prof = profile_model(tiny_flux_spec(S.tiny_flux(), S.TEXT_TOKENS, batch=1), S.LATENT[2], S.LATENT[3])
+    for ulysses, ring in LAYOUTS[world]:
+        added = results[0][(ulysses, ring)]["ops"] - results[0]["ops"]
+        assert abs(sequence_ops(prof, "sequence", world, ring) - added) <= 2, (ulysses, ring, added)
 
 
 def test_flux_1024_by_hand():
