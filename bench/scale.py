@@ -13,7 +13,7 @@ import argparse
 import sys
 
 from bench.common import provenance, write_section
-from parallel.cost.choose import candidate_degrees, choose_degree
+from parallel.cost.choose import candidate_degrees, choose_degree, ring_degrees
 from parallel.cost.predict import cached_profile, predict_model
 from parallel.cost.specs import load_specs
 
@@ -66,6 +66,16 @@ SCENARIOS = [
         [("patch", "displaced", "neighbour")],
     ),
     (
+        "FLUX.1-dev, 2048x2048, A100s on NVLink: bands against sequence parallelism (cell: its best Ring degree)",
+        "flux.1-dev",
+        2048,
+        2048,
+        1,
+        "a100-80gb",
+        "nvlink3",
+        [("patch", "displaced", "neighbour"), ("sequence", "sync", "neighbour")],
+    ),
+    (
         "Wan 2.1 14B, 81 frames 720x1280, H100s on NVLink (frame pipeline, blocks of 8 latent frames: a step is one "
         "block's step through every stage)",
         "wan2.1-14b",
@@ -91,9 +101,9 @@ def table(
     model: str, height: int, width: int, frames: int, device: str, link: str, variants: list
 ) -> list[str]:
     dtype = load_specs().device(device).dtype
-    prof = cached_profile(model, height, width, frames, 2, dtype)
+    prof = cached_profile(model, height, width, frames, None, dtype)
     head = "| workers | " + " | ".join(
-        f"{s} {m}{'' if sch == 'neighbour' else ' ' + sch}" for s, m, sch in variants
+        s if s == "sequence" else f"{s} {m}{'' if sch == 'neighbour' else ' ' + sch}" for s, m, sch in variants
     )
     lines = [head + " |", "|---" * (len(variants) + 1) + "|"]
     allowed = {
@@ -106,25 +116,34 @@ def table(
             ok = n == 1 or (
                 n in allowed[strategy] if strategy != "frame-pipeline" else n <= max(prof.blocks, 1)
             )
-            if not ok:
+            rings = ring_degrees(prof, n) if strategy == "sequence" and n > 1 else [1]
+            if not ok or not rings:
                 cells.append("-")
                 continue
-            p = predict_model(
-                model,
-                height,
-                width,
-                strategy,
-                n,
-                device,
-                link,
-                mode,
-                frames=frames,
-                warmup_steps=1 if mode == "displaced" else 0,
-                scheme=scheme,
+            p = min(
+                (
+                    predict_model(
+                        model,
+                        height,
+                        width,
+                        strategy,
+                        n,
+                        device,
+                        link,
+                        mode,
+                        frames=frames,
+                        warmup_steps=1 if mode == "displaced" else 0,
+                        scheme=scheme,
+                        ring=ring,
+                    )
+                    for ring in rings
+                ),
+                key=lambda p: p.mean_step_s,
             )
             mem = "" if p.fits else " **OOM**"
+            ring = f" (ring {p.ring})" if strategy == "sequence" and n > 1 else ""
             cells.append(
-                f"{p.mean_step_s:.3g} s, {p.speedup:.2f}x, {gib(p.memory_bytes)}{mem}, "
+                f"{p.mean_step_s:.3g} s, {p.speedup:.2f}x{ring}, {gib(p.memory_bytes)}{mem}, "
                 f"{size(p.traffic.total_bytes)}"
             )
         lines.append(f"| {n} | " + " | ".join(cells) + " |")
@@ -144,15 +163,16 @@ def main() -> None:
         "Predictions, not measurements: `parallel/cost` profiles each model on the meta device from its published "
         "config and turns FLOPs, ops and bytes into time with `parallel/cost/specs.yaml`. Each cell: mean seconds "
         "per step (50 steps, displaced after 1 sync step), speedup over one worker, per-worker memory, MB each "
-        "worker sends per step. '-': the latent cannot be cut into that many bands. Strategy 'cfg' is 2 branches "
-        "x workers/2 bands.",
+        "worker sends per step. '-': the latent cannot be cut into that many bands (or, for sequence parallelism, "
+        "its tokens or heads into that many workers). Strategy 'cfg' is 2 branches x workers/2 bands; 'sequence' is "
+        "diffusers' Ulysses x Ring over all the workers.",
     ]
     for title, model, h, w, frames, device, link, variants in SCENARIOS:
         lines += ["", f"### {title}", ""]
         lines += table(model, h, w, frames, device, link, variants)
         if frames == 1:
             best = choose_degree(model, h, w, 64, device, link)
-            lines += ["", f"degree=auto with 64 free workers: **{best}**."]
+            lines += ["", f"degree=auto (patch bands) with 64 free workers: **{best}**."]
     body = "\n".join(lines)
     print(body)
     if not args.no_write:

@@ -4,6 +4,20 @@ Each ``ModelSpec`` holds the diffusers class name and the config dictionary of t
 published in its ``config.json`` on the Hugging Face hub (copied here by hand), plus what the cost model
 needs to make inputs of the right shapes: latent channels, VAE downsampling, the text encoder's sequence
 length and width. ``builtin-image`` reads its config from the repository's pipeline directory.
+
+The inputs a forward takes depend on the architecture, the spec's ``kind`` (the cost model's own vocabulary,
+never a class name):
+
+- "unet": the latent image, a timestep, the text embeddings (and SDXL's added conditioning, ``extra``);
+- "dit": PixArt's: the latent image, the text, a timestep and the resolution conditioning;
+- "video-dit": Wan's: a video latent (B, C, F, H, W), a timestep and the text;
+- "mmdit": joint text-image attention over the latent image (SD3's MMDiT): the latent, the text tokens, the
+  pooled text projection, a timestep;
+- "mmdit-ids": joint attention over 2x2-packed latent tokens with rotary positions from id tensors (FLUX.1):
+  packed tokens, the text tokens, the pooled projection, a timestep, image and text ids, and the distilled
+  guidance when the config embeds it;
+- "mmdit-shapes": joint attention over 2x2-packed latent tokens with rotary positions from the image's shape
+  (Qwen-Image): packed tokens, the text tokens, a timestep and the image's (frames, rows, columns) in tokens.
 """
 
 from __future__ import annotations
@@ -30,7 +44,7 @@ class ModelSpec:
     config: dict[str, Any]
     """The class's config dictionary, as published."""
     kind: str
-    """"unet", "dit" (2D token patches) or "video-dit" (3D patches over latent frames)."""
+    """One of ``KINDS``: the architecture, which decides the inputs of a forward (see the module docstring)."""
     latent_channels: int
     """Channels of the VAE latent."""
     vae_scale: int = 8
@@ -46,13 +60,33 @@ class ModelSpec:
     vae_config: dict[str, Any] | None = None
     """AutoencoderKL config whose decoder runs once at the end (serial unless the strategy splits it)."""
     extra: dict[str, Any] = field(default_factory=dict)
-    """Per-kind extras (e.g. SDXL's pooled-text and time-id widths)."""
+    """Per-kind extras (e.g. SDXL's pooled-text and time-id widths; an MMDiT's pooled projection width)."""
+    packing: int = 1
+    """Latent rows and columns the pipeline packs into one token before the denoiser (2 for FLUX.1 and
+    Qwen-Image, whose pipelines pack 2x2 latent patches); 1: the denoiser takes the latent image."""
+    batch: int = 2
+    """Forward batch of one denoising step as the pipeline runs it by default: 2 with classifier-free
+    guidance batched, 1 for a guidance-distilled model (FLUX.1-dev takes its guidance as an input)."""
 
     def latent_shape(self, batch: int, height: int, width: int, frames: int = 1) -> tuple[int, ...]:
+        """The (unpacked) latent: what the sampler steps, patch bands split and the VAE decodes."""
         h, w = height // self.vae_scale, width // self.vae_scale
         if self.kind == "video-dit":
             return (batch, self.latent_channels, (frames - 1) // self.temporal_scale + 1, h, w)
         return (batch, self.latent_channels, h, w)
+
+    @property
+    def token_patch(self) -> int:
+        """Latent rows (and columns) per transformer token: the pipeline's packing, else the model's patch."""
+        if self.packing > 1:
+            return self.packing
+        patch = self.config.get("patch_size", 1) or 1
+        return int(patch[-1]) if isinstance(patch, (list, tuple)) else int(patch)
+
+    def image_tokens(self, height: int, width: int) -> int:
+        """Tokens of one image in the transformer's sequence (transformer kinds; one latent frame)."""
+        p = self.token_patch
+        return (height // self.vae_scale // p) * (width // self.vae_scale // p)
 
 
 SDXL_UNET = dict(
@@ -141,6 +175,95 @@ WAN21_T2V_14B = dict(WAN21_T2V_1_3B, num_attention_heads=40, ffn_dim=13824, num_
 
 WAN_VAE_Z_DIM = 16
 
+# The three below are written from memory of their published transformer/config.json (no download is
+# possible here). Sure: every value of FLUX.1-dev; SD3.5-large's and -medium's widths, depths, patch, qk_norm,
+# caption and pooled widths and pos_embed_max_size; Qwen-Image's depth, heads, head width, joint_attention_dim,
+# in/out channels and patch. Checked: the parameter counts they build to (tests/cost/test_profile_joint_models.py)
+# are the published sizes (FLUX.1 11.9B of "12B", SD3.5-large 8.06B of "8.1B", SD3.5-medium's MMDiT-X 2.24B of
+# "2.5B" with its text-side layers, Qwen-Image 20.4B of "20B").
+
+FLUX1_DEV = dict(
+    attention_head_dim=128,
+    guidance_embeds=True,
+    in_channels=64,
+    joint_attention_dim=4096,
+    num_attention_heads=24,
+    num_layers=19,
+    num_single_layers=38,
+    patch_size=1,
+    pooled_projection_dim=768,
+    axes_dims_rope=[16, 56, 56],
+)  # black-forest-labs/FLUX.1-dev, transformer/config.json (FLUX.1-schnell: guidance_embeds false)
+
+FLUX_VAE = dict(
+    act_fn="silu",
+    block_out_channels=[128, 256, 512, 512],
+    down_block_types=["DownEncoderBlock2D"] * 4,
+    in_channels=3,
+    latent_channels=16,
+    layers_per_block=2,
+    mid_block_add_attention=True,
+    norm_num_groups=32,
+    out_channels=3,
+    sample_size=1024,
+    scaling_factor=0.3611,
+    shift_factor=0.1159,
+    up_block_types=["UpDecoderBlock2D"] * 4,
+    use_post_quant_conv=False,
+    use_quant_conv=False,
+)  # black-forest-labs/FLUX.1-dev, vae/config.json; SD3.5's VAE is the same network (other scale and shift)
+
+SD35_LARGE = dict(
+    attention_head_dim=64,
+    caption_projection_dim=2432,
+    dual_attention_layers=[],
+    in_channels=16,
+    joint_attention_dim=4096,
+    num_attention_heads=38,
+    num_layers=38,
+    out_channels=16,
+    patch_size=2,
+    pooled_projection_dim=2048,
+    pos_embed_max_size=192,
+    qk_norm="rms_norm",
+    sample_size=128,
+)  # stabilityai/stable-diffusion-3.5-large, transformer/config.json: qk norm, no dual-attention block
+
+SD35_MEDIUM = dict(
+    SD35_LARGE,
+    caption_projection_dim=1536,
+    dual_attention_layers=list(range(13)),
+    num_attention_heads=24,
+    num_layers=24,
+    pos_embed_max_size=384,
+)  # stabilityai/stable-diffusion-3.5-medium, transformer/config.json (MMDiT-X: dual attention in blocks 0-12)
+
+QWEN_IMAGE = dict(
+    attention_head_dim=128,
+    axes_dims_rope=[16, 56, 56],
+    guidance_embeds=False,
+    in_channels=64,
+    joint_attention_dim=3584,
+    num_attention_heads=24,
+    num_layers=60,
+    out_channels=16,
+    patch_size=2,
+)  # Qwen/Qwen-Image, transformer/config.json
+
+SD3_TEXT_TOKENS = 77 + 256
+"""StableDiffusion3Pipeline's joint text: CLIP's 77 tokens, then T5's ``max_sequence_length`` (256 in __call__)."""
+FLUX_TEXT_TOKENS = 512
+"""FluxPipeline.__call__'s ``max_sequence_length`` for FLUX.1-dev: T5 pads every prompt to it."""
+QWEN_TEXT_TOKENS = 256
+"""Qwen-Image passes only the prompt's own Qwen2.5-VL tokens (the template's dropped), at most
+``max_sequence_length`` = 512: 256 is taken for a long prompt (an assumption, not a published figure)."""
+
+
+KINDS = ("unet", "dit", "video-dit", "mmdit", "mmdit-ids", "mmdit-shapes")
+"""Architectures the cost model has an input recipe for (see the module docstring)."""
+PACKED_KINDS = ("mmdit-ids", "mmdit-shapes")
+"""Kinds whose denoiser takes the latent as packed tokens, (B, tokens, channels x packing^2)."""
+
 
 def _builtin_config() -> dict[str, Any]:
     return {k: v for k, v in json.loads(BUILTIN_UNET_CONFIG.read_text()).items() if not k.startswith("_")}
@@ -200,7 +323,75 @@ def registry() -> dict[str, ModelSpec]:
             temporal_scale=4,
             dtype="bfloat16",
         ),
+        "flux.1-dev": ModelSpec(
+            "flux.1-dev",
+            "FluxTransformer2DModel",
+            FLUX1_DEV,
+            "mmdit-ids",
+            latent_channels=16,
+            text_len=FLUX_TEXT_TOKENS,
+            text_dim=4096,
+            dtype="bfloat16",
+            vae_config=FLUX_VAE,
+            extra={"pooled_projections": 768},
+            packing=2,
+            batch=1,
+        ),
+        "sd3.5-large": ModelSpec(
+            "sd3.5-large",
+            "SD3Transformer2DModel",
+            SD35_LARGE,
+            "mmdit",
+            latent_channels=16,
+            text_len=SD3_TEXT_TOKENS,
+            text_dim=4096,
+            dtype="bfloat16",
+            vae_config=dict(FLUX_VAE, scaling_factor=1.5305, shift_factor=0.0609),
+            extra={"pooled_projections": 2048},
+        ),
+        "sd3.5-medium": ModelSpec(
+            "sd3.5-medium",
+            "SD3Transformer2DModel",
+            SD35_MEDIUM,
+            "mmdit",
+            latent_channels=16,
+            text_len=SD3_TEXT_TOKENS,
+            text_dim=4096,
+            dtype="bfloat16",
+            vae_config=dict(FLUX_VAE, scaling_factor=1.5305, shift_factor=0.0609),
+            extra={"pooled_projections": 2048},
+        ),
+        "qwen-image": ModelSpec(
+            "qwen-image",
+            "QwenImageTransformer2DModel",
+            QWEN_IMAGE,
+            "mmdit-shapes",
+            latent_channels=16,
+            text_len=QWEN_TEXT_TOKENS,
+            text_dim=3584,
+            dtype="bfloat16",
+            packing=2,
+        ),
     }
+
+
+def with_defaults(class_name: str, config: dict[str, Any]) -> dict[str, Any]:
+    """A config.json's values completed with the diffusers class's defaults for what it leaves out (its
+    ``_``-prefixed keys dropped): what a model family describes a directory's denoiser with."""
+    import inspect
+
+    import diffusers
+
+    params = inspect.signature(getattr(diffusers, class_name).__init__).parameters
+    defaults = {n: p.default for n, p in params.items() if n != "self" and p.default is not inspect.Parameter.empty}
+    return {**defaults, **{k: v for k, v in config.items() if not k.startswith("_")}}
+
+
+def decoder_config(vae: dict[str, Any]) -> dict[str, Any] | None:
+    """A vae/config.json as ``ModelSpec.vae_config`` (the decode the cost model can build: AutoencoderKL's)."""
+    if vae.get("_class_name") != "AutoencoderKL":
+        return None
+    return {k: v for k, v in vae.items() if not k.startswith("_")}
 
 
 def get_model_spec(name: str | ModelSpec) -> ModelSpec:
@@ -243,10 +434,14 @@ def example_inputs(
     device: str | torch.device = "meta",
 ) -> tuple[tuple, dict[str, Any]]:
     """(args, kwargs) for one forward of the denoiser on a ``batch`` of latents for this image/video size."""
+    if spec.kind not in KINDS:
+        raise ValueError(f"model: no input recipe for kind {spec.kind!r}; known: {KINDS}")
     dtype = dtype or getattr(torch, spec.dtype)
     latent = torch.empty(spec.latent_shape(batch, height, width, frames), dtype=dtype, device=device)
     text = torch.empty(batch, spec.text_len, spec.text_dim, dtype=dtype, device=device)
     t = torch.full((batch,), 500, dtype=torch.long, device=device)
+    if spec.kind.startswith("mmdit"):
+        return _joint_inputs(spec, latent, text, height, width, device)
     if spec.kind == "unet":
         kwargs: dict[str, Any] = {"encoder_hidden_states": text}
         if spec.extra:
@@ -260,6 +455,28 @@ def example_inputs(
             "aspect_ratio": torch.empty(batch, 1, dtype=dtype, device=device),
         }
         return (latent,), {"encoder_hidden_states": text, "timestep": t, "added_cond_kwargs": cond}
-    if spec.kind == "video-dit":
-        return (latent, t, text), {}
-    raise ValueError(f"model: no input recipe for kind {spec.kind!r}")
+    return (latent, t, text), {}  # video-dit
+
+
+def _joint_inputs(
+    spec: ModelSpec, latent: torch.Tensor, text: torch.Tensor, height: int, width: int, device: str | torch.device
+) -> tuple[tuple, dict[str, Any]]:
+    """The MMDiT kinds' inputs: the latent (packed into tokens for "mmdit-ids" and "mmdit-shapes"), the text,
+    a timestep, and each kind's conditioning and positions."""
+    batch, dtype = latent.shape[0], latent.dtype
+    t = torch.full((batch,), 0.5, dtype=dtype, device=device)  # flow matching: a float timestep
+    kwargs: dict[str, Any] = {"encoder_hidden_states": text, "timestep": t}
+    kwargs.update({k: torch.empty(batch, n, dtype=dtype, device=device) for k, n in spec.extra.items()})
+    if spec.kind == "mmdit":
+        return (latent,), kwargs
+    p = spec.packing
+    rows, columns = height // spec.vae_scale // p, width // spec.vae_scale // p
+    packed = torch.empty(batch, rows * columns, spec.latent_channels * p * p, dtype=dtype, device=device)
+    if spec.kind == "mmdit-ids":
+        kwargs["img_ids"] = torch.empty(rows * columns, 3, dtype=dtype, device=device)
+        kwargs["txt_ids"] = torch.empty(spec.text_len, 3, dtype=dtype, device=device)
+        if spec.config.get("guidance_embeds"):
+            kwargs["guidance"] = torch.empty(batch, dtype=torch.float32, device=device)
+    else:  # mmdit-shapes
+        kwargs["img_shapes"] = [(1, rows, columns)] * batch
+    return (packed,), kwargs

@@ -1,9 +1,16 @@
 """Predict step time, speedup and per-worker memory for (strategy, degree, model, size, device, link).
 
-Compute: a worker's share of the forward's FLOPs over the device's effective FLOP/s (peak x efficiency,
-times ``corun_efficiency`` when more than one worker of a host computes at once), plus a fixed cost per
-dispatched op, which does not shrink with the share (every worker launches every kernel); on devices that
-queue kernels ahead (GPUs) the step takes the larger of the two instead of their sum.
+Compute: a worker's share of the forward's FLOPs (``compute_share``: bands split the image's tokens and
+every band computes the text whole; sequence parallelism splits both; per-sample embeddings run whole
+everywhere) over the device's effective FLOP/s (peak x efficiency, times ``corun_efficiency`` when more than
+one worker of a host computes at once), plus a fixed cost per dispatched op, which does not shrink with the
+share (every worker launches every kernel); on devices that queue kernels ahead (GPUs) the step takes the
+larger of the two instead of their sum.
+
+Efficiency falloff: a kernel of ``f`` FLOPs runs at ``efficiency x f / (f + half_efficiency_flops)`` (the
+device's constant, ``specs.yaml``), so the device time of ``F`` FLOPs in ``k`` kernels is
+``(F + k x half_efficiency_flops) / (peak x efficiency)``: as a worker's share shrinks, its kernels shrink
+with it and run further from the peak, while their number stays.
 
 Communication: ``bytes / bandwidth + messages x latency`` of the strategy's traffic
 (``parallel.cost.traffic``). Traffic that blocks (sync exchanges, the CFG swap) adds to the step. Traffic
@@ -16,7 +23,9 @@ steady-state step and ``Prediction.mean_step_s`` the average over ``steps``.
 
 Memory per worker: the parameters it holds, its share of the activation peak, the gathered K/V of the
 largest attention layer (every band needs all of it at once) and, in displaced mode, the previous step's
-K/V of every attention layer from the other bands (DistriFusion's all-gather keeps every band's).
+K/V of every attention layer from the other bands (DistriFusion's all-gather keeps every band's). Under
+sequence parallelism: the Q, K, V and output of the largest attention layer for a Ulysses share of the heads
+over the whole sequence, and the K/V the ring gathers.
 """
 
 from __future__ import annotations
@@ -38,7 +47,7 @@ class Prediction:
     """Predicted cost of one configuration."""
 
     strategy: str
-    """"none", "patch", "cfg" or "frame-pipeline"."""
+    """"none", "patch", "cfg", "sequence", "sequence-cfg" or "frame-pipeline"."""
     degree: int
     """Workers."""
     mode: str
@@ -59,13 +68,16 @@ class Prediction:
     """Whether ``memory_bytes`` fits the device."""
     traffic: Traffic = field(repr=False, default_factory=lambda: Traffic("none", 1))
     """What each worker sends per step."""
+    ring: int = 1
+    """Sequence parallelism: the Ring degree (the rest of a branch's workers are Ulysses)."""
 
 
 @lru_cache(maxsize=64)
 def cached_profile(
-    model: str, height: int, width: int, frames: int = 1, batch: int = 2, dtype: str = ""
+    model: str, height: int, width: int, frames: int = 1, batch: int | None = 2, dtype: str = ""
 ) -> ModelProfile:
-    """``profile_model`` memoised by its arguments (profiling SDXL takes seconds)."""
+    """``profile_model`` memoised by its arguments (profiling SDXL takes seconds); ``batch=None``: the model's
+    default (``ModelSpec.batch``)."""
     return profile_model(model, height, width, frames, batch, getattr(torch, dtype) if dtype else None)
 
 
@@ -91,11 +103,13 @@ def vae_decode_flops(model: str, height: int, width: int) -> tuple[int, int]:
 
 
 def compute_seconds(flops: float, ops: int, device: DeviceSpec, corun: bool) -> float:
-    """Seconds to run ``flops`` in ``ops`` dispatched ops on one worker."""
+    """Seconds to run ``flops`` in ``ops`` dispatched ops on one worker (each kernel ``half_efficiency_flops``
+    further from the peak, see the module docstring)."""
     rate = device.flops * (device.corun_efficiency if corun else 1.0)
+    busy = (flops + ops * device.half_efficiency_flops) / rate
     if device.async_launch:
-        return max(flops / rate, ops * device.op_overhead_s)
-    return flops / rate + ops * device.op_overhead_s
+        return max(busy, ops * device.op_overhead_s)
+    return busy + ops * device.op_overhead_s
 
 
 def _step(compute: float, traffic: Traffic, link: LinkSpec) -> tuple[float, float]:
@@ -106,13 +120,43 @@ def _step(compute: float, traffic: Traffic, link: LinkSpec) -> tuple[float, floa
     return compute + waited, waited
 
 
-def _share(profile: ModelProfile, strategy: str, degree: int) -> float:
-    """Fraction of the forward's FLOPs and activations one worker holds."""
-    if strategy in ("patch", "frame-pipeline"):
-        return 1.0 / degree
+ULYSSES_OPS = 17
+"""Ops diffusers 0.42's Ulysses adds per attention layer (the all-to-alls of Q, K, V and the output with their
+copies and waits), counted on a tiny Flux over gloo (tests/cost/test_traffic_sequence.py)."""
+RING_OPS = (7, 13)
+"""Ops its Ring adds per attention layer: a fixed part (the K/V gather and its unpacking) and a part per
+further ring worker (that worker's attention and the log-sum-exp merge), counted likewise."""
+
+
+def sequence_ops(profile: ModelProfile, strategy: str, degree: int, ring: int = 1) -> int:
+    """Ops sequence parallelism dispatches per forward beyond the model's own: on a step bound by eager
+    dispatch (H100/H200 at small sizes) they cost as much as FLOPs elsewhere."""
+    if not strategy.startswith("sequence") or degree <= 1:
+        return 0
+    workers = degree // (2 if strategy == "sequence-cfg" else 1)
+    ulysses = workers // ring
+    per_layer = ULYSSES_OPS * (ulysses > 1) + (RING_OPS[0] + RING_OPS[1] * (ring - 1)) * (ring > 1)
+    return per_layer * len(profile.attention.tokens)
+
+
+def compute_share(profile: ModelProfile, strategy: str, degree: int) -> float:
+    """Fraction of the forward's FLOPs (and of its activations) one worker runs: bands split the image's
+    FLOPs and run the text's whole on every band; sequence parallelism splits both; the FLOPs over no token
+    (embeddings, adaLN modulations) run whole on every worker; a CFG split halves the batch first; a
+    frame-pipeline stage runs 1/degree of the layers."""
+    if strategy in ("none", "frame-pipeline") or degree <= 1:
+        return 1.0 / degree if strategy == "frame-pipeline" else 1.0
+    total = profile.flops or 1
+    image, text, shared = profile.image_flops / total, profile.text_flops / total, profile.shared_flops / total
+    if strategy == "patch":
+        return image / degree + text + shared
     if strategy == "cfg":
-        return 1.0 / degree  # half the batch, 1/(degree/2) of the rows
-    return 1.0
+        return (image / (degree // 2) + text + shared) / 2
+    if strategy == "sequence":
+        return (image + text) / degree + shared
+    if strategy == "sequence-cfg":
+        return ((image + text) / (degree // 2) + shared) / 2
+    raise ValueError(f"strategy: unknown inference strategy {strategy!r}")
 
 
 def predict(
@@ -130,6 +174,8 @@ def predict(
     pipeline_items: int = 0,
     kv_source: str = "kv",
     stale_dtype: str | None = None,
+    ring: int = 1,
+    ring_overlap: bool = False,
 ) -> Prediction:
     """Predict one configuration from a profile (see ``parallel.cost.profile``).
 
@@ -140,15 +186,20 @@ def predict(
     ``items + degree - 1`` ticks for ``items`` items.
     Patch and CFG: ``kv_source`` and ``stale_dtype`` as in ``PatchConfig`` (what self-attention exchanges,
     the precision of what displaced steps send and keep).
+    Sequence: ``ring`` workers of each branch form a ring, the rest Ulysses (``ring_overlap``: a ring that
+    passes K/V during the attention; diffusers' gathers them first).
     """
     specs = load_specs(*([specs_yaml] if specs_yaml else []))
     device, link = specs.device(device), specs.link(link)
     degree = max(1, degree)
     if degree == 1:
         strategy = "none"
-    traffic = strategy_traffic(profile, strategy, degree, mode, scheme, kv_source, stale_dtype)
-    share = _share(profile, strategy, degree)
+    traffic = strategy_traffic(
+        profile, strategy, degree, mode, scheme, kv_source, stale_dtype, ring=ring, ring_overlap=ring_overlap
+    )
+    share = compute_share(profile, strategy, degree)
     ops = profile.ops * share if strategy == "frame-pipeline" else profile.ops  # a stage runs its layers only
+    ops += sequence_ops(profile, strategy, degree, ring)
     compute = compute_seconds(profile.flops * share, ops, device, corun=degree > 1)
     step, waited = _step(compute, traffic, link)
     mean = step
@@ -161,7 +212,7 @@ def predict(
         mean = (warm * sync_step + (steps - warm) * step) / steps
     mean += serial_s / steps
     single = compute_seconds(profile.flops, profile.ops, device, corun=False) + serial_s / steps
-    memory = _memory(profile, strategy, degree, mode, scheme, share, kv_source, stale_dtype)
+    memory = _memory(profile, strategy, degree, mode, scheme, share, kv_source, stale_dtype, ring)
     return Prediction(
         strategy=strategy,
         degree=degree,
@@ -174,6 +225,7 @@ def predict(
         memory_bytes=memory,
         fits=memory <= device.memory_bytes,
         traffic=traffic,
+        ring=ring if strategy.startswith("sequence") else 1,
     )
 
 
@@ -186,11 +238,20 @@ def _memory(
     share: float,
     kv_source: str = "kv",
     stale_dtype: str | None = None,
+    ring: int = 1,
 ) -> float:
     kv = profile.patch.kv_bytes
-    batch_fraction = 0.5 if strategy == "cfg" else 1.0
+    batch_fraction = 0.5 if strategy in ("cfg", "sequence-cfg") else 1.0
     params = profile.param_bytes / (degree if strategy == "frame-pipeline" else 1)
     acts = profile.activation_peak_bytes * share
+    if strategy.startswith("sequence") and degree > 1:
+        workers = int(degree * batch_fraction)
+        shapes = profile.attention
+        gathered = [
+            (qkvo / (workers // ring) + kv_ * (ring - 1) / workers) * batch_fraction
+            for qkvo, kv_ in zip(shapes.qkvo_bytes, shapes.kv_bytes)
+        ]
+        acts += max(gathered, default=0.0)
     if strategy in ("patch", "cfg") and degree > 1:
         acts += max(kv, default=0) * batch_fraction  # one layer's gathered K/V
         if mode == "displaced" or scheme == "allgather":
@@ -218,11 +279,14 @@ def predict_model(
     scheme: str = "neighbour",
     specs_yaml: str | None = None,
     block_latent_frames: int = 8,
+    ring: int = 1,
+    batch: int | None = None,
 ) -> Prediction:
-    """``predict`` for a registered model by name, profiled at this size in the device's dtype (batch 2,
-    CFG batched). ``include_vae`` adds the serial VAE decode to the run. The frame pipeline profiles one
-    block of ``block_latent_frames`` latent frames (FramePipelineConfig's default 8) and runs
-    ``ceil(latent frames / block) x steps`` work items."""
+    """``predict`` for a registered model by name, profiled at this size in the device's dtype (``batch``:
+    2 is CFG batched; None: the model's default, ``ModelSpec.batch``). ``include_vae`` adds the serial VAE
+    decode to the run. The frame pipeline profiles one block of ``block_latent_frames`` latent frames
+    (FramePipelineConfig's default 8) and runs ``ceil(latent frames / block) x steps`` work items.
+    ``ring``: sequence parallelism's Ring degree."""
     spec = get_model_spec(model)
     dev = load_specs(*([specs_yaml] if specs_yaml else [])).device(device)
     items = 0
@@ -231,7 +295,7 @@ def predict_model(
         block = min(block_latent_frames, latent_frames)
         items = -(-latent_frames // block) * steps
         frames = (block - 1) * spec.temporal_scale + 1
-    profile = cached_profile(spec.name, height, width, frames, 2, dev.dtype)
+    profile = cached_profile(spec.name, height, width, frames, batch or spec.batch, dev.dtype)
     serial = 0.0
     if include_vae:
         flops, ops = vae_decode_flops(spec.name, height, width)
@@ -249,6 +313,7 @@ def predict_model(
         serial_s=serial,
         specs_yaml=specs_yaml,
         pipeline_items=items,
+        ring=ring,
     )
 
 

@@ -35,6 +35,10 @@ class DeviceSpec:
     """Throughput while every worker of the host computes at once, relative to alone."""
     async_launch: bool = False
     """Ops are queued ahead of the compute (CUDA streams): dispatch overlaps compute instead of adding."""
+    half_efficiency_flops: float = 0.0
+    """FLOPs of a kernel that runs at half of ``efficiency``: a kernel of ``f`` FLOPs reaches
+    ``efficiency x f / (f + half_efficiency_flops)``, so a worker whose share of the work shrinks (smaller
+    matmuls, shorter attention) runs further from the peak. 0: every kernel at ``efficiency``."""
     description: str = ""
     """Free text: where the figures come from."""
 

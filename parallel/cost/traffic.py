@@ -8,6 +8,17 @@ and one optimizer step (all micro-batches, forward and backward) for pipeline tr
   all-reduce (``parallel.patch_traffic``); displaced sends them asynchronously for the next step, so all
   of it may overlap compute (after the synchronous warmup steps);
 - patch, ``allgather`` scheme (distrifuser): like displaced, but each conv's boundary rows go to every peer;
+- patch on a joint-attention transformer (SD3, Flux, Qwen-Image): per attention layer each band sends its
+  image tokens' K/V (or attention input) to every other band; the text tokens are computed whole on every
+  band and never sent, so the bytes are those of the image's K/V whatever the prompt's length (and every
+  band pays for the text's compute instead: ``parallel.cost.predict.compute_share``);
+- sequence parallelism (diffusers' context parallelism, ``parallel.sequence``): the model's tokens, text
+  included, are split between ``ulysses x ring`` workers. Per attention layer, Ulysses swaps each worker's
+  share of Q, K and V for a share of the heads by all-to-all, and the output back (each worker sends
+  ``(u - 1) / u`` of its share); Ring then gathers the other ring workers' K/V shares (diffusers 0.42 gathers
+  them all before attending, so it blocks; ``ring_overlap`` models a ring that passes them during the
+  attention instead); at the end every worker gathers the others' shares of the output. All of it blocks the
+  step except an overlapped ring;
 - CFG: the two guidance branches on two halves; partners swap their band's noise prediction after each
   forward (needed at once: never overlapped), plus patch traffic at half the batch inside each branch;
 - frame pipeline (DualParal): each stage sends the hidden states of one frame block to the next stage per
@@ -31,7 +42,10 @@ from parallel.cost.profile import ModelProfile
 from parallel.patch.config import STALE_DTYPES
 from parallel.patch.traffic import SCHEMES, patch_bytes_per_rank, patch_bytes_per_worker
 
-STRATEGIES = ("none", "patch", "cfg", "frame-pipeline", "pipeline-train")
+STRATEGIES = ("none", "patch", "cfg", "sequence", "sequence-cfg", "frame-pipeline", "pipeline-train")
+"""Strategies the cost model predicts: "cfg" is CFG parallel with patch bands inside each branch,
+"sequence-cfg" with sequence parallelism inside each branch."""
+INFERENCE = STRATEGIES[:-1]
 
 
 @dataclass
@@ -148,6 +162,46 @@ def cfg_traffic(
     return t
 
 
+def sequence_traffic(
+    profile: ModelProfile, degree: int, ring: int = 1, branches: int = 1, ring_overlap: bool = False
+) -> Traffic:
+    """Sequence parallelism (diffusers' Ulysses and Ring) over ``degree`` workers: ``branches`` = 2 splits the
+    guidance branches of a batch-2 profile over two halves first (each half splits its branch's sequence,
+    then partners swap their noise, as in CFG parallel). Within a branch, ``ring`` workers form a ring and the
+    rest is Ulysses: ``degree / branches = ulysses x ring``."""
+    if branches not in (1, 2) or degree % branches:
+        raise ValueError(f"degree: {degree} workers do not split into {branches} guidance branches")
+    workers = degree // branches
+    if ring < 1 or workers % ring:
+        raise ValueError(f"ring: the Ring degree {ring} must divide the {workers} workers of a branch")
+    if branches == 2 and (profile.batch < 2 or profile.batch % 2):
+        raise ValueError(f"profile: CFG parallelism splits a batch-2 (guided) forward, got batch {profile.batch}")
+    t = Traffic("sequence" if branches == 1 else "sequence-cfg", degree)
+    if degree <= 1:
+        return t
+    ulysses = workers // ring
+    shapes = profile.attention
+    fraction = 1.0 / branches / workers  # this worker's share of the profiled batch's tokens
+    layers = len(shapes.tokens)
+    t.bytes_per_step = {
+        "ulysses": sum(shapes.qkvo_bytes) * fraction * (ulysses - 1) / ulysses,
+        "ring": sum(shapes.kv_bytes) * fraction * (ring - 1),
+        "gather": (profile.output_bytes or profile.latent_bytes) * fraction * (workers - 1),
+    }
+    t.messages_per_step = {
+        # an all-to-all sends to every peer at once: one latency each for Q, K, V and the output
+        "ulysses": float(4 * layers) if ulysses > 1 else 0.0,
+        "ring": float(layers * (ring - 1)),  # a ring all-gather takes ring - 1 steps
+        "gather": float(workers - 1),
+    }
+    if branches == 2:
+        t.bytes_per_step["cfg"] = profile.latent_bytes / 2  # this branch's whole noise, to the partner
+        t.messages_per_step["cfg"] = 1.0
+    if ring_overlap:
+        t.overlapped = ("ring",)
+    return t
+
+
 def frame_block_tokens(profile: ModelProfile, block_latent_frames: int) -> float:
     """Tokens of one frame block of ``block_latent_frames`` latent frames (a video-DiT profile)."""
     latent_frames = (profile.frames - 1) // 4 + 1
@@ -228,15 +282,20 @@ def strategy_traffic(
     scheme: str = "neighbour",
     kv_source: str = "kv",
     stale_dtype: str | None = None,
+    ring: int = 1,
+    ring_overlap: bool = False,
     **kw: int,
 ) -> Traffic:
-    """Traffic of an inference strategy by name (pipeline training takes cut sizes: call it directly)."""
+    """Traffic of an inference strategy by name (pipeline training takes cut sizes: call it directly).
+    ``ring`` / ``ring_overlap``: sequence parallelism's Ring degree, and whether its ring overlaps compute."""
     if strategy == "none" or degree <= 1:
         return Traffic(strategy, degree)
     if strategy == "patch":
         return patch_traffic(profile, degree, mode, scheme, 1.0, kv_source, stale_dtype)
     if strategy == "cfg":
         return cfg_traffic(profile, degree, mode, scheme, kv_source, stale_dtype)
+    if strategy in ("sequence", "sequence-cfg"):
+        return sequence_traffic(profile, degree, ring, 2 if strategy == "sequence-cfg" else 1, ring_overlap)
     if strategy == "frame-pipeline":
         return frame_pipeline_traffic(profile, degree, **kw)
-    raise ValueError(f"strategy: unknown inference strategy {strategy!r}; expected one of {STRATEGIES[:4]}")
+    raise ValueError(f"strategy: unknown inference strategy {strategy!r}; expected one of {INFERENCE}")

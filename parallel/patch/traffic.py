@@ -11,6 +11,10 @@ sends per step at any degree, for two schemes:
 Both all-gather self-attention K/V and all-reduce GroupNorm statistics, so those terms are shared.
 Bytes are counted as `parallel.comm.Comm` counts them: a tensor delivered to each peer counts once
 per peer. Bands are taken as equal (the uneven remainder row is ignored).
+
+Joint text-image attention (MMDiT: SD3's, Flux's) counts as the bands run it: the image tokens' K/V are
+exchanged, the text's are computed whole on every band and never sent. A single-stream block attends over
+the text and the image in one sequence; ``image_tokens`` tells the recorder how much of it is the image.
 """
 
 from __future__ import annotations
@@ -19,9 +23,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import torch
+from diffusers.models.attention import AttentionModuleMixin
+from diffusers.models.attention_processor import Attention
 from torch import nn
 
-from parallel.patch.attention import is_self_attention
 from parallel.patch.config import KV_SOURCES
 from parallel.patch.conv import conv_row_geometry
 
@@ -36,15 +41,46 @@ class PatchLayerShapes:
     padding_rows: list[tuple[int, int]] = field(default_factory=list)
     """Per conv: (bytes of one input row, padding rows) - what an all-gather scheme sends per side."""
     kv_bytes: list[int] = field(default_factory=list)
-    """Per self-attention layer: bytes of the full image's K and V together."""
+    """Per self- or joint attention layer: bytes of the full image's K and V together (not the text's)."""
     input_bytes: list[int] = field(default_factory=list)
     """Per self-attention layer: bytes of the full image's attention input (what ``kv_source="input"`` sends)."""
     norm_bytes: list[int] = field(default_factory=list)
     """Per GroupNorm: bytes of the statistics one worker contributes (float64 sums, sums of squares, count)."""
 
 
-def record_patch_layers(model: nn.Module, run: Callable[[], object]) -> PatchLayerShapes:
-    """Shapes of every band-aware layer, from one full-size forward `run()` of the unpatched model."""
+def attention_inputs(args: tuple, kwargs: dict) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """(hidden_states, encoder_hidden_states) of a call of a diffusers attention module (by keyword or in
+    the order of its ``forward``)."""
+    hidden = args[0] if args else kwargs["hidden_states"]
+    encoder = args[1] if len(args) > 1 else kwargs.get("encoder_hidden_states")
+    return hidden, encoder
+
+
+def is_band_attention(module: nn.Module, args: tuple, kwargs: dict) -> bool:
+    """Whether this call of ``module`` attends over the image's tokens, so that bands exchange its K/V: a
+    self-attention, or a joint text-image attention (the text through its own projections, ``add_k_proj``);
+    not a cross-attention, whose keys and values are the text's alone."""
+    if isinstance(module, Attention):
+        return not module.is_cross_attention
+    if isinstance(module, AttentionModuleMixin):
+        _, encoder = attention_inputs(args, kwargs)
+        return encoder is None or getattr(module, "add_k_proj", None) is not None
+    return False
+
+
+def sequence_tokens(x: torch.Tensor) -> int:
+    """Tokens of an attention input: (B, L, D), or a (B, C, H, W) feature map's H x W."""
+    return x.shape[1] * x.shape[2] * x.shape[3] if x.dim() == 4 else x.shape[1]
+
+
+def record_patch_layers(
+    model: nn.Module, run: Callable[[], object], image_tokens: int | None = None
+) -> PatchLayerShapes:
+    """Shapes of every band-aware layer, from one full-size forward `run()` of the unpatched model.
+
+    ``image_tokens``: the image's tokens in a transformer's sequence; an attention over more (a single-stream
+    block's text and image) exchanges the image's K/V only. None: every token of a self-attention is the image's.
+    """
     shapes = PatchLayerShapes()
     hooks = []
 
@@ -58,8 +94,12 @@ def record_patch_layers(model: nn.Module, run: Callable[[], object]) -> PatchLay
         shapes.padding_rows.append((row, p))
 
     def on_attention(attn: nn.Module, args: tuple, kwargs: dict) -> None:
-        x = args[0] if args else kwargs["hidden_states"]
-        tokens = x.shape[1] * x.shape[2] * x.shape[3] if x.dim() == 4 else x.shape[1]
+        if not is_band_attention(attn, args, kwargs):
+            return
+        x, _ = attention_inputs(args, kwargs)
+        tokens = sequence_tokens(x)
+        if image_tokens is not None:
+            tokens = min(tokens, image_tokens)  # the rest of a single-stream sequence is text, kept whole
         batch = x.shape[0]
         width = attn.to_k.out_features + attn.to_v.out_features
         shapes.kv_bytes.append(batch * tokens * width * x.element_size())
@@ -76,7 +116,7 @@ def record_patch_layers(model: nn.Module, run: Callable[[], object]) -> PatchLay
             hooks.append(module.register_forward_pre_hook(on_conv))
         elif isinstance(module, nn.GroupNorm):
             hooks.append(module.register_forward_pre_hook(on_norm))
-        elif is_self_attention(module):
+        elif isinstance(module, (Attention, AttentionModuleMixin)):
             hooks.append(module.register_forward_pre_hook(on_attention, with_kwargs=True))
     try:
         with torch.no_grad():

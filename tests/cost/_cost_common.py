@@ -10,6 +10,7 @@ import _parallel_workers as W
 import torch
 from _parallel_dist import run_ranks
 
+from parallel.cost.models import ModelSpec, with_defaults
 from parallel.cost.profile import ModelProfile, profile_module
 
 _runs: dict[tuple[str, int], list[Any]] = {}
@@ -41,3 +42,23 @@ def tiny_profile(name: str, batch: int = 2) -> ModelProfile:
 def measured(step: dict, kind: str) -> int:
     """Bytes of one kind summed over peers."""
     return sum(step.get(kind, {}).values())
+
+
+def tiny_flux_spec(model: torch.nn.Module, text_tokens: int, batch: int) -> ModelSpec:
+    """A tiny Flux transformer described for the cost model as the Flux family describes a directory (its own
+    config, packed 2x2 tokens), with latent rows and columns given as the image's "pixels" (VAE factor 1)."""
+    config = with_defaults("FluxTransformer2DModel", dict(model.config))
+    return ModelSpec(
+        "tiny-flux",
+        "FluxTransformer2DModel",
+        config,
+        "mmdit-ids",
+        latent_channels=config["in_channels"] // 4,
+        vae_scale=1,
+        text_len=text_tokens,
+        text_dim=config["joint_attention_dim"],
+        dtype="float32",
+        extra={"pooled_projections": config["pooled_projection_dim"]},
+        packing=2,
+        batch=batch,
+    )

@@ -9,6 +9,7 @@ import _parallel_models as M
 import _parallel_workers as W
 import torch
 import torch.distributed as dist
+from torch.utils._python_dispatch import TorchDispatchMode
 
 from parallel.patch.bands import band_bounds, slice_band
 from parallel.patch.cfg import combine_cfg, make_cfg_groups
@@ -74,3 +75,69 @@ def frame_bytes(rank: int, world: int) -> dict[str, Any]:
 
     stats = run_pipeline(SCENARIOS["plain"], dist.group.WORLD)["stats"]
     return {"bytes": stats.bytes_sent, "items": stats.items, "config": SCENARIOS["plain"]}
+
+
+FLUX_CONFIGS = {
+    "sync_kv": PatchConfig("sync"),
+    "sync_input": PatchConfig("sync", kv_source="input"),
+    "displaced_input_f16": PatchConfig("displaced", warmup_steps=1, kv_source="input", stale_dtype="float16"),
+}
+
+
+def flux_band_bytes(rank: int, world: int) -> dict[str, Any]:
+    """Last-forward bytes by kind and peer per ``FLUX_CONFIGS`` entry, for the tiny Flux transformer on row bands
+    (batch 2, called through the Flux family's ``denoise`` as a render calls it)."""
+    import _flux_workers as F
+
+    from pipelines.families.flux.patch import parallelize_flux_patch
+
+    model = F.tiny_flux()
+    bounds = band_bounds(F.SHAPE[2], world, align=2)
+    band = slice_band(F.latent(F.SHAPE, 11), bounds, rank)
+    out: dict[str, Any] = {"bounds": bounds}
+    for label, config in FLUX_CONFIGS.items():
+        handle = parallelize_flux_patch(model, dist.group.WORLD, config)
+        for _ in range(FORWARDS):
+            F.forward(model, band, F.SHAPE[2])
+        out[label] = handle.bytes_sent.last_step
+        handle.remove()
+    return out
+
+
+class OpCount(TorchDispatchMode):
+    """Ops dispatched under it that are not views (kernels launched), as ``parallel.cost.profile`` counts them."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.ops = 0
+
+    def __torch_dispatch__(self, func: Any, types: Any, args: tuple = (), kwargs: dict | None = None) -> Any:
+        self.ops += not (getattr(func, "is_view", False) or "_unsafe_view" in str(func))
+        return func(*args, **(kwargs or {}))
+
+
+def sequence_bytes(rank: int, world: int) -> dict[str, Any]:
+    """Bytes by kind and peer, and ops dispatched, of one forward of the tiny Flux transformer (batch 1) under
+    diffusers' context parallelism, per (ulysses, ring) layout of ``world`` workers ("ops" alone: on one)."""
+    import _sequence_models as S
+
+    from parallel.sequence import SequenceConfig, parallelize_sequence
+
+    layouts = {2: [(2, 1), (1, 2)], 4: [(4, 1), (2, 2), (1, 4)]}[world]
+    model = S.tiny_flux()
+    text = S.prompts(model)["cond"]
+
+    def forward() -> int:
+        count = OpCount()
+        with torch.no_grad(), count:
+            S.flux_forward(model, S.initial_latent(), torch.tensor(700.0), text)
+        return count.ops
+
+    out: dict[str, Any] = {"ops": forward()}
+    for ulysses, ring in layouts:
+        handle = parallelize_sequence(model, dist.group.WORLD, SequenceConfig(ulysses=ulysses, ring=ring))
+        forward()  # the first forward of a shape also runs the byte counter's dispatch mode
+        ops = forward()
+        out[(ulysses, ring)] = {"bytes": dict(handle.bytes_sent.last_step), "ops": ops}
+        handle.remove()
+    return out

@@ -69,6 +69,35 @@ class FluxFamily(ModelFamily):
                 )
         return None
 
+    def cost_model(self, path: str | Path, dtype: str):
+        """The transformer for the cost model, from its config.json: packed 2x2 tokens ("mmdit-ids"), T5's text
+        padded to ``__call__``'s ``max_sequence_length``, the pooled CLIP projection, the distilled guidance; a
+        step of batch 1 (``__call__``'s default, true CFG off: profile at batch 2 for a job that turns it on)."""
+        from diffusers import FluxPipeline
+
+        from parallel.cost.models import ModelSpec, decoder_config, with_defaults
+
+        found = self.component_config(path, "transformer")
+        if not found:
+            return None
+        config = with_defaults(found["_class_name"], found)
+        tokens = inspect.signature(FluxPipeline.__call__).parameters["max_sequence_length"].default
+        return ModelSpec(
+            name=str(path),
+            class_name=found["_class_name"],
+            config=config,
+            kind="mmdit-ids",
+            latent_channels=config["in_channels"] // (PACKING * PACKING),
+            vae_scale=self.latent_factor(path),
+            text_len=tokens,
+            text_dim=config["joint_attention_dim"],
+            dtype=dtype,
+            vae_config=decoder_config(self.component_config(path, "vae")),
+            extra={"pooled_projections": config["pooled_projection_dim"]},
+            packing=PACKING,
+            batch=1,
+        )
+
     # --- a loaded model, in a worker -----------------------------------------------------------
     def latent_shape(self, pipe: Any, height: int, width: int) -> tuple[int, int, int, int]:
         """FluxPipeline.prepare_latents' shape before packing: (1, in_channels / 4, rows, columns)."""

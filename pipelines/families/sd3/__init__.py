@@ -12,6 +12,7 @@ shift_factor``. Bands are runs of whole patch rows (``patch``).
 from __future__ import annotations
 
 import inspect
+import json
 from pathlib import Path
 from typing import Any
 
@@ -56,6 +57,37 @@ class StableDiffusion3Family(ModelFamily):
                     f"{limit * multiple}px ({limit} patches)"
                 )
         return None
+
+    def cost_model(self, path: str | Path, dtype: str):
+        """The transformer for the cost model, from its config.json ("mmdit": the latent image, joint attention):
+        the text as ``encode_prompt`` makes it, CLIP's padded tokens (the tokenizer's ``model_max_length``, 77
+        without one) then T5's ``max_sequence_length`` at ``__call__``'s default (zeros of that length without
+        T5), the pooled projection, CFG batched."""
+        from diffusers import StableDiffusion3Pipeline
+
+        from parallel.cost.models import ModelSpec, decoder_config, with_defaults
+
+        found = self.component_config(path, "transformer")
+        if not found:
+            return None
+        config = with_defaults(found["_class_name"], found)
+        tokenizer = Path(path) / "tokenizer" / "tokenizer_config.json"
+        clip = json.loads(tokenizer.read_text()).get("model_max_length", 77) if tokenizer.is_file() else 77
+        t5 = inspect.signature(StableDiffusion3Pipeline.__call__).parameters["max_sequence_length"].default
+        vae = self.component_config(path, "vae")
+        return ModelSpec(
+            name=str(path),
+            class_name=found["_class_name"],
+            config=config,
+            kind="mmdit",
+            latent_channels=config["in_channels"],
+            vae_scale=2 ** (len(vae.get("block_out_channels", [0] * 4)) - 1),
+            text_len=clip + t5,
+            text_dim=config["joint_attention_dim"],
+            dtype=dtype,
+            vae_config=decoder_config(vae),
+            extra={"pooled_projections": config["pooled_projection_dim"]},
+        )
 
     def set_timesteps(self, pipe, scheduler, steps: int, latent_shape: tuple, device) -> None:
         """As ``__call__`` with no ``sigmas`` and no ``mu``: ``mu`` is computed only under dynamic shifting."""
