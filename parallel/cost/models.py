@@ -387,13 +387,6 @@ def with_defaults(class_name: str, config: dict[str, Any]) -> dict[str, Any]:
     return {**defaults, **{k: v for k, v in config.items() if not k.startswith("_")}}
 
 
-def decoder_config(vae: dict[str, Any]) -> dict[str, Any] | None:
-    """A vae/config.json as ``ModelSpec.vae_config`` (the decode the cost model can build: AutoencoderKL's)."""
-    if vae.get("_class_name") != "AutoencoderKL":
-        return None
-    return {k: v for k, v in vae.items() if not k.startswith("_")}
-
-
 def get_model_spec(name: str | ModelSpec) -> ModelSpec:
     if isinstance(name, ModelSpec):
         return name

@@ -169,6 +169,14 @@ class ModelFamily:
         vae = self.component_config(path, "vae")
         return vae.get("latent_channels", 4), len(vae.get("block_out_channels", [0]))
 
+    def cost_decoder(self, path: str | Path) -> dict | None:
+        """The VAE's config as ``ModelSpec.vae_config``, when it is the decode the cost model can build
+        (diffusers' AutoencoderKL); None for another VAE."""
+        vae = self.component_config(path, "vae")
+        if vae.get("_class_name") != "AutoencoderKL":
+            return None
+        return {k: v for k, v in vae.items() if not k.startswith("_")}
+
     def cost_model(self, path: str | Path, dtype: str) -> ModelSpec | None:
         """The model described for the cost model (``parallel.cost``); None where it cannot be yet."""
         return None

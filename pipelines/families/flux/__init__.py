@@ -75,7 +75,7 @@ class FluxFamily(ModelFamily):
         step of batch 1 (``__call__``'s default, true CFG off: profile at batch 2 for a job that turns it on)."""
         from diffusers import FluxPipeline
 
-        from parallel.cost.models import ModelSpec, decoder_config, with_defaults
+        from parallel.cost.models import ModelSpec, with_defaults
 
         found = self.component_config(path, "transformer")
         if not found:
@@ -92,7 +92,7 @@ class FluxFamily(ModelFamily):
             text_len=tokens,
             text_dim=config["joint_attention_dim"],
             dtype=dtype,
-            vae_config=decoder_config(self.component_config(path, "vae")),
+            vae_config=self.cost_decoder(path),
             extra={"pooled_projections": config["pooled_projection_dim"]},
             packing=PACKING,
             batch=1,

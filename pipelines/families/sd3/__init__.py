@@ -65,7 +65,7 @@ class StableDiffusion3Family(ModelFamily):
         T5), the pooled projection, CFG batched."""
         from diffusers import StableDiffusion3Pipeline
 
-        from parallel.cost.models import ModelSpec, decoder_config, with_defaults
+        from parallel.cost.models import ModelSpec, with_defaults
 
         found = self.component_config(path, "transformer")
         if not found:
@@ -85,7 +85,7 @@ class StableDiffusion3Family(ModelFamily):
             text_len=clip + t5,
             text_dim=config["joint_attention_dim"],
             dtype=dtype,
-            vae_config=decoder_config(vae),
+            vae_config=self.cost_decoder(path),
             extra={"pooled_projections": config["pooled_projection_dim"]},
         )
 
