@@ -59,3 +59,12 @@ def test_a_model_whose_modulation_spans_the_image_runs_on_one_worker_but_not_in_
     assert RenderSpec.from_dict({"model": path, "height": 64, "width": 64}).parallel.strategy == "none"
     error = _refused(model=path, parallel={"strategy": "patch", "degree": 2})
     assert error.field == "parallel.strategy" and "zero_cond_t" in str(error)
+
+
+def test_the_cost_model_describes_a_qwenimage_directory(qwen_dir):
+    from parallel.cost.profile import profile_model
+    from pipelines.families import family_for_dir
+
+    described = family_for_dir(qwen_dir).cost_model(qwen_dir, "float32")
+    assert described.kind == "mmdit-shapes" and described.packing == 2 and described.vae_config is None
+    assert profile_model(described, 64, 64).flops > 0

@@ -67,6 +67,31 @@ class QwenImageFamily(ModelFamily):
                     return f"the {self.name} model at {path} sets {flag}: no patch bands ({why})"
         return problem
 
+    def cost_model(self, path: str | Path, dtype: str):
+        """The transformer for the cost model ("mmdit-shapes": packed 2x2 tokens and the image's shape in tokens);
+        the text at a long prompt's length (an assumption: QwenImagePipeline passes only the prompt's own tokens),
+        a step of batch 1 (true CFG off, __call__'s default); its 3-D VAE is not one the cost model builds."""
+        from parallel.cost.models import QWEN_TEXT_TOKENS, ModelSpec, with_defaults
+
+        found = self.component_config(path, "transformer")
+        if not found:
+            return None
+        config = with_defaults(found["_class_name"], found)
+        return ModelSpec(
+            name=str(path),
+            class_name=found["_class_name"],
+            config=config,
+            kind="mmdit-shapes",
+            latent_channels=config["in_channels"] // (PACKING * PACKING),
+            vae_scale=self.latent_factor(path),
+            text_len=QWEN_TEXT_TOKENS,
+            text_dim=config["joint_attention_dim"],
+            dtype=dtype,
+            vae_config=self.cost_decoder(path),
+            packing=PACKING,
+            batch=1,
+        )
+
     def band_alignment(self, path: str | Path) -> int:
         """A band is whole rows of 2x2 patches."""
         return PACKING
