@@ -35,6 +35,7 @@ from cluster.scheduler import (
     DegreeRule,
     RunningJob,
     WorkerBook,
+    auto_choice,
     choose_pool,
     pools_to_pause,
     simple_degree_rule,
@@ -312,11 +313,15 @@ class Controller:
             if job is None:  # cancelled between the look and the place
                 return True
             pool_name, degree = placement
+            choice = None
+            if getattr(spec.parallel, "strategy", "") == "auto":  # the plan that degree came from
+                free = len(self.book.free & allowed[pool_name])
+                choice = auto_choice(spec, segment.model, free, self.degree_rules[pool_name])
             workers = self.book.take(degree, model_key, among=allowed[pool_name])
             self.running[job.id] = RunningJob(job.id, job.priority, job.submitted_at, workers)
             thread = threading.Thread(
                 target=self._run_segment,
-                args=(job, spec, segment, workers),
+                args=(job, spec, segment, workers, choice),
                 name=f"tessera-job-{job.id}",
                 daemon=True,
             )
@@ -335,7 +340,9 @@ class Controller:
                 self._pausing.add(victim)
                 self.files.log(victim, f"pausing for {head.id} (priority {head.priority})")
 
-    def _run_segment(self, job: JobRecord, spec: JobSpec, segment: Segment, workers: list[int]) -> None:
+    def _run_segment(
+        self, job: JobRecord, spec: JobSpec, segment: Segment, workers: list[int], choice: dict | None = None
+    ) -> None:
         """Run one segment of `job` on `workers`, and free them whatever happens."""
         released: list[bool] = []
 
@@ -351,7 +358,7 @@ class Controller:
             self._wake.set()
 
         try:
-            self.runner.run(job, spec, segment, workers, release)
+            self.runner.run(job, spec, segment, workers, release, choice)
         except Exception as err:  # noqa: BLE001 - a bookkeeping error must not leave the job running forever
             self.files.log(job.id, "controller error:\n" + traceback.format_exc())
             state = "queued" if is_storage_error(err) else "failed"  # a full disk is not the job's fault

@@ -130,6 +130,32 @@ class CostModelDegreeRule:
         )
         return min(chosen, simple_degree_rule(spec, model, free, min_band_pixels=0))
 
+    def plan(self, spec: RenderSpec, model: str, free: int) -> dict | None:
+        """For strategy "auto": the plan (strategy, degree, cfg, ring) predicted fastest that fits, among what
+        the model's family can run (``parallel.cost.choose_plan``); None when the cost model cannot describe the
+        model or its pick does not pass the strategy's checks (heads or tokens that do not split evenly)."""
+        from parallel.cost.choose import choose_plan
+
+        profile = self._profile(spec, model)
+        candidates = spec.plan_candidates(model)
+        if profile is None or not candidates:
+            return None
+        plan = choose_plan(
+            profile,
+            spec.height,
+            spec.width,
+            free,
+            candidates,
+            self.device,
+            self.link,
+            mode=spec.parallel.mode,
+            steps=spec.steps,
+            kv_source=spec.parallel.kv_source,
+            stale_dtype=spec.parallel.stale_dtype,
+        )
+        choice = {"strategy": plan.job_strategy, "degree": plan.degree, "cfg": plan.cfg, "ring": plan.ring}
+        return choice if spec.runs(spec.placed(model, plan.degree, choice)) else None
+
     def _profile(self, spec: RenderSpec, model: str):
         """The model's profile at this size, from its family's description for the cost model (None:
         the family cannot describe it yet); the model's config is read once per model and size."""
@@ -141,6 +167,17 @@ class CostModelDegreeRule:
             described = spec.model_family(model).cost_model(path, spec.dtype)
             self._profiles[key] = None if described is None else profile_model(described, spec.height, spec.width)
         return self._profiles[key]
+
+
+def auto_choice(spec: RenderSpec, model: str, free: int, rule: DegreeRule) -> dict:
+    """Strategy "auto"'s pick for one placement from ``free`` workers: the cost model's plan where the pool's rule
+    has one, else patch bands at the rule's degree (one worker, "none", when bands do not pay or the family
+    has none)."""
+    plan = rule.plan(spec, model, free) if hasattr(rule, "plan") else None
+    if plan is not None:
+        return plan
+    degree = rule(spec, model, free) if "patch" in spec.model_family(model).strategies else 1
+    return {"strategy": "patch" if degree > 1 else "none", "degree": degree, "cfg": False, "ring": 1}
 
 
 def wanted_degree(spec: JobSpec, model: str, free: int, rule: DegreeRule) -> int | None:

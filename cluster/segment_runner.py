@@ -84,9 +84,16 @@ class SegmentRunner:
         self.end = end
 
     def run(
-        self, job: JobRecord, spec: JobSpec, segment: Segment, workers: list[int], release: Callable[[], None]
+        self,
+        job: JobRecord,
+        spec: JobSpec,
+        segment: Segment,
+        workers: list[int],
+        release: Callable[[], None],
+        choice: dict | None = None,
     ) -> None:
-        """One segment of ``job`` on ``workers`` (placed: the store says so), to its end or a stop."""
+        """One segment of ``job`` on ``workers`` (placed: the store says so), to its end or a stop; ``choice``: the
+        scheduler's plan for an image job with strategy "auto"."""
         directory = job_directory(spec.output_dir, job.id)
         if (directory / "metadata.json").is_file():  # a previous controller wrote them but died before recording it
             self.end(job.id, "succeeded", outputs=job_outputs(directory, spec.kind, spec.output_file))
@@ -102,7 +109,7 @@ class SegmentRunner:
             self.end(job.id, "queued")
             self.files.log(job.id, f"resumes from {spec.unit} {first}; placed again for its segment")
             return
-        placed = spec.placed(segment.model, len(workers))
+        placed = spec.placed(segment.model, len(workers), choice) if choice else spec.placed(segment.model, len(workers))
         pool = self.pools.pool_of(workers)
         self.files.log(
             job.id,

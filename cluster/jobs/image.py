@@ -31,7 +31,8 @@ from pipelines.builtin import resolve_model
 from pipelines.families import ModelFamily
 from runtime.jobs.strategies import IMAGE_STRATEGIES
 
-STRATEGIES = tuple(IMAGE_STRATEGIES)
+STRATEGIES = (*IMAGE_STRATEGIES, "auto")
+"""The runtime's strategies, and "auto": the scheduler picks one of them for each placement."""
 PATCH_MODES = ("sync", "displaced")
 MAX_SIDE = 16384
 MAX_PIXELS = 8192 * 8192
@@ -41,8 +42,10 @@ LATENT_FACTOR = 8
 @dataclass
 class ParallelSpec(ParallelBase):
     strategy: str = "none"
-    """"none" (one worker runs the whole loop), "patch" (the latent split in row bands, one per worker) or
-    "sequence" (diffusers' context parallelism: the model's token sequence split by Ulysses and Ring)."""
+    """"none" (one worker runs the whole loop), "patch" (the latent split in row bands, one per worker),
+    "sequence" (diffusers' context parallelism: the model's token sequence split by Ulysses and Ring) or
+    "auto" (with degree "auto": for each placement, the scheduler picks the strategy, degree, CFG split and
+    Ring degree the cost model predicts fastest among the model family's plans)."""
     degree: int | str = 1
     """Workers the strategy spreads one render over (with cfg, 2 x the patch workers); "auto": the
     scheduler picks it per segment from the image size and the free workers."""
@@ -208,7 +211,8 @@ class RenderSpec(JobSpec):
             raise SpecError("parallel.mode", f"unknown mode {par.mode!r}; expected one of {PATCH_MODES}")
         if not 0 <= par.warmup_steps <= MAX_STEPS:
             raise SpecError("parallel.warmup_steps", f"must be in [0, {MAX_STEPS}], got {par.warmup_steps}")
-        for model in self.segment_models() if IMAGE_STRATEGIES[par.strategy].needs_plan else []:
+        needs_plan = par.strategy in IMAGE_STRATEGIES and IMAGE_STRATEGIES[par.strategy].needs_plan
+        for model in self.segment_models() if needs_plan else []:
             path, family = self._models[model][:2]
             problem = family.plan_error(par.strategy, path)
             if problem is not None:
@@ -268,7 +272,12 @@ class RenderSpec(JobSpec):
         return Segment(*self.segment_at(step), self.segment_device(step))
 
     def auto_degree(self, model: str, free: int, rule) -> int:
-        """degree=auto: what the scheduler's degree rule picks for this segment from ``free`` workers."""
+        """degree=auto: what the scheduler's degree rule picks for this segment from ``free`` workers (with
+        strategy "auto", the degree of the plan it picks)."""
+        if self.parallel.strategy == "auto":
+            from cluster.scheduler import auto_choice
+
+            return auto_choice(self, model, free, rule)["degree"]
         return rule(self, model, free)
 
     def device_requests(self) -> dict[str, str]:
@@ -278,11 +287,17 @@ class RenderSpec(JobSpec):
             named["device"] = self.device
         return named
 
-    def placed(self, model: str, degree: int) -> RenderSpec:
+    def placed(self, model: str, degree: int, choice: dict | None = None) -> RenderSpec:
         """This spec as one segment runs it, what its workers receive: that segment's model (its
-        directory), a concrete degree (1: no patches)."""
+        directory), a concrete degree (1: no patches), and for strategy "auto" the scheduler's ``choice``
+        (``strategy``, ``cfg``, ``ring``; without one, bands when the family has them)."""
         par = self.parallel
-        strategy = "none" if par.auto and degree == 1 else par.strategy
+        strategy = par.strategy
+        if strategy == "auto":
+            choice = choice or {"strategy": "patch" if "patch" in self.model_family(model).strategies else "none"}
+            par = replace(par, cfg=choice.get("cfg", False), ring=choice.get("ring", 1))
+            strategy = choice["strategy"]
+        strategy = "none" if par.auto and degree == 1 else strategy
         parallel = replace(par, strategy=strategy, degree=degree)
         fields = {
             **self.input_fields(),
@@ -307,6 +322,25 @@ class RenderSpec(JobSpec):
 
     def progress_total(self) -> int:
         return self.steps
+
+    def plan_candidates(self, model: str) -> list[str]:
+        """The cost model's strategies (``parallel.cost.choose_plan``) strategy "auto" may pick for ``model``:
+        its family's bands and sequence parallelism, each also within two guidance branches when it guides."""
+        family, guided = self.model_family(model), getattr(self, self.cfg_weight_field(model)) > 1.0
+        candidates = []
+        for strategy, split in (("patch", "cfg"), ("sequence", "sequence-cfg")):
+            if strategy in family.strategies:
+                candidates += [strategy, split] if guided else [strategy]
+        return candidates
+
+    def runs(self, placed: RenderSpec) -> bool:
+        """Whether ``placed`` (one of this job's placements) passes its strategy's checks (a plan the cost
+        model picked may not: heads or tokens that do not split evenly)."""
+        try:
+            STRATEGY_CHECKS[placed.parallel.strategy](placed)
+        except SpecError:
+            return False
+        return True
 
     # --- how the service runs a segment of it ----------------------------------------------------------
     def units_of(self, state: dict) -> int:
@@ -349,6 +383,15 @@ class RenderSpec(JobSpec):
         from cluster.outputs import write_image_job
 
         return write_image_job(self.output_dir, job_id, result.output, metadata)
+
+
+def _check_auto(spec: RenderSpec) -> None:
+    """Strategy "auto": the scheduler picks the strategy, degree and CFG split per placement."""
+    par = spec.parallel
+    if not par.auto:
+        raise SpecError("parallel.degree", "strategy 'auto' picks the degree too: use parallel.degree=auto")
+    if par.cfg:
+        raise SpecError("parallel.cfg", "strategy 'auto' splits the guidance branches itself when that is fastest")
 
 
 def _check_one_worker(spec: RenderSpec) -> None:
@@ -435,6 +478,7 @@ STRATEGY_CHECKS: dict[str, Callable[[RenderSpec], None]] = {
     "none": _check_one_worker,
     "patch": _check_patch_bands,
     "sequence": _check_sequence,
+    "auto": _check_auto,
 }
 """The spec's strategy table: what each strategy (``runtime.jobs.strategies``) asks of an image job's fields."""
 

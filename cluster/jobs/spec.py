@@ -162,17 +162,25 @@ class JobSpec:
         known[model] = known[str(path)] = (str(path), family, align, family.latent_factor(path))  # name, dir
         return family
 
+    def _known_model(self, model: str | None) -> tuple:
+        """What validation kept of ``model`` (a name or directory of this job); a spec built by ``placed``
+        rather than validated (the scheduler checks a candidate placement) reads it now."""
+        model = self.model if model is None else model
+        if model not in self.__dict__.get("_models", {}):
+            self.remember_model("model", model)
+        return self._models[model]
+
     def model_family(self, model: str | None = None) -> ModelFamily:
         """The family of ``model`` (a name or directory of this job), kept from validation."""
-        return self._models[self.model if model is None else model][1]
+        return self._known_model(model)[1]
 
     def band_alignment(self, model: str | None = None) -> int:
         """Rows a patch band of ``model`` (a name or directory of this job) must be a multiple of."""
-        return self._models[self.model if model is None else model][2]
+        return self._known_model(model)[2]
 
     def latent_rows(self, model: str | None = None) -> int:
         """Latent rows of this job's height on ``model`` (a name or directory of this job): what bands split."""
-        return self.height // self._models[self.model if model is None else model][3]
+        return self.height // self._known_model(model)[3]
 
     def input_fields(self) -> dict[str, Any]:
         """The spec's fields as they are (not copied), to build a variant of it."""
