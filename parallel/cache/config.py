@@ -1,0 +1,35 @@
+"""Configuration of step caching: which work a denoising step may reuse from an earlier step."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+MODES = ("none", "first-block", "deepcache")
+
+
+@dataclass
+class CacheConfig:
+    """How a denoiser reuses work across steps (the job spec's ``cache`` section, as the worker reads it)."""
+
+    mode: str = "none"
+    """"none": every step computes everything. "first-block" (transformers; ParaAttention's First Block Cache,
+    built on diffusers' hooks): every step runs the first block, and when its residual changed less than
+    ``threshold`` since the last full step, the other blocks' residual from that step is reused. "deepcache"
+    (UNets; DeepCache): every ``interval`` steps the whole UNet runs, in between only its outer down and up
+    blocks (those down to ``branch``) and the deep features of the last full step are reused."""
+    threshold: float = 0.08
+    """first-block: the relative mean absolute change of the first block's residual (reduced over every worker
+    of the job) below which a step reuses the other blocks. Higher: faster, further from full compute."""
+    interval: int = 3
+    """deepcache: a full step every ``interval`` steps (1: every step is full)."""
+    branch: int = 0
+    """deepcache: the deepest down/up block pair recomputed on a reusing step (0: only the outermost pair)."""
+    warmup_steps: int = 2
+    """Steps at the start of the job computed in full, whatever the mode decides (a later segment's first step
+    is always full too: its model has nothing cached)."""
+    max_skips: int = 3
+    """first-block: most steps in a row that may reuse; also bounds what a pause re-runs (see ``StepCache``)."""
+
+    @property
+    def enabled(self) -> bool:
+        return self.mode != "none"
