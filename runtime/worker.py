@@ -140,9 +140,11 @@ class Worker:
         return self._session().advance(units)
 
     @_busy
-    def snapshot(self) -> dict:
-        """This worker's share of the job's state at the current unit boundary, for a checkpoint."""
-        return self._session().snapshot()
+    def snapshot(self, segment_end: bool = False) -> dict:
+        """This worker's share of the job's state, for a checkpoint: at the current unit boundary, or at the
+        latest one the job can resume from exactly (a step cache's last full step; ``runtime.jobs.image_session``).
+        ``segment_end``: the exact state where this segment hands over to the next."""
+        return self._session().snapshot(segment_end=segment_end)
 
     @_busy
     def result(self) -> Any:

@@ -25,6 +25,8 @@ from cluster.jobs.spec import (
     check_known,
     check_type,
 )
+from parallel.cache.config import MODES as CACHE_MODES
+from parallel.cache.config import CacheConfig
 from parallel.patch.bands import band_bounds
 from parallel.patch.config import KV_SOURCES, STALE_DTYPES
 from pipelines.builtin import resolve_model
@@ -123,10 +125,16 @@ class RenderSpec(JobSpec):
     """How the render is spread over workers."""
     segments: list[SegmentSpec] = field(default_factory=list)
     """Empty: all steps on `model`. Otherwise the steps split in runs, each on its own model."""
+    cache: CacheConfig = field(default_factory=CacheConfig)
+    """Step caching: which work a step reuses from an earlier one ("none", "first-block" for transformers,
+    "deepcache" for UNets), the same decision on every worker of the job."""
 
     @classmethod
     def read_fields(cls, values: dict[str, Any]) -> dict[str, Any]:
-        return dict(values, segments=_segments_from_data(values.get("segments", [])))
+        values = dict(values, segments=_segments_from_data(values.get("segments", [])))
+        if "cache" in values:
+            values["cache"] = _cache_from_data(values["cache"])
+        return values
 
     # --- validation (once, at submit) --------------------------------------------------------------
     def validate(self) -> None:
@@ -173,6 +181,27 @@ class RenderSpec(JobSpec):
                 )
             self.check_sampler_steps(model, self.sampler)
         self._validate_parallel()
+        self._validate_cache()
+
+    def _validate_cache(self) -> None:
+        cache = self.cache
+        check_type("cache.mode", cache.mode, str)
+        if cache.mode not in CACHE_MODES:
+            raise SpecError("cache.mode", f"unknown mode {cache.mode!r}; expected one of {CACHE_MODES}")
+        check_type("cache.threshold", cache.threshold, (int, float))
+        if not 0 < cache.threshold <= 10:
+            raise SpecError("cache.threshold", f"must be in (0, 10], got {cache.threshold}")
+        limits = {"interval": 1, "branch": 0, "warmup_steps": 0, "max_skips": 1}
+        for name, least in limits.items():
+            value = getattr(cache, name)
+            check_type(f"cache.{name}", value, int)
+            if not least <= value <= MAX_STEPS:
+                raise SpecError(f"cache.{name}", f"must be in [{least}, {MAX_STEPS}], got {value}")
+        for model in self.segment_models() if cache.enabled else []:
+            path, family = self._models[model][:2]
+            problem = family.cache_error(path, cache)
+            if problem is not None:
+                raise SpecError(*problem)
 
     def cfg_weight_field(self, model: str | None = None) -> str:
         """The field weighing the two guidance branches of ``model`` (the job's own by default)."""
@@ -481,6 +510,15 @@ STRATEGY_CHECKS: dict[str, Callable[[RenderSpec], None]] = {
     "auto": _check_auto,
 }
 """The spec's strategy table: what each strategy (``runtime.jobs.strategies``) asks of an image job's fields."""
+
+
+def _cache_from_data(data: Any) -> CacheConfig:
+    if isinstance(data, CacheConfig):
+        return data
+    if not isinstance(data, dict):
+        raise SpecError("cache", f"expected a mapping of cache fields, got {type(data).__name__}")
+    check_known("cache.", data, CacheConfig)
+    return CacheConfig(**data)
 
 
 def _segments_from_data(data: Any) -> list[SegmentSpec]:

@@ -105,6 +105,8 @@ class ModelFamily:
     """Samplers (``pipelines.samplers``) that fit the model's noise schedule; the first is the default."""
     strategies: tuple[str, ...] = ("none",)
     """Parallel strategies the family has a plan for ("none" runs the whole model on one worker)."""
+    cache_modes: tuple[str, ...] = ("none",)
+    """Step-cache modes (``parallel.cache``) that fit the family's denoiser ("none": every step in full)."""
     true_cfg: bool = False
     """Whether the family's classifier-free guidance over a negative prompt is weighed by the job's
     ``true_cfg_scale`` (which ``encode`` then takes as a keyword) rather than by ``guidance_scale``: Flux, whose
@@ -130,6 +132,15 @@ class ModelFamily:
         if strategy in self.strategies:
             return None
         return f"the {self.name} family has no {strategy!r} plan (it runs {', '.join(self.strategies)})"
+
+    def cache_error(self, path: str | Path, cache) -> tuple[str, str] | None:
+        """(field, why) when the model at ``path`` cannot take the job's ``cache`` section; None when it can."""
+        if cache.mode not in self.cache_modes:
+            return "cache.mode", f"the {self.name} family has no {cache.mode!r} cache (it has {', '.join(self.cache_modes)})"
+        return None
+
+    def prepare_cache(self, model) -> None:
+        """Make the denoiser's blocks known to the cache hooks (diffusers' block registry), where they are not."""
 
     def sampler(self, name: str) -> str:
         """The sampler a job asks for, or the family's default (its first) for ""."""

@@ -74,8 +74,8 @@ class ImageDriver(WorkerGroupDriver):
         """Everything after the last step, queued at once: a worker runs it back to back, and a single
         band is decoded from the worker's own result without a trip through the driver."""
         workers, closing, last = self.workers, self.closing, self.until == self.spec.steps
-        if not last:
-            closing["snapshots"] = self.snapshot()
+        if not last:  # the exact state at the segment's end, whatever a step cache would resume from
+            closing["snapshots"] = [w.snapshot.remote(segment_end=True) for w in workers]
         closing["bands"] = [w.result.remote() for w in workers]
         if self.decode and last and len(workers) == 1:
             closing["decode"] = [workers[0].decode_latents.remote(self.spec.model, self.spec.dtype, closing["bands"][0])]
@@ -150,6 +150,7 @@ def run_render(
         "cfg_parallel": par.cfg,
         "backend": backend,
         "attention": begin[0]["attention"],
+        "cache": ends[0].get("cache"),
         "resumed_from_step": first,
         "until_step": until,
         "model_path": spec.model,

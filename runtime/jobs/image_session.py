@@ -19,6 +19,7 @@ from pipelines.sampling import (
     encode_conditioning,
     latent_shape,
 )
+from runtime.jobs.cache import attach_step_cache
 from runtime.jobs.strategies import IMAGE_STRATEGIES, strategy_setup
 
 
@@ -48,6 +49,10 @@ class RenderSession:
         if setup is not None:
             self.strategy = setup(pipe, cond, par, latent_shape(pipe, spec.height, spec.width)[2])
             predictor, rows = self.strategy.predictor, self.strategy.rows
+        self.cache = attach_step_cache(pipe, getattr(spec, "cache", None))
+        """The step cache on the denoiser (``parallel.cache``), after the strategy's changes; None without."""
+        self.resume_state: dict | None = None
+        """With a step cache: the render state from just before its last full step, what a stop hands out."""
         self.loop = DenoiseLoop(
             pipe, spec.sampler, spec.steps, spec.seed, spec.height, spec.width, predictor, rows=rows
         )
@@ -63,7 +68,14 @@ class RenderSession:
 
     def step(self) -> int:
         started = time.perf_counter()
-        done = self.loop.step()
+        if self.cache is None:
+            done = self.loop.step()
+        else:
+            before = self.loop.state_dict()
+            self.cache.begin_step(self.loop.step_index)
+            done = self.loop.step()
+            if self.cache.end_step():
+                self.resume_state = before
         self.step_seconds.append(time.perf_counter() - started)
         return done
 
@@ -74,8 +86,13 @@ class RenderSession:
             done = self.step()
         return done
 
-    def snapshot(self) -> dict:
-        """This worker's band of the render state, for a checkpoint."""
+    def snapshot(self, segment_end: bool = False) -> dict:
+        """This worker's band of the render state, for a checkpoint. With a step cache, the state from just
+        before its last full step (every worker of the job has the same one): resuming re-runs that step in
+        full, which rebuilds the cache as the uninterrupted job had it (``parallel.cache.step_cache``).
+        ``segment_end``: the state now (the next segment's model starts its own cache)."""
+        if self.cache is not None and self.resume_state is not None and not segment_end:
+            return self.resume_state
         return self.loop.state_dict()
 
     def latents(self) -> torch.Tensor:
@@ -90,10 +107,15 @@ class RenderSession:
         report = {"step_seconds": self.step_seconds, "rows": list(self.loop.rows), "band": self.band_index}
         if self.strategy is not None:
             report.update(self.strategy.report())
+        if self.cache is not None:
+            report["cache"] = self.cache.report()
         return report
 
     def close(self) -> None:
-        """Undo the strategy's changes to the cached denoiser."""
+        """Undo the step cache's and the strategy's changes to the cached denoiser."""
+        if self.cache is not None:
+            self.cache.close()
+            self.cache = None
         if self.strategy is not None:
             self.strategy.close()
             self.strategy = None

@@ -106,7 +106,7 @@ class VideoSession:
         self.decode_s += time.perf_counter() - started
         self.decode_cpu_s += time.thread_time() - started_cpu
 
-    def snapshot(self) -> dict[str, Any]:
+    def snapshot(self, segment_end: bool = False) -> dict[str, Any]:
         """This stage's share of the state at the current tick boundary (all stages at once)."""
         state = export_stage_state(self.pipeline)  # first: stage 0 may finish (and decode) blocks here
         if self.decode is not None:

@@ -25,6 +25,7 @@ class PixArtFamily(ModelFamily):
     denoisers = ("PixArtTransformer2DModel", "DiTTransformer2DModel")
     samplers = ("pipeline", "ddim", "euler", "dpm++")
     strategies = ("none", "patch")
+    cache_modes = ("none", "first-block")
 
     def plan_error(self, strategy: str, path: str | Path) -> str | None:
         if strategy == "patch":

@@ -49,6 +49,7 @@ class QwenImageFamily(ModelFamily):
     denoisers = ("QwenImageTransformer2DModel",)
     samplers = ("pipeline", "flow-euler")  # flow matching: the beta-schedule samplers do not fit
     strategies = ("none", "patch")
+    cache_modes = ("none", "first-block")
     true_cfg = True  # QwenImagePipeline weighs its CFG with true_cfg_scale, as FluxPipeline does
 
     # --- a pipeline directory, at submit: JSON only --------------------------------------------

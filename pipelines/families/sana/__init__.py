@@ -41,6 +41,18 @@ class SanaFamily(ModelFamily):
     denoisers = ("SanaTransformer2DModel",)
     samplers = ("pipeline", "flow-euler")
     strategies = ("none", "patch")
+    cache_modes = ("none", "first-block")
+
+    def prepare_cache(self, model) -> None:
+        """diffusers' block registry (what its cache hooks read of a block's outputs) lacks Sana's block, which
+        takes and returns the image tokens alone."""
+        from diffusers.hooks._helpers import TransformerBlockMetadata, TransformerBlockRegistry
+
+        for block_class in {type(block) for block in model.transformer_blocks}:
+            try:
+                TransformerBlockRegistry.get(block_class)
+            except ValueError:
+                TransformerBlockRegistry.register(block_class, TransformerBlockMetadata(return_hidden_states_index=0))
 
     # --- a pipeline directory, at submit: JSON only --------------------------------------------
     def plan_error(self, strategy: str, path: str | Path) -> str | None:

@@ -22,6 +22,15 @@ class StableDiffusionFamily(ModelFamily):
     denoisers = ("UNet2DConditionModel",)
     samplers = ("pipeline", "ddim", "euler", "dpm++")
     strategies = ("none", "patch")
+    cache_modes = ("none", "deepcache")
+
+    def cache_error(self, path: str | Path, cache) -> tuple[str, str] | None:
+        """DeepCache's ``branch`` must name one of the UNet's down blocks."""
+        problem = super().cache_error(path, cache)
+        blocks = len(self.component_config(path, "unet").get("down_block_types", ()))
+        if problem is None and cache.mode == "deepcache" and cache.branch >= blocks:
+            return "cache.branch", f"must be below the UNet's {blocks} down blocks, got {cache.branch}"
+        return problem
 
     def band_alignment(self, path: str | Path) -> int:
         """2 ** (stride-2 downsamples): one per down block but the last, as diffusers builds them."""

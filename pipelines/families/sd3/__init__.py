@@ -32,6 +32,7 @@ class StableDiffusion3Family(ModelFamily):
     denoisers = ("SD3Transformer2DModel",)
     samplers = ("pipeline", "flow-euler")  # flow matching: the beta-schedule samplers do not fit
     strategies = ("none", "patch")
+    cache_modes = ("none", "first-block")
 
     def band_alignment(self, path: str | Path) -> int:
         """A band is whole patch rows."""
