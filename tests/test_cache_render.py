@@ -20,7 +20,7 @@ def flux_dir(tmp_path_factory):
     return save_tiny_flux(tmp_path_factory.mktemp("flux-cache") / "tiny-flux")
 
 
-def _spec(model_dir, threshold: float, **parallel) -> RenderSpec:
+def _spec(model_dir, threshold: float, true_cfg_scale: float = 1.0, **parallel) -> RenderSpec:
     return RenderSpec.from_dict(
         {
             "model": str(model_dir),
@@ -28,6 +28,8 @@ def _spec(model_dir, threshold: float, **parallel) -> RenderSpec:
             "width": 48,
             "steps": STEPS,
             "seed": 3,
+            "negative_prompt": "blurry",
+            "true_cfg_scale": true_cfg_scale,
             "cache": {"mode": "first-block", "threshold": threshold},
             "parallel": parallel or {"strategy": "none"},
         }
@@ -68,3 +70,21 @@ def test_a_stopped_cached_job_resumes_to_the_uninterrupted_result(pool2, flux_di
     assert record["full_steps"] + record["reused_steps"] and record["full_steps"][0] == state["step_index"]
     assert set(record["reused_steps"]) == {s for s in cached.metadata["cache"]["reused_steps"] if s >= state["step_index"]}
     torch.testing.assert_close(resumed.latents, cached.latents, atol=1e-4, rtol=1e-4)
+
+
+@pytest.mark.parametrize(
+    "parallel",
+    [{"strategy": "patch", "degree": 2, "mode": "sync", "cfg": True}, {"strategy": "sequence", "degree": 2}],
+    ids=["cfg-halves", "ulysses"],
+)
+def test_guidance_halves_and_sequence_shards_take_one_workers_decisions(pool2, flux_dir, parallel):
+    """Each CFG partner sees one branch, each Ulysses rank a shard of the tokens: the change summed over the
+    group is one worker's (both branches batched, every token), so the decisions and the result are too."""
+    measured = run_render(pool2, _spec(flux_dir, 1e-9, true_cfg_scale=4.0), progress=False, decode=False)
+    changes = sorted(measured.metadata["cache"]["changes"].values())
+    threshold = (changes[len(changes) // 2 - 1] + changes[len(changes) // 2]) / 2
+    one = run_render(pool2, _spec(flux_dir, threshold, true_cfg_scale=4.0), progress=False, decode=False)
+    split = run_render(pool2, _spec(flux_dir, threshold, true_cfg_scale=4.0, **parallel), progress=False, decode=False)
+    assert one.metadata["cache"]["reused_steps"]
+    assert [w["cache_reused_steps"] for w in split.metadata["workers"]] == [one.metadata["cache"]["reused_steps"]] * 2
+    torch.testing.assert_close(split.latents, one.latents, atol=1e-4, rtol=1e-4)

@@ -179,6 +179,8 @@ def _worker_summary(info: dict, begin: dict, end: dict, steps: int) -> dict:
         peak_memory_bytes=end["peak_memory_bytes"],
         activation_peak_bytes=max(0, end["peak_memory_bytes"] - begin["resident_bytes"]),
     )
+    if "cache" in end:  # the same on every worker of the job (parallel.cache.step_cache)
+        summary["cache_reused_steps"] = end["cache"]["reused_steps"]
     if "bytes_sent" in end:
         sent = end["bytes_sent"]
         per_kind = {kind: sum(peers.values()) for kind, peers in sent.items()}
