@@ -125,6 +125,9 @@ class RenderSpec(JobSpec):
     """How the render is spread over workers."""
     segments: list[SegmentSpec] = field(default_factory=list)
     """Empty: all steps on `model`. Otherwise the steps split in runs, each on its own model."""
+    compile: bool = False
+    """Compile the denoiser's repeated blocks (torch.compile, diffusers' regional compilation), kept per worker
+    like the model: the first job on a worker pays the compile, later ones do not."""
     cache: CacheConfig = field(default_factory=CacheConfig)
     """Step caching: which work a step reuses from an earlier one ("none", "first-block" for transformers,
     "deepcache" for UNets), the same decision on every worker of the job."""
@@ -182,6 +185,11 @@ class RenderSpec(JobSpec):
             self.check_sampler_steps(model, self.sampler)
         self._validate_parallel()
         self._validate_cache()
+        check_type("compile", self.compile, bool)
+        for model in self.segment_models() if self.compile else []:
+            path, family = self._models[model][:2]
+            if not family.repeated_blocks(family.denoiser_class(path)):
+                raise SpecError("compile", f"{Path(path).name}'s denoiser names no repeated blocks to compile")
 
     def _validate_cache(self) -> None:
         cache = self.cache

@@ -105,6 +105,8 @@ class ModelFamily:
     """Samplers (``pipelines.samplers``) that fit the model's noise schedule; the first is the default."""
     strategies: tuple[str, ...] = ("none",)
     """Parallel strategies the family has a plan for ("none" runs the whole model on one worker)."""
+    compiled_blocks: tuple[str, ...] = ()
+    """Block classes ``compile=true`` compiles where diffusers names none for the denoiser's class."""
     cache_modes: tuple[str, ...] = ("none",)
     """Step-cache modes (``parallel.cache``) that fit the family's denoiser ("none": every step in full)."""
     true_cfg: bool = False
@@ -138,6 +140,17 @@ class ModelFamily:
         if cache.mode not in self.cache_modes:
             return "cache.mode", f"the {self.name} family has no {cache.mode!r} cache (it has {', '.join(self.cache_modes)})"
         return None
+
+    def repeated_blocks(self, denoiser_class: type | None) -> list[str]:
+        """The block classes ``compile=true`` compiles in a denoiser of this class: those diffusers names
+        (``_repeated_blocks``, what its regional compilation takes), else the family's ``compiled_blocks``."""
+        return list(getattr(denoiser_class, "_repeated_blocks", None) or self.compiled_blocks)
+
+    def denoiser_class(self, path: str | Path) -> type | None:
+        """The diffusers class of the denoiser at ``path`` (None: diffusers has no class of that name)."""
+        import diffusers
+
+        return getattr(diffusers, self.component_config(path, self.denoiser).get("_class_name", ""), None)
 
     def prepare_cache(self, model) -> None:
         """Make the denoiser's blocks known to the cache hooks (diffusers' block registry), where they are not."""

@@ -151,6 +151,7 @@ def run_render(
         "backend": backend,
         "attention": begin[0]["attention"],
         "cache": ends[0].get("cache"),
+        "compile": ends[0].get("compile"),
         "resumed_from_step": first,
         "until_step": until,
         "model_path": spec.model,

@@ -12,6 +12,7 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
+from pipelines.families import family_of
 from pipelines.sampling import (
     DenoiseLoop,
     batched_cfg_predictor,
@@ -19,6 +20,7 @@ from pipelines.sampling import (
     encode_conditioning,
     latent_shape,
 )
+from runtime.compiled_blocks import set_compiled
 from runtime.jobs.cache import attach_step_cache
 from runtime.jobs.strategies import IMAGE_STRATEGIES, strategy_setup
 
@@ -49,6 +51,10 @@ class RenderSession:
         if setup is not None:
             self.strategy = setup(pipe, cond, par, latent_shape(pipe, spec.height, spec.width)[2])
             predictor, rows = self.strategy.predictor, self.strategy.rows
+        model = denoiser(pipe)
+        blocks = family_of(pipe).repeated_blocks(type(model))
+        self.compiled = set_compiled(model, getattr(spec, "compile", False), blocks)
+        """Whether the denoiser's repeated blocks run compiled in this job (``compile=true``)."""
         self.cache = attach_step_cache(pipe, getattr(spec, "cache", None))
         """The step cache on the denoiser (``parallel.cache``), after the strategy's changes; None without."""
         self.resume_state: dict | None = None
@@ -109,6 +115,7 @@ class RenderSession:
             report.update(self.strategy.report())
         if self.cache is not None:
             report["cache"] = self.cache.report()
+        report["compile"] = self.compiled
         return report
 
     def close(self) -> None:

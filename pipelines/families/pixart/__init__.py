@@ -26,6 +26,7 @@ class PixArtFamily(ModelFamily):
     samplers = ("pipeline", "ddim", "euler", "dpm++")
     strategies = ("none", "patch")
     cache_modes = ("none", "first-block")
+    compiled_blocks = ("BasicTransformerBlock",)
 
     def plan_error(self, strategy: str, path: str | Path) -> str | None:
         if strategy == "patch":

@@ -42,6 +42,7 @@ class SanaFamily(ModelFamily):
     samplers = ("pipeline", "flow-euler")
     strategies = ("none", "patch")
     cache_modes = ("none", "first-block")
+    compiled_blocks = ("SanaTransformerBlock",)
 
     def prepare_cache(self, model) -> None:
         """diffusers' block registry (what its cache hooks read of a block's outputs) lacks Sana's block, which

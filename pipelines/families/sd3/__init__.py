@@ -33,6 +33,7 @@ class StableDiffusion3Family(ModelFamily):
     samplers = ("pipeline", "flow-euler")  # flow matching: the beta-schedule samplers do not fit
     strategies = ("none", "patch")
     cache_modes = ("none", "first-block")
+    compiled_blocks = ("JointTransformerBlock",)
 
     def band_alignment(self, path: str | Path) -> int:
         """A band is whole patch rows."""
