@@ -11,6 +11,7 @@ segment history and the final metadata.
 from __future__ import annotations
 
 import shutil
+import sqlite3
 import threading
 import time
 import traceback
@@ -20,6 +21,7 @@ from typing import Any
 
 import ray
 
+from cluster.calibrations import CalibrationStore
 from cluster.failure_policy import Failure, FailurePolicy, is_storage_error
 from cluster.job_files import JobFiles
 from cluster.jobs.image import Segment
@@ -82,6 +84,8 @@ class SegmentRunner:
         self.is_pausing = is_pausing
         self.forget_workers = forget_workers
         self.end = end
+        self.calibrations = CalibrationStore(store.path)
+        """Cache calibrations jobs learned, beside the jobs in the store's database."""
 
     def run(
         self,
@@ -110,6 +114,7 @@ class SegmentRunner:
             self.files.log(job.id, f"resumes from {spec.unit} {first}; placed again for its segment")
             return
         placed = spec.placed(segment.model, len(workers), choice) if choice else spec.placed(segment.model, len(workers))
+        placed = spec.with_calibration(placed, self.calibrations)
         pool = self.pools.pool_of(workers)
         self.files.log(
             job.id,
@@ -160,6 +165,13 @@ class SegmentRunner:
             return
         release()
         record(segment.until, time.time() - started)
+        learned = spec.learned_calibration(placed, result.metadata)
+        if learned is not None:
+            try:
+                self.calibrations.put(*learned, job.id)
+                self.files.log(job.id, f"cache calibrated: {learned[1]}")
+            except sqlite3.Error as err:  # the job is fine; the next one calibrates again
+                self.files.log(job.id, f"cache calibration not kept ({err}): {learned[1]}")
         if result.checkpoint is not None:  # a segment boundary: the next segment is placed anew
             on_checkpoint(result.checkpoint)
             self.end(job.id, "queued")

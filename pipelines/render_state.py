@@ -59,13 +59,16 @@ def stitch_states(states: list[dict[str, Any]]) -> dict[str, Any]:
 
     shapes = [s["latents"].shape for s in states]
     scheduler = {k: merge([s["scheduler"][k] for s in states], shapes) for k in first["scheduler"]}
-    return {
+    stitched = {
         "step_index": first["step_index"],
         "rows": [states[0]["rows"][0], states[-1]["rows"][1]],
         "latents": torch.cat([s["latents"] for s in states], dim=2),
         "scheduler": scheduler,
         "generator": first["generator"],
     }
+    if "cache_calibration" in first:  # the same on every band (runtime.jobs.image_session)
+        stitched["cache_calibration"] = first["cache_calibration"]
+    return stitched
 
 
 def slice_state(full: dict[str, Any], rows: tuple[int, int]) -> dict[str, Any]:

@@ -10,6 +10,7 @@ Ring attention (``parallel.ring``), and composes with ``parallel.cfg`` the same 
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -205,6 +206,15 @@ class RenderSpec(JobSpec):
             check_type(f"cache.{name}", value, int)
             if not least <= value <= MAX_STEPS:
                 raise SpecError(f"cache.{name}", f"must be in [{least}, {MAX_STEPS}], got {value}")
+        if cache.min_psnr is not None:
+            check_type("cache.min_psnr", cache.min_psnr, (int, float))
+            if not 10 <= cache.min_psnr <= 100:
+                raise SpecError("cache.min_psnr", f"must be in [10, 100] dB, got {cache.min_psnr}")
+            if not cache.enabled:
+                raise SpecError("cache.min_psnr", "calibrates a cache mode's setting: set cache.mode too")
+        check_type("cache.calibrated", cache.calibrated, bool)
+        if cache.calibrated:
+            raise SpecError("cache.calibrated", "is set by the service when it reuses a calibration; leave it out")
         for model in self.segment_models() if cache.enabled else []:
             path, family = self._models[model][:2]
             problem = family.cache_error(path, cache)
@@ -369,6 +379,34 @@ class RenderSpec(JobSpec):
             if strategy in family.strategies:
                 candidates += [strategy, split] if guided else [strategy]
         return candidates
+
+    def calibration_key(self, placed: RenderSpec) -> str | None:
+        """What a ``cache.min_psnr`` calibration of ``placed`` depends on (None: it asks for none): the model, size,
+        sampler and steps, and the cache's own settings."""
+        cache = placed.cache
+        if not cache.enabled or cache.min_psnr is None:
+            return None
+        fields = [placed.model, placed.dtype, placed.height, placed.width, placed.sampler, placed.steps]
+        return json.dumps([*fields, cache.mode, cache.min_psnr, cache.warmup_steps, cache.max_skips, cache.branch])
+
+    def with_calibration(self, placed: RenderSpec, calibrations) -> RenderSpec:
+        """``placed`` with the kept calibration of its key, when there is one (``cluster.calibrations``)."""
+        key = self.calibration_key(placed)
+        known = calibrations.get(key) if key is not None else None
+        if known is None:
+            return placed
+        from parallel.cache.calibrate import Calibration
+
+        cache = Calibration(**known).applied(replace(placed.cache, calibrated=True))
+        return RenderSpec(**{**placed.input_fields(), "cache": cache})
+
+    def learned_calibration(self, placed: RenderSpec, metadata: dict) -> tuple[str, dict] | None:
+        """(key, calibration) when this run calibrated its cache (not when it reused one)."""
+        key = self.calibration_key(placed)
+        calibration = (metadata.get("cache") or {}).get("calibration")
+        if key is None or calibration is None or not calibration.get("renders"):
+            return None
+        return key, calibration
 
     def runs(self, placed: RenderSpec) -> bool:
         """Whether ``placed`` (one of this job's placements) passes its strategy's checks (a plan the cost

@@ -182,6 +182,14 @@ class JobSpec:
         """Latent rows of this job's height on ``model`` (a name or directory of this job): what bands split."""
         return self.height // self._known_model(model)[3]
 
+    def with_calibration(self, placed: JobSpec, calibrations: Any) -> JobSpec:
+        """``placed`` with what earlier jobs learned for it (an image job's cache calibration); as is by default."""
+        return placed
+
+    def learned_calibration(self, placed: JobSpec, metadata: dict) -> tuple[str, dict] | None:
+        """(key, value) a run learned that later jobs reuse (``with_calibration``); None by default."""
+        return None
+
     def input_fields(self) -> dict[str, Any]:
         """The spec's fields as they are (not copied), to build a variant of it."""
         return {f.name: getattr(self, f.name) for f in fields(self)}

@@ -30,6 +30,14 @@ class CacheConfig:
     max_skips: int = 3
     """first-block: most steps in a row that may reuse; also bounds what a pause re-runs (see ``StepCache``)."""
 
+    min_psnr: float | None = None
+    """A quality budget instead of ``threshold`` / ``interval``: the fastest setting whose result stays within
+    this many dB of full compute (PSNR of the final latent). The first job of a model, size, sampler and steps
+    finds it by rendering (``parallel.cache.calibrate``) and the service keeps it for the later ones."""
+    calibrated: bool = False
+    """Set by the service, never by a job: ``threshold`` / ``interval`` hold the kept calibration for
+    ``min_psnr``."""
+
     @property
     def enabled(self) -> bool:
         return self.mode != "none"

@@ -12,6 +12,7 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
+from parallel.cache.calibrate import Calibration, calibrate
 from pipelines.families import family_of
 from pipelines.sampling import (
     DenoiseLoop,
@@ -55,18 +56,44 @@ class RenderSession:
         blocks = family_of(pipe).repeated_blocks(type(model))
         self.compiled = set_compiled(model, getattr(spec, "compile", False), blocks)
         """Whether the denoiser's repeated blocks run compiled in this job (``compile=true``)."""
-        self.cache = attach_step_cache(pipe, getattr(spec, "cache", None))
+        self.new_loop = lambda: DenoiseLoop(
+            pipe, spec.sampler, spec.steps, spec.seed, spec.height, spec.width, predictor, rows=rows
+        )
+        self.calibration = job_calibration(spec, resume, self.render_whole)
+        """A ``cache.min_psnr`` job's chosen setting (``parallel.cache.calibrate``): found here by rendering, kept
+        in the service's store for later jobs, or carried by the checkpoint this session resumes; None without."""
+        cache = getattr(spec, "cache", None)
+        self.cache = attach_step_cache(pipe, self.calibration.applied(cache) if self.calibration else cache)
         """The step cache on the denoiser (``parallel.cache``), after the strategy's changes; None without."""
         self.resume_state: dict | None = None
         """With a step cache: the render state from just before its last full step, what a stop hands out."""
-        self.loop = DenoiseLoop(
-            pipe, spec.sampler, spec.steps, spec.seed, spec.height, spec.width, predictor, rows=rows
-        )
+        self.loop = self.new_loop()
         if resume is not None:
             self.loop.load_state_dict(resume)
             if self.strategy is not None:
                 self.strategy.resume(self.loop.step_index)
         self.step_seconds: list[float] = []
+
+    def render_whole(self, config) -> tuple[torch.Tensor, dict]:
+        """The whole job once, from step 0, with step cache ``config`` (calibration's renders): this worker's final
+        latent and the cache's report."""
+        if self.strategy is not None:
+            self.strategy.resume(0)
+        loop = self.new_loop()
+        cache = attach_step_cache(self.pipe, config)
+        try:
+            while not loop.done:
+                if cache is not None:
+                    cache.begin_step(loop.step_index)
+                loop.step()
+                if cache is not None:
+                    cache.end_step()
+            return loop.latents, cache.report() if cache is not None else {}
+        finally:
+            if cache is not None:
+                cache.close()
+            if self.strategy is not None:
+                self.strategy.resume(0)
 
     @property
     def band_index(self) -> int:
@@ -97,9 +124,12 @@ class RenderSession:
         before its last full step (every worker of the job has the same one): resuming re-runs that step in
         full, which rebuilds the cache as the uninterrupted job had it (``parallel.cache.step_cache``).
         ``segment_end``: the state now (the next segment's model starts its own cache)."""
+        state = self.loop.state_dict()
         if self.cache is not None and self.resume_state is not None and not segment_end:
-            return self.resume_state
-        return self.loop.state_dict()
+            state = self.resume_state
+        if self.calibration is not None:
+            state = {**state, "cache_calibration": self.calibration.as_dict()}
+        return state
 
     def latents(self) -> torch.Tensor:
         return self.loop.latents.detach().cpu()
@@ -113,8 +143,10 @@ class RenderSession:
         report = {"step_seconds": self.step_seconds, "rows": list(self.loop.rows), "band": self.band_index}
         if self.strategy is not None:
             report.update(self.strategy.report())
-        if self.cache is not None:
-            report["cache"] = self.cache.report()
+        if self.cache is not None or self.calibration is not None:
+            report["cache"] = self.cache.report() if self.cache is not None else {"mode": "none"}
+            if self.calibration is not None:
+                report["cache"]["calibration"] = self.calibration.as_dict()
         report["compile"] = self.compiled
         return report
 
@@ -126,6 +158,21 @@ class RenderSession:
         if self.strategy is not None:
             self.strategy.close()
             self.strategy = None
+
+
+def job_calibration(spec: Any, resume: dict | None, render) -> Calibration | None:
+    """The setting a ``cache.min_psnr`` job runs with: carried by its checkpoint, kept by the service (the spec is
+    ``calibrated``), or found now by rendering with ``render`` (every worker of the job takes part)."""
+    cache = getattr(spec, "cache", None)
+    if cache is None or cache.min_psnr is None or not (cache.enabled or cache.calibrated):
+        return None
+    if resume is not None and resume.get("cache_calibration") is not None:
+        return Calibration(**resume["cache_calibration"])
+    if cache.calibrated:
+        knob = "threshold" if cache.mode == "first-block" else "interval"
+        value = getattr(cache, knob) if cache.enabled else None
+        return Calibration(cache.min_psnr, knob, value, None)
+    return calibrate(render, cache, spec.steps, cache.min_psnr)
 
 
 def open_render_session(pipe, spec: Any, resume: dict | None = None) -> RenderSession:
