@@ -88,3 +88,27 @@ def test_guidance_halves_and_sequence_shards_take_one_workers_decisions(pool2, f
     assert one.metadata["cache"]["reused_steps"]
     assert [w["cache_reused_steps"] for w in split.metadata["workers"]] == [one.metadata["cache"]["reused_steps"]] * 2
     torch.testing.assert_close(split.latents, one.latents, atol=1e-4, rtol=1e-4)
+
+
+def _builtin(interval: int, **parallel) -> RenderSpec:
+    return RenderSpec.from_dict(
+        {
+            "height": 128,
+            "width": 64,
+            "steps": STEPS,
+            "seed": 2,
+            "cache": {"mode": "deepcache", "interval": interval},
+            "parallel": parallel or {"strategy": "none"},
+        }
+    )
+
+
+def test_a_stopped_deepcache_job_resumes_on_two_bands_to_the_uninterrupted_result(pool2):
+    cached = run_render(pool2, _builtin(3), progress=False, decode=False)
+    record = cached.metadata["cache"]
+    assert record["mode"] == "deepcache" and record["reused_steps"]
+    state = _stopped_at(pool2, _builtin(3), after=5)
+    assert state["step_index"] in record["full_steps"]
+    resumed = run_render(pool2, _builtin(3, strategy="patch", degree=2, mode="sync"), progress=False, decode=False, resume=state)
+    assert resumed.metadata["cache"]["reused_steps"] == [s for s in record["reused_steps"] if s >= state["step_index"]]
+    torch.testing.assert_close(resumed.latents, cached.latents, atol=1e-4, rtol=1e-4)
