@@ -66,8 +66,8 @@ def stitch_states(states: list[dict[str, Any]]) -> dict[str, Any]:
         "scheduler": scheduler,
         "generator": first["generator"],
     }
-    if "cache_calibration" in first:  # the same on every band (runtime.jobs.image_session)
-        stitched["cache_calibration"] = first["cache_calibration"]
+    # what else a session keeps (a cache calibration, step parallelism's round): the same on every worker
+    stitched.update({key: value for key, value in first.items() if key not in stitched})
     return stitched
 
 

@@ -46,7 +46,8 @@ LATENT_FACTOR = 8
 class ParallelSpec(ParallelBase):
     strategy: str = "none"
     """"none" (one worker runs the whole loop), "patch" (the latent split in row bands, one per worker),
-    "sequence" (diffusers' context parallelism: the model's token sequence split by Ulysses and Ring) or
+    "sequence" (diffusers' context parallelism: the model's token sequence split by Ulysses and Ring), "steps"
+    (ParaStep: adjacent steps at once on different workers, only their noise exchanged; approximate) or
     "auto" (with degree "auto": for each placement, the scheduler picks the strategy, degree, CFG split and
     Ring degree the cost model predicts fastest among the model family's plans)."""
     degree: int | str = 1
@@ -55,7 +56,8 @@ class ParallelSpec(ParallelBase):
     mode: str = "sync"
     """Patch exchange: "sync" (fresh every step, exact) or "displaced" (previous step's, overlapped)."""
     warmup_steps: int = 2
-    """Synchronous steps before displaced mode starts using stale activations."""
+    """Synchronous steps before displaced mode starts using stale activations; with strategy "steps", the steps
+    every worker takes one at a time before the rounds of adjacent steps start."""
     stale_dtype: str | None = None
     """Displaced mode: "float16" or "bfloat16" sends and keeps the stale activations in that precision
     (half the bytes and half the memory held between steps); None keeps the model's dtype."""
@@ -549,11 +551,23 @@ def _check_sequence(spec: RenderSpec) -> None:
             )
 
 
+def _check_steps(spec: RenderSpec) -> None:
+    """Strategy "steps" (ParaStep): adjacent steps on ``degree`` workers, each running the whole model."""
+    par = spec.parallel
+    if par.auto or par.degree < 2:
+        raise SpecError("parallel.degree", f"step parallelism takes adjacent steps on 2 or more workers, got {par.degree}")
+    if par.cfg:
+        raise SpecError("parallel.cfg", "step parallelism runs both guidance branches on every worker; leave cfg off")
+    if spec.cache.enabled:
+        raise SpecError("cache.mode", "step parallelism already reuses each round's noise; use cache.mode=none")
+
+
 STRATEGY_CHECKS: dict[str, Callable[[RenderSpec], None]] = {
     "none": _check_one_worker,
     "patch": _check_patch_bands,
     "sequence": _check_sequence,
     "auto": _check_auto,
+    "steps": _check_steps,
 }
 """The spec's strategy table: what each strategy (``runtime.jobs.strategies``) asks of an image job's fields."""
 

@@ -33,6 +33,7 @@ JOB_STRATEGY = {
     "cfg": "patch",
     "sequence": "sequence",
     "sequence-cfg": "sequence",
+    "steps": "steps",
     "frame-pipeline": "frames",
 }
 """Cost-model strategy -> the job spec's ``parallel.strategy`` that runs it (the CFG split is ``parallel.cfg``)."""
@@ -203,6 +204,8 @@ def choose_plan(
     for strategy in ("sequence", "sequence-cfg"):
         if strategy in wanted:
             ranked += rank_sequence(profile, free_workers, device, link, strategy, steps, specs_yaml, ring_overlap)
+    if "steps" in wanted:  # approximate, as displaced bands are: only when the caller offers it
+        ranked += [predict(profile, "steps", d, device, link, specs_yaml=specs_yaml, steps=steps) for d in range(2, free_workers + 1)]
     if not any(p.degree == 1 for p in ranked):
         ranked.append(predict(profile, "none", 1, device, link, specs_yaml=specs_yaml, steps=steps))
     return _pick([_plan(p) for p in ranked], min_gain)

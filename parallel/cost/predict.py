@@ -144,8 +144,9 @@ def compute_share(profile: ModelProfile, strategy: str, degree: int) -> float:
     FLOPs and run the text's whole on every band; sequence parallelism splits both; the FLOPs over no token
     (embeddings, adaLN modulations) run whole on every worker; a CFG split halves the batch first; a
     frame-pipeline stage runs 1/degree of the layers."""
-    if strategy in ("none", "frame-pipeline") or degree <= 1:
-        return 1.0 / degree if strategy == "frame-pipeline" else 1.0
+    if strategy in ("none", "frame-pipeline", "steps") or degree <= 1:
+        # a frame-pipeline stage runs its share of the layers; ParaStep, one whole forward per round of `degree` steps
+        return 1.0 / degree if strategy in ("frame-pipeline", "steps") else 1.0
     total = profile.flops or 1
     image, text, shared = profile.image_flops / total, profile.text_flops / total, profile.shared_flops / total
     if strategy == "patch":
@@ -198,7 +199,7 @@ def predict(
         profile, strategy, degree, mode, scheme, kv_source, stale_dtype, ring=ring, ring_overlap=ring_overlap
     )
     share = compute_share(profile, strategy, degree)
-    ops = profile.ops * share if strategy == "frame-pipeline" else profile.ops  # a stage runs its layers only
+    ops = profile.ops * share if strategy in ("frame-pipeline", "steps") else profile.ops  # its layers, or its steps
     ops += sequence_ops(profile, strategy, degree, ring)
     compute = compute_seconds(profile.flops * share, ops, device, corun=degree > 1)
     step, waited = _step(compute, traffic, link)
@@ -244,6 +245,8 @@ def _memory(
     batch_fraction = 0.5 if strategy in ("cfg", "sequence-cfg") else 1.0
     params = profile.param_bytes / (degree if strategy == "frame-pipeline" else 1)
     acts = profile.activation_peak_bytes * share
+    if strategy == "steps":  # every worker runs whole forwards, and holds a round's gathered noises
+        acts = profile.activation_peak_bytes + degree * (profile.output_bytes or profile.latent_bytes)
     if strategy.startswith("sequence") and degree > 1:
         workers = int(degree * batch_fraction)
         shapes = profile.attention

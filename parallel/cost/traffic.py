@@ -42,9 +42,9 @@ from parallel.cost.profile import ModelProfile
 from parallel.patch.config import STALE_DTYPES
 from parallel.patch.traffic import SCHEMES, patch_bytes_per_rank, patch_bytes_per_worker
 
-STRATEGIES = ("none", "patch", "cfg", "sequence", "sequence-cfg", "frame-pipeline", "pipeline-train")
+STRATEGIES = ("none", "patch", "cfg", "sequence", "sequence-cfg", "steps", "frame-pipeline", "pipeline-train")
 """Strategies the cost model predicts: "cfg" is CFG parallel with patch bands inside each branch,
-"sequence-cfg" with sequence parallelism inside each branch."""
+"sequence-cfg" with sequence parallelism inside each branch, "steps" step parallelism (ParaStep)."""
 INFERENCE = STRATEGIES[:-1]
 
 
@@ -274,6 +274,20 @@ def pipeline_training_traffic(
     return t
 
 
+def steps_traffic(profile: ModelProfile, degree: int) -> Traffic:
+    """Step parallelism (ParaStep): each round of ``degree`` steps, every worker all-gathers its one noise
+    prediction (the output's bytes) to the others; per step, a ``1 / degree`` share of that round."""
+    if degree < 2:
+        raise ValueError(f"degree: step parallelism needs 2 or more workers, got {degree}")
+    noise = profile.output_bytes or profile.latent_bytes
+    return Traffic(
+        "steps",
+        degree,
+        bytes_per_step={"noise": noise * (degree - 1) / degree},
+        messages_per_step={"noise": _log2_rounds(degree) / degree},
+    )
+
+
 def strategy_traffic(
     profile: ModelProfile,
     strategy: str,
@@ -296,6 +310,8 @@ def strategy_traffic(
         return cfg_traffic(profile, degree, mode, scheme, kv_source, stale_dtype)
     if strategy in ("sequence", "sequence-cfg"):
         return sequence_traffic(profile, degree, ring, 2 if strategy == "sequence-cfg" else 1, ring_overlap)
+    if strategy == "steps":
+        return steps_traffic(profile, degree)
     if strategy == "frame-pipeline":
         return frame_pipeline_traffic(profile, degree, **kw)
     raise ValueError(f"strategy: unknown inference strategy {strategy!r}; expected one of {INFERENCE}")

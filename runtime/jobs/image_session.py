@@ -56,9 +56,13 @@ class RenderSession:
         blocks = family_of(pipe).repeated_blocks(type(model))
         self.compiled = set_compiled(model, getattr(spec, "compile", False), blocks)
         """Whether the denoiser's repeated blocks run compiled in this job (``compile=true``)."""
-        self.new_loop = lambda: DenoiseLoop(
-            pipe, spec.sampler, spec.steps, spec.seed, spec.height, spec.width, predictor, rows=rows
-        )
+        def new_loop() -> DenoiseLoop:
+            loop = DenoiseLoop(pipe, spec.sampler, spec.steps, spec.seed, spec.height, spec.width, predictor, rows=rows)
+            if hasattr(predictor, "bind"):  # a predictor that reads the loop (step parallelism)
+                predictor.bind(loop)
+            return loop
+
+        self.new_loop = new_loop
         self.calibration = job_calibration(spec, resume, self.render_whole)
         """A ``cache.min_psnr`` job's chosen setting (``parallel.cache.calibrate``): found here by rendering, kept
         in the service's store for later jobs, or carried by the checkpoint this session resumes; None without."""
@@ -72,6 +76,8 @@ class RenderSession:
             self.loop.load_state_dict(resume)
             if self.strategy is not None:
                 self.strategy.resume(self.loop.step_index)
+                if hasattr(self.strategy, "load_state"):  # what it keeps between steps (step parallelism)
+                    self.strategy.load_state(resume, self.loop.device)
         self.step_seconds: list[float] = []
 
     def render_whole(self, config) -> tuple[torch.Tensor, dict]:
@@ -129,6 +135,8 @@ class RenderSession:
             state = self.resume_state
         if self.calibration is not None:
             state = {**state, "cache_calibration": self.calibration.as_dict()}
+        if self.strategy is not None and hasattr(self.strategy, "state"):
+            state = {**state, **self.strategy.state()}
         return state
 
     def latents(self) -> torch.Tensor:

@@ -27,6 +27,7 @@ IMAGE_STRATEGIES: dict[str, Strategy] = {
     "none": Strategy(None, needs_plan=False),
     "patch": Strategy("runtime.jobs.image_patch:setup_patch", needs_plan=True),  # row bands, CFG split on request
     "sequence": Strategy("runtime.jobs.image_sequence:setup_sequence", needs_plan=True),  # diffusers' Ulysses/Ring
+    "steps": Strategy("runtime.jobs.image_steps:setup_steps", needs_plan=False),  # ParaStep: adjacent steps at once
 }
 """Image strategies: set-up(pipe, conditioning, parallel spec, latent rows) -> the worker's set-up, which has
 ``predictor`` (band latent, t -> guided noise), ``rows`` (this worker's latent rows), ``band_index``,
