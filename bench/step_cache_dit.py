@@ -41,6 +41,7 @@ from diffusers.hooks import FirstBlockCacheConfig, apply_first_block_cache
 from bench.common import alternate, median, provenance, write_section
 from bench.image_dit_strategies import MODELS, BenchConfig, patch_defaults, psnr
 from bench.strategy_workers import Run, Timed, WorkerPool
+from parallel.cache.calibrate import calibrate
 from parallel.cache.config import CacheConfig
 from parallel.cache.first_block import apply_first_block_cache as tessera_first_block
 from parallel.patch.bands import band_bounds, gather_bands, slice_band
@@ -97,6 +98,28 @@ def setup_worker(rank: int, world: int, cfg: BenchConfig, threshold: float) -> t
         return Timed({"loop_s": seconds, "reused": reused}, out)
 
     return {"bands": lambda: run(False), "bands cached": lambda: run(True)}, ""
+
+
+def calibrated_threshold(cfg: BenchConfig, min_psnr: float) -> tuple[float | None, dict]:
+    """The threshold ``parallel.cache.calibrate`` picks for ``min_psnr`` on one worker (as a ``cache.min_psnr`` job's
+    first run does), and the calibration's record."""
+    torch.set_num_threads(1)
+    bench = MODELS["flux"]
+    model = bench.build(cfg)
+    noise = bench.latent(model, cfg)
+    scheduler = bench.scheduler_factory(model, cfg)
+    predict = batched_cfg_predictor(model, bench.conditioning(model, cfg, False))
+
+    def render(config: CacheConfig):
+        cache = tessera_first_block(model, config, first_step=0) if config.enabled else None
+        try:
+            return cached_loop(predict, noise, scheduler(), cache), cache.report() if cache else {}
+        finally:
+            if cache is not None:
+                cache.close()
+
+    found = calibrate(render, CacheConfig(mode="first-block"), cfg.steps, min_psnr)
+    return found.value, found.as_dict()
 
 
 def measure(cfg: BenchConfig, thresholds: list[float], composed: float, repeats: int, warmup: int) -> dict:
@@ -173,6 +196,9 @@ def section(cfg: BenchConfig, measured: dict, command: str, args: argparse.Names
         shown = "exact" if math.isinf(quality) else f"{quality:.1f}"
         steps = f"{reused[name]} of {cfg.steps}" if name in reused else "-"
         lines.append(f"| {name} | {median(values):.2f} | {base / median(values):.2f}x | {steps} | {shown} |")
+    for name in seconds:
+        if name.startswith("first-block") or "+ first-block" in name:
+            lines.append(f"\nPer round, {name}: " + ", ".join(f"{s:.2f}" for s in seconds[name]) + " s")
     image_tokens = (cfg.size // 16) ** 2
     return (
         "## Step caching: First Block Cache on a Flux-layout transformer\n\n"
@@ -192,6 +218,11 @@ def main(argv: list[str] | None = None) -> str:
     ap.add_argument("--steps", type=int, default=20)
     ap.add_argument("--thresholds", default="0.05,0.1,0.2", help="comma-separated first-block thresholds")
     ap.add_argument("--composed-threshold", type=float, default=0.1)
+    ap.add_argument(
+        "--min-psnr",
+        type=float,
+        help="instead of --thresholds / --composed-threshold: the threshold cache.min_psnr calibrates on one worker",
+    )
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--warmup", type=int, default=1)
     ap.add_argument("--no-write", action="store_true")
@@ -201,9 +232,21 @@ def main(argv: list[str] | None = None) -> str:
     cfg = BenchConfig(**{**cfg.__dict__, "size": args.size, "steps": args.steps})
     bench.check(cfg)
     thresholds = [float(t) for t in args.thresholds.split(",") if t]
-    measured = measure(cfg, thresholds, args.composed_threshold, args.repeats, args.warmup)
+    composed, calibration = args.composed_threshold, None
+    if args.min_psnr is not None:
+        threshold, calibration = calibrated_threshold(cfg, args.min_psnr)
+        print(f"calibration: {calibration}", file=sys.stderr, flush=True)
+        if threshold is None:
+            raise SystemExit(f"--min-psnr: no threshold keeps {args.min_psnr} dB on this model ({calibration})")
+        thresholds, composed = [threshold], threshold
+    measured = measure(cfg, thresholds, composed, args.repeats, args.warmup)
     command = "python -m bench.step_cache_dit " + " ".join(argv if argv is not None else sys.argv[1:])
     body = section(cfg, measured, command, args)
+    if calibration is not None:
+        body += (
+            f"\nThreshold from `cache.min_psnr={args.min_psnr:g}` calibrated on one worker (not timed): "
+            f"{calibration['value']:.4g}, {calibration['psnr']:.1f} dB in calibration, {calibration['renders']} renders.\n"
+        )
     if args.no_write:
         print(body)
     else:
