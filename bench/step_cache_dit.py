@@ -46,6 +46,7 @@ from parallel.cache.config import CacheConfig
 from parallel.cache.first_block import apply_first_block_cache as tessera_first_block
 from parallel.patch.bands import band_bounds, gather_bands, slice_band
 from parallel.patch.parallelize import parallelize_patch
+from parallel.steps import ReuseThenPredict
 from pipelines.sampling import batched_cfg_predictor
 
 WORKERS = 2
@@ -87,6 +88,7 @@ def setup_worker(rank: int, world: int, cfg: BenchConfig, threshold: float) -> t
 
     def run(cached: bool) -> Timed:
         handle.reset()
+        before = _sent(handle.bytes_sent.total)
         cache = tessera_first_block(model, _cache_config(threshold), first_step=0) if cached else None
         started = time.perf_counter()
         band = slice_band(noise, bounds, rank).contiguous()
@@ -95,9 +97,45 @@ def setup_worker(rank: int, world: int, cfg: BenchConfig, threshold: float) -> t
         reused = len(cache.report()["reused_steps"]) if cache is not None else 0
         if cache is not None:
             cache.close()
-        return Timed({"loop_s": seconds, "reused": reused}, out)
+        sent = (_sent(handle.bytes_sent.total) - before) / cfg.steps
+        return Timed({"loop_s": seconds, "reused": reused, "sent": sent}, out)
 
-    return {"bands": lambda: run(False), "bands cached": lambda: run(True)}, ""
+    plain = bench.build(cfg)  # ParaStep's own copy, without the bands' processors
+    steps = ReuseThenPredict(batched_cfg_predictor(plain, bench.conditioning(plain, cfg, False)), group, warmup_steps=2)
+
+    def run_steps() -> Timed:
+        before = _sent(steps.comm.bytes_sent().total)
+        started = time.perf_counter()
+        out = parastep_loop(steps, noise, scheduler())
+        seconds = time.perf_counter() - started
+        return Timed({"loop_s": seconds, "reused": 0, "sent": (_sent(steps.comm.bytes_sent().total) - before) / cfg.steps}, out)
+
+    return {"bands": lambda: run(False), "bands cached": lambda: run(True), "steps": run_steps}, ""
+
+
+def _sent(total: dict[str, dict[int, int]]) -> int:
+    return sum(n for peers in total.values() for n in peers.values())
+
+
+class _Loop:
+    """What ``ReuseThenPredict`` reads of a denoising loop."""
+
+    def __init__(self, scheduler, latents: torch.Tensor) -> None:
+        self.scheduler, self.timesteps, self.latents = scheduler, scheduler.timesteps, latents
+        self.step_index, self.step_kwargs = 0, {}
+
+
+def parastep_loop(steps: ReuseThenPredict, noise: torch.Tensor, scheduler) -> torch.Tensor:
+    """The flow-matching loop with ParaStep's predictor (rounds of the group's size after 2 warm-up steps)."""
+    loop = _Loop(scheduler, noise)
+    steps.bind(loop)
+    steps.pending, steps.last_noise = {}, None
+    with torch.no_grad():
+        for index, t in enumerate(scheduler.timesteps):
+            loop.step_index = index
+            noise_pred = steps(loop.latents, t)
+            loop.latents = scheduler.step(noise_pred, t, loop.latents, return_dict=False)[0]
+    return loop.latents
 
 
 def calibrated_threshold(cfg: BenchConfig, min_psnr: float) -> tuple[float | None, dict]:
@@ -131,6 +169,7 @@ def measure(cfg: BenchConfig, thresholds: list[float], composed: float, repeats:
     predict = batched_cfg_predictor(model, bench.conditioning(model, cfg, False))
     outputs: dict[str, torch.Tensor] = {}
     reused: dict[str, int] = {}
+    sent: dict[str, float] = {}
 
     def single(name: str, threads: int = 1, threshold: float | None = None, ours: bool = True) -> Callable[[], float]:
         def run() -> float:
@@ -163,6 +202,7 @@ def measure(cfg: BenchConfig, thresholds: list[float], composed: float, repeats:
             def run() -> float:
                 timed = pool.run(command)
                 outputs[name] = timed.output
+                sent[name] = timed.figures["sent"]
                 if command == "bands cached":
                     reused[name] = int(timed.figures["reused"])
                 return timed.figures["loop_s"]
@@ -179,25 +219,28 @@ def measure(cfg: BenchConfig, thresholds: list[float], composed: float, repeats:
         runs[f"bands displaced {WORKERS} + first-block {composed:g}"] = parallel(
             f"bands displaced {WORKERS} + first-block {composed:g}", "bands cached"
         )
+        runs[f"steps {WORKERS} (ParaStep)"] = parallel(f"steps {WORKERS} (ParaStep)", "steps")
         runs["1 process x 2 threads"] = single("1 process x 2 threads", threads=2)
         seconds = alternate(runs, repeats, warmup)
-    return {"seconds": seconds, "outputs": outputs, "reused": reused}
+    return {"seconds": seconds, "outputs": outputs, "reused": reused, "sent": sent}
 
 
 def section(cfg: BenchConfig, measured: dict, command: str, args: argparse.Namespace) -> str:
-    seconds, outputs, reused = measured["seconds"], measured["outputs"], measured["reused"]
+    seconds, outputs, reused, sent = measured["seconds"], measured["outputs"], measured["reused"], measured["sent"]
     base = median(seconds["1 worker"])
     lines = [
-        "| configuration | s per loop (median) | speed-up vs 1 worker | steps reused | PSNR vs full compute (dB) |",
-        "|---|---|---|---|---|",
+        "| configuration | s per loop (median) | speed-up vs 1 worker | steps reused | PSNR vs full compute (dB) "
+        "| MiB sent per step per worker |",
+        "|---|---|---|---|---|---|",
     ]
     for name, values in seconds.items():
         quality = psnr(outputs[name], outputs["1 worker"])
         shown = "exact" if math.isinf(quality) else f"{quality:.1f}"
         steps = f"{reused[name]} of {cfg.steps}" if name in reused else "-"
-        lines.append(f"| {name} | {median(values):.2f} | {base / median(values):.2f}x | {steps} | {shown} |")
+        mib = f"{sent[name] / 2**20:.2f}" if name in sent else "-"
+        lines.append(f"| {name} | {median(values):.2f} | {base / median(values):.2f}x | {steps} | {shown} | {mib} |")
     for name in seconds:
-        if name.startswith("first-block") or "+ first-block" in name:
+        if "first-block" in name:
             lines.append(f"\nPer round, {name}: " + ", ".join(f"{s:.2f}" for s in seconds[name]) + " s")
     image_tokens = (cfg.size // 16) ** 2
     return (
@@ -208,7 +251,8 @@ def section(cfg: BenchConfig, measured: dict, command: str, args: argparse.Names
         "flow-matching Euler steps; seconds of the whole loop, median of "
         f"{args.repeats} alternating rounds after {args.warmup} warm-up; PSNR of the final latent against `1 worker`\n"
         "- Tessera's cache: warm-up 2 steps, at most 3 reused in a row; diffusers': its own hook, no warm-up or cap\n"
-        f"- bands: {WORKERS} gloo workers, displaced, the CLI's patch defaults\n\n" + "\n".join(lines) + "\n"
+        f"- bands: {WORKERS} gloo workers, displaced, the CLI's patch defaults; ParaStep (`parallel=steps`): the same "
+        "workers, 2 warm-up steps, then rounds of 2 adjacent steps, only the noise exchanged\n\n" + "\n".join(lines) + "\n"
     )
 
 
