@@ -510,8 +510,10 @@ def _check_sequence(spec: RenderSpec) -> None:
     if par.auto:
         raise SpecError("parallel.degree", "'auto' picks patch bands only; give sequence parallelism a degree")
     branches = 2 if par.cfg else 1
-    if par.cfg and spec.guidance_scale <= 1.0:
-        raise SpecError("parallel.cfg", f"CFG parallel needs guidance_scale > 1, got {spec.guidance_scale}")
+    for model in spec.segment_models() if par.cfg else []:
+        weight = spec.cfg_weight_field(model)  # true_cfg_scale for Flux and Qwen-Image
+        if getattr(spec, weight) <= 1.0:
+            raise SpecError("parallel.cfg", f"CFG parallel needs {weight} > 1, got {getattr(spec, weight)}")
     if par.degree % branches or par.degree // branches < 2:
         per = "2 x (ulysses x ring) with cfg" if par.cfg else "ulysses x ring"
         raise SpecError(
@@ -536,6 +538,13 @@ def _check_sequence(spec: RenderSpec) -> None:
                 f"Ulysses over {ulysses} workers shares out attention heads, but {Path(path).name} has {shape.heads}: "
                 "Ulysses' share of a branch's workers (degree / ring) must divide them; raise parallel.ring to move "
                 "workers to Ring",
+            )
+        if par.ring > 1 and shape.masked_text and shape.heads % workers:
+            raise SpecError(
+                "parallel.ring",
+                f"{Path(path).name} pads a prompt to split evenly and masks the padding, which diffusers' Ring cannot "
+                f"take: its Ring workers then run as Ulysses over all {workers} workers of a branch, which its "
+                f"{shape.heads} attention heads do not divide",
             )
         if shape.image_tokens % workers:
             raise SpecError(

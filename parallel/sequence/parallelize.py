@@ -136,10 +136,14 @@ def _use_backend(model: nn.Module, config: SequenceConfig, device_type: str, han
     if wanted is None:
         return
     before = [p._attention_backend for p in processors]
+    # set_attention_backend also makes its backend the process's active one, which processors left at None
+    # (diffusers' default) use: restored too, or a later job on this worker would run on Ring's backend
+    active = _AttentionBackendRegistry._active_backend
 
     def restore() -> None:
         for processor, backend in zip(processors, before):
             processor._attention_backend = backend
+        _AttentionBackendRegistry.set_active_backend(active)
 
     handle._undo.append(restore)
     model.set_attention_backend(wanted)

@@ -68,6 +68,10 @@ class SequenceShape:
     0 when it splits none."""
     heads: int
     """Attention heads per layer: Ulysses hands each of its workers a share of them."""
+    masked_text: bool = False
+    """Whether a render's text may carry an attention mask (a prompt padded in the worker to split evenly),
+    which diffusers' Ring attention cannot take: its Ring workers then run as Ulysses (the same result), so the
+    heads must split between all of a branch's workers whatever the Ring degree."""
 
 
 def _concat(negative: Any, positive: Any) -> Any:
@@ -187,6 +191,16 @@ class ModelFamily:
         raise NotImplementedError(
             f"the {self.name} family does not say how many tokens its model splits (ModelFamily.sequence_shape)"
         )
+
+    def sequence_conditioning(
+        self, cond: Conditioning, workers: int, apart: bool
+    ) -> tuple[Conditioning, str | None]:
+        """The conditioning a sequence-parallel render runs on when its plan splits each forward's tokens between
+        ``workers`` (``apart``: CFG parallel, one branch per forward), and why Ring attention could not run it
+        exactly (None when it can). Called in the worker, after ``encode``: a family whose text length is known
+        only then makes it split evenly here. Default: the conditioning as encoded (its splits were checked at
+        submit, ``sequence_shape``)."""
+        return cond, None
 
     def latent_space(self, path: str | Path) -> tuple[int, int]:
         """(latent channels, VAE downsampling stages): what the models of one job's segments must share."""

@@ -180,6 +180,8 @@ def _worker_summary(info: dict, begin: dict, end: dict, steps: int) -> dict:
         peak_memory_bytes=end["peak_memory_bytes"],
         activation_peak_bytes=max(0, end["peak_memory_bytes"] - begin["resident_bytes"]),
     )
+    if "sequence" in end:  # Ulysses and Ring degrees this worker ran, and what it took (parallel.sequence)
+        summary["sequence"] = end["sequence"]
     if "cache" in end:  # the same on every worker of the job (parallel.cache.step_cache)
         summary["cache_reused_steps"] = end["cache"]["reused_steps"]
     if "bytes_sent" in end:

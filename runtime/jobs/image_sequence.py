@@ -61,11 +61,31 @@ def setup_sequence(pipe: Any, cond: Conditioning, par: Any, latent_rows: int) ->
     layout = make_cfg_groups(group) if par.cfg else None
     replicas = 2 if layout is not None else 1
     per_replica = dist.get_world_size(group) // replicas
-    config = SequenceConfig(ulysses=per_replica // par.ring, ring=par.ring)
     model = cond.family.denoiser_of(pipe)
+    # a text whose length only the encoded prompt tells (Qwen-Image) is made to split evenly here
+    cond, no_ring = cond.family.sequence_conditioning(cond, per_replica, apart=layout is not None)
+    config, note = _sequence_config(model, per_replica, par.ring, no_ring)
     handle = parallelize_sequence(model, group, config, replicas=replicas)
+    handle.notes += [note] if note else []
     if layout is None:
         predictor = batched_cfg_predictor(model, cond)
     else:
         predictor = split_cfg_predictor(model, cond, layout)
     return SequenceSetup(handle, predictor, (0, latent_rows), layout)
+
+
+def _sequence_config(
+    model: Any, workers: int, ring: int, no_ring: str | None
+) -> tuple[SequenceConfig, str | None]:
+    """Ulysses x Ring over a replica's ``workers``; all Ulysses when the conditioning cannot run under Ring
+    (``no_ring``, the family's reason): the same result, on other collectives. Every worker of the group decides
+    alike (the same prompts, encoded alike). Raises ValueError when the heads do not split between them."""
+    if ring == 1 or no_ring is None:
+        return SequenceConfig(ulysses=workers // ring, ring=ring), None
+    heads = model.config.num_attention_heads
+    if heads % workers:
+        raise ValueError(
+            f"parallel.ring: this prompt cannot run under Ring attention exactly ({no_ring}), and its {heads} "
+            f"attention heads do not split between {workers} Ulysses workers instead"
+        )
+    return SequenceConfig(ulysses=workers, ring=1), f"Ring {ring} ran as Ulysses {workers}: {no_ring}"

@@ -30,8 +30,11 @@ def _forwards(model: torch.nn.Module) -> dict[str, torch.Tensor]:
 
 def one_replica(config: SequenceConfig) -> dict[str, Any]:
     """The whole world splits one model's sequence: forwards, the guided loop, traffic, undo."""
+    from diffusers.models.attention_dispatch import _AttentionBackendRegistry
+
     model = S.tiny_flux()
     backends = _backends(model)
+    active = _AttentionBackendRegistry._active_backend  # the process's: processors left at None use it
     handle = parallelize_sequence(model, dist.group.WORLD, config)
     r: dict[str, Any] = _forwards(model)
     r["bytes_forward"] = dict(handle.bytes_sent.last_step)
@@ -47,6 +50,7 @@ def one_replica(config: SequenceConfig) -> dict[str, Any]:
     r["after_remove"] = _forwards(model)  # the whole sequence on this rank, no collective
     r["bytes_unchanged_after_remove"] = sent == handle.bytes_sent.total
     r["restored"] = model._parallel_config is None and _backends(model) == backends
+    r["restored"] = r["restored"] and _AttentionBackendRegistry._active_backend == active
     return r
 
 

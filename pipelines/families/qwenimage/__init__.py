@@ -16,6 +16,15 @@ The loop keeps the latent unpacked, (1, C, H, W), so patch bands are row bands a
 the transformer with the whole image's shape (``img_shapes``: the patch plan keeps the band's rows of its rotary
 embedding) and unpacks its output with ``_unpack_latents``. The flow-matching step is elementwise, so stepping the
 unpacked latent equals stepping the packed one, and the rescale's per-token norm stays within a band's 2x2 patches.
+
+Sequence parallelism runs diffusers' own context-parallel plan of the transformer (``_cp_plan``: image and text
+tokens, the mask and the rotary tables split between a branch's workers). The image's tokens and the heads are
+checked at submit (``sequence_shape``); the prompt's length is known only once it is encoded, in the worker, where
+each branch's text is padded with masked zeros to a multiple of the workers (``sequence_conditioning``, exact:
+see ``conditioning``). Ulysses takes the mask; diffusers' Ring takes none, so a render whose forward carries one
+(a padded prompt, or two branches of unequal length batched) runs its Ring workers as Ulysses, which gives the
+same result, and says so in its report (a Ring degree is refused at submit when the heads do not split between
+all of a branch's workers).
 """
 
 from __future__ import annotations
@@ -48,7 +57,7 @@ class QwenImageFamily(ModelFamily):
     denoiser = "transformer"
     denoisers = ("QwenImageTransformer2DModel",)
     samplers = ("pipeline", "flow-euler")  # flow matching: the beta-schedule samplers do not fit
-    strategies = ("none", "patch")
+    strategies = ("none", "patch", "sequence")
     cache_modes = ("none", "first-block")
     true_cfg = True  # QwenImagePipeline weighs its CFG with true_cfg_scale, as FluxPipeline does
 
@@ -96,6 +105,23 @@ class QwenImageFamily(ModelFamily):
     def band_alignment(self, path: str | Path) -> int:
         """A band is whole rows of 2x2 patches."""
         return PACKING
+
+    def sequence_shape(self, path: str | Path, height: int, width: int):
+        """The packed image tokens and the heads the context-parallel plan splits. Its text tokens are left out
+        (0): a prompt's length is known only when the worker encodes it (QwenImagePipeline keeps the prompt's own
+        tokens), and ``sequence_conditioning`` pads it there to a multiple of the workers, so any length splits.
+        The padding is masked, which Ring cannot take (``masked_text``): the heads must also split between all of
+        a branch's workers, for its Ring workers to run as Ulysses."""
+        from pipelines.families.base import SequenceShape
+
+        step = self.latent_factor(path) * PACKING
+        heads = self.component_config(path, "transformer").get("num_attention_heads", 24)
+        return SequenceShape((height // step) * (width // step), 0, heads, masked_text=True)
+
+    def sequence_conditioning(self, cond, workers: int, apart: bool):
+        """Each branch's text padded with masked zeros to a multiple of ``workers`` (exact: see ``conditioning``);
+        the reason Ring cannot run it when a forward then carries a mask."""
+        return cond.split_evenly(workers, apart)
 
     def latent_factor(self, path: str | Path) -> int:
         """The VAE's downsampling, as QwenImagePipeline computes its ``vae_scale_factor``."""
