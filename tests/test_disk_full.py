@@ -30,11 +30,11 @@ def small_disk(tmp_path):
 
 def _fill(path) -> None:
     """Write zeros until the file system is full."""
-    with open(path, "wb") as filler:
+    # unbuffered: a buffered file would try to flush the write that did not fit again when it closes, and raise
+    with open(path, "wb", buffering=0) as filler:
         try:
             while True:
                 filler.write(b"\0" * (1 << 16))
-                filler.flush()
                 os.fsync(filler.fileno())
         except OSError:
             pass
