@@ -1,7 +1,9 @@
 """Video jobs: the spec of a frame-pipelined video render (`tessera render job=video ...`).
 
 A video job is queue ticks over a checkpointable state (the blocks in the queue with their latents and
-sampler state, and the feature cache), run to its end on ``parallel.degree`` stages. A frame count that
+sampler state, and the feature cache), run to its end on ``parallel.degree`` stages. The model is known only
+through its family (``pipelines.families``): its strategies, its stage count (``max_stages``) and its own
+limits on a render (``video_error``: whole latent frames per block, and whatever its frame plan needs). A frame count that
 is not a multiple of the block size is rounded up to the next multiple; the note saying to what is kept
 in ``notes`` and printed by the CLI.
 """
@@ -110,7 +112,11 @@ class VideoSpec(JobSpec):
         family = self.remember_model("model", self.model)
         self.check_sampler_steps(self.model, "pipeline")  # a video renders with its directory's scheduler
         self.check_plan(family, self.model, VIDEO_STRATEGIES)
-        self.__dict__["_layers"] = family.max_stages(self.model_path())
+        path = self.model_path()
+        self.__dict__["_layers"] = family.max_stages(path)
+        problem = family.video_error(path, self)  # the family's own limits (whole latent frames per block...)
+        if problem is not None:
+            raise SpecError(*problem)
         self._validate_degree()
 
     def _validate_degree(self) -> None:

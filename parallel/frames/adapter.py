@@ -32,8 +32,10 @@ class FrameAdapter(Protocol):
     def embed(self, latent: torch.Tensor) -> torch.Tensor:
         """[B, C, F, H, W] latent -> [B, tokens, dim] hidden states."""
 
-    def conditions(self, timestep: torch.Tensor, text: torch.Tensor) -> Any:
-        """Every layer's per-timestep inputs (time embedding, projected text), computed locally."""
+    def conditions(self, timestep: torch.Tensor, text: Any) -> Any:
+        """Every layer's per-timestep inputs (time embedding, projected text), computed locally. ``text`` is
+        the family's encoded prompt as its video pipeline made it (one tensor, or a dict of batch-first
+        tensors; both guidance branches batched, negative first), on the model's device."""
 
     def begin_block(self, block: int | None) -> None:
         """The frame block the next layers see (None: no block, no cache traffic, e.g. while measuring)."""

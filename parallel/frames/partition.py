@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import statistics
 import time
+from typing import Any
 
 import torch
 
@@ -27,11 +28,15 @@ def _median_seconds(fn, repeats: int) -> float:
 
 
 @torch.no_grad()
-def measure_layer_costs(adapter: FrameAdapter, text: torch.Tensor, repeats: int = 3) -> list[float]:
+def measure_layer_costs(
+    adapter: FrameAdapter, text: Any, batch: int | None = None, repeats: int = 3
+) -> list[float]:
     """Median forward seconds of each transformer layer on one frame block (embed and head folded in);
-    the block is batched as ``text`` is (2 rows under classifier-free guidance)."""
+    the block is batched as ``text`` is (``batch`` rows, 2 under classifier-free guidance; default: the rows
+    of a tensor ``text``)."""
     param = next(adapter.model.parameters())
-    latent = torch.zeros((text.shape[0], *adapter.block_shape), dtype=param.dtype, device=param.device)
+    batch = text.shape[0] if batch is None else batch
+    latent = torch.zeros((batch, *adapter.block_shape), dtype=param.dtype, device=param.device)
     cond = adapter.conditions(torch.tensor([500.0], device=param.device), text)
     adapter.begin_block(None)  # no cache traffic while measuring
     hidden = adapter.embed(latent)

@@ -40,8 +40,10 @@ from parallel.frames.adapter import FrameAdapterFactory
 from parallel.frames.noise import block_noise, noise_template
 from parallel.frames.partition import measure_layer_costs, stage_boundaries
 from parallel.frames.ring import RingChannel, RingSender
+from parallel.frames.sampling import SetTimesteps, StepFn, default_set_timesteps, default_step
 from parallel.frames.schedule import WorkItem, queue_at, queue_schedule, split_frames
 from parallel.frames.schedule import ticks as schedule_ticks
+from parallel.frames.text import Text, batch_guided, check_negative, text_batch, to_model
 from parallel.frames.trace import FrameTrace
 
 TAG_HIDDEN, TAG_OUTPUT = 0, 1
@@ -105,24 +107,29 @@ class FramePipeline:
         model: nn.Module,
         config: FramePipelineConfig,
         latent_shape: tuple[int, int, int],
-        text: torch.Tensor,
+        text: Text,
         make_scheduler: Callable[[], SchedulerMixin],
         on_block_done: BlockSink | None = None,
         group: dist.ProcessGroup | None = None,
         boundaries: list[int] | None = None,
         block_overhead_s: float = 0.0,
-        negative_text: torch.Tensor | None = None,
+        negative_text: Text | None = None,
         trace: bool = False,
         *,
         make_adapter: FrameAdapterFactory,
+        set_timesteps: SetTimesteps | None = None,
+        step: StepFn | None = None,
     ) -> None:
-        """``latent_shape`` is (channels, height, width) of one latent frame; ``text`` [1, L, D] the
-        encoded prompt; ``make_scheduler`` a fresh diffusers scheduler (one per block).
+        """``latent_shape`` is (channels, height, width) of one latent frame; ``text`` the encoded prompt,
+        one tensor [1, L, D] or a family's dict of batch-first tensors (``parallel.frames.text``), handed to
+        the adapter's ``conditions`` as it is; ``make_scheduler`` a fresh diffusers scheduler (one per block).
         ``block_overhead_s``: seconds stage 0 spends per finished block outside the model (decoding and
         writing it); spread over the block's steps and counted in stage 0's share when cutting stages
         (rank 0's value is the one every rank uses). ``negative_text`` [1, L, D]: the encoded negative
-        prompt, required when ``config.guidance_scale > 1``. ``trace``: log ring and compute events in
-        ``self.trace``. ``make_adapter``: the model family's frame plan, which cuts ``model`` into pieces."""
+        prompt (encoded like ``text``), required when ``config.guidance_scale > 1``. ``trace``: log ring and
+        compute events in ``self.trace``. ``make_adapter``: the model family's frame plan, which cuts ``model``
+        into pieces. ``set_timesteps`` and ``step``: the family's sampler hooks (``parallel.frames.sampling``;
+        default: ``scheduler.set_timesteps(steps, device=...)`` and ``scheduler.step(output, t, latent)``)."""
         self.config = config
         self.frames, self.blocks = split_frames(config.frames, config.block_frames)
         self.group = group
@@ -152,32 +159,31 @@ class FramePipeline:
                     f"negative_text: guidance_scale={config.guidance_scale} runs the unconditional branch "
                     'and needs the encoded negative prompt (encode "" for none)'
                 )
-            if negative_text.shape != text.shape:
+            try:
+                check_negative(text, negative_text)
+            except ValueError:
                 self.adapter.remove()
-                raise ValueError(
-                    f"negative_text: shape {tuple(negative_text.shape)} differs from the prompt's "
-                    f"{tuple(text.shape)}; encode both to the same length"
-                )
-            text = torch.cat([negative_text, text])  # negative first, as diffusers batches them
-        self.batch = text.shape[0]
+                raise
+            text = batch_guided(text, negative_text)  # negative first, as diffusers batches them
+        self.batch = text_batch(text)
         """2 with guidance (both branches in one batch), else 1."""
-        self.text = text.to(self.device, self.dtype)
+        self.text = to_model(text, self.device, self.dtype)
         self.trace = FrameTrace() if trace else None
         self.layer_costs: list[float] | None = None
         """Measured seconds per layer and block (stage 0's extra work folded into layer 0), when measured."""
         if boundaries is None:
             costs = [1.0] * self.adapter.num_layers
             if self.stages > 1:
-                costs = measure_layer_costs(self.adapter, self.text)
+                costs = measure_layer_costs(self.adapter, self.text, self.batch)
                 costs[0] += block_overhead_s / config.steps
             self.layer_costs = costs
             boundaries = stage_boundaries(costs, self.stages)
         self.boundaries = list(boundaries)
         self.layers = range(self.boundaries[self.rank], self.boundaries[self.rank + 1])
         self.make_scheduler = make_scheduler
-        probe = make_scheduler()
-        probe.set_timesteps(config.steps, device=self.device)
-        self.timesteps = probe.timesteps
+        self.set_timesteps = set_timesteps or default_set_timesteps
+        self.apply_step = step or default_step
+        self.timesteps = self.new_scheduler().timesteps
         self.items = queue_schedule(self.blocks, config.steps, config.block_stride)
         self.position = 0
         self._conditions: dict[int, object] = {}
@@ -226,17 +232,22 @@ class FramePipeline:
         return message
 
     # ---- stage 0: latents and samplers ------------------------------------------------------
-    def _start_block(self, block: int) -> None:
+    def new_scheduler(self) -> SchedulerMixin:
+        """A fresh scheduler for one block, its timesteps set by the family's hook (the same for every block:
+        the schedule of a video of one block's size)."""
         scheduler = self.make_scheduler()
-        scheduler.set_timesteps(self.config.steps, device=self.device)
+        self.set_timesteps(scheduler, self.config.steps, self.block_shape, self.device)
+        return scheduler
+
+    def _start_block(self, block: int) -> None:
+        scheduler = self.new_scheduler()
         noise = block_noise(self.template, self.config.seed, block).to(self.device)
         self.latents[block] = noise * getattr(scheduler, "init_noise_sigma", 1.0)
         self.schedulers[block] = scheduler
 
     def _apply(self, item: WorkItem, output: torch.Tensor) -> None:
         scheduler = self.schedulers[item.block]
-        t = self.timesteps[item.step]
-        self.latents[item.block] = scheduler.step(output, t, self.latents[item.block], return_dict=False)[0]
+        self.latents[item.block] = self.apply_step(scheduler, output, item.step, self.timesteps, self.latents[item.block])
         self.applied.append((item.block, item.step))
         if item.step == self.config.steps - 1:
             latent = self.latents.pop(item.block)

@@ -21,7 +21,7 @@ from diffusers import AutoencoderKL, FlowMatchEulerDiscreteScheduler, WanTransfo
 
 from pipelines.builtin import BUILTIN_ROOT, strip_machine_paths
 from pipelines.builtin.image import TEXT_WIDTH, vae_config
-from pipelines.families.wan.loading import VideoPipeline, load_video_pipeline
+from pipelines.families.wan.loading import WanVideoPipeline, load_video_pipeline
 
 VIDEO_PIPELINE_CLASS = "TesseraVideoPipeline"
 
@@ -83,7 +83,7 @@ def write_builtin_video(
     return target
 
 
-def build_video_pipeline(seed: int = 0, image_model: str | Path | None = None) -> VideoPipeline:
+def build_video_pipeline(seed: int = 0, image_model: str | Path | None = None) -> WanVideoPipeline:
     """The training starting point: a seeded random transformer with the image model's VAE and text encoder."""
     import tempfile
 
@@ -92,7 +92,7 @@ def build_video_pipeline(seed: int = 0, image_model: str | Path | None = None) -
     return pipe
 
 
-def save_video_pipeline(pipe: VideoPipeline, target: str | Path, weights_only: bool = False) -> Path:
+def save_video_pipeline(pipe: WanVideoPipeline, target: str | Path, weights_only: bool = False) -> Path:
     """Write a video pipeline in diffusers format (safetensors). `weights_only` writes only the trained
     components (transformer, text encoder) into an existing pipeline directory, leaving the rest as it is.
     The configs written name no directory of this machine (``_name_or_path`` dropped)."""

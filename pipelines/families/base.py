@@ -202,6 +202,25 @@ class ModelFamily:
         submit, ``sequence_shape``)."""
         return cond, None
 
+    def temporal_factor(self, path: str | Path) -> int:
+        """Video frames per latent frame of a video family's VAE at ``path`` (read from JSON); 1 for a VAE that
+        decodes frame by frame."""
+        return 1
+
+    def video_error(self, path: str | Path, spec: Any) -> tuple[str, str] | None:
+        """(field, why) when the model at ``path`` cannot render the video ``spec`` (a ``cluster.jobs.video``
+        spec, its frame counts already rounded to whole blocks); None when it can. Default: a block must hold
+        whole latent frames (``block_frames`` a multiple of ``temporal_factor``). A family whose frame plan needs
+        more (a temporal patch: an even number of latent frames per block) checks it here, at submit."""
+        factor = self.temporal_factor(path)
+        if spec.block_frames % factor:
+            return (
+                "block_frames",
+                f"this model's VAE packs {factor} frames into one latent frame; block_frames must be a "
+                f"multiple of {factor}, got {spec.block_frames}",
+            )
+        return None
+
     def latent_space(self, path: str | Path) -> tuple[int, int]:
         """(latent channels, VAE downsampling stages): what the models of one job's segments must share."""
         vae = self.component_config(path, "vae")

@@ -1,10 +1,13 @@
 """A worker's stage of one video render: its model, its FramePipeline, and (stage 0) the MP4 stream.
 
-Plain torch, no Ray. Stage 0 decodes each finished frame block (the per-frame VAE, or Wan's causal VAE
-carrying its cache from block to block) and appends it to the MP4 as the block leaves the queue, so no
-more than one block of frames is ever held. The spec (the placed video spec the worker received,
-``cluster.jobs.video.VideoSpec``; only its fields are read here) counts video frames; with a VAE that
-packs several frames into one latent frame, the frame pipeline gets them divided by that factor.
+Plain torch, no Ray. The model is whatever its family's ``load`` returned, used only through
+``pipelines.video_pipeline.VideoPipeline`` (its prompt encoding, sampler hooks, frame counts and block
+decoder) and the family's frame plan. Stage 0 decodes each finished frame block (its block decoder: a
+per-frame VAE, or a causal VAE carrying its cache from block to block) and appends it to the MP4 as the
+block leaves the queue, so no more than one block of frames is ever held. The spec (the placed video
+spec the worker received, ``cluster.jobs.video.VideoSpec``; only its fields are read here) counts video
+frames; with a VAE that packs several frames into one latent frame, the frame pipeline gets them divided
+by that factor.
 
 A service job (``open_video_session`` with a ``block_dir``) keeps each finished block as its own MP4
 segment (``pipelines.video_blocks``), so that it can stop at a tick boundary and continue elsewhere, and
@@ -22,7 +25,7 @@ import torch.distributed as dist
 
 from parallel.frames.pipeline import FramePipeline, FramePipelineConfig
 from pipelines.families import family_of
-from pipelines.families.wan.loading import VideoPipeline
+from pipelines.video_pipeline import VideoPipeline
 from pipelines.video_writer import StreamingMP4Writer
 from runtime.jobs.video_state import (
     export_decoder_state,
@@ -54,12 +57,11 @@ class VideoSession:
             steps=spec.steps,
             block_stride=spec.block_stride,
             seed=spec.seed,
-            guidance_scale=spec.guidance_scale,
         )
         started = time.perf_counter()
-        text = pipe.encode_prompt(spec.prompt)
-        guided = spec.guidance_scale > 1.0
-        negative = pipe.encode_prompt(spec.negative_prompt) if guided else None
+        text, negative, config.guidance_scale = pipe.conditioning(
+            spec.prompt, spec.negative_prompt, spec.guidance_scale
+        )
         self.encode_s = time.perf_counter() - started
         rank = dist.get_rank(group) if group is not None else 0
         make_writer = make_writer or (lambda: StreamingMP4Writer(video_path, spec.fps))
@@ -83,6 +85,8 @@ class VideoSession:
             block_overhead_s=overhead,
             negative_text=negative,
             make_adapter=family_of(pipe).frame_adapter,
+            set_timesteps=pipe.set_timesteps,
+            step=pipe.scheduler_step,
         )
         self.setup_s = time.perf_counter() - started
         self.block_overhead_s = overhead
@@ -148,7 +152,7 @@ class VideoSession:
             "blocks": self.pipeline.blocks,
             "frames": self.pipe.video_frames(self.pipeline.frames),
             "latent_frames": self.pipeline.frames,
-            "guidance_scale": self.pipeline.config.guidance_scale,
+            "guidance_scale": self.spec.guidance_scale,
             "encode_s": self.encode_s,
             "setup_s": self.setup_s,
             "denoise_s": self.denoise_s,

@@ -106,8 +106,7 @@ def load_stage_state(pipe: FramePipeline, state: dict[str, Any]) -> None:
             store[(entry["layer"], entry["block"])] = _edge(entry, pipe.device)
     if pipe.rank == 0:
         for block, latent in state["latents"].items():
-            scheduler = pipe.make_scheduler()
-            scheduler.set_timesteps(pipe.config.steps, device=pipe.device)
+            scheduler = pipe.new_scheduler()
             load_scheduler_state(scheduler, state["schedulers"][block], pipe.device)
             pipe.schedulers[block] = scheduler
             pipe.latents[block] = latent.to(pipe.device, pipe.dtype)

@@ -36,6 +36,13 @@ class WanFamily(ModelFamily):
         """Frame-pipeline stages the model can be cut into: one transformer block each at most."""
         return int(self.component_config(path, "transformer").get("num_layers", 0))
 
+    def temporal_factor(self, path: str | Path) -> int:
+        """4 for Wan's causal 3-D VAE (its ``scale_factor_temporal``), 1 for the built-in per-frame VAE."""
+        vae = self.component_config(path, "vae")
+        if vae.get("_class_name") != "AutoencoderKLWan":
+            return 1
+        return int(vae.get("scale_factor_temporal", 4))
+
     def load(self, path: str | Path, dtype: str, device: str) -> Any:
         from pipelines.families.wan.loading import load_video_pipeline
 

@@ -1,7 +1,8 @@
 """Load a video pipeline directory: a Wan-layout transformer, a VAE, a text encoder, a scheduler.
 
 The layout is diffusers' (model_index.json and one folder per component, safetensors only). The
-transformer must be a ``WanTransformer3DModel`` (the frame pipeline's model). Two kinds load:
+transformer must be a ``WanTransformer3DModel`` (the frame pipeline's model). What loads is a
+``WanVideoPipeline``, the Wan family's ``pipelines.video_pipeline.VideoPipeline``. Two kinds load:
 
 - Tessera's own layout (the built-in video model): an ``AutoencoderKL`` decoding frame by frame (one
   latent frame per video frame) and a CLIP text encoder;
@@ -26,6 +27,7 @@ import torch
 
 from pipelines.errors import ModelDirectoryError
 from pipelines.loading import check_pipeline_dir, load_model, parse_dtype
+from pipelines.video_pipeline import VideoPipelineBase
 
 REQUIRED = {"transformer": ("WanTransformer3DModel",), "vae": ("AutoencoderKL", "AutoencoderKLWan")}
 WAN_PIPELINE = "WanPipeline"
@@ -59,8 +61,9 @@ def check_video_dir(path: str | Path, index: dict | None = None) -> dict:
 
 
 @dataclass
-class VideoPipeline:
-    """The loaded parts of a video pipeline, in eval mode on one device."""
+class WanVideoPipeline(VideoPipelineBase):
+    """The loaded parts of a Wan-layout video pipeline, in eval mode on one device: the family's
+    ``pipelines.video_pipeline.VideoPipeline`` (its sampler hooks are the defaults)."""
 
     transformer: torch.nn.Module
     """WanTransformer3DModel."""
@@ -172,7 +175,7 @@ class VideoPipeline:
         return images.permute(0, 2, 3, 1).cpu().numpy()
 
 
-def load_video_pipeline(path: str | Path, dtype: str = "float32", device: str = "cpu") -> VideoPipeline:
+def load_video_pipeline(path: str | Path, dtype: str = "float32", device: str = "cpu") -> WanVideoPipeline:
     import diffusers
     import transformers
 
@@ -191,7 +194,7 @@ def load_video_pipeline(path: str | Path, dtype: str = "float32", device: str = 
     except (AttributeError, OSError, TypeError, ValueError) as err:
         raise ModelDirectoryError(f"could not load the video pipeline at {path}: {err}") from err
     scheduler_config = json.loads((path / "scheduler" / "scheduler_config.json").read_text())
-    return VideoPipeline(
+    return WanVideoPipeline(
         transformer,
         vae,
         text_encoder.to(device).eval(),

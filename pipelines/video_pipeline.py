@@ -1,0 +1,144 @@
+"""What a video family's ``load()`` returns: the one object a video render (``job=video``) talks to.
+
+``runtime.jobs.video_session`` and ``cluster.jobs.video`` know a video model only through its family
+(``pipelines.families``) and this protocol; they import no family and test no class name. Wan's
+``pipelines.families.wan.loading.WanVideoPipeline`` (Wan 2.1 and the built-in video model) is one
+implementation; ``VideoPipelineBase`` holds the defaults (today's behaviour) a family overrides.
+
+Adding a video family (HunyuanVideo, LTX-Video, CogVideoX...)
+--------------------------------------------------------------
+Write ``pipelines/families/<name>/`` (see docs/ARCHITECTURE.md, "What to touch", "a video family"):
+
+- ``__init__.py``: a ``ModelFamily`` subclass with ``job = "video"``, ``pipelines`` (the diffusers pipeline
+  class names it serves), ``denoiser = "transformer"``, ``samplers = ()`` (a video renders with the scheduler
+  its directory names), ``strategies`` (``"none"``, ``"frames"`` when it has a frame plan), and:
+  ``check_dir(path, index)`` (JSON only: refuse what it cannot render, ``ModelDirectoryError``),
+  ``max_stages(path)`` (transformer blocks), ``temporal_factor(path)`` (video frames per latent frame, from the
+  VAE's config), ``video_error(path, spec)`` (a ``(field, why)`` for a render it refuses at submit, e.g. a
+  temporal patch needing an even ``block_frames``; the default checks ``block_frames`` against the temporal
+  factor), ``load(path, dtype, device)`` returning an object of this protocol, and
+  ``frame_adapter(model, block_shape, context_frames)`` (its ``parallel.frames.adapter.FrameAdapter``).
+- ``loading.py``: a subclass of ``VideoPipelineBase`` (a dataclass is convenient) with the members below.
+- ``frames.py``: the ``FrameAdapter``: the transformer's forward cut into ``embed`` / ``conditions`` /
+  ``run_layer`` / ``head`` (diffusers' modules called piecewise, never its forward copied), and an attention
+  processor of its own that appends the neighbour blocks' edge K/V from ``adapter.cache`` to a block's K/V.
+
+The encoded prompt (``encode_prompt``) is one tensor [1, L, D] or a dict of batch-first tensors (embeddings,
+attention mask, pooled projections: whatever the family's ``conditions`` needs). The frame pipeline batches
+the negative prompt's entries first along dim 0 for classifier-free guidance, moves them to the model's
+device, casts floating-point entries to the model's dtype (integer/boolean masks keep theirs) and hands that
+same object to the adapter's ``conditions(timestep, text)``; ``timestep`` is ``timesteps[i]`` as a [1] tensor
+(expand it to the batch in ``conditions``).
+
+Guidance: ``conditioning(prompt, negative_prompt, guidance_scale)`` returns ``(text, negative, cfg_scale)``; the
+frame pipeline runs both branches when ``cfg_scale > 1``. A guidance-distilled family (HunyuanVideo's embedded
+guidance) puts the guidance value into its text dict (batch-first, e.g. ``{"guidance": tensor([g * 1000])}``)
+and returns ``cfg_scale = 1.0``.
+
+Sampler: ``set_timesteps(scheduler, steps, block_shape, device)`` sets a fresh scheduler's timesteps as the
+family's diffusers pipeline does (flow matching: ``sigmas`` / ``mu`` / shift; LTX computes ``mu`` from the token
+count; HunyuanVideo passes ``sigmas = linspace(1, 0, steps + 1)[:-1]``). ``block_shape`` is (C, F, h, w) of ONE
+frame block: every block of a multi-block video uses the schedule its pipeline would use for a video of one
+block's size, so all blocks share one list of timesteps (the queue needs that). ``scheduler_step(scheduler,
+output, index, timesteps, latent)`` applies one step (CogVideoX's DPM scheduler keeps its previous prediction
+as an attribute of the block's scheduler, which a checkpoint then carries).
+
+Frames: a render's ``frames``, ``block_frames`` and ``context_frames`` count video frames; ``latent_frames``
+divides them by ``temporal_factor`` (refusing a remainder, naming the field) and ``video_frames`` says how many
+frames a number of latent frames decodes to (a causal VAE's first latent frame gives one frame: Wan's 4k+1).
+Stage 0 decodes each finished block with ``block_decoder()`` (called on the blocks in order: a causal VAE
+carries its cache across blocks; a decoder object with ``cache``/``first`` attributes is checkpointed by
+``runtime.jobs.video_state``); ``decode_block`` decodes one block on its own (the decode-cost probe).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, Protocol, runtime_checkable
+
+import numpy as np
+import torch
+
+EncodedPrompt = torch.Tensor | dict[str, torch.Tensor]
+"""A prompt as the family's frame adapter takes it: one [1, L, D] tensor or named batch-first tensors."""
+
+
+@runtime_checkable
+class VideoPipeline(Protocol):
+    """A loaded video model, in eval mode on one device."""
+
+    transformer: torch.nn.Module
+    """The video DiT the frame pipeline cuts into stages."""
+    vae: torch.nn.Module
+    """The VAE that decodes finished blocks (stage 0)."""
+    pipeline_class: str
+    """model_index.json's ``_class_name``: how ``pipelines.families.family_of`` finds the family."""
+
+    @property
+    def temporal_factor(self) -> int:
+        """Video frames per latent frame (1 for a per-frame VAE)."""
+
+    def latent_frames(self, frames: int, field_name: str = "frames") -> int:
+        """Latent frames for ``frames`` video frames; ValueError naming ``field_name`` when it does not divide."""
+
+    def video_frames(self, latent_frames: int) -> int:
+        """Video frames ``latent_frames`` latent frames decode to."""
+
+    def latent_shape(self, height: int, width: int) -> tuple[int, int, int]:
+        """(channels, height, width) of one latent frame; ValueError naming height/width when they do not fit."""
+
+    def encode_prompt(self, prompt: str) -> EncodedPrompt:
+        """The prompt as the family's diffusers pipeline encodes it (its own ``encode_prompt``, by keyword)."""
+
+    def conditioning(
+        self, prompt: str, negative_prompt: str, guidance_scale: float
+    ) -> tuple[EncodedPrompt, EncodedPrompt | None, float]:
+        """(prompt, negative prompt or None, the classifier-free guidance weight the frame pipeline applies)."""
+
+    def make_scheduler(self) -> Any:
+        """A fresh diffusers scheduler (one per frame block), its timesteps not yet set."""
+
+    def set_timesteps(self, scheduler: Any, steps: int, block_shape: tuple[int, int, int, int], device: Any) -> None:
+        """Set a fresh scheduler's timesteps for a video of one block's latent ``block_shape`` (C, F, h, w)."""
+
+    def scheduler_step(
+        self, scheduler: Any, output: torch.Tensor, index: int, timesteps: torch.Tensor, latent: torch.Tensor
+    ) -> torch.Tensor:
+        """One sampler step of a block: the guided model output at ``timesteps[index]`` -> the next latent."""
+
+    def block_decoder(self) -> Callable[[torch.Tensor], np.ndarray]:
+        """A decoder of one video's finished blocks, called in block order: [1, C, F, h, w] -> uint8 frames."""
+
+    def decode_block(self, latent: torch.Tensor) -> np.ndarray:
+        """[1, C, F, h, w] -> [F', H, W, 3] uint8 frames, the block decoded on its own."""
+
+
+class VideoPipelineBase:
+    """The protocol's defaults: what the frame pipeline did before video families had a say."""
+
+    def conditioning(
+        self, prompt: str, negative_prompt: str, guidance_scale: float
+    ) -> tuple[EncodedPrompt, EncodedPrompt | None, float]:
+        """The prompt, and with classifier-free guidance (``guidance_scale > 1``) the negative prompt, each
+        through ``encode_prompt``; the guidance weight as given."""
+        text = self.encode_prompt(prompt)
+        negative = self.encode_prompt(negative_prompt) if guidance_scale > 1.0 else None
+        return text, negative, guidance_scale
+
+    def set_timesteps(self, scheduler: Any, steps: int, block_shape: tuple[int, int, int, int], device: Any) -> None:
+        """``scheduler.set_timesteps(steps, device=device)``."""
+        from parallel.frames.sampling import default_set_timesteps
+
+        default_set_timesteps(scheduler, steps, block_shape, device)
+
+    def scheduler_step(
+        self, scheduler: Any, output: torch.Tensor, index: int, timesteps: torch.Tensor, latent: torch.Tensor
+    ) -> torch.Tensor:
+        """``scheduler.step(output, timesteps[index], latent)``."""
+        from parallel.frames.sampling import default_step
+
+        return default_step(scheduler, output, index, timesteps, latent)
+
+    def block_decoder(self) -> Callable[[torch.Tensor], np.ndarray]:
+        """Each block decoded on its own (a VAE without a cache across blocks)."""
+        return self.decode_block
