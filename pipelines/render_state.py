@@ -2,7 +2,7 @@
 
 The state is the latent, the step index, the scheduler's mutable fields (its multistep history
 included) and the generator's RNG state. Tensors shaped like the latent band (the latent itself,
-DPM-Solver's model outputs...) are stitched along rows into full-image tensors, so a checkpoint taken
+DPM-Solver's model outputs, a TaylorSeer cache's factors...) are stitched along rows into full-image tensors, so a checkpoint taken
 on N bands resumes on any other number of bands. The displaced-mode activation cache is not state.
 """
 
@@ -55,6 +55,8 @@ def stitch_states(states: list[dict[str, Any]]) -> dict[str, Any]:
             return torch.cat(values, dim=2)
         if isinstance(values[0], list):
             return [merge([v[i] for v in values], band_shapes) for i in range(len(values[0]))]
+        if isinstance(values[0], dict):
+            return {key: merge([v[key] for v in values], band_shapes) for key in values[0]}
         return values[0]
 
     shapes = [s["latents"].shape for s in states]
@@ -66,6 +68,8 @@ def stitch_states(states: list[dict[str, Any]]) -> dict[str, Any]:
         "scheduler": scheduler,
         "generator": first["generator"],
     }
+    if "step_cache" in first:  # a checkpointed step cache's tensors are shaped like the band, as the scheduler's
+        stitched["step_cache"] = merge([s["step_cache"] for s in states], shapes)
     # what else a session keeps (a cache calibration, step parallelism's round): the same on every worker
     stitched.update({key: value for key, value in first.items() if key not in stitched})
     return stitched
@@ -80,12 +84,17 @@ def slice_state(full: dict[str, Any], rows: tuple[int, int]) -> dict[str, Any]:
             return value[:, :, rows[0] : rows[1]].clone()
         if isinstance(value, list):
             return [cut(v) for v in value]
+        if isinstance(value, dict):
+            return {k: cut(v) for k, v in value.items()}
         return value
 
-    return {
+    state = {
         "step_index": full["step_index"],
         "rows": list(rows),
         "latents": cut(full["latents"]),
         "scheduler": {k: cut(v) for k, v in full["scheduler"].items()},
         "generator": full["generator"],
     }
+    if "step_cache" in full:
+        state["step_cache"] = cut(full["step_cache"])
+    return state

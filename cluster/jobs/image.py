@@ -39,6 +39,8 @@ STRATEGIES = (*IMAGE_STRATEGIES, "auto")
 PATCH_MODES = ("sync", "displaced")
 MAX_SIDE = 16384
 MAX_PIXELS = 8192 * 8192
+MAX_TAYLOR_ORDER = 3
+"""cache.order: the highest Taylor order TaylorSeer is given (each needs one more full step of history)."""
 LATENT_FACTOR = 8
 
 
@@ -208,6 +210,9 @@ class RenderSpec(JobSpec):
             check_type(f"cache.{name}", value, int)
             if not least <= value <= MAX_STEPS:
                 raise SpecError(f"cache.{name}", f"must be in [{least}, {MAX_STEPS}], got {value}")
+        check_type("cache.order", cache.order, int)
+        if not 0 <= cache.order <= MAX_TAYLOR_ORDER:
+            raise SpecError("cache.order", f"must be in [0, {MAX_TAYLOR_ORDER}], got {cache.order}")
         if cache.min_psnr is not None:
             check_type("cache.min_psnr", cache.min_psnr, (int, float))
             if not 10 <= cache.min_psnr <= 100:
@@ -389,7 +394,10 @@ class RenderSpec(JobSpec):
         if not cache.enabled or cache.min_psnr is None:
             return None
         fields = [placed.model, placed.dtype, placed.height, placed.width, placed.sampler, placed.steps]
-        return json.dumps([*fields, cache.mode, cache.min_psnr, cache.warmup_steps, cache.max_skips, cache.branch])
+        settings = [cache.mode, cache.min_psnr, cache.warmup_steps, cache.max_skips, cache.branch]
+        if cache.mode == "taylorseer":
+            settings.append(cache.order)
+        return json.dumps([*fields, *settings])
 
     def with_calibration(self, placed: RenderSpec, calibrations) -> RenderSpec:
         """``placed`` with the kept calibration of its key, when there is one (``cluster.calibrations``)."""

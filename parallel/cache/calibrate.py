@@ -26,7 +26,7 @@ Render = Callable[[CacheConfig], tuple[torch.Tensor, dict]]
 cache's report)."""
 
 MAX_INTERVAL = 8
-"""DeepCache: the longest interval tried."""
+"""DeepCache, TaylorSeer: the longest interval tried."""
 
 
 @dataclass
@@ -78,7 +78,7 @@ def candidates(config: CacheConfig, measured: dict, steps: int) -> tuple[str, li
     if config.mode == "first-block":
         changes = sorted(set(measured.get("changes", {}).values()))
         return "threshold", [change * 1.0001 + 1e-12 for change in changes]
-    if config.mode == "deepcache":
+    if config.mode in ("deepcache", "taylorseer"):
         return "interval", list(range(2, max(2, min(MAX_INTERVAL, steps - config.warmup_steps)) + 1))
     raise ValueError(f"cache.mode: {config.mode!r} has no setting to calibrate")
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-MODES = ("none", "first-block", "deepcache")
+MODES = ("none", "first-block", "deepcache", "taylorseer")
 
 
 @dataclass
@@ -16,12 +16,14 @@ class CacheConfig:
     built on diffusers' hooks): every step runs the first block, and when its residual changed less than
     ``threshold`` since the last full step, the other blocks' residual from that step is reused. "deepcache"
     (UNets; DeepCache): every ``interval`` steps the whole UNet runs, in between only its outer down and up
-    blocks (those down to ``branch``) and the deep features of the last full step are reused."""
+    blocks (those down to ``branch``) and the deep features of the last full step are reused. "taylorseer" (any
+    denoiser; TaylorSeer): every ``interval`` steps the model runs, in between its prediction is extrapolated
+    from the last full steps' by a Taylor series of ``order``."""
     threshold: float = 0.08
     """first-block: the relative mean absolute change of the first block's residual (reduced over every worker
     of the job) below which a step reuses the other blocks. Higher: faster, further from full compute."""
     interval: int = 3
-    """deepcache: a full step every ``interval`` steps (1: every step is full)."""
+    """deepcache, taylorseer: a full step every ``interval`` steps (1: every step is full)."""
     branch: int = 0
     """deepcache: the deepest down/up block pair recomputed on a reusing step (0: only the outermost pair)."""
     warmup_steps: int = 2
@@ -29,6 +31,9 @@ class CacheConfig:
     is always full too: its model has nothing cached)."""
     max_skips: int = 3
     """first-block: most steps in a row that may reuse; also bounds what a pause re-runs (see ``StepCache``)."""
+    order: int = 1
+    """taylorseer: the Taylor series' order (0: reuse the last full step's prediction; 1: extrapolate its change
+    linearly; each order needs one more full step before it is used)."""
 
     min_psnr: float | None = None
     """A quality budget instead of ``threshold`` / ``interval``: the fastest setting whose result stays within

@@ -22,7 +22,13 @@ def _deepcache(model, config: CacheConfig) -> StepCache:
     return apply_deepcache(model, config, first_step=0)
 
 
-CACHES = {"first-block": _first_block, "deepcache": _deepcache}
+def _taylorseer(model, config: CacheConfig) -> StepCache:
+    from parallel.cache.taylorseer import apply_taylorseer
+
+    return apply_taylorseer(config)
+
+
+CACHES = {"first-block": _first_block, "deepcache": _deepcache, "taylorseer": _taylorseer}
 """Cache mode -> how it is attached to a denoiser. The schedule counts from the job's step 0 (not the segment's or
 the resume's), so every placement of the job takes the same decisions; a segment's first step runs in full
 because nothing is cached yet."""

@@ -14,6 +14,7 @@ import torch.distributed as dist
 
 from parallel.cache.calibrate import Calibration, calibrate
 from pipelines.families import family_of
+from pipelines.render_state import slice_state
 from pipelines.sampling import (
     DenoiseLoop,
     batched_cfg_predictor,
@@ -56,8 +57,10 @@ class RenderSession:
         blocks = family_of(pipe).repeated_blocks(type(model))
         self.compiled = set_compiled(model, getattr(spec, "compile", False), blocks)
         """Whether the denoiser's repeated blocks run compiled in this job (``compile=true``)."""
-        def new_loop() -> DenoiseLoop:
-            loop = DenoiseLoop(pipe, spec.sampler, spec.steps, spec.seed, spec.height, spec.width, predictor, rows=rows)
+        def new_loop(cache=None) -> DenoiseLoop:
+            """A loop from step 0; a cache that replaces predictions (TaylorSeer) wraps the predictor."""
+            use = cache.wrap(predictor) if hasattr(cache, "wrap") else predictor
+            loop = DenoiseLoop(pipe, spec.sampler, spec.steps, spec.seed, spec.height, spec.width, use, rows=rows)
             if hasattr(predictor, "bind"):  # a predictor that reads the loop (step parallelism)
                 predictor.bind(loop)
             return loop
@@ -71,9 +74,11 @@ class RenderSession:
         """The step cache on the denoiser (``parallel.cache``), after the strategy's changes; None without."""
         self.resume_state: dict | None = None
         """With a step cache: the render state from just before its last full step, what a stop hands out."""
-        self.loop = self.new_loop()
+        self.loop = self.new_loop(self.cache)
         if resume is not None:
             self.loop.load_state_dict(resume)
+            if getattr(self.cache, "checkpointed", False):  # its state is the checkpoint's, this worker's rows
+                self.cache.load_state(slice_state(resume, self.loop.rows).get("step_cache"), self.loop.device)
             if self.strategy is not None:
                 self.strategy.resume(self.loop.step_index)
                 if hasattr(self.strategy, "load_state"):  # what it keeps between steps (step parallelism)
@@ -85,8 +90,8 @@ class RenderSession:
         latent and the cache's report."""
         if self.strategy is not None:
             self.strategy.resume(0)
-        loop = self.new_loop()
         cache = attach_step_cache(self.pipe, config)
+        loop = self.new_loop(cache)
         try:
             while not loop.done:
                 if cache is not None:
@@ -131,7 +136,10 @@ class RenderSession:
         full, which rebuilds the cache as the uninterrupted job had it (``parallel.cache.step_cache``).
         ``segment_end``: the state now (the next segment's model starts its own cache)."""
         state = self.loop.state_dict()
-        if self.cache is not None and self.resume_state is not None and not segment_end:
+        if getattr(self.cache, "checkpointed", False):
+            if not segment_end:  # the next segment's model starts its own cache
+                state = {**state, "step_cache": self.cache.state()}
+        elif self.cache is not None and self.resume_state is not None and not segment_end:
             state = self.resume_state
         if self.calibration is not None:
             state = {**state, "cache_calibration": self.calibration.as_dict()}
