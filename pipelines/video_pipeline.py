@@ -21,7 +21,11 @@ Write ``pipelines/families/<name>/`` (see docs/ARCHITECTURE.md, "What to touch",
 - ``loading.py``: a subclass of ``VideoPipelineBase`` (a dataclass is convenient) with the members below.
 - ``frames.py``: the ``FrameAdapter``: the transformer's forward cut into ``embed`` / ``conditions`` /
   ``run_layer`` / ``head`` (diffusers' modules called piecewise, never its forward copied), and an attention
-  processor of its own that appends the neighbour blocks' edge K/V from ``adapter.cache`` to a block's K/V.
+  processor of its own that appends the neighbour blocks' edge K/V from ``adapter.cache`` to a block's K/V
+  (video tokens only). A joint-attention model, whose blocks update the text tokens too (CogVideoX,
+  HunyuanVideo's dual-stream blocks), carries them in the hidden states between stages: ``embed(latent,
+  cond)`` receives the step's conditions to prepend them, ``hidden_shape(batch, cond)`` counts them, and
+  ``head`` drops them.
 
 The encoded prompt (``encode_prompt``) is one tensor [1, L, D] or a dict of batch-first tensors (embeddings,
 attention mask, pooled projections: whatever the family's ``conditions`` needs). The frame pipeline batches

@@ -29,8 +29,10 @@ class FrameAdapter(Protocol):
     cache: FeatureCache
     """The neighbour blocks' edge K/V, per layer."""
 
-    def embed(self, latent: torch.Tensor) -> torch.Tensor:
-        """[B, C, F, H, W] latent -> [B, tokens, dim] hidden states."""
+    def embed(self, latent: torch.Tensor, cond: Any = None) -> torch.Tensor:
+        """[B, C, F, H, W] latent -> [B, tokens, dim] hidden states. ``cond``: this step's ``conditions``; a
+        joint-attention model (text and video tokens updated by every block) puts the projected text tokens
+        into the hidden states here, so they travel between stages with the video tokens."""
 
     def conditions(self, timestep: torch.Tensor, text: Any) -> Any:
         """Every layer's per-timestep inputs (time embedding, projected text), computed locally. ``text`` is
@@ -46,8 +48,9 @@ class FrameAdapter(Protocol):
     def head(self, hidden: torch.Tensor, cond: Any) -> torch.Tensor:
         """[B, tokens, dim] -> [B, C, F, H, W] model output."""
 
-    def hidden_shape(self, batch: int = 1) -> tuple[int, int, int]:
-        """The shape of the hidden states that travel between stages."""
+    def hidden_shape(self, batch: int = 1, cond: Any = None) -> tuple[int, int, int]:
+        """The shape of the hidden states that travel between stages (``cond``: a step's ``conditions``, for a
+        model whose hidden states carry the text tokens too)."""
 
     def remove(self) -> None:
         """Give the model back its own attention."""

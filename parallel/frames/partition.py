@@ -39,9 +39,9 @@ def measure_layer_costs(
     latent = torch.zeros((batch, *adapter.block_shape), dtype=param.dtype, device=param.device)
     cond = adapter.conditions(torch.tensor([500.0], device=param.device), text)
     adapter.begin_block(None)  # no cache traffic while measuring
-    hidden = adapter.embed(latent)
+    hidden = adapter.embed(latent, cond)
     costs = []
-    embed_cost = _median_seconds(lambda: adapter.embed(latent), repeats)
+    embed_cost = _median_seconds(lambda: adapter.embed(latent, cond), repeats)
     for layer in range(adapter.num_layers):
         costs.append(
             _median_seconds(

@@ -206,7 +206,7 @@ class FramePipeline:
         if self.stages == 1:
             return
         last = self.stages - 1
-        hidden = self.adapter.hidden_shape(self.batch)
+        hidden = self.adapter.hidden_shape(self.batch, self._cond(0))
         output = (1, *self.block_shape)  # guided: combined on the last stage before it is sent
         trace = self.trace
         if self.rank > 0:
@@ -296,7 +296,7 @@ class FramePipeline:
         started, started_cpu = time.perf_counter(), time.thread_time()
         cond = self._cond(item.step)
         if hidden is None:
-            hidden = self.adapter.embed(torch.cat([latent] * self.batch) if self.batch > 1 else latent)
+            hidden = self.adapter.embed(torch.cat([latent] * self.batch) if self.batch > 1 else latent, cond)
         self.adapter.begin_block(item.block)
         for layer in self.layers:
             hidden = self.adapter.run_layer(layer, hidden, cond)

@@ -150,7 +150,7 @@ class WanFrameAdapter:
         for block, processor in zip(self.model.blocks, self._original):
             block.attn1.set_processor(processor if processor is not None else WanAttnProcessor())
 
-    def embed(self, latent: torch.Tensor) -> torch.Tensor:
+    def embed(self, latent: torch.Tensor, cond: Conditions | None = None) -> torch.Tensor:
         """[B, C, F, H, W] latent -> [B, tokens, dim] hidden states (the model's patch embedding)."""
         hidden = self.model.patch_embedding(latent.to(self.model.patch_embedding.weight.dtype))
         return hidden.flatten(2).transpose(1, 2).contiguous()
@@ -186,7 +186,7 @@ class WanFrameAdapter:
         hidden = hidden.reshape(batch, frames // p_t, height // p_h, width // p_w, p_t, p_h, p_w, -1)
         return hidden.permute(0, 7, 1, 4, 2, 5, 3, 6).flatten(6, 7).flatten(4, 5).flatten(2, 3)
 
-    def hidden_shape(self, batch: int = 1) -> tuple[int, int, int]:
+    def hidden_shape(self, batch: int = 1, cond: Conditions | None = None) -> tuple[int, int, int]:
         _, frames, _, _ = self.block_shape
         return (
             batch,
