@@ -1,0 +1,173 @@
+"""An LTX-Video pipeline directory (diffusers' ``LTXPipeline``) as the frame pipeline's video model.
+
+``LTXVideoPipeline`` wraps the diffusers pipeline loaded from the directory and answers what a video render
+asks of its model, each the way ``LTXPipeline.__call__`` does it:
+
+- the prompt: ``LTXPipeline.encode_prompt`` (T5 embeddings and their attention mask, by keyword), handed to the
+  frame pipeline as a dict of batch-first tensors;
+- the latent: Tessera keeps [B, C, F, H, W] between steps (a frame block is a slice of frames); the frame
+  adapter packs it into LTX's tokens and unpacks the model output (``pipelines.families.ltx.frames``);
+- frames: ``AutoencoderKLLTXVideo`` packs ``temporal_factor`` (8) video frames into one latent frame and the
+  first latent frame decodes to one frame (LTX's 8k+1 counts), 32 pixels per latent row and column;
+- the sampler: FlowMatchEulerDiscreteScheduler with LTX's sigmas ``linspace(1, 1/steps, steps)`` and the
+  shift ``mu`` of ``calculate_shift`` over the token count, for a block: its own tokens (with the whole video
+  as one block, exactly diffusers' schedule);
+- the decode: LTX's latents normalisation undone (``latents_mean``/``latents_std``), the VAE's ``timestep``
+  and ``decode_noise_scale`` as the pipeline applies them (``pipelines.families.ltx.decode``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from pipelines.errors import ModelDirectoryError
+from pipelines.loading import check_pipeline_dir
+
+LTX_PIPELINE = "LTXPipeline"
+REQUIRED = {
+    "transformer": "LTXVideoTransformer3DModel",
+    "vae": "AutoencoderKLLTXVideo",
+    "scheduler": "FlowMatchEulerDiscreteScheduler",
+}
+LTX_MAX_SEQUENCE_LENGTH = 128
+"""Prompt tokens LTXPipeline encodes by default (fewer when the tokenizer's own limit is lower)."""
+
+
+def check_ltx_dir(path: str | Path, index: dict | None = None) -> dict:
+    """Validate an LTX-Video pipeline directory from its JSON alone (``index``: its model_index.json, when
+    already read); returns the model_index.json."""
+    path = Path(path)
+    index = check_pipeline_dir(path) if index is None else index
+    for component, class_name in REQUIRED.items():
+        entry = index.get(component)
+        if not isinstance(entry, list) or len(entry) != 2 or entry[1] != class_name:
+            raise ModelDirectoryError(
+                f"{path} is not an LTX-Video pipeline: its {component} must be a {class_name}, got {entry}"
+            )
+    for component in ("text_encoder", "tokenizer"):
+        if not (path / component).is_dir():
+            raise ModelDirectoryError(f"LTX-Video pipeline {path} lacks component folder {component}/")
+    return index
+
+
+@dataclass
+class LTXVideoPipeline:
+    """The loaded diffusers ``LTXPipeline`` with what a frame-pipelined render asks of it."""
+
+    pipe: Any
+    """diffusers' LTXPipeline (its components in eval mode on one device)."""
+    decode_timestep: float = 0.0
+    """The timestep the VAE decodes at (``LTXPipeline.__call__``'s ``decode_timestep``; its default)."""
+    decode_noise_scale: float | None = None
+    """Noise mixed into the latent before decoding (``decode_noise_scale``; None: ``decode_timestep``)."""
+    pipeline_class: str = LTX_PIPELINE
+    """model_index.json's _class_name: the family registry finds the LTX family by it."""
+
+    @property
+    def transformer(self) -> torch.nn.Module:
+        return self.pipe.transformer
+
+    @property
+    def vae(self) -> torch.nn.Module:
+        return self.pipe.vae
+
+    @property
+    def text_encoder(self) -> torch.nn.Module:
+        return self.pipe.text_encoder
+
+    @property
+    def tokenizer(self) -> Any:
+        return self.pipe.tokenizer
+
+    @property
+    def temporal_factor(self) -> int:
+        """Video frames per latent frame (8 for LTX-Video's VAE)."""
+        return int(self.pipe.vae_temporal_compression_ratio)
+
+    @property
+    def vae_scale_factor(self) -> int:
+        """Pixels per latent row and column (32 for LTX-Video's VAE)."""
+        return int(self.pipe.vae_spatial_compression_ratio)
+
+    def latent_frames(self, frames: int, field_name: str = "frames") -> int:
+        """Latent frames for ``frames`` video frames (a multiple of the temporal factor)."""
+        factor = self.temporal_factor
+        if frames % factor:
+            raise ValueError(
+                f"{field_name}: this model's VAE packs {factor} frames into one latent frame; "
+                f"{field_name} must be a multiple of {factor}, got {frames}"
+            )
+        return frames // factor
+
+    def video_frames(self, latent_frames: int) -> int:
+        """Frames decoded from ``latent_frames`` latent frames: the first gives one frame, each later one 8."""
+        return 1 + self.temporal_factor * (latent_frames - 1)
+
+    def latent_shape(self, height: int, width: int) -> tuple[int, int, int]:
+        """(channels, height, width) of one latent frame."""
+        factor = self.vae_scale_factor
+        if height % factor or width % factor:
+            raise ValueError(f"height/width: {height}x{width} must be multiples of the VAE factor {factor}")
+        return (self.transformer.config.in_channels, height // factor, width // factor)
+
+    def make_scheduler(self) -> Any:
+        """A fresh sampler (one per frame block) from the directory's scheduler config."""
+        return type(self.pipe.scheduler).from_config(self.pipe.scheduler.config)
+
+    def set_timesteps(
+        self, scheduler: Any, steps: int, block_shape: tuple[int, int, int, int], device: Any
+    ) -> None:
+        """A block's schedule as ``LTXPipeline.__call__`` sets it: sigmas ``linspace(1, 1/steps, steps)`` and
+        ``mu`` from ``calculate_shift`` over the block's tokens (latent frames x rows x columns, as the pipeline
+        counts them); ``block_shape`` is (channels, frames, height, width) of the block's latent."""
+        from diffusers.pipelines.ltx.pipeline_ltx import calculate_shift, retrieve_timesteps
+
+        _, frames, height, width = block_shape
+        config = scheduler.config
+        mu = calculate_shift(
+            frames * height * width,
+            config.get("base_image_seq_len", 256),
+            config.get("max_image_seq_len", 4096),
+            config.get("base_shift", 0.5),
+            config.get("max_shift", 1.15),
+        )
+        sigmas = np.linspace(1.0, 1 / steps, steps)
+        retrieve_timesteps(scheduler, steps, device, None, sigmas=sigmas, mu=mu)
+
+    @torch.no_grad()
+    def encode_prompt(self, prompt: str) -> dict[str, torch.Tensor]:
+        """{"prompt_embeds": [1, L, D], "prompt_attention_mask": [1, L]}: ``LTXPipeline.encode_prompt``'s
+        output for ``prompt``, batch-first, as the frame adapter's ``conditions`` takes it."""
+        length = min(LTX_MAX_SEQUENCE_LENGTH, int(self.tokenizer.model_max_length))
+        embeds, mask, _, _ = self.pipe.encode_prompt(
+            prompt=prompt,
+            do_classifier_free_guidance=False,
+            max_sequence_length=length,
+            device=self.text_encoder.device,
+        )
+        return {"prompt_embeds": embeds, "prompt_attention_mask": mask}
+
+    def block_decoder(self, seed: int = 0):
+        """A decoder of one video's finished blocks, called in block order: [1, C, F, h, w] -> uint8 frames."""
+        from pipelines.families.ltx.decode import LTXBlockDecoder
+
+        return LTXBlockDecoder(self.vae, self.decode_timestep, self.decode_noise_scale, seed)
+
+    @torch.no_grad()
+    def decode_block(self, latent: torch.Tensor) -> np.ndarray:
+        """[1, C, F, h, w] latent frames -> [F', H, W, 3] uint8 video frames, as if the block began the video
+        (``block_decoder`` for the blocks of one video)."""
+        return self.block_decoder()(latent)
+
+
+def load_ltx_pipeline(path: str | Path, dtype: str = "float32", device: str = "cpu") -> LTXVideoPipeline:
+    """The LTX-Video pipeline at ``path`` (checked first), in eval mode on ``device``."""
+    from pipelines.loading import load_pipeline
+
+    check_ltx_dir(path)
+    return LTXVideoPipeline(load_pipeline(path, dtype, device))
