@@ -62,7 +62,9 @@ class ContextSelfAttnProcessor:
         self.cache = cache
         self.state = state  # shared with the adapter: state["current"] is the BlockContext
 
-    def __call__(self, attn, hidden_states, encoder_hidden_states=None, attention_mask=None, image_rotary_emb=None):
+    def __call__(
+        self, attn, hidden_states, encoder_hidden_states=None, attention_mask=None, image_rotary_emb=None
+    ):
         ctx: BlockContext | None = self.state.get("current")
         query = attn.norm_q(attn.to_q(hidden_states))
         key = attn.norm_k(attn.to_k(hidden_states))
@@ -189,7 +191,9 @@ class LTXFrameAdapter:
 
     def embed(self, latent: torch.Tensor) -> torch.Tensor:
         """[B, C, F, H, W] latent -> [B, tokens, dim] hidden states (LTX's packing and ``proj_in``)."""
-        packed = LTXPipeline._pack_latents(latent, self.model.config.patch_size, self.model.config.patch_size_t)
+        packed = LTXPipeline._pack_latents(
+            latent, self.model.config.patch_size, self.model.config.patch_size_t
+        )
         return self.model.proj_in(packed.to(self._dtype))
 
     def conditions(self, timestep: torch.Tensor, text: dict[str, torch.Tensor]) -> Conditions:

@@ -18,6 +18,7 @@ asks of its model, each the way ``LTXPipeline.__call__`` does it:
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -27,6 +28,7 @@ import torch
 
 from pipelines.errors import ModelDirectoryError
 from pipelines.loading import check_pipeline_dir
+from pipelines.video_pipeline import VideoPipelineBase
 
 LTX_PIPELINE = "LTXPipeline"
 REQUIRED = {
@@ -34,8 +36,19 @@ REQUIRED = {
     "vae": "AutoencoderKLLTXVideo",
     "scheduler": "FlowMatchEulerDiscreteScheduler",
 }
+LTX_VAE_FACTORS = (8, 32)
+"""LTX-Video's VAE: video frames per latent frame, pixels per latent row and column."""
 LTX_MAX_SEQUENCE_LENGTH = 128
 """Prompt tokens LTXPipeline encodes by default (fewer when the tokenizer's own limit is lower)."""
+
+
+def vae_factors(vae: dict) -> tuple[int, int]:
+    """(video frames, pixels) per latent frame and per latent row of an ``AutoencoderKLLTXVideo`` config, as the
+    VAE computes them (its ``temporal_compression_ratio``/``spatial_compression_ratio``)."""
+    scaling = sum(bool(s) for s in vae.get("spatio_temporal_scaling", (True, True, True, False)))
+    temporal = vae.get("temporal_compression_ratio") or vae.get("patch_size_t", 1) * 2**scaling
+    spatial = vae.get("spatial_compression_ratio") or vae.get("patch_size", 4) * 2**scaling
+    return int(temporal), int(spatial)
 
 
 def check_ltx_dir(path: str | Path, index: dict | None = None) -> dict:
@@ -52,12 +65,21 @@ def check_ltx_dir(path: str | Path, index: dict | None = None) -> dict:
     for component in ("text_encoder", "tokenizer"):
         if not (path / component).is_dir():
             raise ModelDirectoryError(f"LTX-Video pipeline {path} lacks component folder {component}/")
+    vae_config = path / "vae" / "config.json"
+    factors = vae_factors(json.loads(vae_config.read_text())) if vae_config.is_file() else LTX_VAE_FACTORS
+    if factors != LTX_VAE_FACTORS:
+        # the frame plan scales the rotary embedding as LTXPipeline does for this VAE (frames.LTX_ROPE_SCALE)
+        raise ModelDirectoryError(
+            f"{path}: its VAE packs {factors[0]} frames and {factors[1]} pixels into a latent; the LTX-Video "
+            f"frame plan is written for LTX-Video's {LTX_VAE_FACTORS[0]} and {LTX_VAE_FACTORS[1]}"
+        )
     return index
 
 
 @dataclass
-class LTXVideoPipeline:
-    """The loaded diffusers ``LTXPipeline`` with what a frame-pipelined render asks of it."""
+class LTXVideoPipeline(VideoPipelineBase):
+    """The loaded diffusers ``LTXPipeline`` with what a frame-pipelined render asks of it
+    (``pipelines.video_pipeline.VideoPipeline``)."""
 
     pipe: Any
     """diffusers' LTXPipeline (its components in eval mode on one device)."""
@@ -153,7 +175,8 @@ class LTXVideoPipeline:
         return {"prompt_embeds": embeds, "prompt_attention_mask": mask}
 
     def block_decoder(self, seed: int = 0):
-        """A decoder of one video's finished blocks, called in block order: [1, C, F, h, w] -> uint8 frames."""
+        """A decoder of one video's finished blocks, called in block order: [1, C, F, h, w] -> uint8 frames
+        (``seed``: of the decode noise, when ``decode_noise_scale`` mixes any in)."""
         from pipelines.families.ltx.decode import LTXBlockDecoder
 
         return LTXBlockDecoder(self.vae, self.decode_timestep, self.decode_noise_scale, seed)
