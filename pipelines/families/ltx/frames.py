@@ -189,7 +189,7 @@ class LTXFrameAdapter:
     def _dtype(self) -> torch.dtype:
         return self.model.proj_in.weight.dtype
 
-    def embed(self, latent: torch.Tensor) -> torch.Tensor:
+    def embed(self, latent: torch.Tensor, cond: Conditions | None = None) -> torch.Tensor:
         """[B, C, F, H, W] latent -> [B, tokens, dim] hidden states (LTX's packing and ``proj_in``)."""
         packed = LTXPipeline._pack_latents(
             latent, self.model.config.patch_size, self.model.config.patch_size_t
@@ -238,7 +238,7 @@ class LTXFrameAdapter:
         _, frames, height, width = self.block_shape
         return LTXPipeline._unpack_latents(hidden, frames, height, width, 1, 1)
 
-    def hidden_shape(self, batch: int = 1) -> tuple[int, int, int]:
+    def hidden_shape(self, batch: int = 1, cond: Conditions | None = None) -> tuple[int, int, int]:
         _, frames, _, _ = self.block_shape
         config = self.model.config
         return (batch, frames * self.tokens_per_frame, config.num_attention_heads * config.attention_head_dim)
