@@ -1,0 +1,1 @@
+"""The HunyuanVideo family (placeholder until wired)."""
