@@ -1,0 +1,149 @@
+"""A HunyuanVideoPipeline directory as the frame pipeline's model: diffusers' pipeline, loaded whole, and what the
+frame pipeline asks of it.
+
+The prompt goes through the pipeline's own ``encode_prompt`` (Llama under the pipeline's default prompt template,
+hidden states two layers before the last, and CLIP's pooled output), called by keyword; the result is the dict of
+batch-first tensors ``HunyuanFrameAdapter.conditions`` takes, with the embedded guidance
+(``guidance_scale * 1000``, as ``HunyuanVideoPipeline.__call__`` makes it). The sampler is the directory's
+flow-matching Euler scheduler with the sigmas ``__call__`` passes (``linspace(1, 0, steps + 1)[:-1]``, through
+diffusers' ``retrieve_timesteps``). The VAE packs 4 frames into a latent frame (8x8 pixels), so a render's
+``frames`` count video frames as for Wan's 3-D VAE: ``frames`` latent-aligned frames decode to ``frames - 3``.
+"""
+
+from __future__ import annotations
+
+import inspect
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from pipelines.errors import ModelDirectoryError
+
+HUNYUAN_PIPELINE = "HunyuanVideoPipeline"
+
+
+def check_hunyuan_dir(path: Path, index: dict) -> None:
+    """Refuse a HunyuanVideoPipeline directory the frame pipeline cannot render (JSON only)."""
+    for component in ("transformer", "vae", "text_encoder", "tokenizer", "text_encoder_2", "tokenizer_2", "scheduler"):
+        entry = index.get(component)
+        if not isinstance(entry, list) or len(entry) != 2 or entry[1] is None:
+            raise ModelDirectoryError(f"{path}: a {HUNYUAN_PIPELINE} needs its {component} component, got {entry}")
+        if not (path / component).is_dir():
+            raise ModelDirectoryError(f"{HUNYUAN_PIPELINE} {path} lacks component folder {component}/")
+    if index["transformer"][1] != "HunyuanVideoTransformer3DModel":
+        raise ModelDirectoryError(
+            f"{path}: its transformer must be a HunyuanVideoTransformer3DModel, got {index['transformer'][1]}"
+        )
+    if index["vae"][1] != "AutoencoderKLHunyuanVideo":
+        raise ModelDirectoryError(f"{path}: its vae must be an AutoencoderKLHunyuanVideo, got {index['vae'][1]}")
+
+
+@dataclass
+class HunyuanVideoParts:
+    """A loaded HunyuanVideoPipeline and what the frame pipeline asks of a video model."""
+
+    pipe: object
+    """diffusers' HunyuanVideoPipeline, in eval mode on one device."""
+    guidance_scale: float = 6.0
+    """The embedded guidance the distilled transformer takes as an input (the pipeline's ``guidance_scale``)."""
+
+    @property
+    def transformer(self) -> torch.nn.Module:
+        return self.pipe.transformer
+
+    @property
+    def vae(self) -> torch.nn.Module:
+        return self.pipe.vae
+
+    @property
+    def temporal_factor(self) -> int:
+        """Video frames per latent frame."""
+        return int(self.pipe.vae_scale_factor_temporal)
+
+    @property
+    def vae_scale_factor(self) -> int:
+        return int(self.pipe.vae_scale_factor_spatial)
+
+    def latent_frames(self, frames: int, field_name: str = "frames") -> int:
+        """Latent frames for ``frames`` video frames (a multiple of the temporal factor)."""
+        factor = self.temporal_factor
+        if frames % factor:
+            raise ValueError(
+                f"{field_name}: this model's VAE packs {factor} frames into one latent frame; "
+                f"{field_name} must be a multiple of {factor}, got {frames}"
+            )
+        return frames // factor
+
+    def video_frames(self, latent_frames: int) -> int:
+        """Frames decoded from ``latent_frames`` latent frames (the first one gives one frame)."""
+        return 1 + self.temporal_factor * (latent_frames - 1)
+
+    def latent_shape(self, height: int, width: int) -> tuple[int, int, int]:
+        """(channels, height, width) of one latent frame; the pipeline takes multiples of 16 pixels."""
+        if height % 16 or width % 16:
+            raise ValueError(f"height/width: {height}x{width} must be multiples of 16 for HunyuanVideo")
+        factor = self.vae_scale_factor
+        return (self.transformer.config.in_channels, height // factor, width // factor)
+
+    # --- the prompt ------------------------------------------------------------------------------
+    def max_sequence_length(self) -> int:
+        """Prompt tokens kept: the pipeline's default (256), fewer when the tokenizer's own limit, less the
+        template's cropped system part, is lower."""
+        from diffusers import HunyuanVideoPipeline
+
+        default = inspect.signature(HunyuanVideoPipeline.__call__).parameters["max_sequence_length"].default
+        template = inspect.signature(HunyuanVideoPipeline.encode_prompt).parameters["prompt_template"].default
+        return min(default, int(self.pipe.tokenizer.model_max_length) - int(template.get("crop_start") or 0))
+
+    @torch.no_grad()
+    def encode_prompt(self, prompt: str) -> dict[str, torch.Tensor]:
+        """The prompt as ``HunyuanFrameAdapter.conditions`` takes it, batch of one, through the pipeline's own
+        ``encode_prompt`` (default template)."""
+        pipe = self.pipe
+        device = pipe.text_encoder.device
+        embeds, pooled, mask = pipe.encode_prompt(
+            prompt=prompt, device=device, max_sequence_length=self.max_sequence_length()
+        )
+        dtype = self.transformer.dtype
+        return {
+            "prompt_embeds": embeds.to(dtype),
+            "prompt_attention_mask": mask,
+            "pooled_prompt_embeds": pooled.to(dtype),
+            "guidance": torch.tensor([self.guidance_scale], dtype=dtype, device=device) * 1000.0,
+        }
+
+    # --- the sampler -----------------------------------------------------------------------------
+    def make_scheduler(self):
+        """A fresh scheduler of the directory's class and config (one per frame block)."""
+        return type(self.pipe.scheduler).from_config(self.pipe.scheduler.config)
+
+    def set_timesteps(self, scheduler, steps: int, block_shape: tuple, device) -> None:
+        """The timesteps ``HunyuanVideoPipeline.__call__`` sets: its sigmas, then ``set_begin_index(0)``."""
+        from diffusers.pipelines.hunyuan_video.pipeline_hunyuan_video import retrieve_timesteps
+
+        retrieve_timesteps(scheduler, steps, device, sigmas=np.linspace(1.0, 0.0, steps + 1)[:-1])
+        scheduler.set_begin_index(0)
+
+    def step(self, scheduler, output: torch.Tensor, index: int, timesteps: torch.Tensor, latent: torch.Tensor):
+        """One sampler step, as the pipeline's loop takes it."""
+        return scheduler.step(output, timesteps[index], latent, return_dict=False)[0]
+
+    # --- decoding --------------------------------------------------------------------------------
+    def block_decoder(self):
+        """A decoder of one video's finished blocks, called in block order: [1, C, F, h, w] -> uint8 frames."""
+        from pipelines.families.hunyuanvideo.decode import HunyuanBlockDecoder
+
+        return HunyuanBlockDecoder(self.vae, self.pipe.video_processor)
+
+    @torch.no_grad()
+    def decode_block(self, latent: torch.Tensor) -> np.ndarray:
+        """[1, C, F, h, w] -> [F', H, W, 3] uint8, as if the block began the video."""
+        return self.block_decoder()(latent)
+
+
+def load_hunyuan_pipeline(path: str | Path, dtype: str = "float32", device: str = "cpu") -> HunyuanVideoParts:
+    from pipelines.loading import load_pipeline
+
+    return HunyuanVideoParts(load_pipeline(path, dtype, device))
