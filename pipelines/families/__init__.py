@@ -13,6 +13,7 @@ from typing import Any
 from pipelines.errors import ModelDirectoryError
 from pipelines.families.base import Conditioning, ModelFamily
 from pipelines.families.flux import FLUX
+from pipelines.families.hunyuanvideo import HUNYUANVIDEO
 from pipelines.families.ltx import LTX
 from pipelines.families.pixart import PIXART
 from pipelines.families.qwenimage import QWENIMAGE
@@ -22,7 +23,7 @@ from pipelines.families.sd3 import SD3
 from pipelines.families.sdxl import SDXL
 from pipelines.families.wan import WAN
 
-FAMILIES: tuple[ModelFamily, ...] = (SD, SDXL, PIXART, WAN, SD3, SANA, FLUX, QWENIMAGE, LTX)
+FAMILIES: tuple[ModelFamily, ...] = (SD, SDXL, PIXART, WAN, SD3, SANA, FLUX, QWENIMAGE, LTX, HUNYUANVIDEO)
 
 _BY_PIPELINE = {pipeline: family for family in FAMILIES for pipeline in family.pipelines}
 

@@ -27,10 +27,10 @@ def _pieces(model, latent, t, text, context_frames):
     try:
         cond = adapter.conditions(t, text)
         adapter.begin_block(0)
-        hidden = adapter.embed(latent)
+        hidden = adapter.embed(latent, cond)
         for layer in range(adapter.num_layers):
             hidden = adapter.run_layer(layer, hidden, cond)
-        assert hidden.shape == adapter.hidden_shape(latent.shape[0])
+        assert hidden.shape == adapter.hidden_shape(latent.shape[0], cond)
         return adapter.head(hidden, cond)
     finally:
         adapter.remove()
@@ -79,7 +79,7 @@ def test_neighbours_change_the_result(model):
         outputs = []
         for block in (0, 1):
             adapter.begin_block(block)
-            hidden = adapter.embed(latent)
+            hidden = adapter.embed(latent, cond)
             for layer in range(adapter.num_layers):
                 hidden = adapter.run_layer(layer, hidden, cond)
             outputs.append(adapter.head(hidden, cond))

@@ -1,1 +1,77 @@
-"""The HunyuanVideo family (placeholder until wired)."""
+"""The HunyuanVideo family: ``HunyuanVideoPipeline`` directories (text-to-video, embedded guidance).
+
+A Llama text encoder under the pipeline's prompt template and a CLIP text encoder for the pooled projection
+(``loading``: the pipeline's own ``encode_prompt``), a ``HunyuanVideoTransformer3DModel`` of dual-stream then
+single-stream blocks, the causal 3-D ``AutoencoderKLHunyuanVideo`` (4 frames per latent frame; ``decode``:
+block by block on the whole video's temporal tiles) and flow-matching Euler with the pipeline's sigmas. Its
+plans: ``frames`` (``frames.HunyuanFrameAdapter``: the transformer cut into the pieces the frame pipeline runs
+on its stages). Its image-to-video variants (``image_condition_type``) are refused. diffusers 0.42 ships no
+``_cp_plan`` for the transformer, so there is no sequence-parallel plan.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from pipelines.errors import ModelDirectoryError
+from pipelines.families.base import ModelFamily
+
+
+class HunyuanVideoFamily(ModelFamily):
+    name = "hunyuanvideo"
+    job = "video"
+    pipelines = ("HunyuanVideoPipeline",)
+    denoiser = "transformer"
+    denoisers = ("HunyuanVideoTransformer3DModel",)
+    samplers = ()  # a video renders with the scheduler its directory names (flow matching)
+    strategies = ("none", "frames")
+
+    def check_dir(self, path: Path, index: dict) -> None:
+        from pipelines.families.hunyuanvideo.loading import check_hunyuan_dir
+
+        check_hunyuan_dir(path, index)
+        condition = self.component_config(path, "transformer").get("image_condition_type")
+        if condition is not None:
+            raise ModelDirectoryError(
+                f"{path}: image-conditioned HunyuanVideo (image_condition_type={condition!r}) is not supported"
+            )
+
+    def max_stages(self, path: str | Path) -> int:
+        """Frame-pipeline stages the model can be cut into: one dual- or single-stream block each at most."""
+        config = self.component_config(path, "transformer")
+        return int(config.get("num_layers", 20)) + int(config.get("num_single_layers", 40))
+
+    def temporal_factor(self, path: str | Path) -> int:
+        """Video frames per latent frame of the 3-D VAE (its ``temporal_compression_ratio``)."""
+        return int(self.component_config(path, "vae").get("temporal_compression_ratio", 4))
+
+    def video_error(self, path: str | Path, spec: Any) -> tuple[str, str] | None:
+        """Whole latent frames per block, sizes the pipeline takes (multiples of 16 pixels), and no negative
+        prompt: HunyuanVideo's guidance is embedded (``guidance_scale``), it runs no negative branch."""
+        problem = super().video_error(path, spec)
+        if problem is not None:
+            return problem
+        for field_name in ("height", "width"):
+            if getattr(spec, field_name) % 16:
+                return field_name, f"HunyuanVideo renders multiples of 16 pixels, got {getattr(spec, field_name)}"
+        if spec.negative_prompt:
+            return (
+                "negative_prompt",
+                "HunyuanVideo's guidance is embedded in the model (guidance_scale); it runs no negative branch",
+            )
+        return None
+
+    def load(self, path: str | Path, dtype: str, device: str) -> Any:
+        from pipelines.families.hunyuanvideo.loading import load_hunyuan_pipeline
+
+        return load_hunyuan_pipeline(path, dtype, device)
+
+    def frame_adapter(self, model, block_shape: tuple[int, int, int, int], context_frames: int):
+        """The frame plan (``parallel.frames.adapter.FrameAdapterFactory``)."""
+        from pipelines.families.hunyuanvideo.frames import HunyuanFrameAdapter
+
+        return HunyuanFrameAdapter(model, block_shape, context_frames)
+
+
+HUNYUANVIDEO = HunyuanVideoFamily()

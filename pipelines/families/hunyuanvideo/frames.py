@@ -6,11 +6,11 @@
   the embedded guidance and the CLIP pooled projection; each block's AdaLN shift/scale/gate is computed from it
   inside the block, so a frame block at its own noise level gets its own modulation) and the Llama prompt
   tokens through the token refiner (``context_embedder``, itself conditioned on the timestep);
-- ``embed`` (stage 0): the patch embedding (``x_embedder``) of the frame block;
+- ``embed`` (stage 0): the patch embedding (``x_embedder``) of the frame block, the step's refined text tokens
+  joined after the video tokens: what travels between stages is ``[video tokens, text tokens]`` (diffusers'
+  joint order), since both streams change in every block;
 - ``run_layer``: the dual-stream blocks (``transformer_blocks``) then the single-stream blocks
-  (``single_transformer_blocks``), all counted as layers the stages are cut from. Layer 0 joins the refined
-  text tokens to the video tokens: what travels between stages is ``[video tokens, text tokens]``, since
-  both streams change in every block;
+  (``single_transformer_blocks``), all counted as layers the stages are cut from;
 - ``head`` (last stage): ``norm_out``, ``proj_out`` and the unpatchify of the video tokens.
 
 Attention is joint over video and text tokens. ``ContextJointAttnProcessor`` (diffusers' processor has no way
@@ -63,7 +63,7 @@ class Conditions:
     temb: torch.Tensor
     """[B, dim] time + guidance + pooled text embedding: the blocks' and the head's modulation input."""
     text: torch.Tensor
-    """[B, text tokens, dim] the prompt tokens through the token refiner (joined to the video at layer 0)."""
+    """[B, text tokens, dim] the prompt tokens through the token refiner (joined to the video by ``embed``)."""
     text_keys: torch.Tensor
     """[B, text tokens] bool: the text tokens every query attends to (diffusers' joint attention mask)."""
 
@@ -180,8 +180,6 @@ class HunyuanFrameAdapter:
         self.video_tokens = frames // p_t * self.tokens_per_frame
         self.dual_layers = len(model.transformer_blocks)
         self.num_layers = self.dual_layers + len(model.single_transformer_blocks)
-        self.text_tokens: int | None = None
-        """Prompt tokens, known from the first ``conditions``: they travel with the video tokens."""
         param = next(model.parameters())
         own = context_frames // p_t * self.tokens_per_frame
         # the block's own frames at positions 0 .. F-1, exactly as diffusers embeds a video of one block
@@ -211,9 +209,11 @@ class HunyuanFrameAdapter:
         for attn, processor in zip(self._attention, self._original):
             attn.set_processor(processor)
 
-    def embed(self, latent: torch.Tensor) -> torch.Tensor:
-        """[B, C, F, H, W] latent -> [B, video tokens, dim] (the model's patch embedding)."""
-        return self.model.x_embedder(latent.to(self.model.x_embedder.proj.weight.dtype))
+    def embed(self, latent: torch.Tensor, cond: Conditions) -> torch.Tensor:
+        """[B, C, F, H, W] latent -> [B, video + text tokens, dim]: the model's patch embedding, then the step's
+        refined text tokens."""
+        video = self.model.x_embedder(latent.to(self.model.x_embedder.proj.weight.dtype))
+        return torch.cat([video, cond.text.to(video.dtype)], dim=1)
 
     def conditions(self, timestep: torch.Tensor, text: dict[str, torch.Tensor]) -> Conditions:
         """``text``: the pipeline's ``encode_prompt`` outputs by name (``prompt_embeds``, ``prompt_attention_mask``,
@@ -225,7 +225,6 @@ class HunyuanFrameAdapter:
         temb, _ = self.model.time_text_embed(timestep, text["pooled_prompt_embeds"], text["guidance"])
         refined = self.model.context_embedder(embeds, timestep, mask)
         valid = torch.arange(mask.shape[1], device=mask.device)[None] < mask.sum(dim=1, dtype=torch.int)[:, None]
-        self.text_tokens = refined.shape[1]
         return Conditions(temb, refined, valid)
 
     def begin_block(self, block: int | None) -> None:
@@ -236,10 +235,7 @@ class HunyuanFrameAdapter:
         self.state["current"] = BlockContext(block, self.context_tokens, self.rope_prev, self.rope_next)
 
     def run_layer(self, layer: int, hidden: torch.Tensor, cond: Conditions) -> torch.Tensor:
-        """One dual- or single-stream block on ``[video tokens, text tokens]`` (layer 0: video tokens alone, the
-        refined text joined here)."""
-        if layer == 0:
-            hidden = torch.cat([hidden, cond.text.to(hidden.dtype)], dim=1)
+        """One dual- or single-stream block on ``[video tokens, text tokens]``."""
         video, text = hidden[:, : self.video_tokens], hidden[:, self.video_tokens :]
         block = self.model.transformer_blocks[layer] if layer < self.dual_layers else (
             self.model.single_transformer_blocks[layer - self.dual_layers]
@@ -256,10 +252,10 @@ class HunyuanFrameAdapter:
         video = video.reshape(video.shape[0], frames // p_t, height // p, width // p, -1, p_t, p, p)
         return video.permute(0, 4, 1, 5, 2, 6, 3, 7).flatten(6, 7).flatten(4, 5).flatten(2, 3)
 
-    def hidden_shape(self, batch: int = 1) -> tuple[int, int, int]:
-        """[B, video + text tokens, dim]: what travels between stages (the text length is the prompt's, known once
-        ``conditions`` ran)."""
-        if self.text_tokens is None:
-            raise RuntimeError("HunyuanFrameAdapter.hidden_shape: call conditions first (the text length is the prompt's)")
+    def hidden_shape(self, batch: int = 1, cond: Conditions | None = None) -> tuple[int, int, int]:
+        """[B, video + text tokens, dim]: what travels between stages (the text length is the prompt's)."""
+        if cond is None:
+            raise ValueError("cond: HunyuanVideo's hidden states carry the text tokens; pass a step's conditions")
         config = self.model.config
-        return (batch, self.video_tokens + self.text_tokens, config.num_attention_heads * config.attention_head_dim)
+        width = config.num_attention_heads * config.attention_head_dim
+        return (batch, self.video_tokens + cond.text.shape[1], width)

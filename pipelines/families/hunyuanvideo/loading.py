@@ -1,10 +1,13 @@
-"""A HunyuanVideoPipeline directory as the frame pipeline's model: diffusers' pipeline, loaded whole, and what the
-frame pipeline asks of it.
+"""A HunyuanVideoPipeline directory as a video render's model (``pipelines.video_pipeline.VideoPipeline``):
+diffusers' pipeline, loaded whole, and what the frame pipeline asks of it.
 
 The prompt goes through the pipeline's own ``encode_prompt`` (Llama under the pipeline's default prompt template,
 hidden states two layers before the last, and CLIP's pooled output), called by keyword; the result is the dict of
 batch-first tensors ``HunyuanFrameAdapter.conditions`` takes, with the embedded guidance
-(``guidance_scale * 1000``, as ``HunyuanVideoPipeline.__call__`` makes it). The sampler is the directory's
+(``guidance_scale * 1000``, as ``HunyuanVideoPipeline.__call__`` makes it). The job's ``guidance_scale`` is that
+embedded guidance: the distilled transformer takes it as an input, so the frame pipeline runs one branch
+(diffusers' true classifier-free guidance over a negative prompt, ``true_cfg_scale``, has no video spec field;
+the family refuses a ``negative_prompt``). The sampler is the directory's
 flow-matching Euler scheduler with the sigmas ``__call__`` passes (``linspace(1, 0, steps + 1)[:-1]``, through
 diffusers' ``retrieve_timesteps``). The VAE packs 4 frames into a latent frame (8x8 pixels), so a render's
 ``frames`` count video frames as for Wan's 3-D VAE: ``frames`` latent-aligned frames decode to ``frames - 3``.
@@ -20,6 +23,7 @@ import numpy as np
 import torch
 
 from pipelines.errors import ModelDirectoryError
+from pipelines.video_pipeline import VideoPipelineBase
 
 HUNYUAN_PIPELINE = "HunyuanVideoPipeline"
 
@@ -40,14 +44,21 @@ def check_hunyuan_dir(path: Path, index: dict) -> None:
         raise ModelDirectoryError(f"{path}: its vae must be an AutoencoderKLHunyuanVideo, got {index['vae'][1]}")
 
 
+def pipeline_default(argument: str):
+    """The default of one of ``HunyuanVideoPipeline.__call__``'s arguments (its guidance, its prompt length)."""
+    from diffusers import HunyuanVideoPipeline
+
+    return inspect.signature(HunyuanVideoPipeline.__call__).parameters[argument].default
+
+
 @dataclass
-class HunyuanVideoParts:
+class HunyuanVideoParts(VideoPipelineBase):
     """A loaded HunyuanVideoPipeline and what the frame pipeline asks of a video model."""
 
     pipe: object
     """diffusers' HunyuanVideoPipeline, in eval mode on one device."""
-    guidance_scale: float = 6.0
-    """The embedded guidance the distilled transformer takes as an input (the pipeline's ``guidance_scale``)."""
+    pipeline_class: str = HUNYUAN_PIPELINE
+    """model_index.json's _class_name (how ``family_of`` finds the family)."""
 
     @property
     def transformer(self) -> torch.nn.Module:
@@ -93,14 +104,17 @@ class HunyuanVideoParts:
         template's cropped system part, is lower."""
         from diffusers import HunyuanVideoPipeline
 
-        default = inspect.signature(HunyuanVideoPipeline.__call__).parameters["max_sequence_length"].default
         template = inspect.signature(HunyuanVideoPipeline.encode_prompt).parameters["prompt_template"].default
-        return min(default, int(self.pipe.tokenizer.model_max_length) - int(template.get("crop_start") or 0))
+        limit = int(self.pipe.tokenizer.model_max_length) - int(template.get("crop_start") or 0)
+        return min(pipeline_default("max_sequence_length"), limit)
 
     @torch.no_grad()
-    def encode_prompt(self, prompt: str) -> dict[str, torch.Tensor]:
+    def encode_prompt(self, prompt: str, guidance_scale: float | None = None) -> dict[str, torch.Tensor]:
         """The prompt as ``HunyuanFrameAdapter.conditions`` takes it, batch of one, through the pipeline's own
-        ``encode_prompt`` (default template)."""
+        ``encode_prompt`` (default template), with the embedded ``guidance_scale`` (None: the pipeline's
+        default)."""
+        if guidance_scale is None:
+            guidance_scale = pipeline_default("guidance_scale")
         pipe = self.pipe
         device = pipe.text_encoder.device
         embeds, pooled, mask = pipe.encode_prompt(
@@ -111,8 +125,12 @@ class HunyuanVideoParts:
             "prompt_embeds": embeds.to(dtype),
             "prompt_attention_mask": mask,
             "pooled_prompt_embeds": pooled.to(dtype),
-            "guidance": torch.tensor([self.guidance_scale], dtype=dtype, device=device) * 1000.0,
+            "guidance": torch.tensor([guidance_scale], dtype=dtype, device=device) * 1000.0,
         }
+
+    def conditioning(self, prompt: str, negative_prompt: str, guidance_scale: float):
+        """The prompt with ``guidance_scale`` as its embedded guidance, no negative branch (weight 1)."""
+        return self.encode_prompt(prompt, guidance_scale), None, 1.0
 
     # --- the sampler -----------------------------------------------------------------------------
     def make_scheduler(self):
@@ -126,7 +144,7 @@ class HunyuanVideoParts:
         retrieve_timesteps(scheduler, steps, device, sigmas=np.linspace(1.0, 0.0, steps + 1)[:-1])
         scheduler.set_begin_index(0)
 
-    def step(self, scheduler, output: torch.Tensor, index: int, timesteps: torch.Tensor, latent: torch.Tensor):
+    def scheduler_step(self, scheduler, output: torch.Tensor, index: int, timesteps: torch.Tensor, latent: torch.Tensor):
         """One sampler step, as the pipeline's loop takes it."""
         return scheduler.step(output, timesteps[index], latent, return_dict=False)[0]
 
