@@ -1,0 +1,116 @@
+"""HunyuanVideo as a service video job: a tiny HunyuanVideoPipeline directory renders through ``Client.submit`` on 2
+frame-pipeline stages (real Ray) to the same MP4 as one worker; a job stopped at a tick boundary and continued
+from its checkpoint equals the uninterrupted one (the block decoder's kept latent frames travel in it); a bad
+render is refused at submit, naming the field."""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import pytest
+import ray
+import torch
+from _tiny_hunyuanvideo import save_tiny_hunyuanvideo
+from _video_jobs import decoded_frames
+
+from cluster.client import Client
+from cluster.errors import SpecError
+from cluster.jobs.video import VideoSpec
+from runtime.device import device_slot
+from runtime.jobs.video_session import open_video_session
+from runtime.jobs.video_state import merge_stage_states
+from runtime.pool import PoolConfig
+from runtime.worker import Worker
+
+pytestmark = pytest.mark.slow
+
+RENDER = dict(
+    prompt="red and blue stripes",
+    guidance_scale=6.0,  # HunyuanVideo's embedded guidance
+    height=32,
+    width=32,
+    frames=24,  # 6 latent frames: 3 blocks of 2, 5 + 8 + 8 = 21 video frames
+    block_frames=8,
+    context_frames=4,  # one latent frame of each neighbour
+    steps=2,
+    seed=6,
+    fps=8.0,
+)
+TICKS = 3 + 2 - 1
+
+
+@pytest.fixture(scope="module")
+def hunyuan_dir(tmp_path_factory):
+    torch.set_num_threads(1)
+    return save_tiny_hunyuanvideo(tmp_path_factory.mktemp("hunyuan") / "tiny-hunyuanvideo")
+
+
+def _frames(path) -> np.ndarray:
+    return decoded_frames({"outputs": {"video": str(path)}})
+
+
+def _render(worker, model_dir, path, block_dir, resume=None, stop_at=None):
+    """One worker's render of RENDER (strategy none), as the service's worker runs it."""
+    spec = VideoSpec(model=str(model_dir), dtype="float32", parallel={"strategy": "none", "degree": 1}, **RENDER)
+    worker.begin(open_video_session, spec, resume, video_path=str(path), block_dir=str(block_dir))
+    if stop_at is not None:
+        assert worker.advance(stop_at) == stop_at
+        state = merge_stage_states([worker.snapshot()])
+        worker._close_session()  # a pause: the stage is abandoned, the block files stay
+        buf = io.BytesIO()
+        torch.save(state, buf)
+        buf.seek(0)
+        return torch.load(buf, weights_only=True)  # as the controller reads checkpoint.pt
+    worker.advance(None)
+    return worker.finish()
+
+
+@pytest.fixture(scope="module")
+def one_worker(hunyuan_dir, tmp_path_factory):
+    out = tmp_path_factory.mktemp("hunyuan-one")
+    report = _render(Worker(0, device_slot("cpu")), hunyuan_dir, out / "video.mp4", out / "blocks")
+    return report, out / "video.mp4"
+
+
+def test_resume_equals_uninterrupted(hunyuan_dir, one_worker, tmp_path):
+    report, reference = one_worker
+    assert report["frames_written"] == 1 + 4 * 5 and report["blocks_finished"] == [0, 1, 2]
+    worker = Worker(0, device_slot("cpu"))
+    state = _render(worker, hunyuan_dir, tmp_path / "a.mp4", tmp_path / "a", stop_at=2)
+    # block 0 decoded; its latent frames kept for the next block's decode, with the count decoded
+    assert state["blocks_finished"] == 1 and state["decoder"]["cache"][1] == 2
+    _render(worker, hunyuan_dir, tmp_path / "a.mp4", tmp_path / "a", resume=state)
+    np.testing.assert_array_equal(_frames(tmp_path / "a.mp4"), _frames(reference))
+    # the kept frames are state: resumed without them, block 1 decodes as if it began the video
+    _render(worker, hunyuan_dir, tmp_path / "b.mp4", tmp_path / "a", resume={**state, "decoder": None})
+    assert _frames(tmp_path / "b.mp4").shape != _frames(reference).shape
+
+
+def test_job_through_client_on_two_stages(ray_local, hunyuan_dir, one_worker, tmp_path):
+    client = Client(
+        state_dir=tmp_path / "state",
+        pool=PoolConfig(workers=2, device="cpu", group_timeout_s=30),
+        checkpoint_every=2,
+    )
+    try:
+        spec = {
+            "job": "video",
+            "model": str(hunyuan_dir),
+            "output_dir": str(tmp_path / "outputs"),
+            "parallel": {"strategy": "frames", "degree": 2},
+            **RENDER,
+        }
+        for bad, field in (({"negative_prompt": "blurry"}, "negative_prompt"), ({"height": 40}, "height")):
+            with pytest.raises(SpecError, match=field):
+                client.submit({**spec, **bad})
+        job = client.submit(spec)
+        record = job.wait(timeout_s=300)
+        assert record["state"] == "succeeded", job.logs()
+        assert record["steps_done"] == TICKS
+        frames = decoded_frames(record)
+        assert frames.shape == (21, 32, 32, 3)
+        np.testing.assert_array_equal(frames, _frames(one_worker[1]))  # 2 stages: the 1-worker video
+    finally:
+        ray.get(client.controller.stop.remote())
+        ray.kill(client.controller)
