@@ -19,6 +19,12 @@ def noise_template(seed: int, shape: tuple[int, ...], dtype: torch.dtype = torch
     return torch.randn((1, *shape), generator=generator, dtype=dtype)
 
 
+def block_step_seed(seed: int, block: int) -> int:
+    """Seed of block ``block``'s sampler noise (a stochastic scheduler's per-step draws), apart from the
+    template's and the permutations' seeds."""
+    return (seed * _MIX + 2**40 + block) % 2**63
+
+
 def block_noise(template: torch.Tensor, seed: int, block: int) -> torch.Tensor:
     """Block ``block``'s initial noise: the template's frames (dim 2) in an order drawn from (seed, block)."""
     generator = torch.Generator().manual_seed((seed * _MIX + block + 1) % 2**63)

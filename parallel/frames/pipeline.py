@@ -37,10 +37,17 @@ from diffusers.schedulers.scheduling_utils import SchedulerMixin
 from torch import nn
 
 from parallel.frames.adapter import FrameAdapterFactory
-from parallel.frames.noise import block_noise, noise_template
+from parallel.frames.noise import block_noise, block_step_seed, noise_template
 from parallel.frames.partition import measure_layer_costs, stage_boundaries
 from parallel.frames.ring import RingChannel, RingSender
-from parallel.frames.sampling import SetTimesteps, StepFn, default_set_timesteps, default_step
+from parallel.frames.sampling import (
+    SetTimesteps,
+    StepFn,
+    default_set_timesteps,
+    default_step,
+    step_with_generator,
+    takes_generator,
+)
 from parallel.frames.schedule import WorkItem, queue_at, queue_schedule, split_frames
 from parallel.frames.schedule import ticks as schedule_ticks
 from parallel.frames.text import Text, batch_guided, check_negative, text_batch, to_model
@@ -183,6 +190,7 @@ class FramePipeline:
         self.make_scheduler = make_scheduler
         self.set_timesteps = set_timesteps or default_set_timesteps
         self.apply_step = step or default_step
+        self._step_generator = takes_generator(self.apply_step)
         self.timesteps = self.new_scheduler().timesteps
         self.items = queue_schedule(self.blocks, config.steps, config.block_stride)
         self.position = 0
@@ -247,7 +255,12 @@ class FramePipeline:
 
     def _apply(self, item: WorkItem, output: torch.Tensor) -> None:
         scheduler = self.schedulers[item.block]
-        self.latents[item.block] = self.apply_step(scheduler, output, item.step, self.timesteps, self.latents[item.block])
+        args = (output, item.step, self.timesteps, self.latents[item.block])
+        if self._step_generator:
+            seed = block_step_seed(self.config.seed, item.block)
+            self.latents[item.block] = step_with_generator(self.apply_step, scheduler, seed, *args)
+        else:
+            self.latents[item.block] = self.apply_step(scheduler, *args)
         self.applied.append((item.block, item.step))
         if item.step == self.config.steps - 1:
             latent = self.latents.pop(item.block)

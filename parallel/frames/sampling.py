@@ -24,7 +24,35 @@ SetTimesteps = Callable[[SchedulerMixin, int, tuple[int, int, int, int], torch.d
 StepFn = Callable[[SchedulerMixin, torch.Tensor, int, torch.Tensor, torch.Tensor], torch.Tensor]
 """(the block's scheduler, guided model output, step index, the timesteps, latent) -> the next latent.
 A scheduler with state beyond diffusers' own keeps it as tensor or scalar attributes of the scheduler, so a
-checkpoint (``pipelines.render_state.scheduler_state``) carries it."""
+checkpoint (``pipelines.render_state.scheduler_state``) carries it. A hook with a ``generator`` keyword (a
+stochastic scheduler, as diffusers' ``prepare_extra_step_kwargs`` asks ``scheduler.step``) also gets the block's
+own ``torch.Generator``: seeded from (seed, block) (``parallel.frames.noise.block_step_seed``), its state kept
+on the block's scheduler between steps (``RNG_STATE``), so a resumed block draws what it would have drawn."""
+
+RNG_STATE = "frame_rng_state"
+"""The scheduler attribute holding its block's generator state (a uint8 tensor: checkpointed with it)."""
+
+
+def takes_generator(step: Callable) -> bool:
+    """Whether a step hook asks for the block's generator."""
+    import inspect
+
+    return "generator" in inspect.signature(step).parameters
+
+
+def step_with_generator(
+    step: Callable, scheduler: SchedulerMixin, seed: int, *args: torch.Tensor | int
+) -> torch.Tensor:
+    """Call ``step(scheduler, *args, generator=...)`` with the block's generator, its state kept on ``scheduler``."""
+    generator = torch.Generator()
+    state = getattr(scheduler, RNG_STATE, None)
+    if state is None:
+        generator.manual_seed(seed)
+    else:
+        generator.set_state(state.cpu())  # a checkpoint loads it onto the model's device
+    latent = step(scheduler, *args, generator=generator)
+    setattr(scheduler, RNG_STATE, generator.get_state())
+    return latent
 
 
 def default_set_timesteps(

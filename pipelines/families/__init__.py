@@ -12,6 +12,7 @@ from typing import Any
 
 from pipelines.errors import ModelDirectoryError
 from pipelines.families.base import Conditioning, ModelFamily
+from pipelines.families.cogvideox import COGVIDEOX
 from pipelines.families.flux import FLUX
 from pipelines.families.hunyuanvideo import HUNYUANVIDEO
 from pipelines.families.ltx import LTX
@@ -23,7 +24,7 @@ from pipelines.families.sd3 import SD3
 from pipelines.families.sdxl import SDXL
 from pipelines.families.wan import WAN
 
-FAMILIES: tuple[ModelFamily, ...] = (SD, SDXL, PIXART, WAN, SD3, SANA, FLUX, QWENIMAGE, LTX, HUNYUANVIDEO)
+FAMILIES: tuple[ModelFamily, ...] = (SD, SDXL, PIXART, WAN, SD3, SANA, FLUX, QWENIMAGE, LTX, HUNYUANVIDEO, COGVIDEOX)
 
 _BY_PIPELINE = {pipeline: family for family in FAMILIES for pipeline in family.pipelines}
 

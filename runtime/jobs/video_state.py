@@ -121,7 +121,10 @@ def _edge(entry: dict[str, Any], device: torch.device) -> EdgeKV:
 def export_decoder_state(decoder: Any) -> dict[str, Any] | None:
     """Stage 0's block decoder at the boundary: a causal VAE's per-convolution cache of the last
     frames decoded (``pipelines.wan_decode.WanBlockDecoder``: ``cache``, ``first``), which the next
-    block's frames depend on; None for a decoder without state (a per-frame VAE)."""
+    block's frames depend on; None for a decoder without state (a per-frame VAE). A decoder with its own
+    ``export_state``/``load_state`` (another family's cache) is asked instead."""
+    if hasattr(decoder, "export_state"):
+        return decoder.export_state()
     cache = getattr(decoder, "cache", None)
     if cache is None:
         return None
@@ -133,6 +136,9 @@ def export_decoder_state(decoder: Any) -> dict[str, Any] | None:
 
 def load_decoder_state(decoder: Any, state: dict[str, Any]) -> None:
     """Continue a fresh block decoder from ``export_decoder_state``'s output."""
+    if hasattr(decoder, "load_state"):
+        decoder.load_state(state)
+        return
     if len(state["cache"]) != len(decoder.cache):
         raise ValueError(
             f"checkpoint: the decoder cache has {len(state['cache'])} entries, this VAE {len(decoder.cache)}"

@@ -83,11 +83,11 @@ def render_session(rank: int, world: int, model_dir: str, out_dir: str, task_fie
     """A video render of a pipeline directory through VideoSession on this rank (``world`` 1: no group);
     returns the finished latents stage 0 saw and the stage's report."""
     from cluster.jobs.video import VideoSpec
-    from pipelines.families.wan.loading import load_video_pipeline
+    from pipelines.families import family_for_dir
     from runtime.jobs.video_session import VideoSession
 
     group = dist.group.WORLD if world > 1 else None
-    pipe = load_video_pipeline(model_dir)
+    pipe = family_for_dir(model_dir).load(model_dir, "float32", "cpu")  # any video family
     task = VideoSpec(model=model_dir, **task_fields)
     session = VideoSession(pipe, task, group, video_path=f"{out_dir}/video-{world}.mp4")
     latents: dict[int, torch.Tensor] = {}
@@ -101,3 +101,8 @@ def render_session(rank: int, world: int, model_dir: str, out_dir: str, task_fie
         session.pipeline.on_block_done = keep
     session.advance()
     return {"latents": latents, "report": session.finish()}
+
+
+def render_sessions(rank: int, world: int, renders: list[tuple[str, str, dict]]) -> list[dict]:
+    """``render_session`` for each (model_dir, out_dir, task_fields) in turn, on one process group."""
+    return [render_session(rank, world, *render) for render in renders]

@@ -1,0 +1,67 @@
+"""The CogVideoX family: ``CogVideoXPipeline`` directories (CogVideoX 1.0 and 1.5 text-to-video).
+
+``loading`` (the directory's check and its ``VideoPipeline``: T5 prompts through the pipeline's own
+``encode_prompt``, the DDIM or DPM scheduler stepped as ``CogVideoXPipeline.__call__`` steps it), ``decode`` (the
+causal 3-D VAE streamed block by block with its cache carried over) and ``frames`` (the frame plan). Renders
+``job=video`` with ``parallel.strategy`` none or frames.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from pipelines.families.base import ModelFamily
+
+
+class CogVideoXFamily(ModelFamily):
+    name = "cogvideox"
+    job = "video"
+    pipelines = ("CogVideoXPipeline",)
+    denoiser = "transformer"
+    denoisers = ("CogVideoXTransformer3DModel",)
+    samplers = ()  # a video renders with the scheduler its directory names
+    strategies = ("none", "frames")
+
+    def check_dir(self, path: Path, index: dict) -> None:
+        from pipelines.families.cogvideox.loading import check_cogvideox_dir
+
+        check_cogvideox_dir(path, index)
+
+    def max_stages(self, path: str | Path) -> int:
+        """Frame-pipeline stages the model can be cut into: one transformer block each at most."""
+        return int(self.component_config(path, "transformer").get("num_layers", 0))
+
+    def temporal_factor(self, path: str | Path) -> int:
+        return int(self.component_config(path, "vae").get("temporal_compression_ratio", 4))
+
+    def video_error(self, path: str | Path, spec: Any) -> tuple[str, str] | None:
+        """Whole latent frames per block, and an even number of them: the VAE decodes latent frames in pairs
+        (``decode``) and CogVideoX 1.5's temporal patch (``patch_size_t=2``) covers two."""
+        problem = super().video_error(path, spec)
+        if problem is not None:
+            return problem
+        factor = self.temporal_factor(path)
+        if (spec.block_frames // factor) % 2:
+            patch = self.component_config(path, "transformer").get("patch_size_t")
+            why = f"the temporal patch (patch_size_t={patch}) and " if patch else ""
+            return (
+                "block_frames",
+                f"a CogVideoX block must hold an even number of latent frames ({why}the VAE's decode in pairs of "
+                f"latent frames need it): block_frames must be a multiple of {2 * factor}, got {spec.block_frames}",
+            )
+        return None
+
+    def load(self, path: str | Path, dtype: str, device: str) -> Any:
+        from pipelines.families.cogvideox.loading import load_cogvideox_pipeline
+
+        return load_cogvideox_pipeline(path, dtype, device)
+
+    def frame_adapter(self, model, block_shape: tuple[int, int, int, int], context_frames: int):
+        """The frame plan (``parallel.frames.adapter.FrameAdapterFactory``)."""
+        from pipelines.families.cogvideox.frames import CogVideoXFrameAdapter
+
+        return CogVideoXFrameAdapter(model, block_shape, context_frames)
+
+
+COGVIDEOX = CogVideoXFamily()

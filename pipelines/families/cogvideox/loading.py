@@ -1,0 +1,220 @@
+"""Load a diffusers ``CogVideoXPipeline`` directory (CogVideoX 1.0 and 1.5 text-to-video) as a video pipeline.
+
+T5 text encoder, ``CogVideoXTransformer3DModel``, ``AutoencoderKLCogVideoX`` and the scheduler the directory
+names (``CogVideoXDDIMScheduler`` or ``CogVideoXDPMScheduler``). Everything model-specific is diffusers' own:
+the prompt goes through ``CogVideoXPipeline.encode_prompt`` (by keyword, ``max_sequence_length`` the
+transformer's ``max_text_seq_length``, which its sincos positional table is built for), the timesteps through
+``scheduler.set_timesteps(steps, device=...)`` as ``retrieve_timesteps`` does, and a step through
+``scheduler.step`` exactly as ``CogVideoXPipeline.__call__`` calls it (the DPM scheduler's extra arguments below).
+
+Frames: the VAE packs 4 video frames into one latent frame and, like ``AutoencoderKLCogVideoX._decode``, the
+block decoder (``pipelines.families.cogvideox.decode``) decodes latent frames in pairs carrying diffusers' own
+``conv_cache`` from pair to pair and block to block, so each pair of latent frames becomes 8 video frames and
+the streamed blocks equal ``vae.decode`` of the whole latent video. So ``frames`` video frames are
+``frames / 4`` latent frames (a multiple of 4, as for Wan) and decode to exactly ``frames`` frames; a block must
+hold an even number of latent frames (``block_frames`` a multiple of 8; CogVideoX 1.5's temporal patch needs
+that anyway). Unlike Wan there is no lone first frame: diffusers' CogVideoX pipelines render 4k+1 frames
+(odd latent counts, 13 or 21) by decoding an odd first chunk of 3 latent frames, which a stream of even blocks
+has no place for.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from pipelines.errors import ModelDirectoryError
+from pipelines.loading import check_pipeline_dir, load_model, parse_dtype
+from pipelines.video_pipeline import VideoPipelineBase
+
+REQUIRED = {
+    "transformer": ("CogVideoXTransformer3DModel",),
+    "vae": ("AutoencoderKLCogVideoX",),
+    "scheduler": ("CogVideoXDDIMScheduler", "CogVideoXDPMScheduler"),
+}
+DPM = "CogVideoXDPMScheduler"
+OLD_PREDICTION = "frame_old_pred_original_sample"
+"""The DPM scheduler's previous predicted original sample, kept on the block's scheduler (checkpointed with it)."""
+
+
+def check_cogvideox_dir(path: str | Path, index: dict | None = None) -> dict:
+    """Validate a CogVideoXPipeline directory from its JSON; returns its model_index.json."""
+    path = Path(path)
+    index = check_pipeline_dir(path) if index is None else index
+    for component, class_names in REQUIRED.items():
+        entry = index.get(component)
+        if not isinstance(entry, list) or len(entry) != 2 or entry[1] not in class_names:
+            raise ModelDirectoryError(
+                f"{path} is not a CogVideoX pipeline: its {component} must be a {' or '.join(class_names)}, "
+                f"got {entry}"
+            )
+    for component in ("text_encoder", "tokenizer", "scheduler"):
+        if not (path / component).is_dir():
+            raise ModelDirectoryError(f"CogVideoX pipeline {path} lacks component folder {component}/")
+    config = json.loads((path / "transformer" / "config.json").read_text())
+    if config.get("ofs_embed_dim"):
+        raise ModelDirectoryError(f"{path}: CogVideoX image-to-video transformers (ofs_embed_dim) are not supported")
+    if config.get("in_channels") != config.get("out_channels"):
+        raise ModelDirectoryError(
+            f"{path}: the transformer's in_channels {config.get('in_channels')} differ from its out_channels "
+            f"{config.get('out_channels')} (an image-conditioned CogVideoX), which text-to-video cannot render"
+        )
+    return index
+
+
+@dataclass
+class CogVideoXVideoPipeline(VideoPipelineBase):
+    """The loaded parts of a CogVideoX pipeline, in eval mode on one device (a ``VideoPipeline``)."""
+
+    transformer: torch.nn.Module
+    """CogVideoXTransformer3DModel."""
+    vae: torch.nn.Module
+    """AutoencoderKLCogVideoX."""
+    text_encoder: torch.nn.Module
+    """T5 encoder."""
+    tokenizer: object
+    """Its tokenizer."""
+    scheduler_config: dict
+    """The scheduler's saved config (a fresh scheduler per frame block is made from it)."""
+    scheduler_class: type
+    """CogVideoXDDIMScheduler or CogVideoXDPMScheduler."""
+    pipeline_class: str = "CogVideoXPipeline"
+    """model_index.json's _class_name."""
+    _pipeline: object = field(default=None, repr=False)
+    """diffusers' CogVideoXPipeline over these components, made on first use, for its encode_prompt."""
+
+    @property
+    def pipeline(self) -> Any:
+        """diffusers' own ``CogVideoXPipeline`` over these components (its ``encode_prompt``)."""
+        if self._pipeline is None:
+            from diffusers import CogVideoXPipeline
+
+            self._pipeline = CogVideoXPipeline(
+                tokenizer=self.tokenizer,
+                text_encoder=self.text_encoder,
+                vae=self.vae,
+                transformer=self.transformer,
+                scheduler=self.make_scheduler(),
+            )
+        return self._pipeline
+
+    @property
+    def temporal_factor(self) -> int:
+        return int(self.vae.config.temporal_compression_ratio)
+
+    @property
+    def vae_scale_factor(self) -> int:
+        return 2 ** (len(self.vae.config.block_out_channels) - 1)
+
+    def latent_frames(self, frames: int, field_name: str = "frames") -> int:
+        factor = self.temporal_factor
+        if frames % factor:
+            raise ValueError(
+                f"{field_name}: this model's VAE packs {factor} frames into one latent frame; "
+                f"{field_name} must be a multiple of {factor}, got {frames}"
+            )
+        return frames // factor
+
+    def video_frames(self, latent_frames: int) -> int:
+        """Each pair of latent frames decodes to ``2 * temporal_factor`` frames (``decode``)."""
+        return latent_frames * self.temporal_factor
+
+    def latent_shape(self, height: int, width: int) -> tuple[int, int, int]:
+        factor = self.vae_scale_factor * self.transformer.config.patch_size
+        if height % factor or width % factor:
+            raise ValueError(
+                f"height/width: {height}x{width} must be multiples of {factor} (VAE factor x patch size)"
+            )
+        scale = self.vae_scale_factor
+        return (self.transformer.config.in_channels, height // scale, width // scale)
+
+    @torch.no_grad()
+    def encode_prompt(self, prompt: str) -> torch.Tensor:
+        """[1, max_text_seq_length, width] T5 embeddings, through ``CogVideoXPipeline.encode_prompt``."""
+        embeds, _ = self.pipeline.encode_prompt(
+            prompt=prompt,
+            do_classifier_free_guidance=False,
+            num_videos_per_prompt=1,
+            max_sequence_length=int(self.transformer.config.max_text_seq_length),
+            device=self.text_encoder.device,
+        )
+        return embeds
+
+    def make_scheduler(self) -> Any:
+        return self.scheduler_class.from_config(self.scheduler_config)
+
+    def scheduler_step(
+        self,
+        scheduler: Any,
+        output: torch.Tensor,
+        index: int,
+        timesteps: torch.Tensor,
+        latent: torch.Tensor,
+        generator: torch.Generator | None = None,
+    ) -> torch.Tensor:
+        """One step as ``CogVideoXPipeline.__call__`` takes it (``eta=0``, its ``generator``): the DDIM scheduler's
+        plain ``step``; the DPM scheduler's with the previous predicted original sample (kept on the block's
+        scheduler) and the previous timestep. The step runs in diffusers' [B, F, C, H, W] layout, so a stochastic
+        scheduler draws its noise in the order the pipeline does."""
+        t = timesteps[index]
+        output, latent = output.float().transpose(1, 2), latent.transpose(1, 2)
+        if self.scheduler_class.__name__ != DPM:
+            latent = scheduler.step(output, t, latent, eta=0.0, generator=generator, return_dict=False)[0]
+        else:
+            latent, old = scheduler.step(
+                output,
+                getattr(scheduler, OLD_PREDICTION, None),
+                t,
+                timesteps[index - 1] if index > 0 else None,
+                latent,
+                eta=0.0,
+                generator=generator,
+                return_dict=False,
+            )
+            setattr(scheduler, OLD_PREDICTION, old)
+        return latent.transpose(1, 2).contiguous()
+
+    def block_decoder(self):
+        from pipelines.families.cogvideox.decode import CogVideoXBlockDecoder
+
+        return CogVideoXBlockDecoder(self.vae)
+
+    @torch.no_grad()
+    def decode_block(self, latent: torch.Tensor) -> np.ndarray:
+        """[1, C, F, h, w] -> [4F, H, W, 3] uint8 frames, the block decoded as if it began the video."""
+        return self.block_decoder()(latent)
+
+
+def load_cogvideox_pipeline(path: str | Path, dtype: str = "float32", device: str = "cpu") -> CogVideoXVideoPipeline:
+    import diffusers
+    import transformers
+
+    path = Path(path)
+    index = check_cogvideox_dir(path)
+    transformer = load_model(path / "transformer", dtype, device)
+    vae = load_model(path / "vae", dtype, device)
+    try:
+        text_class = getattr(transformers, index["text_encoder"][1])
+        tokenizer_class = getattr(transformers, index["tokenizer"][1])
+        text_encoder = text_class.from_pretrained(
+            path / "text_encoder", dtype=parse_dtype(dtype), use_safetensors=True, local_files_only=True
+        )
+        tokenizer = tokenizer_class.from_pretrained(path / "tokenizer", local_files_only=True)
+        scheduler_class = getattr(diffusers, index["scheduler"][1])
+    except (AttributeError, OSError, TypeError, ValueError) as err:
+        raise ModelDirectoryError(f"could not load the CogVideoX pipeline at {path}: {err}") from err
+    scheduler_config = json.loads((path / "scheduler" / "scheduler_config.json").read_text())
+    return CogVideoXVideoPipeline(
+        transformer,
+        vae,
+        text_encoder.to(device).eval(),
+        tokenizer,
+        scheduler_config,
+        scheduler_class,
+        pipeline_class=index["_class_name"],
+    )

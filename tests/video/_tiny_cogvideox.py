@@ -1,0 +1,124 @@
+"""Tiny diffusers CogVideoX pipelines (1.0 and 1.5 configs), built offline and saved with
+``CogVideoXPipeline.save_pretrained``: full CogVideoX directories to render in tests.
+
+- "1.0" (CogVideoX-2b's layout): sincos positional embeddings added at the patch embedding, no temporal patch
+  (``patch_size_t=None``), a 2-D convolution patch embedding;
+- "1.5" (CogVideoX1.5-5b's layout): ``patch_size_t=2`` (a linear patch embedding over 2 latent frames),
+  rotary positional embeddings (``use_rotary_positional_embeddings=True``, ``use_learned_positional_embeddings``
+  False, as the 1.5 text-to-video configs set them; diffusers refuses learned without rotary, and learned ones only
+  work at the config's sample size), no patch bias.
+
+T5 text encoder (an in-memory word vocabulary), ``AutoencoderKLCogVideoX`` (4 frames per latent frame, 4x
+spatially) and a CogVideoX DDIM or DPM scheduler, v-prediction with trailing timesteps as the real ones.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+WORDS = ["blue", "and", "yellow", "vertical", "stripes", "red", "blurry", "a", "circle", "on", "green"]
+Z_DIM = 4
+"""Latent channels of the VAE (= the transformer's in/out channels)."""
+TEXT_TOKENS = 12
+"""The tokenizer's model_max_length and the transformer's max_text_seq_length."""
+VAE_FACTOR = 4
+"""Pixels per latent row/column."""
+
+
+def _tokenizer():
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import T5TokenizerFast
+
+    pieces = [("<pad>", 0.0), ("</s>", 0.0), ("<unk>", 0.0)] + [(w, -1.0) for w in WORDS]
+    backend = Tokenizer(models.Unigram(pieces, unk_id=2))
+    backend.pre_tokenizer = pre_tokenizers.Whitespace()
+    return T5TokenizerFast(
+        tokenizer_object=backend,
+        pad_token="<pad>",
+        eos_token="</s>",
+        unk_token="<unk>",
+        extra_ids=0,
+        model_max_length=TEXT_TOKENS,
+    )
+
+
+def _nonzero(model: torch.nn.Module, seed: int) -> torch.nn.Module:
+    """diffusers zero-initialises some output layers: give them small values so every layer matters."""
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in model.parameters():
+            if p.dim() > 1 and not p.any():
+                p.copy_(torch.randn(p.shape, generator=generator) * 0.05)
+    return model.eval()
+
+
+def tiny_transformer(version: str, layers: int = 3, seed: int = 0):
+    from diffusers import CogVideoXTransformer3DModel
+
+    torch.manual_seed(seed)
+    common = dict(
+        num_attention_heads=2,
+        attention_head_dim=16,
+        in_channels=Z_DIM,
+        out_channels=Z_DIM,
+        time_embed_dim=16,
+        text_embed_dim=32,
+        num_layers=layers,
+        sample_width=8,
+        sample_height=8,
+        sample_frames=9,
+        patch_size=2,
+        max_text_seq_length=TEXT_TOKENS,
+    )
+    if version == "1.0":
+        model = CogVideoXTransformer3DModel(**common)
+    elif version == "1.5":
+        model = CogVideoXTransformer3DModel(
+            **common,
+            patch_size_t=2,
+            use_rotary_positional_embeddings=True,
+            use_learned_positional_embeddings=False,
+            patch_bias=False,
+        )
+    else:
+        raise ValueError(version)
+    return _nonzero(model, seed + 2)
+
+
+def save_tiny_cogvideox(path: Path, version: str = "1.0", scheduler: str = "ddim", seed: int = 0, layers: int = 3) -> Path:
+    from diffusers import (
+        AutoencoderKLCogVideoX,
+        CogVideoXDDIMScheduler,
+        CogVideoXDPMScheduler,
+        CogVideoXPipeline,
+    )
+    from transformers import T5Config, T5EncoderModel
+
+    torch.manual_seed(seed)
+    tokenizer = _tokenizer()
+    text_encoder = T5EncoderModel(
+        T5Config(vocab_size=len(tokenizer), d_model=32, d_kv=8, d_ff=64, num_layers=1, num_heads=4)
+    ).eval()
+    vae = AutoencoderKLCogVideoX(
+        down_block_types=("CogVideoXDownBlock3D",) * 3,
+        up_block_types=("CogVideoXUpBlock3D",) * 3,
+        block_out_channels=(8, 8, 8),
+        latent_channels=Z_DIM,
+        layers_per_block=1,
+        norm_num_groups=4,
+        temporal_compression_ratio=4,
+        scaling_factor=0.7,
+    )
+    kind = {"ddim": CogVideoXDDIMScheduler, "dpm": CogVideoXDPMScheduler}[scheduler]
+    sampler = kind(prediction_type="v_prediction", timestep_spacing="trailing", rescale_betas_zero_snr=True)
+    pipe = CogVideoXPipeline(
+        tokenizer=tokenizer,
+        text_encoder=text_encoder,
+        vae=_nonzero(vae, seed + 1),
+        transformer=tiny_transformer(version, layers, seed),
+        scheduler=sampler,
+    )
+    pipe.save_pretrained(path, safe_serialization=True)
+    return path
