@@ -46,3 +46,7 @@ class CalibrationStore:
             "INSERT OR IGNORE INTO cache_calibrations (key, calibration, job_id, created_at) VALUES (?, ?, ?, ?)",
             (key, json.dumps(calibration), job_id, time.time()),
         )
+
+    def drop(self, key: str) -> None:
+        """Forget the calibration of ``key`` (a shadow re-check found it below its budget): the next job calibrates."""
+        self._db().execute("DELETE FROM cache_calibrations WHERE key = ?", (key,))

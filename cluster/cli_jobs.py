@@ -134,7 +134,10 @@ def serve(args: argparse.Namespace) -> int:
     except TypeError as err:
         raise SpecError("pools", str(err)) from err
     roots = [str(Path(root).absolute()) for root in (cfg.get("output_roots") or ["outputs"])]
-    client = Client(address=address, state_dir=args.state_dir, pool=pool, pools=pools, output_roots=roots)
+    recheck = float(cfg.get("cache_recheck") or 0.0)
+    client = Client(
+        address=address, state_dir=args.state_dir, pool=pool, pools=pools, output_roots=roots, cache_recheck=recheck
+    )
     info = ray.get(client.controller.info.remote())
     address_file = Path(info["state_dir"]) / "ray_address"
     address_file.write_text(ray.get_runtime_context().gcs_address + "\n")  # what `--address auto` joins

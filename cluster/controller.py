@@ -30,6 +30,7 @@ from cluster.jobs.spec import JobSpec
 from cluster.names import CONTROLLER_NAME as CONTROLLER_NAME  # re-exported
 from cluster.names import NAMESPACE as NAMESPACE
 from cluster.outputs import partial_directory
+from cluster.recheck import RECHECK_TOKEN, Rechecks
 from cluster.scheduler import (
     CostModelDegreeRule,
     DegreeRule,
@@ -73,6 +74,9 @@ class ControllerConfig:
     output_roots: list[str] | None = None
     """Folders jobs may write their outputs under (absolute; symlinks resolved before the check); None:
     anywhere this process can write (an embedded client). `tessera serve` confines to ./outputs by default."""
+    cache_recheck: float = 0.0
+    """Fraction of cached image jobs rendered again at full compute, at the lowest priority (idle worker time), to
+    measure the cache's PSNR into their metadata.json (``cluster.recheck``); 0: none."""
     preempt: bool = True
     """Pause a running job at a step boundary when a higher-priority job is queued."""
     degree_rule: str = "cost"
@@ -120,6 +124,10 @@ class Controller:
             self._forget_workers,
             self._end,
         )
+        if not 0.0 <= config.cache_recheck <= 1.0:
+            raise ValueError(f"cache_recheck: a fraction of jobs in [0, 1], got {config.cache_recheck}")
+        if config.cache_recheck:
+            self.runner.rechecks = Rechecks(config.cache_recheck, self.files, self.runner.calibrations, self._submit_checked)
         self._thread = self._start_scheduler()
         self._watchdog = threading.Thread(target=self._watch, name="tessera-watchdog", daemon=True)
         self._watchdog.start()
@@ -129,6 +137,11 @@ class Controller:
         """Validate and queue a job; a client token already seen returns the existing job."""
         check_priority(priority)
         check_client_token(client_token)
+        if client_token is not None and client_token.startswith(RECHECK_TOKEN):
+            raise SpecError("client_token", f"tokens starting {RECHECK_TOKEN!r} are the service's own (shadow re-checks)")
+        return self._submit_checked(spec, priority, client_token)
+
+    def _submit_checked(self, spec: dict, priority: int, client_token: str | None) -> dict:
         checked = parse_job(spec)
         check_output_dir(checked.output_dir, self.config.output_roots)
         self._check_fits(checked)

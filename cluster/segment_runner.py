@@ -27,6 +27,7 @@ from cluster.job_files import JobFiles
 from cluster.jobs.image import Segment
 from cluster.jobs.spec import JobSpec, SegmentResult
 from cluster.outputs import job_directory, job_outputs, partial_directory
+from cluster.recheck import Rechecks
 from cluster.store import JobRecord, JobStore
 from cluster.versions import package_versions
 from runtime.jobs.driver import JobStopped
@@ -86,6 +87,8 @@ class SegmentRunner:
         self.end = end
         self.calibrations = CalibrationStore(store.path)
         """Cache calibrations jobs learned, beside the jobs in the store's database."""
+        self.rechecks: Rechecks | None = None
+        """Shadow re-checks of cached jobs (``cluster.recheck``), when the controller asks for them."""
 
     def run(
         self,
@@ -177,7 +180,7 @@ class SegmentRunner:
             self.end(job.id, "queued")
             self.files.log(job.id, f"segment done at {spec.unit} {segment.until}; queued for the next segment")
             return
-        self._publish(job, spec, result, pool.slot.kind, started)
+        self._publish(job, spec, result, pool.slot.kind, started, placed)
 
     def _resume_point(self, job: JobRecord, spec: JobSpec) -> tuple[dict | None, int]:
         """The newest good checkpoint of the job and its unit; a damaged one is set aside and said so."""
@@ -192,7 +195,9 @@ class SegmentRunner:
             self.files.log(job.id, f"checkpoint is not this {spec.kind} job's state ({err!r}); starting over")
             return None, 0
 
-    def _publish(self, job: JobRecord, spec: JobSpec, result: SegmentResult, device: str, started: float) -> None:
+    def _publish(
+        self, job: JobRecord, spec: JobSpec, result: SegmentResult, device: str, started: float, placed: JobSpec
+    ) -> None:
         metadata = {
             "job_id": job.id,
             "spec": spec.stored(),
@@ -205,6 +210,11 @@ class SegmentRunner:
             "segments": self.files.segments(job.id),
         }
         directory = spec.publish(job.id, result, metadata)
+        if self.rechecks is not None:  # before the end is recorded: a waiting client then sees the re-check queued
+            try:
+                self.rechecks.after_publish(job, spec, placed, result.latents, directory)
+            except Exception:  # noqa: BLE001 - a re-check is a measurement; the job itself is done
+                self.files.log(job.id, "shadow re-check not done:\n" + traceback.format_exc())
         self.end(job.id, "succeeded", outputs=job_outputs(directory, spec.kind, spec.output_file))
         self.files.log(job.id, f"succeeded in {time.time() - started:.1f} s: {directory}")
 

@@ -461,7 +461,7 @@ class RenderSpec(JobSpec):
             until=job.until,
             on_last_call=hooks.release,  # a one-worker job's next job queues behind its decode
         )
-        return SegmentResult(result.metadata, result.checkpoint, result.image)
+        return SegmentResult(result.metadata, result.checkpoint, result.image, result.latents)
 
     def publish(self, job_id: str, result: SegmentResult, metadata: dict) -> Path:
         """Write image.png and metadata.json into outputs/<job-id>/ in one rename."""

@@ -55,6 +55,8 @@ class SegmentResult:
     """The state at the segment's end, when the job goes on in another segment."""
     output: Any = None
     """The kind's output to publish (an image), when the kind does not write its own (a video)."""
+    latents: Any = None
+    """The final latent (an image job's last segment), for a shadow re-check (``cluster.recheck``)."""
 
 
 @dataclass
