@@ -1,13 +1,18 @@
-"""Layer-and-frame pipelining (DualParal) on the built-in video model: speed and memory per worker.
+"""Layer-and-frame pipelining (DualParal) on a video model: speed and memory per worker.
 
     .venv/bin/python -m bench.frame_pipeline --size 128 --frames 64 --repeats 5
+    .venv/bin/python -m bench.frame_pipeline --model /path/to/HunyuanVideoPipeline --guidance-scale 6 ...
+
+The model is the built-in video model, or with ``--model`` any local video pipeline directory its family
+renders (Wan, LTX-Video, CogVideoX, HunyuanVideo: ``frames`` and ``block_frames`` count video frames, in
+multiples of the VAE's frames per latent frame).
 
 Through the real Ray pool and gloo groups: frames per second with 1 worker vs 2 pipeline stages (one
 torch thread each), alternated (A, B, C, A, ...), beside one process using two threads (the honest CPU
 baseline); then peak memory per worker (peak RSS, reset per job) for 64, 256 and 1,024 frames, which
 should stay flat: at most ``steps`` blocks are alive and finished blocks stream to the MP4. frames/s
 counts the whole render after set-up: denoising, decode and MP4 writing. Writes the "frame-pipeline"
-section of BENCHMARKS.md.
+section of BENCHMARKS.md (``frame-pipeline-<family>`` for a ``--model`` directory).
 """
 
 from __future__ import annotations
@@ -24,14 +29,19 @@ import torch
 
 from bench.common import alternate, median, provenance, write_section
 from cluster.jobs.video import VideoParallelSpec, VideoSpec
-from pipelines.families.wan.loading import load_video_pipeline
+from pipelines.families import family_for_dir
 from runtime.jobs.video import run_video_render
 from runtime.jobs.video_session import VideoSession
 from runtime.pool import DevicePool, PoolConfig
 
+BUILTIN = "builtin-video"
+
 
 def spec_for(args: argparse.Namespace, frames: int, degree: int) -> VideoSpec:
     spec = VideoSpec(
+        model=args.model,
+        guidance_scale=args.guidance_scale,
+        context_frames=args.context_frames,
         height=args.size,
         width=args.size,
         frames=frames,
@@ -46,7 +56,8 @@ def spec_for(args: argparse.Namespace, frames: int, degree: int) -> VideoSpec:
 def two_threads_fps(spec: VideoSpec, out: Path) -> float:
     """One process (this one) with two torch threads running the same block-wise schedule."""
     torch.set_num_threads(2)
-    pipe = load_video_pipeline(spec.model_path())
+    path = spec.model_path()
+    pipe = family_for_dir(path).load(path, spec.dtype, "cpu")
     session = VideoSession(pipe, spec.placed(spec.model, 1), group=None, video_path=str(out / "two-threads.mp4"))
     started = time.perf_counter()
     session.advance()
@@ -55,10 +66,10 @@ def two_threads_fps(spec: VideoSpec, out: Path) -> float:
 
 
 def speed_only(args, command: str, rows: str, one: float, two: float, threads: float) -> str:
-    return f"""## Frame pipeline speed (DualParal): built-in video model, {args.size}x{args.size}
+    return f"""## Frame pipeline speed (DualParal): {model_name(args)}, {args.size}x{args.size}
 
 {args.frames} frames in blocks of {args.block_frames}, {args.steps} steps per block, through the Ray pool;
-frames/s over the whole render (denoise, per-frame VAE decode, MP4 writing), median of {args.repeats}
+frames/s over the whole render (denoise, VAE decode, MP4 writing), median of {args.repeats}
 alternated runs after a warm-up.
 
 {provenance(command)}
@@ -70,8 +81,23 @@ alternated runs after a warm-up.
 """
 
 
+def model_name(args: argparse.Namespace) -> str:
+    """How the sections name the model."""
+    if args.model == BUILTIN:
+        return "built-in video model"
+    return f"{family_for_dir(args.model).name} model {Path(args.model).name}"
+
+
+def section(args: argparse.Namespace, name: str) -> str:
+    """BENCHMARKS.md section ``name``, its family's own for a ``--model`` directory."""
+    return name if args.model == BUILTIN else f"{name}-{family_for_dir(args.model).name}"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", default=BUILTIN, help="a local video pipeline directory (default: built-in)")
+    parser.add_argument("--guidance-scale", type=float, default=1.0, help="the job's guidance_scale")
+    parser.add_argument("--context-frames", type=int, default=1, help="video frames of each neighbour block")
     parser.add_argument("--size", type=int, default=128, help="frame height and width in pixels")
     parser.add_argument("--frames", type=int, default=64, help="frames for the speed comparison")
     parser.add_argument("--block-frames", type=int, default=8)
@@ -118,7 +144,7 @@ def main() -> None:
         for name, values in speed.items()
     )
     if not memory:  # --memory-frames with no lengths: the speed figures only, in their own section
-        write_section(f"frame-pipeline-speed-{args.frames}", speed_only(args, command, rows, one, two, threads))
+        write_section(section(args, f"frame-pipeline-speed-{args.frames}"), speed_only(args, command, rows, one, two, threads))
         return
     mib = 2**20
     mem_rows = "\n".join(
@@ -128,11 +154,11 @@ def main() -> None:
     spread = [
         (max(col) - min(col)) / min(col) * 100 for col in zip(*memory.values())
     ]  # per worker, across lengths
-    body = f"""## Frame pipeline (DualParal): built-in video model, {args.size}x{args.size}
+    body = f"""## Frame pipeline (DualParal): {model_name(args)}, {args.size}x{args.size}
 
 Layer-and-frame pipelining through the Ray pool: {args.frames} frames in blocks of {args.block_frames}, \
-{args.steps} steps per block, context 1 frame; frames/s over the whole render after set-up (denoise, \
-per-frame VAE decode, MP4 writing), median of {args.repeats} alternated runs after a warm-up. \
+{args.steps} steps per block, context {args.context_frames} frame(s); frames/s over the whole render after \
+set-up (denoise, VAE decode, MP4 writing), median of {args.repeats} alternated runs after a warm-up. \
 **Taken on a shared, loaded machine** (two other engineers running tests on the same 2 cores), so the \
 absolute figures are noisy; the ratios come from interleaved runs.
 
@@ -155,7 +181,7 @@ Peak memory per worker (peak RSS in MiB, reset per job; 2 stages):
 
 Spread across lengths per worker: {", ".join(f"{s:.1f}%" for s in spread)} (target: within 10%).
 """
-    write_section("frame-pipeline", body)
+    write_section(section(args, "frame-pipeline"), body)
     print(body)
 
 
