@@ -1,5 +1,5 @@
-"""What DeepCache saves on a UNet render, and what it costs in fidelity: Tessera's against full compute and
-against the ``DeepCache`` package's helper.
+"""What DeepCache and TaylorSeer save on a UNet render, and what they cost in fidelity: Tessera's against full
+compute and against the ``DeepCache`` package's helper.
 
     .venv/bin/python -m bench.step_cache_unet --size 512 --steps 20 --repeats 5
 
@@ -11,7 +11,10 @@ loop of a job (``pipelines.sampling.DenoiseLoop``, DDIM, CFG 5.0 batched: batch 
 - **Tessera DeepCache, interval k** (``parallel.cache.deepcache``, branch 0: only the outermost down/up block
   pair recomputed on reusing steps), k = 2, 3, 5;
 - **DeepCache package, interval k** (``DeepCache==0.1.1``'s ``DeepCacheSDHelper``, when it is installed; it is
-  no dependency of Tessera), with the branch id that skips the same modules (``3 * branch + layers_per_block``).
+  no dependency of Tessera), with the branch id that skips the same modules (``3 * branch + layers_per_block``);
+- **Tessera TaylorSeer, interval k** (``parallel.cache.taylorseer``, order 1, 2 warm-up steps): the UNet runs every
+  k-th step and its guided prediction is extrapolated in between. diffusers' TaylorSeer hooks have no UNet
+  patterns (they hook transformer blocks' attention or ``proj_out``), so there is no diffusers row.
 
 Both caches run the same schedule: a full step every ``interval`` steps from the first, no warmup (the package
 has none; Tessera's ``warmup_steps`` is set to ``--cache-warmup``, 0 by default). Fidelity: PSNR of each
@@ -35,6 +38,7 @@ import torch
 from bench.common import alternate, median, provenance, write_section
 
 INTERVALS = (2, 3, 5)
+TAYLORSEER_INTERVALS = (2, 3, 4)
 BRANCH = 0
 PROMPT = "blue and yellow vertical stripes"
 GUIDANCE = 5.0
@@ -80,6 +84,7 @@ def main(argv: list[str] | None = None) -> str:
 
     from parallel.cache.config import CacheConfig
     from parallel.cache.deepcache import apply_deepcache
+    from parallel.cache.taylorseer import apply_taylorseer
     from pipelines.builtin import resolve_model
     from pipelines.loading import load_pipeline
     from pipelines.sampling import DenoiseLoop, batched_cfg_predictor, decode_latents, encode_conditioning
@@ -97,8 +102,10 @@ def main(argv: list[str] | None = None) -> str:
     def render(name: str, implementation: str | None = None, interval: int = 1) -> float:
         """Seconds of one render's denoising loop, with ``implementation``'s cache ("tessera", "package" or
         None) at ``interval``; keeps its final latent and its count of full steps."""
-        loop = DenoiseLoop(pipe, "ddim", args.steps, SEED, args.size, args.size, predictor)
         cache = helper = None
+        if implementation == "taylorseer":
+            cache = apply_taylorseer(CacheConfig(mode="taylorseer", interval=interval, order=1, warmup_steps=2))
+        loop = DenoiseLoop(pipe, "ddim", args.steps, SEED, args.size, args.size, cache.wrap(predictor) if cache else predictor)
         if implementation == "tessera":
             config = CacheConfig(
                 mode="deepcache", interval=interval, branch=BRANCH, warmup_steps=args.cache_warmup
@@ -133,6 +140,9 @@ def main(argv: list[str] | None = None) -> str:
         if helper_class is not None:
             name = f"DeepCache package, interval {k}"
             runs[name] = lambda k=k, name=name: render(name, "package", k)
+    for k in TAYLORSEER_INTERVALS:
+        name = f"Tessera TaylorSeer, interval {k}"
+        runs[name] = lambda k=k, name=name: render(name, "taylorseer", k)
     seconds = alternate(runs, args.repeats)
 
     images = {name: decode_latents(pipe, latent) for name, latent in latents.items()}
@@ -141,7 +151,7 @@ def main(argv: list[str] | None = None) -> str:
     for name, values in seconds.items():
         quality = image_psnr(images[name], images["full compute"])
         same = ""
-        if name.startswith("Tessera") and helper_class is not None:
+        if name.startswith("Tessera DeepCache") and helper_class is not None:
             other = latents[name.replace("Tessera DeepCache", "DeepCache package")]
             same = f"{float((latents[name] - other).abs().max()):.1e}"
         rows.append(
@@ -149,14 +159,15 @@ def main(argv: list[str] | None = None) -> str:
             f"{'exact' if math.isinf(quality) else f'{quality:.1f}'} | {same or '-'} | "
             f"{', '.join(f'{v:.3f}' for v in values)} |"
         )
-    body = f"""## DeepCache on the built-in UNet ({args.size}x{args.size}, {args.steps} DDIM steps, CFG {GUIDANCE})
+    body = f"""## DeepCache and TaylorSeer on the built-in UNet ({args.size}x{args.size}, {args.steps} DDIM steps, CFG {GUIDANCE})
 
 {provenance(command)}- DeepCache package: {package}
 
 One process, one torch thread; the render loop of a job (CFG batched), the denoising loop timed (not the prompt
 encoding nor the VAE decode). Branch {BRANCH} (only the outermost down/up block pair recomputed on reusing steps;
 the package's branch id {package_branch} skips the same modules). Both caches: a full step every `interval`
-steps from the first (Tessera's warmup_steps={args.cache_warmup}). PSNR of the final image (VAE-decoded, in
+steps from the first (Tessera's warmup_steps={args.cache_warmup}); TaylorSeer: order 1, 2 warm-up steps, then a full
+step every `interval`. PSNR of the final image (VAE-decoded, in
 [0, 1]) against full compute's; "max diff vs package": largest |difference| of the final latents between
 Tessera's and the package's cache at the same interval. Medians over {args.repeats} alternating rounds after 1
 warm-up round:
