@@ -85,7 +85,7 @@ def run_video_render(
         backend = group.spec.backend
     head = ends[0]
     return {
-        "strategy": "frames",
+        "strategy": spec.parallel.strategy,  # "none": the frame pipeline on one stage
         "degree": degree,
         "stages": degree,
         "backend": backend,

@@ -1,0 +1,116 @@
+"""CogVideoX as a service video job: a tiny CogVideoX 1.5 directory (DPM scheduler: per-step noise from each
+block's generator) renders through ``Client.submit`` with strategy none and on 2 frame stages (real Ray) to the
+same MP4 as one worker; a render stopped at a tick boundary and continued from its checkpoint (the DPM state, the
+block generators and the VAE's conv cache in it) equals the uninterrupted one."""
+
+from __future__ import annotations
+
+import io
+import json
+
+import numpy as np
+import pytest
+import ray
+import torch
+from _tiny_cogvideox import save_tiny_cogvideox
+from _video_jobs import decoded_frames
+
+from cluster.client import Client
+from cluster.jobs.video import VideoSpec
+from runtime.device import device_slot
+from runtime.jobs.video_session import open_video_session
+from runtime.jobs.video_state import merge_stage_states
+from runtime.pool import PoolConfig
+from runtime.worker import Worker
+
+pytestmark = pytest.mark.slow
+
+RENDER = dict(
+    prompt="red circle on green",
+    negative_prompt="blurry",
+    guidance_scale=3.0,
+    height=32,
+    width=32,
+    frames=24,  # 6 latent frames: 3 blocks of 2, 4 video frames each
+    block_frames=8,
+    context_frames=4,  # one latent frame of each neighbour (one token frame of 1.5's temporal patch)
+    steps=3,
+    seed=6,
+    fps=8.0,
+)
+TICKS = 3 + 3 - 1
+
+
+@pytest.fixture(scope="module")
+def cog_dir(tmp_path_factory):
+    torch.set_num_threads(1)
+    return save_tiny_cogvideox(tmp_path_factory.mktemp("cogvideox") / "tiny-cogvideox-1.5", "1.5", "dpm")
+
+
+def _frames(path) -> np.ndarray:
+    return decoded_frames({"outputs": {"video": str(path)}})
+
+
+def _render(worker, cog_dir, path, block_dir, resume=None, stop_at=None):
+    """One worker's render of RENDER (strategy none), as the service's worker runs it."""
+    spec = VideoSpec(model=str(cog_dir), dtype="float32", parallel={"strategy": "none", "degree": 1}, **RENDER)
+    worker.begin(open_video_session, spec, resume, video_path=str(path), block_dir=str(block_dir))
+    if stop_at is not None:
+        assert worker.advance(stop_at) == stop_at
+        state = merge_stage_states([worker.snapshot()])
+        worker._close_session()  # a pause: the stage is abandoned, the block files stay
+        buf = io.BytesIO()
+        torch.save(state, buf)
+        buf.seek(0)
+        return torch.load(buf, weights_only=True)  # as the controller reads checkpoint.pt
+    worker.advance(None)
+    return worker.finish()
+
+
+@pytest.fixture(scope="module")
+def one_worker(cog_dir, tmp_path_factory):
+    out = tmp_path_factory.mktemp("cogvideox-one")
+    report = _render(Worker(0, device_slot("cpu")), cog_dir, out / "video.mp4", out / "blocks")
+    return report, out / "video.mp4"
+
+
+def test_resume_equals_uninterrupted(cog_dir, one_worker, tmp_path):
+    report, reference = one_worker
+    assert report["frames_written"] == 24 and report["blocks_finished"] == [0, 1, 2]
+    worker = Worker(0, device_slot("cpu"))
+    state = _render(worker, cog_dir, tmp_path / "a.mp4", tmp_path / "a", stop_at=2)
+    assert state["blocks_finished"] == 0 and sorted(state["latents"]) == [0, 1]
+    assert all(s.get("frame_rng_state") is not None for s in state["schedulers"].values())
+    _render(worker, cog_dir, tmp_path / "a.mp4", tmp_path / "a", resume=state)
+    np.testing.assert_array_equal(_frames(tmp_path / "a.mp4"), _frames(reference))
+    # the block generators are state: resumed with fresh ones, the blocks in flight draw other noise
+    fresh = {b: {k: v for k, v in s.items() if k != "frame_rng_state"} for b, s in state["schedulers"].items()}
+    _render(worker, cog_dir, tmp_path / "b.mp4", tmp_path / "b", resume={**state, "schedulers": fresh})
+    assert not np.array_equal(_frames(tmp_path / "b.mp4"), _frames(reference))
+
+
+def test_jobs_through_client_none_and_two_stages(ray_local, cog_dir, one_worker, tmp_path):
+    client = Client(
+        state_dir=tmp_path / "state", pool=PoolConfig(workers=2, device="cpu", group_timeout_s=30), checkpoint_every=2
+    )
+    try:
+        for strategy, degree in (("none", 1), ("frames", 2)):
+            spec = {
+                "job": "video",
+                "model": str(cog_dir),
+                "output_dir": str(tmp_path / "outputs"),
+                "parallel": {"strategy": strategy, "degree": degree},
+                **RENDER,
+            }
+            job = client.submit(spec)
+            record = job.wait(timeout_s=300)
+            assert record["state"] == "succeeded", job.logs()
+            assert record["steps_done"] == TICKS
+            frames = decoded_frames(record)
+            assert frames.shape == (24, 32, 32, 3)
+            np.testing.assert_array_equal(frames, _frames(one_worker[1]))  # any stage count: the 1-worker video
+            meta = json.loads(open(record["outputs"]["metadata"]).read())
+            assert (meta["frames"], meta["blocks"], meta["stages"], meta["strategy"]) == (24, 3, degree, strategy)
+    finally:
+        ray.get(client.controller.stop.remote())
+        ray.kill(client.controller)
