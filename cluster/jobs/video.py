@@ -33,10 +33,12 @@ MAX_SIDE = 4096
 @dataclass
 class VideoParallelSpec(ParallelBase):
     strategy: str = "frames"
-    """"frames" (layer-and-frame pipelining, one stage per worker) or "none" (one worker)."""
+    """"frames" (layer-and-frame pipelining, one stage per worker), "sequence" (the whole video as one sequence,
+    split between the workers by diffusers' context parallelism, Ulysses) or "none" (one worker)."""
     degree: int | str = 2
     """Pipeline stages, one worker each; "auto": as many as are free when the job is placed (up to the
-    model's transformer blocks and the video's frame blocks), chosen anew when a paused job resumes."""
+    model's transformer blocks and the video's frame blocks), chosen anew when a paused job resumes. With
+    "sequence": the workers one forward is split over (at least 2; the family checks what must divide)."""
 
 
 @dataclass
@@ -104,6 +106,13 @@ class VideoSpec(JobSpec):
             )
         if not 1 <= self.frames <= MAX_FRAMES:
             raise SpecError("frames", f"must be between 1 and {MAX_FRAMES}, got {self.frames}")
+        one_block = (self.frames, 0)
+        if self.parallel.strategy == "sequence" and (self.block_frames, self.context_frames) != one_block:
+            self.block_frames, self.context_frames = self.frames, 0
+            self.notes.append(
+                f"parallel.strategy=sequence renders the whole video as one sequence: block_frames={self.frames}, "
+                "context_frames=0"
+            )
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             self.frames, _ = split_frames(self.frames, self.block_frames)
@@ -127,6 +136,13 @@ class VideoSpec(JobSpec):
             raise SpecError(
                 "parallel.degree", "strategy 'none' runs on exactly one worker; use parallel=frames"
             )
+        if par.strategy == "sequence":
+            if par.auto or par.degree < 2:
+                raise SpecError(
+                    "parallel.degree",
+                    f"strategy 'sequence' splits over a number of workers, at least 2, got {par.degree!r}",
+                )
+            return
         if par.auto:
             return
         if par.degree < 1:

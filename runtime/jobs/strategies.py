@@ -33,9 +33,11 @@ IMAGE_STRATEGIES: dict[str, Strategy] = {
 ``predictor`` (band latent, t -> guided noise), ``rows`` (this worker's latent rows), ``band_index``,
 ``resume(step)``, ``report()`` (for metadata.json) and ``close()`` (undo its changes to the model)."""
 
-VIDEO_STRATEGIES: tuple[str, ...] = ("none", "frames")
+VIDEO_STRATEGIES: tuple[str, ...] = ("none", "frames", "sequence")
 """Video strategies: every video runs through the frame pipeline (``runtime.jobs.video_session``), on one
-stage ("none") or on ``parallel.degree`` stages ("frames", layer-and-frame pipelining, DualParal)."""
+stage ("none"), on ``parallel.degree`` stages ("frames", layer-and-frame pipelining, DualParal), or as one
+block whose every forward diffusers' context parallelism splits over ``parallel.degree`` workers ("sequence",
+Ulysses; the family's ``sequence_adapter``)."""
 
 
 def strategy_setup(table: dict[str, Strategy], name: str) -> Callable | None:

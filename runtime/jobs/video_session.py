@@ -9,6 +9,11 @@ spec the worker received, ``cluster.jobs.video.VideoSpec``; only its fields are 
 frames; with a VAE that packs several frames into one latent frame, the frame pipeline gets them divided
 by that factor.
 
+With ``parallel.strategy=sequence`` the video is one block and every worker runs the whole queue itself, the
+family's ``sequence_adapter`` handing the model's own forward to diffusers' context parallelism
+(``parallel.sequence``), which splits each forward's tokens over the job's group (Ulysses); every worker then
+steps the same latent, and stage 0 writes it.
+
 A service job (``open_video_session`` with a ``block_dir``) keeps each finished block as its own MP4
 segment (``pipelines.video_blocks``), so that it can stop at a tick boundary and continue elsewhere, and
 may start from a checkpoint (``runtime.jobs.video_state``).
@@ -64,6 +69,11 @@ class VideoSession:
         )
         self.encode_s = time.perf_counter() - started
         rank = dist.get_rank(group) if group is not None else 0
+        self.sequence_group = group if spec.parallel.strategy == "sequence" and group is not None else None
+        """The group diffusers' context parallelism splits every forward over (strategy sequence): each worker
+        then runs the whole one-block queue itself (no stages), so the frame pipeline gets no group."""
+        if self.sequence_group is not None:
+            group = None
         make_writer = make_writer or (lambda: StreamingMP4Writer(video_path, spec.fps))
         self.writer = make_writer() if rank == 0 else None
         self.decode = pipe.block_decoder() if rank == 0 else None
@@ -84,10 +94,26 @@ class VideoSession:
             group=group,
             block_overhead_s=overhead,
             negative_text=negative,
-            make_adapter=family_of(pipe).frame_adapter,
+            make_adapter=(
+                family_of(pipe).sequence_adapter
+                if self.sequence_group is not None
+                else family_of(pipe).frame_adapter
+            ),
             set_timesteps=pipe.set_timesteps,
             step=pipe.scheduler_step,
         )
+        self.sequence = None
+        if self.sequence_group is not None:
+            from parallel.sequence import SequenceConfig, parallelize_sequence
+
+            workers = dist.get_world_size(self.sequence_group)
+            try:
+                self.sequence = parallelize_sequence(
+                    pipe.transformer, self.sequence_group, SequenceConfig(ulysses=workers)
+                )
+            except BaseException:
+                self.pipeline.adapter.remove()
+                raise
         self.setup_s = time.perf_counter() - started
         self.block_overhead_s = overhead
         self.denoise_s = 0.0
@@ -134,8 +160,21 @@ class VideoSession:
         self.denoise_s += time.perf_counter() - started
         return done
 
+    def _end_sequence(self) -> dict | None:
+        """Take diffusers' context parallelism off the (cached) model again; what it sent, by kind and peer."""
+        if self.sequence is None:
+            return None
+        self.sequence.remove()
+        handle, self.sequence = self.sequence, None
+        return {
+            "ulysses": handle.config.ulysses,
+            "bytes_sent": handle.bytes_sent.total,
+            "notes": handle.notes,
+        }
+
     def finish(self) -> dict:
         """Close the stage (and publish the MP4 on stage 0); this stage's report."""
+        sequence = self._end_sequence()
         stats = self.pipeline.close()
         report = {
             "stage": stats.rank,
@@ -159,6 +198,13 @@ class VideoSession:
             "decode_s": self.decode_s,
             "decode_cpu_s": self.decode_cpu_s,
         }
+        if sequence is not None:
+            report["sequence"] = sequence
+            report["stage"] = dist.get_rank(self.sequence_group)
+            report["bytes_sent_by_peer"] = {
+                peer: sum(by_peer.get(peer, 0) for by_peer in sequence["bytes_sent"].values())
+                for peer in {p for by_peer in sequence["bytes_sent"].values() for p in by_peer}
+            }
         if self.writer is not None:
             report["video"] = str(self.writer.close())
             report["frames_written"] = self.writer.frames
@@ -171,6 +217,7 @@ class VideoSession:
         if self.writer is not None:
             self.writer.abort()
             self.writer = None
+        self._end_sequence()
         self.pipeline.adapter.remove()
 
 

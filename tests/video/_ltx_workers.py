@@ -54,3 +54,34 @@ def ltx_stage_scenarios(rank: int, world: int, model_dir: str) -> dict:
     return {
         name: run_ltx(model_dir, config, dist.group.WORLD, pipe) for name, config in STAGE_SCENARIOS.items()
     }
+
+
+def ltx_session(rank: int, world: int, model_dir: str, out_dir: str, fields: dict) -> dict:
+    """A render of ``fields`` (a video spec) through VideoSession on this rank (``world`` 1: no group): the
+    finished latents stage 0 saw and the stage's report."""
+    from cluster.jobs.video import VideoSpec
+    from runtime.jobs.video_session import VideoSession
+
+    group = dist.group.WORLD if world > 1 else None
+    spec = VideoSpec.from_dict({"model": model_dir, **fields})
+    session = VideoSession(
+        load_ltx_pipeline(model_dir), spec, group, video_path=f"{out_dir}/video-{world}.mp4"
+    )
+    latents: dict[int, torch.Tensor] = {}
+    write = session.pipeline.on_block_done
+    if write is not None:  # stage 0: keep a copy of each finished latent on its way to the MP4
+
+        def keep(block: int, latent: torch.Tensor) -> None:
+            latents[block] = latent.clone()
+            write(block, latent)
+
+        session.pipeline.on_block_done = keep
+    session.advance()
+    report = session.finish()
+    processors = {type(b.attn2.processor).__name__ for b in session.pipe.transformer.transformer_blocks}
+    return {
+        "latents": latents,
+        "report": report,
+        "parallel": session.pipe.transformer._parallel_config,
+        "processors": processors,
+    }

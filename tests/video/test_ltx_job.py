@@ -14,7 +14,7 @@ from _tiny_ltx import save_tiny_ltx
 from _video_jobs import decoded_frames
 
 from cluster.client import Client
-from cluster.jobs.video import VideoSpec
+from cluster.jobs.video import VideoParallelSpec, VideoSpec
 from runtime.device import device_slot
 from runtime.jobs.video_session import open_video_session
 from runtime.jobs.video_state import merge_stage_states
@@ -52,7 +52,7 @@ def _frames(path) -> np.ndarray:
 def _render(worker, ltx_dir, path, block_dir, resume=None, stop_at=None):
     """One worker's render of RENDER (strategy none), as the service's worker runs it."""
     spec = VideoSpec(
-        model=str(ltx_dir), dtype="float32", parallel={"strategy": "none", "degree": 1}, **RENDER
+        model=str(ltx_dir), dtype="float32", parallel=VideoParallelSpec("none", 1), **RENDER
     )
     worker.begin(open_video_session, spec, resume, video_path=str(path), block_dir=str(block_dir))
     if stop_at is not None:
@@ -89,27 +89,47 @@ def test_resume_equals_uninterrupted(ltx_dir, one_worker, tmp_path):
     assert cut.shape != _frames(reference).shape or not np.array_equal(cut, _frames(reference))
 
 
-def test_job_through_client_on_two_stages(ray_local, ltx_dir, one_worker, tmp_path):
-    client = Client(
-        state_dir=tmp_path / "state",
-        pool=PoolConfig(workers=2, device="cpu", group_timeout_s=30),
-        checkpoint_every=2,
+@pytest.fixture(scope="module")
+def client(ray_local, tmp_path_factory):
+    state = tmp_path_factory.mktemp("ltx-jobs") / "state"
+    pool = PoolConfig(workers=2, device="cpu", group_timeout_s=30)
+    client = Client(state_dir=state, pool=pool, checkpoint_every=2)
+    yield client
+    ray.get(client.controller.stop.remote())
+    ray.kill(client.controller)
+
+
+def _submit(client, ltx_dir, outputs, parallel: dict) -> dict:
+    spec = {"job": "video", "model": str(ltx_dir), "output_dir": str(outputs), "parallel": parallel, **RENDER}
+    job = client.submit(spec)
+    record = job.wait(timeout_s=300)
+    assert record["state"] == "succeeded", job.logs()
+    return record
+
+
+def test_job_through_client_on_two_stages(client, ltx_dir, one_worker, tmp_path):
+    record = _submit(client, ltx_dir, tmp_path, {"strategy": "frames", "degree": 2})
+    assert record["steps_done"] == TICKS
+    frames = decoded_frames(record)
+    assert frames.shape == (41, 64, 64, 3)
+    np.testing.assert_array_equal(frames, _frames(one_worker[1]))  # 2 stages: the 1-worker video
+
+
+def test_sequence_job_through_client(client, ltx_dir, tmp_path):
+    """The whole video as one sequence over 2 workers (Ulysses) equals one worker rendering it as one block."""
+    spec = VideoSpec(
+        model=str(ltx_dir),
+        dtype="float32",
+        parallel=VideoParallelSpec("none", 1),
+        **{**RENDER, "block_frames": RENDER["frames"], "context_frames": 0},
     )
-    try:
-        spec = {
-            "job": "video",
-            "model": str(ltx_dir),
-            "output_dir": str(tmp_path / "outputs"),
-            "parallel": {"strategy": "frames", "degree": 2},
-            **RENDER,
-        }
-        job = client.submit(spec)
-        record = job.wait(timeout_s=300)
-        assert record["state"] == "succeeded", job.logs()
-        assert record["steps_done"] == TICKS
-        frames = decoded_frames(record)
-        assert frames.shape == (41, 64, 64, 3)
-        np.testing.assert_array_equal(frames, _frames(one_worker[1]))  # 2 stages: the 1-worker video
-    finally:
-        ray.get(client.controller.stop.remote())
-        ray.kill(client.controller)
+    reference = tmp_path / "one.mp4"
+    worker = Worker(0, device_slot("cpu"))
+    worker.begin(open_video_session, spec, None, video_path=str(reference))
+    worker.advance(None)
+    worker.finish()
+    record = _submit(client, ltx_dir, tmp_path / "outputs", {"strategy": "sequence", "degree": 2})
+    assert record["steps_done"] == RENDER["steps"]  # one block: a tick per step
+    frames = decoded_frames(record)
+    assert frames.shape == (41, 64, 64, 3)
+    np.testing.assert_array_equal(frames, _frames(reference))

@@ -3,11 +3,13 @@
 A T5 text encoder, ``LTXVideoTransformer3DModel`` on packed latent tokens, the 3-D ``AutoencoderKLLTXVideo``
 (8 frames and 32 pixels per latent; 8k+1 frames) and a flow-matching Euler sampler whose shift follows the
 token count (``loading``). Its plans: ``frames`` (the transformer cut into the pieces the frame pipeline runs
-on its stages, with the AdaLN modulation per block: ``frames``), the blocks decoded one by one (``decode``).
+on its stages, with the AdaLN modulation per block: ``frames``), ``sequence`` (the whole video as one sequence
+under diffusers' context parallelism, its ``_cp_plan``: ``sequence``), the blocks decoded one by one (``decode``).
 """
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +23,7 @@ class LTXFamily(ModelFamily):
     denoiser = "transformer"
     denoisers = ("LTXVideoTransformer3DModel",)
     samplers = ()  # a video renders with the scheduler its directory names (flow matching)
-    strategies = ("none", "frames")
+    strategies = ("none", "frames", "sequence")
 
     def check_dir(self, path: Path, index: dict) -> None:
         from pipelines.families.ltx.loading import check_ltx_dir
@@ -46,13 +48,42 @@ class LTXFamily(ModelFamily):
             return problem
         from pipelines.families.ltx.loading import vae_factors
 
-        spatial = vae_factors(self.component_config(path, "vae"))[1]
+        temporal, spatial = vae_factors(self.component_config(path, "vae"))
         for name in ("height", "width"):
             value = getattr(spec, name)
             if value % spatial:
                 return (
                     name,
                     f"this model's VAE maps {spatial} pixels to one latent; {name} must be a multiple of {spatial}, got {value}",
+                )
+        degree = spec.parallel.degree
+        if spec.parallel.strategy != "sequence" or not isinstance(degree, int) or degree < 2:
+            return None
+        return self._sequence_error(
+            path, spec.frames // temporal * (spec.height // spatial) * (spec.width // spatial), degree
+        )
+
+    def _sequence_error(self, path: str | Path, video_tokens: int, degree: int) -> tuple[str, str] | None:
+        """What diffusers' Ulysses over ``degree`` workers needs of LTX's ``_cp_plan``: the attention heads, the
+        video tokens and the prompt tokens (both are split at the model's entry) each divide between them."""
+        from pipelines.families.ltx.loading import LTX_MAX_SEQUENCE_LENGTH
+
+        heads = int(self.component_config(path, "transformer").get("num_attention_heads", 32))
+        config = Path(path) / "tokenizer" / "tokenizer_config.json"
+        tokenizer = json.loads(config.read_text()) if config.is_file() else {}
+        text_tokens = min(
+            LTX_MAX_SEQUENCE_LENGTH, int(tokenizer.get("model_max_length", LTX_MAX_SEQUENCE_LENGTH))
+        )
+        for what, count in (
+            ("attention heads", heads),
+            ("video tokens", video_tokens),
+            ("prompt tokens", text_tokens),
+        ):
+            if count % degree:
+                return (
+                    "parallel.degree",
+                    f"sequence parallelism splits the model's {count} {what} between the workers; {degree} does not "
+                    "divide them",
                 )
         return None
 
@@ -67,6 +98,13 @@ class LTXFamily(ModelFamily):
         from pipelines.families.ltx.frames import LTXFrameAdapter
 
         return LTXFrameAdapter(model, block_shape, context_frames)
+
+    def sequence_adapter(self, model, block_shape: tuple[int, int, int, int], context_frames: int = 0):
+        """The sequence plan: the model's own forward on the whole video as the frame pipeline's one layer, for
+        diffusers' context parallelism to split (``pipelines.families.ltx.sequence``)."""
+        from pipelines.families.ltx.sequence import LTXSequenceAdapter
+
+        return LTXSequenceAdapter(model, block_shape, context_frames)
 
 
 LTX = LTXFamily()
