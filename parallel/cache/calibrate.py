@@ -36,7 +36,7 @@ class Calibration:
     min_psnr: float
     """The budget, dB against full compute."""
     knob: str
-    """The setting chosen: "threshold" (first-block) or "interval" (deepcache)."""
+    """The setting chosen: "threshold" (first-block, teacache) or "interval" (deepcache, taylorseer)."""
     value: float | None
     """The fastest setting within the budget; None: none was (the job runs in full)."""
     psnr: float | None
@@ -78,6 +78,10 @@ def candidates(config: CacheConfig, measured: dict, steps: int) -> tuple[str, li
     if config.mode == "first-block":
         changes = sorted(set(measured.get("changes", {}).values()))
         return "threshold", [change * 1.0001 + 1e-12 for change in changes]
+    if config.mode == "teacache":  # a run of k reused steps needs the sum of their k changes under the threshold
+        changes = [change for _, change in sorted(measured.get("changes", {}).items())]
+        sums = {sum(changes[i : i + k]) for k in range(1, config.max_skips + 1) for i in range(len(changes) - k + 1)}
+        return "threshold", [total * 1.0001 + 1e-12 for total in sorted(sums)]
     if config.mode in ("deepcache", "taylorseer"):
         return "interval", list(range(2, max(2, min(MAX_INTERVAL, steps - config.warmup_steps)) + 1))
     raise ValueError(f"cache.mode: {config.mode!r} has no setting to calibrate")
@@ -87,7 +91,8 @@ def calibrate(render: Render, config: CacheConfig, steps: int, min_psnr: float) 
     """The fastest setting of ``config``'s mode within ``min_psnr`` dB of full compute (see the module)."""
     started = time.perf_counter()
     # first-block at threshold 0 computes every step and measures every change; deepcache's reference is no cache
-    reference_config = replace(config, threshold=0.0) if config.mode == "first-block" else replace(config, mode="none")
+    measuring = config.mode in ("first-block", "teacache")  # at threshold 0 every step computes and is measured
+    reference_config = replace(config, threshold=0.0) if measuring else replace(config, mode="none")
     reference, measured = render(reference_config)
     knob, settings = candidates(config, measured, steps)
     renders, best, best_psnr = 1, None, None

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-MODES = ("none", "first-block", "deepcache", "taylorseer")
+MODES = ("none", "first-block", "deepcache", "taylorseer", "teacache")
 
 
 @dataclass
@@ -18,10 +18,13 @@ class CacheConfig:
     (UNets; DeepCache): every ``interval`` steps the whole UNet runs, in between only its outer down and up
     blocks (those down to ``branch``) and the deep features of the last full step are reused. "taylorseer" (any
     denoiser; TaylorSeer): every ``interval`` steps the model runs, in between its prediction is extrapolated
-    from the last full steps' by a Taylor series of ``order``."""
+    from the last full steps' by a Taylor series of ``order``. "teacache" (transformers; TeaCache): while the first
+    block's modulated input has changed less than ``threshold`` in total since the last full step, no block runs and
+    that step's residual of the whole stack is reused."""
     threshold: float = 0.08
     """first-block: the relative mean absolute change of the first block's residual (reduced over every worker
-    of the job) below which a step reuses the other blocks. Higher: faster, further from full compute."""
+    of the job) below which a step reuses the other blocks; teacache: the same change of the first block's modulated
+    input, summed over the steps since the last full one. Higher: faster, further from full compute."""
     interval: int = 3
     """deepcache, taylorseer: a full step every ``interval`` steps (1: every step is full)."""
     branch: int = 0
@@ -30,7 +33,7 @@ class CacheConfig:
     """Steps at the start of the job computed in full, whatever the mode decides (a later segment's first step
     is always full too: its model has nothing cached)."""
     max_skips: int = 3
-    """first-block: most steps in a row that may reuse; also bounds what a pause re-runs (see ``StepCache``)."""
+    """first-block, teacache: most steps in a row that may reuse; also bounds what a pause re-runs (see ``StepCache``)."""
     order: int = 1
     """taylorseer: the Taylor series' order (0: reuse the last full step's prediction; 1: extrapolate its change
     linearly; each order needs one more full step before it is used)."""

@@ -39,7 +39,7 @@ class FluxFamily(ModelFamily):
     denoisers = ("FluxTransformer2DModel",)
     samplers = ("pipeline", "flow-euler")  # flow matching: the beta-schedule samplers do not fit
     strategies = ("none", "patch", "sequence")
-    cache_modes = ("none", "first-block", "taylorseer")
+    cache_modes = ("none", "first-block", "teacache", "taylorseer")
     true_cfg = True
 
     def band_alignment(self, path: str | Path) -> int:

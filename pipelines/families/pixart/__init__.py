@@ -25,7 +25,7 @@ class PixArtFamily(ModelFamily):
     denoisers = ("PixArtTransformer2DModel", "DiTTransformer2DModel")
     samplers = ("pipeline", "ddim", "euler", "dpm++")
     strategies = ("none", "patch")
-    cache_modes = ("none", "first-block", "taylorseer")
+    cache_modes = ("none", "first-block", "teacache", "taylorseer")
     compiled_blocks = ("BasicTransformerBlock",)
 
     def plan_error(self, strategy: str, path: str | Path) -> str | None:

@@ -58,7 +58,7 @@ class QwenImageFamily(ModelFamily):
     denoisers = ("QwenImageTransformer2DModel",)
     samplers = ("pipeline", "flow-euler")  # flow matching: the beta-schedule samplers do not fit
     strategies = ("none", "patch", "sequence")
-    cache_modes = ("none", "first-block", "taylorseer")
+    cache_modes = ("none", "first-block", "teacache", "taylorseer")
     true_cfg = True  # QwenImagePipeline weighs its CFG with true_cfg_scale, as FluxPipeline does
 
     # --- a pipeline directory, at submit: JSON only --------------------------------------------

@@ -41,7 +41,7 @@ class SanaFamily(ModelFamily):
     denoisers = ("SanaTransformer2DModel",)
     samplers = ("pipeline", "flow-euler")
     strategies = ("none", "patch")
-    cache_modes = ("none", "first-block", "taylorseer")
+    cache_modes = ("none", "first-block", "teacache", "taylorseer")
     compiled_blocks = ("SanaTransformerBlock",)
 
     def prepare_cache(self, model) -> None:

@@ -32,7 +32,7 @@ class StableDiffusion3Family(ModelFamily):
     denoisers = ("SD3Transformer2DModel",)
     samplers = ("pipeline", "flow-euler")  # flow matching: the beta-schedule samplers do not fit
     strategies = ("none", "patch")
-    cache_modes = ("none", "first-block", "taylorseer")
+    cache_modes = ("none", "first-block", "teacache", "taylorseer")
     compiled_blocks = ("JointTransformerBlock",)
 
     def band_alignment(self, path: str | Path) -> int:
