@@ -21,7 +21,7 @@ from dataclasses import asdict, dataclass, field
 import ray
 
 from cluster.admission import check_client_token, check_output_dir, check_priority
-from cluster.errors import SpecError
+from cluster.errors import SpecError, TenantLimit
 from cluster.failure_policy import FailurePolicy, RetryWorkerDeaths, is_storage_error
 from cluster.job_files import JobFiles
 from cluster.jobs import parse_job
@@ -42,8 +42,9 @@ from cluster.scheduler import (
     simple_degree_rule,
 )
 from cluster.segment_runner import SegmentRunner
-from cluster.store import JobRecord, JobStore
+from cluster.store import DEFAULT_TENANT, JobRecord, JobStore
 from cluster.store_lock import StoreLock
+from cluster.tenants import OPEN_TENANT, Tenant, TokenStore
 from cluster.versions import package_versions
 from runtime.pool import PoolConfig
 from runtime.pool_set import PoolSet
@@ -95,6 +96,7 @@ class Controller:
         self.lock = StoreLock(self.files.store_path, config.store_lock_wait_s)  # first: a second controller stops here
         try:
             self.store = JobStore(self.files.store_path)
+            self.tokens = TokenStore(self.files.store_path)
             self.recovered = self.store.recover()
             self.pools = PoolSet(config.pools or [config.pool], owner=self._pool_owner())
         except BaseException:
@@ -133,32 +135,52 @@ class Controller:
         self._watchdog.start()
 
     # --- API --------------------------------------------------------------------------------------
-    def submit(self, spec: dict, priority: int = 0, client_token: str | None = None) -> dict:
-        """Validate and queue a job; a client token already seen returns the existing job."""
+    def submit(
+        self, spec: dict, priority: int = 0, client_token: str | None = None, tenant: dict | None = None
+    ) -> dict:
+        """Validate and queue a job; a client token already seen returns the existing job. `tenant`: who
+        submits it (``cluster.tenants.Tenant`` as a mapping; None: the default tenant, no limits): a priority
+        above its ceiling or one job too many waiting is refused (TenantLimit), and its client tokens are its
+        own (another tenant's same token is another job)."""
         check_priority(priority)
         check_client_token(client_token)
         if client_token is not None and client_token.startswith(RECHECK_TOKEN):
             raise SpecError("client_token", f"tokens starting {RECHECK_TOKEN!r} are the service's own (shadow re-checks)")
-        return self._submit_checked(spec, priority, client_token)
+        owner = Tenant(**tenant) if tenant is not None else OPEN_TENANT
+        if owner.max_priority is not None and priority > owner.max_priority:
+            raise TenantLimit("priority", f"{priority} is above tenant {owner.name!r}'s ceiling {owner.max_priority}")
+        if client_token is not None and owner.name != DEFAULT_TENANT:
+            client_token = f"{owner.name}/{client_token}"
+        return self._submit_checked(spec, priority, client_token, owner)
 
-    def _submit_checked(self, spec: dict, priority: int, client_token: str | None) -> dict:
+    def _submit_checked(
+        self, spec: dict, priority: int, client_token: str | None, owner: Tenant = OPEN_TENANT
+    ) -> dict:
         checked = parse_job(spec)
         check_output_dir(checked.output_dir, self.config.output_roots)
         self._check_fits(checked)
-        record, created = self.store.submit(checked.stored(), priority, client_token)
+        record, created = self.store.submit(checked.stored(), priority, client_token, owner.name, owner.max_queued)
         if created:
             self._specs[record.id] = checked
             self.files.log(record.id, f"submitted with priority {priority}")
         self._wake.set()
         return asdict(record)
 
-    def get(self, job_id: str) -> dict:
-        return asdict(self.store.get(job_id))
+    def _owned(self, job_id: str, tenant: str | None) -> JobRecord:
+        """The job, if `tenant` (None: anyone) owns it; another tenant's job is as unknown as a missing one."""
+        record = self.store.get(job_id)
+        if tenant is not None and record.tenant != tenant:
+            raise KeyError(f"job_id: no job {job_id!r}")
+        return record
 
-    def list(self, state: str | None = None) -> list[dict]:
-        return [asdict(r) for r in self.store.list(state)]
+    def get(self, job_id: str, tenant: str | None = None) -> dict:
+        return asdict(self._owned(job_id, tenant))
 
-    def cancel(self, job_id: str) -> dict:
+    def list(self, state: str | None = None, tenant: str | None = None) -> list[dict]:
+        return [asdict(r) for r in self.store.list(state, tenant)]
+
+    def cancel(self, job_id: str, tenant: str | None = None) -> dict:
+        self._owned(job_id, tenant)
         record = self.store.cancel(job_id)
         if record.state == "cancelled":  # outputs it kept for a resume (a video's finished blocks)
             partial = partial_directory(record.spec.get("output_dir", "outputs"), job_id)
@@ -166,9 +188,14 @@ class Controller:
         self.files.log(job_id, "cancel requested" if record.cancel_requested else f"now {record.state}")
         return asdict(record)
 
-    def logs(self, job_id: str) -> str:
-        self.store.get(job_id)  # a clear error for an unknown job
+    def logs(self, job_id: str, tenant: str | None = None) -> str:
+        self._owned(job_id, tenant)  # a clear error for an unknown job
         return self.files.read_log(job_id)
+
+    def authenticate(self, token: str | None, open_allowed: bool) -> dict | None:
+        """The tenant of a bearer token (None: refused); see ``cluster.tenants.TokenStore.authenticate``."""
+        tenant = self.tokens.authenticate(token, open_allowed)
+        return tenant.to_dict() if tenant is not None else None
 
     def info(self) -> dict:
         with self._lock:

@@ -20,20 +20,25 @@ class ControllerActor:
 
         self._controller = Controller(config)
 
-    def submit(self, spec: dict, priority: int = 0, client_token: str | None = None) -> dict:
-        return self._controller.submit(spec, priority, client_token)
+    def submit(
+        self, spec: dict, priority: int = 0, client_token: str | None = None, tenant: dict | None = None
+    ) -> dict:
+        return self._controller.submit(spec, priority, client_token, tenant)
 
-    def get(self, job_id: str) -> dict:
-        return self._controller.get(job_id)
+    def get(self, job_id: str, tenant: str | None = None) -> dict:
+        return self._controller.get(job_id, tenant)
 
-    def list(self, state: str | None = None) -> list[dict]:
-        return self._controller.list(state)
+    def list(self, state: str | None = None, tenant: str | None = None) -> list[dict]:
+        return self._controller.list(state, tenant)
 
-    def cancel(self, job_id: str) -> dict:
-        return self._controller.cancel(job_id)
+    def cancel(self, job_id: str, tenant: str | None = None) -> dict:
+        return self._controller.cancel(job_id, tenant)
 
-    def logs(self, job_id: str) -> str:
-        return self._controller.logs(job_id)
+    def logs(self, job_id: str, tenant: str | None = None) -> str:
+        return self._controller.logs(job_id, tenant)
+
+    def authenticate(self, token: str | None, open_allowed: bool) -> dict | None:
+        return self._controller.authenticate(token, open_allowed)
 
     def info(self) -> dict:
         return self._controller.info()

@@ -18,8 +18,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from cluster.errors import SpecError
+from cluster.errors import SpecError, TenantLimit
 from cluster.job_states import FINAL_STATES, HOLDING_WORKERS, RUNNABLE, STATES, sources
+
+DEFAULT_TENANT = "default"
+"""The tenant of jobs submitted without one (the CLI, the Python client, the HTTP API while it is open)."""
 
 TABLE = """
 CREATE TABLE IF NOT EXISTS jobs (
@@ -37,13 +40,14 @@ CREATE TABLE IF NOT EXISTS jobs (
     steps_done INTEGER NOT NULL DEFAULT 0,
     checkpoint_step INTEGER,
     cancel_requested INTEGER NOT NULL DEFAULT 0,
-    failures INTEGER NOT NULL DEFAULT 0
+    failures INTEGER NOT NULL DEFAULT 0,
+    tenant TEXT NOT NULL DEFAULT 'default'
 )
 """.replace("{states}", ",".join(f"'{state}'" for state in STATES))
 INDEX = "CREATE INDEX IF NOT EXISTS jobs_queue ON jobs (state, priority DESC, submitted_at)"
 COLUMNS = (
     "id, client_token, spec, state, priority, attempts, submitted_at, started_at, finished_at, error, "
-    "outputs, steps_done, checkpoint_step, cancel_requested, failures"
+    "outputs, steps_done, checkpoint_step, cancel_requested, failures, tenant"
 )
 
 
@@ -79,6 +83,8 @@ class JobRecord:
     """A cancel was asked for while it ran; the coordinator stops at the next step."""
     failures: int = 0
     """Attempts that ended in a worker failure (pauses and segment ends are not failures)."""
+    tenant: str = DEFAULT_TENANT
+    """Who submitted it (``cluster.tenants``): the CLI's and the Python client's jobs are the default tenant's."""
 
     @classmethod
     def from_row(cls, row: sqlite3.Row) -> JobRecord:
@@ -107,6 +113,9 @@ class JobStore:
             columns = {row[1] for row in db.execute("PRAGMA table_info(jobs)")}
             if "failures" not in columns:  # a store written before failures were counted
                 db.execute("ALTER TABLE jobs ADD COLUMN failures INTEGER NOT NULL DEFAULT 0")
+                db.commit()
+            if "tenant" not in columns:  # a store written before tenants: its jobs are the default tenant's
+                db.execute(f"ALTER TABLE jobs ADD COLUMN tenant TEXT NOT NULL DEFAULT '{DEFAULT_TENANT}'")
                 db.commit()
             table = db.execute("SELECT sql FROM sqlite_master WHERE name = 'jobs'").fetchone()[0]
             if "'pausing'" not in table:  # a store written before the placed and pausing states
@@ -140,9 +149,16 @@ class JobStore:
         db.execute("COMMIT")
 
     def submit(
-        self, spec: dict[str, Any], priority: int = 0, client_token: str | None = None
+        self,
+        spec: dict[str, Any],
+        priority: int = 0,
+        client_token: str | None = None,
+        tenant: str = DEFAULT_TENANT,
+        max_queued: int | None = None,
     ) -> tuple[JobRecord, bool]:
-        """Store a new queued job; returns (job, created). A known client token returns the stored job."""
+        """Store a new queued job; returns (job, created). A known client token returns the stored job.
+        `max_queued`: the tenant's limit on its jobs waiting to run (queued or paused), checked in the same
+        transaction as the insert (TenantLimit when it is reached)."""
         with self._transaction() as db:
             if client_token is not None:
                 row = db.execute("SELECT * FROM jobs WHERE client_token = ?", (client_token,)).fetchone()
@@ -153,10 +169,19 @@ class JobStore:
                             f"already used for job {row['id']} with another spec; a retry must send the same spec",
                         )
                     return JobRecord.from_row(row), False
+            if max_queued is not None:
+                waiting = db.execute(
+                    f"SELECT COUNT(*) FROM jobs WHERE tenant = ? AND state IN {RUNNABLE}", (tenant,)
+                ).fetchone()[0]
+                if waiting >= max_queued:
+                    raise TenantLimit(
+                        "queued_jobs", f"tenant {tenant!r} already has {waiting} jobs waiting (its limit)", 429
+                    )
             job_id = time.strftime("%Y%m%d-%H%M%S-", time.gmtime()) + uuid.uuid4().hex[:8]
             db.execute(
-                "INSERT INTO jobs (id, client_token, spec, state, priority, submitted_at) VALUES (?, ?, ?, 'queued', ?, ?)",
-                (job_id, client_token, json.dumps(spec), int(priority), time.time()),
+                "INSERT INTO jobs (id, client_token, spec, state, priority, submitted_at, tenant) "
+                "VALUES (?, ?, ?, 'queued', ?, ?, ?)",
+                (job_id, client_token, json.dumps(spec), int(priority), time.time(), tenant),
             )
             row = db.execute("SELECT * FROM jobs WHERE id = ?", (job_id,)).fetchone()
             return JobRecord.from_row(row), True
@@ -168,12 +193,14 @@ class JobStore:
             raise KeyError(f"job_id: no job {job_id!r}")
         return JobRecord.from_row(row)
 
-    def list(self, state: str | None = None) -> list[JobRecord]:
+    def list(self, state: str | None = None, tenant: str | None = None) -> list[JobRecord]:
+        """Jobs in submit order; `state`, `tenant`: only those in that state, of that tenant."""
         if state is not None and state not in STATES:
             raise ValueError(f"state: unknown state {state!r}; expected one of {STATES}")
-        query = "SELECT * FROM jobs" + (" WHERE state = ?" if state else "") + " ORDER BY submitted_at"
+        where = [(column, value) for column, value in (("state", state), ("tenant", tenant)) if value]
+        query = "SELECT * FROM jobs" + (" WHERE " + " AND ".join(f"{c} = ?" for c, _ in where) if where else "")
         with self._transaction() as db:
-            rows = db.execute(query, (state,) if state else ()).fetchall()
+            rows = db.execute(query + " ORDER BY submitted_at", tuple(v for _, v in where)).fetchall()
         return [JobRecord.from_row(r) for r in rows]
 
     def next_runnable(self) -> JobRecord | None:
