@@ -127,7 +127,7 @@ def serve(args: argparse.Namespace) -> int:
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
-    cfg = _compose(args.overrides)  # only the pool.* and pools parts matter here
+    cfg = _compose(args.overrides)  # only the pool.*, pools and http parts matter here
     pool, address = pool_from_config(cfg)
     try:
         pools = pools_from_config(cfg)
@@ -135,6 +135,7 @@ def serve(args: argparse.Namespace) -> int:
         raise SpecError("pools", str(err)) from err
     roots = [str(Path(root).absolute()) for root in (cfg.get("output_roots") or ["outputs"])]
     recheck = float(cfg.get("cache_recheck") or 0.0)
+    http = _http_settings(cfg, roots[0], args.state_dir)  # a refused bind stops serve before Ray starts
     client = Client(
         address=address, state_dir=args.state_dir, pool=pool, pools=pools, output_roots=roots, cache_recheck=recheck
     )
@@ -146,6 +147,10 @@ def serve(args: argparse.Namespace) -> int:
         f"{[p['name'] for p in info['pools']]}; state in {info['state_dir']}"
     )
     print(f"Ray address: {ray.get_runtime_context().gcs_address}", flush=True)
+    if http.enabled:
+        from cluster.http.app import start as start_http
+
+        print(f"HTTP API: {start_http(http)} (OpenAPI at /docs)", flush=True)
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     try:
@@ -153,16 +158,44 @@ def serve(args: argparse.Namespace) -> int:
             if not _alive(client.controller):  # serve without its controller would answer nothing
                 print("tessera: the controller died; serve stops", file=sys.stderr)
                 address_file.unlink(missing_ok=True)
+                _stop_http(http)
                 client._owns_ray = client._owns_ray and address is None
                 client.close(stop_controller=False)
                 return 1
     except KeyboardInterrupt:
         pass
     address_file.unlink(missing_ok=True)
+    _stop_http(http)  # first: no request reaches a controller that is stopping
     ray.get(client.controller.stop.remote())
     client._owns_ray = client._owns_ray and address is None
     client.close()
     return 0
+
+
+def _http_settings(cfg, output_root: str, state_dir: str):
+    """The `http.*` settings, checked: a bind beyond this machine needs a token in the store first."""
+    from omegaconf import OmegaConf
+
+    from cluster.http.settings import HttpSettings, check_bind, check_port_free
+    from cluster.job_files import JobFiles
+    from cluster.tenants import TokenStore
+
+    raw = OmegaConf.to_container(cfg.http, resolve=True) if cfg.get("http") is not None else {}
+    try:
+        settings = HttpSettings(**raw, output_root=output_root)
+    except TypeError as err:
+        raise SpecError("http", str(err)) from err
+    if settings.enabled:
+        check_bind(settings, TokenStore(JobFiles(state_dir).store_path).any())
+        check_port_free(settings)
+    return settings
+
+
+def _stop_http(http) -> None:
+    if http.enabled:
+        from cluster.http.app import stop
+
+        stop()
 
 
 def _alive(controller) -> bool:

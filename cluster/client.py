@@ -9,7 +9,8 @@
     print(video.result()["video"])
 
 `Client(address="auto")` or `Client(address="ray://host:10001")` joins a cluster where `tessera serve`
-runs the controller.
+runs the controller. `Client(url="http://farm:8000", token="tsr_...")` goes through its HTTP API instead (an
+``cluster.http.client.HttpClient``, with the same methods), from any machine that reaches it.
 """
 
 from __future__ import annotations
@@ -117,6 +118,16 @@ class Job:
 
 
 class Client:
+    def __new__(cls, *args: Any, url: str | None = None, token: str | None = None, **kwargs: Any):
+        """With `url`, the HTTP client of a served API (Ray is not used then)."""
+        if url is not None:
+            from cluster.http.client import HttpClient
+
+            if args or kwargs:
+                raise TypeError("Client(url=...) takes only url and token")
+            return HttpClient(url, token)
+        return super().__new__(cls)
+
     def __init__(
         self,
         address: str | None = None,
@@ -124,9 +135,12 @@ class Client:
         pool: PoolConfig | None = None,
         connect_only: bool = False,
         pools: list[PoolConfig] | None = None,
+        url: str | None = None,
+        token: str | None = None,
         **controller_options: Any,
     ) -> None:
-        """`connect_only`: use the controller `tessera serve` runs; never start one (CLI verbs).
+        """`url`, `token`: see ``__new__`` (an HttpClient is returned then, and this is not called).
+        `connect_only`: use the controller `tessera serve` runs; never start one (CLI verbs).
         `pools`: several named pools instead of `pool` (a job's `device` picks among them).
         `controller_options`: further ControllerConfig fields (checkpoint_every, preempt, ...)."""
         self._owns_ray = False

@@ -48,7 +48,7 @@ def spec_from_config(cfg: DictConfig) -> JobSpec:
     """The job spec of a composed config, validated (SpecError names a bad field)."""
     data = OmegaConf.to_container(cfg, resolve=True)
     model = data.pop("model")
-    for key in ("pool", "pools", "progress", "output_roots", "cache_recheck"):  # the service's settings, not the job's
+    for key in ("pool", "pools", "progress", "output_roots", "cache_recheck", "http"):  # the service's, not the job's
         data.pop(key, None)
     data["model"] = model["name"]
     data["dtype"] = model.get("dtype", "float32")

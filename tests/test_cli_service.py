@@ -4,9 +4,11 @@ The server runs one named pool (`pools=[...]`) and the job asks for it by name (
 
 import json
 import signal
+import socket
 import subprocess
 import sys
 import time
+import urllib.request
 
 import pytest
 
@@ -17,8 +19,15 @@ def _tessera(*args, cwd, timeout=240):
     )
 
 
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
 @pytest.fixture
 def served(tmp_path):
+    """(the Ray address, the HTTP API's URL) of a `tessera serve`."""
     server = subprocess.Popen(
         [
             sys.executable,
@@ -26,6 +35,7 @@ def served(tmp_path):
             "cluster.cli",
             "serve",
             "pools=[{name: farm, device: cpu, workers: 1}]",
+            f"http.port={_free_port()}",
             "--state-dir",
             str(tmp_path / "state"),
         ],
@@ -34,7 +44,7 @@ def served(tmp_path):
         stderr=subprocess.STDOUT,
         text=True,
     )
-    address = None
+    address = url = None
     deadline = time.monotonic() + 240
     lines = []
     while time.monotonic() < deadline:
@@ -44,17 +54,20 @@ def served(tmp_path):
             assert "['farm']" in line, line
         if line.startswith("Ray address: "):
             address = line.split(": ", 1)[1].strip()
+        if line.startswith("HTTP API: "):
+            url = line.split()[2]
             break
         if server.poll() is not None:
             break
-    assert address, "".join(lines)
-    yield address
+    assert address and url, "".join(lines)
+    yield address, url
     server.send_signal(signal.SIGTERM)
     assert server.wait(timeout=120) == 0
 
 
 @pytest.mark.slow
 def test_serve_submit_wait_list_logs(served, tmp_path):
+    served, url = served
     out = tmp_path / "outputs"  # the served store confines outputs to ./outputs (its cwd's) by default
     submit = _tessera(
         "submit",
@@ -81,6 +94,9 @@ def test_serve_submit_wait_list_logs(served, tmp_path):
     logs = _tessera("logs", job_id, "--address", served, cwd=tmp_path)
     assert "submitted with priority 3" in logs.stdout and "succeeded" in logs.stdout
     assert "of pool farm" in logs.stdout
+    # the HTTP API serve started talks to the same controller: open on its loopback bind while no token exists
+    with urllib.request.urlopen(f"{url}/v1/jobs/{job_id}", timeout=60) as reply:
+        assert json.loads(reply.read())["state"] == "succeeded"
     unknown = _tessera("status", "no-such-job", "--address", served, cwd=tmp_path)
     assert unknown.returncode == 2 and "no job" in unknown.stderr
     # Ray loads an actor's class wherever a handle is taken; the controller's class is a thin front.
@@ -107,11 +123,10 @@ def _imports_of_a_job_verb(address: str, cwd) -> list[str]:
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
-
 @pytest.mark.slow
 def test_serve_stops_when_its_controller_dies(tmp_path):
     server = subprocess.Popen(
-        [sys.executable, "-m", "cluster.cli", "serve", "pool.workers=1", "pool.device=cpu", "--state-dir", "state"],
+        [sys.executable, "-m", "cluster.cli", "serve", "pool.workers=1", "pool.device=cpu", "http.enabled=false", "--state-dir", "state"],
         cwd=tmp_path,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
@@ -139,7 +154,7 @@ def test_a_sigkilled_serve_leaves_no_ray_process_of_its_own(tmp_path):
     from cluster.serve_reaper import _alive, descendants
 
     server = subprocess.Popen(
-        [sys.executable, "-m", "cluster.cli", "serve", "pool.workers=1", "pool.device=cpu", "--state-dir", "state"],
+        [sys.executable, "-m", "cluster.cli", "serve", "pool.workers=1", "pool.device=cpu", "http.enabled=false", "--state-dir", "state"],
         cwd=tmp_path,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,

@@ -1,0 +1,211 @@
+"""The HTTP API through real HTTP (httpx) against a real Ray Serve application and a real controller, one of
+each for the module: a job submitted, followed by its server-sent events until done, its result's bytes (and a
+range of them) equal to the file; the OpenAI images route; idempotent resubmission; cancel; tenants isolated
+from each other; a revoked token refused; malformed requests answered 4xx naming the field, the store
+unchanged."""
+
+from __future__ import annotations
+
+import base64
+import json
+import socket
+from pathlib import Path
+
+import httpx
+import pytest
+import ray
+from _malformed_specs import IMAGE, MALFORMED, REUSED_TOKEN, representative
+
+from cluster.client import Client
+from cluster.http.app import start, stop
+from cluster.http.settings import HttpSettings
+from cluster.tenants import TokenStore
+from runtime.pool import PoolConfig
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def farm(ray_local, tmp_path_factory):
+    root = tmp_path_factory.mktemp("http")
+    client = Client(state_dir=root / "state", pool=PoolConfig(workers=2, device="cpu"))
+    tokens = TokenStore(root / "state" / "jobs.sqlite")
+    revoked_id, revoked = tokens.create("studio-c")
+    tokens.revoke(revoked_id)
+    farm = {
+        "client": client,
+        "a": tokens.create("studio-a", max_priority=5)[1],
+        "b": tokens.create("studio-b")[1],
+        "revoked": revoked,
+        "outputs": root / "outputs",
+    }
+    url = start(HttpSettings(port=_free_port(), output_root=str(root / "outputs")))
+    farm["http"] = {name: _session(url, farm[name]) for name in ("a", "b")}
+    yield farm
+    for session in farm["http"].values():
+        session.close()
+    stop()
+    ray.get(client.controller.stop.remote())
+    ray.kill(client.controller)
+
+
+def _session(url: str, token: str | None) -> httpx.Client:
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    return httpx.Client(base_url=url, headers=headers, timeout=120)
+
+
+def _events(http: httpx.Client, job_id: str) -> list[tuple[str, dict]]:
+    """Every server-sent event of the job, until the stream ends (after "done")."""
+    events, name = [], None
+    with http.stream("GET", f"/v1/jobs/{job_id}/events") as stream:
+        assert stream.status_code == 200 and stream.headers["content-type"].startswith("text/event-stream")
+        for line in stream.iter_lines():
+            if line.startswith("event: "):
+                name = line[7:]
+            elif line.startswith("data: "):
+                events.append((name, json.loads(line[6:])))
+    return events
+
+
+def test_a_job_through_http_its_events_and_its_result(farm):
+    a = farm["http"]["a"]
+    created = a.post("/v1/jobs", json={"spec": {**IMAGE, "steps": 3}, "priority": 2}, headers={"Idempotency-Key": REUSED_TOKEN})
+    assert created.status_code == 201, created.text
+    job = created.json()
+    assert job["tenant"] == "studio-a" and job["priority"] == 2 and job["idempotency_key"] == REUSED_TOKEN
+    events = _events(a, job["id"])
+    states = [data["state"] for name, data in events if name == "state"]
+    steps = [data["done"] for name, data in events if name == "progress"]
+    assert states[-1] == "succeeded" and "running" in states, events
+    assert steps == sorted(steps) and steps[-1] == 3, events
+    assert events[-1][0] == "done" and events[-1][1]["state"] == "succeeded"
+    record = farm["client"].job(job["id"]).status()
+    image = Path(record["outputs"]["image"])
+    assert image.parent.parent == farm["outputs"]  # the spec's output_dir is the service's output root
+    result = a.get(f"/v1/jobs/{job['id']}/result")
+    assert result.status_code == 200 and result.headers["content-type"] == "image/png"
+    assert result.content == image.read_bytes()
+    part = a.get(f"/v1/jobs/{job['id']}/result", headers={"Range": "bytes=8-99"})
+    assert part.status_code == 206 and part.content == image.read_bytes()[8:100]
+    assert "submitted with priority 2" in a.get(f"/v1/jobs/{job['id']}/logs").text
+    listed = a.get("/v1/jobs", params={"state": "succeeded", "kind": "image"}).json()
+    assert [j["id"] for j in listed["data"]] == [job["id"]] and listed["total"] == 1
+
+
+def test_the_openai_images_route_returns_the_jobs_png(farm):
+    reply = farm["http"]["a"].post(
+        "/v1/images/generations",
+        json={"prompt": "red stripes", "size": "64x64", "n": 1, "response_format": "b64_json", "num_inference_steps": 2},
+    )
+    assert reply.status_code == 200, reply.text
+    png = base64.b64decode(reply.json()["data"][0]["b64_json"])
+    record = farm["client"].job(reply.json()["id"]).status()
+    assert record["spec"]["steps"] == 2 and (record["spec"]["width"], record["spec"]["height"]) == (64, 64)
+    assert png == Path(record["outputs"]["image"]).read_bytes()
+
+
+def test_idempotent_resubmission_and_cancel(farm):
+    a, b = farm["http"]["a"], farm["http"]["b"]
+    long_job = {"spec": {**IMAGE, "steps": 400}, "priority": -5}
+    first = a.post("/v1/jobs", json=long_job, headers={"Idempotency-Key": "shot-7"}).json()
+    again = a.post("/v1/jobs", json=long_job, headers={"Idempotency-Key": "shot-7"}).json()
+    assert again["id"] == first["id"]
+    assert len(farm["client"].jobs()) == len({r["id"] for r in farm["client"].jobs()})
+    theirs = b.post("/v1/jobs", json=long_job, headers={"Idempotency-Key": "shot-7"}).json()  # b's own key
+    assert theirs["id"] != first["id"] and theirs["tenant"] == "studio-b"
+    for http, job in ((a, first), (b, theirs)):
+        assert http.post(f"/v1/jobs/{job['id']}/cancel").status_code == 200
+        assert _events(http, job["id"])[-1][1]["state"] == "cancelled"
+
+
+def test_a_tenant_sees_and_cancels_only_its_own_jobs(farm):
+    a, b = farm["http"]["a"], farm["http"]["b"]
+    mine = a.get("/v1/jobs").json()["data"][0]["id"]
+    for method, path in (
+        ("GET", f"/v1/jobs/{mine}"),
+        ("POST", f"/v1/jobs/{mine}/cancel"),
+        ("GET", f"/v1/jobs/{mine}/logs"),
+        ("GET", f"/v1/jobs/{mine}/result"),
+        ("GET", f"/v1/jobs/{mine}/events"),
+    ):
+        reply = b.request(method, path)
+        assert reply.status_code == 404 and reply.json()["error"]["field"] == "job_id", (path, reply.text)
+    assert mine not in {j["id"] for j in b.get("/v1/jobs").json()["data"]}
+    assert a.get(f"/v1/jobs/{mine}").json()["state"] == "succeeded"  # b's cancel did nothing
+
+
+def test_a_revoked_unknown_or_missing_token_is_refused(farm):
+    url = str(farm["http"]["a"].base_url)
+    for token in (farm["revoked"], "tsr_000000000000_forged", "not-a-token", None):
+        with _session(url, token) as http:
+            reply = http.get("/v1/jobs")
+            assert reply.status_code == 401 and reply.json()["error"]["field"] == "authorization", reply.text
+            assert http.post("/v1/jobs", json={"spec": IMAGE}).status_code == 401
+
+
+def _malformed_requests() -> list[tuple[str, str, dict, str]]:
+    """(method, path, request keywords, field) of each malformed request: the shared table's submissions (an
+    idempotency key only where a header can carry it) and the API's own fields."""
+    requests = []
+    for row in representative(MALFORMED):
+        token = row.submit.get("client_token")
+        if "client_token" in row.submit and not (isinstance(token, str) and token.isprintable() and token == token.strip()):
+            continue
+        body = json.dumps({"spec": row.spec(), "priority": row.submit.get("priority", 0)})  # NaN as JSON's NaN
+        headers = {"Content-Type": "application/json", **({"Idempotency-Key": token} if token is not None else {})}
+        requests.append(("POST", "/v1/jobs", {"content": body, "headers": headers}, row.field))
+    requests += [
+        ("POST", "/v1/jobs", {"content": b"{not json"}, "body"),
+        ("POST", "/v1/jobs", {"json": [IMAGE]}, "body"),
+        ("POST", "/v1/jobs", {"json": {"priority": 1}}, "spec"),
+        ("POST", "/v1/jobs", {"json": {"spec": IMAGE, "prio": 1}}, "prio"),
+        ("POST", "/v1/jobs", {"json": {"spec": "64x64"}}, "spec"),
+        ("POST", "/v1/jobs", {"json": {"spec": IMAGE, "priority": 6}}, "priority"),  # above studio-a's ceiling
+        ("POST", "/v1/images/generations", {"json": {"prompt": "x", "size": "big"}}, "size"),
+        ("POST", "/v1/images/generations", {"json": {"prompt": "x", "n": 2}}, "n"),
+        ("POST", "/v1/images/generations", {"json": {"prompt": "x", "response_format": "xml"}}, "response_format"),
+        ("POST", "/v1/images/generations", {"json": {"size": "64x64"}}, "prompt"),
+        ("POST", "/v1/images/generations", {"json": {"prompt": "x", "size": "60x64"}}, "width"),
+        ("POST", "/v1/videos", {"json": {"prompt": "x", "seconds": -1}}, "seconds"),
+        ("POST", "/v1/videos", {"json": {"prompt": "x", "size": "32x32", "fps": "fast"}}, "fps"),
+        ("GET", "/v1/jobs?state=done", {}, "state"),
+        ("GET", "/v1/jobs?limit=0", {}, "limit"),
+        ("GET", "/v1/jobs?limit=many", {}, "limit"),
+    ]
+    return requests
+
+
+def test_malformed_requests_are_refused_naming_the_field_and_store_nothing(farm):
+    a = farm["http"]["a"]
+    before = farm["client"].jobs()
+    requests = _malformed_requests()
+    assert len(requests) >= 30
+    for method, path, keywords, field in requests:
+        reply = a.request(method, path, **keywords)
+        assert 400 <= reply.status_code < 500, (path, field, reply.status_code, reply.text[:300])
+        error = reply.json()["error"]
+        assert error["field"] == field and error["message"].startswith(f"{field}: "), (field, error)
+    assert farm["client"].jobs() == before
+
+
+def test_the_python_client_over_http(farm, tmp_path):
+    from cluster.errors import SpecError
+
+    url = str(farm["http"]["a"].base_url)
+    client, other = Client(url=url, token=farm["a"]), Client(url=url, token=farm["b"])
+    job = client.submit({**IMAGE, "seed": 5}, priority=1, client_token="shot-py")
+    assert client.submit({**IMAGE, "seed": 5}, priority=1, client_token="shot-py").id == job.id
+    assert job.wait(timeout_s=120)["state"] == "succeeded"
+    assert job.download(tmp_path / "image.png").read_bytes() == Path(job.result()["image"]).read_bytes()
+    assert "succeeded" in job.logs() and job.id in {j["id"] for j in client.jobs(state="succeeded")}
+    with pytest.raises(SpecError) as refused:
+        client.submit({**IMAGE, "heigth": 64})
+    assert refused.value.field == "heigth"
+    with pytest.raises(KeyError):
+        other.job(job.id)
+    with pytest.raises(PermissionError):
+        Client(url=url, token=farm["revoked"]).jobs()
