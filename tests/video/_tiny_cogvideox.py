@@ -2,11 +2,13 @@
 ``CogVideoXPipeline.save_pretrained``: full CogVideoX directories to render in tests.
 
 - "1.0" (CogVideoX-2b's layout): sincos positional embeddings added at the patch embedding, no temporal patch
-  (``patch_size_t=None``), a 2-D convolution patch embedding;
+  (``patch_size_t=None``), a 2-D convolution patch embedding; "1.0-rotary" (CogVideoX-5b's): rotary positions
+  on diffusers' linspace grid instead;
 - "1.5" (CogVideoX1.5-5b's layout): ``patch_size_t=2`` (a linear patch embedding over 2 latent frames),
   rotary positional embeddings (``use_rotary_positional_embeddings=True``, ``use_learned_positional_embeddings``
   False, as the 1.5 text-to-video configs set them; diffusers refuses learned without rotary, and learned ones only
-  work at the config's sample size), no patch bias.
+  work at the config's sample size; with the temporal patch diffusers runs neither sincos nor learned positions:
+  its position table counts latent frames, not token frames), no patch bias.
 
 T5 text encoder (an in-memory word vocabulary), ``AutoencoderKLCogVideoX`` (4 frames per latent frame, 4x
 spatially) and a CogVideoX DDIM or DPM scheduler, v-prediction with trailing timesteps as the real ones.
@@ -74,6 +76,8 @@ def tiny_transformer(version: str, layers: int = 3, seed: int = 0):
     )
     if version == "1.0":
         model = CogVideoXTransformer3DModel(**common)
+    elif version == "1.0-rotary":  # CogVideoX-5b's layout: rotary positions (linspace grid), no temporal patch
+        model = CogVideoXTransformer3DModel(**common, use_rotary_positional_embeddings=True)
     elif version == "1.5":
         model = CogVideoXTransformer3DModel(
             **common,

@@ -41,7 +41,7 @@ def dirs(tmp_path_factory):
     return {v: str(save_tiny_cogvideox(root / f"cogvideox-{v}", v, s)) for v, s in VERSIONS.items()}
 
 
-@pytest.mark.parametrize("version", sorted(VERSIONS))
+@pytest.mark.parametrize("version", ["1.0", "1.0-rotary", "1.5"])
 @torch.no_grad()
 def test_adapter_pieces_equal_the_model(version):
     """embed, conditions, every block and head in sequence (no context) equal model(...) on one block."""
@@ -51,7 +51,7 @@ def test_adapter_pieces_equal_the_model(version):
     latent = torch.randn(2, Z_DIM, frames, size, size, generator=torch.Generator().manual_seed(1))
     text = torch.randn(2, TEXT_TOKENS, 32, generator=torch.Generator().manual_seed(2))
     t = torch.tensor([700.0])
-    rope = rotary_embedding(model, size, size, frames, "cpu") if version == "1.5" else None
+    rope = rotary_embedding(model, size, size, frames, "cpu") if version != "1.0" else None
     expected = model(latent.transpose(1, 2), text, t.expand(2), image_rotary_emb=rope, return_dict=False)[0]
     adapter = CogVideoXFrameAdapter(model, (Z_DIM, frames, size, size), 0)
     cond = adapter.conditions(t, text)
@@ -65,6 +65,26 @@ def test_adapter_pieces_equal_the_model(version):
     torch.testing.assert_close(got, expected.transpose(1, 2), atol=1e-5, rtol=1e-5)
 
 
+@pytest.mark.parametrize("version", ["1.0-rotary", "1.5"])
+def test_neighbour_keys_rotate_to_their_offsets_across_the_border(version):
+    """A block sits at temporal positions 0..F-1 (the pipeline's own rotary embedding for one block); the previous
+    block's cached keys at -c..-1 and the next block's at F..F+c-1, spatial positions unchanged."""
+    from diffusers.models.embeddings import get_1d_rotary_pos_embed
+
+    model = tiny_transformer(version, layers=1)
+    adapter = CogVideoXFrameAdapter(model, (Z_DIM, 4, 8, 8), 4 if version == "1.5" else 2)
+    adapter.remove()
+    dim_t, tokens = model.config.attention_head_dim // 4, adapter.frame_tokens
+    context, frames = adapter.context_tokens // tokens, adapter.video_tokens // tokens
+    assert context == 2
+    torch.testing.assert_close(adapter.rope_own, rotary_embedding(model, 8, 8, 4, "cpu"), atol=0, rtol=0)
+    for (cos, sin), positions in ((adapter.rope_prev, range(-context, 0)), (adapter.rope_next, range(frames, frames + context))):
+        t_cos, t_sin = get_1d_rotary_pos_embed(dim_t, torch.tensor(list(positions), dtype=torch.float32), use_real=True)
+        torch.testing.assert_close(cos[:, :dim_t], t_cos.repeat_interleave(tokens, 0))
+        torch.testing.assert_close(sin[:, :dim_t], t_sin.repeat_interleave(tokens, 0))
+        torch.testing.assert_close(sin[:, dim_t:], adapter.rope_own[1][: context * tokens, dim_t:])
+
+
 @pytest.mark.parametrize("guidance", [1.0, 4.0])
 @pytest.mark.parametrize("version", sorted(VERSIONS))
 def test_one_block_equals_the_diffusers_pipeline(dirs, tmp_path, version, guidance):
@@ -73,7 +93,8 @@ def test_one_block_equals_the_diffusers_pipeline(dirs, tmp_path, version, guidan
     from diffusers import CogVideoXPipeline
 
     torch.set_num_threads(1)
-    task = dict(TASK, guidance_scale=guidance, frames=16, block_frames=16, context_frames=0)
+    # context frames shift a lone block's rotary positions (by the context): its attention depends on offsets only
+    task = dict(TASK, guidance_scale=guidance, frames=16, block_frames=16, context_frames=4 if guidance > 1 else 0)
     got = render_session(0, 1, dirs[version], str(tmp_path), task)["latents"][0]
     seed, shape = task["seed"], (Z_DIM, 4, SIZE // 4, SIZE // 4)
     initial = block_noise(noise_template(seed, shape), seed, 0)
@@ -162,3 +183,26 @@ def test_blocks_of_odd_latent_frames_are_refused_at_submit(dirs):
         assert spec.model_family().name == "cogvideox" and spec.max_stages() == 3
     with pytest.raises(ValueError, match="block_frames: CogVideoX's temporal patch"):
         CogVideoXFrameAdapter(tiny_transformer("1.5"), (Z_DIM, 3, 8, 8), 1)
+
+
+def test_position_configs_diffusers_cannot_run_are_refused_at_submit(dirs, tmp_path):
+    """A temporal patch with learned (or sincos) positions fails in diffusers' patch embedding; learned positions
+    run only at the transformer's sample size: both refused from the JSON, naming the field."""
+    import json
+    import shutil
+
+    def variant(name: str, source: str, **changes) -> str:
+        target = tmp_path / name
+        shutil.copytree(source, target)
+        config = target / "transformer" / "config.json"
+        config.write_text(json.dumps({**json.loads(config.read_text()), **changes}))
+        return str(target)
+
+    patched = variant("learned-1.5", dirs["1.5"], use_learned_positional_embeddings=True)
+    with pytest.raises(SpecError, match="model: .*temporal patch .* rotary positional embeddings"):
+        VideoSpec.from_dict(dict(model=patched, frames=16, block_frames=8, height=SIZE, width=SIZE))
+    learned = variant("learned-1.0", dirs["1.0"], use_rotary_positional_embeddings=True,
+                      use_learned_positional_embeddings=True)
+    with pytest.raises(SpecError, match="height: .* learned positional embeddings, .* sample size 32x32; got 64x32"):
+        VideoSpec.from_dict(dict(model=learned, frames=16, block_frames=8, height=64, width=SIZE))
+    VideoSpec.from_dict(dict(model=learned, frames=16, block_frames=8, height=SIZE, width=SIZE))

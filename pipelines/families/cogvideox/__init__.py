@@ -41,6 +41,16 @@ class CogVideoXFamily(ModelFamily):
         problem = super().video_error(path, spec)
         if problem is not None:
             return problem
+        transformer = self.component_config(path, "transformer")
+        if transformer.get("use_learned_positional_embeddings"):  # diffusers' CogVideoXPatchEmbed refuses other sizes
+            scale = 2 ** (len(self.component_config(path, "vae").get("block_out_channels", [0])) - 1)
+            size = (transformer.get("sample_height", 0) * scale, transformer.get("sample_width", 0) * scale)
+            if (spec.height, spec.width) != size:
+                return (
+                    "height",
+                    f"this CogVideoX transformer has learned positional embeddings, which diffusers runs only at its "
+                    f"sample size {size[0]}x{size[1]}; got {spec.height}x{spec.width}",
+                )
         factor = self.temporal_factor(path)
         if (spec.block_frames // factor) % 2:
             patch = self.component_config(path, "transformer").get("patch_size_t")

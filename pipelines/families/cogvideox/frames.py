@@ -16,11 +16,14 @@ rotary embedding (diffusers' ``apply_rotary_emb``), with the neighbour blocks' e
 Positions: every block is embedded as a video of one block's length, as ``CogVideoXPipeline`` would embed a video
 of that size: the 1.0 config's sincos table is the one ``patch_embed`` builds for ``block_frames`` latent frames
 (each block at temporal positions 0..F-1; a neighbour's cached K/V keep the positions of its own block, which is
-why sincos models see their context frames at in-block positions), and the rotary embedding comes from the
-pipeline's own ``_prepare_rotary_positional_embeddings`` for a video of the block's frames plus the context on
-either side: a block's tokens sit after the previous block's context frames, so the neighbours' keys are rotated
-to their true offsets across the border (rotary attention depends only on the offsets, so the block's own
-attention is that of a video of one block's length; with no context it is exactly the pipeline's call).
+why sincos models see their context frames at in-block positions), and a block's own tokens take the rotary
+embedding of the pipeline's own ``_prepare_rotary_positional_embeddings`` for a video of one block's length
+(exactly: the text tokens carry no rotation, so joint attention is not shift-invariant and the block must sit at
+positions 0..F-1 as in the pipeline). The neighbours' cached keys are rotated to their true offsets across the
+border: the next block's first frames at F.., from the same method for a video of the block plus the context;
+the previous block's last frames at -c..-1, the rows of positions c..1 with their temporal sines negated (a
+rotation by -p is cos p, -sin p; the temporal part is the first ``attention_head_dim // 4`` channels, as
+``get_3d_rotary_pos_embed`` lays them out).
 
 Temporal patch (CogVideoX 1.5, ``patch_size_t=2``): a token covers 2 latent frames, so a block must hold an even
 number of latent frames (refused otherwise, naming ``block_frames``) and the context is counted in token frames
@@ -152,16 +155,26 @@ class CogVideoXFrameAdapter:
         self.rope_own = self.rope_prev = self.rope_next = None
         if config.use_rotary_positional_embeddings:
             device = next(model.parameters()).device
-            cos, sin = rotary_embedding(model, height, width, frames + 2 * context * p_t, device)
-            own, end = self.context_tokens, self.context_tokens + self.video_tokens
-            self.rope_own = (cos[own:end], sin[own:end])
+            self.rope_own = rotary_embedding(model, height, width, frames, device)
             if context:
-                self.rope_prev, self.rope_next = (cos[:own], sin[:own]), (cos[end:], sin[end:])
+                self.rope_prev, self.rope_next = self._edge_ropes(height, width, frames, context, device)
         self.cache = FeatureCache()
         self.state: dict = {}
         self._original = [block.attn1.processor for block in model.transformer_blocks]
         for layer, block in enumerate(model.transformer_blocks):
             block.attn1.set_processor(ContextJointAttnProcessor(layer, self.cache, self.state))
+
+    def _edge_ropes(self, height: int, width: int, frames: int, context: int, device) -> tuple[Rope, Rope]:
+        """The rotary embedding of the ``context`` token frames before the block (positions -context..-1) and after
+        it (F..F+context-1), from the pipeline's method for a video of the block plus the context."""
+        p_t, tpf = self.model.config.patch_size_t or 1, self.frame_tokens
+        cos, sin = rotary_embedding(self.model, height, width, frames + context * p_t, device)
+        end = self.video_tokens
+        following = (cos[end : end + context * tpf], sin[end : end + context * tpf])
+        rows = torch.cat([torch.arange(p * tpf, (p + 1) * tpf) for p in range(context, 0, -1)]).to(cos.device)
+        prev_sin = sin[rows].clone()
+        prev_sin[:, : self.model.config.attention_head_dim // 4] *= -1  # temporal channels: rotate by -p
+        return (cos[rows], prev_sin), following
 
     def remove(self) -> None:
         """Give the model its own attention processors back."""

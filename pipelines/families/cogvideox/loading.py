@@ -59,6 +59,13 @@ def check_cogvideox_dir(path: str | Path, index: dict | None = None) -> dict:
     config = json.loads((path / "transformer" / "config.json").read_text())
     if config.get("ofs_embed_dim"):
         raise ModelDirectoryError(f"{path}: CogVideoX image-to-video transformers (ofs_embed_dim) are not supported")
+    if config.get("patch_size_t") and (
+        not config.get("use_rotary_positional_embeddings") or config.get("use_learned_positional_embeddings")
+    ):
+        raise ModelDirectoryError(
+            f"{path}: a CogVideoX transformer with a temporal patch (patch_size_t) runs only with rotary positional "
+            "embeddings and no learned ones (diffusers' position table counts latent frames, not token frames)"
+        )
     if config.get("in_channels") != config.get("out_channels"):
         raise ModelDirectoryError(
             f"{path}: the transformer's in_channels {config.get('in_channels')} differ from its out_channels "
