@@ -1,29 +1,23 @@
-"""CogVideoX as a service video job: a tiny CogVideoX 1.5 directory (DPM scheduler: per-step noise from each
-block's generator) renders through ``Client.submit`` with strategy none and on 2 frame stages (real Ray) to the
-same MP4 as one worker; a render stopped at a tick boundary and continued from its checkpoint (the DPM state, the
-block generators and the VAE's conv cache in it) equals the uninterrupted one."""
+"""CogVideoX as the service's worker renders it: a tiny CogVideoX 1.5 directory (DPM scheduler: per-step noise from
+each block's generator) stopped at a tick boundary and continued from its checkpoint (the DPM state, the block
+generators and the VAE's conv cache in it) equals the uninterrupted render. Its jobs through ``Client.submit``
+(strategy none and 2 frame stages, real Ray) are in test_video_jobs, on that module's controller."""
 
 from __future__ import annotations
 
 import io
-import json
 
 import numpy as np
 import pytest
-import ray
 import torch
 from _tiny_cogvideox import save_tiny_cogvideox
 from _video_jobs import decoded_frames
 
-from cluster.client import Client
 from cluster.jobs.video import VideoParallelSpec, VideoSpec
 from runtime.device import device_slot
 from runtime.jobs.video_session import open_video_session
 from runtime.jobs.video_state import merge_stage_states
-from runtime.pool import PoolConfig
 from runtime.worker import Worker
-
-pytestmark = pytest.mark.slow
 
 RENDER = dict(
     prompt="red circle on green",
@@ -38,7 +32,6 @@ RENDER = dict(
     seed=6,
     fps=8.0,
 )
-TICKS = 3 + 3 - 1
 
 
 @pytest.fixture(scope="module")
@@ -87,30 +80,3 @@ def test_resume_equals_uninterrupted(cog_dir, one_worker, tmp_path):
     fresh = {b: {k: v for k, v in s.items() if k != "frame_rng_state"} for b, s in state["schedulers"].items()}
     _render(worker, cog_dir, tmp_path / "b.mp4", tmp_path / "b", resume={**state, "schedulers": fresh})
     assert not np.array_equal(_frames(tmp_path / "b.mp4"), _frames(reference))
-
-
-def test_jobs_through_client_none_and_two_stages(ray_local, cog_dir, one_worker, tmp_path):
-    client = Client(
-        state_dir=tmp_path / "state", pool=PoolConfig(workers=2, device="cpu", group_timeout_s=30), checkpoint_every=2
-    )
-    try:
-        for strategy, degree in (("none", 1), ("frames", 2)):
-            spec = {
-                "job": "video",
-                "model": str(cog_dir),
-                "output_dir": str(tmp_path / "outputs"),
-                "parallel": {"strategy": strategy, "degree": degree},
-                **RENDER,
-            }
-            job = client.submit(spec)
-            record = job.wait(timeout_s=300)
-            assert record["state"] == "succeeded", job.logs()
-            assert record["steps_done"] == TICKS
-            frames = decoded_frames(record)
-            assert frames.shape == (24, 32, 32, 3)
-            np.testing.assert_array_equal(frames, _frames(one_worker[1]))  # any stage count: the 1-worker video
-            meta = json.loads(open(record["outputs"]["metadata"]).read())
-            assert (meta["frames"], meta["blocks"], meta["stages"], meta["strategy"]) == (24, 3, degree, strategy)
-    finally:
-        ray.get(client.controller.stop.remote())
-        ray.kill(client.controller)

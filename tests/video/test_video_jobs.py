@@ -1,5 +1,6 @@
 """Video jobs through the controller: submit and wait, pause for a more urgent job and resume, a killed
-worker (real Ray, real SQLite, the built-in video model at a tiny size)."""
+worker (real Ray, real SQLite, the built-in video model at a tiny size); a CogVideoX directory's jobs with
+strategy none and on 2 frame stages."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import sqlite3
 import numpy as np
 import pytest
 import ray
+from _tiny_cogvideox import save_tiny_cogvideox
 from _video_jobs import TICKS, decoded_frames, video_spec, wait_for_tick
 
 from cluster.client import Client
@@ -106,3 +108,24 @@ def test_killed_worker_resumes_from_checkpoint(client, reference, tmp_path):
     resumed = logs.split("attempt 2", 1)[1].splitlines()[0]
     assert "from tick 4" in resumed or "from tick 6" in resumed, logs  # its last checkpoint
     np.testing.assert_array_equal(decoded_frames(final), decoded_frames(reference))
+
+
+def test_cogvideox_jobs_with_strategy_none_and_on_two_stages(client, tmp_path):
+    """A CogVideoX 1.5 directory (temporal patch, rotary positions, DPM scheduler) as ``model``: the job on one
+    worker and the job on 2 frame stages give the same video, 4 frames per latent frame."""
+    model = save_tiny_cogvideox(tmp_path / "tiny-cogvideox-1.5", "1.5", "dpm")
+    render = dict(
+        model=str(model), prompt="red circle on green", negative_prompt="blurry", guidance_scale=3.0,
+        frames=24, block_frames=8, context_frames=4,
+    )
+    videos = []
+    for strategy, degree in (("none", 1), ("frames", 2)):
+        spec = video_spec(tmp_path / "out", **render, parallel={"strategy": strategy, "degree": degree})
+        job = client.submit(spec)
+        record = job.wait(timeout_s=300)
+        assert record["state"] == "succeeded", job.logs()
+        meta = json.loads(open(record["outputs"]["metadata"]).read())
+        assert (meta["frames"], meta["blocks"], meta["stages"], meta["strategy"]) == (24, 3, degree, strategy)
+        videos.append(decoded_frames(record))
+    assert videos[0].shape == (24, 32, 32, 3)
+    np.testing.assert_array_equal(videos[1], videos[0])
