@@ -14,7 +14,9 @@ loop of a job (``pipelines.sampling.DenoiseLoop``, DDIM, CFG 5.0 batched: batch 
   no dependency of Tessera), with the branch id that skips the same modules (``3 * branch + layers_per_block``);
 - **Tessera TaylorSeer, interval k** (``parallel.cache.taylorseer``, order 1, 2 warm-up steps): the UNet runs every
   k-th step and its guided prediction is extrapolated in between. diffusers' TaylorSeer hooks have no UNet
-  patterns (they hook transformer blocks' attention or ``proj_out``), so there is no diffusers row.
+  patterns (they hook transformer blocks' attention or ``proj_out``), so there is no diffusers row;
+- **Tessera block caching, threshold t** (``parallel.cache.block_cache``, every block's reuse driven by its measured
+  change; all blocks run twice every 6 steps); its "full steps" are the steps on which no block was reused.
 
 Both caches run the same schedule: a full step every ``interval`` steps from the first, no warmup (the package
 has none; Tessera's ``warmup_steps`` is set to ``--cache-warmup``, 0 by default). Fidelity: PSNR of each
@@ -39,6 +41,7 @@ from bench.common import alternate, median, provenance, write_section
 
 INTERVALS = (2, 3, 5)
 TAYLORSEER_INTERVALS = (2, 3, 4)
+BLOCK_THRESHOLDS = (0.05, 0.1, 0.2)
 BRANCH = 0
 PROMPT = "blue and yellow vertical stripes"
 GUIDANCE = 5.0
@@ -82,6 +85,7 @@ def main(argv: list[str] | None = None) -> str:
     command = "python -m bench.step_cache_unet " + " ".join(sys.argv[1:] if argv is None else argv)
     torch.set_num_threads(1)
 
+    from parallel.cache.block_cache import apply_block_cache
     from parallel.cache.config import CacheConfig
     from parallel.cache.deepcache import apply_deepcache
     from parallel.cache.taylorseer import apply_taylorseer
@@ -100,12 +104,15 @@ def main(argv: list[str] | None = None) -> str:
     full_steps: dict[str, int] = {}
 
     def render(name: str, implementation: str | None = None, interval: int = 1) -> float:
-        """Seconds of one render's denoising loop, with ``implementation``'s cache ("tessera", "package" or
-        None) at ``interval``; keeps its final latent and its count of full steps."""
+        """Seconds of one render's denoising loop, with ``implementation``'s cache ("tessera", "package",
+        "taylorseer", "block-cache" or None) at ``interval`` (block caching: its threshold); keeps its final latent and
+        its count of full steps."""
         cache = helper = None
         if implementation == "taylorseer":
             cache = apply_taylorseer(CacheConfig(mode="taylorseer", interval=interval, order=1, warmup_steps=2))
         loop = DenoiseLoop(pipe, "ddim", args.steps, SEED, args.size, args.size, cache.wrap(predictor) if cache else predictor)
+        if implementation == "block-cache":
+            cache = apply_block_cache(unet, CacheConfig(mode="block-cache", threshold=interval, interval=6), first_step=0)
         if implementation == "tessera":
             config = CacheConfig(
                 mode="deepcache", interval=interval, branch=BRANCH, warmup_steps=args.cache_warmup
@@ -143,6 +150,9 @@ def main(argv: list[str] | None = None) -> str:
     for k in TAYLORSEER_INTERVALS:
         name = f"Tessera TaylorSeer, interval {k}"
         runs[name] = lambda k=k, name=name: render(name, "taylorseer", k)
+    for threshold in BLOCK_THRESHOLDS:
+        name = f"Tessera block caching, threshold {threshold:g}"
+        runs[name] = lambda threshold=threshold, name=name: render(name, "block-cache", threshold)
     seconds = alternate(runs, args.repeats)
 
     images = {name: decode_latents(pipe, latent) for name, latent in latents.items()}
@@ -159,7 +169,7 @@ def main(argv: list[str] | None = None) -> str:
             f"{'exact' if math.isinf(quality) else f'{quality:.1f}'} | {same or '-'} | "
             f"{', '.join(f'{v:.3f}' for v in values)} |"
         )
-    body = f"""## DeepCache and TaylorSeer on the built-in UNet ({args.size}x{args.size}, {args.steps} DDIM steps, CFG {GUIDANCE})
+    body = f"""## DeepCache, TaylorSeer and block caching on the built-in UNet ({args.size}x{args.size}, {args.steps} DDIM steps, CFG {GUIDANCE})
 
 {provenance(command)}- DeepCache package: {package}
 

@@ -1,4 +1,5 @@
-"""A killed controller is replaced ten times in a row in embedded mode, with Ray given exactly the pool's CPUs
+"""A killed controller is replaced six times in a row (killed while placing, while rendering and after, twice each)
+in embedded mode, with Ray given exactly the pool's CPUs
 (as `Client()` and `tessera render` start it): each new controller frees the devices the dead one left
 reserved, and every job is done, once."""
 
@@ -12,6 +13,8 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
+ROUNDS = 6
+"""Kills in a row: each of the three moments twice (the issue's ten ran by hand; six keep the suite's time)."""
 
 SCRIPT = """
 import json, sys, time
@@ -38,10 +41,10 @@ client.close()
 
 
 @pytest.mark.slow
-def test_ten_controller_kills_in_a_row_lose_and_repeat_nothing(tmp_path, ray_stopped):
+def test_six_controller_kills_in_a_row_lose_and_repeat_nothing(tmp_path, ray_stopped):
     out = tmp_path / "outputs"
     run = subprocess.run(
-        [sys.executable, "-c", SCRIPT, str(tmp_path / "state"), str(out), "10"],
+        [sys.executable, "-c", SCRIPT, str(tmp_path / "state"), str(out), str(ROUNDS)],
         cwd=ROOT,
         capture_output=True,
         text=True,
@@ -50,5 +53,5 @@ def test_ten_controller_kills_in_a_row_lose_and_repeat_nothing(tmp_path, ray_sto
     assert run.returncode == 0, run.stderr[-3000:]
     report = json.loads(run.stdout.strip().splitlines()[-1])
     assert report["cpus"] == 2  # no spare CPU for a leftover placement group to hide behind
-    assert report["states"] == ["succeeded"] * 10
-    assert len([p for p in out.iterdir() if not p.name.startswith(".")]) == 10  # one output per job, no repeats
+    assert report["states"] == ["succeeded"] * ROUNDS
+    assert len([p for p in out.iterdir() if not p.name.startswith(".")]) == ROUNDS  # one output per job, no repeats

@@ -27,6 +27,8 @@ cache's report)."""
 
 MAX_INTERVAL = 8
 """DeepCache, TaylorSeer: the longest interval tried."""
+BLOCK_THRESHOLD_LOW, BLOCK_THRESHOLD_STEP, BLOCK_THRESHOLDS = 0.005, 1.6, 12
+"""Block caching: thresholds tried, 0.005 to 0.9 in steps of 1.6x."""
 
 
 @dataclass
@@ -36,7 +38,7 @@ class Calibration:
     min_psnr: float
     """The budget, dB against full compute."""
     knob: str
-    """The setting chosen: "threshold" (first-block, teacache) or "interval" (deepcache, taylorseer)."""
+    """The setting chosen: "threshold" (first-block, teacache, block-cache) or "interval" (deepcache, taylorseer)."""
     value: float | None
     """The fastest setting within the budget; None: none was (the job runs in full)."""
     psnr: float | None
@@ -82,6 +84,8 @@ def candidates(config: CacheConfig, measured: dict, steps: int) -> tuple[str, li
         changes = [change for _, change in sorted(measured.get("changes", {}).items())]
         sums = {sum(changes[i : i + k]) for k in range(1, config.max_skips + 1) for i in range(len(changes) - k + 1)}
         return "threshold", [total * 1.0001 + 1e-12 for total in sorted(sums)]
+    if config.mode == "block-cache":  # a block's expected change since it ran: from rarely to often reused
+        return "threshold", [BLOCK_THRESHOLD_LOW * BLOCK_THRESHOLD_STEP**i for i in range(BLOCK_THRESHOLDS)]
     if config.mode in ("deepcache", "taylorseer"):
         return "interval", list(range(2, max(2, min(MAX_INTERVAL, steps - config.warmup_steps)) + 1))
     raise ValueError(f"cache.mode: {config.mode!r} has no setting to calibrate")

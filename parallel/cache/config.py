@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-MODES = ("none", "first-block", "deepcache", "taylorseer", "teacache")
+MODES = ("none", "first-block", "deepcache", "block-cache", "taylorseer", "teacache")
 
 
 @dataclass
@@ -20,20 +20,23 @@ class CacheConfig:
     denoiser; TaylorSeer): every ``interval`` steps the model runs, in between its prediction is extrapolated
     from the last full steps' by a Taylor series of ``order``. "teacache" (transformers; TeaCache): while the first
     block's modulated input has changed less than ``threshold`` in total since the last full step, no block runs and
-    that step's residual of the whole stack is reused."""
+    that step's residual of the whole stack is reused. "block-cache" (UNets; Block Caching): each down, mid and up
+    block reuses its last output until its measured change per step times the steps since reaches ``threshold``."""
     threshold: float = 0.08
     """first-block: the relative mean absolute change of the first block's residual (reduced over every worker
     of the job) below which a step reuses the other blocks; teacache: the same change of the first block's modulated
-    input, summed over the steps since the last full one. Higher: faster, further from full compute."""
+    input, summed over the steps since the last full one; block-cache: a block's expected change since it last ran.
+    Higher: faster, further from full compute."""
     interval: int = 3
-    """deepcache, taylorseer: a full step every ``interval`` steps (1: every step is full)."""
+    """deepcache, taylorseer: a full step every ``interval`` steps (1: every step is full); block-cache: every
+    ``interval`` steps (at least 2) all blocks run twice in a row to re-measure their changes."""
     branch: int = 0
     """deepcache: the deepest down/up block pair recomputed on a reusing step (0: only the outermost pair)."""
     warmup_steps: int = 2
     """Steps at the start of the job computed in full, whatever the mode decides (a later segment's first step
     is always full too: its model has nothing cached)."""
     max_skips: int = 3
-    """first-block, teacache: most steps in a row that may reuse; also bounds what a pause re-runs (see ``StepCache``)."""
+    """first-block, teacache, block-cache (per block): most steps in a row that may reuse; also bounds what a pause re-runs (see ``StepCache``)."""
     order: int = 1
     """taylorseer: the Taylor series' order (0: reuse the last full step's prediction; 1: extrapolate its change
     linearly; each order needs one more full step before it is used)."""

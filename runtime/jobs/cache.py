@@ -34,7 +34,19 @@ def _teacache(model, config: CacheConfig) -> StepCache:
     return apply_teacache(model, config, first_step=0)
 
 
-CACHES = {"first-block": _first_block, "deepcache": _deepcache, "taylorseer": _taylorseer, "teacache": _teacache}
+def _block_cache(model, config: CacheConfig) -> StepCache:
+    from parallel.cache.block_cache import apply_block_cache
+
+    return apply_block_cache(model, config, first_step=0)
+
+
+CACHES = {
+    "first-block": _first_block,
+    "deepcache": _deepcache,
+    "block-cache": _block_cache,
+    "taylorseer": _taylorseer,
+    "teacache": _teacache,
+}
 """Cache mode -> how it is attached to a denoiser. The schedule counts from the job's step 0 (not the segment's or
 the resume's), so every placement of the job takes the same decisions; a segment's first step runs in full
 because nothing is cached yet."""

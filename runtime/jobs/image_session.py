@@ -185,7 +185,7 @@ def job_calibration(spec: Any, resume: dict | None, render) -> Calibration | Non
     if resume is not None and resume.get("cache_calibration") is not None:
         return Calibration(**resume["cache_calibration"])
     if cache.calibrated:
-        knob = "threshold" if cache.mode in ("first-block", "teacache") else "interval"
+        knob = "threshold" if cache.mode in ("first-block", "teacache", "block-cache") else "interval"
         value = getattr(cache, knob) if cache.enabled else None
         return Calibration(cache.min_psnr, knob, value, None)
     return calibrate(render, cache, spec.steps, cache.min_psnr)

@@ -22,7 +22,7 @@ class StableDiffusionFamily(ModelFamily):
     denoisers = ("UNet2DConditionModel",)
     samplers = ("pipeline", "ddim", "euler", "dpm++")
     strategies = ("none", "patch")
-    cache_modes = ("none", "deepcache", "taylorseer")
+    cache_modes = ("none", "deepcache", "block-cache", "taylorseer")
 
     def cache_error(self, path: str | Path, cache) -> tuple[str, str] | None:
         """DeepCache's ``branch`` must name one of the UNet's down blocks."""
