@@ -14,7 +14,7 @@ import json
 import os
 import shutil
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import ClassVar
 
@@ -24,7 +24,11 @@ from cluster.jobs.spec import JobSpec, ParallelBase, SegmentResult, check_type
 from cluster.outputs import job_directory, partial_directory
 from parallel.frames.schedule import blocks_finished, split_frames
 from parallel.frames.schedule import ticks as schedule_ticks
-from runtime.jobs.strategies import VIDEO_STRATEGIES
+from runtime.jobs.strategies import VIDEO_STRATEGIES, WHOLE_VIDEO
+
+PATCH_MODES = ("sync", "displaced")
+"""``parallel.patch.config.MODES`` (not imported: validating a spec loads no strategy code)."""
+STALE_DTYPES = ("float16", "bfloat16")
 
 MAX_FRAMES = 1_000_000
 MAX_SIDE = 4096
@@ -34,11 +38,21 @@ MAX_SIDE = 4096
 class VideoParallelSpec(ParallelBase):
     strategy: str = "frames"
     """"frames" (layer-and-frame pipelining, one stage per worker), "sequence" (the whole video as one sequence,
-    split between the workers by diffusers' context parallelism, Ulysses) or "none" (one worker)."""
+    split between the workers by diffusers' context parallelism, Ulysses), "patch" (the whole video as one block,
+    each worker's forward on a band of rows of every frame) or "none" (one worker)."""
     degree: int | str = 2
     """Pipeline stages, one worker each; "auto": as many as are free when the job is placed (up to the
     model's transformer blocks and the video's frame blocks), chosen anew when a paused job resumes. With
-    "sequence": the workers one forward is split over (at least 2; the family checks what must divide)."""
+    "sequence" or "patch": the workers one forward is split over (at least 2; the family checks what must
+    divide)."""
+    mode: str = "sync"
+    """Strategy "patch": "sync" (every band's K/V fresh in every step, exact) or "displaced" (DistriFusion: after
+    the warmup, the other bands' K/V of the previous step, exchanged while the step computes; approximate)."""
+    warmup_steps: int = 1
+    """Strategy "patch", displaced mode: synchronous steps before stale K/V are used."""
+    stale_dtype: str | None = None
+    """Strategy "patch", displaced mode: "float16" or "bfloat16" sends and keeps the stale K/V in that
+    precision; None: the model's dtype."""
 
 
 @dataclass
@@ -106,11 +120,13 @@ class VideoSpec(JobSpec):
             )
         if not 1 <= self.frames <= MAX_FRAMES:
             raise SpecError("frames", f"must be between 1 and {MAX_FRAMES}, got {self.frames}")
+        self._check_patch_fields()
         one_block = (self.frames, 0)
-        if self.parallel.strategy == "sequence" and (self.block_frames, self.context_frames) != one_block:
+        strategy = self.parallel.strategy
+        if strategy in WHOLE_VIDEO and (self.block_frames, self.context_frames) != one_block:
             self.block_frames, self.context_frames = self.frames, 0
             self.notes.append(
-                f"parallel.strategy=sequence renders the whole video as one sequence: block_frames={self.frames}, "
+                f"parallel.strategy={strategy} renders the whole video as one block: block_frames={self.frames}, "
                 "context_frames=0"
             )
         with warnings.catch_warnings(record=True) as caught:
@@ -136,11 +152,11 @@ class VideoSpec(JobSpec):
             raise SpecError(
                 "parallel.degree", "strategy 'none' runs on exactly one worker; use parallel=frames"
             )
-        if par.strategy == "sequence":
+        if par.strategy in WHOLE_VIDEO:
             if par.auto or par.degree < 2:
                 raise SpecError(
                     "parallel.degree",
-                    f"strategy 'sequence' splits over a number of workers, at least 2, got {par.degree!r}",
+                    f"strategy {par.strategy!r} splits over a number of workers, at least 2, got {par.degree!r}",
                 )
             return
         if par.auto:
@@ -158,6 +174,17 @@ class VideoSpec(JobSpec):
                 f"block_frames={self.block_frames}; render more frames or use smaller blocks",
             )
 
+    def _check_patch_fields(self) -> None:
+        par = self.parallel
+        check_type("parallel.mode", par.mode, str)
+        if par.mode not in PATCH_MODES:
+            raise SpecError("parallel.mode", f"expected one of {PATCH_MODES}, got {par.mode!r}")
+        check_type("parallel.warmup_steps", par.warmup_steps, int)
+        if par.warmup_steps < 0:
+            raise SpecError("parallel.warmup_steps", f"must be >= 0, got {par.warmup_steps}")
+        if par.stale_dtype is not None and par.stale_dtype not in STALE_DTYPES:
+            raise SpecError("parallel.stale_dtype", f"expected None or one of {STALE_DTYPES}, got {par.stale_dtype!r}")
+
     def max_stages(self) -> int:
         """The most stages this video can use: no more than transformer blocks or frame blocks."""
         return min(self._layers, self.blocks)
@@ -168,7 +195,7 @@ class VideoSpec(JobSpec):
 
     def placed(self, model: str, degree: int) -> VideoSpec:
         """What the stages receive: the model's directory and the stage count this placement runs."""
-        parallel = VideoParallelSpec(self.parallel.strategy, degree)
+        parallel = replace(self.parallel, degree=degree)
         fields = {**self.input_fields(), "fps": float(self.fps), "guidance_scale": float(self.guidance_scale)}
         return VideoSpec(**{**fields, "model": self.model_path(), "parallel": parallel, "notes": []})
 

@@ -33,11 +33,14 @@ IMAGE_STRATEGIES: dict[str, Strategy] = {
 ``predictor`` (band latent, t -> guided noise), ``rows`` (this worker's latent rows), ``band_index``,
 ``resume(step)``, ``report()`` (for metadata.json) and ``close()`` (undo its changes to the model)."""
 
-VIDEO_STRATEGIES: tuple[str, ...] = ("none", "frames", "sequence")
+VIDEO_STRATEGIES: tuple[str, ...] = ("none", "frames", "sequence", "patch")
 """Video strategies: every video runs through the frame pipeline (``runtime.jobs.video_session``), on one
 stage ("none"), on ``parallel.degree`` stages ("frames", layer-and-frame pipelining, DualParal), or as one
-block whose every forward diffusers' context parallelism splits over ``parallel.degree`` workers ("sequence",
-Ulysses; the family's ``sequence_adapter``)."""
+block whose every forward is split over ``parallel.degree`` workers: by diffusers' context parallelism
+("sequence", Ulysses; the family's ``sequence_adapter``) or in row bands of every frame ("patch", the family's
+``band_adapter`` under its ``patch_plan``)."""
+WHOLE_VIDEO: tuple[str, ...] = ("sequence", "patch")
+"""Video strategies that render the whole video as one block, every worker running the whole queue."""
 
 
 def strategy_setup(table: dict[str, Strategy], name: str) -> Callable | None:

@@ -9,10 +9,12 @@ spec the worker received, ``cluster.jobs.video.VideoSpec``; only its fields are 
 frames; with a VAE that packs several frames into one latent frame, the frame pipeline gets them divided
 by that factor.
 
-With ``parallel.strategy=sequence`` the video is one block and every worker runs the whole queue itself, the
-family's ``sequence_adapter`` handing the model's own forward to diffusers' context parallelism
-(``parallel.sequence``), which splits each forward's tokens over the job's group (Ulysses); every worker then
-steps the same latent, and stage 0 writes it.
+With ``parallel.strategy=sequence`` or ``patch`` the video is one block and every worker runs the whole queue
+itself (``pipelines.whole_video``): for ``sequence`` the family's ``sequence_adapter`` hands the model's own
+forward to diffusers' context parallelism (``parallel.sequence``), which splits each forward's tokens over the
+job's group (Ulysses); for ``patch`` the family's ``band_adapter`` runs that forward on this worker's row band of
+every frame, the model under its family's patch plan (``parallel.patch``, sync or displaced), and the bands'
+outputs are gathered. Every worker then steps the same latent, and stage 0 writes it.
 
 A service job (``open_video_session`` with a ``block_dir``) keeps each finished block as its own MP4
 segment (``pipelines.video_blocks``), so that it can stop at a tick boundary and continue elsewhere, and
@@ -32,6 +34,7 @@ from parallel.frames.pipeline import FramePipeline, FramePipelineConfig
 from pipelines.families import family_of
 from pipelines.video_pipeline import VideoPipeline
 from pipelines.video_writer import StreamingMP4Writer
+from runtime.jobs.strategies import WHOLE_VIDEO
 from runtime.jobs.video_state import (
     export_decoder_state,
     export_stage_state,
@@ -69,11 +72,14 @@ class VideoSession:
         )
         self.encode_s = time.perf_counter() - started
         rank = dist.get_rank(group) if group is not None else 0
-        self.sequence_group = group if spec.parallel.strategy == "sequence" and group is not None else None
-        """The group diffusers' context parallelism splits every forward over (strategy sequence): each worker
-        then runs the whole one-block queue itself (no stages), so the frame pipeline gets no group."""
+        whole = spec.parallel.strategy in WHOLE_VIDEO and group is not None
+        self.sequence_group = group if whole else None
+        """The group every forward is split over (strategies sequence and patch): each worker then runs the whole
+        one-block queue itself (no stages), so the frame pipeline gets no group."""
         if self.sequence_group is not None:
             group = None
+        self.bands = None
+        """Strategy patch: the model under its family's patch plan (``parallel.patch.PatchHandle``)."""
         make_writer = make_writer or (lambda: StreamingMP4Writer(video_path, spec.fps))
         self.writer = make_writer() if rank == 0 else None
         self.decode = pipe.block_decoder() if rank == 0 else None
@@ -84,26 +90,26 @@ class VideoSession:
         stages = dist.get_world_size(group) if group is not None else 1
         overhead = self._decode_cost(latent_shape) if rank == 0 and stages > 1 else 0.0
         started = time.perf_counter()
-        self.pipeline = FramePipeline(
-            pipe.transformer,
-            config,
-            latent_shape,
-            text,
-            pipe.make_scheduler,
-            on_block_done=self._write_block if self.writer is not None else None,
-            group=group,
-            block_overhead_s=overhead,
-            negative_text=negative,
-            make_adapter=(
-                family_of(pipe).sequence_adapter
-                if self.sequence_group is not None
-                else family_of(pipe).frame_adapter
-            ),
-            set_timesteps=pipe.set_timesteps,
-            step=pipe.scheduler_step,
-        )
         self.sequence = None
-        if self.sequence_group is not None:
+        try:
+            self.pipeline = FramePipeline(
+                pipe.transformer,
+                config,
+                latent_shape,
+                text,
+                pipe.make_scheduler,
+                on_block_done=self._write_block if self.writer is not None else None,
+                group=group,
+                block_overhead_s=overhead,
+                negative_text=negative,
+                make_adapter=self._adapter_factory(pipe, spec, latent_shape),
+                set_timesteps=pipe.set_timesteps,
+                step=pipe.scheduler_step,
+            )
+        except BaseException:
+            self._end_sequence()  # bands the plan put on the model before the pipeline refused
+            raise
+        if self.sequence_group is not None and spec.parallel.strategy == "sequence":
             from parallel.sequence import SequenceConfig, parallelize_sequence
 
             workers = dist.get_world_size(self.sequence_group)
@@ -117,6 +123,31 @@ class VideoSession:
         self.setup_s = time.perf_counter() - started
         self.block_overhead_s = overhead
         self.denoise_s = 0.0
+
+    def _adapter_factory(self, pipe: VideoPipeline, spec: Any, latent_shape: tuple[int, int, int]) -> Callable:
+        """The family's plan for the strategy: its frame plan, or for the whole-video strategies its model's forward
+        on the whole video (``patch``: on this worker's band, the model put under the family's patch plan)."""
+        family = family_of(pipe)
+        if self.sequence_group is None:
+            return family.frame_adapter
+        if spec.parallel.strategy == "sequence":
+            return family.sequence_adapter
+        from parallel.patch.bands import band_bounds
+        from parallel.patch.config import PatchConfig
+        from parallel.patch.parallelize import parallelize_patch
+        from pipelines.whole_video import BandSplit
+
+        par = spec.parallel
+        config = PatchConfig(mode=par.mode, warmup_steps=par.warmup_steps, stale_dtype=par.stale_dtype)
+        plan = family.patch_plan(pipe.transformer, config)
+        bounds = band_bounds(latent_shape[1], dist.get_world_size(self.sequence_group), plan.align)
+
+        def make_adapter(model, block_shape: tuple[int, int, int, int], context_frames: int) -> BandSplit:
+            inner = family.band_adapter(model, block_shape, context_frames)
+            self.bands = parallelize_patch(model, self.sequence_group, plan, config)
+            return BandSplit(inner, self.sequence_group, bounds)
+
+        return make_adapter
 
     def _decode_cost(self, latent_shape: tuple[int, int, int]) -> float:
         """Seconds to decode one frame block (stage 0 does it once per block, on top of its layers)."""
@@ -146,6 +177,8 @@ class VideoSession:
     def resume(self, state: dict[str, Any]) -> None:
         """Continue from a merged checkpoint state (taken on any stage count)."""
         load_stage_state(self.pipeline, state)
+        if self.bands is not None:  # stale activations are a cache: the resumed step refills them synchronously
+            self.bands.reset(self.pipeline.position)
         if state.get("decoder") is not None and self.decode is not None:
             load_decoder_state(self.decode, state["decoder"])
 
@@ -161,7 +194,18 @@ class VideoSession:
         return done
 
     def _end_sequence(self) -> dict | None:
-        """Take diffusers' context parallelism off the (cached) model again; what it sent, by kind and peer."""
+        """Take diffusers' context parallelism (or the bands) off the (cached) model again; what it sent, by kind
+        and peer."""
+        if self.bands is not None:
+            handle, self.bands = self.bands, None
+            report = {
+                "bands": handle.bounds,
+                "mode": handle.config.mode,
+                "warmup_steps": handle.config.warmup_steps,
+                "bytes_sent": handle.bytes_sent.total,
+            }
+            handle.remove()
+            return report
         if self.sequence is None:
             return None
         self.sequence.remove()
@@ -199,7 +243,7 @@ class VideoSession:
             "decode_cpu_s": self.decode_cpu_s,
         }
         if sequence is not None:
-            report["sequence"] = sequence
+            report["bands" if self.spec.parallel.strategy == "patch" else "sequence"] = sequence
             report["stage"] = dist.get_rank(self.sequence_group)
             report["bytes_sent_by_peer"] = {
                 peer: sum(by_peer.get(peer, 0) for by_peer in sequence["bytes_sent"].values())

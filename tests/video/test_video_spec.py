@@ -33,7 +33,7 @@ def test_defaults_are_valid_and_round_frames_with_a_note():
             "parallel.degree",
             "exceed the model's 6 transformer blocks",
         ),
-        (dict(parallel={"strategy": "patch"}), "parallel.strategy", "unknown strategy"),
+        (dict(parallel={"strategy": "bands"}), "parallel.strategy", "unknown strategy"),
         (dict(parallel={"strategy": "none", "degree": 2}), "parallel.degree", "exactly one worker"),
         (dict(parallel={"stages": 2}), "parallel.stages", "unknown field"),
         (dict(model="no-such-model"), "model", "neither a built-in model"),

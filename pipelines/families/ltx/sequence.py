@@ -4,8 +4,9 @@ diffusers ships ``LTXVideoTransformer3DModel._cp_plan``: it splits the video tok
 the prompt's mask at the model's entry and the rotary embedding beside them, and gathers ``proj_out``'s
 output, so under ``parallel.sequence.parallelize_sequence`` every worker calls the model's own ``forward`` on
 the whole video and gets the whole output. ``LTXSequenceAdapter`` hands that forward to the frame pipeline as
-one "layer" of a video of one block (``embed`` packs the latent, ``head`` unpacks), so a sequence-parallel
-render reuses the frame pipeline's loop, sampler hooks, checkpoints and block writer with no stages.
+one "layer" of a video of one block (``pipelines.whole_video.WholeVideoAdapter``; ``embed`` packs the latent,
+``head`` unpacks), so a sequence-parallel render reuses the frame pipeline's loop, sampler hooks, checkpoints
+and block writer with no stages.
 
 One gap in diffusers 0.42 is filled here: Ulysses all-gathers a prompt mask split with the text, but
 ``LTXVideoAttnProcessor`` expands that mask to every attention head (``prepare_attention_mask``) while each
@@ -23,8 +24,8 @@ from diffusers import LTXPipeline, LTXVideoTransformer3DModel
 from diffusers.models.attention_dispatch import dispatch_attention_fn
 from diffusers.models.transformers.transformer_ltx import LTXVideoAttnProcessor, apply_rotary_emb
 
-from parallel.frames.cache import FeatureCache
 from pipelines.families.ltx.frames import LTX_ROPE_SCALE
+from pipelines.whole_video import WholeVideoAdapter, expand_timestep
 
 
 class MaskOnceAttnProcessor(LTXVideoAttnProcessor):
@@ -69,7 +70,7 @@ class SequenceInputs:
     """[B, L] the prompt's attention mask."""
 
 
-class LTXSequenceAdapter:
+class LTXSequenceAdapter(WholeVideoAdapter):
     """The model's own forward on a whole video of latent shape [C, F, H, W], as the frame pipeline's one layer."""
 
     def __init__(
@@ -83,11 +84,8 @@ class LTXSequenceAdapter:
             raise TypeError(
                 f"model: the LTX sequence plan drives LTXVideoTransformer3DModel, got {type(model).__name__}"
             )
-        self.model = model
-        self.block_shape = block_shape
+        super().__init__(model, block_shape, context_frames)
         self.rope_interpolation_scale = rope_interpolation_scale
-        self.num_layers = 1
-        self.cache = FeatureCache()  # one block: no neighbours
         self._original = [block.attn2.processor for block in model.transformer_blocks]
         for block in model.transformer_blocks:
             block.attn2.set_processor(MaskOnceAttnProcessor())
@@ -106,16 +104,13 @@ class LTXSequenceAdapter:
 
     def conditions(self, timestep: torch.Tensor, text: dict[str, torch.Tensor]) -> SequenceInputs:
         embeds = text["prompt_embeds"]
-        batch = embeds.shape[0]
-        timestep = timestep.reshape(-1).expand(batch) if timestep.numel() == 1 else timestep.reshape(-1)
         return SequenceInputs(
-            timestep, embeds.to(self.model.proj_in.weight.dtype), text.get("prompt_attention_mask")
+            expand_timestep(timestep, embeds.shape[0]),
+            embeds.to(self.model.proj_in.weight.dtype),
+            text.get("prompt_attention_mask"),
         )
 
-    def begin_block(self, block: int | None) -> None:
-        """One block, no neighbours: nothing to tell."""
-
-    def run_layer(self, layer: int, hidden: torch.Tensor, cond: SequenceInputs) -> torch.Tensor:
+    def forward(self, hidden: torch.Tensor, cond: SequenceInputs) -> torch.Tensor:
         """The whole model (``LTXPipeline.__call__``'s transformer call): packed latent -> packed output."""
         _, frames, height, width = self.block_shape
         return self.model(

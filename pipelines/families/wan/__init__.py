@@ -3,8 +3,10 @@
 The built-in ``builtin-video`` (model_index.json's ``TesseraVideoPipeline``) is a small Wan-layout DiT with
 a per-frame VAE and a CLIP text encoder; a diffusers ``WanPipeline`` directory brings UMT5 and the causal
 3-D ``AutoencoderKLWan`` (``loading``, ``decode``). Its plans: ``frames`` (the transformer cut into the
-pieces the frame pipeline runs on its stages), ``patch`` (row bands of every frame) and ``training`` (the
-layer list for pipeline training). Wan 2.2's two-expert and image-to-video pipelines are refused.
+pieces the frame pipeline runs on its stages), ``sequence`` (the whole video as one sequence under diffusers'
+context parallelism, the model's ``_cp_plan``: ``sequence``), ``patch`` (row bands of every frame of the whole
+video: ``patch``, driven through the same whole-video forward) and ``training`` (the layer list for pipeline
+training). Wan 2.2's two-expert and image-to-video pipelines are refused.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ class WanFamily(ModelFamily):
     denoiser = "transformer"
     denoisers = ("WanTransformer3DModel",)
     samplers = ()  # a video renders with the scheduler its directory names (flow matching)
-    strategies = ("none", "frames", "patch")
+    strategies = ("none", "frames", "sequence", "patch")
 
     def check_dir(self, path: Path, index: dict) -> None:
         from pipelines.families.wan.loading import check_video_dir
@@ -43,6 +45,29 @@ class WanFamily(ModelFamily):
             return 1
         return int(vae.get("scale_factor_temporal", 4))
 
+    def latent_factor(self, path: str | Path) -> int:
+        """Pixels per latent row and column: the causal VAE's ``scale_factor_spatial``, else 2 per down block."""
+        vae = self.component_config(path, "vae")
+        if vae.get("_class_name") == "AutoencoderKLWan":
+            return int(vae.get("scale_factor_spatial", 8))
+        return 2 ** (len(vae.get("block_out_channels", [0])) - 1)
+
+    def video_error(self, path: str | Path, spec: Any) -> tuple[str, str] | None:
+        """Whole latent frames per block (the default), and for the whole-video strategies at a fixed degree what
+        splitting needs: ``sequence`` (diffusers' Ulysses over ``_cp_plan``) the attention heads and the video
+        tokens each divided between the workers; ``patch`` a band of whole patch rows per worker."""
+        problem = super().video_error(path, spec)
+        degree = spec.parallel.degree
+        if problem is not None or not isinstance(degree, int) or degree < 2:
+            return problem
+        from pipelines.families.wan.whole_checks import band_error, sequence_error
+
+        if spec.parallel.strategy == "sequence":
+            return sequence_error(self, path, spec, degree)
+        if spec.parallel.strategy == "patch":
+            return band_error(self, path, spec, degree)
+        return None
+
     def load(self, path: str | Path, dtype: str, device: str) -> Any:
         from pipelines.families.wan.loading import load_video_pipeline
 
@@ -53,6 +78,19 @@ class WanFamily(ModelFamily):
         from pipelines.families.wan.frames import WanFrameAdapter
 
         return WanFrameAdapter(model, block_shape, context_frames)
+
+    def sequence_adapter(self, model, block_shape: tuple[int, int, int, int], context_frames: int = 0):
+        """The sequence plan: the model's own forward on the whole video, for diffusers' context parallelism to
+        split (``pipelines.families.wan.sequence``)."""
+        from pipelines.families.wan.sequence import WanSequenceAdapter
+
+        return WanSequenceAdapter(model, block_shape, context_frames)
+
+    def band_adapter(self, model, block_shape: tuple[int, int, int, int], context_frames: int = 0):
+        """The whole-video forward the patch plan (``patch_plan``) runs on a band of rows of every frame."""
+        from pipelines.families.wan.sequence import WanSequenceAdapter
+
+        return WanSequenceAdapter(model, block_shape, context_frames)
 
     def training_layers(self, model, text_encoder=None) -> list:
         from pipelines.families.wan.training import wan_layers

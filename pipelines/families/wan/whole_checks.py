@@ -1,0 +1,51 @@
+"""What the Wan family's whole-video strategies need of a render, checked at submit from JSON only.
+
+``sequence``: diffusers' Ulysses over ``WanTransformer3DModel._cp_plan`` shares out the attention heads and
+splits the video tokens (latent frames x patch rows x patch columns; the prompt is not split) between the
+workers, so each must divide evenly. ``patch``: every worker's band holds at least one patch row of every
+frame (``parallel.patch.bands.band_bounds`` with the patch height as alignment).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+
+def whole_video_shape(family: Any, path: str | Path, spec: Any) -> dict[str, int]:
+    """The whole video's latent frames, latent rows, patch rows/columns and the model's heads."""
+    transformer = family.component_config(path, "transformer")
+    _, p_h, p_w = transformer.get("patch_size", [1, 2, 2])
+    scale = family.latent_factor(path)
+    rows, cols = spec.height // scale, spec.width // scale
+    return {
+        "latent_frames": spec.frames // family.temporal_factor(path),
+        "rows": rows,
+        "align": int(p_h),
+        "tokens_per_frame": (rows // p_h) * (cols // p_w),
+        "heads": int(transformer.get("num_attention_heads", 40)),
+    }
+
+
+def sequence_error(family: Any, path: str | Path, spec: Any, degree: int) -> tuple[str, str] | None:
+    shape = whole_video_shape(family, path, spec)
+    tokens = shape["latent_frames"] * shape["tokens_per_frame"]
+    for what, count, field in (("attention heads", shape["heads"], "parallel.degree"), ("video tokens", tokens, "frames")):
+        if count % degree:
+            return (
+                field,
+                f"sequence parallelism splits the model's {count} {what} between the workers; {degree} does not "
+                "divide them",
+            )
+    return None
+
+
+def band_error(family: Any, path: str | Path, spec: Any, degree: int) -> tuple[str, str] | None:
+    from parallel.patch.bands import band_bounds
+
+    shape = whole_video_shape(family, path, spec)
+    try:
+        band_bounds(shape["rows"], degree, shape["align"])
+    except ValueError as err:
+        return "parallel.degree", f"height {spec.height}px is too short for {degree} bands: {err}"
+    return None

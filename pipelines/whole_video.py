@@ -1,0 +1,110 @@
+"""The model's own forward on a whole video, as the frame pipeline's one "layer": what sequence and band
+strategies of a video job run on.
+
+``parallel.strategy=sequence`` and ``parallel.strategy=patch`` render the whole video as one frame block, and
+every worker runs the frame pipeline's whole (one-block) queue itself: its loop, sampler hooks, checkpoints and
+block writer, with no stages. What differs is only how one forward is split between the workers, which is the
+model's business, not the loop's: diffusers' context parallelism splits the tokens inside the model's forward
+(``parallel.sequence``), row bands split the latent before it (``parallel.patch``, ``BandSplit`` here). So a
+family's plan for either is an adapter whose one layer calls the model's own forward on the whole latent
+(``WholeVideoAdapter``, subclassed per family: what its forward takes and how it packs the latent), instead of
+the frame plan's cut into blocks with neighbours' K/V.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.distributed as dist
+from torch import nn
+
+from parallel.frames.cache import FeatureCache
+from parallel.patch.bands import Bounds, gather_bands, slice_band
+
+
+class WholeVideoAdapter:
+    """The frame pipeline's adapter protocol (``parallel.frames.adapter.FrameAdapter``) for one block and one
+    layer: the model's forward. A family subclasses it with ``conditions`` and ``forward`` (and ``embed`` /
+    ``head`` when its model takes the latent packed); by default the hidden states are the latent itself."""
+
+    def __init__(self, model: nn.Module, block_shape: tuple[int, int, int, int], context_frames: int = 0) -> None:
+        if context_frames:
+            raise ValueError(f"context_frames: a whole video has no neighbour blocks, got {context_frames}")
+        self.model = model
+        self.block_shape = block_shape
+        self.num_layers = 1
+        self.cache = FeatureCache()  # one block: no neighbours
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return next(self.model.parameters()).dtype
+
+    def remove(self) -> None:
+        """Nothing was changed on the model (a subclass that swaps processors gives them back here)."""
+
+    def embed(self, latent: torch.Tensor, cond: Any = None) -> torch.Tensor:
+        """[B, C, F, H, W] latent -> what the model's forward takes (default: the latent in the model's dtype)."""
+        return latent.to(self.dtype)
+
+    def conditions(self, timestep: torch.Tensor, text: Any) -> Any:
+        raise NotImplementedError
+
+    def begin_block(self, block: int | None) -> None:
+        """One block, no neighbours: nothing to tell."""
+
+    def forward(self, hidden: torch.Tensor, cond: Any) -> torch.Tensor:
+        """The model's own forward, as its diffusers pipeline calls it."""
+        raise NotImplementedError
+
+    def run_layer(self, layer: int, hidden: torch.Tensor, cond: Any) -> torch.Tensor:
+        return self.forward(hidden, cond)
+
+    def head(self, hidden: torch.Tensor, cond: Any) -> torch.Tensor:
+        """The forward's output -> [B, C, F, H, W] (default: it is that already)."""
+        return hidden
+
+    def hidden_shape(self, batch: int = 1, cond: Any = None) -> tuple[int, ...]:
+        return (batch, *self.block_shape)
+
+
+def expand_timestep(timestep: torch.Tensor, batch: int) -> torch.Tensor:
+    """The step's timestep ([1] from the frame pipeline) as one per batch row, as diffusers' pipelines pass it."""
+    return timestep.reshape(-1).expand(batch) if timestep.numel() == 1 else timestep.reshape(-1)
+
+
+class BandSplit:
+    """A ``WholeVideoAdapter`` whose forward runs on this worker's row band of every frame (the model under
+    its family's patch plan, ``parallel.patch.parallelize_patch``), the bands' outputs gathered so that every
+    worker gets the whole output and steps the same latent. The adapter's hidden states must be the latent."""
+
+    def __init__(self, inner: WholeVideoAdapter, group: dist.ProcessGroup, bounds: Bounds) -> None:
+        self.inner = inner
+        self.group = group
+        self.bounds = bounds
+        self.rank = dist.get_rank(group)
+        self.model, self.block_shape, self.num_layers, self.cache = (
+            inner.model, inner.block_shape, inner.num_layers, inner.cache
+        )
+
+    def remove(self) -> None:
+        self.inner.remove()
+
+    def embed(self, latent: torch.Tensor, cond: Any = None) -> torch.Tensor:
+        return self.inner.embed(latent, cond)
+
+    def conditions(self, timestep: torch.Tensor, text: Any) -> Any:
+        return self.inner.conditions(timestep, text)
+
+    def begin_block(self, block: int | None) -> None:
+        self.inner.begin_block(block)
+
+    def run_layer(self, layer: int, hidden: torch.Tensor, cond: Any) -> torch.Tensor:
+        band = slice_band(hidden, self.bounds, self.rank).contiguous()
+        return gather_bands(self.inner.run_layer(layer, band, cond), self.group, self.bounds)
+
+    def head(self, hidden: torch.Tensor, cond: Any) -> torch.Tensor:
+        return self.inner.head(hidden, cond)
+
+    def hidden_shape(self, batch: int = 1, cond: Any = None) -> tuple[int, ...]:
+        return self.inner.hidden_shape(batch, cond)
