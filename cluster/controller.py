@@ -27,6 +27,7 @@ from cluster.job_files import JobFiles
 from cluster.jobs import parse_job
 from cluster.jobs.image import Segment
 from cluster.jobs.spec import JobSpec
+from cluster.metrics import ServiceMetrics
 from cluster.names import CONTROLLER_NAME as CONTROLLER_NAME  # re-exported
 from cluster.names import NAMESPACE as NAMESPACE
 from cluster.outputs import partial_directory
@@ -126,6 +127,8 @@ class Controller:
             self._forget_workers,
             self._end,
         )
+        self.metrics = ServiceMetrics()
+        self.runner.metrics = self.metrics
         if not 0.0 <= config.cache_recheck <= 1.0:
             raise ValueError(f"cache_recheck: a fraction of jobs in [0, 1], got {config.cache_recheck}")
         if config.cache_recheck:
@@ -299,11 +302,16 @@ class Controller:
                 self._wake.clear()
 
     def _watch(self) -> None:
-        """Restart the scheduling thread if it ever dies (it should not: every error is caught per job)."""
+        """Restart the scheduling thread if it ever dies (it should not: every error is caught per job); refresh
+        the queue and state gauges (``cluster.metrics``)."""
         while not self._stop.wait(max(1.0, 4 * self.config.poll_s)):
             if not self._thread.is_alive() and not self._stop.is_set():
                 self.files.log_controller("the scheduler thread had died; restarted")
                 self._thread = self._start_scheduler()
+            try:
+                self.metrics.refresh(*self.store.counts())
+            except Exception as err:  # noqa: BLE001 - metrics must never stop the watchdog (a locked store)
+                self.files.log_controller(f"metrics not refreshed: {err}")
 
     def _spec_of(self, job: JobRecord) -> JobSpec:
         """The job's validated spec; a job this controller has not met (it was restarted) is validated now,

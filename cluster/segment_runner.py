@@ -26,6 +26,7 @@ from cluster.failure_policy import Failure, FailurePolicy, is_storage_error
 from cluster.job_files import JobFiles
 from cluster.jobs.image import Segment
 from cluster.jobs.spec import JobSpec, SegmentResult
+from cluster.metrics import ServiceMetrics
 from cluster.outputs import job_directory, job_outputs, partial_directory
 from cluster.recheck import Rechecks
 from cluster.store import JobRecord, JobStore
@@ -89,6 +90,8 @@ class SegmentRunner:
         """Cache calibrations jobs learned, beside the jobs in the store's database."""
         self.rechecks: Rechecks | None = None
         """Shadow re-checks of cached jobs (``cluster.recheck``), when the controller asks for them."""
+        self.metrics: ServiceMetrics | None = None
+        """Where each unit's seconds go (``cluster.metrics``); None: nowhere."""
 
     def run(
         self,
@@ -125,9 +128,15 @@ class SegmentRunner:
             + spec.describe_segment(placed, first, segment.until),
         )
         stop_reason: list[str] = []
+        last_unit: list[float] = []  # when the previous unit ended; the first unit's time includes set-up
 
         def on_unit(done: int) -> bool:
             self.store.progress(job.id, done)
+            if self.metrics is not None:
+                now = time.monotonic()
+                if last_unit:
+                    self.metrics.unit(spec.kind, spec.unit, now - last_unit[0])
+                last_unit[:] = [now]
             if self.store.get(job.id).cancel_requested:
                 stop_reason.append("cancelled")
             elif self.stopping.is_set():

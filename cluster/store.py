@@ -203,6 +203,13 @@ class JobStore:
             rows = db.execute(query + " ORDER BY submitted_at", tuple(v for _, v in where)).fetchall()
         return [JobRecord.from_row(r) for r in rows]
 
+    def counts(self) -> tuple[dict[str, int], dict[int, int]]:
+        """(jobs per state, waiting jobs (queued or paused) per priority): what the metrics report."""
+        with self._transaction(durable=False) as db:
+            by_state = dict(db.execute("SELECT state, COUNT(*) FROM jobs GROUP BY state").fetchall())
+            waiting = db.execute(f"SELECT priority, COUNT(*) FROM jobs WHERE state IN {RUNNABLE} GROUP BY priority")
+            return by_state, dict(waiting.fetchall())
+
     def next_runnable(self) -> JobRecord | None:
         """The job that runs next (queued or paused; priority, then submit time), left where it is."""
         with self._transaction() as db:

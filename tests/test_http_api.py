@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import json
 import socket
+import time
 from pathlib import Path
 
 import httpx
@@ -209,3 +210,35 @@ def test_the_python_client_over_http(farm, tmp_path):
         other.job(job.id)
     with pytest.raises(PermissionError):
         Client(url=url, token=farm["revoked"]).jobs()
+
+
+def test_the_videos_route_in_the_openai_sdks_form(farm):
+    a = farm["http"]["a"]
+    form = {"prompt": "waves", "size": "32x32", "seconds": "2", "fps": "8", "block_frames": "8", "num_inference_steps": "2"}
+    created = a.post("/v1/videos", files={k: (None, v) for k, v in form.items()}, data={"priority": "-9"})
+    assert created.status_code == 200, created.text
+    video = created.json()
+    assert video["object"] == "video" and video["status"] in ("queued", "in_progress") and video["size"] == "32x32"
+    spec = farm["client"].job(video["id"]).status()["spec"]
+    assert (spec["frames"], spec["fps"], spec["steps"], spec["width"]) == (16, 8, 2, 32)
+    assert a.get(f"/v1/videos/{video['id']}").json()["id"] == video["id"]
+    early = a.get(f"/v1/videos/{video['id']}/content")
+    a.post(f"/v1/jobs/{video['id']}/cancel")
+    assert early.status_code == 409 and early.json()["error"]["field"] == "state"
+    image_job = a.get("/v1/jobs", params={"kind": "image"}).json()["data"][0]["id"]
+    assert a.get(f"/v1/videos/{image_job}").status_code == 404  # an image job is no video
+
+
+def test_the_services_metrics_reach_rays_metrics_endpoint(farm):
+    """Ray exports ``ray.util.metrics`` every few seconds on each node's metrics port (what Prometheus scrapes)."""
+    succeeded = len(farm["client"].jobs("succeeded"))
+    port = ray.nodes()[0]["MetricsExportPort"]
+    deadline, text = time.monotonic() + 60, ""
+    while time.monotonic() < deadline:
+        text = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=30).text
+        jobs = [line for line in text.splitlines() if line.startswith("ray_tessera_jobs{") and 'state="succeeded"' in line]
+        steps = [line for line in text.splitlines() if line.startswith("ray_tessera_unit_seconds_count{")]
+        if any(float(line.rsplit(" ", 1)[1]) == succeeded for line in jobs) and steps:
+            return
+        time.sleep(1)
+    raise AssertionError("no tessera metrics at Ray's metrics endpoint:\n" + "\n".join(x for x in text.splitlines() if "tessera" in x))
