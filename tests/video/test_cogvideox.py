@@ -110,7 +110,8 @@ def test_one_block_equals_the_diffusers_pipeline(dirs, tmp_path, version, guidan
         generator=torch.Generator().manual_seed(block_step_seed(seed, 0)),
         latents=initial.transpose(1, 2),
         output_type="latent",
-        max_sequence_length=TEXT_TOKENS,
+        # 1.0's sincos table is built for the fixture's 12 text tokens; 1.5 (rotary) takes the default 226
+        **({"max_sequence_length": TEXT_TOKENS} if version == "1.0" else {}),
     ).frames
     diff = (got - expected.transpose(1, 2)).abs().max().item()
     print(f"cogvideox {version} guidance {guidance}: max abs diff {diff:.2e}")

@@ -2,8 +2,8 @@
 
 T5 text encoder, ``CogVideoXTransformer3DModel``, ``AutoencoderKLCogVideoX`` and the scheduler the directory
 names (``CogVideoXDDIMScheduler`` or ``CogVideoXDPMScheduler``). Everything model-specific is diffusers' own:
-the prompt goes through ``CogVideoXPipeline.encode_prompt`` (by keyword, ``max_sequence_length`` the
-transformer's ``max_text_seq_length``, which its sincos positional table is built for), the timesteps through
+the prompt goes through ``CogVideoXPipeline.encode_prompt`` (by keyword, ``max_sequence_length`` as the
+pipeline's ``__call__`` takes it by default, ``prompt_tokens``), the timesteps through
 ``scheduler.set_timesteps(steps, device=...)`` as ``retrieve_timesteps`` does, and a step through
 ``scheduler.step`` exactly as ``CogVideoXPipeline.__call__`` calls it (the DPM scheduler's extra arguments below).
 
@@ -140,14 +140,30 @@ class CogVideoXVideoPipeline(VideoPipelineBase):
         scale = self.vae_scale_factor
         return (self.transformer.config.in_channels, height // scale, width // scale)
 
+    @property
+    def prompt_tokens(self) -> int:
+        """Tokens a prompt is encoded to: ``CogVideoXPipeline.__call__``'s default ``max_sequence_length`` (226)
+        for a transformer with rotary positions only, which takes any text length (CogVideoX 1.5's configs say
+        224 but the pipeline encodes 226); the transformer's ``max_text_seq_length`` when its patch embedding adds a
+        sincos or learned position table built for exactly that many text tokens (the pipeline's default would
+        fail there unless the two agree)."""
+        import inspect
+
+        from diffusers import CogVideoXPipeline
+
+        config = self.transformer.config
+        if config.use_rotary_positional_embeddings and not config.use_learned_positional_embeddings:
+            return int(inspect.signature(CogVideoXPipeline.__call__).parameters["max_sequence_length"].default)
+        return int(config.max_text_seq_length)
+
     @torch.no_grad()
     def encode_prompt(self, prompt: str) -> torch.Tensor:
-        """[1, max_text_seq_length, width] T5 embeddings, through ``CogVideoXPipeline.encode_prompt``."""
+        """[1, prompt_tokens, width] T5 embeddings, through ``CogVideoXPipeline.encode_prompt``."""
         embeds, _ = self.pipeline.encode_prompt(
             prompt=prompt,
             do_classifier_free_guidance=False,
             num_videos_per_prompt=1,
-            max_sequence_length=int(self.transformer.config.max_text_seq_length),
+            max_sequence_length=self.prompt_tokens,
             device=self.text_encoder.device,
         )
         return embeds
@@ -168,7 +184,7 @@ class CogVideoXVideoPipeline(VideoPipelineBase):
         plain ``step``; the DPM scheduler's with the previous predicted original sample (kept on the block's
         scheduler) and the previous timestep. The step runs in diffusers' [B, F, C, H, W] layout, so a stochastic
         scheduler draws its noise in the order the pipeline does."""
-        t = timesteps[index]
+        t, dtype = timesteps[index], latent.dtype
         output, latent = output.float().transpose(1, 2), latent.transpose(1, 2)
         if self.scheduler_class.__name__ != DPM:
             latent = scheduler.step(output, t, latent, eta=0.0, generator=generator, return_dict=False)[0]
@@ -184,7 +200,7 @@ class CogVideoXVideoPipeline(VideoPipelineBase):
                 return_dict=False,
             )
             setattr(scheduler, OLD_PREDICTION, old)
-        return latent.transpose(1, 2).contiguous()
+        return latent.transpose(1, 2).to(dtype).contiguous()  # the pipeline keeps its latents in the model's dtype
 
     def block_decoder(self):
         from pipelines.families.cogvideox.decode import CogVideoXBlockDecoder
