@@ -45,14 +45,18 @@ count; HunyuanVideo passes ``sigmas = linspace(1, 0, steps + 1)[:-1]``). ``block
 frame block: every block of a multi-block video uses the schedule its pipeline would use for a video of one
 block's size, so all blocks share one list of timesteps (the queue needs that). ``scheduler_step(scheduler,
 output, index, timesteps, latent)`` applies one step (CogVideoX's DPM scheduler keeps its previous prediction
-as an attribute of the block's scheduler, which a checkpoint then carries).
+as an attribute of the block's scheduler, which a checkpoint then carries). A stochastic scheduler's hook declares
+a ``generator`` keyword and gets its block's own ``torch.Generator`` (seeded from the job's seed and the block,
+its state checkpointed with the block's scheduler: ``parallel.frames.sampling``), which it hands to
+``scheduler.step`` as the diffusers pipeline hands its ``generator``.
 
 Frames: a render's ``frames``, ``block_frames`` and ``context_frames`` count video frames; ``latent_frames``
 divides them by ``temporal_factor`` (refusing a remainder, naming the field) and ``video_frames`` says how many
 frames a number of latent frames decodes to (a causal VAE's first latent frame gives one frame: Wan's 4k+1).
 Stage 0 decodes each finished block with ``block_decoder()`` (called on the blocks in order: a causal VAE
-carries its cache across blocks; a decoder object with ``cache``/``first`` attributes is checkpointed by
-``runtime.jobs.video_state``); ``decode_block`` decodes one block on its own (the decode-cost probe).
+carries its cache across blocks; ``runtime.jobs.video_state`` checkpoints a decoder's ``cache``/``first``
+attributes, or asks its ``export_state()``/``load_state(state)`` when it has them, e.g. CogVideoX's nested
+``conv_cache``); ``decode_block`` decodes one block on its own (the decode-cost probe).
 """
 
 from __future__ import annotations
