@@ -123,3 +123,27 @@ def load_model(path: str | Path, dtype: str = "float32", device: str = "cpu") ->
     except Exception as err:
         raise ModelDirectoryError(f"could not load {class_name} from {path}: {err}") from err
     return model.to(device).eval()
+
+
+def load_video_parts(path: str | Path, index: dict, dtype: str = "float32", device: str = "cpu") -> tuple:
+    """The parts of a text-to-video pipeline directory a video family's pipeline object is made of, in eval mode
+    on ``device``: (transformer, vae, text encoder, tokenizer, scheduler config, scheduler class), the text classes
+    and the scheduler's as ``index`` (its model_index.json) names them."""
+    import diffusers
+    import transformers
+
+    path = Path(path)
+    transformer = load_model(path / "transformer", dtype, device)
+    vae = load_model(path / "vae", dtype, device)
+    try:
+        text_class = getattr(transformers, index["text_encoder"][1])
+        tokenizer_class = getattr(transformers, index["tokenizer"][1])
+        text_encoder = text_class.from_pretrained(
+            path / "text_encoder", dtype=parse_dtype(dtype), use_safetensors=True, local_files_only=True
+        )
+        tokenizer = tokenizer_class.from_pretrained(path / "tokenizer", local_files_only=True)
+        scheduler_class = getattr(diffusers, index["scheduler"][1])
+    except (AttributeError, OSError, TypeError, ValueError) as err:
+        raise ModelDirectoryError(f"could not load the video pipeline at {path}: {err}") from err
+    scheduler_config = json.loads((path / "scheduler" / "scheduler_config.json").read_text())
+    return transformer, vae, text_encoder.to(device).eval(), tokenizer, scheduler_config, scheduler_class

@@ -10,7 +10,8 @@
   work at the config's sample size; with the temporal patch diffusers runs neither sincos nor learned positions:
   its position table counts latent frames, not token frames), no patch bias.
 
-T5 text encoder (an in-memory word vocabulary), ``AutoencoderKLCogVideoX`` (4 frames per latent frame, 4x
+T5 text encoder (the tiny Wan pipeline's in-memory word vocabulary and ``TEXT_TOKENS``, the 1.0 transformer's
+``max_text_seq_length``), ``AutoencoderKLCogVideoX`` (4 frames per latent frame, 4x
 spatially) and a CogVideoX DDIM or DPM scheduler, v-prediction with trailing timesteps as the real ones.
 """
 
@@ -19,41 +20,12 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
+from _tiny_wan_pipeline import TEXT_TOKENS, _nonzero, _tokenizer
 
-WORDS = ["blue", "and", "yellow", "vertical", "stripes", "red", "blurry", "a", "circle", "on", "green"]
 Z_DIM = 4
 """Latent channels of the VAE (= the transformer's in/out channels)."""
-TEXT_TOKENS = 12
-"""The tokenizer's model_max_length and the transformer's max_text_seq_length."""
 VAE_FACTOR = 4
 """Pixels per latent row/column."""
-
-
-def _tokenizer():
-    from tokenizers import Tokenizer, models, pre_tokenizers
-    from transformers import T5TokenizerFast
-
-    pieces = [("<pad>", 0.0), ("</s>", 0.0), ("<unk>", 0.0)] + [(w, -1.0) for w in WORDS]
-    backend = Tokenizer(models.Unigram(pieces, unk_id=2))
-    backend.pre_tokenizer = pre_tokenizers.Whitespace()
-    return T5TokenizerFast(
-        tokenizer_object=backend,
-        pad_token="<pad>",
-        eos_token="</s>",
-        unk_token="<unk>",
-        extra_ids=0,
-        model_max_length=TEXT_TOKENS,
-    )
-
-
-def _nonzero(model: torch.nn.Module, seed: int) -> torch.nn.Module:
-    """diffusers zero-initialises some output layers: give them small values so every layer matters."""
-    generator = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for p in model.parameters():
-            if p.dim() > 1 and not p.any():
-                p.copy_(torch.randn(p.shape, generator=generator) * 0.05)
-    return model.eval()
 
 
 def tiny_transformer(version: str, layers: int = 3, seed: int = 0):

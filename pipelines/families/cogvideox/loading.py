@@ -29,7 +29,7 @@ import numpy as np
 import torch
 
 from pipelines.errors import ModelDirectoryError
-from pipelines.loading import check_pipeline_dir, load_model, parse_dtype
+from pipelines.loading import check_pipeline_dir, load_video_parts
 from pipelines.video_pipeline import VideoPipelineBase
 
 REQUIRED = {
@@ -214,30 +214,5 @@ class CogVideoXVideoPipeline(VideoPipelineBase):
 
 
 def load_cogvideox_pipeline(path: str | Path, dtype: str = "float32", device: str = "cpu") -> CogVideoXVideoPipeline:
-    import diffusers
-    import transformers
-
-    path = Path(path)
     index = check_cogvideox_dir(path)
-    transformer = load_model(path / "transformer", dtype, device)
-    vae = load_model(path / "vae", dtype, device)
-    try:
-        text_class = getattr(transformers, index["text_encoder"][1])
-        tokenizer_class = getattr(transformers, index["tokenizer"][1])
-        text_encoder = text_class.from_pretrained(
-            path / "text_encoder", dtype=parse_dtype(dtype), use_safetensors=True, local_files_only=True
-        )
-        tokenizer = tokenizer_class.from_pretrained(path / "tokenizer", local_files_only=True)
-        scheduler_class = getattr(diffusers, index["scheduler"][1])
-    except (AttributeError, OSError, TypeError, ValueError) as err:
-        raise ModelDirectoryError(f"could not load the CogVideoX pipeline at {path}: {err}") from err
-    scheduler_config = json.loads((path / "scheduler" / "scheduler_config.json").read_text())
-    return CogVideoXVideoPipeline(
-        transformer,
-        vae,
-        text_encoder.to(device).eval(),
-        tokenizer,
-        scheduler_config,
-        scheduler_class,
-        pipeline_class=index["_class_name"],
-    )
+    return CogVideoXVideoPipeline(*load_video_parts(path, index, dtype, device), pipeline_class=index["_class_name"])

@@ -18,7 +18,6 @@ transformer must be a ``WanTransformer3DModel`` (the frame pipeline's model). Wh
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -26,7 +25,7 @@ import numpy as np
 import torch
 
 from pipelines.errors import ModelDirectoryError
-from pipelines.loading import check_pipeline_dir, load_model, parse_dtype
+from pipelines.loading import check_pipeline_dir, load_video_parts
 from pipelines.video_pipeline import VideoPipelineBase
 
 REQUIRED = {"transformer": ("WanTransformer3DModel",), "vae": ("AutoencoderKL", "AutoencoderKLWan")}
@@ -176,30 +175,5 @@ class WanVideoPipeline(VideoPipelineBase):
 
 
 def load_video_pipeline(path: str | Path, dtype: str = "float32", device: str = "cpu") -> WanVideoPipeline:
-    import diffusers
-    import transformers
-
-    path = Path(path)
     index = check_video_dir(path)
-    transformer = load_model(path / "transformer", dtype, device)
-    vae = load_model(path / "vae", dtype, device)
-    try:
-        text_class = getattr(transformers, index["text_encoder"][1])
-        tokenizer_class = getattr(transformers, index["tokenizer"][1])
-        text_encoder = text_class.from_pretrained(
-            path / "text_encoder", dtype=parse_dtype(dtype), use_safetensors=True, local_files_only=True
-        )
-        tokenizer = tokenizer_class.from_pretrained(path / "tokenizer", local_files_only=True)
-        scheduler_class = getattr(diffusers, index["scheduler"][1])
-    except (AttributeError, OSError, TypeError, ValueError) as err:
-        raise ModelDirectoryError(f"could not load the video pipeline at {path}: {err}") from err
-    scheduler_config = json.loads((path / "scheduler" / "scheduler_config.json").read_text())
-    return WanVideoPipeline(
-        transformer,
-        vae,
-        text_encoder.to(device).eval(),
-        tokenizer,
-        scheduler_config,
-        scheduler_class,
-        pipeline_class=index["_class_name"],
-    )
+    return WanVideoPipeline(*load_video_parts(path, index, dtype, device), pipeline_class=index["_class_name"])
