@@ -16,7 +16,7 @@ from _video_jobs import decoded_frames
 
 from cluster.client import Client
 from cluster.errors import SpecError
-from cluster.jobs.video import VideoSpec
+from cluster.jobs.video import VideoParallelSpec, VideoSpec
 from runtime.device import device_slot
 from runtime.jobs.video_session import open_video_session
 from runtime.jobs.video_state import merge_stage_states
@@ -52,7 +52,7 @@ def _frames(path) -> np.ndarray:
 
 def _render(worker, model_dir, path, block_dir, resume=None, stop_at=None):
     """One worker's render of RENDER (strategy none), as the service's worker runs it."""
-    spec = VideoSpec(model=str(model_dir), dtype="float32", parallel={"strategy": "none", "degree": 1}, **RENDER)
+    spec = VideoSpec(model=str(model_dir), dtype="float32", parallel=VideoParallelSpec("none", 1), **RENDER)
     worker.begin(open_video_session, spec, resume, video_path=str(path), block_dir=str(block_dir))
     if stop_at is not None:
         assert worker.advance(stop_at) == stop_at
