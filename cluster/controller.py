@@ -195,6 +195,13 @@ class Controller:
         self._owned(job_id, tenant)  # a clear error for an unknown job
         return self.files.read_log(job_id)
 
+    def preview(self, job_id: str, tenant: str | None = None, since: int = -1) -> dict | None:
+        """The job's latest preview ({unit, width, height, png: base64}), if taken after unit `since`; None
+        before its first checkpoint (and for jobs long ended: only the latest previews are kept)."""
+        self._owned(job_id, tenant)
+        preview = self.runner.previews.get(job_id)
+        return preview if preview is not None and preview["unit"] > since else None
+
     def authenticate(self, token: str | None, open_allowed: bool) -> dict | None:
         """The tenant of a bearer token (None: refused); see ``cluster.tenants.TokenStore.authenticate``."""
         tenant = self.tokens.authenticate(token, open_allowed)

@@ -37,6 +37,9 @@ class ControllerActor:
     def logs(self, job_id: str, tenant: str | None = None) -> str:
         return self._controller.logs(job_id, tenant)
 
+    def preview(self, job_id: str, tenant: str | None = None, since: int = -1) -> dict | None:
+        return self._controller.preview(job_id, tenant, since)
+
     def authenticate(self, token: str | None, open_allowed: bool) -> dict | None:
         return self._controller.authenticate(token, open_allowed)
 

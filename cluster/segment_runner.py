@@ -10,11 +10,13 @@ segment history and the final metadata.
 
 from __future__ import annotations
 
+import base64
 import shutil
 import sqlite3
 import threading
 import time
 import traceback
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -32,6 +34,9 @@ from cluster.recheck import Rechecks
 from cluster.store import JobRecord, JobStore
 from cluster.versions import package_versions
 from runtime.jobs.driver import JobStopped
+
+KEPT_PREVIEWS = 256
+"""Jobs whose latest preview the runner keeps (a few KB each): the running ones and those just ended."""
 
 
 @dataclass(frozen=True)
@@ -92,6 +97,32 @@ class SegmentRunner:
         """Shadow re-checks of cached jobs (``cluster.recheck``), when the controller asks for them."""
         self.metrics: ServiceMetrics | None = None
         """Where each unit's seconds go (``cluster.metrics``); None: nowhere."""
+        self.previews: OrderedDict[str, dict] = OrderedDict()
+        """The latest preview of the last ``KEPT_PREVIEWS`` jobs that took one (``preview``), by job id: what the
+        HTTP API's events send."""
+
+    def preview(self, job_id: str, spec: JobSpec, model: str, units: int, state: dict) -> None:
+        """Keep a cheap preview of the state's latent (``pipelines.preview``: the family's linear map of latent
+        channels to RGB, no VAE decode), taken at each checkpoint. A preview that fails is logged, never fatal."""
+        try:
+            latent = spec.preview_latent(state)
+            if latent is None:
+                return
+            from pipelines.preview import latent_rgb, png_bytes
+
+            factors = spec.model_family(model).latent_rgb_factors(spec.model_path(model), latent.shape[0])
+            rgb = latent_rgb(latent, factors)
+            self.previews[job_id] = {
+                "unit": units,
+                "width": rgb.shape[1],
+                "height": rgb.shape[0],
+                "png": base64.b64encode(png_bytes(rgb)).decode(),
+            }
+            self.previews.move_to_end(job_id)
+            while len(self.previews) > KEPT_PREVIEWS:
+                self.previews.popitem(last=False)
+        except Exception as err:  # noqa: BLE001 - a preview is a nicety; the job goes on without it
+            self.files.log(job_id, f"no preview at {spec.unit} {units}: {type(err).__name__}: {err}")
 
     def run(
         self,
@@ -149,6 +180,7 @@ class SegmentRunner:
             self.files.save_checkpoint(job.id, state)
             units = spec.units_of(state)
             self.store.progress(job.id, units, checkpoint_step=units)
+            self.preview(job.id, spec, segment.model, units, state)
 
         def record(last: int, seconds: float) -> None:
             entry = spec.segment_record(placed, first, last)

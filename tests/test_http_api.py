@@ -1,12 +1,13 @@
 """The HTTP API through real HTTP (httpx) against a real Ray Serve application and a real controller, one of
 each for the module: a job submitted, followed by its server-sent events until done, its result's bytes (and a
-range of them) equal to the file; the OpenAI images route; idempotent resubmission; cancel; tenants isolated
+range of them) equal to the file, previews of its latent among its events; the OpenAI images and videos routes; idempotent resubmission; cancel; tenants isolated
 from each other; a revoked token refused; malformed requests answered 4xx naming the field, the store
-unchanged."""
+unchanged; the service's metrics at Ray's metrics endpoint."""
 
 from __future__ import annotations
 
 import base64
+import io
 import json
 import socket
 import time
@@ -16,6 +17,7 @@ import httpx
 import pytest
 import ray
 from _malformed_specs import IMAGE, MALFORMED, REUSED_TOKEN, representative
+from PIL import Image
 
 from cluster.client import Client
 from cluster.http.app import start, stop
@@ -33,7 +35,7 @@ def _free_port() -> int:
 @pytest.fixture(scope="module")
 def farm(ray_local, tmp_path_factory):
     root = tmp_path_factory.mktemp("http")
-    client = Client(state_dir=root / "state", pool=PoolConfig(workers=2, device="cpu"))
+    client = Client(state_dir=root / "state", pool=PoolConfig(workers=2, device="cpu"), checkpoint_every=2)
     tokens = TokenStore(root / "state" / "jobs.sqlite")
     revoked_id, revoked = tokens.create("studio-c")
     tokens.revoke(revoked_id)
@@ -84,6 +86,11 @@ def test_a_job_through_http_its_events_and_its_result(farm):
     assert states[-1] == "succeeded" and "running" in states, events
     assert steps == sorted(steps) and steps[-1] == 3, events
     assert events[-1][0] == "done" and events[-1][1]["state"] == "succeeded"
+    previews = [data for name, data in events if name == "preview"]  # one per checkpoint (every 2 steps here)
+    assert previews and previews[-1]["unit"] == 2, [name for name, _ in events]
+    png = base64.b64decode(previews[-1]["image"].removeprefix("data:image/png;base64,"))
+    with Image.open(io.BytesIO(png)) as shown:  # the latent's size: no VAE decode
+        assert shown.size == (IMAGE["width"] // 8, IMAGE["height"] // 8) and shown.mode == "RGB"
     record = farm["client"].job(job["id"]).status()
     image = Path(record["outputs"]["image"])
     assert image.parent.parent == farm["outputs"]  # the spec's output_dir is the service's output root

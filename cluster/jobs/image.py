@@ -432,6 +432,10 @@ class RenderSpec(JobSpec):
         """The step a checkpoint state was taken at."""
         return state["step_index"]
 
+    def preview_latent(self, state: dict) -> Any:
+        """The whole image's latent (the loop keeps it unpacked: (1, channels, rows, columns))."""
+        return state["latents"][0]
+
     def describe_segment(self, placed: RenderSpec, first: int, until: int) -> str:
         par = placed.parallel
         where = f"from step {first}" if first else "from the start"

@@ -147,6 +147,11 @@ class JobSpec:
             data["job"] = self.kind
         return data
 
+    def preview_latent(self, state: dict) -> Any:
+        """The latent a preview shows, from a checkpoint state: (channels, rows, columns), or (channels, frames,
+        rows, columns); None when the kind has none to show."""
+        return None
+
     def model_path(self, model: str | None = None) -> str:
         """The directory of ``model`` (the job's own by default), as validation found it."""
         model = self.model if model is None else model

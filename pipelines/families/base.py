@@ -226,6 +226,11 @@ class ModelFamily:
         vae = self.component_config(path, "vae")
         return vae.get("latent_channels", 4), len(vae.get("block_out_channels", [0]))
 
+    def latent_rgb_factors(self, path: str | Path, channels: int) -> tuple[Any, Any] | None:
+        """The linear map of a preview (``pipelines.preview``): a (channels x 3) matrix and an RGB bias that
+        approximate the VAE's decode of one latent pixel; None: the default map by channel count."""
+        return None
+
     def cost_decoder(self, path: str | Path) -> dict | None:
         """The VAE's config as ``ModelSpec.vae_config``, when it is the decode the cost model can build
         (diffusers' AutoencoderKL); None for another VAE."""
