@@ -16,7 +16,7 @@ import shutil
 import warnings
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import ClassVar
+from typing import Any, ClassVar
 
 from cluster.errors import SpecError
 from cluster.jobs.image import Segment
@@ -219,6 +219,15 @@ class VideoSpec(JobSpec):
     def units_of(self, state: dict) -> int:
         """The queue tick a checkpoint state was taken at."""
         return state["tick"]
+
+    def preview_latent(self, state: dict) -> Any:
+        """The most advanced block still in the queue (the lowest index): (channels, frames, rows, columns);
+        None between blocks, or for a family whose frame pipeline keeps its latents packed."""
+        latents = state.get("latents") or {}
+        if not latents:
+            return None
+        latent = latents[min(latents)]
+        return latent[0] if latent.ndim == 5 else None
 
     def describe_segment(self, placed: VideoSpec, first: int, until: int) -> str:
         where = "from the start"
