@@ -173,6 +173,9 @@ def auto_choice(spec: RenderSpec, model: str, free: int, rule: DegreeRule) -> di
     """Strategy "auto"'s pick for one placement from ``free`` workers: the cost model's plan where the pool's rule
     has one, else patch bands at the rule's degree (one worker, "none", when bands do not pay or the family
     has none)."""
+    own = getattr(spec, "auto_choice", None)  # a kind that chooses its own plans (videos: cluster.jobs.video)
+    if own is not None:
+        return own(model, free, rule)
     plan = rule.plan(spec, model, free) if hasattr(rule, "plan") else None
     if plan is not None:
         return plan

@@ -20,7 +20,7 @@ from typing import Any, ClassVar
 
 from cluster.errors import SpecError
 from cluster.jobs.image import Segment
-from cluster.jobs.spec import JobSpec, ParallelBase, SegmentResult, check_type
+from cluster.jobs.spec import AUTO, JobSpec, ParallelBase, SegmentResult, check_type
 from cluster.outputs import job_directory, partial_directory
 from parallel.frames.schedule import blocks_finished, split_frames
 from parallel.frames.schedule import ticks as schedule_ticks
@@ -39,7 +39,10 @@ class VideoParallelSpec(ParallelBase):
     strategy: str = "frames"
     """"frames" (layer-and-frame pipelining, one stage per worker), "sequence" (the whole video as one sequence,
     split between the workers by diffusers' context parallelism, Ulysses), "patch" (the whole video as one block,
-    each worker's forward on a band of rows of every frame) or "none" (one worker)."""
+    each worker's forward on a band of rows of every frame), "none" (one worker) or "auto" (with degree "auto":
+    for each placement the scheduler picks among the family's frames, sequence and patch, and their degree, the
+    plan the cost model predicts renders fastest on the free workers, ``parallel.cost.video``; a sequence or
+    patch pick renders the whole video as one block)."""
     degree: int | str = 2
     """Pipeline stages, one worker each; "auto": as many as are free when the job is placed (up to the
     model's transformer blocks and the video's frame blocks), chosen anew when a paused job resumes. With
@@ -136,7 +139,10 @@ class VideoSpec(JobSpec):
         self.check_output_dir()
         family = self.remember_model("model", self.model)
         self.check_sampler_steps(self.model, "pipeline")  # a video renders with its directory's scheduler
-        self.check_plan(family, self.model, VIDEO_STRATEGIES)
+        if self.parallel.strategy == AUTO:
+            check_type("parallel.strategy", self.parallel.strategy, str)
+        else:
+            self.check_plan(family, self.model, VIDEO_STRATEGIES)
         path = self.model_path()
         self.__dict__["_layers"] = family.max_stages(path)
         problem = family.video_error(path, self)  # the family's own limits (whole latent frames per block...)
@@ -148,6 +154,10 @@ class VideoSpec(JobSpec):
         par = self.parallel
         if isinstance(par.degree, str) and not par.auto:
             raise SpecError("parallel.degree", f"expected a number of stages or 'auto', got {par.degree!r}")
+        if par.strategy == AUTO:
+            if not par.auto:
+                raise SpecError("parallel.degree", "strategy 'auto' picks the degree too: use parallel.degree=auto")
+            return
         if par.strategy == "none" and par.degree != 1:
             raise SpecError(
                 "parallel.degree", "strategy 'none' runs on exactly one worker; use parallel=frames"
@@ -193,15 +203,86 @@ class VideoSpec(JobSpec):
         """A video runs as one segment to its end, on one group (paused and moved between ticks)."""
         return Segment(self.model, self.progress_total(), self.device)
 
-    def placed(self, model: str, degree: int) -> VideoSpec:
-        """What the stages receive: the model's directory and the stage count this placement runs."""
+    def placed(self, model: str, degree: int, choice: dict | None = None) -> VideoSpec:
+        """What the stages receive: the model's directory and the stage count this placement runs; for strategy
+        "auto", the scheduler's ``choice`` (``strategy``; without one, the frame pipeline), a whole-video
+        strategy as one block."""
         parallel = replace(self.parallel, degree=degree)
         fields = {**self.input_fields(), "fps": float(self.fps), "guidance_scale": float(self.guidance_scale)}
-        return VideoSpec(**{**fields, "model": self.model_path(), "parallel": parallel, "notes": []})
+        if parallel.strategy == AUTO:
+            strategy = (choice or {}).get("strategy", "frames")
+            parallel.strategy = "none" if degree == 1 else strategy
+            if strategy in WHOLE_VIDEO:
+                fields.update(block_frames=self.frames, context_frames=0)
+        spec = VideoSpec(**{**fields, "model": self.model_path(), "parallel": parallel, "notes": []})
+        spec.__dict__["_layers"] = self.__dict__.get("_layers", 0)
+        if choice is not None:
+            spec.__dict__["_auto"] = choice
+        return spec
 
     def auto_degree(self, model: str, free: int, rule) -> int:
-        """degree=auto: every free worker, up to the stages the video can use."""
+        """degree=auto: every free worker, up to the stages the video can use; with strategy "auto", the degree
+        of the plan ``auto_choice`` picks."""
+        if self.parallel.strategy == AUTO:
+            return self.auto_choice(model, free, rule)["degree"]
         return min(free, self.max_stages())
+
+    def auto_choice(self, model: str, free: int, rule) -> dict:
+        """Strategy "auto": the plan (strategy, degree) the cost model predicts renders this video fastest on
+        ``free`` workers, among the family's frames, sequence and patch at degrees it accepts (``video_error``),
+        with the predictions it was chosen from; the frame pipeline on every usable free worker when the family
+        cannot describe its model to the cost model. ``rule``'s ``device``/``link`` name the hardware."""
+        key = (free, getattr(rule, "device", "cpu-core"), getattr(rule, "link", "loopback"))
+        known = self.__dict__.setdefault("_auto_choices", {})
+        if key not in known:
+            known[key] = self._choose(free, *key[1:])
+        return known[key]
+
+    def _choose(self, free: int, device: str, link: str) -> dict:
+        family, path = self.model_family(), self.model_path()
+        described = family.cost_model(path, self.dtype)
+        candidates = [s for s in ("frames", "sequence", "patch") if s in family.strategies]
+        if described is None or not candidates:
+            degree = min(free, self.max_stages()) if "frames" in family.strategies else 1
+            return {"strategy": "frames" if degree > 1 else "none", "degree": degree, "predicted": None}
+        from parallel.cost.video import pick_video_plan, rank_video_plans
+
+        factor = family.temporal_factor(path)
+        plans = rank_video_plans(
+            described,
+            self.height,
+            self.width,
+            self.frames // factor,
+            self.block_frames // factor,
+            self.steps,
+            free,
+            candidates,
+            max_stages=self.max_stages(),
+            batch=2 if self.guidance_scale > 1 else 1,
+            mode=self.parallel.mode,
+            warmup_steps=self.parallel.warmup_steps,
+            device=device,
+            link=link,
+        )
+        plans = [p for p in plans if self._accepts(p.strategy, p.degree)]
+        best = pick_video_plan(plans)
+        return {
+            "strategy": best.strategy,
+            "degree": best.degree,
+            "predicted": best.as_dict(),
+            "considered": [p.as_dict() for p in plans],
+            "device": device,
+            "link": link,
+        }
+
+    def _accepts(self, strategy: str, degree: int) -> bool:
+        """Whether the family renders this video with ``strategy`` on ``degree`` workers (its own checks)."""
+        if degree == 1 or strategy == "frames":
+            return True
+        one_block = replace(
+            self, block_frames=self.frames, context_frames=0, parallel=replace(self.parallel, strategy=strategy, degree=degree)
+        )
+        return self.model_family().video_error(self.model_path(), one_block) is None
 
     def min_workers(self) -> int:
         return 1 if self.parallel.auto else self.parallel.degree
@@ -245,6 +326,8 @@ class VideoSpec(JobSpec):
         worker or a restarted controller; stage 0 joins them into video.mp4 when the last one is in."""
         from runtime.jobs.video import run_video_render
 
+        if job.resume is not None and job.resume["blocks"] != placed.blocks:
+            placed = self._resumable(placed, job.resume)
         partial = partial_directory(self.output_dir, job.id)
         metadata = run_video_render(
             pools,
@@ -259,7 +342,26 @@ class VideoSpec(JobSpec):
             checkpoint_every=hooks.checkpoint_every,
             on_checkpoint=hooks.on_checkpoint,
         )
+        if "_auto" in placed.__dict__:
+            metadata["auto"] = {k: v for k, v in placed.__dict__["_auto"].items() if k != "considered"}
+            metadata["auto"]["considered"] = placed.__dict__["_auto"].get("considered", [])
         return SegmentResult(metadata)
+
+    def _resumable(self, placed: VideoSpec, resume: dict) -> VideoSpec:
+        """Strategy "auto" picked a layout (one block or many) other than the checkpoint's: the same workers in the
+        checkpoint's layout instead (its blocks were rendered so), the first strategy of it the family accepts."""
+        degree = placed.parallel.degree
+        whole = resume["blocks"] == 1 and self.blocks > 1
+        options = [s for s in (WHOLE_VIDEO if whole else ("frames",)) if s in self.model_family().strategies]
+        for strategy in options:
+            if self._accepts(strategy, degree) and (whole or degree <= self.max_stages()):
+                choice = {**placed.__dict__.get("_auto", {}), "strategy": strategy, "resumed_layout": True}
+                return self.placed(self.model, degree, choice)
+        raise SpecError(
+            "parallel.strategy",
+            f"the checkpoint was rendered in {resume['blocks']} block(s), which no strategy of this family runs on "
+            f"{degree} workers",
+        )
 
     def publish(self, job_id: str, result: SegmentResult, metadata: dict) -> Path:
         """metadata.json joins video.mp4 in the partial folder, which is renamed to outputs/<job-id>/."""

@@ -33,12 +33,13 @@ IMAGE_STRATEGIES: dict[str, Strategy] = {
 ``predictor`` (band latent, t -> guided noise), ``rows`` (this worker's latent rows), ``band_index``,
 ``resume(step)``, ``report()`` (for metadata.json) and ``close()`` (undo its changes to the model)."""
 
-VIDEO_STRATEGIES: tuple[str, ...] = ("none", "frames", "sequence", "patch")
+VIDEO_STRATEGIES: tuple[str, ...] = ("none", "frames", "sequence", "patch", "auto")
 """Video strategies: every video runs through the frame pipeline (``runtime.jobs.video_session``), on one
 stage ("none"), on ``parallel.degree`` stages ("frames", layer-and-frame pipelining, DualParal), or as one
 block whose every forward is split over ``parallel.degree`` workers: by diffusers' context parallelism
 ("sequence", Ulysses; the family's ``sequence_adapter``) or in row bands of every frame ("patch", the family's
-``band_adapter`` under its ``patch_plan``)."""
+``band_adapter`` under its ``patch_plan``). "auto" (with degree "auto"): the scheduler picks one of the
+family's for each placement (``cluster.jobs.video``); a worker never sees "auto" itself."""
 WHOLE_VIDEO: tuple[str, ...] = ("sequence", "patch")
 """Video strategies that render the whole video as one block, every worker running the whole queue."""
 

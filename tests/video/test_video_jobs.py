@@ -129,3 +129,46 @@ def test_cogvideox_jobs_with_strategy_none_and_on_two_stages(client, tmp_path):
         videos.append(decoded_frames(record))
     assert videos[0].shape == (24, 32, 32, 3)
     np.testing.assert_array_equal(videos[1], videos[0])
+
+
+def test_auto_strategy_job_picks_the_cost_models_plan(client, tmp_path):
+    """``parallel.strategy=auto``: a short video on the 2 free workers runs as the cost model's fastest plan
+    (``parallel.cost.video``; for these 2 blocks of 2 frames, bands of the whole video), recorded in
+    metadata.json, and its video equals one worker rendering the video as one block (sync bands are exact)."""
+    from cluster.jobs.video import VideoParallelSpec, VideoSpec
+    from cluster.scheduler import CostModelDegreeRule
+    from parallel.cost.video import pick_video_plan, rank_video_plans
+    from pipelines.builtin import resolve_model
+    from pipelines.families.wan import WAN
+    from runtime.device import device_slot
+    from runtime.jobs.video_session import open_video_session
+    from runtime.worker import Worker
+
+    render = dict(frames=4, block_frames=2, context_frames=1, steps=3, height=32, width=32, seed=4)
+    rule = CostModelDegreeRule()  # the pool's rule: cpu-core over loopback
+    plans = rank_video_plans(
+        WAN.cost_model(resolve_model("builtin-video"), "float32"), 32, 32, 4, 2, 3, 2, max_stages=6, batch=1,
+        device=rule.device, link=rule.link,
+    )
+    best = pick_video_plan(plans)
+    assert best.strategy in ("sequence", "patch")  # this test's point: a whole-video pick, through a job
+    job = client.submit(video_spec(tmp_path / "out", **render, parallel={"strategy": "auto", "degree": "auto"}))
+    record = job.wait(timeout_s=300)
+    assert record["state"] == "succeeded", job.logs()
+    meta = json.loads(open(record["outputs"]["metadata"]).read())
+    assert (meta["strategy"], meta["degree"], meta["blocks"]) == (best.strategy, best.degree, 1)
+    assert (meta["auto"]["strategy"], meta["auto"]["degree"]) == (best.strategy, best.degree)
+    assert meta["auto"]["predicted"]["predicted_render_s"] == pytest.approx(best.render_s)
+    one = VideoSpec(
+        model=str(resolve_model("builtin-video")), parallel=VideoParallelSpec("none", 1),
+        **{**render, "block_frames": 4, "context_frames": 0},
+    )
+    worker = Worker(0, device_slot("cpu"))
+    worker.begin(open_video_session, one, None, video_path=str(tmp_path / "one.mp4"))
+    worker.advance(None)
+    worker.finish()
+    got, ref = decoded_frames(record), decoded_frames({"outputs": {"video": str(tmp_path / "one.mp4")}})
+    assert got.shape == ref.shape == (4, 32, 32, 3)
+    diff = np.abs(got.astype(int) - ref.astype(int)).max()
+    print(f"auto ({best.strategy} x{best.degree}) job vs 1 worker, one block: max abs diff {diff} (uint8 frames)")
+    assert diff <= 1

@@ -68,6 +68,29 @@ class WanFamily(ModelFamily):
             return band_error(self, path, spec, degree)
         return None
 
+    def cost_model(self, path: str | Path, dtype: str):
+        """The transformer from its config.json as a "video-dit" (``parallel.cost``): its latent frames and size
+        from the VAE's factors, its prompt at the tokenizer's length (at most 512, UMT5's in WanPipeline)."""
+        import json
+
+        from parallel.cost.models import ModelSpec
+
+        config = self.component_config(path, "transformer")
+        tokenizer = Path(path) / "tokenizer" / "tokenizer_config.json"
+        length = json.loads(tokenizer.read_text()).get("model_max_length", 512) if tokenizer.is_file() else 512
+        return ModelSpec(
+            name=str(path),
+            class_name=config["_class_name"],
+            config={k: v for k, v in config.items() if not k.startswith("_")},
+            kind="video-dit",
+            latent_channels=int(config.get("in_channels", 16)),
+            vae_scale=self.latent_factor(path),
+            text_len=int(min(length, 512)),
+            text_dim=int(config.get("text_dim", 4096)),
+            temporal_scale=self.temporal_factor(path),
+            dtype=dtype,
+        )
+
     def load(self, path: str | Path, dtype: str, device: str) -> Any:
         from pipelines.families.wan.loading import load_video_pipeline
 

@@ -1,0 +1,157 @@
+"""degree=auto for a video: frames, sequence or bands, and on how many workers, for the whole render.
+
+    choose_video_plan(spec, height, width, latent_frames, block_latent_frames, steps, free_workers,
+                      strategies=("frames", "sequence", "patch"), max_stages=..., batch=2) -> VideoPlan
+
+The three video strategies do different amounts of work per unit, so they are compared by the seconds of the
+whole render's denoising, not per step: the frame pipeline (``frames``) runs ``blocks x steps`` work items of
+one block each through its stages, ``items + stages - 1`` ticks (the profile is of one block);
+``sequence`` (Ulysses: every worker's share of the heads must divide them and of the video tokens too) and
+``patch`` (row bands of every frame, a patch row at least each) run ``steps`` forwards of the whole video (the
+profile is of the whole latent video). One worker renders block-wise (the frame pipeline on one stage). As
+for images (``parallel.cost.choose``), a larger degree is taken only when it is predicted ``min_gain`` faster
+than the best at fewer workers, and a plan must fit the device's memory.
+
+Latent frames are counted here, as the caller's job renders them; the profile is asked for the video frames
+that give them under the model's ``temporal_scale`` convention (``ModelSpec.latent_shape``).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+import torch
+
+from parallel.cost.choose import candidate_degrees
+from parallel.cost.models import ModelSpec
+from parallel.cost.predict import Prediction, predict
+from parallel.cost.profile import ModelProfile, profile_model
+from parallel.cost.specs import load_specs
+
+VIDEO_STRATEGIES = ("frames", "sequence", "patch")
+
+
+@dataclass(frozen=True)
+class VideoPlan:
+    """A video strategy and degree with what the cost model predicts for the whole render."""
+
+    strategy: str
+    """The job's ``parallel.strategy``: "none" (one worker, block-wise), "frames", "sequence" or "patch"."""
+    degree: int
+    """Workers."""
+    render_s: float
+    """Predicted seconds of the render's denoising (every step of every block)."""
+    prediction: Prediction
+    """The per-unit prediction it came from (a work item of one block for frames, a whole-video step else)."""
+
+    def as_dict(self) -> dict:
+        return {
+            "strategy": self.strategy,
+            "degree": self.degree,
+            "predicted_render_s": self.render_s,
+            "predicted_speedup": self.prediction.speedup,
+            "predicted_memory_bytes": self.prediction.memory_bytes,
+        }
+
+
+def _video_frames(spec: ModelSpec, latent_frames: int) -> int:
+    """The video frames ``profile_model`` turns into ``latent_frames`` latent frames."""
+    return (latent_frames - 1) * spec.temporal_scale + 1
+
+
+def ulysses_splits(profile: ModelProfile, workers: int) -> bool:
+    """Whether Ulysses over ``workers`` can split the video: its tokens and every attention's heads divide. A
+    video DiT's context-parallel plan keeps the prompt whole (Wan's ``_cp_plan``), so its length does not count
+    (``parallel.cost.choose.ring_degrees`` asks that of image models, whose plans split it)."""
+    heads = set(profile.attention.heads)
+    return bool(heads) and profile.tokens % workers == 0 and all(h % workers == 0 for h in heads)
+
+
+_PROFILES: dict[tuple, ModelProfile] = {}
+"""Profiles already taken, by model and size: the scheduler asks again on every poll of a queued job."""
+
+
+def video_profile(
+    spec: ModelSpec, height: int, width: int, latent_frames: int, batch: int, device: str, specs_yaml: str | None
+) -> ModelProfile:
+    """The model's profile on ``latent_frames`` latent frames at this size, in the device's dtype (memoised)."""
+    dtype = load_specs(*([specs_yaml] if specs_yaml else [])).device(device).dtype
+    key = (spec.name, json.dumps(spec.config, sort_keys=True, default=str), spec.kind, spec.text_len, height, width,
+           latent_frames, batch, dtype)
+    if key not in _PROFILES:
+        if len(_PROFILES) > 64:
+            _PROFILES.clear()
+        frames = _video_frames(spec, latent_frames)
+        _PROFILES[key] = profile_model(spec, height, width, frames, batch, getattr(torch, dtype))
+    return _PROFILES[key]
+
+
+def rank_video_plans(
+    spec: ModelSpec,
+    height: int,
+    width: int,
+    latent_frames: int,
+    block_latent_frames: int,
+    steps: int,
+    free_workers: int,
+    strategies: Iterable[str] = VIDEO_STRATEGIES,
+    max_stages: int | None = None,
+    batch: int = 2,
+    mode: str = "sync",
+    warmup_steps: int = 1,
+    device: str = "cpu-core",
+    link: str = "loopback",
+    specs_yaml: str | None = None,
+) -> list[VideoPlan]:
+    """Every plan the strategies offer up to ``free_workers``, with its predicted render seconds. ``max_stages``:
+    the most frame-pipeline stages the model and video allow (default: its blocks); ``mode``/``warmup_steps``:
+    the bands' exchange."""
+    wanted = set(strategies)
+    unknown = wanted - set(VIDEO_STRATEGIES)
+    if unknown:
+        raise ValueError(f"strategies: unknown {sorted(unknown)}; expected some of {VIDEO_STRATEGIES}")
+    blocks = -(-latent_frames // block_latent_frames)
+    items = blocks * steps
+    stages = blocks if max_stages is None else min(max_stages, blocks)
+    block = video_profile(spec, height, width, block_latent_frames, batch, device, specs_yaml)
+    plans = []
+    most = min(free_workers, stages) if "frames" in wanted else 1
+    for n in range(1, max(1, most) + 1):
+        p = predict(block, "frame-pipeline", n, device, link, steps=steps, pipeline_items=items,
+                    specs_yaml=specs_yaml)
+        plans.append(VideoPlan("frames" if n > 1 else "none", n, p.mean_step_s * items, p))
+    if free_workers < 2 or not wanted & {"sequence", "patch"}:
+        return plans
+    whole = video_profile(spec, height, width, latent_frames, batch, device, specs_yaml)
+    if "sequence" in wanted:
+        for n in range(2, free_workers + 1):
+            if ulysses_splits(whole, n):
+                p = predict(whole, "sequence", n, device, link, steps=steps, specs_yaml=specs_yaml, ring=1)
+                plans.append(VideoPlan("sequence", n, p.mean_step_s * steps, p))
+    if "patch" in wanted:
+        for n in candidate_degrees(whole, free_workers, "patch"):
+            if n > 1:
+                p = predict(whole, "patch", n, device, link, mode, steps=steps, warmup_steps=warmup_steps,
+                            specs_yaml=specs_yaml)
+                plans.append(VideoPlan("patch", n, p.mean_step_s * steps, p))
+    return plans
+
+
+def pick_video_plan(plans: list[VideoPlan], min_gain: float = 0.05) -> VideoPlan:
+    """The fastest fitting plan, at a larger degree only when ``min_gain`` faster than the best at fewer
+    workers; when nothing fits, the smallest memory."""
+    fitting = sorted((p for p in plans if p.prediction.fits), key=lambda p: (p.degree, p.render_s))
+    if not fitting:
+        return min(plans, key=lambda p: p.prediction.memory_bytes)
+    best = fitting[0]
+    for p in fitting[1:]:
+        if p.render_s < best.render_s * (1.0 - min_gain):
+            best = p
+    return best
+
+
+def choose_video_plan(*args, min_gain: float = 0.05, **kwargs) -> VideoPlan:
+    """``pick_video_plan(rank_video_plans(...))``."""
+    return pick_video_plan(rank_video_plans(*args, **kwargs), min_gain)
