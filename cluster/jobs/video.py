@@ -338,7 +338,7 @@ class VideoSpec(JobSpec):
             indices=workers,
             block_dir=str(partial / "blocks"),
             resume=job.resume,
-            on_tick=hooks.on_unit,
+            on_tick=self._ticks_for(placed, job, hooks.on_unit),
             checkpoint_every=hooks.checkpoint_every,
             on_checkpoint=hooks.on_checkpoint,
         )
@@ -346,6 +346,15 @@ class VideoSpec(JobSpec):
             metadata["auto"] = {k: v for k, v in placed.__dict__["_auto"].items() if k != "considered"}
             metadata["auto"]["considered"] = placed.__dict__["_auto"].get("considered", [])
         return SegmentResult(metadata)
+
+    def _ticks_for(self, placed: VideoSpec, job, on_unit):
+        """The job counts its ticks as submitted (``progress_total``, block-wise); a strategy "auto" placement
+        that renders the whole video as one block has fewer: its last one is reported as the job's end, so the
+        render is not taken for unfinished (paused at its last tick, or recorded short)."""
+        total = placed.progress_total()
+        if total == job.until:
+            return on_unit
+        return lambda done: on_unit(job.until if done >= total else done)
 
     def _resumable(self, placed: VideoSpec, resume: dict) -> VideoSpec:
         """Strategy "auto" picked a layout (one block or many) other than the checkpoint's: the same workers in the

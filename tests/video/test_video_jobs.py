@@ -157,6 +157,7 @@ def test_auto_strategy_job_picks_the_cost_models_plan(client, tmp_path):
     assert record["state"] == "succeeded", job.logs()
     meta = json.loads(open(record["outputs"]["metadata"]).read())
     assert (meta["strategy"], meta["degree"], meta["blocks"]) == (best.strategy, best.degree, 1)
+    assert record["steps_done"] == 2 + 3 - 1  # the job's ticks as submitted (2 blocks), its 3 whole-video steps done
     assert (meta["auto"]["strategy"], meta["auto"]["degree"]) == (best.strategy, best.degree)
     assert meta["auto"]["predicted"]["predicted_render_s"] == pytest.approx(best.render_s)
     one = VideoSpec(
