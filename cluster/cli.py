@@ -47,8 +47,8 @@ def main(argv: list[str] | None = None) -> int:
             what = "invalid setting" if args.command == "serve" and err.field.startswith("http") else "invalid job"
             print(f"tessera: {what}: {err.field}: {err.message}", file=sys.stderr)
             return 2
-        except (ConnectionError, KeyError) as err:
-            print(f"tessera: {err}", file=sys.stderr)
+        except (ConnectionError, KeyError, PermissionError) as err:  # PermissionError: a token the API refused
+            print(f"tessera: {err.args[0] if type(err) is KeyError else err}", file=sys.stderr)
             return 2
     if args.command == "token":
         try:

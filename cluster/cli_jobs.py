@@ -209,8 +209,13 @@ def _alive(controller) -> bool:
 
 
 def _connect(args: argparse.Namespace):
-    """The controller of `tessera serve`: with --address auto, the cluster the serve of this state directory
-    recorded (so another Ray cluster on the machine is never joined by mistake), else Ray's own auto."""
+    """The controller of `tessera serve`: through its HTTP API with --url (and --api-token), from any machine;
+    else through Ray: with --address auto, the cluster the serve of this state directory recorded (so another Ray
+    cluster on the machine is never joined by mistake), else Ray's own auto."""
+    if getattr(args, "url", None):
+        from cluster.http.client import HttpClient
+
+        return HttpClient(args.url, args.api_token)
     from cluster.client import Client
 
     address = args.address
@@ -275,6 +280,16 @@ def add_job_commands(sub) -> dict:
         if job_id:
             parser.add_argument("job_id")
         if remote:
+            parser.add_argument(
+                "--url",
+                default=os.environ.get("TESSERA_URL"),
+                help="the HTTP API of `tessera serve` (e.g. http://farm:8000; env TESSERA_URL): no Ray needed",
+            )
+            parser.add_argument(
+                "--api-token",
+                default=os.environ.get("TESSERA_TOKEN"),
+                help="bearer token for --url (`tessera token create`; env TESSERA_TOKEN)",
+            )
             parser.add_argument("--address", default="auto", help="Ray cluster where `tessera serve` runs")
             parser.add_argument(
                 "--state-dir",

@@ -97,6 +97,8 @@ def test_serve_submit_wait_list_logs(served, tmp_path):
     # the HTTP API serve started talks to the same controller: open on its loopback bind while no token exists
     with urllib.request.urlopen(f"{url}/v1/jobs/{job_id}", timeout=60) as reply:
         assert json.loads(reply.read())["state"] == "succeeded"
+    through_http = _tessera("list", "--url", url, cwd=tmp_path)  # the CLI through the HTTP API
+    assert through_http.returncode == 0 and f"{job_id}  succeeded" in through_http.stdout, through_http.stderr[-2000:]
     unknown = _tessera("status", "no-such-job", "--address", served, cwd=tmp_path)
     assert unknown.returncode == 2 and "no job" in unknown.stderr
     # Ray loads an actor's class wherever a handle is taken; the controller's class is a thin front.

@@ -86,6 +86,8 @@ class HttpClient:
                 payload = response.read()
         except urllib.error.HTTPError as err:
             raise _refusal(err) from None
+        except urllib.error.URLError as err:  # nothing answers there
+            raise ConnectionError(f"no Tessera API answers at {self.url}: {err.reason}") from None
         return payload if raw else json.loads(payload)
 
     def submit(self, spec: Any, priority: int = 0, client_token: str | None = None) -> HttpJob:

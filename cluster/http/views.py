@@ -66,6 +66,7 @@ def job_view(record: dict, base: str = "") -> dict[str, Any]:
         "priority": record["priority"],
         "tenant": tenant,
         "progress": {"done": record["steps_done"], "total": progress_total(spec), "unit": progress_unit(spec)},
+        "steps_done": record["steps_done"],
         "attempts": record["attempts"],
         "submitted_at": record["submitted_at"],
         "started_at": record["started_at"],
