@@ -11,6 +11,7 @@ import torch
 from _parallel_dist import run_ranks
 from _tiny_wan_pipeline import save_tiny_wan_pipeline
 from _video_workers import render_session, render_sessions
+from _whole_video_workers import resumed_session
 
 from cluster.errors import SpecError
 from cluster.jobs.video import VideoParallelSpec, VideoSpec
@@ -66,6 +67,18 @@ def test_two_workers_equal_one(wan_dir, tmp_path):
     diff = (stale - refs[0]).abs().max().item()
     print(f"wan patch displaced (warmup 1 of 2 steps) vs 1 worker: max abs diff {diff:.2e}")
     assert got[3]["report"]["bands"]["mode"] == "displaced" and 0 < diff < 0.5 * refs[0].abs().max().item()
+
+
+def test_sync_bands_resume_from_a_checkpoint(wan_dir, tmp_path):
+    """Stopped after one of 2 steps and continued in fresh sessions (bands rebuilt, their geometry learned again),
+    2 workers' sync bands still equal one worker's uninterrupted render."""
+    torch.set_num_threads(1)
+    ref = render_session(0, 1, wan_dir, str(tmp_path), _fields(WAN, "none", 1))["latents"][0]
+    got, other = run_ranks(resumed_session, 2, wan_dir, str(tmp_path), _fields(WAN, "patch", 2), 1, timeout=180)
+    diff = (got["latents"][0] - ref).abs().max().item()
+    print(f"wan patch resumed at tick 1 (2 workers) vs 1 worker: max abs diff {diff:.2e}")
+    torch.testing.assert_close(got["latents"][0], ref, atol=1e-4, rtol=1e-4)
+    assert got["report"]["bands"]["mode"] == "sync" and not other["latents"]
 
 
 def test_refused_at_submit(wan_dir):
