@@ -48,6 +48,10 @@ class VideoParallelSpec(ParallelBase):
     model's transformer blocks and the video's frame blocks), chosen anew when a paused job resumes. With
     "sequence" or "patch": the workers one forward is split over (at least 2; the family checks what must
     divide)."""
+    ring: int = 1
+    """Strategy "sequence": the workers of ``degree`` that form diffusers' Ring (K/V passed around), the rest
+    Ulysses (heads shared out): ulysses x ring = degree. 1: Ulysses over all of them. A family whose forward
+    masks the prompt (LTX-Video) refuses Ring, which diffusers runs without masks."""
     mode: str = "sync"
     """Strategy "patch": "sync" (every band's K/V fresh in every step, exact) or "displaced" (DistriFusion: after
     the warmup, the other bands' K/V of the previous step, exchanged while the step computes; approximate)."""
@@ -186,6 +190,11 @@ class VideoSpec(JobSpec):
 
     def _check_patch_fields(self) -> None:
         par = self.parallel
+        check_type("parallel.ring", par.ring, int)
+        if par.ring < 1 or (par.ring > 1 and par.strategy != "sequence"):
+            raise SpecError("parallel.ring", f"a Ring degree >= 2 is for strategy 'sequence' only, got {par.ring}")
+        if par.ring > 1 and isinstance(par.degree, int) and par.degree % par.ring:
+            raise SpecError("parallel.ring", f"the Ring degree {par.ring} must divide the {par.degree} workers (ulysses x ring)")
         check_type("parallel.mode", par.mode, str)
         if par.mode not in PATCH_MODES:
             raise SpecError("parallel.mode", f"expected one of {PATCH_MODES}, got {par.mode!r}")

@@ -12,7 +12,7 @@ by that factor.
 With ``parallel.strategy=sequence`` or ``patch`` the video is one block and every worker runs the whole queue
 itself (``pipelines.whole_video``): for ``sequence`` the family's ``sequence_adapter`` hands the model's own
 forward to diffusers' context parallelism (``parallel.sequence``), which splits each forward's tokens over the
-job's group (Ulysses); for ``patch`` the family's ``band_adapter`` runs that forward on this worker's row band of
+job's group (Ulysses x Ring, ``parallel.ring``); for ``patch`` the family's ``band_adapter`` runs that forward on this worker's row band of
 every frame, the model under its family's patch plan (``parallel.patch``, sync or displaced), and the bands'
 outputs are gathered. Every worker then steps the same latent, and stage 0 writes it.
 
@@ -112,10 +112,10 @@ class VideoSession:
         if self.sequence_group is not None and spec.parallel.strategy == "sequence":
             from parallel.sequence import SequenceConfig, parallelize_sequence
 
-            workers = dist.get_world_size(self.sequence_group)
+            workers, ring = dist.get_world_size(self.sequence_group), spec.parallel.ring
             try:
                 self.sequence = parallelize_sequence(
-                    pipe.transformer, self.sequence_group, SequenceConfig(ulysses=workers)
+                    pipe.transformer, self.sequence_group, SequenceConfig(ulysses=workers // ring, ring=ring)
                 )
             except BaseException:
                 self.pipeline.adapter.remove()
@@ -212,6 +212,7 @@ class VideoSession:
         handle, self.sequence = self.sequence, None
         return {
             "ulysses": handle.config.ulysses,
+            "ring": handle.config.ring,
             "bytes_sent": handle.bytes_sent.total,
             "notes": handle.notes,
         }

@@ -57,6 +57,7 @@ def test_refused_at_submit(ltx_dir):
         (dict(parallel={"strategy": "sequence", "degree": 3}), "parallel.degree"),  # 2 heads
         (dict(parallel={"strategy": "sequence", "degree": "auto"}), "parallel.degree"),
         (dict(parallel={"strategy": "sequence", "degree": 1}), "parallel.degree"),
+        (dict(parallel={"strategy": "sequence", "degree": 2, "ring": 2}), "parallel.ring"),  # its prompt mask
     ):
         with pytest.raises(SpecError) as err:
             VideoSpec.from_dict({"model": str(ltx_dir), **FIELDS, **change})

@@ -1,5 +1,6 @@
 """Wan video jobs rendered as one block over 2 workers (real gloo processes): ``parallel.strategy=sequence``
-(diffusers' context parallelism over ``WanTransformer3DModel._cp_plan``, Ulysses) and ``parallel.strategy=patch``
+(diffusers' context parallelism over ``WanTransformer3DModel._cp_plan``, Ulysses, and Ring: Wan's forward takes no
+mask) and ``parallel.strategy=patch``
 (row bands of every frame under the family's patch plan, sync) each equal one worker rendering the whole video
 as one block, for a diffusers ``WanPipeline`` directory (and sequence for the built-in Wan-layout model);
 displaced bands run and stay close; what does not split is refused at submit."""
@@ -51,6 +52,7 @@ def test_two_workers_equal_one(wan_dir, tmp_path):
     displaced = tmp_path / "displaced"
     displaced.mkdir()
     renders.append((wan_dir, str(displaced), _fields(WAN, "patch", 2, mode="displaced", warmup_steps=1)))
+    renders.append((wan_dir, str(displaced), _fields(WAN, "sequence", 2, ring=2)))  # Ring 2 x Ulysses 1
     got, other = run_ranks(render_sessions, 2, renders, timeout=240)
     names = ["wan sequence", "wan patch", "builtin sequence"]
     for k, name in enumerate(names):
@@ -63,6 +65,11 @@ def test_two_workers_equal_one(wan_dir, tmp_path):
         assert got[k]["report"]["sequence"]["ulysses"] == 2 and got[k]["report"]["sequence"]["bytes_sent"]["all_to_all"]
     bands = got[1]["report"]["bands"]
     assert bands["mode"] == "sync" and len(bands["bands"]) == 2 and any(bands["bytes_sent"].values())
+    ring = got[4]["latents"][0]
+    diff = (ring - refs[0]).abs().max().item()
+    print(f"wan sequence Ring 2 (2 workers) vs 1 worker: max abs diff {diff:.2e}")
+    torch.testing.assert_close(ring, refs[0], atol=1e-4, rtol=1e-4)
+    assert got[4]["report"]["sequence"]["ring"] == 2 and got[4]["report"]["sequence"]["ulysses"] == 1
     stale = got[3]["latents"][0]
     diff = (stale - refs[0]).abs().max().item()
     print(f"wan patch displaced (warmup 1 of 2 steps) vs 1 worker: max abs diff {diff:.2e}")
@@ -90,6 +97,8 @@ def test_refused_at_submit(wan_dir):
         ({"strategy": "patch", "degree": 3}, "parallel.degree"),  # 4 latent rows: 2 bands of a patch row at most
         ({"strategy": "patch", "degree": 2, "mode": "stale"}, "parallel.mode"),
         ({"strategy": "patch", "degree": "auto"}, "parallel.degree"),
+        ({"strategy": "patch", "degree": 2, "ring": 2}, "parallel.ring"),
+        ({"strategy": "sequence", "degree": 2, "ring": 3}, "parallel.ring"),
     ):
         with pytest.raises(SpecError) as err:
             VideoSpec.from_dict({**base, "parallel": parallel})

@@ -59,6 +59,12 @@ class LTXFamily(ModelFamily):
         degree = spec.parallel.degree
         if spec.parallel.strategy != "sequence" or not isinstance(degree, int) or degree < 2:
             return None
+        if getattr(spec.parallel, "ring", 1) > 1:
+            return (
+                "parallel.ring",
+                "LTX-Video masks the prompt's padding in cross-attention, and diffusers' Ring attention takes no "
+                "mask; use Ulysses (parallel.ring=1)",
+            )
         return self._sequence_error(
             path, spec.frames // temporal * (spec.height // spatial) * (spec.width // spatial), degree
         )

@@ -1,8 +1,9 @@
 """What the Wan family's whole-video strategies need of a render, checked at submit from JSON only.
 
-``sequence``: diffusers' Ulysses over ``WanTransformer3DModel._cp_plan`` shares out the attention heads and
-splits the video tokens (latent frames x patch rows x patch columns; the prompt is not split) between the
-workers, so each must divide evenly. ``patch``: every worker's band holds at least one patch row of every
+``sequence``: diffusers' context parallelism over ``WanTransformer3DModel._cp_plan`` splits the video tokens
+(latent frames x patch rows x patch columns; the prompt is not split) between all the workers and Ulysses
+shares out the attention heads between its share of them (degree / ring), so each must divide evenly. Wan's
+forward takes no attention mask, so Ring runs it (on CPU too, through ``parallel.sequence.cpu``'s flash kernel). ``patch``: every worker's band holds at least one patch row of every
 frame (``parallel.patch.bands.band_bounds`` with the patch height as alignment).
 """
 
@@ -30,13 +31,18 @@ def whole_video_shape(family: Any, path: str | Path, spec: Any) -> dict[str, int
 def sequence_error(family: Any, path: str | Path, spec: Any, degree: int) -> tuple[str, str] | None:
     shape = whole_video_shape(family, path, spec)
     tokens = shape["latent_frames"] * shape["tokens_per_frame"]
-    for what, count, field in (("attention heads", shape["heads"], "parallel.degree"), ("video tokens", tokens, "frames")):
-        if count % degree:
-            return (
-                field,
-                f"sequence parallelism splits the model's {count} {what} between the workers; {degree} does not "
-                "divide them",
-            )
+    ulysses = degree // spec.parallel.ring
+    if shape["heads"] % ulysses:
+        return (
+            "parallel.degree",
+            f"Ulysses over {ulysses} workers (degree / ring) shares out the model's {shape['heads']} attention heads, "
+            "which they do not divide; raise parallel.ring to move workers to Ring",
+        )
+    if tokens % degree:
+        return (
+            "frames",
+            f"sequence parallelism splits the {tokens} video tokens between the workers; {degree} does not divide them",
+        )
     return None
 
 
