@@ -60,6 +60,13 @@ class VideoParallelSpec(ParallelBase):
     stale_dtype: str | None = None
     """Strategy "patch", displaced mode: "float16" or "bfloat16" sends and keeps the stale K/V in that
     precision; None: the model's dtype."""
+    kv_source: str = "kv"
+    """Strategy "patch": what self-attention exchanges between bands; a video's bands (Wan: rotary positions of
+    their own rows on K) exchange keys and values, "kv" only (the field is the image jobs' too, whose parallel
+    configs the CLI shares)."""
+    cfg: bool = False
+    """CFG parallel, which video jobs do not run: both guidance branches go batched through every worker; false
+    only (the field is the image jobs' too)."""
 
 
 @dataclass
@@ -201,6 +208,16 @@ class VideoSpec(JobSpec):
         check_type("parallel.warmup_steps", par.warmup_steps, int)
         if par.warmup_steps < 0:
             raise SpecError("parallel.warmup_steps", f"must be >= 0, got {par.warmup_steps}")
+        check_type("parallel.cfg", par.cfg, bool)
+        if par.cfg:
+            raise SpecError("parallel.cfg", "a video's guidance branches run batched on every worker; set parallel.cfg=false")
+        check_type("parallel.kv_source", par.kv_source, str)
+        if par.kv_source != "kv" and par.strategy in ("patch", AUTO):
+            raise SpecError(
+                "parallel.kv_source",
+                f"a video's bands exchange keys and values (their rotary positions are their own rows'): use "
+                f"parallel.kv_source=kv, got {par.kv_source!r}",
+            )
         if par.stale_dtype is not None and par.stale_dtype not in STALE_DTYPES:
             raise SpecError("parallel.stale_dtype", f"expected None or one of {STALE_DTYPES}, got {par.stale_dtype!r}")
 
