@@ -63,7 +63,7 @@ def _video_frames(spec: ModelSpec, latent_frames: int) -> int:
 
 def ulysses_splits(profile: ModelProfile, workers: int) -> bool:
     """Whether Ulysses over ``workers`` can split the video: its tokens and every attention's heads divide. A
-    video DiT's context-parallel plan keeps the prompt whole (Wan's ``_cp_plan``), so its length does not count
+    video DiT's context-parallel plan may keep the prompt whole, so its length does not count
     (``parallel.cost.choose.ring_degrees`` asks that of image models, whose plans split it)."""
     heads = set(profile.attention.heads)
     return bool(heads) and profile.tokens % workers == 0 and all(h % workers == 0 for h in heads)

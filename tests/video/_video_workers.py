@@ -90,6 +90,13 @@ def render_session(rank: int, world: int, model_dir: str, out_dir: str, task_fie
     pipe = family_for_dir(model_dir).load(model_dir, "float32", "cpu")  # any video family
     task = VideoSpec(model=model_dir, **task_fields)
     session = VideoSession(pipe, task, group, video_path=f"{out_dir}/video-{world}.mp4")
+    latents = keep_latents(session)
+    session.advance()
+    return {"latents": latents, "report": session.finish()}
+
+
+def keep_latents(session) -> dict[int, torch.Tensor]:
+    """The finished latents, by block, that the session's stage 0 writes from now on (filled as they finish)."""
     latents: dict[int, torch.Tensor] = {}
     write = session.pipeline.on_block_done
     if write is not None:  # stage 0: keep a copy of each finished latent on its way to the MP4
@@ -99,8 +106,7 @@ def render_session(rank: int, world: int, model_dir: str, out_dir: str, task_fie
             write(block, latent)
 
         session.pipeline.on_block_done = keep
-    session.advance()
-    return {"latents": latents, "report": session.finish()}
+    return latents
 
 
 def render_sessions(rank: int, world: int, renders: list[tuple[str, str, dict]]) -> list[dict]:

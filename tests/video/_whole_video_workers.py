@@ -3,8 +3,8 @@ every rank of a real gloo group (see _parallel_dist)."""
 
 from __future__ import annotations
 
-import torch
 import torch.distributed as dist
+from _video_workers import keep_latents
 
 from pipelines.families import family_for_dir
 from runtime.jobs.video_session import VideoSession
@@ -24,14 +24,6 @@ def resumed_session(rank: int, world: int, model_dir: str, out_dir: str, fields:
     first.close()
     second = VideoSession(pipe, spec, dist.group.WORLD, video_path=f"{out_dir}/video.mp4")
     second.resume(state)
-    latents: dict[int, torch.Tensor] = {}
-    write = second.pipeline.on_block_done
-    if write is not None:
-
-        def keep(block: int, latent: torch.Tensor) -> None:
-            latents[block] = latent.clone()
-            write(block, latent)
-
-        second.pipeline.on_block_done = keep
+    latents = keep_latents(second)
     second.advance()
     return {"latents": latents, "report": second.finish()}
