@@ -191,6 +191,9 @@ class Client:
         if isinstance(output_dir, str) and output_dir.strip():
             # absolute, since the controller runs elsewhere; not resolved, so a '..' still gets refused
             data["output_dir"] = str(Path(output_dir).absolute())
+        image = data.get("image")  # a video's conditioning image: a file here, read by the workers
+        if isinstance(image, str) and image.strip():
+            data["image"] = str(Path(image).absolute())
         try:
             record = ray.get(self.controller.submit.remote(data, priority, client_token))
         except SpecError as err:  # Ray's wrapper carries the controller's traceback: the refusal alone

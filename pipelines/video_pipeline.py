@@ -50,6 +50,12 @@ a ``generator`` keyword and gets its block's own ``torch.Generator`` (seeded fro
 its state checkpointed with the block's scheduler: ``parallel.frames.sampling``), which it hands to
 ``scheduler.step`` as the diffusers pipeline hands its ``generator``.
 
+Image-to-video: a render with an ``image`` (the spec's field, a local file; ``ModelFamily.takes_image`` says at
+submit which models need one) calls ``condition_on_image(text, negative, image, height, width, block_frames)``
+after ``conditioning``; the family returns the encoded prompts with the image's conditioning in them (a dict
+entry per tensor), which its frame adapter reads in ``conditions`` and ``embed``. ``begin_block`` comes before
+``embed``, so an adapter knows whether the block it embeds is block 0, the one the conditioning frame belongs to.
+
 Frames: a render's ``frames``, ``block_frames`` and ``context_frames`` count video frames; ``latent_frames``
 divides them by ``temporal_factor`` (refusing a remainder, naming the field) and ``video_frames`` says how many
 frames a number of latent frames decodes to (a causal VAE's first latent frame gives one frame: Wan's 4k+1).
@@ -150,3 +156,11 @@ class VideoPipelineBase:
     def block_decoder(self) -> Callable[[torch.Tensor], np.ndarray]:
         """Each block decoded on its own (a VAE without a cache across blocks)."""
         return self.decode_block
+
+    def condition_on_image(
+        self, text: EncodedPrompt, negative: EncodedPrompt | None, image: str, height: int, width: int,
+        block_frames: int,
+    ) -> tuple[EncodedPrompt, EncodedPrompt | None]:
+        """An image-to-video family adds the conditioning of ``image`` (a local file) to the encoded prompt and
+        negative prompt, for frame blocks of ``block_frames`` latent frames; the default takes no image."""
+        raise ValueError(f"image: this model ({type(self).__name__}) takes no image")

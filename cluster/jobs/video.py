@@ -98,6 +98,9 @@ class VideoSpec(JobSpec):
     starts a block once the previous one is that much cleaner (more motion to continue, fewer blocks in flight)."""
     fps: float = 8.0
     """Frame rate of the MP4."""
+    image: str = ""
+    """Image-to-video: the conditioning first frame, a local image file (required by an image-to-video model,
+    refused by any other; "" for none)."""
     parallel: VideoParallelSpec = field(default_factory=VideoParallelSpec)
     """How the render is spread over workers."""
     notes: list[str] = field(default_factory=list)
@@ -159,7 +162,26 @@ class VideoSpec(JobSpec):
         problem = family.video_error(path, self)  # the family's own limits (whole latent frames per block...)
         if problem is not None:
             raise SpecError(*problem)
+        self._validate_image(family.takes_image(path))
         self._validate_degree()
+
+    def _validate_image(self, takes_image: bool) -> None:
+        """An image-to-video model needs a readable image; any other model takes none. The path is made absolute,
+        so a worker started elsewhere opens the same file."""
+        check_type("image", self.image, str)
+        if not self.image:
+            if takes_image:
+                raise SpecError("image", "this model is image-to-video: give the conditioning image's file")
+            return
+        if not takes_image:
+            raise SpecError("image", "this model takes no image (it is not an image-to-video model)")
+        from pipelines.condition_image import open_image
+
+        try:
+            open_image(self.image)
+        except ValueError as err:
+            raise SpecError("image", str(err).removeprefix("image: ")) from None
+        self.image = str(Path(self.image).resolve())
 
     def _validate_degree(self) -> None:
         par = self.parallel

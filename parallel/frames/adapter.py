@@ -40,7 +40,8 @@ class FrameAdapter(Protocol):
         tensors; both guidance branches batched, negative first), on the model's device."""
 
     def begin_block(self, block: int | None) -> None:
-        """The frame block the next layers see (None: no block, no cache traffic, e.g. while measuring)."""
+        """The frame block the next ``embed`` and layers see (None: no block, no cache traffic, e.g. while
+        measuring)."""
 
     def run_layer(self, layer: int, hidden: torch.Tensor, cond: Any) -> torch.Tensor:
         """One transformer block."""

@@ -308,9 +308,9 @@ class FramePipeline:
             self.trace.add("compute_start", self.position)
         started, started_cpu = time.perf_counter(), time.thread_time()
         cond = self._cond(item.step)
+        self.adapter.begin_block(item.block)  # before embed: an image-to-video block 0 embeds its own condition
         if hidden is None:
             hidden = self.adapter.embed(torch.cat([latent] * self.batch) if self.batch > 1 else latent, cond)
-        self.adapter.begin_block(item.block)
         for layer in self.layers:
             hidden = self.adapter.run_layer(layer, hidden, cond)
         output = self._guided(self.adapter.head(hidden, cond)) if self.rank == last else None

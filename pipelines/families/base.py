@@ -221,6 +221,11 @@ class ModelFamily:
             )
         return None
 
+    def takes_image(self, path: str | Path) -> bool:
+        """The video model at ``path`` is conditioned on an image (a render's ``image`` field is then required,
+        and refused otherwise); read from JSON at submit. Default: no."""
+        return False
+
     def latent_space(self, path: str | Path) -> tuple[int, int]:
         """(latent channels, VAE downsampling stages): what the models of one job's segments must share."""
         vae = self.component_config(path, "vae")

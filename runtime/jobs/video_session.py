@@ -70,6 +70,10 @@ class VideoSession:
         text, negative, config.guidance_scale = pipe.conditioning(
             spec.prompt, spec.negative_prompt, spec.guidance_scale
         )
+        if getattr(spec, "image", ""):  # image-to-video: the conditioning image, encoded by the family
+            text, negative = pipe.condition_on_image(
+                text, negative, spec.image, spec.height, spec.width, config.block_frames
+            )
         self.encode_s = time.perf_counter() - started
         rank = dist.get_rank(group) if group is not None else 0
         whole = spec.parallel.strategy in WHOLE_VIDEO and group is not None

@@ -1,12 +1,14 @@
-"""The Wan family: ``WanPipeline`` directories (Wan 2.1 text-to-video) and the built-in video model.
+"""The Wan family: ``WanPipeline`` / ``WanImageToVideoPipeline`` directories and the built-in video model.
 
 The built-in ``builtin-video`` (model_index.json's ``TesseraVideoPipeline``) is a small Wan-layout DiT with
 a per-frame VAE and a CLIP text encoder; a diffusers ``WanPipeline`` directory brings UMT5 and the causal
-3-D ``AutoencoderKLWan`` (``loading``, ``decode``). Its plans: ``frames`` (the transformer cut into the
-pieces the frame pipeline runs on its stages), ``sequence`` (the whole video as one sequence under diffusers'
+3-D ``AutoencoderKLWan`` (``loading``, ``decode``): Wan 2.1 text-to-video, Wan 2.2's two-expert A14B layout
+(``experts``) and its TI2V-5B layout as text-to-video. ``WanImageToVideoPipeline`` (2.1 and 2.2 I2V) renders
+from a conditioning ``image`` (``image``). Its plans: ``frames`` (the transformer cut into the pieces the frame
+pipeline runs on its stages; every layout), ``sequence`` (the whole video as one sequence under diffusers'
 context parallelism, the model's ``_cp_plan``: ``sequence``), ``patch`` (row bands of every frame of the whole
-video: ``patch``, driven through the same whole-video forward) and ``training`` (the layer list for pipeline
-training). Wan 2.2's two-expert and image-to-video pipelines are refused.
+video: ``patch``, driven through the same whole-video forward; these two: one text-to-video transformer) and
+``training`` (the layer list for pipeline training).
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from pipelines.families.base import ModelFamily
 class WanFamily(ModelFamily):
     name = "wan"
     job = "video"
-    pipelines = ("WanPipeline", "TesseraVideoPipeline")
+    pipelines = ("WanPipeline", "WanImageToVideoPipeline", "TesseraVideoPipeline")
     denoiser = "transformer"
     denoisers = ("WanTransformer3DModel",)
     samplers = ()  # a video renders with the scheduler its directory names (flow matching)
@@ -55,8 +57,9 @@ class WanFamily(ModelFamily):
     def video_error(self, path: str | Path, spec: Any) -> tuple[str, str] | None:
         """Whole latent frames per block (the default), and for the whole-video strategies at a fixed degree what
         splitting needs: ``sequence`` (diffusers' Ulysses over ``_cp_plan``) the attention heads and the video
-        tokens each divided between the workers; ``patch`` a band of whole patch rows per worker."""
-        problem = super().video_error(path, spec)
+        tokens each divided between the workers; ``patch`` a band of whole patch rows per worker. Height and width
+        in whole patches of latent pixels (TI2V-5B's VAE takes 16 pixels per latent pixel, so 32 per patch)."""
+        problem = super().video_error(path, spec) or self._size_error(path, spec)
         degree = spec.parallel.degree
         if problem is not None or not isinstance(degree, int) or degree < 2:
             return problem
@@ -90,6 +93,42 @@ class WanFamily(ModelFamily):
             temporal_scale=self.temporal_factor(path),
             dtype=dtype,
         )
+
+    def takes_image(self, path: str | Path) -> bool:
+        """A ``WanImageToVideoPipeline`` directory."""
+        from pipelines.families.wan.loading import WAN_I2V_PIPELINE
+
+        return self._index(path).get("_class_name") == WAN_I2V_PIPELINE
+
+    def _size_error(self, path: str | Path, spec: Any) -> tuple[str, str] | None:
+        vae = self.component_config(path, "vae")
+        if vae.get("_class_name") != "AutoencoderKLWan":
+            return None
+        patch = int(self.component_config(path, "transformer").get("patch_size", [1, 2, 2])[1])
+        factor = int(vae.get("scale_factor_spatial", 8)) * patch
+        for name in ("height", "width"):
+            if getattr(spec, name) % factor:
+                value = getattr(spec, name)
+                return name, f"this model takes multiples of {factor} pixels (VAE factor x patch size), got {value}"
+        return None
+
+    def plan_error(self, strategy: str, path: str | Path) -> str | None:
+        """The whole-video plans (sequence, patch) run one text-to-video transformer's forward: not a two-expert or
+        image-to-video directory (the frame plan runs those)."""
+        from pipelines.families.wan.loading import has_component
+
+        whole = strategy in ("sequence", "patch")
+        if whole and (self.takes_image(path) or has_component(self._index(path), "transformer_2")):
+            return (
+                f"the {strategy!r} plan runs one text-to-video Wan transformer; this model is image-to-video or "
+                "two-expert (use frames or none)"
+            )
+        return super().plan_error(strategy, path)
+
+    def _index(self, path: str | Path) -> dict:
+        import json
+
+        return json.loads((Path(path) / "model_index.json").read_text())
 
     def load(self, path: str | Path, dtype: str, device: str) -> Any:
         from pipelines.families.wan.loading import load_video_pipeline

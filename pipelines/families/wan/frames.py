@@ -7,6 +7,18 @@ unpatchify, last stage); run in sequence they equal ``model(...)``. ``install_co
 swaps each block's self-attention processor for ``ContextSelfAttnProcessor``, which lets a frame
 block also attend to its neighbours' edge frames from the ``FeatureCache``.
 
+Wan 2.2's two experts (``pipelines.families.wan.experts.WanExperts``): ``conditions`` picks the expert of the
+step's timestep (diffusers' boundary rule) and the step's embedding, layers and head are that expert's; each
+expert's self-attention gets the context processor, and both read and fill one feature cache (a neighbour
+block may be at a step of the other expert, as it is at another noise level anyway).
+
+Image-to-video (``pipelines.families.wan.image``): the encoded prompt is then a dict, ``text`` (the prompt's
+embeddings), ``first`` / ``rest`` (the mask and VAE latent concatenated to a block's channels: block 0 gets
+``first``, every later block ``rest``) and, for Wan 2.1 I2V, ``image`` (CLIP embeddings). ``conditions`` runs
+them through the expert's ``condition_embedder`` and puts the projected image tokens before the text, as the
+model's forward does; each block's cross-attention is diffusers' own processor, which splits them off again and
+attends through its ``add_k_proj``/``add_v_proj`` (``added_kv_proj_dim``).
+
 RoPE: a block's own frames sit at frame positions ``context_frames .. context_frames + F - 1``,
 the previous block's last frames just before them and the next block's first frames just after, so
 the relative offsets the rotary embedding encodes are the true ones across block borders.
@@ -22,6 +34,7 @@ from diffusers.models.attention_dispatch import dispatch_attention_fn
 from diffusers.models.transformers.transformer_wan import WanAttnProcessor, _get_qkv_projections
 
 from parallel.frames.cache import FeatureCache
+from pipelines.families.wan.experts import WanExperts
 
 Rope = tuple[torch.Tensor, torch.Tensor]
 
@@ -101,23 +114,24 @@ class Conditions:
     timestep_proj: torch.Tensor
     """[B, 6, dim] adaLN modulation of the blocks."""
     text: torch.Tensor
-    """Projected text embeddings for cross-attention."""
+    """Projected text embeddings for cross-attention (the projected image tokens first, for Wan 2.1 I2V)."""
+    expert: WanTransformer3DModel | None = None
+    """The transformer of this step (a two-expert pipeline's expert of its timestep); None: the adapter's model."""
+    frame_condition: tuple[torch.Tensor, torch.Tensor] | None = None
+    """Image-to-video: (block 0's, later blocks') [B, 4 + z_dim, F, H, W] channels appended to the latent."""
 
 
 class WanFrameAdapter:
     """A WanTransformer3DModel run piecewise on frame blocks of a fixed latent shape [C, F, H, W]."""
 
     def __init__(
-        self, model: WanTransformer3DModel, block_shape: tuple[int, int, int, int], context_frames: int
+        self, model: WanTransformer3DModel | WanExperts, block_shape: tuple[int, int, int, int], context_frames: int
     ):
-        if not isinstance(model, WanTransformer3DModel):
+        if not isinstance(model, (WanTransformer3DModel, WanExperts)):
             raise TypeError(
                 f"model: the frame pipeline drives WanTransformer3DModel, got {type(model).__name__}"
             )
-        if model.config.image_dim is not None or model.config.added_kv_proj_dim is not None:
-            raise ValueError(
-                "model: image-conditioned Wan models (I2V) are not supported by the frame pipeline"
-            )
+        self.experts = list(model.experts) if isinstance(model, WanExperts) else [model]
         p_t, p_h, p_w = model.config.patch_size
         channels, frames, height, width = block_shape
         if p_t != 1 or height % p_h or width % p_w:
@@ -130,41 +144,63 @@ class WanFrameAdapter:
         self.block_shape = block_shape
         self.context_frames = context_frames
         self.tokens_per_frame = (height // p_h) * (width // p_w)
-        self.num_layers = len(model.blocks)
+        self.num_layers = len(self.experts[0].blocks)
         param = next(model.parameters())
         total = frames + 2 * context_frames
         probe = torch.empty(1, channels, total, height, width, device=param.device)
-        cos, sin = model.rope(probe)  # only the shape is read
+        cos, sin = self.experts[0].rope(probe)  # only the shape is read
         tpf, own = self.tokens_per_frame, context_frames * self.tokens_per_frame
         self.rope_own = (cos[:, own : own + frames * tpf], sin[:, own : own + frames * tpf])
         self.rope_prev = (cos[:, :own], sin[:, :own])
         self.rope_next = (cos[:, own + frames * tpf :], sin[:, own + frames * tpf :])
         self.cache = FeatureCache()
         self.state: dict = {}
-        self._original = [block.attn1.processor for block in model.blocks]
-        for layer, block in enumerate(model.blocks):
-            block.attn1.set_processor(ContextSelfAttnProcessor(layer, self.cache, self.state))
+        self._original = [[block.attn1.processor for block in expert.blocks] for expert in self.experts]
+        for expert in self.experts:
+            for layer, block in enumerate(expert.blocks):
+                block.attn1.set_processor(ContextSelfAttnProcessor(layer, self.cache, self.state))
 
     def remove(self) -> None:
         """Give the model its own attention processors back."""
-        for block, processor in zip(self.model.blocks, self._original):
-            block.attn1.set_processor(processor if processor is not None else WanAttnProcessor())
+        for expert, original in zip(self.experts, self._original):
+            for block, processor in zip(expert.blocks, original):
+                block.attn1.set_processor(processor if processor is not None else WanAttnProcessor())
+
+    def _expert(self, cond: Conditions | None) -> WanTransformer3DModel:
+        return cond.expert if cond is not None and cond.expert is not None else self.experts[0]
 
     def embed(self, latent: torch.Tensor, cond: Conditions | None = None) -> torch.Tensor:
-        """[B, C, F, H, W] latent -> [B, tokens, dim] hidden states (the model's patch embedding)."""
-        hidden = self.model.patch_embedding(latent.to(self.model.patch_embedding.weight.dtype))
+        """[B, C, F, H, W] latent -> [B, tokens, dim] hidden states (the step's expert's patch embedding); an
+        image-to-video block gets its image conditioning appended to its channels first, as diffusers does
+        (block 0 the image's, later blocks the zero-mask one; ``begin_block`` said which block this is)."""
+        model = self._expert(cond)
+        if cond is not None and cond.frame_condition is not None:
+            current = self.state.get("current")
+            first = current is None or current.block == 0
+            latent = torch.cat([latent, cond.frame_condition[0 if first else 1]], dim=1)
+        hidden = model.patch_embedding(latent.to(model.patch_embedding.weight.dtype))
         return hidden.flatten(2).transpose(1, 2).contiguous()
 
-    def conditions(self, timestep: torch.Tensor, text: torch.Tensor) -> Conditions:
+    def conditions(self, timestep: torch.Tensor, text: torch.Tensor | dict[str, torch.Tensor]) -> Conditions:
+        """The step's expert, its time and text (and image) embeddings through that expert's
+        ``condition_embedder``; ``text`` one tensor, or the image-to-video dict (module docstring)."""
+        model = self.model.expert(timestep) if isinstance(self.model, WanExperts) else self.model
+        entries = text if isinstance(text, dict) else {"text": text}
         # the model's dtype: diffusers' embedder casts the time embedding to the text's dtype, and a
         # float32 text encoder beside a bfloat16 transformer would otherwise meet bf16 weights in fp32
-        text = text.to(self.model.patch_embedding.weight.dtype)
-        temb, proj, text, _ = self.model.condition_embedder(timestep.reshape(-1), text, None)
-        return Conditions(temb, proj.unflatten(1, (6, -1)), text)
+        dtype = model.patch_embedding.weight.dtype
+        image = entries.get("image")
+        temb, proj, prompt, image = model.condition_embedder(
+            timestep.reshape(-1), entries["text"].to(dtype), None if image is None else image.to(dtype)
+        )
+        if image is not None:
+            prompt = torch.concat([image, prompt], dim=1)  # as the model's forward: image tokens first
+        frames = (entries["first"], entries["rest"]) if "first" in entries else None
+        return Conditions(temb, proj.unflatten(1, (6, -1)), prompt, model, frames)
 
     def begin_block(self, block: int | None) -> None:
-        """Tell the patched self-attention which frame block the next layers see (None: no block, so no
-        feature cache traffic)."""
+        """Tell the patched self-attention (and ``embed``) which frame block the next layers see (None: no
+        block, so no feature cache traffic)."""
         if block is None:
             self.state["current"] = None
             return
@@ -172,11 +208,11 @@ class WanFrameAdapter:
         self.state["current"] = BlockContext(block, tokens, self.rope_prev, self.rope_next)
 
     def run_layer(self, layer: int, hidden: torch.Tensor, cond: Conditions) -> torch.Tensor:
-        return self.model.blocks[layer](hidden, cond.text, cond.timestep_proj, self.rope_own)
+        return self._expert(cond).blocks[layer](hidden, cond.text, cond.timestep_proj, self.rope_own)
 
     def head(self, hidden: torch.Tensor, cond: Conditions) -> torch.Tensor:
         """[B, tokens, dim] -> [B, C, F, H, W] model output (output norm, projection, unpatchify)."""
-        model = self.model
+        model = self._expert(cond)
         shift, scale = (model.scale_shift_table + cond.temb.unsqueeze(1)).chunk(2, dim=1)
         hidden = (model.norm_out(hidden.float()) * (1 + scale) + shift).type_as(hidden)
         hidden = model.proj_out(hidden)

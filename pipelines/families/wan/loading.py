@@ -12,8 +12,20 @@ transformer must be a ``WanTransformer3DModel`` (the frame pipeline's model). Wh
   Its VAE packs ``temporal_factor`` (4) video frames into one latent frame: a render's ``frames``,
   ``block_frames`` and ``context_frames`` still count video frames, divided by that factor for the
   frame pipeline, and the first latent frame decodes to a single frame, so ``frames`` latent-aligned
-  frames give ``frames - 3`` video frames (Wan's usual 4k+1 counts). Wan 2.2's two-expert pipelines
-  (``transformer_2``) and image-to-video pipelines are refused.
+  frames give ``frames - 3`` video frames (Wan's usual 4k+1 counts).
+
+Wan 2.2's layouts load too:
+
+- the two-expert A14B layout (``transformer_2`` and model_index.json's ``boundary_ratio``): both experts are
+  loaded into one ``pipelines.families.wan.experts.WanExperts`` (the high-noise ``transformer`` for timesteps
+  at or above ``boundary_ratio * num_train_timesteps``, the low-noise ``transformer_2`` below, as diffusers
+  switches them), which the frame plan runs step by step;
+- the TI2V-5B layout (``expand_timesteps``, its own ``AutoencoderKLWan`` with ``z_dim`` 48, a VAE patch of 2 and
+  16 pixels per latent pixel) as text-to-video: diffusers' per-token timesteps are all ``t`` there, which the
+  frame plan's one timestep per step equals;
+- ``WanImageToVideoPipeline`` (2.1 I2V with its CLIP image encoder, 2.2 I2V without one): a render's
+  ``image`` conditions it (``pipelines.families.wan.image``). A TI2V image-to-video directory
+  (``WanImageToVideoPipeline`` with ``expand_timesteps``: the first frame's tokens at timestep 0) is refused.
 """
 
 from __future__ import annotations
@@ -25,11 +37,14 @@ import numpy as np
 import torch
 
 from pipelines.errors import ModelDirectoryError
-from pipelines.loading import check_pipeline_dir, load_video_parts
+from pipelines.loading import check_pipeline_dir, load_model, load_video_parts, parse_dtype
 from pipelines.video_pipeline import VideoPipelineBase
 
 REQUIRED = {"transformer": ("WanTransformer3DModel",), "vae": ("AutoencoderKL", "AutoencoderKLWan")}
 WAN_PIPELINE = "WanPipeline"
+WAN_I2V_PIPELINE = "WanImageToVideoPipeline"
+DIFFUSERS_PIPELINES = (WAN_PIPELINE, WAN_I2V_PIPELINE)
+"""The diffusers pipelines whose prompts are encoded with WanPipeline.encode_prompt (UMT5)."""
 WAN_MAX_SEQUENCE_LENGTH = 512
 """Prompt tokens WanPipeline encodes by default (fewer when the tokenizer's own limit is lower)."""
 
@@ -46,17 +61,32 @@ def check_video_dir(path: str | Path, index: dict | None = None) -> dict:
                 f"{path} is not a video pipeline: its {component} must be a {' or '.join(class_names)}, "
                 f"got {entry}"
             )
-    second = index.get("transformer_2")
-    if isinstance(second, list) and second and second[0] is not None:
+    if has_component(index, "transformer_2"):
+        entry = index["transformer_2"]
+        if entry[1] not in REQUIRED["transformer"] or not isinstance(index.get("boundary_ratio"), (int, float)):
+            raise ModelDirectoryError(
+                f"{path}: a two-expert pipeline needs a WanTransformer3DModel transformer_2 and a numeric "
+                f"boundary_ratio in model_index.json, got {entry} and {index.get('boundary_ratio')!r}"
+            )
+    if index.get("_class_name") == WAN_I2V_PIPELINE and index.get("expand_timesteps"):
         raise ModelDirectoryError(
-            f"{path}: Wan 2.2's two-expert pipelines (transformer_2) are not supported by the frame pipeline"
+            f"{path}: Wan 2.2 TI2V image-to-video (WanImageToVideoPipeline with expand_timesteps: the first "
+            "frame's tokens at timestep 0) is not supported; its WanPipeline (text-to-video) layout is"
         )
-    if index.get("expand_timesteps"):
-        raise ModelDirectoryError(f"{path}: Wan 2.2 TI2V pipelines (expand_timesteps) are not supported")
-    for component in ("text_encoder", "tokenizer", "scheduler"):
+    if has_component(index, "image_encoder") and not (path / "image_processor").is_dir():
+        raise ModelDirectoryError(f"video pipeline {path} has an image_encoder but no image_processor/")
+    components = ["text_encoder", "tokenizer", "scheduler"]
+    components += [name for name in ("transformer_2", "image_encoder") if has_component(index, name)]
+    for component in components:
         if not (path / component).is_dir():
             raise ModelDirectoryError(f"video pipeline {path} lacks component folder {component}/")
     return index
+
+
+def has_component(index: dict, name: str) -> bool:
+    """model_index.json names a component ``name`` (an optional one is saved as [null, null] when absent)."""
+    entry = index.get(name)
+    return isinstance(entry, list) and len(entry) == 2 and entry[0] is not None and entry[1] is not None
 
 
 @dataclass
@@ -65,9 +95,9 @@ class WanVideoPipeline(VideoPipelineBase):
     ``pipelines.video_pipeline.VideoPipeline`` (its sampler hooks are the defaults)."""
 
     transformer: torch.nn.Module
-    """WanTransformer3DModel."""
+    """WanTransformer3DModel, or a two-expert pipeline's ``WanExperts``."""
     vae: torch.nn.Module
-    """Per-frame AutoencoderKL."""
+    """Per-frame AutoencoderKL or Wan's causal AutoencoderKLWan."""
     text_encoder: torch.nn.Module
     """CLIP text encoder."""
     tokenizer: object
@@ -78,8 +108,24 @@ class WanVideoPipeline(VideoPipelineBase):
     """The diffusers scheduler class named in model_index.json."""
     pipeline_class: str = ""
     """model_index.json's _class_name: "WanPipeline" selects Wan's prompt encoding."""
+    image_encoder: torch.nn.Module | None = None
+    """Wan 2.1 I2V's CLIP vision model (None: no image embeddings, e.g. Wan 2.2 I2V)."""
+    image_processor: object = None
+    """Its CLIPImageProcessor."""
     _text_pipeline: object = field(default=None, repr=False)
     """diffusers' WanPipeline over these components, made on first use, for its encode_prompt."""
+    _image_pipeline: object = field(default=None, repr=False)
+    """diffusers' WanImageToVideoPipeline over these components, made on first use, for its image conditioning."""
+
+    @property
+    def first_expert(self) -> torch.nn.Module:
+        """The (high-noise) WanTransformer3DModel: the one model of a one-expert pipeline."""
+        return getattr(self.transformer, "high", self.transformer)
+
+    @property
+    def takes_image(self) -> bool:
+        """An image-to-video pipeline: a render must give it a conditioning image."""
+        return self.pipeline_class == WAN_I2V_PIPELINE
 
     @property
     def causal_vae(self) -> bool:
@@ -126,7 +172,7 @@ class WanVideoPipeline(VideoPipelineBase):
     @torch.no_grad()
     def encode_prompt(self, prompt: str) -> torch.Tensor:
         """[1, tokens, width] embeddings of ``prompt``, as the model's own diffusers pipeline makes them."""
-        if self.pipeline_class == WAN_PIPELINE:
+        if self.pipeline_class in DIFFUSERS_PIPELINES:
             if self._text_pipeline is None:
                 from diffusers import WanPipeline
 
@@ -135,7 +181,7 @@ class WanVideoPipeline(VideoPipelineBase):
                     text_encoder=self.text_encoder,
                     vae=self.vae,
                     scheduler=self.make_scheduler(),
-                    transformer=self.transformer,
+                    transformer=self.first_expert,
                 )
             length = min(WAN_MAX_SEQUENCE_LENGTH, int(self.tokenizer.model_max_length))
             embeds, _ = self._text_pipeline.encode_prompt(
@@ -156,11 +202,29 @@ class WanVideoPipeline(VideoPipelineBase):
         return self.text_encoder(ids)[0]
 
     def latent_shape(self, height: int, width: int) -> tuple[int, int, int]:
-        """(channels, height, width) of one latent frame."""
-        factor = self.vae_scale_factor
+        """(channels, height, width) of one latent frame: the VAE's ``z_dim`` channels for Wan's VAE (an I2V
+        transformer takes more: the image conditioning's mask and latent, concatenated by its frame plan)."""
+        factor = self.vae_scale_factor * int(self.first_expert.config.patch_size[1])
         if height % factor or width % factor:
-            raise ValueError(f"height/width: {height}x{width} must be multiples of the VAE factor {factor}")
-        return (self.transformer.config.in_channels, height // factor, width // factor)
+            raise ValueError(
+                f"height/width: {height}x{width} must be multiples of {factor} (VAE factor x patch size)"
+            )
+        factor = self.vae_scale_factor
+        channels = self.vae.config.z_dim if self.causal_vae else self.transformer.config.in_channels
+        return (channels, height // factor, width // factor)
+
+    def condition_on_image(
+        self, text, negative, image: str, height: int, width: int, block_frames: int
+    ) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor] | None]:
+        """The encoded prompt (and negative prompt) with the image conditioning of blocks of ``block_frames``
+        latent frames added (``pipelines.families.wan.image``): dicts the frame plan reads."""
+        from pipelines.families.wan.image import image_conditioning
+
+        if not self.takes_image:
+            return super().condition_on_image(text, negative, image, height, width, block_frames)
+        extra = image_conditioning(self, image, height, width, block_frames)
+        text = {"text": text, **extra}
+        return text, None if negative is None else {"text": negative, **extra}
 
     @torch.no_grad()
     def decode_block(self, latent: torch.Tensor) -> np.ndarray:
@@ -175,5 +239,37 @@ class WanVideoPipeline(VideoPipelineBase):
 
 
 def load_video_pipeline(path: str | Path, dtype: str = "float32", device: str = "cpu") -> WanVideoPipeline:
+    import transformers
+
+    path = Path(path)
     index = check_video_dir(path)
-    return WanVideoPipeline(*load_video_parts(path, index, dtype, device), pipeline_class=index["_class_name"])
+    transformer, vae, text_encoder, tokenizer, scheduler_config, scheduler_class = load_video_parts(
+        path, index, dtype, device
+    )
+    image_encoder = image_processor = None
+    if has_component(index, "image_encoder"):  # Wan 2.1 I2V's CLIP vision model and its processor
+        try:
+            encoder_class = getattr(transformers, index["image_encoder"][1])
+            image_encoder = encoder_class.from_pretrained(
+                path / "image_encoder", dtype=parse_dtype(dtype), use_safetensors=True, local_files_only=True
+            ).to(device).eval()
+            processor_class = getattr(transformers, index["image_processor"][1])
+            image_processor = processor_class.from_pretrained(path / "image_processor", local_files_only=True)
+        except (AttributeError, OSError, TypeError, ValueError) as err:
+            raise ModelDirectoryError(f"could not load the video pipeline at {path}: {err}") from err
+    if has_component(index, "transformer_2"):
+        from pipelines.families.wan.experts import WanExperts
+
+        boundary = float(index["boundary_ratio"]) * int(scheduler_config.get("num_train_timesteps", 1000))
+        transformer = WanExperts(transformer, load_model(path / "transformer_2", dtype, device), boundary)
+    return WanVideoPipeline(
+        transformer,
+        vae,
+        text_encoder,
+        tokenizer,
+        scheduler_config,
+        scheduler_class,
+        pipeline_class=index["_class_name"],
+        image_encoder=image_encoder,
+        image_processor=image_processor,
+    )

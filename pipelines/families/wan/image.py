@@ -1,0 +1,83 @@
+"""Wan image-to-video: the conditioning image of a ``WanImageToVideoPipeline`` render, per frame block.
+
+diffusers' ``WanImageToVideoPipeline`` conditions a video on its first frame in two ways, and both are its own
+code called here by keyword:
+
+- Wan 2.1 I2V's CLIP image embeddings (``encode_image``; only when the transformer has an ``image_dim``):
+  projected by the transformer's ``condition_embedder`` and put in front of the text tokens, where each block's
+  cross-attention (diffusers' ``WanAttnProcessor``, its ``add_k_proj``/``add_v_proj``) attends to them
+  separately (the frame plan, ``frames.py``, passes them on; it copies none of that);
+- the first frame, VAE-encoded with black frames after it, behind a mask that is 1 on the first latent frame
+  and 0 after (``video_processor.preprocess`` then ``prepare_latents``): 4 + ``z_dim`` channels concatenated to
+  every step's latent input.
+
+The frame pipeline cuts the video into blocks; the conditioning frame belongs to block 0 only. ``prepare_latents``
+runs once, on a video of two blocks, and gives block 0 its first half (the image's mask and latent, exactly what
+diffusers gives a video of one block: the VAE is causal) and every later block its second half: a zero mask and
+the latent of black frames following the image, exactly diffusers' conditioning of a two-block video and, since
+the causal encoder's reach in time is short, the black-frame latent diffusers gives later frames of a longer one.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from pipelines.condition_image import open_image
+
+
+def i2v_pipeline(pipe: Any):
+    """diffusers' WanImageToVideoPipeline over a loaded Wan video model's components (made once, kept)."""
+    if pipe._image_pipeline is None:
+        from diffusers import WanImageToVideoPipeline
+
+        experts = getattr(pipe.transformer, "experts", (pipe.transformer, None))
+        boundary = getattr(pipe.transformer, "boundary_timestep", None)
+        scheduler = pipe.make_scheduler()
+        pipe._image_pipeline = WanImageToVideoPipeline(
+            tokenizer=pipe.tokenizer,
+            text_encoder=pipe.text_encoder,
+            vae=pipe.vae,
+            scheduler=scheduler,
+            image_processor=pipe.image_processor,
+            image_encoder=pipe.image_encoder,
+            transformer=experts[0],
+            transformer_2=experts[1],
+            boundary_ratio=None if boundary is None else boundary / scheduler.config.num_train_timesteps,
+        )
+    return pipe._image_pipeline
+
+
+@torch.no_grad()
+def image_conditioning(pipe: Any, image: str, height: int, width: int, block_frames: int) -> dict[str, torch.Tensor]:
+    """What an image-to-video render adds to its encoded prompt: ``first`` and ``rest`` ([1, 4 + z_dim,
+    block_frames, h, w]: block 0's conditioning and every later block's) and, for a transformer with an
+    ``image_dim``, ``image`` (the CLIP embeddings). Batch-first, so guidance batches them with the prompt."""
+    reference = i2v_pipeline(pipe)
+    picture = open_image(image)
+    device = pipe.vae.device
+    out: dict[str, torch.Tensor] = {}
+    if pipe.first_expert.config.image_dim is not None:
+        if pipe.image_encoder is None:
+            raise ValueError("model: its transformer takes CLIP image embeddings but it has no image_encoder")
+        out["image"] = reference.encode_image(image=picture, device=device)
+    pixels = reference.video_processor.preprocess(picture, height=height, width=width).to(device, torch.float32)
+    z_dim = pipe.vae.config.z_dim
+    factor = pipe.vae_scale_factor
+    latents = torch.zeros(1, z_dim, 2 * block_frames, height // factor, width // factor, device=device)
+    _, condition = reference.prepare_latents(
+        image=pixels,
+        batch_size=1,
+        num_channels_latents=z_dim,
+        height=height,
+        width=width,
+        num_frames=pipe.video_frames(2 * block_frames),
+        dtype=torch.float32,
+        device=device,
+        generator=None,
+        latents=latents,
+    )
+    out["first"] = condition[:, :, :block_frames]
+    out["rest"] = condition[:, :, block_frames:]
+    return out

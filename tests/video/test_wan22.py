@@ -1,0 +1,147 @@
+"""Wan 2.2 and image-to-video layouts through the frame pipeline against diffusers called directly (tiny
+directories built offline, ``_tiny_wan22``): one block on one worker is ``WanPipeline`` /
+``WanImageToVideoPipeline(...)(latents=..., output_type="latent")`` from the same initial latents, for Wan 2.1 I2V
+(CLIP image tokens through diffusers' added K/V), Wan 2.2 I2V and T2V A14B (two experts switching at the boundary
+timestep) and TI2V-5B (its own VAE); an I2V video on 2 stages equals the 1-worker block-wise schedule; the
+spec refuses a bad ``image`` naming the field."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from _parallel_dist import run_ranks
+from _tiny_wan22 import (
+    BOUNDARY_RATIO,
+    I2V_TEXT_TOKENS,
+    save_test_image,
+    save_tiny_wan_i2v,
+    save_tiny_wan_ti2v,
+    save_tiny_wan_two_experts,
+)
+from _wan22_workers import I2V_STAGES, NEGATIVE, PROMPT, SIZE, i2v_stages, run_wan
+
+from cluster.errors import SpecError
+from cluster.jobs.video import VideoSpec
+from parallel.frames.noise import block_noise, noise_template
+from pipelines.families.wan.experts import WanExperts
+from pipelines.families.wan.loading import load_video_pipeline
+
+BUILDERS = {
+    "i2v21": lambda path: save_tiny_wan_i2v(path),
+    "i2v22": lambda path: save_tiny_wan_i2v(path, two_experts=True),
+    "a14b": save_tiny_wan_two_experts,
+    "ti2v": save_tiny_wan_ti2v,
+}
+
+
+@pytest.fixture(scope="module")
+def dirs(tmp_path_factory):
+    torch.set_num_threads(1)
+    root = tmp_path_factory.mktemp("wan22")
+    made = {name: build(root / name) for name, build in BUILDERS.items()}
+    made["image"] = save_test_image(root / "first.png")
+    made["other"] = save_test_image(root / "other.png", height=24, width=24)
+    return made
+
+
+def _diffusers_latents(model_dir, pipe, initial, steps, guidance_scale, size, image=None):
+    """The diffusers pipeline of ``model_dir`` called directly from ``initial`` latents [1, C, F, h, w]. The I2V
+    pipeline gets the prompt embeddings (diffusers 0.42.1's WanImageToVideoPipeline calls ``ftfy`` without
+    checking it is installed; its ``encode_prompt`` is WanPipeline's, which ``pipe.encode_prompt`` calls)."""
+    import diffusers
+    from PIL import Image
+
+    reference = getattr(diffusers, pipe.pipeline_class).from_pretrained(
+        model_dir, local_files_only=True, use_safetensors=True
+    )
+    reference.set_progress_bar_config(disable=True)
+    call = dict(
+        height=size,
+        width=size,
+        num_frames=pipe.video_frames(initial.shape[2]),
+        num_inference_steps=steps,
+        guidance_scale=guidance_scale,
+        latents=initial,
+        output_type="latent",
+        return_dict=False,
+    )
+    if image is None:
+        call.update(prompt=PROMPT, negative_prompt=NEGATIVE, max_sequence_length=int(pipe.tokenizer.model_max_length))
+    else:
+        call.update(
+            image=Image.open(image).convert("RGB"),
+            prompt_embeds=pipe.encode_prompt(PROMPT),
+            negative_prompt_embeds=pipe.encode_prompt(NEGATIVE),
+            max_sequence_length=I2V_TEXT_TOKENS,
+        )
+    return reference(**call)[0], reference
+
+
+@pytest.mark.parametrize("name", ["i2v21", "i2v22", "a14b", "ti2v"])
+@torch.no_grad()
+def test_one_block_equals_diffusers(dirs, name):
+    torch.set_num_threads(1)
+    pipe = load_video_pipeline(dirs[name])
+    size = 64 if name == "ti2v" else SIZE
+    image = str(dirs["image"]) if pipe.takes_image else None
+    config = dict(frames=2, block_frames=2, context_frames=1, steps=4, seed=11, guidance_scale=3.0)
+    got = run_wan(pipe, config, image, size=size)
+    channels, height, width = pipe.latent_shape(size, size)
+    initial = block_noise(noise_template(11, (channels, 2, height, width)), 11, 0)
+    expected, reference = _diffusers_latents(dirs[name], pipe, initial, 4, 3.0, size, image)
+    torch.testing.assert_close(got["timesteps"], reference.scheduler.timesteps.cpu())
+    diff = (got["latents"][0] - expected).abs().max().item()
+    torch.testing.assert_close(got["latents"][0], expected, atol=1e-4, rtol=1e-4)
+    print(f"Wan {name}, 1 block, g=3 vs {pipe.pipeline_class}: max abs diff {diff:.2e}")
+    if isinstance(pipe.transformer, WanExperts):  # the schedule crosses the boundary: both experts ran
+        boundary = BOUNDARY_RATIO * 1000
+        assert (got["timesteps"] >= boundary).any() and (got["timesteps"] < boundary).any()
+        assert pipe.transformer.boundary_timestep == boundary
+    if name == "i2v21":  # the image matters (CLIP tokens and first-frame latent)
+        other = run_wan(pipe, config, str(dirs["other"]), size=size)
+        assert not torch.allclose(other["latents"][0], got["latents"][0], atol=1e-3)
+    if name == "ti2v":
+        assert (channels, height, width) == (8, 4, 4) and pipe.vae_scale_factor == 16
+
+
+def test_i2v_two_stages_equal_one_worker(dirs):
+    """Block 0 carries the image, blocks 1 and 2 the zero-mask conditioning; 2 stages equal 1 worker."""
+    torch.set_num_threads(1)
+    pipe = load_video_pipeline(dirs["i2v21"])
+    ref = run_wan(pipe, I2V_STAGES, str(dirs["image"]))
+    text, _, _ = pipe.conditioning(PROMPT, NEGATIVE, 1.0)
+    cond, _ = pipe.condition_on_image(text, None, str(dirs["image"]), SIZE, SIZE, 2)
+    assert cond["first"][:, :4, 0].eq(1).all() and cond["first"][:, :4, 1:].eq(0).all()
+    assert cond["rest"][:, :4].eq(0).all()  # later blocks: no frame given
+    ranks = run_ranks(i2v_stages, 2, str(dirs["i2v21"]), str(dirs["image"]), timeout=180)
+    got = ranks[0]
+    assert sorted(got["latents"]) == sorted(ref["latents"]) == [0, 1, 2]
+    assert got["applied"] == ref["applied"] and not ranks[1]["latents"]
+    assert ranks[0]["layers"][0] == 0 and ranks[1]["layers"][1] == 4
+    diff = max((got["latents"][b] - ref["latents"][b]).abs().max().item() for b in ref["latents"])
+    for block, latent in ref["latents"].items():
+        torch.testing.assert_close(got["latents"][block], latent, atol=1e-4, rtol=1e-4)
+    print(f"Wan 2.1 I2V, 3 blocks, 2 stages vs 1 worker: max abs diff {diff:.2e}")
+
+
+def _spec(model, **extra) -> VideoSpec:
+    fields = dict(model=str(model), frames=16, block_frames=8, height=SIZE, width=SIZE, steps=2)
+    return VideoSpec.from_dict({**fields, **extra, "parallel": {"strategy": "none", "degree": 1}})
+
+
+def test_spec_refuses_bad_images(dirs, tmp_path):
+    not_image = tmp_path / "notes.png"
+    not_image.write_text("not a picture")
+    cases = [
+        (dirs["i2v21"], {}, "image-to-video"),
+        (dirs["i2v21"], {"image": str(tmp_path / "missing.png")}, "no such file"),
+        (dirs["i2v21"], {"image": str(not_image)}, "not an image"),
+        (dirs["a14b"], {"image": str(dirs["image"])}, "takes no image"),
+        (dirs["ti2v"], {"height": 48}, "multiples of 32"),
+    ]
+    for model, extra, why in cases:
+        with pytest.raises(SpecError, match=why) as caught:
+            _spec(model, **extra)
+        assert caught.value.field == ("height" if model == dirs["ti2v"] else "image")
+    spec = _spec(dirs["i2v22"], image=str(dirs["image"]))
+    assert spec.image == str(dirs["image"].resolve())
