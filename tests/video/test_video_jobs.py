@@ -1,6 +1,6 @@
 """Video jobs through the controller: submit and wait, pause for a more urgent job and resume, a killed
 worker (real Ray, real SQLite, the built-in video model at a tiny size); a CogVideoX directory's jobs with
-strategy none and on 2 frame stages."""
+strategy none and on 2 frame stages; Wan 2.2 image-to-video (two experts) on 2 stages and TI2V-5B."""
 
 from __future__ import annotations
 
@@ -12,12 +12,18 @@ import sqlite3
 import numpy as np
 import pytest
 import ray
+import torch
 from _tiny_cogvideox import save_tiny_cogvideox
+from _tiny_wan22 import save_test_image, save_tiny_wan_i2v, save_tiny_wan_ti2v
 from _video_jobs import TICKS, decoded_frames, video_spec, wait_for_tick
 
 from cluster.client import Client
 from cluster.errors import SpecError
+from cluster.jobs.video import VideoParallelSpec, VideoSpec
+from runtime.device import device_slot
+from runtime.jobs.video_session import open_video_session
 from runtime.pool import PoolConfig
+from runtime.worker import Worker
 
 pytestmark = pytest.mark.slow
 
@@ -173,3 +179,74 @@ def test_auto_strategy_job_picks_the_cost_models_plan(client, tmp_path):
     diff = np.abs(got.astype(int) - ref.astype(int)).max()
     print(f"auto ({best.strategy} x{best.degree}) job vs 1 worker, one block: max abs diff {diff} (uint8 frames)")
     assert diff <= 1
+
+
+WAN22_RENDER = dict(
+    prompt="red and yellow stripes",
+    negative_prompt="blurry",
+    guidance_scale=3.0,
+    height=32,
+    width=32,
+    frames=16,  # 4 latent frames: 2 blocks of 2, 13 video frames
+    block_frames=8,
+    context_frames=4,
+    steps=4,  # 2 on each expert (BOUNDARY_RATIO)
+    seed=6,
+    fps=8.0,
+)
+
+
+def test_wan22_jobs_image_to_video_on_two_stages_and_ti2v(client, tmp_path, monkeypatch):
+    """A Wan 2.2 I2V two-expert directory on 2 frame stages with its conditioning ``image`` (given relative to the
+    client's folder: made absolute at submit, read by the workers) renders the MP4 one worker renders in process;
+    a TI2V-5B directory renders with ``parallel=none``."""
+    torch.set_num_threads(1)
+    models = {
+        "i2v": save_tiny_wan_i2v(tmp_path / "i2v", two_experts=True),
+        "ti2v": save_tiny_wan_ti2v(tmp_path / "ti2v"),
+        "image": save_test_image(tmp_path / "first.png"),
+    }
+    worker = Worker(0, device_slot("cpu"))
+    spec = VideoSpec(
+        model=str(models["i2v"]),
+        image=str(models["image"]),
+        parallel=VideoParallelSpec("none", 1),
+        **WAN22_RENDER,
+    )
+    worker.begin(
+        open_video_session, spec, None, video_path=str(tmp_path / "one.mp4"), block_dir=str(tmp_path / "b")
+    )
+    worker.advance(None)
+    worker.finish()
+    reference = decoded_frames({"outputs": {"video": str(tmp_path / "one.mp4")}})
+
+    monkeypatch.chdir(models["image"].parent)  # a relative image path: resolved at submit
+    outputs = str(tmp_path / "outputs")
+    i2v = client.submit(
+        {
+            "job": "video",
+            "model": str(models["i2v"]),
+            "image": models["image"].name,
+            "output_dir": outputs,
+            "parallel": {"strategy": "frames", "degree": 2},
+            **WAN22_RENDER,
+        }
+    )
+    record = i2v.wait(timeout_s=300)
+    assert record["state"] == "succeeded", i2v.logs()
+    frames = decoded_frames(record)
+    meta = json.loads(open(record["outputs"]["metadata"]).read())
+    assert (meta["blocks"], meta["stages"], frames.shape) == (2, 2, (13, 32, 32, 3))
+    np.testing.assert_array_equal(frames, reference)  # 2 stages: the 1-worker video
+    ti2v = client.submit(
+        {
+            "job": "video",
+            "model": str(models["ti2v"]),
+            "output_dir": outputs,
+            "parallel": {"strategy": "none", "degree": 1},
+            **dict(WAN22_RENDER, height=64, width=64, steps=2),
+        }
+    )
+    record = ti2v.wait(timeout_s=300)
+    assert record["state"] == "succeeded", ti2v.logs()
+    assert decoded_frames(record).shape == (13, 64, 64, 3)
