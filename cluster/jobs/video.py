@@ -163,6 +163,8 @@ class VideoSpec(JobSpec):
         if problem is not None:
             raise SpecError(*problem)
         self._validate_image(family.takes_image(path))
+        # a one-block video of a model whose denoisers take turns (Wan 2.2's experts): one segment each
+        self.__dict__["_step_segments"] = family.step_segments(path, self.steps) if self.blocks == 1 else []
         self._validate_degree()
 
     def _validate_image(self, takes_image: bool) -> None:
@@ -247,9 +249,24 @@ class VideoSpec(JobSpec):
         """The most stages this video can use: no more than transformer blocks or frame blocks."""
         return min(self._layers, self.blocks)
 
+    def segment_ends(self) -> list[int]:
+        """The tick each segment ends at. A video runs as one segment to its end, on one group (paused and moved
+        between ticks), except a one-block video of a model whose denoisers take turns (``step_segments``: Wan
+        2.2's high- and low-noise experts): one block's ticks are its steps, so each denoiser's steps are a
+        segment, checkpointed at its end and placed anew (any workers, any pool the job's ``device`` allows;
+        each loads the directory). A longer video keeps both experts in one segment: its queue holds blocks at
+        both experts' steps at once."""
+        ends, total = [], 0
+        for steps in self.__dict__.get("_step_segments", []):
+            total += steps
+            ends.append(total)
+        return ends[:-1] + [self.progress_total()]
+
     def segment_from(self, tick: int) -> Segment:
-        """A video runs as one segment to its end, on one group (paused and moved between ticks)."""
-        return Segment(self.model, self.progress_total(), self.device)
+        """The segment that runs ``tick`` (``segment_ends``)."""
+        ends = self.segment_ends()
+        until = next((end for end in ends if end > tick), ends[-1])
+        return Segment(self.model, until, self.device)
 
     def placed(self, model: str, degree: int, choice: dict | None = None) -> VideoSpec:
         """What the stages receive: the model's directory and the stage count this placement runs; for strategy
@@ -372,24 +389,38 @@ class VideoSpec(JobSpec):
         """The video from ``job.first`` to its end on ``workers``, one stage each. Finished blocks are kept in
         the job's partial output folder as one small H.264 segment each, so they survive a pause, a killed
         worker or a restarted controller; stage 0 joins them into video.mp4 when the last one is in."""
+        from runtime.jobs.driver import JobStopped
         from runtime.jobs.video import run_video_render
 
         if job.resume is not None and job.resume["blocks"] != placed.blocks:
             placed = self._resumable(placed, job.resume)
         partial = partial_directory(self.output_dir, job.id)
-        metadata = run_video_render(
-            pools,
-            placed,
-            partial / "video.mp4",
-            progress=False,
-            ticks_per_call=1,
-            indices=workers,
-            block_dir=str(partial / "blocks"),
-            resume=job.resume,
-            on_tick=self._ticks_for(placed, job, hooks.on_unit),
-            checkpoint_every=hooks.checkpoint_every,
-            on_checkpoint=hooks.on_checkpoint,
-        )
+        asked: list[bool] = []
+        on_unit = self._ticks_for(placed, job, hooks.on_unit)
+
+        def on_tick(done: int) -> bool:  # a segment that ends before the video stops there, as a pause does
+            keep = on_unit(done)
+            asked.append(not keep)
+            return keep and not (done == job.until < self.progress_total())
+
+        try:
+            metadata = run_video_render(
+                pools,
+                placed,
+                partial / "video.mp4",
+                progress=False,
+                ticks_per_call=1,
+                indices=workers,
+                block_dir=str(partial / "blocks"),
+                resume=job.resume,
+                on_tick=on_tick,
+                checkpoint_every=hooks.checkpoint_every,
+                on_checkpoint=hooks.on_checkpoint,
+            )
+        except JobStopped as stopped:
+            if any(asked) or stopped.steps_done != job.until:
+                raise  # a pause, cancel or stop: the service's
+            return SegmentResult({"segment_end_tick": job.until}, checkpoint=stopped.checkpoint)
         if "_auto" in placed.__dict__:
             metadata["auto"] = {k: v for k, v in placed.__dict__["_auto"].items() if k != "considered"}
             metadata["auto"]["considered"] = placed.__dict__["_auto"].get("considered", [])

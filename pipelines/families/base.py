@@ -221,6 +221,12 @@ class ModelFamily:
             )
         return None
 
+    def step_segments(self, path: str | Path, steps: int) -> list[int]:
+        """Steps per segment when the video model at ``path`` hands a ``steps``-step schedule from one denoiser to
+        another (Wan 2.2's high- and low-noise experts: ``[high, low]``), so a job can run each as its own segment,
+        placed anew; ``[]`` when one denoiser runs every step (the default)."""
+        return []
+
     def takes_image(self, path: str | Path) -> bool:
         """The video model at ``path`` is conditioned on an image (a render's ``image`` field is then required,
         and refused otherwise); read from JSON at submit. Default: no."""

@@ -187,7 +187,7 @@ WAN22_RENDER = dict(
     guidance_scale=3.0,
     height=32,
     width=32,
-    frames=16,  # 4 latent frames: 2 blocks of 2, 13 video frames
+    frames=8,  # one block of 2 latent frames, 5 video frames
     block_frames=8,
     context_frames=4,
     steps=4,  # 2 on each expert (BOUNDARY_RATIO)
@@ -196,10 +196,11 @@ WAN22_RENDER = dict(
 )
 
 
-def test_wan22_jobs_image_to_video_on_two_stages_and_ti2v(client, tmp_path, monkeypatch):
-    """A Wan 2.2 I2V two-expert directory on 2 frame stages with its conditioning ``image`` (given relative to the
-    client's folder: made absolute at submit, read by the workers) renders the MP4 one worker renders in process;
-    a TI2V-5B directory renders with ``parallel=none``."""
+def test_wan22_jobs_expert_segments_image_to_video_and_ti2v(client, tmp_path, monkeypatch):
+    """Wan 2.2 I2V A14B with its conditioning ``image`` (given relative to the client's folder: made absolute at
+    submit, read by the workers): a one-block video runs as two step segments (the high-noise expert's steps,
+    a checkpoint, the low-noise expert's, placed anew) to the video one worker renders in process in one go; a
+    two-block video on 2 frame stages; a TI2V-5B directory with ``parallel=none``."""
     torch.set_num_threads(1)
     models = {
         "i2v": save_tiny_wan_i2v(tmp_path / "i2v", two_experts=True),
@@ -221,32 +222,21 @@ def test_wan22_jobs_image_to_video_on_two_stages_and_ti2v(client, tmp_path, monk
     reference = decoded_frames({"outputs": {"video": str(tmp_path / "one.mp4")}})
 
     monkeypatch.chdir(models["image"].parent)  # a relative image path: resolved at submit
-    outputs = str(tmp_path / "outputs")
-    i2v = client.submit(
-        {
-            "job": "video",
-            "model": str(models["i2v"]),
-            "image": models["image"].name,
-            "output_dir": outputs,
-            "parallel": {"strategy": "frames", "degree": 2},
-            **WAN22_RENDER,
-        }
-    )
-    record = i2v.wait(timeout_s=300)
-    assert record["state"] == "succeeded", i2v.logs()
-    frames = decoded_frames(record)
-    meta = json.loads(open(record["outputs"]["metadata"]).read())
-    assert (meta["blocks"], meta["stages"], frames.shape) == (2, 2, (13, 32, 32, 3))
-    np.testing.assert_array_equal(frames, reference)  # 2 stages: the 1-worker video
-    ti2v = client.submit(
-        {
-            "job": "video",
-            "model": str(models["ti2v"]),
-            "output_dir": outputs,
-            "parallel": {"strategy": "none", "degree": 1},
-            **dict(WAN22_RENDER, height=64, width=64, steps=2),
-        }
-    )
-    record = ti2v.wait(timeout_s=300)
-    assert record["state"] == "succeeded", ti2v.logs()
-    assert decoded_frames(record).shape == (13, 64, 64, 3)
+    jobs = {}
+    for name, model, changes in (
+        ("segments", "i2v", {"image": models["image"].name, "parallel": {"strategy": "none", "degree": 1}}),
+        ("stages", "i2v", {"image": "first.png", "frames": 16, "parallel": {"strategy": "frames", "degree": 2}}),
+        ("ti2v", "ti2v", {"height": 64, "width": 64, "steps": 2, "parallel": {"strategy": "none", "degree": 1}}),
+    ):
+        fields = {**WAN22_RENDER, "model": str(models[model]), "output_dir": str(tmp_path / "outputs"), **changes}
+        jobs[name] = client.submit({"job": "video", **fields})
+    records = {}
+    for name, job in jobs.items():
+        records[name] = job.wait(timeout_s=300)
+        assert records[name]["state"] == "succeeded", job.logs()
+    assert "segment done at tick 2" in jobs["segments"].logs()
+    np.testing.assert_array_equal(decoded_frames(records["segments"]), reference)  # 2 segments: the 1-go video
+    assert reference.shape == (5, 32, 32, 3)
+    meta = json.loads(open(records["stages"]["outputs"]["metadata"]).read())
+    assert (meta["blocks"], meta["stages"], decoded_frames(records["stages"]).shape) == (2, 2, (13, 32, 32, 3))
+    assert decoded_frames(records["ti2v"]).shape == (5, 64, 64, 3)

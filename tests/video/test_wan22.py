@@ -145,3 +145,47 @@ def test_spec_refuses_bad_images(dirs, tmp_path):
         assert caught.value.field == ("height" if model == dirs["ti2v"] else "image")
     spec = _spec(dirs["i2v22"], image=str(dirs["image"]))
     assert spec.image == str(dirs["image"].resolve())
+
+
+@torch.no_grad()
+def test_two_expert_segments_equal_diffusers(dirs, tmp_path):
+    """A one-block A14B video as the service runs it: the high-noise steps in one session, the state at that tick
+    checkpointed (as the controller stores it), the low-noise steps in a fresh session from a fresh load (another
+    worker) equal the two-expert WanPipeline from the same initial latents."""
+    import io
+
+    from runtime.jobs.video_session import VideoSession
+    from runtime.jobs.video_state import merge_stage_states
+
+    torch.set_num_threads(1)
+    model = str(dirs["a14b"])
+    render = dict(prompt=PROMPT, negative_prompt=NEGATIVE, guidance_scale=3.0, frames=8, block_frames=8, steps=4)
+    spec = _spec(model, **render, context_frames=4, seed=13)
+    assert spec.segment_ends() == [2, 4] and spec.segment_from(0).until == 2 and spec.segment_from(2).until == 4
+    longer = _spec(model, **dict(render, frames=16), context_frames=4)
+    assert longer.segment_ends() == [longer.progress_total()]  # two blocks in one queue: one segment
+    assert _spec(dirs["ti2v"], **dict(render, height=64, width=64)).segment_ends() == [4]
+
+    finished = {}
+    first = VideoSession(load_video_pipeline(model), spec, None, video_path=str(tmp_path / "a.mp4"))
+    assert first.advance(2) == 2 and not first.pipeline.finished
+    state = merge_stage_states([first.snapshot()])
+    buf = io.BytesIO()
+    torch.save(state, buf)
+    buf.seek(0)
+    state = torch.load(buf, weights_only=True)  # as the controller reads checkpoint.pt
+    pipe = load_video_pipeline(model)
+    second = VideoSession(pipe, spec, None, video_path=str(tmp_path / "b.mp4"))
+    second.resume(state)
+    write = second.pipeline.on_block_done
+    second.pipeline.on_block_done = lambda block, latent: (finished.__setitem__(block, latent.clone()), write(block, latent))
+    assert second.advance() == 4
+    second.finish()
+    channels, height, width = pipe.latent_shape(SIZE, SIZE)
+    initial = block_noise(noise_template(13, (channels, 2, height, width)), 13, 0)
+    expected, reference = _diffusers_latents(dirs["a14b"], pipe, initial, 4, 3.0, SIZE)
+    assert (reference.scheduler.timesteps[:2] >= BOUNDARY_RATIO * 1000).all()
+    assert (reference.scheduler.timesteps[2:] < BOUNDARY_RATIO * 1000).all()
+    diff = (finished[0] - expected).abs().max().item()
+    torch.testing.assert_close(finished[0], expected, atol=1e-4, rtol=1e-4)
+    print(f"Wan A14B, 1 block as 2 step segments (2 + 2 steps) vs WanPipeline: max abs diff {diff:.2e}")

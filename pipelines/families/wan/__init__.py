@@ -100,6 +100,19 @@ class WanFamily(ModelFamily):
 
         return self._index(path).get("_class_name") == WAN_I2V_PIPELINE
 
+    def step_segments(self, path: str | Path, steps: int) -> list[int]:
+        """A two-expert directory: the steps whose timestep is at or above ``boundary_ratio * num_train_timesteps``
+        (the high-noise expert's) and the rest, from the scheduler its directory names (``experts``); [] when
+        one expert would run them all."""
+        from pipelines.families.wan.experts import expert_steps
+        from pipelines.families.wan.loading import has_component
+
+        index = self._index(path)
+        if not has_component(index, "transformer_2"):
+            return []
+        high = expert_steps(path, index, steps)
+        return [high, steps - high] if 0 < high < steps else []
+
     def _size_error(self, path: str | Path, spec: Any) -> tuple[str, str] | None:
         vae = self.component_config(path, "vae")
         if vae.get("_class_name") != "AutoencoderKLWan":

@@ -6,9 +6,15 @@ The frame plan (``pipelines.families.wan.frames``) asks ``expert(t)`` once per s
 embedding, blocks and head; this module only holds the pair, so the frame pipeline (which takes one model) and
 the rest of the video path see one transformer. Both experts share one architecture (the layout's own
 guarantee: diffusers swaps them in the same loop), so ``config`` is the high-noise expert's.
+
+A one-block video job runs the experts as two step segments (``expert_steps``; ``cluster.jobs.video``): the
+high-noise steps, a checkpoint at that tick, then the low-noise steps wherever the scheduler places them.
 """
 
 from __future__ import annotations
+
+import json
+from pathlib import Path
 
 import torch
 from torch import nn
@@ -48,3 +54,15 @@ class WanExperts(nn.Module):
         """The expert diffusers runs at ``timestep``."""
         value = float(timestep.reshape(-1)[0]) if isinstance(timestep, torch.Tensor) else float(timestep)
         return self.high if value >= self.boundary_timestep else self.low
+
+
+def expert_steps(path: str | Path, index: dict, steps: int) -> int:
+    """How many of a ``steps``-step schedule the high-noise expert runs: the timesteps at or above the boundary,
+    from the scheduler the directory names, its timesteps set as the frame pipeline sets them (read at submit)."""
+    import diffusers
+
+    config = json.loads((Path(path) / "scheduler" / "scheduler_config.json").read_text())
+    scheduler = getattr(diffusers, index["scheduler"][1]).from_config(config)
+    scheduler.set_timesteps(steps)
+    boundary = float(index["boundary_ratio"]) * int(scheduler.config.num_train_timesteps)
+    return int((scheduler.timesteps >= boundary).sum())
