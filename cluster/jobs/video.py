@@ -306,7 +306,9 @@ class VideoSpec(JobSpec):
     def _choose(self, free: int, device: str, link: str) -> dict:
         family, path = self.model_family(), self.model_path()
         described = family.cost_model(path, self.dtype)
-        candidates = [s for s in ("frames", "sequence", "patch") if s in family.strategies]
+        candidates = [
+            s for s in ("frames", "sequence", "patch") if s in family.strategies and family.plan_error(s, path) is None
+        ]  # plan_error: a family may have no such plan for this model (Wan's whole-video plans: one T2V transformer)
         if described is None or not candidates:
             degree = min(free, self.max_stages()) if "frames" in family.strategies else 1
             return {"strategy": "frames" if degree > 1 else "none", "degree": degree, "predicted": None}

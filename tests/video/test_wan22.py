@@ -189,3 +189,22 @@ def test_two_expert_segments_equal_diffusers(dirs, tmp_path):
     diff = (finished[0] - expected).abs().max().item()
     torch.testing.assert_close(finished[0], expected, atol=1e-4, rtol=1e-4)
     print(f"Wan A14B, 1 block as 2 step segments (2 + 2 steps) vs WanPipeline: max abs diff {diff:.2e}")
+
+
+def test_auto_strategy_keeps_two_expert_and_image_models_on_the_frame_plan(dirs):
+    """Wan's whole-video plans (sequence, patch) run one text-to-video transformer: refused at submit for the
+    two-expert and image-to-video layouts, and never an ``auto`` pick for them."""
+    for name, extra in (("a14b", {}), ("i2v21", {"image": str(dirs["image"])})):
+        with pytest.raises(SpecError, match="one text-to-video Wan transformer") as caught:
+            VideoSpec.from_dict(
+                dict(model=str(dirs[name]), frames=16, block_frames=8, height=SIZE, width=SIZE, steps=2, **extra,
+                     parallel={"strategy": "sequence", "degree": 2})
+            )
+        assert caught.value.field == "parallel.strategy"
+        spec = VideoSpec.from_dict(
+            dict(model=str(dirs[name]), frames=16, block_frames=8, height=SIZE, width=SIZE, steps=2, **extra,
+                 parallel={"strategy": "auto", "degree": "auto"})
+        )
+        choice = spec.auto_choice(spec.model, 2, None)
+        assert choice["strategy"] in ("frames", "none")
+        assert {plan["strategy"] for plan in choice.get("considered", [])} <= {"frames", "none"}
