@@ -191,6 +191,56 @@ class Controller:
         self.files.log(job_id, "cancel requested" if record.cancel_requested else f"now {record.state}")
         return asdict(record)
 
+    def set_priority(self, job_id: str, priority: int, tenant: dict | None = None) -> dict:
+        """Re-prioritise a job that has not ended, within its tenant's ceiling (``tenant`` as in ``submit``);
+        a running one keeps its workers, but a more urgent queued job may now pause it (or no longer)."""
+        check_priority(priority)
+        owner = Tenant(**tenant) if tenant is not None else OPEN_TENANT
+        self._owned(job_id, owner.name if tenant is not None else None)
+        if owner.max_priority is not None and priority > owner.max_priority:
+            raise TenantLimit("priority", f"{priority} is above tenant {owner.name!r}'s ceiling {owner.max_priority}")
+        record = self.store.set_priority(job_id, priority)
+        if record is None:
+            raise SpecError("state", f"job {job_id} has ended ({self.store.get(job_id).state}): its priority no longer matters")
+        with self._lock:
+            if job_id in self.running:
+                self.running[job_id].priority = priority
+        self.files.log(job_id, f"priority set to {priority}")
+        self._wake.set()
+        return asdict(record)
+
+    def pools_report(self, tenant: str | None = None, busy_timeout_s: float = 1.0) -> list[dict]:
+        """Each pool with its workers: where each runs (node, pid, device), the job it holds (another tenant's
+        job shows as ``"busy"``: its id is theirs) and its seconds spent rendering (None when the worker did not
+        answer within ``busy_timeout_s``: it is inside a long call)."""
+        with self._lock:
+            holding = {w: job_id for job_id, job in self.running.items() for w in job.workers}
+        owners = {job_id: self.store.get(job_id).tenant for job_id in set(holding.values())}
+        calls = [w.busy_seconds.remote() for w in self.pools.workers]
+        ready, _ = ray.wait(calls, num_returns=len(calls), timeout=busy_timeout_s)
+        done = set(ready)
+        busy = [ray.get(c) if c in done else None for c in calls]
+        infos = self.pools.infos
+        pools = []
+        for pool in self.pools.describe():
+            workers = []
+            for index in pool["workers"]:
+                job_id = holding.get(index)
+                if job_id is not None and tenant is not None and owners.get(job_id) != tenant:
+                    job_id = "busy"
+                info = infos[index]
+                workers.append({
+                    "index": index,
+                    "node_ip": info.get("node_ip"),
+                    "hostname": info.get("hostname"),
+                    "pid": info.get("pid"),
+                    "device": info.get("device"),
+                    "job": job_id,
+                    "busy_s": busy[index],
+                })
+            pools.append({"name": pool["name"], "device": pool["device"], "workers": workers})
+        return pools
+
     def logs(self, job_id: str, tenant: str | None = None) -> str:
         self._owned(job_id, tenant)  # a clear error for an unknown job
         return self.files.read_log(job_id)

@@ -34,6 +34,12 @@ class ControllerActor:
     def cancel(self, job_id: str, tenant: str | None = None) -> dict:
         return self._controller.cancel(job_id, tenant)
 
+    def set_priority(self, job_id: str, priority: int, tenant: dict | None = None) -> dict:
+        return self._controller.set_priority(job_id, priority, tenant)
+
+    def pools_report(self, tenant: str | None = None) -> list[dict]:
+        return self._controller.pools_report(tenant)
+
     def logs(self, job_id: str, tenant: str | None = None) -> str:
         return self._controller.logs(job_id, tenant)
 

@@ -306,6 +306,18 @@ class JobStore:
                 db.execute("UPDATE jobs SET cancel_requested = 1 WHERE id = ?", (job_id,))
             return self._record(db, job_id)
 
+    def set_priority(self, job_id: str, priority: int) -> JobRecord | None:
+        """Give a job that has not ended a new priority (the queue's order and preemption read it); None if it
+        has ended."""
+        with self._transaction() as db:
+            self._record(db, job_id)  # KeyError for an unknown job
+            finals = ",".join("?" * len(FINAL_STATES))
+            changed = db.execute(
+                f"UPDATE jobs SET priority = ? WHERE id = ? AND state NOT IN ({finals})",
+                (int(priority), job_id, *FINAL_STATES),
+            ).rowcount
+            return self._record(db, job_id) if changed else None
+
     def recover(self) -> list[str]:
         """After a controller restart: jobs left holding workers go back to the queue (they resume from
         their checkpoint); returns their ids."""

@@ -15,7 +15,16 @@ import ray
 from fastapi import FastAPI
 from ray import serve
 
-from cluster.http import errors, replica, routes_images, routes_jobs, routes_videos, schema
+from cluster.http import (
+    dashboard,
+    errors,
+    replica,
+    routes_images,
+    routes_jobs,
+    routes_pools,
+    routes_videos,
+    schema,
+)
 from cluster.http.backend import ControllerUnavailable
 from cluster.http.settings import HttpSettings
 
@@ -26,7 +35,7 @@ api = FastAPI(
     version="1",
     description="Render diffusion models on a Tessera pool: jobs (any kind), OpenAI-style images and videos.",
 )
-for _router in (routes_jobs.router, routes_images.router, routes_videos.router):
+for _router in (routes_jobs.router, routes_images.router, routes_videos.router, routes_pools.router, dashboard.router):
     api.include_router(_router)
 errors.install(api)
 schema.install(api)

@@ -14,7 +14,7 @@ from cluster.http.events import job_events
 from cluster.http.schema import spec_ref
 from cluster.http.views import job_view, json_body, place_outputs, result_path
 from cluster.jobs import JOB_KINDS
-from cluster.store import STATES
+from cluster.store import FINAL_STATES, STATES
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
 ENVELOPE = ("spec", "priority")
@@ -102,6 +102,21 @@ async def get_job(request: Request, job_id: str, tenant: TenantOf) -> dict:
 @router.post("/{job_id}/cancel", summary="Cancel a queued or running job")
 async def cancel_job(request: Request, job_id: str, tenant: TenantOf) -> dict:
     return job_view(await replica.backend().call("cancel", job_id, tenant["name"]), base_url(request))
+
+
+@router.post("/{job_id}/priority", summary="Re-prioritise a job that has not ended (within the tenant's ceiling)")
+async def set_priority(request: Request, job_id: str, tenant: TenantOf) -> dict:
+    body = await json_body(request)
+    unknown = sorted(set(body) - {"priority"})
+    if unknown:
+        raise ApiError(422, unknown[0], "unknown field; the body is {\"priority\": n}")
+    if "priority" not in body:
+        raise ApiError(422, "priority", "missing: the job's new priority, e.g. {\"priority\": 3}")
+    record = await replica.backend().call("get", job_id, tenant["name"])  # a 404 first
+    if record["state"] in FINAL_STATES:
+        raise ApiError(409, "state", f"job {job_id} is {record['state']}: its priority no longer matters", "conflict_error")
+    record = await replica.backend().call("set_priority", job_id, body["priority"], tenant)
+    return job_view(record, base_url(request))
 
 
 @router.get("/{job_id}/logs", response_class=PlainTextResponse, summary="A job's log")
