@@ -1,4 +1,4 @@
-"""The web dashboard at ``/``: static files of this package (``dashboard/``: HTML, CSS and a small script, no
+"""The web dashboard at ``/``: static files of this package (``static/``: HTML, CSS and a small script, no
 build step, nothing fetched from elsewhere) that call the same API as any client, with the bearer token the
 user typed (kept in the tab's sessionStorage)."""
 
@@ -11,7 +11,7 @@ from fastapi.responses import FileResponse
 
 from cluster.http.errors import ApiError
 
-FOLDER = Path(__file__).parent / "dashboard"
+FOLDER = Path(__file__).parent / "static"
 MEDIA = {".html": "text/html; charset=utf-8", ".js": "text/javascript; charset=utf-8", ".css": "text/css; charset=utf-8"}
 
 router = APIRouter(include_in_schema=False)
