@@ -62,7 +62,9 @@ frames a number of latent frames decodes to (a causal VAE's first latent frame g
 Stage 0 decodes each finished block with ``block_decoder()`` (called on the blocks in order: a causal VAE
 carries its cache across blocks; ``runtime.jobs.video_state`` checkpoints a decoder's ``cache``/``first``
 attributes, or asks its ``export_state()``/``load_state(state)`` when it has them, e.g. CogVideoX's nested
-``conv_cache``); ``decode_block`` decodes one block on its own (the decode-cost probe).
+``conv_cache``); ``decode_block`` decodes one block on its own (the decode-cost probe). A family
+whose VAE decodes frames apart says so (``frames_decode_apart``): on several stages each then decodes a share
+of a block's frames with ``decode_block``.
 """
 
 from __future__ import annotations
@@ -164,3 +166,10 @@ class VideoPipelineBase:
         """An image-to-video family adds the conditioning of ``image`` (a local file) to the encoded prompt and
         negative prompt, for frame blocks of ``block_frames`` latent frames; the default takes no image."""
         raise ValueError(f"image: this model ({type(self).__name__}) takes no image")
+
+    @property
+    def frames_decode_apart(self) -> bool:
+        """Whether ``decode_block`` decodes every latent frame on its own (a per-frame VAE), so that the stages
+        may each decode a share of a block's frames; False (a causal VAE: one stage, in order) unless a family
+        says so."""
+        return False

@@ -1,15 +1,29 @@
-"""Cut a video transformer's blocks into pipeline stages by measured forward cost.
+"""Cut a video transformer's blocks into pipeline stages by measured forward cost, decode counted.
 
 Each layer is timed on one frame block (forward only: rendering has no backward); the patch
 embedding's cost is added to the first layer and the output head's to the last, since stage 0 and the
-last stage run them. ``parallel.pipeline_partition`` then finds the contiguous cut minimising the
-slowest stage, and rank 0's measurement is broadcast so every stage cuts the same way.
+last stage run them. On CPU the clock is the thread's CPU time, which other processes on a shared
+machine do not inflate (wall time there moved the cut from run to run); on an accelerator it is wall
+time. Rank 0's measurement is broadcast so every stage cuts the same way.
+
+Without decode, ``stage_boundaries`` finds the contiguous cut minimising the slowest stage. With it,
+``stage_plan`` also places each finished block's VAE decode: it comes once per block, not once per item,
+and not in every tick (none while the queue fills, one per tick after), so folding it into a layer's
+per-item cost balances the total but not the ticks, and the stage that decodes stalls the others in the
+ticks that decode. ``stage_plan`` weighs a cut and a split of the block's frames over the stages by the
+sum over ticks of the slowest stage's work in that tick (``schedule.tick_profile``), which is what a
+pipeline whose stages wait for each other every tick takes. A VAE whose frames decode apart (a per-frame
+VAE) may give every stage a share of the frames; a causal one decodes whole blocks on stage 0.
 """
 
 from __future__ import annotations
 
+import itertools
+import math
 import statistics
 import time
+from collections import Counter
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -18,12 +32,18 @@ from parallel.frames.adapter import FrameAdapter
 from parallel.training.partition import agree_on_costs, balanced_boundaries
 
 
-def _median_seconds(fn, repeats: int) -> float:
+def clock_for(device: torch.device) -> Callable[[], float]:
+    """The clock costs are measured with: this thread's CPU time on CPU (not inflated by other load),
+    wall time on an accelerator (whose work the host thread's CPU time does not see)."""
+    return time.thread_time if torch.device(device).type == "cpu" else time.perf_counter
+
+
+def _median_seconds(fn, repeats: int, clock: Callable[[], float] = time.perf_counter) -> float:
     samples = []
     for _ in range(repeats + 1):  # the first run warms up and is dropped
-        start = time.perf_counter()
+        start = clock()
         fn()
-        samples.append(time.perf_counter() - start)
+        samples.append(clock() - start)
     return statistics.median(samples[1:])
 
 
@@ -39,18 +59,19 @@ def measure_layer_costs(
     latent = torch.zeros((batch, *adapter.block_shape), dtype=param.dtype, device=param.device)
     cond = adapter.conditions(torch.tensor([500.0], device=param.device), text)
     adapter.begin_block(None)  # no cache traffic while measuring
+    clock = clock_for(param.device)
     hidden = adapter.embed(latent, cond)
     costs = []
-    embed_cost = _median_seconds(lambda: adapter.embed(latent, cond), repeats)
+    embed_cost = _median_seconds(lambda: adapter.embed(latent, cond), repeats, clock)
     for layer in range(adapter.num_layers):
         costs.append(
             _median_seconds(
-                lambda layer=layer, hidden=hidden: adapter.run_layer(layer, hidden, cond), repeats
+                lambda layer=layer, hidden=hidden: adapter.run_layer(layer, hidden, cond), repeats, clock
             )
         )
         hidden = adapter.run_layer(layer, hidden, cond)
     costs[0] += embed_cost
-    costs[-1] += _median_seconds(lambda: adapter.head(hidden, cond), repeats)
+    costs[-1] += _median_seconds(lambda: adapter.head(hidden, cond), repeats, clock)
     return costs
 
 
@@ -61,3 +82,72 @@ def stage_boundaries(costs: list[float], stages: int) -> list[int]:
             f"parallel.degree: {stages} stages exceed the model's {len(costs)} transformer blocks"
         )
     return balanced_boundaries(agree_on_costs(costs), stages)
+
+
+MAX_CUTS = 2000
+"""Cuts ``stage_plan`` tries one by one; beyond, only the layer-balanced cut (long layer lists, many stages)."""
+
+
+def plan_seconds(
+    loads: list[float], decodes: list[float], profile: Counter[tuple[int, int]]
+) -> float:
+    """Seconds a render takes when every tick lasts as long as its slowest stage: ``loads`` per item and
+    ``decodes`` per block decoded, per stage; ``profile`` counts the ticks by (items, blocks decoded)."""
+    return sum(
+        count * max(items * load + decoded * decode for load, decode in zip(loads, decodes))
+        for (items, decoded), count in profile.items()
+    )
+
+
+def stage_plan(
+    costs: list[float],
+    stages: int,
+    profile: list[tuple[int, int]],
+    frame_s: float = 0.0,
+    frames: int = 1,
+    by_frames: bool = False,
+) -> tuple[list[int], list[int]]:
+    """(boundaries [0, b1, ..., layers], latent frames of each block every stage decodes) minimising
+    ``plan_seconds``. ``costs``: seconds per layer and item (rank 0's, agreed by the caller);
+    ``profile``: ``schedule.tick_profile``; ``frame_s``: seconds to decode one latent frame; ``frames``: latent
+    frames per block; ``by_frames``: the frames decode apart, so any stage may take a share (contiguous, in
+    stage order), else stage 0 decodes them all."""
+    layers = len(costs)
+    if stages > layers:
+        raise ValueError(f"parallel.degree: {stages} stages exceed the model's {layers} transformer blocks")
+    ticks = Counter(profile)
+    if math.comb(layers - 1, stages - 1) <= MAX_CUTS:
+        cuts = [[0, *inner, layers] for inner in itertools.combinations(range(1, layers), stages - 1)]
+    else:
+        cuts = [balanced_boundaries(costs, stages)]
+    best: tuple[float, list[int], list[int]] | None = None
+    for cut in cuts:
+        loads = [sum(costs[a:b]) for a, b in itertools.pairwise(cut)]
+        shares = _shares(loads, ticks, frame_s, frames, by_frames)
+        seconds = plan_seconds(loads, [share * frame_s for share in shares], ticks)
+        if best is None or seconds < best[0] - 1e-12:
+            best = (seconds, cut, shares)
+    return best[1], best[2]
+
+
+def _shares(
+    loads: list[float], ticks: Counter[tuple[int, int]], frame_s: float, frames: int, by_frames: bool
+) -> list[int]:
+    """A block's latent frames per stage for one cut: all on stage 0, or (``by_frames``) given out one at a
+    time to the stage where it lengthens the render least (on 2 stages: every split tried)."""
+    stages = len(loads)
+    if not by_frames or stages == 1:
+        return [frames] + [0] * (stages - 1)
+    if stages == 2:
+        return min(
+            ([first, frames - first] for first in range(frames + 1)),
+            key=lambda s: plan_seconds(loads, [f * frame_s for f in s], ticks),
+        )
+    shares = [0] * stages
+    for _ in range(frames):
+        def cost(stage: int) -> float:
+            trial = [f + (s == stage) for s, f in enumerate(shares)]
+            return plan_seconds(loads, [f * frame_s for f in trial], ticks)
+
+        shares[min(range(stages), key=cost)] += 1
+    return shares

@@ -20,6 +20,10 @@ every stage runs its layers on the batch of 2 (each branch keeps its own neighbo
 feature cache holds K/V per batch row). The last stage combines ``uncond + g * (cond - uncond)``
 before sending, so the message back to stage 0 stays one latent's size.
 
+Stage 0 decodes each finished block (``on_block_done``), or, for a VAE whose frames decode apart, every
+stage decodes a share of its frames (``split_decoder``, ``parallel.frames.decode``); either way the decode
+is counted when the stages are cut (``partition.stage_plan``).
+
 With ``trace=True`` each stage logs its posts, sends, waits and computes in order (``frame_trace``),
 which is how the tests show that transfers overlap compute.
 """
@@ -38,7 +42,7 @@ from torch import nn
 
 from parallel.frames.adapter import FrameAdapterFactory
 from parallel.frames.noise import block_noise, block_step_seed, noise_template
-from parallel.frames.partition import measure_layer_costs, stage_boundaries
+from parallel.frames.partition import measure_layer_costs, stage_plan
 from parallel.frames.ring import RingChannel, RingSender
 from parallel.frames.sampling import (
     SetTimesteps,
@@ -48,10 +52,18 @@ from parallel.frames.sampling import (
     step_with_generator,
     takes_generator,
 )
-from parallel.frames.schedule import WorkItem, queue_at, queue_schedule, split_frames
+from parallel.frames.schedule import (
+    WorkItem,
+    blocks_finished,
+    queue_at,
+    queue_schedule,
+    split_frames,
+    tick_profile,
+)
 from parallel.frames.schedule import ticks as schedule_ticks
 from parallel.frames.text import Text, batch_guided, check_negative, text_batch, to_model
 from parallel.frames.trace import FrameTrace
+from parallel.training.partition import agree_on_costs
 
 TAG_HIDDEN, TAG_OUTPUT = 0, 1
 
@@ -120,6 +132,8 @@ class FramePipeline:
         group: dist.ProcessGroup | None = None,
         boundaries: list[int] | None = None,
         block_overhead_s: float = 0.0,
+        decode_by_frames: bool = False,
+        decode_shares: list[int] | None = None,
         negative_text: Text | None = None,
         trace: bool = False,
         *,
@@ -130,9 +144,11 @@ class FramePipeline:
         """``latent_shape`` is (channels, height, width) of one latent frame; ``text`` the encoded prompt,
         one tensor [1, L, D] or a family's dict of batch-first tensors (``parallel.frames.text``), handed to
         the adapter's ``conditions`` as it is; ``make_scheduler`` a fresh diffusers scheduler (one per block).
-        ``block_overhead_s``: seconds stage 0 spends per finished block outside the model (decoding and
-        writing it); spread over the block's steps and counted in stage 0's share when cutting stages
-        (rank 0's value is the one every rank uses). ``negative_text`` [1, L, D]: the encoded negative
+        ``block_overhead_s``: seconds to decode one finished block outside the model, counted when cutting
+        stages (rank 0's value is the one every rank uses); ``decode_by_frames``: the block's frames decode
+        apart, so the cut may give every stage a share of them (``self.decode_shares``, latent frames per
+        stage; a caller then sets ``split_decoder``), else stage 0 decodes them all; ``decode_shares``: that
+        split given (with ``boundaries``) instead of planned. ``negative_text`` [1, L, D]: the encoded negative
         prompt (encoded like ``text``), required when ``config.guidance_scale > 1``. ``trace``: log ring and
         compute events in ``self.trace``. ``make_adapter``: the model family's frame plan, which cuts ``model``
         into pieces. ``set_timesteps`` and ``step``: the family's sampler hooks (``parallel.frames.sampling``;
@@ -177,15 +193,34 @@ class FramePipeline:
         self.text = to_model(text, self.device, self.dtype)
         self.trace = FrameTrace() if trace else None
         self.layer_costs: list[float] | None = None
-        """Measured seconds per layer and block (stage 0's extra work folded into layer 0), when measured."""
+        """Measured seconds per layer and block (embedding and head folded in), when measured."""
+        self.decode_shares = [config.block_frames] + [0] * (self.stages - 1)
+        """Latent frames of each finished block every stage decodes (stage order, contiguous)."""
         if boundaries is None:
             costs = [1.0] * self.adapter.num_layers
+            boundaries = [0, self.adapter.num_layers]
             if self.stages > 1:
-                costs = measure_layer_costs(self.adapter, self.text, self.batch)
-                costs[0] += block_overhead_s / config.steps
+                agreed = agree_on_costs(
+                    [*measure_layer_costs(self.adapter, self.text, self.batch), block_overhead_s]
+                )
+                costs, block_overhead_s = agreed[:-1], agreed[-1]
+                boundaries, self.decode_shares = stage_plan(
+                    costs,
+                    self.stages,
+                    tick_profile(self.blocks, config.steps, config.block_stride),
+                    block_overhead_s / config.block_frames,
+                    config.block_frames,
+                    decode_by_frames,
+                )
             self.layer_costs = costs
-            boundaries = stage_boundaries(costs, self.stages)
+        elif decode_shares is not None:
+            self.decode_shares = list(decode_shares)
+        if len(self.decode_shares) != self.stages or sum(self.decode_shares) != config.block_frames:
+            raise ValueError(f"decode_shares: {self.decode_shares} must split {config.block_frames} frames over {self.stages} stages")
         self.boundaries = list(boundaries)
+        self.split_decoder = None
+        """``parallel.frames.decode.SplitDecoder`` when every stage decodes its share of finished blocks (set by
+        the caller, on every stage; stage 0's ``on_block_done`` is then its ``block_done``)."""
         self.layers = range(self.boundaries[self.rank], self.boundaries[self.rank + 1])
         self.make_scheduler = make_scheduler
         self.set_timesteps = set_timesteps or default_set_timesteps
@@ -361,11 +396,38 @@ class FramePipeline:
             if self.position == 0 or self.items[self.position - 1].tick != item.tick:
                 oldest = queue_at(item.tick, self.blocks, self.config.steps, self.config.block_stride)[0]
                 self.adapter.cache.evict_before(oldest - 1)
+                if self.split_decoder is not None:
+                    self._decode_finished(item.tick)
             self._run_item(item)
             self.position += 1
         if self.done and self.rank == 0 and self.stages > 1:
             self._settle(None)
+        if self.done:
+            self.flush_decodes()
         return min(end_tick, self.ticks)
+
+    def _decode_finished(self, tick: int) -> None:
+        """Start of ``tick`` (split decode): stage 0 finishes the block that took its last step in the tick
+        before (sending the other stages their shares), the others decode their shares of it."""
+        finished = blocks_finished(tick, self.blocks, self.config.steps, self.config.block_stride)
+        if self.split_decoder.next_block is None:
+            self.split_decoder.next_block = len(self.finished)  # a resumed render starts past its finished blocks
+        if self.rank > 0:
+            self.split_decoder.catch_up(finished)
+            return
+        last = WorkItem(tick - 1, finished - 1, self.config.steps - 1)
+        if finished and last in self.outstanding:
+            self._settle(last)
+
+    def flush_decodes(self) -> None:
+        """Split decode: every block finished before the next tick decoded and (stage 0) written, as a
+        checkpoint at this boundary needs (stage 0 has settled its outputs first); every stage calls it."""
+        if self.split_decoder is None:
+            return
+        if self.split_decoder.next_block is None:
+            self.split_decoder.next_block = len(self.finished)
+        tick = self.ticks if self.done else self.items[self.position].tick
+        self.split_decoder.flush(blocks_finished(tick, self.blocks, self.config.steps, self.config.block_stride))
 
     def run(self) -> StageStats:
         """Advance to the end and close; the stage's statistics."""
@@ -378,5 +440,8 @@ class FramePipeline:
             if sender is not None:
                 sender.flush()
                 self.stats.bytes_sent[sender.global_dst] = sender.bytes_sent
+        if self.split_decoder is not None:
+            for peer, sent in self.split_decoder.bytes_sent.items():
+                self.stats.bytes_sent[peer] = self.stats.bytes_sent.get(peer, 0) + sent
         self.adapter.remove()
         return self.stats

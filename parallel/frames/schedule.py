@@ -73,3 +73,19 @@ def split_frames(frames: int, block_frames: int, field: str = "frames") -> tuple
             stacklevel=2,
         )
     return rounded, blocks
+
+
+def tick_profile(blocks: int, steps: int, stride: int = 1) -> list[tuple[int, int]]:
+    """(work items, blocks decoded) per tick, one more tick than the queue has: a block that takes its last
+    step in tick t is decoded at the start of tick t + 1, so the last one after the last tick. What the stage
+    balance (``parallel.frames.partition.stage_plan``) weighs a cut by."""
+    total = ticks(blocks, steps, stride)
+    return [
+        (
+            len(queue_at(tick, blocks, steps, stride)) if tick < total else 0,
+            blocks_finished(tick, blocks, steps, stride) - blocks_finished(tick - 1, blocks, steps, stride)
+            if tick > 0
+            else 0,
+        )
+        for tick in range(total + 1)
+    ]

@@ -4,7 +4,9 @@ Plain torch, no Ray. The model is whatever its family's ``load`` returned, used 
 ``pipelines.video_pipeline.VideoPipeline`` (its prompt encoding, sampler hooks, frame counts and block
 decoder) and the family's frame plan. Stage 0 decodes each finished frame block (its block decoder: a
 per-frame VAE, or a causal VAE carrying its cache from block to block) and appends it to the MP4 as the
-block leaves the queue, so no more than one block of frames is ever held. The spec (the placed video
+block leaves the queue, so no more than one block of frames is ever held. On several stages with a VAE
+whose frames decode apart (``frames_decode_apart``), every stage decodes a share of each block's frames
+and stage 0 appends them in order (``parallel.frames.decode``): the decode no longer lands on one stage. The spec (the placed video
 spec the worker received, ``cluster.jobs.video.VideoSpec``; only its fields are read here) counts video
 frames; with a VAE that packs several frames into one latent frame, the frame pipeline gets them divided
 by that factor.
@@ -30,6 +32,8 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
+from parallel.frames.decode import SplitDecoder
+from parallel.frames.partition import clock_for
 from parallel.frames.pipeline import FramePipeline, FramePipelineConfig
 from pipelines.families import family_of
 from pipelines.video_pipeline import VideoPipeline
@@ -93,6 +97,7 @@ class VideoSession:
         latent_shape = pipe.latent_shape(spec.height, spec.width)
         stages = dist.get_world_size(group) if group is not None else 1
         overhead = self._decode_cost(latent_shape) if rank == 0 and stages > 1 else 0.0
+        by_frames = stages > 1 and bool(getattr(pipe, "frames_decode_apart", False))
         started = time.perf_counter()
         self.sequence = None
         try:
@@ -105,6 +110,7 @@ class VideoSession:
                 on_block_done=self._write_block if self.writer is not None else None,
                 group=group,
                 block_overhead_s=overhead,
+                decode_by_frames=by_frames,
                 negative_text=negative,
                 make_adapter=self._adapter_factory(pipe, spec, latent_shape),
                 set_timesteps=pipe.set_timesteps,
@@ -124,6 +130,20 @@ class VideoSession:
             except BaseException:
                 self.pipeline.adapter.remove()
                 raise
+        if by_frames and self.pipeline.decode_shares[0] != config.block_frames:
+            splitter = SplitDecoder(
+                group,
+                self.pipeline.decode_shares,
+                latent_shape,
+                (spec.height, spec.width),
+                self.pipeline.dtype,
+                self.pipeline.device,
+                self._decode_share,
+                self.writer.append if self.writer is not None else None,
+            )
+            self.pipeline.split_decoder = splitter
+            if rank == 0:
+                self.pipeline.on_block_done = splitter.block_done
         self.setup_s = time.perf_counter() - started
         self.block_overhead_s = overhead
         self.denoise_s = 0.0
@@ -158,12 +178,21 @@ class VideoSession:
         channels, height, width = latent_shape
         frames = self.pipe.latent_frames(self.spec.block_frames, "block_frames")
         block = torch.zeros(1, channels, frames, height, width, device=self.pipe.vae.device)
+        clock = clock_for(self.pipe.vae.device)  # as the layers are measured
         samples = []
         for _ in range(3):  # the first warms up
-            started = time.perf_counter()
+            started = clock()
             self.pipe.decode_block(block)  # standalone: leaves this video's decoder alone
-            samples.append(time.perf_counter() - started)
+            samples.append(clock() - started)
         return min(samples[1:])
+
+    def _decode_share(self, latent: torch.Tensor):
+        """A share of a finished block's frames, decoded on this stage (split decode)."""
+        started, started_cpu = time.perf_counter(), time.thread_time()
+        frames = self.pipe.decode_block(latent)
+        self.decode_s += time.perf_counter() - started
+        self.decode_cpu_s += time.thread_time() - started_cpu
+        return frames
 
     def _write_block(self, block: int, latent: torch.Tensor) -> None:
         started, started_cpu = time.perf_counter(), time.thread_time()
@@ -174,6 +203,7 @@ class VideoSession:
     def snapshot(self, segment_end: bool = False) -> dict[str, Any]:
         """This stage's share of the state at the current tick boundary (all stages at once)."""
         state = export_stage_state(self.pipeline)  # first: stage 0 may finish (and decode) blocks here
+        self.pipeline.flush_decodes()  # split decode: the finished blocks' shares decoded and written
         if self.decode is not None:
             state["decoder"] = export_decoder_state(self.decode)
         return state
@@ -237,6 +267,7 @@ class VideoSession:
             "boundaries": self.pipeline.boundaries,
             "layer_costs_s": self.pipeline.layer_costs,
             "block_overhead_s": self.block_overhead_s,
+            "decode_shares": self.pipeline.decode_shares,
             "blocks": self.pipeline.blocks,
             "frames": self.pipe.video_frames(self.pipeline.frames),
             "latent_frames": self.pipeline.frames,

@@ -158,6 +158,11 @@ class WanVideoPipeline(VideoPipelineBase):
         factor = self.temporal_factor
         return latent_frames if factor == 1 else 1 + factor * (latent_frames - 1)
 
+    @property
+    def frames_decode_apart(self) -> bool:
+        """The per-frame VAE decodes each latent frame on its own: stages may split a block's decode by frames."""
+        return not self.causal_vae
+
     def block_decoder(self):
         """A decoder of one video's finished blocks, called in block order: [1, C, F, h, w] -> uint8 frames."""
         if self.causal_vae:

@@ -1,0 +1,137 @@
+"""A finished block's VAE decode split by frames over the pipeline stages (a VAE whose frames decode apart).
+
+Stage 0 owns the latents, so it hands every other stage its share of a finished block's latent frames
+(``stage_plan`` sizes the shares: contiguous, in stage order) and decodes its own; each stage sends its
+decoded frames back, and stage 0 appends the block's frames to the video in order. Decoding on one stage
+made it the slowest in every tick that decodes a block (one per tick once the queue is full), and it
+stalled the others in the short ticks of the queue's fill and drain.
+
+When each share is exchanged is fixed by the schedule, not by timing, so no stage can wait on one that
+waits on it: stage 0 finishes the blocks that took their last step in tick t - 1 at the start of tick t
+(``FramePipeline`` settles their outputs there) and sends their shares before any item of tick t; every
+other stage takes and decodes its shares of them at its own start of tick t, before its first item of
+tick t, so its frames are on their way before its outputs of tick t are; and stage 0 writes a block once
+the next block is finished (after it received an output of tick t, so the frames were sent before), or
+at ``flush``. Gloo matches same-tag messages from one peer in order.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+from collections.abc import Callable
+
+import numpy as np
+import torch
+import torch.distributed as dist
+
+from parallel.frames.ring import RingChannel, RingSender
+
+TAG_SHARE, TAG_FRAMES = 2, 3
+
+Decode = Callable[[torch.Tensor], np.ndarray]
+"""[1, C, f, h, w] latent frames -> [f, H, W, 3] uint8 frames (a per-frame VAE)."""
+
+
+class SplitDecoder:
+    """One stage's part in decoding finished blocks by frames; the pipeline calls ``block_done`` (stage 0),
+    ``catch_up`` (the others) and ``flush``."""
+
+    def __init__(
+        self,
+        group: dist.ProcessGroup,
+        shares: list[int],
+        share_shape: tuple[int, int, int],
+        pixels: tuple[int, int],
+        dtype: torch.dtype,
+        device: torch.device,
+        decode: Decode,
+        write: Callable[[np.ndarray], None] | None = None,
+    ) -> None:
+        """``shares``: latent frames of a block each stage decodes; ``share_shape``: (channels, height, width)
+        of one latent frame; ``pixels``: (height, width) of a decoded frame; ``write``: stage 0's sink of a
+        block's decoded frames, in block order."""
+        self.group = group
+        self.rank = dist.get_rank(group)
+        self.shares = list(shares)
+        self.starts = [sum(shares[:s]) for s in range(len(shares))]
+        self.decode, self.write = decode, write
+        self.next_block: int | None = None
+        """The next block this stage decodes its share of (other stages); set from the pipeline."""
+        self.decode_s = 0.0
+        """Seconds spent decoding."""
+        channels, height, width = share_shape
+        peers = [s for s in range(1, len(shares)) if shares[s]]
+        if self.rank == 0:
+            self.to_peer = {s: RingSender(group, s, TAG_SHARE, max_inflight=4) for s in peers}
+            self.from_peer = {
+                s: RingChannel(group, s, TAG_FRAMES, (shares[s], *pixels, 3), torch.uint8, torch.device("cpu"))
+                for s in peers
+            }
+            self.pending: deque[tuple[int, np.ndarray]] = deque()
+            """(block, stage 0's decoded frames) of blocks not written yet, oldest first."""
+        elif shares[self.rank]:
+            self.share_in = RingChannel(
+                group, 0, TAG_SHARE, (1, channels, shares[self.rank], height, width), dtype, device
+            )
+            self.frames_out = RingSender(group, 0, TAG_FRAMES, max_inflight=4)
+
+    def _decode(self, latent: torch.Tensor) -> np.ndarray:
+        started = time.perf_counter()
+        frames = self.decode(latent)
+        self.decode_s += time.perf_counter() - started
+        return frames
+
+    def _share(self, latent: torch.Tensor, stage: int) -> torch.Tensor:
+        start = self.starts[stage]
+        return latent[:, :, start : start + self.shares[stage]]
+
+    # ---- stage 0 ----------------------------------------------------------------------------
+    def block_done(self, block: int, latent: torch.Tensor) -> None:
+        """A finished block (stage 0, in block order): send the shares, decode its own, write the blocks
+        before it."""
+        for stage, sender in self.to_peer.items():
+            self.from_peer[stage].post()  # its frames' receive, posted before they can arrive
+            sender.send(self._share(latent, stage))
+        own = self._decode(self._share(latent, 0)) if self.shares[0] else None
+        while self.pending:  # their frames were sent before the output that finished this block
+            self._write_oldest()
+        self.pending.append((block, own))
+
+    def _write_oldest(self) -> None:
+        _, own = self.pending.popleft()
+        parts = [] if own is None else [own]
+        parts += [self.from_peer[stage].take().numpy() for stage in sorted(self.from_peer)]
+        self.write(np.concatenate(parts) if len(parts) > 1 else parts[0])
+
+    # ---- the other stages -------------------------------------------------------------------
+    def catch_up(self, finished: int) -> None:
+        """Decode this stage's share of every block before ``finished`` not yet decoded (stage 0 has sent
+        them) and send the frames to stage 0."""
+        if self.rank == 0 or not self.shares[self.rank]:
+            self.next_block = finished
+            return
+        while self.next_block < finished:
+            latent = self.share_in.take()
+            if self.next_block + 1 < finished:
+                self.share_in.post()
+            self.frames_out.send(torch.from_numpy(np.ascontiguousarray(self._decode(latent))))
+            self.next_block += 1
+
+    def flush(self, finished: int) -> None:
+        """Every block before ``finished`` decoded and (stage 0) written; sends completed."""
+        if self.rank == 0:
+            while self.pending:
+                self._write_oldest()
+            for sender in self.to_peer.values():
+                sender.flush()
+        else:
+            self.catch_up(finished)
+            if self.shares[self.rank]:
+                self.frames_out.flush()
+
+    @property
+    def bytes_sent(self) -> dict[int, int]:
+        """Bytes sent, by global rank of the peer."""
+        senders = list(self.to_peer.values()) if self.rank == 0 else [getattr(self, "frames_out", None)]
+        return {s.global_dst: s.bytes_sent for s in senders if s is not None}
