@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 import tempfile
 import time
@@ -65,7 +66,29 @@ def two_threads_fps(spec: VideoSpec, out: Path) -> float:
     return report["frames"] / (time.perf_counter() - started)
 
 
-def speed_only(args, command: str, rows: str, one: float, two: float, threads: float) -> str:
+def stage_lines(stages: list[dict], one: dict | None) -> str:
+    """The 2-stage runs' cut, decode split and CPU seconds per stage (thread CPU time, which other load does
+    not inflate), and the bound they put on the speed-up: one worker's CPU seconds over the busiest stage's."""
+    if not stages:
+        return ""
+    meta = stages[-1]
+    cpu = [[w["compute_cpu_s"] + w["decode_cpu_s"] for w in m["workers"]] for m in stages]
+    busiest = median([max(c) for c in cpu])
+    text = (
+        f"Stage cut {meta['stage_boundaries']}, each block's latent frames decoded per stage "
+        f"{meta['decode_shares']}; CPU seconds per stage (model plus decode) in the 2-stage runs: "
+        + "; ".join(", ".join(f"{v:.1f}" for v in c) for c in cpu)
+    )
+    if one:
+        single = median([w["compute_cpu_s"] + w["decode_cpu_s"] for m in one for w in m["workers"]])
+        text += (
+            f"; one worker's: {single:.1f}. One worker's CPU seconds over the busiest stage's (medians), "
+            f"{single / busiest:.2f}x, bounds what 2 stages gain on an idle machine."
+        )
+    return text + "\n"
+
+
+def speed_only(args, command: str, rows: str, one: float, two: float, threads: float, notes: str) -> str:
     return f"""## Frame pipeline speed (DualParal): {model_name(args)}, {args.size}x{args.size}
 
 {args.frames} frames in blocks of {args.block_frames}, {args.steps} steps per block, through the Ray pool;
@@ -77,8 +100,9 @@ alternated runs after a warm-up.
 |---|---|---|---|
 {rows}
 
-2 stages vs 1 worker: {two / one:.2f}x (target >= 1.8x); 1 process with 2 threads: {threads / one:.2f}x.
-"""
+2 stages vs 1 worker: {two / one:.2f}x (target >= 1.8x at 256 frames, >= 1.5x at 64); 1 process with 2
+threads: {threads / one:.2f}x.
+{notes}"""
 
 
 def model_name(args: argparse.Namespace) -> str:
@@ -115,12 +139,26 @@ def main() -> None:
         spec = spec_for(args, frames, degree)
         return run_video_render(pool, spec, out / f"run-{next(counter)}.mp4", progress=False)
 
+    metas: dict[int, list[dict]] = {1: [], 2: []}
+
+    def timed(degree: int) -> float:
+        meta = pool_fps(degree, args.frames)
+        metas[degree].append(meta)
+        return meta["frames_per_s"]
+
     runs = {
-        "1 worker x 1 thread": lambda: pool_fps(1, args.frames)["frames_per_s"],
-        "2 stages x 1 thread": lambda: pool_fps(2, args.frames)["frames_per_s"],
+        "1 worker x 1 thread": lambda: timed(1),
+        "2 stages x 1 thread": lambda: timed(2),
         "1 process x 2 threads": lambda: two_threads_fps(spec_for(args, args.frames, 1), out),
     }
+    load_before = os.getloadavg()
     speed = alternate(runs, repeats=args.repeats) if args.repeats else {}
+    load_after = os.getloadavg()
+    skip = len(metas[2]) - args.repeats  # the warm-up's
+    notes = stage_lines(metas[2][skip:], metas[1][skip:]) + (
+        f"Load average (1, 5, 15 min) on this machine before the runs {', '.join(f'{v:.1f}' for v in load_before)}, "
+        f"after {', '.join(f'{v:.1f}' for v in load_after)}: other processes shared the cores.\n"
+    )
     torch.set_num_threads(1)
     memory: dict[int, list[int]] = {}
     balance = cpu = None
@@ -144,7 +182,9 @@ def main() -> None:
         for name, values in speed.items()
     )
     if not memory:  # --memory-frames with no lengths: the speed figures only, in their own section
-        write_section(section(args, f"frame-pipeline-speed-{args.frames}"), speed_only(args, command, rows, one, two, threads))
+        body = speed_only(args, command, rows, one, two, threads, notes)
+        write_section(section(args, f"frame-pipeline-speed-{args.frames}"), body)
+        print(body)
         return
     mib = 2**20
     mem_rows = "\n".join(

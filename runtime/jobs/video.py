@@ -99,6 +99,7 @@ def run_video_render(
         "stage_boundaries": head["boundaries"],
         "layer_costs_s": head["layer_costs_s"],
         "decode_s_per_block": head["block_overhead_s"],
+        "decode_shares": head["decode_shares"],  # each block's latent frames decoded per stage
         "frames_per_s": (head["frames"] - first_frames) / render_s,
         "resumed_from_tick": first,
         "frames_written": head["frames_written"],
