@@ -12,6 +12,7 @@ import base64
 import os
 import shutil
 import socket
+import time
 from pathlib import Path
 
 import httpx
@@ -43,11 +44,14 @@ def _free_port() -> int:
 def farm(ray_local, tmp_path_factory):
     root = tmp_path_factory.mktemp("dashboard")
     client = Client(state_dir=root / "state", pool=PoolConfig(workers=1, device="cpu"), checkpoint_every=2)
-    token = TokenStore(root / "state" / "jobs.sqlite").create("studio-a", max_priority=5)[1]
+    tokens = TokenStore(root / "state" / "jobs.sqlite")
+    token, other = tokens.create("studio-a", max_priority=5)[1], tokens.create("studio-b")[1]
     url = start(HttpSettings(port=_free_port(), output_root=str(root / "outputs")))
     http = httpx.Client(base_url=url, headers={"Authorization": f"Bearer {token}"}, timeout=60)
-    yield {"client": client, "url": url, "token": token, "http": http}
+    theirs = httpx.Client(base_url=url, headers={"Authorization": f"Bearer {other}"}, timeout=60)
+    yield {"client": client, "url": url, "token": token, "http": http, "other": theirs}
     http.close()
+    theirs.close()
     stop()
     ray.get(client.controller.stop.remote())
     ray.kill(client.controller)
@@ -161,6 +165,9 @@ def test_a_queued_job_reprioritised_and_cancelled_from_its_page(farm, browser, t
     assert farm["client"].job(queued["id"]).status()["state"] == "cancelled"
     _until(browser, lambda d: "cancelled" in _text(d, "#job-log"), 10)
     assert http.get(f"/v1/jobs/{long_job['id']}").json()["state"] == "running"  # the other job untouched
+    other = farm["other"]  # another tenant sees the worker busy, not whose job holds it, and cannot re-prioritise it
+    assert [w["job"] for w in other.get("/v1/pools").json()["data"][0]["workers"]] == ["busy"]
+    assert other.post(f"/v1/jobs/{long_job['id']}/priority", json={"priority": 3}).status_code == 404
     http.post(f"/v1/jobs/{long_job['id']}/cancel")
     assert farm["client"].job(long_job["id"]).wait(timeout_s=60)["state"] == "cancelled"
 
@@ -182,3 +189,21 @@ def test_the_priority_route_refuses_bad_input_naming_the_field(farm):
     ended = http.post(f"/v1/jobs/{job['id']}/priority", json={"priority": 1})
     assert ended.status_code == 409 and ended.json()["error"]["field"] == "state"
     assert farm["client"].job(job["id"]).status()["priority"] == 0
+
+
+def test_lowering_a_running_jobs_priority_lets_a_queued_one_pause_it(farm):
+    """The controller's running job takes its new priority too: once below the queued job's, it is paused for it."""
+    http = farm["http"]
+    running = http.post("/v1/jobs", json={"spec": LONG, "priority": 3}).json()
+    client = farm["client"]
+    deadline = time.monotonic() + 60
+    while client.job(running["id"]).status()["state"] != "running" and time.monotonic() < deadline:
+        time.sleep(0.1)
+    waiting = http.post("/v1/jobs", json={"spec": {**LONG, "prompt": "urgent", "steps": 2}, "priority": 1}).json()
+    time.sleep(1.0)  # a few scheduler rounds: priority 1 does not pause priority 3
+    assert client.job(waiting["id"]).status()["state"] == "queued"
+    assert http.post(f"/v1/jobs/{running['id']}/priority", json={"priority": 0}).json()["priority"] == 0
+    assert client.job(waiting["id"]).wait(timeout_s=60)["state"] == "succeeded"
+    assert "pausing for " + waiting["id"] in client.job(running["id"]).logs()
+    http.post(f"/v1/jobs/{running['id']}/cancel")
+    assert client.job(running["id"]).wait(timeout_s=60)["state"] == "cancelled"
