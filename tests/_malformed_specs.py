@@ -293,9 +293,9 @@ KINDS = _rows(
         ({"sampler": "ddim"}, "sampler"),
         ({"segments": []}, "segments"),
         ({"parallel": {"strategy": "frames", "degree": 2, "cfg": True}}, "parallel.cfg"),
-        ({"parallel": {"strategy": "frames", "degree": 2, "mode": "sync"}}, "parallel.mode"),
+        ({"parallel": {"strategy": "patch", "degree": 2, "mode": "fast"}}, "parallel.mode"),
         ({"model": "builtin-image"}, "model"),
-        ({"parallel": {"strategy": "patch"}}, "parallel.strategy"),
+        ({"parallel": {"strategy": "steps", "degree": 2}}, "parallel.strategy"),
     ],
     kind="video",
 )
@@ -417,8 +417,6 @@ OTHER_KIND = {
     ("image", "fps"): "video",
     ("video", "sampler"): "image",
     ("video", "segments"): "image",
-    ("video", "parallel.cfg"): "image",
-    ("video", "parallel.mode"): "image",
 }
 """(kind, field) -> the kind whose field it is: the refusal says so."""
 
