@@ -199,8 +199,8 @@ def main() -> None:
 Layer-and-frame pipelining through the Ray pool: {args.frames} frames in blocks of {args.block_frames}, \
 {args.steps} steps per block, context {args.context_frames} frame(s); frames/s over the whole render after \
 set-up (denoise, VAE decode, MP4 writing), median of {args.repeats} alternated runs after a warm-up. \
-**Taken on a shared, loaded machine** (two other engineers running tests on the same 2 cores), so the \
-absolute figures are noisy; the ratios come from interleaved runs.
+Load average (1, 5, 15 min) before the runs {', '.join(f'{v:.1f}' for v in load_before)}, after \
+{', '.join(f'{v:.1f}' for v in load_after)}; the ratios come from interleaved runs.
 
 {provenance(command)}
 | configuration | frames/s (median) | vs 1 worker | runs |
