@@ -46,13 +46,19 @@ class _GroupDecidedHeadHook(FBCHeadBlockHook):
         return self.cache.decide(hidden_states_residual, previous)
 
 
-class FirstBlockCache:
-    """A ``StepCache`` over a transformer's blocks (see ``apply_first_block_cache``)."""
+class StackCache:
+    """What a cache over a transformer's block stack keeps, whichever hook decides on the first block: diffusers' First
+    Block Cache hooks on the other blocks (they pass their inputs through on a reusing step; the last records the
+    stack's residual on a full step), the step record and the measured changes. Subclasses set ``head_hook`` and
+    ``decide``."""
 
-    def __init__(self, model: torch.nn.Module, config: CacheConfig, first_step: int) -> None:
+    head_hook: str = ""
+    rest_hook: str = ""
+
+    def __init__(self, model: torch.nn.Module, config: CacheConfig, first_step: int, head: type) -> None:
         blocks = transformer_blocks(model)
         if len(blocks) < 2:
-            raise ValueError(f"cache.mode: first-block needs at least 2 transformer blocks, {type(model).__name__} has {len(blocks)}")
+            raise ValueError(f"cache.mode: {config.mode} needs at least 2 transformer blocks, {type(model).__name__} has {len(blocks)}")
         self.config = config
         self.first_step = first_step
         self.blocks = blocks
@@ -63,29 +69,11 @@ class FirstBlockCache:
         self.skips_in_a_row = 0
         self.full = True
         self.changes: dict[int, float] = {}
-        """Step -> the group's relative change of the first block's residual, where it was measured."""
-        HookRegistry.check_if_exists_or_initialize(blocks[0]).register_hook(
-            _GroupDecidedHeadHook(self.state, self), HEAD_HOOK
-        )
+        """Step -> the group's relative change the decision measured there."""
+        HookRegistry.check_if_exists_or_initialize(blocks[0]).register_hook(head(self.state, self), self.head_hook)
         for index, block in enumerate(blocks[1:], start=1):
             hook = FBCBlockHook(self.state, is_tail=index == len(blocks) - 1)
-            HookRegistry.check_if_exists_or_initialize(block).register_hook(hook, BLOCK_HOOK)
-
-    def decide(self, residual: torch.Tensor, previous: torch.Tensor | None) -> bool:
-        """Whether this step runs the other blocks: forced (identically on every worker) or by the group's
-        relative change of the first block's residual. Called once per denoiser call by the head hook."""
-        forced = (
-            previous is None
-            or self.step - self.first_step < self.config.warmup_steps
-            or self.skips_in_a_row >= self.config.max_skips
-        )
-        if forced:
-            self.full = True
-        else:
-            change = group_relative_change(residual - previous, previous)
-            self.changes[self.step] = round(change, 6)
-            self.full = change > self.config.threshold
-        return self.full
+            HookRegistry.check_if_exists_or_initialize(block).register_hook(hook, self.rest_hook)
 
     def begin_step(self, step: int) -> None:
         self.step = step
@@ -105,10 +93,36 @@ class FirstBlockCache:
         }
 
     def close(self) -> None:
-        HookRegistry.check_if_exists_or_initialize(self.blocks[0]).remove_hook(HEAD_HOOK, recurse=False)
+        HookRegistry.check_if_exists_or_initialize(self.blocks[0]).remove_hook(self.head_hook, recurse=False)
         for block in self.blocks[1:]:
-            HookRegistry.check_if_exists_or_initialize(block).remove_hook(BLOCK_HOOK, recurse=False)
+            HookRegistry.check_if_exists_or_initialize(block).remove_hook(self.rest_hook, recurse=False)
         self.state.reset()
+
+
+class FirstBlockCache(StackCache):
+    """A ``StepCache`` over a transformer's blocks (see ``apply_first_block_cache``)."""
+
+    head_hook = HEAD_HOOK
+    rest_hook = BLOCK_HOOK
+
+    def __init__(self, model: torch.nn.Module, config: CacheConfig, first_step: int) -> None:
+        super().__init__(model, config, first_step, _GroupDecidedHeadHook)
+
+    def decide(self, residual: torch.Tensor, previous: torch.Tensor | None) -> bool:
+        """Whether this step runs the other blocks: forced (identically on every worker) or by the group's
+        relative change of the first block's residual. Called once per denoiser call by the head hook."""
+        forced = (
+            previous is None
+            or self.step - self.first_step < self.config.warmup_steps
+            or self.skips_in_a_row >= self.config.max_skips
+        )
+        if forced:
+            self.full = True
+        else:
+            change = group_relative_change(residual - previous, previous)
+            self.changes[self.step] = round(change, 6)
+            self.full = change > self.config.threshold
+        return self.full
 
 
 def apply_first_block_cache(model: torch.nn.Module, config: CacheConfig, first_step: int) -> FirstBlockCache:

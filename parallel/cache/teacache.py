@@ -23,15 +23,15 @@ from __future__ import annotations
 import inspect
 
 import torch
-from diffusers.hooks import HookRegistry, ModelHook
+from diffusers.hooks import ModelHook
 from diffusers.hooks._helpers import TransformerBlockRegistry
-from diffusers.hooks.first_block_cache import FBCBlockHook, FBCSharedBlockState
-from diffusers.hooks.hooks import CacheContext, StateManager
+from diffusers.hooks.first_block_cache import FBCSharedBlockState
+from diffusers.hooks.hooks import StateManager
 from diffusers.utils.torch_utils import unwrap_module
 
 from parallel.cache.config import CacheConfig
-from parallel.cache.first_block import transformer_blocks
-from parallel.cache.step_cache import StepRecord, group_relative_change
+from parallel.cache.first_block import StackCache
+from parallel.cache.step_cache import group_relative_change
 
 HEAD_HOOK = "tessera_teacache_head"
 BLOCK_HOOK = "tessera_teacache_rest"
@@ -99,31 +99,17 @@ class _HeadHook(ModelHook):
         return module
 
 
-class TeaCache:
+class TeaCache(StackCache):
     """A ``StepCache`` over a transformer's block stack (see ``apply_teacache``)."""
 
+    head_hook = HEAD_HOOK
+    rest_hook = BLOCK_HOOK
+
     def __init__(self, model: torch.nn.Module, config: CacheConfig, first_step: int) -> None:
-        blocks = transformer_blocks(model)
-        if len(blocks) < 2:
-            raise ValueError(f"cache.mode: teacache needs at least 2 transformer blocks, {type(model).__name__} has {len(blocks)}")
-        self.config = config
-        self.first_step = first_step
-        self.blocks = blocks
-        self.record = StepRecord(config.mode)
-        self.state = StateManager(FBCSharedBlockState)
-        self.state.set_context(CacheContext("render"))
-        self.step = first_step
-        self.skips_in_a_row = 0
+        super().__init__(model, config, first_step, _HeadHook)
         self.accumulated = 0.0
         self.previous: torch.Tensor | None = None
-        self.full = True
         self.decided = False
-        self.changes: dict[int, float] = {}
-        """Step -> the group's relative change of the modulated input since the step before."""
-        HookRegistry.check_if_exists_or_initialize(blocks[0]).register_hook(_HeadHook(self.state, self), HEAD_HOOK)
-        for index, block in enumerate(blocks[1:], start=1):
-            hook = FBCBlockHook(self.state, is_tail=index == len(blocks) - 1)
-            HookRegistry.check_if_exists_or_initialize(block).register_hook(hook, BLOCK_HOOK)
 
     def decide(self, modulated: torch.Tensor, nothing_cached: bool) -> bool:
         """Whether this step runs the stack: forced (identically on every worker) or by the accumulated change of
@@ -149,28 +135,11 @@ class TeaCache:
         return self.full
 
     def begin_step(self, step: int) -> None:
-        self.step = step
-        self.full = True
+        super().begin_step(step)
         self.decided = False
 
-    def end_step(self) -> bool:
-        self.skips_in_a_row = 0 if self.full else self.skips_in_a_row + 1
-        self.record.add(self.step, self.full)
-        return self.full
-
-    def report(self) -> dict:
-        return {
-            **self.record.report(),
-            "threshold": self.config.threshold,
-            "max_skips": self.config.max_skips,
-            "changes": dict(self.changes),
-        }
-
     def close(self) -> None:
-        HookRegistry.check_if_exists_or_initialize(self.blocks[0]).remove_hook(HEAD_HOOK, recurse=False)
-        for block in self.blocks[1:]:
-            HookRegistry.check_if_exists_or_initialize(block).remove_hook(BLOCK_HOOK, recurse=False)
-        self.state.reset()
+        super().close()
         self.previous = None
 
 
