@@ -400,10 +400,13 @@ class VideoSpec(JobSpec):
         asked: list[bool] = []
         on_unit = self._ticks_for(placed, job, hooks.on_unit)
 
-        def on_tick(done: int) -> bool:  # a segment that ends before the video stops there, as a pause does
+        def on_tick(done: int) -> bool:
             keep = on_unit(done)
             asked.append(not keep)
-            return keep and not (done == job.until < self.progress_total())
+            return keep
+
+        # a segment that ends before the video stops there (JobStopped), as a pause does
+        until = job.until if job.until < self.progress_total() else None
 
         try:
             metadata = run_video_render(
@@ -418,6 +421,7 @@ class VideoSpec(JobSpec):
                 on_tick=on_tick,
                 checkpoint_every=hooks.checkpoint_every,
                 on_checkpoint=hooks.on_checkpoint,
+                until=until,
             )
         except JobStopped as stopped:
             if any(asked) or stopped.steps_done != job.until:

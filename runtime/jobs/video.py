@@ -15,19 +15,27 @@ import time
 from pathlib import Path
 from typing import Any
 
-from runtime.jobs.driver import CheckpointSink, Refs, UnitHook, WorkerGroupDriver, drive, get_all
+from runtime.jobs.driver import CheckpointSink, JobStopped, Refs, UnitHook, WorkerGroupDriver, drive, get_all
 from runtime.jobs.video_session import open_video_session
 from runtime.jobs.video_state import merge_stage_states
 
 
 class VideoDriver(WorkerGroupDriver):
-    """The ``JobDriver`` of a video render: every stage advances ``ticks_per_call`` ticks per round."""
+    """The ``JobDriver`` of a video render: every stage advances ``ticks_per_call`` ticks per call, and the
+    next call is queued behind the running one, so the stages never meet at a barrier between rounds.
 
-    queue_depth = 1
+    With one call in flight, every round ended when the slowest stage finished its last item: the first
+    stage idled through the last stage's final item and the last stage through the first stage's opening
+    item, about one item per stage per round lost (a round being one tick in the service). Two calls queued
+    let each stage go on into the next tick as soon as its own items are done; the ring traffic between
+    the stages orders the items exactly as before, so the output is unchanged."""
 
-    def __init__(self, workers: list, spec: Any, ticks_per_call: int, **options: Any) -> None:
+    queue_depth = 2
+
+    def __init__(self, workers: list, spec: Any, ticks_per_call: int, until: int, **options: Any) -> None:
         super().__init__(workers, spec)
         self.units_per_call = ticks_per_call
+        self.until = until
         self.options = options
         self.ends: Refs = []
 
@@ -39,7 +47,8 @@ class VideoDriver(WorkerGroupDriver):
         return merge_stage_states(get_all(refs))
 
     def after_last(self) -> None:
-        self.ends = [w.finish.remote() for w in self.workers]
+        if self.until == self.spec.progress_total():  # a segment that ends earlier leaves its stages open
+            self.ends = [w.finish.remote() for w in self.workers]
 
 
 def run_video_render(
@@ -54,12 +63,15 @@ def run_video_render(
     on_tick: UnitHook | None = None,
     checkpoint_every: int = 0,
     on_checkpoint: CheckpointSink | None = None,
+    until: int | None = None,
 ) -> dict:
     """Render ``spec`` (a placed video spec, ``cluster.jobs.video``: its degree is the stage count) on pool
     workers ``indices`` (the first ones by default), stage 0 writing ``video_path``; returns metadata.
     With ``block_dir`` (a service job): finished blocks go there as files, the render continues from
     ``resume`` (a merged checkpoint state), ``on_tick`` is called with the ticks done after every call
-    (False stops: JobStopped) and the state goes to ``on_checkpoint`` every ``checkpoint_every`` ticks."""
+    (False stops: JobStopped) and the state goes to ``on_checkpoint`` every ``checkpoint_every`` ticks.
+    ``until``: a segment that ends at that tick, before the video's last; no call is queued past it, and
+    it ends in ``JobStopped`` carrying the state there, as a pause at that tick would."""
     degree = spec.parallel.degree
     if degree > pool.size:
         raise ValueError(f"parallel.degree: {degree} stages exceed the pool's {pool.size} workers")
@@ -72,12 +84,17 @@ def run_video_render(
         spec = spec.placed(spec.model, degree)  # the workers load a directory
     workers = [pool.workers[i] for i in indices]
     options = {"video_path": str(Path(video_path).resolve()), "block_dir": block_dir}
-    driver = VideoDriver(workers, spec, ticks_per_call, **options)
+    ticks = spec.progress_total()
+    end = ticks if until is None else until
+    if not 0 < end <= ticks:
+        raise ValueError(f"until: tick {end} is outside the video's 1..{ticks}")
+    driver = VideoDriver(workers, spec, ticks_per_call, end, **options)
     started = time.perf_counter()
     first = resume["tick"] if resume else 0
-    ticks = spec.progress_total()
     with pool.group(indices) as group:
-        begins, tick_s = drive(driver, first, ticks, resume, progress, on_tick, checkpoint_every, on_checkpoint, "tick")
+        begins, tick_s = drive(driver, first, end, resume, progress, on_tick, checkpoint_every, on_checkpoint, "tick")
+        if end < ticks:
+            raise JobStopped(end, driver.state(driver.snapshot()))
         drove = time.perf_counter()
         ends = get_all(driver.ends)
         render_s = sum(tick_s) + time.perf_counter() - drove  # from the stages' set-up to the video's close
