@@ -209,6 +209,11 @@ class SegmentRunner:
             return
         release()
         record(segment.until, time.time() - started)
+        if self.metrics is not None:
+            try:
+                self.metrics.segment(pool.config.name, workers, result.metadata)
+            except Exception as err:  # noqa: BLE001 - a metric is a measurement; the job goes on without it
+                self.files.log(job.id, f"metrics not recorded: {type(err).__name__}: {err}")
         learned = spec.learned_calibration(placed, result.metadata)
         if learned is not None:
             try:

@@ -158,6 +158,7 @@ class Worker:
             self._session().finish(),
             peak_memory_bytes=memory.peak_bytes(self.device),
             decode_s=self.last_decode_s,  # of a decode queued before this call (see runtime.jobs.image)
+            busy_s=self.busy_s,  # since the worker started, this call left out: cluster.metrics counts its growth
         )
         self._close_session()
         return report

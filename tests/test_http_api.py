@@ -205,8 +205,9 @@ def test_the_python_client_over_http(farm, tmp_path):
 
     url = str(farm["http"]["a"].base_url)
     client, other = Client(url=url, token=farm["a"]), Client(url=url, token=farm["b"])
-    job = client.submit({**IMAGE, "seed": 5}, priority=1, client_token="shot-py")
-    assert client.submit({**IMAGE, "seed": 5}, priority=1, client_token="shot-py").id == job.id
+    banded = {**IMAGE, "seed": 5, "parallel": {"strategy": "patch", "degree": 2}}  # its bytes: the metrics test's
+    job = client.submit(banded, priority=1, client_token="shot-py")
+    assert client.submit(banded, priority=1, client_token="shot-py").id == job.id
     assert job.wait(timeout_s=120)["state"] == "succeeded"
     assert job.download(tmp_path / "image.png").read_bytes() == Path(job.result()["image"]).read_bytes()
     assert "succeeded" in job.logs() and job.id in {j["id"] for j in client.jobs(state="succeeded")}
@@ -237,15 +238,28 @@ def test_the_videos_route_in_the_openai_sdks_form(farm):
 
 
 def test_the_services_metrics_reach_rays_metrics_endpoint(farm):
-    """Ray exports ``ray.util.metrics`` every few seconds on each node's metrics port (what Prometheus scrapes)."""
+    """Ray exports ``ray.util.metrics`` every few seconds on each node's metrics port (what Prometheus scrapes).
+    The module's jobs ran on both workers (one of them, the Python client's, as two patch bands), so both workers
+    were busy and the patch strategy exchanged bytes."""
     succeeded = len(farm["client"].jobs("succeeded"))
     port = ray.nodes()[0]["MetricsExportPort"]
     deadline, text = time.monotonic() + 60, ""
     while time.monotonic() < deadline:
         text = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=30).text
-        jobs = [line for line in text.splitlines() if line.startswith("ray_tessera_jobs{") and 'state="succeeded"' in line]
-        steps = [line for line in text.splitlines() if line.startswith("ray_tessera_unit_seconds_count{")]
-        if any(float(line.rsplit(" ", 1)[1]) == succeeded for line in jobs) and steps:
+        lines = text.splitlines()
+        jobs = [line for line in lines if line.startswith("ray_tessera_jobs{") and 'state="succeeded"' in line]
+        steps = [line for line in lines if line.startswith("ray_tessera_unit_seconds_count{")]
+        busy = {_tag(line, "worker") for line in lines if line.startswith("ray_tessera_worker_busy_seconds_total{") and _value(line) > 0}
+        patch = [line for line in lines if line.startswith("ray_tessera_bytes_exchanged_total{") and 'strategy="patch"' in line]
+        if any(_value(line) == succeeded for line in jobs) and steps and busy == {"0", "1"} and any(_value(x) > 0 for x in patch):
             return
         time.sleep(1)
     raise AssertionError("no tessera metrics at Ray's metrics endpoint:\n" + "\n".join(x for x in text.splitlines() if "tessera" in x))
+
+
+def _value(line: str) -> float:
+    return float(line.rsplit(" ", 1)[1])
+
+
+def _tag(line: str, name: str) -> str:
+    return line.split(f'{name}="', 1)[1].split('"', 1)[0]

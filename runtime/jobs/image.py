@@ -179,6 +179,7 @@ def _worker_summary(info: dict, begin: dict, end: dict, steps: int) -> dict:
         branch=end.get("branch", "both"),
         peak_memory_bytes=end["peak_memory_bytes"],
         activation_peak_bytes=max(0, end["peak_memory_bytes"] - begin["resident_bytes"]),
+        busy_s=end["busy_s"],
     )
     if "sequence" in end:  # Ulysses and Ring degrees this worker ran, and what it took (parallel.sequence)
         summary["sequence"] = end["sequence"]

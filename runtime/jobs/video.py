@@ -147,5 +147,6 @@ def _worker_summary(info: dict, begin: dict, end: dict) -> dict:
         feature_cache_peak_bytes=end["feature_cache_peak_bytes"],
         peak_memory_bytes=end["peak_memory_bytes"],
         activation_peak_bytes=max(0, end["peak_memory_bytes"] - begin["resident_bytes"]),
+        busy_s=end["busy_s"],
     )
     return summary
