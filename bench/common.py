@@ -6,6 +6,7 @@ one at a time without erasing the others' figures.
 
 from __future__ import annotations
 
+import math
 import os
 import platform
 import socket
@@ -73,6 +74,19 @@ def median(values: list[float]) -> float:
     return statistics.median(values)
 
 
+def percentile(values: list[float], q: float) -> float:
+    """The nearest-rank ``q``-th percentile (0 < q <= 100): a value that occurred, however few the values."""
+    ordered = sorted(values)
+    return ordered[max(0, math.ceil(q / 100 * len(ordered)) - 1)]
+
+
+def free_port() -> int:
+    """A TCP port free on the loopback interface now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
 def write_section(name: str, body: str) -> None:
     """Replace (or append) the section `name` of BENCHMARKS.md."""
     start, end = f"<!-- section:{name} -->", f"<!-- /section:{name} -->"
@@ -94,9 +108,7 @@ def spawn_ranks(target: Callable[..., None], world: int, *args: object) -> list:
 
     ctx = mp.get_context("spawn")
     queue = ctx.Queue()
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     procs = [ctx.Process(target=target, args=(r, world, *args, port, queue)) for r in range(world)]
     for p in procs:
         p.start()

@@ -30,7 +30,8 @@ from cluster.client import Client
 from runtime.pool import PoolConfig
 
 
-def _small(outputs: Path, size: int, steps: int, seed: int) -> dict:
+def small_job(outputs: Path, size: int, steps: int, seed: int) -> dict:
+    """A small image job of the built-in image model on one worker, its output under ``outputs``."""
     return {
         "height": size,
         "width": size,
@@ -41,15 +42,39 @@ def _small(outputs: Path, size: int, steps: int, seed: int) -> dict:
     }
 
 
-def run(jobs: int, threads: int, size: int, steps: int, workers: int) -> dict:
-    root = Path(tempfile.mkdtemp(prefix="tessera-load-"))
+def start_service(prefix: str, workers: int) -> tuple[Path, Client]:
+    """A fresh temporary folder (its ``state`` the controller's) and a real controller (SQLite store,
+    ``workers``-worker CPU pool) on a local Ray cluster of as many CPU slots."""
+    root = Path(tempfile.mkdtemp(prefix=prefix))
     ray.init(num_cpus=workers, include_dashboard=False, logging_level=logging.WARNING)
-    client = Client(state_dir=root / "state", pool=PoolConfig(workers=workers, device="cpu"))
-    outputs = root / "outputs"
-    # warm-up: every worker loads the model once (a cache miss is not scheduler overhead)
-    warm = [client.submit(_small(outputs / "warmup", size, steps, i)) for i in range(workers)]
+    return root, Client(state_dir=root / "state", pool=PoolConfig(workers=workers, device="cpu"))
+
+
+def warm_up(client: Client, outputs: Path, workers: int, size: int, steps: int) -> None:
+    """One small job per worker, run to its end: every worker loads the model once."""
+    warm = [client.submit(small_job(outputs, size, steps, i)) for i in range(workers)]
     for job in warm:
         job.wait(timeout_s=300)
+
+
+def exactly_once(records: list[dict], ids: list[str], stored: list[dict], outputs: Path) -> dict:
+    """Whether every job ran exactly once: ``records`` the jobs' final records, ``ids`` every id a submission
+    returned, ``stored`` the store's rows of this load, ``outputs`` the folder their outputs went to."""
+    folders = sorted(p.name for p in outputs.iterdir())
+    return {
+        "all_succeeded": all(r["state"] == "succeeded" for r in records),
+        "stored_rows": len(stored),
+        "unique_ids": len(set(ids)),
+        "output_folders": len(folders),
+        "folders_match_ids": folders == sorted(ids),
+        "attempts_max": max(r["attempts"] for r in records),
+    }
+
+
+def run(jobs: int, threads: int, size: int, steps: int, workers: int) -> dict:
+    root, client = start_service("tessera-load-", workers)
+    outputs = root / "outputs"
+    warm_up(client, outputs / "warmup", workers, size, steps)
     busy_before = ray.get(client.controller.worker_busy_seconds.remote())
 
     submitted: list[list[str]] = [[] for _ in range(threads)]
@@ -57,9 +82,9 @@ def run(jobs: int, threads: int, size: int, steps: int, workers: int) -> dict:
 
     def submitter(t: int) -> None:
         for i in range(t, jobs, threads):
-            job = client.submit(_small(outputs / "load", size, steps, i), client_token=f"load-{i}")
+            job = client.submit(small_job(outputs / "load", size, steps, i), client_token=f"load-{i}")
             submitted[t].append(job.id)
-        again = client.submit(_small(outputs / "load", size, steps, t), client_token=f"load-{t}")
+        again = client.submit(small_job(outputs / "load", size, steps, t), client_token=f"load-{t}")
         duplicates_returned_same.append(again.id == submitted[t][0])
 
     started = time.time()
@@ -73,7 +98,7 @@ def run(jobs: int, threads: int, size: int, steps: int, workers: int) -> dict:
     records = [client.job(job_id).wait(timeout_s=3600) for job_id in ids]
     busy_after = ray.get(client.controller.worker_busy_seconds.remote())
     stored = [r for r in client.jobs() if (r["client_token"] or "").startswith("load-")]
-    folders = sorted(p.name for p in (outputs / "load").iterdir())
+    once = exactly_once(records, ids, stored, outputs / "load")
     ray.get(client.controller.stop.remote())
     ray.shutdown()
 
@@ -93,13 +118,8 @@ def run(jobs: int, threads: int, size: int, steps: int, workers: int) -> dict:
         "size": size,
         "steps": steps,
         "submit_s": submit_s,
-        "all_succeeded": all(r["state"] == "succeeded" for r in records),
-        "stored_rows": len(stored),
-        "unique_ids": len(set(ids)),
-        "output_folders": len(folders),
-        "folders_match_ids": folders == sorted(ids),
+        **once,
         "duplicate_tokens_returned_same_job": all(duplicates_returned_same),
-        "attempts_max": max(r["attempts"] for r in records),
         "makespan_s": last_finish - started,
         "jobs_per_s": jobs / (last_finish - started),
         "compute_s_median": statistics.median(computes),
