@@ -56,7 +56,7 @@ def test_a_tiny_image_stays_on_one_worker_and_a_tall_one_is_split():
 def test_an_auto_job_runs_the_plan_it_was_given(ray_local, tmp_path):
     client = Client(state_dir=tmp_path / "state", pool=PoolConfig(workers=2, device="cpu"))
     try:
-        spec = {"height": 512, "width": 512, "steps": 3, "output_dir": str(tmp_path / "out"), "parallel": AUTO}
+        spec = {"height": 256, "width": 256, "steps": 2, "output_dir": str(tmp_path / "out"), "parallel": AUTO}
         record = client.submit(spec).wait(timeout_s=300)
         assert record["state"] == "succeeded"
         [segment] = job_metadata(record)["segments"]
