@@ -22,6 +22,7 @@ from cluster.http import (
     routes_images,
     routes_jobs,
     routes_pools,
+    routes_stream,
     routes_videos,
     schema,
 )
@@ -35,8 +36,9 @@ api = FastAPI(
     version="1",
     description="Render diffusion models on a Tessera pool: jobs (any kind), OpenAI-style images and videos.",
 )
-for _router in (routes_jobs.router, routes_images.router, routes_videos.router, routes_pools.router, dashboard.router):
-    api.include_router(_router)
+_routers = (routes_jobs, routes_stream, routes_images, routes_videos, routes_pools, dashboard)
+for _routes in _routers:
+    api.include_router(_routes.router)
 errors.install(api)
 schema.install(api)
 

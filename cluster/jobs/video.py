@@ -34,6 +34,12 @@ MAX_FRAMES = 1_000_000
 MAX_SIDE = 4096
 
 
+def block_directory(output_dir: str | Path, job_id: str) -> Path:
+    """Where a service video job keeps its finished blocks (``pipelines.video_blocks``) until it is published:
+    ``blocks/`` in its partial output folder."""
+    return partial_directory(output_dir, job_id) / "blocks"
+
+
 @dataclass
 class VideoParallelSpec(ParallelBase):
     strategy: str = "frames"
@@ -416,7 +422,7 @@ class VideoSpec(JobSpec):
                 progress=False,
                 ticks_per_call=1,
                 indices=workers,
-                block_dir=str(partial / "blocks"),
+                block_dir=str(block_directory(self.output_dir, job.id)),
                 resume=job.resume,
                 on_tick=on_tick,
                 checkpoint_every=hooks.checkpoint_every,
@@ -458,11 +464,20 @@ class VideoSpec(JobSpec):
         )
 
     def publish(self, job_id: str, result: SegmentResult, metadata: dict) -> Path:
-        """metadata.json joins video.mp4 in the partial folder, which is renamed to outputs/<job-id>/."""
+        """metadata.json joins video.mp4 in the partial folder, which is renamed to outputs/<job-id>/.
+
+        The order is the HTTP stream's (``cluster.http.video_stream``): metadata.json is published (atomically)
+        while the blocks are still there, so a reader that finds the blocks gone finds it; the blocks folder is
+        renamed away before it is removed, so a segment being cached into it at that moment (by path) cannot
+        land in it half-way through the removal."""
         partial = partial_directory(self.output_dir, job_id)
         target = job_directory(self.output_dir, job_id)
-        shutil.rmtree(partial / "blocks")
         metadata = dict(metadata, outputs={"video": str(target / "video.mp4")})
-        (partial / "metadata.json").write_text(json.dumps(metadata, indent=2, default=str))
+        written = partial / ".metadata.json.partial"
+        written.write_text(json.dumps(metadata, indent=2, default=str))
+        os.replace(written, partial / "metadata.json")
+        removed = partial / ".blocks.removed"
+        os.replace(block_directory(self.output_dir, job_id), removed)
+        shutil.rmtree(removed)
         os.replace(partial, target)
         return target

@@ -170,6 +170,8 @@ function showJob(job) {
   $("#job-prompt").textContent = job.spec.prompt || "";
   $("#job-error").textContent = job.error || "";
   $("#job-workers").textContent = (state.placement[job.id] || []).join(", ");
+  document.querySelectorAll(".video-job").forEach((el) => { el.hidden = job.kind !== "video"; });
+  $("#stream-link").href = "/v1/jobs/" + job.id + "/stream.m3u8";
   showProgress(job.progress);
   $("#cancel-button").disabled = job.done;
   $("#priority-button").disabled = job.done;
@@ -251,6 +253,8 @@ function onEvent(jobId, name, data) {
     $("#preview").src = data.image;
     $("#preview").dataset.unit = data.unit;
     $("#preview-unit").textContent = "at " + data.unit;
+  } else if (name === "segment") {  // a finished block of a video, listed in its HLS playlist
+    $("#stream-segments").textContent = (data.index + 1) + (data.index ? " blocks" : " block") + " playable";
   } else if (name === "done") {
     showJob(data);
     refreshLog(jobId);
@@ -265,6 +269,7 @@ async function openJob(jobId) {
   $("#result").replaceChildren();
   $("#result").dataset.job = "";
   $("#result-link").hidden = true;
+  $("#stream-segments").textContent = "";
   $("#job-log").textContent = "";
   try {
     showJob(await api("/v1/jobs/" + jobId));
