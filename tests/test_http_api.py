@@ -2,7 +2,8 @@
 each for the module: a job submitted, followed by its server-sent events until done, its result's bytes (and a
 range of them) equal to the file, previews of its latent among its events; the OpenAI images and videos routes; idempotent resubmission; cancel; tenants isolated
 from each other; a revoked token refused; malformed requests answered 4xx naming the field, the store
-unchanged; the service's metrics at Ray's metrics endpoint."""
+unchanged; the service's metrics at Ray's metrics endpoint; a multi-block video paused by a more urgent job plays
+through its HLS playlist in the real ffprobe before it ends, and whole once done."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from pathlib import Path
 import httpx
 import pytest
 import ray
+from _hls import HOLDER, VIDEO, ffprobe, needs_ffprobe, playlist_entries, wait_for
 from _malformed_specs import IMAGE, MALFORMED, REUSED_TOKEN, representative
 from PIL import Image
 
@@ -47,6 +49,7 @@ def farm(ray_local, tmp_path_factory):
         "outputs": root / "outputs",
     }
     url = start(HttpSettings(port=_free_port(), output_root=str(root / "outputs")))
+    farm["url"] = url
     farm["http"] = {name: _session(url, farm[name]) for name in ("a", "b")}
     yield farm
     for session in farm["http"].values():
@@ -263,3 +266,61 @@ def _value(line: str) -> float:
 
 def _tag(line: str, name: str) -> str:
     return line.split(f'{name}="', 1)[1].split('"', 1)[0]
+
+
+@needs_ffprobe
+def test_a_paused_video_plays_through_its_playlist_then_plays_whole_when_done(farm):
+    a, b = farm["http"]["a"], farm["http"]["b"]
+    video = a.post("/v1/jobs", json={"spec": VIDEO}).json()
+    playlist_url = f"/v1/jobs/{video['id']}/stream.m3u8"
+    first = wait_for("a finished block", lambda: playlist_entries(a.get(playlist_url).text))
+    holder = b.post("/v1/jobs", json={"spec": HOLDER, "priority": 10})  # pauses the video for its worker
+    assert holder.status_code == 201, holder.text
+    holder = holder.json()
+    try:
+        ended = ("paused", "succeeded", "failed")
+        state = wait_for(
+            "the video paused", lambda: {a.get(f"/v1/jobs/{video['id']}").json()["state"]} & set(ended)
+        )
+        assert state == {"paused"}, (
+            f"the video is {state} instead of paused: it ended before the pause took effect"
+        )
+        reply = a.get(playlist_url)
+        assert reply.status_code == 200 and reply.headers["content-type"] == "application/vnd.apple.mpegurl"
+        text = reply.text
+        shown = playlist_entries(text)
+        assert len(shown) >= len(first) and len(shown) < 8, text  # paused before its last block
+        assert [uri for _, uri in shown] == [f"stream/{i}.ts" for i in range(len(shown))]
+        assert all(seconds == 2 / 8 for seconds, _ in shown)
+        assert "#EXT-X-PLAYLIST-TYPE:EVENT" in text and "#EXT-X-ENDLIST" not in text
+        assert "#EXT-X-TARGETDURATION:1" in text and "#EXT-X-MEDIA-SEQUENCE:0" in text
+        probe = ffprobe(farm["url"] + playlist_url, farm["a"])
+        assert (probe["codec_name"], probe["width"], probe["height"]) == ("h264", 32, 32)
+        assert int(probe["nb_read_frames"]) == 2 * len(shown), probe
+        assert a.get(f"/v1/jobs/{video['id']}").json()["state"] == "paused"  # read before the job ended
+        served = a.get(f"/v1/jobs/{video['id']}/stream/0.ts")
+        assert served.status_code == 200 and served.headers["content-type"] == "video/mp2t"
+        # another tenant's job is unknown; a segment not finished is not there; an image job has no stream
+        for path in (playlist_url, f"/v1/jobs/{video['id']}/stream/0.ts"):
+            refused = b.get(path)
+            assert refused.status_code == 404 and refused.json()["error"]["field"] == "job_id", refused.text
+        assert httpx.get(farm["url"] + playlist_url).status_code == 401
+        missing = a.get(f"/v1/jobs/{video['id']}/stream/{len(shown)}.ts")
+        assert missing.status_code == 404 and missing.json()["error"]["field"] == "index", missing.text
+        image = b.get(f"/v1/jobs/{holder['id']}/stream.m3u8")
+        assert image.status_code == 404 and image.json()["error"]["field"] == "kind", image.text
+        assert "only a video job has a stream" in image.json()["error"]["message"]
+    finally:
+        b.post(f"/v1/jobs/{holder['id']}/cancel")
+    record = farm["client"].job(video["id"]).wait(timeout_s=120)
+    assert record["state"] == "succeeded", farm["client"].job(video["id"]).logs()
+    assert "paused" in farm["client"].job(video["id"]).logs()
+    text = a.get(playlist_url).text
+    assert len(playlist_entries(text)) == 8 and text.rstrip().endswith("#EXT-X-ENDLIST"), text
+    probe = ffprobe(farm["url"] + playlist_url, farm["a"])
+    assert int(probe["nb_read_frames"]) == 16, probe
+    assert (
+        a.get(f"/v1/jobs/{video['id']}/stream/0.ts").content == served.content
+    )  # cut from video.mp4: the same
+    segments = [data for name, data in _events(a, video["id"]) if name == "segment"]
+    assert [s["index"] for s in segments] == list(range(8)) and segments[0]["playlist"].endswith(playlist_url)
