@@ -130,8 +130,9 @@ def drive(
 
     begin_refs = driver.begin(resume)
     bar = tqdm(total=until, initial=first, desc="denoising", unit=unit, disable=not progress)
-    for _ in range(min(driver.queue_depth, until - first)):
-        queue_advance()
+    for _ in range(driver.queue_depth):
+        if queued < until:  # a segment one call covers gets one call: none queued past its end
+            queue_advance()
     if first >= until:
         driver.after_last()
     begun = get_all(begin_refs)  # a failed set-up is reported as itself, not as the queued unit's failure
