@@ -39,6 +39,7 @@ import argparse
 import logging
 import math
 import os
+import shutil
 import sys
 import tempfile
 import time
@@ -434,13 +435,17 @@ def main(argv: list[str] | None = None) -> None:
     torch.set_num_threads(1)
     root = Path(tempfile.mkdtemp(prefix="tessera-bench-video-models-"))
     out = Path(tempfile.mkdtemp(prefix="tessera-bench-video-strategies-"))
-    for part, run, section in (("speed", run_speed, "video-strategies"), ("memory", run_memory, "video-memory")):
-        if args.part not in (part, "all"):
-            continue
-        body = run(args, command, root, out)
-        print(body)
-        if not args.no_write:
-            write_section(section, body)
+    try:
+        for part, run, section in (("speed", run_speed, "video-strategies"), ("memory", run_memory, "video-memory")):
+            if args.part not in (part, "all"):
+                continue
+            body = run(args, command, root, out)
+            print(body)
+            if not args.no_write:
+                write_section(section, body)
+    finally:  # the models (~100 MB for the speed ones) and the videos
+        shutil.rmtree(root, ignore_errors=True)
+        shutil.rmtree(out, ignore_errors=True)
 
 
 if __name__ == "__main__":
