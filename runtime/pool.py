@@ -41,10 +41,20 @@ class PoolConfig:
     resources: dict[str, float] = field(default_factory=dict)
     """Custom Ray resources each worker also asks for, e.g. {"h100": 1} to keep this pool on the nodes
     started with `ray start --resources '{"h100": 8}'`."""
+    env: dict[str, str] = field(default_factory=dict)
+    """Environment variables of the worker processes (a Ray runtime_env), e.g. {"MALLOC_MMAP_THRESHOLD_":
+    "131072"}: glibc then maps every tensor over 128 KiB on its own and returns it when freed, so a long
+    video's resident memory follows its live tensors instead of the heap's fragments (BENCHMARKS.md,
+    "video-memory"), at a price in speed on CPU (every large tensor is mapped and faulted in anew: about 40%
+    slower frame pipeline renders there)."""
 
     def __post_init__(self) -> None:
         if self.resources is None:  # Hydra's `resources: null` (a null default lets `pool.resources={..}` set it)
             self.resources = {}
+        if self.env is None:
+            self.env = {}
+        # `pool.env={MALLOC_MMAP_THRESHOLD_: 131072}` on the command line arrives as a number
+        self.env = {k: str(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else v for k, v in self.env.items()}
 
 
 def remove_stale_placement_group(name: str, timeout_s: float = 30.0) -> None:
@@ -73,6 +83,9 @@ class DevicePool:
             raise ValueError(
                 f"pool.placement: unknown strategy {config.placement!r}; expected one of {PLACEMENTS}"
             )
+        for name, value in config.env.items():
+            if not isinstance(name, str) or not name or "=" in name or not isinstance(value, str):
+                raise ValueError(f"pool.env: {name}={value!r}; expected variable names mapped to strings")
         for name, amount in config.resources.items():
             if name in ("CPU", "GPU") or not isinstance(amount, (int, float)) or amount <= 0:
                 raise ValueError(
@@ -114,6 +127,7 @@ class DevicePool:
                 num_cpus=self.slot.ray_resources.get("CPU", 0),
                 num_gpus=self.slot.ray_resources.get("GPU", 0),
                 resources=dict(self.config.resources),
+                runtime_env={"env_vars": dict(self.config.env)} if self.config.env else None,
                 scheduling_strategy=PlacementGroupSchedulingStrategy(
                     self.placement_group, placement_group_bundle_index=index
                 ),

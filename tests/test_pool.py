@@ -6,8 +6,16 @@ import ray
 from runtime.pool import DevicePool, PoolConfig, PoolError
 
 
-def test_pool_starts_workers_with_one_thread_each(ray_local):
-    with DevicePool(PoolConfig(workers=2, device="cpu")) as pool:
+def _environ(pid: int) -> dict[str, str]:
+    with open(f"/proc/{pid}/environ", "rb") as environ:  # the worker process's own, as the kernel holds it
+        pairs = [entry.split(b"=", 1) for entry in environ.read().split(b"\0") if b"=" in entry]
+    return {k.decode(): v.decode() for k, v in pairs}
+
+
+def test_pool_starts_workers_with_one_thread_each_and_its_environment(ray_local):
+    env = {"MALLOC_MMAP_THRESHOLD_": "131072"}
+    with DevicePool(PoolConfig(workers=2, device="cpu", env=env)) as pool:
+        assert all(_environ(info["pid"])["MALLOC_MMAP_THRESHOLD_"] == "131072" for info in pool.infos)
         assert pool.size == 2
         assert len({info["pid"] for info in pool.infos}) == 2
         assert all(info["torch_threads"] == 1 and info["device"] == "cpu" for info in pool.infos)
@@ -33,6 +41,11 @@ def test_pool_shutdown_kills_workers_and_frees_slots(ray_local):
 def test_pool_larger_than_cluster_is_refused(ray_local):
     with pytest.raises(PoolError, match="pool.workers"):
         DevicePool(PoolConfig(workers=5, device="cpu"))
+
+
+def test_a_malformed_environment_is_refused_before_any_worker_starts():
+    with pytest.raises(ValueError, match="pool.env"):
+        DevicePool(PoolConfig(workers=1, device="cpu", env={"A=B": "1"}))
 
 
 def test_cuda_pool_without_gpus_is_refused(ray_local):

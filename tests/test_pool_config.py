@@ -9,7 +9,12 @@ def test_one_pool_takes_custom_resources_from_an_override():
     pool, address = pool_from_config(compose("render", ["pool.resources={h100: 1}", "pool.name=gpu"]))
     assert (pool.name, pool.resources, address) == ("gpu", {"h100": 1}, None)
     default, _ = pool_from_config(compose("render", []))
-    assert (default.name, default.resources) == ("default", {})
+    assert (default.name, default.resources, default.env) == ("default", {}, {})
+
+
+def test_the_workers_environment_from_an_override_as_strings():
+    pool, _ = pool_from_config(compose("render", ["pool.env={MALLOC_MMAP_THRESHOLD_: 131072}"]))
+    assert pool.env == {"MALLOC_MMAP_THRESHOLD_": "131072"}
 
 
 def test_several_named_pools_in_order():
