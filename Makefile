@@ -21,8 +21,10 @@ setup: $(STAMP)
 render: $(STAMP)
 	$(BIN)/tessera render $(ARGS)
 
+# Two pytest-xdist workers, whole modules each (their module-scoped Ray clusters and models stay shared): much of
+# the suite waits on process start-up, Ray and subprocesses, so two modules at once fill the two cores.
 test: $(STAMP)
-	$(BIN)/python -m pytest -q --durations=15
+	$(BIN)/python -m pytest -q --durations=15 -n 2 --dist loadfile
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
