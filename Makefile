@@ -24,7 +24,7 @@ render: $(STAMP)
 # Two pytest-xdist workers, whole modules each (their module-scoped Ray clusters and models stay shared): much of
 # the suite waits on process start-up, Ray and subprocesses, so two modules at once fill the two cores.
 test: $(STAMP)
-	$(BIN)/python -m pytest -q --durations=15 -n 2 --dist loadfile
+	$(BIN)/python -m pytest -q --durations=15 -n 2 --dist loadfile --no-loadscope-reorder
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

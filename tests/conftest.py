@@ -90,7 +90,8 @@ def _ship_test_functions_by_value(request):
 
 def pytest_collection_modifyitems(config, items):
     """Modules with a test marked slow run first (each module's tests in their own order). `make test` spreads
-    whole modules over two pytest-xdist workers, each taking the next module as it frees up; started last, a
+    whole modules over two pytest-xdist workers in this order (`--no-loadscope-reorder`; xdist would otherwise
+    start the modules with the most tests first), each taking the next module as it frees up; started last, a
     minute-long module would leave the other worker idle at the end. The order is the same in every worker
     process, as xdist requires."""
     slow = {item.path for item in items if item.get_closest_marker("slow")}

@@ -53,6 +53,7 @@ def test_a_tiny_image_stays_on_one_worker_and_a_tall_one_is_split():
     assert auto_choice(tall, tall.model, 2, simple_degree_rule)["strategy"] == "patch"
 
 
+@pytest.mark.slow
 def test_an_auto_job_runs_the_plan_it_was_given(ray_local, tmp_path):
     client = Client(state_dir=tmp_path / "state", pool=PoolConfig(workers=2, device="cpu"))
     try:
