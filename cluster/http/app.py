@@ -67,7 +67,11 @@ def start(settings: HttpSettings) -> str:
         http_options={"host": settings.host, "port": settings.port, "location": "HeadOnly"},
         logging_config={"log_level": logging.WARNING, "enable_access_log": False},
     )
-    deployment = TesseraApi.options(ray_actor_options={"num_cpus": 0, "resources": {node: 0.001}})
+    # the replica's own logging: serve.start's config covers Serve's controller and proxy, not the deployments
+    deployment = TesseraApi.options(
+        ray_actor_options={"num_cpus": 0, "resources": {node: 0.001}},
+        logging_config={"log_level": logging.WARNING, "enable_access_log": False},
+    )
     serve.run(deployment.bind(settings), name=APP_NAME, route_prefix="/", blocking=False)
     return f"http://{settings.host}:{settings.port}"
 
