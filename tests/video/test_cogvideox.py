@@ -188,7 +188,8 @@ def test_blocks_of_odd_latent_frames_are_refused_at_submit(dirs):
 
 def test_position_configs_diffusers_cannot_run_are_refused_at_submit(dirs, tmp_path):
     """A temporal patch with learned (or sincos) positions fails in diffusers' patch embedding; learned positions
-    run only at the transformer's sample size: both refused from the JSON, naming the field."""
+    run only at the transformer's sample size, and 1.5's rotary ones up to it: all refused from the JSON, naming the
+    field."""
     import json
     import shutil
 
@@ -207,3 +208,6 @@ def test_position_configs_diffusers_cannot_run_are_refused_at_submit(dirs, tmp_p
     with pytest.raises(SpecError, match="height: .* learned positional embeddings, .* sample size 32x32; got 64x32"):
         VideoSpec.from_dict(dict(model=learned, frames=16, block_frames=8, height=64, width=SIZE))
     VideoSpec.from_dict(dict(model=learned, frames=16, block_frames=8, height=SIZE, width=SIZE))
+    # 1.5's rotary positions are sliced from a grid of the transformer's sample size: no larger frame
+    with pytest.raises(SpecError, match="width: .* rotary positions reach 32 pixels .*; got width 64"):
+        VideoSpec.from_dict(dict(model=dirs["1.5"], frames=16, block_frames=8, height=SIZE, width=64))

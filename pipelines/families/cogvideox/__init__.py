@@ -51,6 +51,19 @@ class CogVideoXFamily(ModelFamily):
                     f"this CogVideoX transformer has learned positional embeddings, which diffusers runs only at its "
                     f"sample size {size[0]}x{size[1]}; got {spec.height}x{spec.width}",
                 )
+        if transformer.get("patch_size_t") and transformer.get("use_rotary_positional_embeddings"):
+            # 1.5's rotary grid is a slice of one sized by the transformer's sample size (diffusers'
+            # `_prepare_rotary_positional_embeddings`, grid_type="slice"): a larger frame has no positions to take
+            scale = 2 ** (len(self.component_config(path, "vae").get("block_out_channels", [0])) - 1)
+            patch = transformer.get("patch_size", 1)
+            for field, size, sample in (("height", spec.height, "sample_height"), ("width", spec.width, "sample_width")):
+                most = transformer.get(sample, 0) // patch * patch * scale
+                if size // (scale * patch) > transformer.get(sample, 0) // patch:
+                    return (
+                        field,
+                        f"this CogVideoX 1.5 transformer's rotary positions reach {most} pixels ({sample} "
+                        f"{transformer.get(sample)} latent pixels); got {field} {size}",
+                    )
         factor = self.temporal_factor(path)
         if (spec.block_frames // factor) % 2:
             patch = self.component_config(path, "transformer").get("patch_size_t")
