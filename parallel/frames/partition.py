@@ -4,7 +4,8 @@ Each layer is timed on one frame block (forward only: rendering has no backward)
 embedding's cost is added to the first layer and the output head's to the last, since stage 0 and the
 last stage run them. On CPU the clock is the thread's CPU time, which other processes on a shared
 machine do not inflate (wall time there moved the cut from run to run); on an accelerator it is wall
-time. Rank 0's measurement is broadcast so every stage cuts the same way.
+time. Rank 0 measures and broadcasts, so every stage cuts the same way; a worker keeps what it measured per
+model and input shapes (``per_module``), so rendering the same model again plans without re-timing it.
 
 Without decode, ``stage_boundaries`` finds the contiguous cut minimising the slowest stage. With it,
 ``stage_plan`` also places each finished block's VAE decode: it comes once per block, not once per item,
@@ -22,8 +23,9 @@ import itertools
 import math
 import statistics
 import time
+import weakref
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Hashable
 from typing import Any
 
 import torch
@@ -45,6 +47,40 @@ def _median_seconds(fn, repeats: int, clock: Callable[[], float] = time.perf_cou
         fn()
         samples.append(clock() - start)
     return statistics.median(samples[1:])
+
+
+_MEASURED: weakref.WeakKeyDictionary[torch.nn.Module, dict[Hashable, Any]] = weakref.WeakKeyDictionary()
+
+
+def per_module(module: torch.nn.Module, key: Hashable, measure: Callable[[], Any]) -> Any:
+    """``measure()`` once per module and ``key`` in this process, then its kept result.
+
+    A pool worker keeps its loaded model between jobs, and timing a real model's layers costs several
+    forwards of a block (0.8-0.9 s of a 12 s render of the built-in model on CPU, repeated by every job
+    before). Kept per module object (weakly: a model the worker drops takes its costs with it), so a model
+    loaded again is timed again. ``key`` holds what the cost depends on besides the weights (shapes, batch,
+    dtype); a model changed in place while kept (compiled, hooks added) keeps its old costs."""
+    kept = _MEASURED.setdefault(module, {})
+    if key not in kept:
+        kept[key] = measure()
+    return kept[key]
+
+
+def input_signature(value: Any) -> Hashable:
+    """Shapes and dtypes of a (nested) input, the part of it a forward's cost depends on."""
+    if isinstance(value, torch.Tensor):
+        return ("tensor", tuple(value.shape), str(value.dtype), str(value.device))
+    if isinstance(value, dict):
+        return ("dict", tuple((k, input_signature(v)) for k, v in sorted(value.items())))
+    if isinstance(value, (list, tuple)):
+        return ("seq", tuple(input_signature(v) for v in value))
+    return ("value", type(value).__name__, value if isinstance(value, (int, float, str, bool, type(None))) else None)
+
+
+def layer_costs(adapter: FrameAdapter, text: Any, batch: int, repeats: int = 3) -> list[float]:
+    """``measure_layer_costs``, kept per model, adapter and input shapes in this worker (``per_module``)."""
+    key = ("layers", type(adapter).__qualname__, tuple(adapter.block_shape), batch, input_signature(text), repeats)
+    return list(per_module(adapter.model, key, lambda: measure_layer_costs(adapter, text, batch, repeats)))
 
 
 @torch.no_grad()

@@ -42,7 +42,7 @@ from torch import nn
 
 from parallel.frames.adapter import FrameAdapterFactory
 from parallel.frames.noise import block_noise, block_step_seed, noise_template
-from parallel.frames.partition import measure_layer_costs, stage_plan
+from parallel.frames.partition import layer_costs, stage_plan
 from parallel.frames.ring import RingChannel, RingSender
 from parallel.frames.sampling import (
     SetTimesteps,
@@ -200,9 +200,12 @@ class FramePipeline:
             costs = [1.0] * self.adapter.num_layers
             boundaries = [0, self.adapter.num_layers]
             if self.stages > 1:
-                agreed = agree_on_costs(
-                    [*measure_layer_costs(self.adapter, self.text, self.batch), block_overhead_s]
+                measured = (  # rank 0's are the ones every rank uses (broadcast)
+                    layer_costs(self.adapter, self.text, self.batch)
+                    if self.rank == 0
+                    else [0.0] * self.adapter.num_layers
                 )
+                agreed = agree_on_costs([*measured, block_overhead_s])
                 costs, block_overhead_s = agreed[:-1], agreed[-1]
                 boundaries, self.decode_shares = stage_plan(
                     costs,

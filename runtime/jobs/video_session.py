@@ -33,7 +33,7 @@ import torch
 import torch.distributed as dist
 
 from parallel.frames.decode import SplitDecoder
-from parallel.frames.partition import clock_for
+from parallel.frames.partition import clock_for, per_module
 from parallel.frames.pipeline import FramePipeline, FramePipelineConfig
 from pipelines.families import family_of
 from pipelines.video_pipeline import VideoPipeline
@@ -174,17 +174,23 @@ class VideoSession:
         return make_adapter
 
     def _decode_cost(self, latent_shape: tuple[int, int, int]) -> float:
-        """Seconds to decode one frame block (stage 0 does it once per block, on top of its layers)."""
+        """Seconds to decode one frame block (stage 0 does it once per block, on top of its layers); timed once
+        per VAE and block shape in this worker (``partition.per_module``)."""
         channels, height, width = latent_shape
         frames = self.pipe.latent_frames(self.spec.block_frames, "block_frames")
-        block = torch.zeros(1, channels, frames, height, width, device=self.pipe.vae.device)
-        clock = clock_for(self.pipe.vae.device)  # as the layers are measured
-        samples = []
-        for _ in range(3):  # the first warms up
-            started = clock()
-            self.pipe.decode_block(block)  # standalone: leaves this video's decoder alone
-            samples.append(clock() - started)
-        return min(samples[1:])
+        vae = self.pipe.vae
+
+        def measure() -> float:
+            block = torch.zeros(1, channels, frames, height, width, device=vae.device)
+            clock = clock_for(vae.device)  # as the layers are measured
+            samples = []
+            for _ in range(3):  # the first warms up
+                started = clock()
+                self.pipe.decode_block(block)  # standalone: leaves this video's decoder alone
+                samples.append(clock() - started)
+            return min(samples[1:])
+
+        return per_module(vae, ("decode", type(self.pipe).__qualname__, channels, frames, height, width), measure)
 
     def _decode_share(self, latent: torch.Tensor):
         """A share of a finished block's frames, decoded on this stage (split decode)."""
