@@ -5,21 +5,16 @@ render is refused at submit, naming the field."""
 
 from __future__ import annotations
 
-import io
-
 import numpy as np
 import pytest
 import ray
 import torch
 from _tiny_hunyuanvideo import save_tiny_hunyuanvideo
-from _video_jobs import decoded_frames
+from _video_jobs import decoded_frames, render_on_worker
 
 from cluster.client import Client
 from cluster.errors import SpecError
-from cluster.jobs.video import VideoParallelSpec, VideoSpec
 from runtime.device import device_slot
-from runtime.jobs.video_session import open_video_session
-from runtime.jobs.video_state import merge_stage_states
 from runtime.pool import PoolConfig
 from runtime.worker import Worker
 
@@ -51,19 +46,7 @@ def _frames(path) -> np.ndarray:
 
 
 def _render(worker, model_dir, path, block_dir, resume=None, stop_at=None):
-    """One worker's render of RENDER (strategy none), as the service's worker runs it."""
-    spec = VideoSpec(model=str(model_dir), dtype="float32", parallel=VideoParallelSpec("none", 1), **RENDER)
-    worker.begin(open_video_session, spec, resume, video_path=str(path), block_dir=str(block_dir))
-    if stop_at is not None:
-        assert worker.advance(stop_at) == stop_at
-        state = merge_stage_states([worker.snapshot()])
-        worker._close_session()  # a pause: the stage is abandoned, the block files stay
-        buf = io.BytesIO()
-        torch.save(state, buf)
-        buf.seek(0)
-        return torch.load(buf, weights_only=True)  # as the controller reads checkpoint.pt
-    worker.advance(None)
-    return worker.finish()
+    return render_on_worker(worker, model_dir, RENDER, path, block_dir, resume, stop_at)
 
 
 @pytest.fixture(scope="module")
