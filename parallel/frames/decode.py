@@ -1,4 +1,5 @@
-"""A finished block's VAE decode split by frames over the pipeline stages (a VAE whose frames decode apart).
+"""A finished block's VAE decode moved off stage 0: split by frames over the stages (a VAE whose frames decode
+apart), or whole on one other stage (a causal VAE).
 
 Stage 0 owns the latents, so it hands every other stage its share of a finished block's latent frames
 (``stage_plan`` sizes the shares: contiguous, in stage order) and decodes its own; each stage sends its
@@ -6,13 +7,22 @@ decoded frames back, and stage 0 appends the block's frames to the video in orde
 made it the slowest in every tick that decodes a block (one per tick once the queue is full), and it
 stalled the others in the short ticks of the queue's fill and drain.
 
+A causal VAE (Wan's with its cache, CogVideoX, LTX, HunyuanVideo) cannot split a block: its frames depend
+on the frames before. ``stage_plan`` then gives one stage all of them (shares like [0, 8]); that stage
+decodes every block whole, in block order, with its own stateful block decoder, so the causal cache lives
+on that one stage and the frames are the ones stage 0 would have decoded. How many frames a block decodes
+to is not fixed there (Wan's first block gives ``1 + 4 (n - 1)``, the later ones ``4 n``): ``decoded_frames``
+(the family's count, by block) gives stage 0 each receive's shape when it posts it, so no header message is
+needed and the decoding stage checks its frames against it before sending.
+
 When each share is exchanged is fixed by the schedule, not by timing, so no stage can wait on one that
 waits on it: stage 0 finishes the blocks that took their last step in tick t - 1 at the start of tick t
 (``FramePipeline`` settles their outputs there) and sends their shares before any item of tick t; every
 other stage takes and decodes its shares of them at its own start of tick t, before its first item of
 tick t, so its frames are on their way before its outputs of tick t are; and stage 0 writes a block once
 the next block is finished (after it received an output of tick t, so the frames were sent before), or
-at ``flush``. Gloo matches same-tag messages from one peer in order.
+at ``flush``. Gloo matches same-tag messages from one peer in order. A whole-block decode is the case of
+one share: the same exchanges at the same points.
 """
 
 from __future__ import annotations
@@ -30,12 +40,13 @@ from parallel.frames.ring import RingChannel, RingSender
 TAG_SHARE, TAG_FRAMES = 2, 3
 
 Decode = Callable[[torch.Tensor], np.ndarray]
-"""[1, C, f, h, w] latent frames -> [f, H, W, 3] uint8 frames (a per-frame VAE)."""
+"""[1, C, f, h, w] latent frames -> [F, H, W, 3] uint8 frames (a per-frame VAE: F = f; a causal VAE's block
+decoder: called on whole blocks in order)."""
 
 
 class SplitDecoder:
-    """One stage's part in decoding finished blocks by frames; the pipeline calls ``block_done`` (stage 0),
-    ``catch_up`` (the others) and ``flush``."""
+    """One stage's part in decoding finished blocks on other stages (by frames, or whole on one stage); the
+    pipeline calls ``block_done`` (stage 0), ``catch_up`` (the others) and ``flush``."""
 
     def __init__(
         self,
@@ -45,15 +56,22 @@ class SplitDecoder:
         pixels: tuple[int, int],
         dtype: torch.dtype,
         device: torch.device,
-        decode: Decode,
+        decode: Decode | None,
         write: Callable[[np.ndarray], None] | None = None,
+        decoded_frames: Callable[[int], int] | None = None,
     ) -> None:
         """``shares``: latent frames of a block each stage decodes; ``share_shape``: (channels, height, width)
-        of one latent frame; ``pixels``: (height, width) of a decoded frame; ``write``: stage 0's sink of a
-        block's decoded frames, in block order."""
+        of one latent frame; ``pixels``: (height, width) of a decoded frame; ``decode``: this stage's decoder
+        of its shares (None on a stage with none); ``write``: stage 0's sink of a block's decoded frames, in
+        block order; ``decoded_frames``: frames block b decodes to, when one stage decodes whole blocks of a
+        causal VAE (None: a share of f latent frames decodes to f frames)."""
         self.group = group
         self.rank = dist.get_rank(group)
         self.shares = list(shares)
+        if decoded_frames is not None and sum(1 for share in shares if share) != 1:
+            raise ValueError(f"decode_shares: {shares}: a whole-block decode belongs to one stage")
+        self.decoded_frames = decoded_frames
+        self.pixels = tuple(pixels)
         self.starts = [sum(shares[:s]) for s in range(len(shares))]
         self.decode, self.write = decode, write
         self.next_block: int | None = None
@@ -91,12 +109,17 @@ class SplitDecoder:
         """A finished block (stage 0, in block order): send the shares, decode its own, write the blocks
         before it."""
         for stage, sender in self.to_peer.items():
-            self.from_peer[stage].post()  # its frames' receive, posted before they can arrive
+            self.from_peer[stage].post(self._frames_shape(stage, block))  # before the frames can arrive
             sender.send(self._share(latent, stage))
         own = self._decode(self._share(latent, 0)) if self.shares[0] else None
         while self.pending:  # their frames were sent before the output that finished this block
             self._write_oldest()
         self.pending.append((block, own))
+
+    def _frames_shape(self, stage: int, block: int) -> tuple[int, ...]:
+        """The shape of ``stage``'s decoded frames of ``block``."""
+        count = self.shares[stage] if self.decoded_frames is None else self.decoded_frames(block)
+        return (count, *self.pixels, 3)
 
     def _write_oldest(self) -> None:
         _, own = self.pending.popleft()
@@ -115,7 +138,14 @@ class SplitDecoder:
             latent = self.share_in.take()
             if self.next_block + 1 < finished:
                 self.share_in.post()
-            self.frames_out.send(torch.from_numpy(np.ascontiguousarray(self._decode(latent))))
+            frames = self._decode(latent)
+            expected = self._frames_shape(self.rank, self.next_block)
+            if frames.shape != expected:  # stage 0 posted a receive of the expected shape
+                raise ValueError(
+                    f"block {self.next_block} decoded to frames of shape {frames.shape}, stage 0 expects "
+                    f"{expected} (the family's video_frames and its block decoder disagree, or the decoder lost its state)"
+                )
+            self.frames_out.send(torch.from_numpy(np.ascontiguousarray(frames)))
             self.next_block += 1
 
     def flush(self, finished: int) -> None:

@@ -14,7 +14,9 @@ per-item cost balances the total but not the ticks, and the stage that decodes s
 ticks that decode. ``stage_plan`` weighs a cut and a split of the block's frames over the stages by the
 sum over ticks of the slowest stage's work in that tick (``schedule.tick_profile``), which is what a
 pipeline whose stages wait for each other every tick takes. A VAE whose frames decode apart (a per-frame
-VAE) may give every stage a share of the frames; a causal one decodes whole blocks on stage 0.
+VAE) may give every stage a share of the frames; a causal one decodes whole blocks, in order, on one stage
+(its cache stays there): every stage is tried as that stage with every cut, since stage 0, which also runs
+the embedding and the first layers, was the slowest one on the causal families when it always decoded.
 """
 
 from __future__ import annotations
@@ -142,15 +144,22 @@ def stage_plan(
     frame_s: float = 0.0,
     frames: int = 1,
     by_frames: bool = False,
+    decode_stage: int | None = None,
 ) -> tuple[list[int], list[int]]:
     """(boundaries [0, b1, ..., layers], latent frames of each block every stage decodes) minimising
     ``plan_seconds``. ``costs``: seconds per layer and item (rank 0's, agreed by the caller);
     ``profile``: ``schedule.tick_profile``; ``frame_s``: seconds to decode one latent frame; ``frames``: latent
     frames per block; ``by_frames``: the frames decode apart, so any stage may take a share (contiguous, in
-    stage order), else stage 0 decodes them all."""
+    stage order), else one stage decodes them all (e.g. [0, 8]: stage 1), the one that makes the render
+    shortest (on a tie the lowest), or ``decode_stage`` when given (a whole-block decode only)."""
     layers = len(costs)
     if stages > layers:
         raise ValueError(f"parallel.degree: {stages} stages exceed the model's {layers} transformer blocks")
+    if decode_stage is not None and (by_frames or not 0 <= decode_stage < stages):
+        raise ValueError(
+            f"decode_stage: {decode_stage} must be a stage in [0, {stages}) of a whole-block decode "
+            f"(by_frames={by_frames})"
+        )
     ticks = Counter(profile)
     if math.comb(layers - 1, stages - 1) <= MAX_CUTS:
         cuts = [[0, *inner, layers] for inner in itertools.combinations(range(1, layers), stages - 1)]
@@ -159,7 +168,7 @@ def stage_plan(
     best: tuple[float, list[int], list[int]] | None = None
     for cut in cuts:
         loads = [sum(costs[a:b]) for a, b in itertools.pairwise(cut)]
-        shares = _shares(loads, ticks, frame_s, frames, by_frames)
+        shares = _shares(loads, ticks, frame_s, frames, by_frames, decode_stage)
         seconds = plan_seconds(loads, [share * frame_s for share in shares], ticks)
         if best is None or seconds < best[0] - 1e-12:
             best = (seconds, cut, shares)
@@ -167,13 +176,21 @@ def stage_plan(
 
 
 def _shares(
-    loads: list[float], ticks: Counter[tuple[int, int]], frame_s: float, frames: int, by_frames: bool
+    loads: list[float],
+    ticks: Counter[tuple[int, int]],
+    frame_s: float,
+    frames: int,
+    by_frames: bool,
+    decode_stage: int | None = None,
 ) -> list[int]:
-    """A block's latent frames per stage for one cut: all on stage 0, or (``by_frames``) given out one at a
-    time to the stage where it lengthens the render least (on 2 stages: every split tried)."""
+    """A block's latent frames per stage for one cut: all on the one stage where they lengthen the render
+    least (``decode_stage`` when given), or (``by_frames``) given out one at a time to the stage where each
+    lengthens it least (on 2 stages: every split tried)."""
     stages = len(loads)
     if not by_frames or stages == 1:
-        return [frames] + [0] * (stages - 1)
+        candidates = range(stages) if decode_stage is None else [decode_stage]
+        whole = [[frames if s == stage else 0 for s in range(stages)] for stage in candidates]
+        return min(whole, key=lambda s: plan_seconds(loads, [f * frame_s for f in s], ticks))
     if stages == 2:
         return min(
             ([first, frames - first] for first in range(frames + 1)),

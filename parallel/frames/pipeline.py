@@ -21,8 +21,9 @@ feature cache holds K/V per batch row). The last stage combines ``uncond + g * (
 before sending, so the message back to stage 0 stays one latent's size.
 
 Stage 0 decodes each finished block (``on_block_done``), or, for a VAE whose frames decode apart, every
-stage decodes a share of its frames (``split_decoder``, ``parallel.frames.decode``); either way the decode
-is counted when the stages are cut (``partition.stage_plan``).
+stage decodes a share of its frames, or, for a causal VAE, one other stage decodes whole blocks
+(``split_decoder``, ``parallel.frames.decode``); either way the decode is counted when the stages are cut
+and placed (``partition.stage_plan``).
 
 With ``trace=True`` each stage logs its posts, sends, waits and computes in order (``frame_trace``),
 which is how the tests show that transfers overlap compute.
@@ -134,6 +135,7 @@ class FramePipeline:
         block_overhead_s: float = 0.0,
         decode_by_frames: bool = False,
         decode_shares: list[int] | None = None,
+        decode_stage: int | None = None,
         negative_text: Text | None = None,
         trace: bool = False,
         *,
@@ -147,7 +149,8 @@ class FramePipeline:
         ``block_overhead_s``: seconds to decode one finished block outside the model, counted when cutting
         stages (rank 0's value is the one every rank uses); ``decode_by_frames``: the block's frames decode
         apart, so the cut may give every stage a share of them (``self.decode_shares``, latent frames per
-        stage; a caller then sets ``split_decoder``), else stage 0 decodes them all; ``decode_shares``: that
+        stage; a caller then sets ``split_decoder``), else one stage decodes them all, the plan's choice or
+        ``decode_stage`` (a caller sets ``split_decoder`` when it is not stage 0); ``decode_shares``: that
         split given (with ``boundaries``) instead of planned. ``negative_text`` [1, L, D]: the encoded negative
         prompt (encoded like ``text``), required when ``config.guidance_scale > 1``. ``trace``: log ring and
         compute events in ``self.trace``. ``make_adapter``: the model family's frame plan, which cuts ``model``
@@ -214,6 +217,7 @@ class FramePipeline:
                     block_overhead_s / config.block_frames,
                     config.block_frames,
                     decode_by_frames,
+                    decode_stage,
                 )
             self.layer_costs = costs
         elif decode_shares is not None:
@@ -222,8 +226,8 @@ class FramePipeline:
             raise ValueError(f"decode_shares: {self.decode_shares} must split {config.block_frames} frames over {self.stages} stages")
         self.boundaries = list(boundaries)
         self.split_decoder = None
-        """``parallel.frames.decode.SplitDecoder`` when every stage decodes its share of finished blocks (set by
-        the caller, on every stage; stage 0's ``on_block_done`` is then its ``block_done``)."""
+        """``parallel.frames.decode.SplitDecoder`` when stages other than 0 decode (shares of) finished blocks (set
+        by the caller, on every stage; stage 0's ``on_block_done`` is then its ``block_done``)."""
         self.layers = range(self.boundaries[self.rank], self.boundaries[self.rank + 1])
         self.make_scheduler = make_scheduler
         self.set_timesteps = set_timesteps or default_set_timesteps

@@ -22,7 +22,7 @@ from parallel.frames.trace import FrameTrace
 
 
 class RingChannel:
-    """Ordered messages of fixed shape from one peer (group-local rank ``src``), one receive posted ahead."""
+    """Ordered messages of a known shape from one peer (group-local rank ``src``), one receive posted ahead."""
 
     def __init__(
         self,
@@ -41,9 +41,10 @@ class RingChannel:
         self._posted: deque[tuple[object, torch.Tensor]] = deque()
         self._posts = self._takes = 0  # sequence numbers of the next post and the next take
 
-    def post(self) -> None:
-        """Post the receive of the next message (call as early as it is known to be coming)."""
-        buf = torch.empty(self.shape, dtype=self.dtype, device=self.device)
+    def post(self, shape: tuple[int, ...] | None = None) -> None:
+        """Post the receive of the next message (call as early as it is known to be coming); ``shape``: that
+        message's, when it is not the channel's (the poster must know it: gloo needs the size up front)."""
+        buf = torch.empty(self.shape if shape is None else shape, dtype=self.dtype, device=self.device)
         work = dist.irecv(buf, group=self.group, group_src=self.src, tag=self.tag)
         self._posted.append((work, buf))
         if self.trace is not None:

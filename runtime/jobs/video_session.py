@@ -2,11 +2,15 @@
 
 Plain torch, no Ray. The model is whatever its family's ``load`` returned, used only through
 ``pipelines.video_pipeline.VideoPipeline`` (its prompt encoding, sampler hooks, frame counts and block
-decoder) and the family's frame plan. Stage 0 decodes each finished frame block (its block decoder: a
-per-frame VAE, or a causal VAE carrying its cache from block to block) and appends it to the MP4 as the
-block leaves the queue, so no more than one block of frames is ever held. On several stages with a VAE
-whose frames decode apart (``frames_decode_apart``), every stage decodes a share of each block's frames
-and stage 0 appends them in order (``parallel.frames.decode``): the decode no longer lands on one stage. The spec (the placed video
+decoder) and the family's frame plan. Stage 0 appends each finished frame block to the MP4 as the block
+leaves the queue, so no more than one block of frames is ever held. On one stage it decodes the block itself
+(its block decoder: a per-frame VAE, or a causal VAE carrying its cache from block to block). On several
+stages with a VAE whose frames decode apart (``frames_decode_apart``), every stage decodes a share of each
+block's frames and stage 0 appends them in order (``parallel.frames.decode``); with a causal VAE the plan
+puts the whole-block decode on the one stage where it lengthens the render least (``stage_plan``), which
+decodes every block with its own block decoder (the cache stays there) and sends the frames to stage 0. The
+decoding stage's decoder state is the checkpoint's ``decoder``, restored on whichever stage decodes after a
+resume. The spec (the placed video
 spec the worker received, ``cluster.jobs.video.VideoSpec``; only its fields are read here) counts video
 frames; with a VAE that packs several frames into one latent frame, the frame pipeline gets them divided
 by that factor.
@@ -55,10 +59,12 @@ class VideoSession:
         group: dist.ProcessGroup | None,
         video_path: str | None = None,
         make_writer: Callable[[], Any] | None = None,
+        decode_stage: int | None = None,
     ) -> None:
         """``video_path``: where stage 0 streams the MP4; ``make_writer``: stage 0's sink for decoded blocks
         instead (append/close/abort/frames, as StreamingMP4Writer); a service job passes per-block files
-        that survive a pause."""
+        that survive a pause. ``decode_stage``: the stage that decodes a causal VAE's whole blocks, forced
+        (None: the plan's choice; tests force it rather than depend on measured costs)."""
         self.spec = spec
         self.pipe = pipe
         factor = pipe.temporal_factor
@@ -90,8 +96,9 @@ class VideoSession:
         """Strategy patch: the model under its family's patch plan (``parallel.patch.PatchHandle``)."""
         make_writer = make_writer or (lambda: StreamingMP4Writer(video_path, spec.fps))
         self.writer = make_writer() if rank == 0 else None
-        self.decode = pipe.block_decoder() if rank == 0 else None
-        """Stage 0's decoder of this video's finished blocks, in order (a causal VAE keeps a cache)."""
+        self.decode = None
+        """The decoding stage's decoder of this video's finished blocks, in order (a causal VAE keeps a cache):
+        stage 0's, or the stage the plan gives a causal VAE's whole-block decode."""
         self.decode_s = 0.0
         self.decode_cpu_s = 0.0
         latent_shape = pipe.latent_shape(spec.height, spec.width)
@@ -111,6 +118,7 @@ class VideoSession:
                 group=group,
                 block_overhead_s=overhead,
                 decode_by_frames=by_frames,
+                decode_stage=decode_stage if stages > 1 else None,
                 negative_text=negative,
                 make_adapter=self._adapter_factory(pipe, spec, latent_shape),
                 set_timesteps=pipe.set_timesteps,
@@ -130,16 +138,22 @@ class VideoSession:
             except BaseException:
                 self.pipeline.adapter.remove()
                 raise
-        if by_frames and self.pipeline.decode_shares[0] != config.block_frames:
+        shares = self.pipeline.decode_shares
+        whole = shares.index(config.block_frames) if config.block_frames in shares else None
+        decoding = None if by_frames and whole != 0 else whole  # the stage with self.decode (None: split)
+        if decoding is not None and rank == decoding:
+            self.decode = pipe.block_decoder()
+        if shares[0] != config.block_frames:
             splitter = SplitDecoder(
                 group,
-                self.pipeline.decode_shares,
+                shares,
                 latent_shape,
                 (spec.height, spec.width),
                 self.pipeline.dtype,
                 self.pipeline.device,
-                self._decode_share,
+                self._decode_share if by_frames else self._decode_whole,
                 self.writer.append if self.writer is not None else None,
+                None if by_frames else self._decoded_frames,
             )
             self.pipeline.split_decoder = splitter
             if rank == 0:
@@ -174,7 +188,9 @@ class VideoSession:
         return make_adapter
 
     def _decode_cost(self, latent_shape: tuple[int, int, int]) -> float:
-        """Seconds to decode one frame block (stage 0 does it once per block, on top of its layers); timed once
+        """Seconds to decode one frame block with the family's block decoder, as a block after the first (a
+        causal VAE's later blocks decode more frames: Wan's 4n against 1 + 4(n - 1), HunyuanVideo's and LTX's
+        with latent frames of the block before). A decoder of its own: this video's is not touched. Timed once
         per VAE and block shape in this worker (``partition.per_module``)."""
         channels, height, width = latent_shape
         frames = self.pipe.latent_frames(self.spec.block_frames, "block_frames")
@@ -183,14 +199,30 @@ class VideoSession:
         def measure() -> float:
             block = torch.zeros(1, channels, frames, height, width, device=vae.device)
             clock = clock_for(vae.device)  # as the layers are measured
+            decode = self.pipe.block_decoder()
             samples = []
-            for _ in range(3):  # the first warms up
+            for _ in range(3):  # the first warms up and begins the video
                 started = clock()
-                self.pipe.decode_block(block)  # standalone: leaves this video's decoder alone
+                decode(block)
                 samples.append(clock() - started)
             return min(samples[1:])
 
         return per_module(vae, ("decode", type(self.pipe).__qualname__, channels, frames, height, width), measure)
+
+    def _decoded_frames(self, block: int) -> int:
+        """Frames block ``block`` decodes to, a whole-block decode continuing the video (the family's count:
+        the frames of the blocks up to it less those before it)."""
+        frames = self.pipeline.config.block_frames
+        before = self.pipe.video_frames(block * frames) if block else 0
+        return self.pipe.video_frames((block + 1) * frames) - before
+
+    def _decode_whole(self, latent: torch.Tensor):
+        """A whole finished block decoded on this stage, continuing the video (a causal VAE off stage 0)."""
+        started, started_cpu = time.perf_counter(), time.thread_time()
+        frames = self.decode(latent)
+        self.decode_s += time.perf_counter() - started
+        self.decode_cpu_s += time.thread_time() - started_cpu
+        return frames
 
     def _decode_share(self, latent: torch.Tensor):
         """A share of a finished block's frames, decoded on this stage (split decode)."""
@@ -219,7 +251,7 @@ class VideoSession:
         load_stage_state(self.pipeline, state)
         if self.bands is not None:  # stale activations are a cache: the resumed step refills them synchronously
             self.bands.reset(self.pipeline.position)
-        if state.get("decoder") is not None and self.decode is not None:
+        if state.get("decoder") is not None and self.decode is not None:  # whichever stage decodes now
             load_decoder_state(self.decode, state["decoder"])
 
     def result(self) -> None:

@@ -4,9 +4,11 @@ At the boundary before tick T the state is: T itself; on stage 0 the latent and 
 of every block still in the queue (blocks that enter at T or later start from the seed's noise
 template, so they need nothing); on every stage the feature cache entries of its layers that the
 queue still reads (the block just before the oldest queued one, and the queued ones). Finished
-blocks are not state: they have left for the video writer. With a causal VAE (Wan's), stage 0's
-block decoder carries a cache from block to block: it is state too (``export_decoder_state``), or
-the frames after a resume would differ. The state of all stages merged
+blocks are not state: they have left for the video writer. With a causal VAE (Wan's), the decoding
+stage's block decoder (stage 0's, or the one stage the plan gave the whole-block decode) carries a cache
+from block to block: it is state too (``export_decoder_state``), or the frames after a resume would
+differ; the merged state holds it whichever stage exported it, and the stage that decodes after the
+resume (maybe another) loads it. The state of all stages merged
 (``merge_stage_states``) is independent of the stage count, because the cache is keyed by layer,
 so a job paused on S stages resumes on any other S' (``load_stage_state`` keeps a stage's layers).
 
@@ -83,8 +85,16 @@ def merge_stage_states(states: list[dict[str, Any]]) -> dict[str, Any]:
         "latents": head["latents"],
         "schedulers": head["schedulers"],
         "cache": [entry for s in states for entry in s["cache"]],
-        "decoder": head.get("decoder"),
+        "decoder": _decoder_state(states),
     }
+
+
+def _decoder_state(states: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """The decoding stage's decoder state (one stage decodes whole blocks; None from a stateless decoder)."""
+    held = [s["decoder"] for s in states if s.get("decoder") is not None]
+    if len(held) > 1:
+        raise ValueError(f"{len(held)} stages exported a decoder state: one stage decodes whole blocks")
+    return held[0] if held else None
 
 
 def load_stage_state(pipe: FramePipeline, state: dict[str, Any]) -> None:
@@ -119,7 +129,7 @@ def _edge(entry: dict[str, Any], device: torch.device) -> EdgeKV:
 
 
 def export_decoder_state(decoder: Any) -> dict[str, Any] | None:
-    """Stage 0's block decoder at the boundary: a causal VAE's per-convolution cache of the last
+    """The decoding stage's block decoder at the boundary: a causal VAE's per-convolution cache of the last
     frames decoded (``pipelines.wan_decode.WanBlockDecoder``: ``cache``, ``first``), which the next
     block's frames depend on; None for a decoder without state (a per-frame VAE). A decoder with its own
     ``export_state``/``load_state`` (another family's cache) is asked instead."""

@@ -24,13 +24,13 @@ def test_tick_profile_counts_every_item_and_every_decode():
         assert profile[0][1] == 0 and profile[-1] == (0, 1)  # the last block is decoded after the last tick
 
 
-def test_plan_splits_a_per_frame_decode_and_keeps_a_causal_one_on_stage_0():
+def test_plan_splits_a_per_frame_decode_and_keeps_a_causal_one_whole():
     layers = [0.0075, 0.006, 0.006, 0.006, 0.006, 0.008]  # seconds per item: embed and head folded in
     profile = tick_profile(32, 10)
     cut, shares = stage_plan(layers, 2, profile, frame_s=0.022, frames=8, by_frames=True)
     assert cut == [0, 3, 6] and shares == [4, 4]
     whole_cut, whole = stage_plan(layers, 2, profile, frame_s=0.022, frames=8, by_frames=False)
-    assert whole == [8, 0] and whole_cut == [0, 2, 6]  # stage 0 decodes: fewer layers there
+    assert whole == [8, 0] and whole_cut == [0, 2, 6]  # stage 0 decodes (the cut balances it): fewer layers there
     one = plan_seconds([sum(layers)], [8 * 0.022], Counter(profile))
     loads = lambda c: [sum(layers[a:b]) for a, b in zip(c, c[1:])]  # noqa: E731
     split = plan_seconds(loads(cut), [s * 0.022 for s in shares], Counter(profile))
