@@ -59,10 +59,12 @@ entry per tensor), which its frame adapter reads in ``conditions`` and ``embed``
 Frames: a render's ``frames``, ``block_frames`` and ``context_frames`` count video frames; ``latent_frames``
 divides them by ``temporal_factor`` (refusing a remainder, naming the field) and ``video_frames`` says how many
 frames a number of latent frames decodes to (a causal VAE's first latent frame gives one frame: Wan's 4k+1).
-Stage 0 decodes each finished block with ``block_decoder()`` (called on the blocks in order: a causal VAE
-carries its cache across blocks; ``runtime.jobs.video_state`` checkpoints a decoder's ``cache``/``first``
+One stage (stage 0, or the one the frame plan gives a causal VAE's decode; it sends the frames to stage 0)
+decodes each finished block with ``block_decoder()`` (called on the blocks in order: a causal VAE
+carries its cache across blocks; ``video_frames`` must count the frames each block decodes to, since the
+receiving stage sizes each block's frames by it; ``runtime.jobs.video_state`` checkpoints a decoder's ``cache``/``first``
 attributes, or asks its ``export_state()``/``load_state(state)`` when it has them, e.g. CogVideoX's nested
-``conv_cache``); ``decode_block`` decodes one block on its own (the decode-cost probe). A family
+``conv_cache``); ``decode_block`` decodes one block on its own (a per-frame VAE's share of a block). A family
 whose VAE decodes frames apart says so (``frames_decode_apart``): on several stages each then decodes a share
 of a block's frames with ``decode_block``.
 """
@@ -86,7 +88,7 @@ class VideoPipeline(Protocol):
     transformer: torch.nn.Module
     """The video DiT the frame pipeline cuts into stages."""
     vae: torch.nn.Module
-    """The VAE that decodes finished blocks (stage 0)."""
+    """The VAE that decodes finished blocks (on the decoding stage)."""
     pipeline_class: str
     """model_index.json's ``_class_name``: how ``pipelines.families.family_of`` finds the family."""
 

@@ -51,6 +51,13 @@ from runtime.jobs.video_state import (
 )
 
 
+def block_video_frames(pipe: VideoPipeline, block_frames: int, block: int) -> int:
+    """Frames block ``block`` of ``block_frames`` latent frames decodes to with the family's block decoder,
+    continuing the video: the frames of the blocks up to it less those before it (``video_frames``)."""
+    before = pipe.video_frames(block * block_frames) if block else 0
+    return pipe.video_frames((block + 1) * block_frames) - before
+
+
 class VideoSession:
     def __init__(
         self,
@@ -210,11 +217,7 @@ class VideoSession:
         return per_module(vae, ("decode", type(self.pipe).__qualname__, channels, frames, height, width), measure)
 
     def _decoded_frames(self, block: int) -> int:
-        """Frames block ``block`` decodes to, a whole-block decode continuing the video (the family's count:
-        the frames of the blocks up to it less those before it)."""
-        frames = self.pipeline.config.block_frames
-        before = self.pipe.video_frames(block * frames) if block else 0
-        return self.pipe.video_frames((block + 1) * frames) - before
+        return block_video_frames(self.pipe, self.pipeline.config.block_frames, block)
 
     def _decode_whole(self, latent: torch.Tensor):
         """A whole finished block decoded on this stage, continuing the video (a causal VAE off stage 0)."""

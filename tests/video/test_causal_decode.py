@@ -97,3 +97,27 @@ def test_decode_on_stage_1_writes_what_stage_0_writes(model_dirs, family):
             # the latents equal up to float rounding, so a pixel may round the other way
             diff = np.abs(frames.astype(int) - expected.astype(int))
             assert diff.max() <= 1 and diff.mean() < 0.01, (name, block)
+
+
+@pytest.mark.parametrize("family", ["cogvideox", "ltx"])
+def test_block_decoders_decode_the_frames_stage_0_expects(tmp_path, family):
+    """Stage 0 sizes each block's frames from the family's ``video_frames``: the other causal families' block
+    decoders (rendered on 2 stages in their own tests, where the plan decides) decode that many, block by block."""
+    from _tiny_cogvideox import save_tiny_cogvideox
+    from _tiny_ltx import save_tiny_ltx
+
+    from pipelines.families import family_for_dir
+    from runtime.jobs.video_session import block_video_frames
+
+    torch.set_num_threads(1)
+    save, pixels = {"cogvideox": (save_tiny_cogvideox, 32), "ltx": (save_tiny_ltx, 64)}[family]
+    model_dir = save(tmp_path / family)
+    pipe = family_for_dir(model_dir).load(model_dir, "float32", "cpu")
+    channels, height, width = pipe.latent_shape(pixels, pixels)
+    decode = pipe.block_decoder()
+    generator = torch.Generator().manual_seed(0)
+    counts = [
+        len(decode(torch.randn(1, channels, 2, height, width, generator=generator))) for _ in range(3)
+    ]
+    assert counts == [block_video_frames(pipe, 2, block) for block in range(3)]
+    assert sum(counts) == pipe.video_frames(6)
