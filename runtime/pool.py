@@ -14,6 +14,7 @@ from ray.util.placement_group import placement_group, remove_placement_group
 from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
 from runtime.device import device_slot, resolve_device_kind
+from runtime.heap import THRESHOLD_ENV, parse_threshold
 from runtime.job_group import JobGroup
 from runtime.worker import Worker
 
@@ -46,7 +47,9 @@ class PoolConfig:
     "131072"}: glibc then maps every tensor over 128 KiB on its own and returns it when freed, so a long
     video's resident memory follows its live tensors instead of the heap's fragments (BENCHMARKS.md,
     "video-memory"), at a price in speed on CPU (every large tensor is mapped and faulted in anew: about 40%
-    slower frame pipeline renders there)."""
+    slower frame pipeline renders there). CPU workers already fix glibc's threshold at 8 MiB, which keeps a long
+    video's memory flat too (``runtime.heap``: ``TESSERA_MMAP_THRESHOLD`` sets another, 0 leaves glibc's dynamic
+    one; ``TESSERA_HEAP_TRIM=1`` trims the heap after each block)."""
 
     def __post_init__(self) -> None:
         if self.resources is None:  # Hydra's `resources: null` (a null default lets `pool.resources={..}` set it)
@@ -86,6 +89,11 @@ class DevicePool:
         for name, value in config.env.items():
             if not isinstance(name, str) or not name or "=" in name or not isinstance(value, str):
                 raise ValueError(f"pool.env: {name}={value!r}; expected variable names mapped to strings")
+        if THRESHOLD_ENV in config.env:
+            try:
+                parse_threshold(config.env[THRESHOLD_ENV])
+            except ValueError as err:
+                raise ValueError(f"pool.env: {err}") from None
         for name, amount in config.resources.items():
             if name in ("CPU", "GPU") or not isinstance(amount, (int, float)) or amount <= 0:
                 raise ValueError(

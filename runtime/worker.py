@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from runtime import memory, process_group
+from runtime import heap, memory, process_group
 from runtime.attention import enable_fast_attention
 from runtime.device import CUDA, DeviceSlot
 from runtime.model_cache import ModelCache
@@ -43,6 +43,8 @@ class Worker:
         self.index = index
         self.slot = slot
         self.device = "cuda:0" if slot.kind == CUDA else "cpu"  # Ray sets CUDA_VISIBLE_DEVICES per actor
+        self.mmap_threshold = heap.fix_mmap_threshold(self.device)
+        """glibc's fixed mmap threshold set for this CPU worker (``runtime.heap``), None where glibc's is left."""
         self.cache = ModelCache()
         self.rank: int | None = None
         self.session = None
@@ -51,6 +53,7 @@ class Worker:
         chose for this worker's device ("sdpa" on CPU and without xformers, "xformers" on CUDA with it)."""
         self.busy_s = 0.0
         self.last_decode_s = 0.0
+        self.faults_at_begin = 0
 
     def info(self) -> dict:
         import ray
@@ -63,6 +66,7 @@ class Worker:
             "pid": os.getpid(),
             "device": self.device,
             "torch_threads": torch.get_num_threads(),
+            "mmap_threshold": self.mmap_threshold,
         }
 
     # --- process groups -------------------------------------------------------------------------
@@ -125,6 +129,7 @@ class Worker:
         load_s = time.perf_counter() - started
         resident = memory.current_bytes(self.device)
         memory.reset_peak(self.device)
+        self.faults_at_begin = memory.minor_faults()
         self.session = open_session(pipe, spec, resume, **options)
         return {
             "cache_hit": hit,
@@ -157,6 +162,7 @@ class Worker:
         report = dict(
             self._session().finish(),
             peak_memory_bytes=memory.peak_bytes(self.device),
+            minor_faults=memory.minor_faults() - self.faults_at_begin,  # since begin: the session's own
             decode_s=self.last_decode_s,  # of a decode queued before this call (see runtime.jobs.image)
             busy_s=self.busy_s,  # since the worker started, this call left out: cluster.metrics counts its growth
         )

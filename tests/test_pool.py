@@ -46,6 +46,10 @@ def test_pool_larger_than_cluster_is_refused(ray_local):
 def test_a_malformed_environment_is_refused_before_any_worker_starts():
     with pytest.raises(ValueError, match="pool.env"):
         DevicePool(PoolConfig(workers=1, device="cpu", env={"A=B": "1"}))
+    with pytest.raises(ValueError, match="pool.env: TESSERA_MMAP_THRESHOLD='64M'"):
+        DevicePool(PoolConfig(workers=1, device="cpu", env={"TESSERA_MMAP_THRESHOLD": "64M"}))
+    with pytest.raises(ValueError, match="pool.env: TESSERA_MMAP_THRESHOLD"):
+        DevicePool(PoolConfig(workers=1, device="cpu", env={"TESSERA_MMAP_THRESHOLD": str(64 * 2**20)}))
 
 
 def test_cuda_pool_without_gpus_is_refused(ray_local):

@@ -142,10 +142,13 @@ def _worker_summary(info: dict, begin: dict, end: dict) -> dict:
         compute_s=end["compute_s"],
         compute_cpu_s=end["compute_cpu_s"],
         decode_cpu_s=end["decode_cpu_s"],
+        heap_trims=end["heap_trims"],
+        heap_trim_s=end["heap_trim_s"],
         wait_s=end["wait_s"],
         bytes_sent_by_peer=end["bytes_sent_by_peer"],
         feature_cache_peak_bytes=end["feature_cache_peak_bytes"],
         peak_memory_bytes=end["peak_memory_bytes"],
+        minor_faults=end["minor_faults"],
         activation_peak_bytes=max(0, end["peak_memory_bytes"] - begin["resident_bytes"]),
         busy_s=end["busy_s"],
     )

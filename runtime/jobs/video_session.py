@@ -42,6 +42,7 @@ from parallel.frames.pipeline import FramePipeline, FramePipelineConfig
 from pipelines.families import family_of
 from pipelines.video_pipeline import VideoPipeline
 from pipelines.video_writer import StreamingMP4Writer
+from runtime.heap import trim_heap
 from runtime.jobs.strategies import WHOLE_VIDEO
 from runtime.jobs.video_state import (
     export_decoder_state,
@@ -108,6 +109,10 @@ class VideoSession:
         stage 0's, or the stage the plan gives a causal VAE's whole-block decode."""
         self.decode_s = 0.0
         self.decode_cpu_s = 0.0
+        self.heap_trims = 0
+        self.heap_trim_s = 0.0
+        """Calls of ``runtime.heap.trim_heap`` that trimmed (opt-in: one per finished block on each CPU stage that
+        decodes or writes it) and their seconds."""
         latent_shape = pipe.latent_shape(spec.height, spec.width)
         stages = dist.get_world_size(group) if group is not None else 1
         overhead = self._decode_cost(latent_shape) if rank == 0 and stages > 1 else 0.0
@@ -159,7 +164,7 @@ class VideoSession:
                 self.pipeline.dtype,
                 self.pipeline.device,
                 self._decode_share if by_frames else self._decode_whole,
-                self.writer.append if self.writer is not None else None,
+                self._write_frames if self.writer is not None else None,
                 None if by_frames else self._decoded_frames,
             )
             self.pipeline.split_decoder = splitter
@@ -225,6 +230,8 @@ class VideoSession:
         frames = self.decode(latent)
         self.decode_s += time.perf_counter() - started
         self.decode_cpu_s += time.thread_time() - started_cpu
+        if self.writer is None:  # stage 0 trims once the block is written (``_write_frames``)
+            self._block_finished()
         return frames
 
     def _decode_share(self, latent: torch.Tensor):
@@ -233,13 +240,31 @@ class VideoSession:
         frames = self.pipe.decode_block(latent)
         self.decode_s += time.perf_counter() - started
         self.decode_cpu_s += time.thread_time() - started_cpu
+        if self.writer is None:  # stage 0 trims once the block is written (``_write_frames``)
+            self._block_finished()
         return frames
+
+    def _write_frames(self, frames) -> None:
+        """Stage 0 when another stage decodes: a finished block's frames (every stage's share, or the decoding
+        stage's whole block) appended to the video."""
+        self.writer.append(frames)
+        self._block_finished()
 
     def _write_block(self, block: int, latent: torch.Tensor) -> None:
         started, started_cpu = time.perf_counter(), time.thread_time()
         self.writer.append(self.decode(latent))
         self.decode_s += time.perf_counter() - started
         self.decode_cpu_s += time.thread_time() - started_cpu
+        self._block_finished()
+
+    def _block_finished(self) -> None:
+        """A block is decoded (and, on stage 0, written): its temporaries are freed, so a CPU worker may return the
+        heap's free pages to the OS (``runtime.heap``, opt-in: the workers' fixed mmap threshold already keeps the
+        resident set flat, at less cost)."""
+        started = time.perf_counter()
+        if trim_heap(self.pipeline.device):
+            self.heap_trims += 1
+            self.heap_trim_s += time.perf_counter() - started
 
     def snapshot(self, segment_end: bool = False) -> dict[str, Any]:
         """This stage's share of the state at the current tick boundary (all stages at once)."""
@@ -318,6 +343,8 @@ class VideoSession:
             "denoise_s": self.denoise_s,
             "decode_s": self.decode_s,
             "decode_cpu_s": self.decode_cpu_s,
+            "heap_trims": self.heap_trims,
+            "heap_trim_s": self.heap_trim_s,
         }
         if sequence is not None:
             report["bands" if self.spec.parallel.strategy == "patch" else "sequence"] = sequence

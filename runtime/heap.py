@@ -1,0 +1,105 @@
+"""Keep a CPU worker's resident memory flat over a long video under glibc's malloc: a fixed 8 MiB mmap threshold.
+
+Why: a long video is rendered with a bounded set of live tensors, yet under glibc's default malloc a CPU
+worker's resident set grew with the video's length. glibc's dynamic mmap threshold rises to the size of each
+mapped block freed (up to 32 MiB), after which the VAE decode's and the MP4 encode's large temporaries come from
+the heap (the brk heap and the threads' arenas) instead of their own mappings, and the holes they leave stay
+resident: stage 0's peak RSS grew by a fifth to a third from 64 to 1,024 frames on the tiny CogVideoX 1.0
+(BENCHMARKS.md, "video-memory"). Two cures, both here, measured there:
+
+- ``fix_mmap_threshold``, at worker start (the default): ``mallopt(M_MMAP_THRESHOLD, 8 MiB)``. Blocks of 8 MiB and
+  more are mapped on their own and unmapped when freed; the threshold stays fixed (setting it turns the dynamic
+  one off), so everything smaller keeps the heap's fast path. ``MALLOC_MMAP_THRESHOLD_=131072`` (every tensor over
+  128 KiB mapped) flattens memory too but cost about 40% speed on CPU; at 8 MiB only the large temporaries pay a
+  mapping, and stage 0's peak stayed within 5% from 64 to 1,024 frames. ``TESSERA_MMAP_THRESHOLD`` (bytes) in a
+  worker's environment (``pool.env``) sets another threshold, ``0`` leaves glibc's dynamic one; a
+  ``MALLOC_MMAP_THRESHOLD_`` there is glibc's own setting and is left alone.
+- ``trim_heap``, after each finished block (opt-in, ``TESSERA_HEAP_TRIM=1``): ``malloc_trim(0)`` hands the free
+  pages of every arena back (``madvise(MADV_DONTNEED)``). Measured, it cost 12-23 ms a call on the tiny models and
+  the next block faults the pages in again, and it did not keep CogVideoX 1.0's peak within 10%: the peak is
+  reached inside a block, between two trims.
+
+Only on CPU devices (a GPU's memory is the caching allocator's), only where the C library is glibc; a no-op
+elsewhere (musl, macOS).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import functools
+import os
+
+import torch
+
+TRIM_ENV = "TESSERA_HEAP_TRIM"
+""""1" turns the per-block ``malloc_trim`` on; unset or anything else leaves it off."""
+THRESHOLD_ENV = "TESSERA_MMAP_THRESHOLD"
+"""The fixed mmap threshold in bytes set at worker start; "0" leaves glibc's dynamic threshold."""
+GLIBC_THRESHOLD_ENV = "MALLOC_MMAP_THRESHOLD_"
+"""glibc's own setting of the threshold, read when malloc starts: when present, the worker leaves it."""
+MMAP_THRESHOLD = 8 * 2**20
+"""The default fixed threshold: 8 MiB (glibc's dynamic one rises to up to 32 MiB)."""
+MAX_MMAP_THRESHOLD = 32 * 2**20
+"""The largest threshold glibc accepts on 64-bit (``DEFAULT_MMAP_THRESHOLD_MAX``)."""
+M_MMAP_THRESHOLD = -3
+"""mallopt's parameter number for the mmap threshold (glibc's malloc.h)."""
+
+
+@functools.cache
+def _glibc() -> ctypes.CDLL | None:
+    """This process's C library when it is glibc with ``malloc_trim`` and ``mallopt``, else None."""
+    try:
+        libc = ctypes.CDLL(None)  # the symbols the process already has: its C library among them
+    except OSError:
+        return None
+    if not all(hasattr(libc, name) for name in ("gnu_get_libc_version", "malloc_trim", "mallopt")):
+        return None  # not glibc
+    libc.malloc_trim.argtypes, libc.malloc_trim.restype = [ctypes.c_size_t], ctypes.c_int
+    libc.mallopt.argtypes, libc.mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
+    return libc
+
+
+def glibc_available() -> bool:
+    """Whether this process's C library is glibc with ``malloc_trim`` and ``mallopt``."""
+    return _glibc() is not None
+
+
+def _on_cpu_glibc(device: str | torch.device) -> ctypes.CDLL | None:
+    return _glibc() if torch.device(device).type == "cpu" else None
+
+
+def parse_threshold(raw: str | None) -> int:
+    """A ``TESSERA_MMAP_THRESHOLD`` value in bytes (unset or empty: 8 MiB; 0: glibc's dynamic threshold kept)."""
+    raw = (raw or "").strip()
+    try:
+        threshold = int(raw) if raw else MMAP_THRESHOLD
+    except ValueError:
+        threshold = -1
+    if not 0 <= threshold <= MAX_MMAP_THRESHOLD:
+        raise ValueError(
+            f"{THRESHOLD_ENV}={raw!r}: expected bytes from 0 (glibc's dynamic threshold) to {MAX_MMAP_THRESHOLD} "
+            "(glibc's largest)"
+        )
+    return threshold
+
+
+def fix_mmap_threshold(device: str | torch.device) -> int | None:
+    """Set glibc's mmap threshold for a CPU worker (``TESSERA_MMAP_THRESHOLD``, default 8 MiB); the threshold set,
+    or None where nothing was set (a non-CPU device, no glibc, ``0``, or ``MALLOC_MMAP_THRESHOLD_`` given)."""
+    libc = _on_cpu_glibc(device)
+    if libc is None or GLIBC_THRESHOLD_ENV in os.environ:
+        return None
+    threshold = parse_threshold(os.environ.get(THRESHOLD_ENV))
+    if threshold == 0 or libc.mallopt(M_MMAP_THRESHOLD, threshold) != 1:
+        return None
+    return threshold
+
+
+def trim_heap(device: str | torch.device) -> bool:
+    """Return the heap's free pages to the OS on a CPU ``device`` when ``TESSERA_HEAP_TRIM=1``; whether
+    ``malloc_trim`` was called."""
+    libc = _on_cpu_glibc(device)
+    if libc is None or os.environ.get(TRIM_ENV) != "1":
+        return False
+    libc.malloc_trim(0)
+    return True
