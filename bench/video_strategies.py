@@ -28,9 +28,10 @@ Table 2 ("video-memory"): each family's tiny pipeline (memory flatness is about 
 on 2 frame-pipeline stages at 64 / 256 / 1,024 frames, few steps; peak RSS per worker, reset per job (the
 worker's ``memory.reset_peak`` after loading), and its spread (max - min) / min across the lengths against the
 10% target. Each family gets a fresh pool, so no other model sits in the workers, and a warm-up render at the
-shortest length (shown, as the run-to-run variation at one length). Twice: with the workers' glibc malloc as it
-comes, and with a fixed mmap threshold (``ALLOCATORS``), which tells what the pipeline keeps alive from what the
-heap's fragments keep resident.
+shortest length (shown, as the run-to-run variation at one length). Once per allocator setting (``ALLOCATORS``):
+by default glibc's malloc as it comes (``glibc``), with a heap trim per block (``trim``), the workers' fixed 8 MiB
+mmap threshold (``default``), and a fixed 128 KiB one (``fixed-mmap``), which tells what the pipeline keeps alive
+from what the heap's holes keep resident; 4 and 16 MiB thresholds on request.
 """
 
 from __future__ import annotations
@@ -267,12 +268,24 @@ frames/s.
 """ + "\n".join(parts)
 
 
-ALLOCATORS = {"default": {}, "fixed-mmap": {"MALLOC_MMAP_THRESHOLD_": "131072"}}
-"""glibc settings of the workers' environment for the memory table. ``default``: glibc's dynamic mmap threshold,
-which rises to the size of each mapped block freed (up to 32 MiB), after which blocks that size come from the heap,
-whose fragments the resident set keeps: the peak RSS then moves from run to run by more than the pipeline's own
-memory does. ``fixed-mmap``: a fixed 128 KiB threshold (setting it also turns the dynamic one off), every larger
-tensor mapped and unmapped on its own, so the RSS follows what is alive."""
+ALLOCATORS = {
+    "glibc": {"TESSERA_MMAP_THRESHOLD": "0"},
+    "trim": {"TESSERA_MMAP_THRESHOLD": "0", "TESSERA_HEAP_TRIM": "1"},
+    "default": {},
+    "mmap-4m": {"TESSERA_MMAP_THRESHOLD": str(4 * MIB)},
+    "mmap-16m": {"TESSERA_MMAP_THRESHOLD": str(16 * MIB)},
+    "fixed-mmap": {"MALLOC_MMAP_THRESHOLD_": "131072"},
+}
+"""glibc settings of the workers' environment for the memory table (``runtime.heap``). ``glibc``: its malloc as it
+comes, whose dynamic mmap threshold rises to the size of each mapped block freed (up to 32 MiB), after which blocks
+that size come from the heap, whose holes the resident set keeps: the peak RSS then moves from run to run by more
+than the pipeline's own memory does. ``trim``: the same, with ``malloc_trim(0)`` after every finished block.
+``default``: what the workers do, a fixed 8 MiB threshold set at worker start (``mallopt``; it also turns the
+dynamic one off): blocks over it mapped on their own, the rest on the heap. ``mmap-4m``, ``mmap-16m``: that at 4 and
+16 MiB. ``fixed-mmap``: glibc's ``MALLOC_MMAP_THRESHOLD_=131072`` (the worker then sets none): every tensor over
+128 KiB mapped and unmapped on its own, so the RSS follows what is alive (about 40% slower on CPU)."""
+MEMORY_ALLOCATORS = ["glibc", "trim", "default", "fixed-mmap"]
+"""The memory table's allocators unless ``--allocators`` says otherwise."""
 
 
 def memory_row(pool: DevicePool, tiny: TinyModel, model: str, frames: list[int], args, out: Path) -> dict:
@@ -282,6 +295,8 @@ def memory_row(pool: DevicePool, tiny: TinyModel, model: str, frames: list[int],
     )
     layout = Layout("frames x2", "frames", 2)
     peaks: dict[str, list[int] | str] = {}
+    trims: list[list[float]] = []  # per worker: [trims, seconds] over the recorded runs
+    faults: list[int] = []  # per worker: minor page faults of the longest render
     for key, length in [("warm-up", frames[0]), *((str(n), n) for n in frames)]:
         try:
             spec = video_spec(model, length, layout, args, **render)
@@ -291,8 +306,14 @@ def memory_row(pool: DevicePool, tiny: TinyModel, model: str, frames: list[int],
             peaks[key] = reason(err)
             continue
         peaks[key] = [w["peak_memory_bytes"] for w in meta["workers"]]
+        if key != "warm-up":
+            trims = trims or [[0, 0.0] for _ in meta["workers"]]
+            for total, w in zip(trims, meta["workers"]):
+                total[0] += w["heap_trims"]
+                total[1] += w["heap_trim_s"]
+            faults = [w["minor_faults"] for w in meta["workers"]]
         print(f"  {tiny.name} {key} ({length} frames): {[p // MIB for p in peaks[key]]} MiB", file=sys.stderr)
-    return {"peaks": peaks, "render": render}
+    return {"peaks": peaks, "render": render, "trims": trims, "faults": faults}
 
 
 def spread(values: list[int]) -> float:
@@ -339,11 +360,16 @@ def memory_rows(results: dict, lengths: list[int]) -> tuple[list[str], list[str]
                 notes.append(f"- {tiny.label} ({allocator}) at {key} frames: {value}")
         spreads = family_spreads(peaks, lengths)
         shown = " / ".join(f"{s:.1f}%" for s in spreads) if spreads else "n/a"
+        trims = " / ".join(
+            f"{seconds / count * 1e3:.2f} ms x {count}" if count else "-" for count, seconds in result.get("trims", [])
+        )
         met = "yes" if spreads and max(spreads) <= FLAT_TARGET else "no"
         r = result["render"]
         rows.append(
             f"| {tiny.label} | {allocator} | {r['size']}, {r['block_frames']} / {r['context_frames']} | "
-            + " | ".join(cells) + f" | {shown} | {met} |"
+            + " | ".join(cells)
+            + f" | {trims or '-'} | {' / '.join(f'{f / 1e3:.0f}k' for f in result.get('faults', [])) or '-'}"
+            + f" | {shown} | {met} |"
         )
     return rows, notes
 
@@ -378,9 +404,10 @@ def run_memory(args: argparse.Namespace, command: str, root: Path, out: Path) ->
     head = (
         f"| family | allocator | px, block / context frames | warm-up ({lengths[0]} frames) | "
         + " | ".join(f"{n} frames" for n in lengths)
+        + f" | heap trim per call x calls, stage 0 / stage 1 | minor page faults at {lengths[-1]} frames, stage 0 / 1"
         + " | spread stage 0 / stage 1 | <= 10% |\n|---|---|---|---|"
         + "---|" * len(lengths)
-        + "---|---|"
+        + "---|---|---|---|"
     )
     rows, notes = memory_rows(results, lengths)
     return f"""## Frame pipeline memory per worker, every video family (2 stages, tiny models)
@@ -391,8 +418,13 @@ the queue whatever the length), blocks of two latent frames with one latent fram
 Peak RSS in MiB per worker (stage 0 / stage 1), reset per job after the model is loaded; each family on a fresh
 pool, a warm-up render at {lengths[0]} frames first (shown: beside the recorded {lengths[0]}-frame run it is the
 run-to-run variation at one length). Spread: (max - min) / min across the recorded lengths, per worker (target:
-within 10%). Allocator: the workers' glibc malloc as it comes (`default`), and with `MALLOC_MMAP_THRESHOLD_=131072`
-(`fixed-mmap`: glibc's dynamic mmap threshold off, so freed tensors leave no heap fragments in the resident set).
+within 10%). Allocator (`runtime.heap`, the workers' environment): glibc's malloc as it comes (`glibc`:
+`TESSERA_MMAP_THRESHOLD=0`); that with `malloc_trim(0)` after each finished block on each CPU stage that decodes
+(`trim`: `TESSERA_HEAP_TRIM=1`; its cost per call and calls per worker over the recorded runs are shown); the
+workers' fixed 8 MiB mmap threshold (`default`; `mmap-4m`, `mmap-16m`: 4 and 16 MiB), tensors over it mapped on
+their own; and `MALLOC_MMAP_THRESHOLD_=131072` (`fixed-mmap`: every tensor over 128 KiB mapped on its own, so freed
+tensors leave no heap holes in the resident set). Minor page faults (pages first touched: a fresh mapping, or heap
+pages given back and touched again) count the allocator's cost where time on a loaded machine cannot.
 Load average (1, 5, 15 min) before {_load(load_before)}, after {_load(load_after)} (memory, unlike speed, is hardly
 moved by other load).
 
@@ -425,7 +457,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--families", nargs="*", default=[t.name for t in TINY_MODELS], choices=[t.name for t in TINY_MODELS])
     ap.add_argument("--memory-frames", type=int, nargs="*", default=[64, 256, 1024])
     ap.add_argument("--memory-steps", type=int, default=2)
-    ap.add_argument("--allocators", nargs="*", default=list(ALLOCATORS), choices=list(ALLOCATORS))
+    ap.add_argument("--allocators", nargs="*", default=MEMORY_ALLOCATORS, choices=list(ALLOCATORS))
     ap.add_argument("--no-write", action="store_true", help="print the sections instead of writing them")
     args = ap.parse_args(argv)
     command = "python -m bench.video_strategies " + " ".join(argv if argv is not None else sys.argv[1:])
