@@ -29,9 +29,9 @@ on 2 frame-pipeline stages at 64 / 256 / 1,024 frames, few steps; peak RSS per w
 worker's ``memory.reset_peak`` after loading), and its spread (max - min) / min across the lengths against the
 10% target. Each family gets a fresh pool, so no other model sits in the workers, and a warm-up render at the
 shortest length (shown, as the run-to-run variation at one length). Once per allocator setting (``ALLOCATORS``):
-by default glibc's malloc as it comes (``glibc``), with a heap trim per block (``trim``), the workers' fixed 8 MiB
-mmap threshold (``default``), and a fixed 128 KiB one (``fixed-mmap``), which tells what the pipeline keeps alive
-from what the heap's holes keep resident; 4 and 16 MiB thresholds on request.
+by default glibc's malloc as it comes (``glibc``), what the workers do (``default``: a fixed 8 MiB mmap threshold
+and a heap trim per block) and a fixed 128 KiB threshold (``fixed-mmap``), which tells what the pipeline keeps alive
+from what the heap's holes keep resident; each part alone and other thresholds on request.
 """
 
 from __future__ import annotations
@@ -269,22 +269,24 @@ frames/s.
 
 
 ALLOCATORS = {
-    "glibc": {"TESSERA_MMAP_THRESHOLD": "0"},
-    "trim": {"TESSERA_MMAP_THRESHOLD": "0", "TESSERA_HEAP_TRIM": "1"},
+    "glibc": {"TESSERA_MMAP_THRESHOLD": "0", "TESSERA_HEAP_TRIM": "0"},
+    "trim": {"TESSERA_MMAP_THRESHOLD": "0"},
+    "mmap-8m": {"TESSERA_HEAP_TRIM": "0"},
     "default": {},
-    "mmap-4m": {"TESSERA_MMAP_THRESHOLD": str(4 * MIB)},
-    "mmap-16m": {"TESSERA_MMAP_THRESHOLD": str(16 * MIB)},
-    "fixed-mmap": {"MALLOC_MMAP_THRESHOLD_": "131072"},
+    "mmap-4m": {"TESSERA_MMAP_THRESHOLD": str(4 * MIB), "TESSERA_HEAP_TRIM": "0"},
+    "mmap-16m": {"TESSERA_MMAP_THRESHOLD": str(16 * MIB), "TESSERA_HEAP_TRIM": "0"},
+    "fixed-mmap": {"MALLOC_MMAP_THRESHOLD_": "131072", "TESSERA_HEAP_TRIM": "0"},
 }
 """glibc settings of the workers' environment for the memory table (``runtime.heap``). ``glibc``: its malloc as it
 comes, whose dynamic mmap threshold rises to the size of each mapped block freed (up to 32 MiB), after which blocks
 that size come from the heap, whose holes the resident set keeps: the peak RSS then moves from run to run by more
 than the pipeline's own memory does. ``trim``: the same, with ``malloc_trim(0)`` after every finished block.
-``default``: what the workers do, a fixed 8 MiB threshold set at worker start (``mallopt``; it also turns the
-dynamic one off): blocks over it mapped on their own, the rest on the heap. ``mmap-4m``, ``mmap-16m``: that at 4 and
-16 MiB. ``fixed-mmap``: glibc's ``MALLOC_MMAP_THRESHOLD_=131072`` (the worker then sets none): every tensor over
-128 KiB mapped and unmapped on its own, so the RSS follows what is alive (about 40% slower on CPU)."""
-MEMORY_ALLOCATORS = ["glibc", "trim", "default", "fixed-mmap"]
+``mmap-8m``: a fixed 8 MiB threshold set at worker start (``mallopt``; it also turns the dynamic one off), blocks
+over it mapped on their own, the rest on the heap. ``default``: what the workers do, both. ``mmap-4m``,
+``mmap-16m``: the threshold alone at 4 and 16 MiB. ``fixed-mmap``: glibc's ``MALLOC_MMAP_THRESHOLD_=131072`` (the
+worker then sets none): every tensor over 128 KiB mapped and unmapped on its own, so the RSS follows what is alive
+(about 40% slower on CPU)."""
+MEMORY_ALLOCATORS = ["glibc", "default", "fixed-mmap"]
 """The memory table's allocators unless ``--allocators`` says otherwise."""
 
 
@@ -419,12 +421,14 @@ Peak RSS in MiB per worker (stage 0 / stage 1), reset per job after the model is
 pool, a warm-up render at {lengths[0]} frames first (shown: beside the recorded {lengths[0]}-frame run it is the
 run-to-run variation at one length). Spread: (max - min) / min across the recorded lengths, per worker (target:
 within 10%). Allocator (`runtime.heap`, the workers' environment): glibc's malloc as it comes (`glibc`:
-`TESSERA_MMAP_THRESHOLD=0`); that with `malloc_trim(0)` after each finished block on each CPU stage that decodes
-(`trim`: `TESSERA_HEAP_TRIM=1`; its cost per call and calls per worker over the recorded runs are shown); the
-workers' fixed 8 MiB mmap threshold (`default`; `mmap-4m`, `mmap-16m`: 4 and 16 MiB), tensors over it mapped on
-their own; and `MALLOC_MMAP_THRESHOLD_=131072` (`fixed-mmap`: every tensor over 128 KiB mapped on its own, so freed
-tensors leave no heap holes in the resident set). Minor page faults (pages first touched: a fresh mapping, or heap
-pages given back and touched again) count the allocator's cost where time on a loaded machine cannot.
+`TESSERA_MMAP_THRESHOLD=0 TESSERA_HEAP_TRIM=0`); what the workers do (`default`: a fixed 8 MiB mmap threshold set at
+worker start, tensors over it mapped on their own, and `malloc_trim(0)` after each finished block on each CPU stage
+that decodes or writes it; the trim's cost per call and calls per worker over the recorded runs are shown); each
+alone (`trim`, `mmap-8m`; `mmap-4m`, `mmap-16m`: other thresholds); and `MALLOC_MMAP_THRESHOLD_=131072`
+(`fixed-mmap`: every tensor over 128 KiB mapped on its own, so freed tensors leave no heap holes in the resident
+set). Minor page faults (pages first touched: a fresh mapping, or heap pages given back and touched again) count
+the allocator's cost where time on a loaded machine cannot. Which stage decodes a causal VAE's blocks follows the
+measured stage costs, so it can change from one run to the next.
 Load average (1, 5, 15 min) before {_load(load_before)}, after {_load(load_after)} (memory, unlike speed, is hardly
 moved by other load).
 

@@ -1,26 +1,26 @@
-"""Keep a CPU worker's resident memory flat over a long video under glibc's malloc: a fixed 8 MiB mmap threshold.
+"""Keep a CPU worker's resident memory flat over a long video under glibc's malloc: a fixed 8 MiB mmap threshold at
+worker start, and ``malloc_trim(0)`` after each finished block.
 
 Why: a long video is rendered with a bounded set of live tensors, yet under glibc's default malloc a CPU
 worker's resident set grew with the video's length. glibc's dynamic mmap threshold rises to the size of each
 mapped block freed (up to 32 MiB), after which the VAE decode's and the MP4 encode's large temporaries come from
 the heap (the brk heap and the threads' arenas) instead of their own mappings, and the holes they leave stay
-resident: stage 0's peak RSS grew by a fifth to a third from 64 to 1,024 frames on the tiny CogVideoX 1.0
-(BENCHMARKS.md, "video-memory"). Two cures, both here, measured there:
+resident: the decoding stage's peak RSS grew by up to 47% from 64 to 1,024 frames on the tiny CogVideoX 1.0
+(BENCHMARKS.md, "video-memory"). Measured there, family by family:
 
-- ``fix_mmap_threshold``, at worker start (the default): ``mallopt(M_MMAP_THRESHOLD, 8 MiB)``. Blocks of 8 MiB and
-  more are mapped on their own and unmapped when freed; the threshold stays fixed (setting it turns the dynamic
-  one off), so everything smaller keeps the heap's fast path. ``MALLOC_MMAP_THRESHOLD_=131072`` (every tensor over
-  128 KiB mapped) flattens memory too but cost about 40% speed on CPU; at 8 MiB only the large temporaries pay a
-  mapping, and stage 0's peak stayed within 5% from 64 to 1,024 frames. ``TESSERA_MMAP_THRESHOLD`` (bytes) in a
-  worker's environment (``pool.env``) sets another threshold, ``0`` leaves glibc's dynamic one; a
-  ``MALLOC_MMAP_THRESHOLD_`` there is glibc's own setting and is left alone.
-- ``trim_heap``, after each finished block (opt-in, ``TESSERA_HEAP_TRIM=1``): ``malloc_trim(0)`` hands the free
-  pages of every arena back (``madvise(MADV_DONTNEED)``). Measured, it cost 12-23 ms a call on the tiny models and
-  the next block faults the pages in again, and it did not keep CogVideoX 1.0's peak within 10%: the peak is
-  reached inside a block, between two trims.
+- ``fix_mmap_threshold``, at worker start: ``mallopt(M_MMAP_THRESHOLD, 8 MiB)``. Blocks of 8 MiB and more are
+  mapped on their own and unmapped when freed; the threshold stays fixed (setting it turns the dynamic one off),
+  so everything smaller keeps the heap's fast path. Alone it kept every family but one flat (16 MiB did not;
+  ``MALLOC_MMAP_THRESHOLD_=131072``, every tensor over 128 KiB mapped, does, but cost about 40% speed on CPU).
+- ``trim_heap``, after each finished block on each stage that decodes or writes it: ``malloc_trim(0)`` hands the
+  free pages of every arena back (``madvise(MADV_DONTNEED)``). With the threshold it catches what the threshold
+  leaves (the tiny CogVideoX 1.5's small decode temporaries: 12% growth without it, 0.5% with it) at about a
+  millisecond a call; alone, under the dynamic threshold, it cost 12-23 ms a call and left CogVideoX 1.0 at 14%.
 
-Only on CPU devices (a GPU's memory is the caching allocator's), only where the C library is glibc; a no-op
-elsewhere (musl, macOS).
+``TESSERA_MMAP_THRESHOLD`` (bytes) in a worker's environment (``pool.env``) sets another threshold, ``0`` leaves
+glibc's dynamic one; a ``MALLOC_MMAP_THRESHOLD_`` there is glibc's own setting and is left alone.
+``TESSERA_HEAP_TRIM=0`` turns the trim off. Only on CPU devices (a GPU's memory is the caching allocator's), only
+where the C library is glibc; a no-op elsewhere (musl, macOS).
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ import os
 import torch
 
 TRIM_ENV = "TESSERA_HEAP_TRIM"
-""""1" turns the per-block ``malloc_trim`` on; unset or anything else leaves it off."""
+""""0" turns the per-block ``malloc_trim`` off; unset or anything else leaves it on."""
 THRESHOLD_ENV = "TESSERA_MMAP_THRESHOLD"
 """The fixed mmap threshold in bytes set at worker start; "0" leaves glibc's dynamic threshold."""
 GLIBC_THRESHOLD_ENV = "MALLOC_MMAP_THRESHOLD_"
@@ -96,10 +96,10 @@ def fix_mmap_threshold(device: str | torch.device) -> int | None:
 
 
 def trim_heap(device: str | torch.device) -> bool:
-    """Return the heap's free pages to the OS on a CPU ``device`` when ``TESSERA_HEAP_TRIM=1``; whether
+    """Return the heap's free pages to the OS on a CPU ``device`` unless ``TESSERA_HEAP_TRIM=0``; whether
     ``malloc_trim`` was called."""
     libc = _on_cpu_glibc(device)
-    if libc is None or os.environ.get(TRIM_ENV) != "1":
+    if libc is None or os.environ.get(TRIM_ENV, "1") == "0":
         return False
     libc.malloc_trim(0)
     return True

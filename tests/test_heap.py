@@ -1,4 +1,4 @@
-"""runtime.heap on this glibc: the fixed mmap threshold at worker start and the opt-in per-block malloc_trim, each
+"""runtime.heap on this glibc: the fixed mmap threshold at worker start and the per-block malloc_trim, each
 doing nothing on another device or when switched off; a trim gives a fragmented heap's free pages back (the resident
 set was high before it and drops after); a fixed threshold maps the blocks over it on their own."""
 
@@ -23,14 +23,14 @@ def _libc() -> ctypes.CDLL:
     return libc
 
 
-def test_trim_on_cpu_only_and_when_asked(monkeypatch):
+def test_trim_on_cpu_only_unless_switched_off(monkeypatch):
     monkeypatch.delenv(heap.TRIM_ENV, raising=False)
-    assert heap.trim_heap("cpu") is False  # off unless asked
-    monkeypatch.setenv(heap.TRIM_ENV, "1")
     assert heap.trim_heap("cpu") is True
     assert heap.trim_heap(torch.device("cpu")) is True
     assert heap.trim_heap("cuda:0") is False  # no CUDA needed: nothing is called for it
     assert heap.trim_heap(torch.device("meta")) is False
+    monkeypatch.setenv(heap.TRIM_ENV, "0")
+    assert heap.trim_heap("cpu") is False
 
 
 def test_threshold_settings(monkeypatch):
@@ -53,7 +53,7 @@ def test_trim_returns_a_fragmented_heaps_free_pages(monkeypatch):
     """128 MiB in 64 KiB buffers (under glibc's smallest mmap threshold, so on the heap); every other one freed
     leaves 64 MiB of holes between live buffers, which free() cannot give back (it only trims the heap's top) and
     malloc_trim(0) does."""
-    monkeypatch.setenv(heap.TRIM_ENV, "1")
+    monkeypatch.delenv(heap.TRIM_ENV, raising=False)
     libc = _libc()
     size, count = 64 * 1024, 2048
     freed = count // 2 * size

@@ -111,8 +111,8 @@ class VideoSession:
         self.decode_cpu_s = 0.0
         self.heap_trims = 0
         self.heap_trim_s = 0.0
-        """Calls of ``runtime.heap.trim_heap`` that trimmed (opt-in: one per finished block on each CPU stage that
-        decodes or writes it) and their seconds."""
+        """Calls of ``runtime.heap.trim_heap`` that trimmed (one per finished block on each CPU stage that decodes or
+        writes it) and their seconds."""
         latent_shape = pipe.latent_shape(spec.height, spec.width)
         stages = dist.get_world_size(group) if group is not None else 1
         overhead = self._decode_cost(latent_shape) if rank == 0 and stages > 1 else 0.0
@@ -258,9 +258,8 @@ class VideoSession:
         self._block_finished()
 
     def _block_finished(self) -> None:
-        """A block is decoded (and, on stage 0, written): its temporaries are freed, so a CPU worker may return the
-        heap's free pages to the OS (``runtime.heap``, opt-in: the workers' fixed mmap threshold already keeps the
-        resident set flat, at less cost)."""
+        """A block is decoded (and, on stage 0, written): its temporaries are freed, so a CPU worker returns the
+        heap's free pages to the OS (``runtime.heap``), and its resident set stays flat however long the video."""
         started = time.perf_counter()
         if trim_heap(self.pipeline.device):
             self.heap_trims += 1

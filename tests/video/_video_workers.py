@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import os
-
 import torch
 import torch.distributed as dist
 from _video_models import LATENT, make_scheduler, tiny_text, tiny_wan
@@ -95,14 +93,6 @@ def render_session(rank: int, world: int, model_dir: str, out_dir: str, task_fie
     latents = keep_latents(session)
     session.advance()
     return {"latents": latents, "report": session.finish()}
-
-
-def render_session_trimmed(rank: int, world: int, model_dir: str, out_dir: str, task_fields: dict) -> dict:
-    """``render_session`` with the opt-in per-block heap trim on in this rank's process (``runtime.heap``)."""
-    from runtime.heap import TRIM_ENV
-
-    os.environ[TRIM_ENV] = "1"
-    return render_session(rank, world, model_dir, out_dir, task_fields)
 
 
 def keep_latents(session) -> dict[int, torch.Tensor]:

@@ -11,7 +11,7 @@ import pytest
 import torch
 from _parallel_dist import run_ranks
 from _tiny_wan_pipeline import TEXT_TOKENS, Z_DIM, save_tiny_wan_pipeline
-from _video_workers import render_session, render_session_trimmed
+from _video_workers import render_session
 
 from cluster.jobs.video import VideoSpec
 from pipelines.families.wan.decode import WanBlockDecoder, denormalize
@@ -86,8 +86,7 @@ def test_streamed_blocks_equal_decoding_the_whole_video(wan_dir):
 def test_two_stages_equal_one_worker(wan_dir, tmp_path):
     torch.set_num_threads(1)
     ref = render_session(0, 1, str(wan_dir), str(tmp_path), TASK)
-    # with the opt-in per-block heap trim: it leaves the render as it was
-    got, stage1 = run_ranks(render_session_trimmed, 2, str(wan_dir), str(tmp_path), TASK, timeout=240)
+    got, stage1 = run_ranks(render_session, 2, str(wan_dir), str(tmp_path), TASK, timeout=240)
     assert sorted(got["latents"]) == sorted(ref["latents"]) == [0, 1]
     for block, latent in ref["latents"].items():
         assert latent.shape == (1, Z_DIM, 2, 4, 4)
