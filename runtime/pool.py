@@ -47,9 +47,9 @@ class PoolConfig:
     "131072"}: glibc then maps every tensor over 128 KiB on its own and returns it when freed, so a long
     video's resident memory follows its live tensors instead of the heap's fragments (BENCHMARKS.md,
     "video-memory"), at a price in speed on CPU (every large tensor is mapped and faulted in anew: about 40%
-    slower frame pipeline renders there). CPU workers already fix glibc's threshold at 8 MiB, which keeps a long
-    video's memory flat too (``runtime.heap``: ``TESSERA_MMAP_THRESHOLD`` sets another, 0 leaves glibc's dynamic
-    one; ``TESSERA_HEAP_TRIM=1`` trims the heap after each block)."""
+    slower frame pipeline renders there). CPU workers already fix glibc's threshold at 8 MiB and trim the heap
+    after each video block, which keeps a long video's memory flat too (``runtime.heap``: ``TESSERA_MMAP_THRESHOLD``
+    sets another threshold, 0 leaves glibc's dynamic one; ``TESSERA_HEAP_TRIM=0`` turns the trim off)."""
 
     def __post_init__(self) -> None:
         if self.resources is None:  # Hydra's `resources: null` (a null default lets `pool.resources={..}` set it)
