@@ -14,8 +14,10 @@ resident: the decoding stage's peak RSS grew by up to 47% from 64 to 1,024 frame
   ``MALLOC_MMAP_THRESHOLD_=131072``, every tensor over 128 KiB mapped, does, but cost about 40% speed on CPU).
 - ``trim_heap``, after each finished block on each stage that decodes or writes it: ``malloc_trim(0)`` hands the
   free pages of every arena back (``madvise(MADV_DONTNEED)``). With the threshold it catches what the threshold
-  leaves (the tiny CogVideoX 1.5's small decode temporaries: 12% growth without it, 0.5% with it) at about a
-  millisecond a call; alone, under the dynamic threshold, it cost 12-23 ms a call and left CogVideoX 1.0 at 14%.
+  leaves (the tiny CogVideoX 1.5's small decode temporaries: 12% growth without it, 0.3% with it) at 0.5-5 ms a
+  call; alone, under the dynamic threshold, it cost 12-23 ms a call and left CogVideoX 1.0 at 14%. Together they kept
+  every family within 5% from 64 to 1,024 frames; their price is page faults on the decoding stage (pages mapped
+  afresh, or given back and touched again), counted in each job's report (``minor_faults``).
 
 ``TESSERA_MMAP_THRESHOLD`` (bytes) in a worker's environment (``pool.env``) sets another threshold, ``0`` leaves
 glibc's dynamic one; a ``MALLOC_MMAP_THRESHOLD_`` there is glibc's own setting and is left alone.
