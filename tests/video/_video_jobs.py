@@ -51,18 +51,24 @@ def wait_for_tick(job, tick: int, checkpoint: bool = False, timeout_s: float = 1
 
 
 def render_on_worker(worker, model_dir, render: dict, path, block_dir, resume=None, stop_at=None):
-    """One worker's render of ``render`` (VideoSpec fields; strategy none) as the service's worker runs it:
-    to the end (the finish report), or stopped at tick ``stop_at`` as a pause stops it (the merged state,
-    saved and loaded as the controller reads checkpoint.pt)."""
+    """One worker's render of ``render`` (VideoSpec fields; strategy none) from ``model_dir``: ``run_on_worker``."""
+    from cluster.jobs.video import VideoParallelSpec, VideoSpec
+
+    spec = VideoSpec(model=str(model_dir), dtype="float32", parallel=VideoParallelSpec("none", 1), **render)
+    return run_on_worker(worker, spec, path, block_dir, resume, stop_at)
+
+
+def run_on_worker(worker, spec, path, block_dir, resume=None, stop_at=None):
+    """One worker's render of a video spec as the service's worker runs it: to the end (the finish report), or
+    stopped at tick ``stop_at`` as a pause stops it (the merged state, saved and loaded as the controller reads
+    checkpoint.pt)."""
     import io
 
     import torch
 
-    from cluster.jobs.video import VideoParallelSpec, VideoSpec
     from runtime.jobs.video_session import open_video_session
     from runtime.jobs.video_state import merge_stage_states
 
-    spec = VideoSpec(model=str(model_dir), dtype="float32", parallel=VideoParallelSpec("none", 1), **render)
     worker.begin(open_video_session, spec, resume, video_path=str(path), block_dir=str(block_dir))
     if stop_at is not None:
         assert worker.advance(stop_at) == stop_at

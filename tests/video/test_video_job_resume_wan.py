@@ -4,18 +4,14 @@ because the checkpoint carries the VAE's block-to-block cache (without it the fr
 
 from __future__ import annotations
 
-import io
-
 import imageio.v2 as imageio
 import numpy as np
 import pytest
-import torch
 from _tiny_wan_pipeline import save_tiny_wan_pipeline
+from _video_jobs import run_on_worker
 
 from cluster.jobs.video import VideoSpec
 from runtime.device import device_slot
-from runtime.jobs.video_session import open_video_session
-from runtime.jobs.video_state import merge_stage_states
 from runtime.worker import Worker
 
 
@@ -51,17 +47,7 @@ def _frames(path) -> np.ndarray:
 
 def _render(worker, task, block_dir, resume=None, stop_at=None):
     spec, video_path = task
-    worker.begin(open_video_session, spec, resume, video_path=video_path, block_dir=str(block_dir))
-    if stop_at is not None:
-        assert worker.advance(stop_at) == stop_at
-        state = merge_stage_states([worker.snapshot()])
-        worker._close_session()  # a pause: the stage is abandoned, the block files stay
-        buf = io.BytesIO()
-        torch.save(state, buf)
-        buf.seek(0)
-        return torch.load(buf, weights_only=True)  # as the controller reads checkpoint.pt
-    worker.advance(None)
-    return worker.finish()
+    return run_on_worker(worker, spec, video_path, block_dir, resume, stop_at)
 
 
 def test_resume_with_a_causal_vae_equals_uninterrupted(wan_dir, tmp_path):
