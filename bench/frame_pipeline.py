@@ -9,7 +9,9 @@ multiples of the VAE's frames per latent frame).
 
 Through the real Ray pool and gloo groups: frames per second with 1 worker vs 2 pipeline stages (one
 torch thread each), alternated (A, B, C, A, ...), beside one process using two threads (the honest CPU
-baseline); then peak memory per worker (peak RSS, reset per job) for 64, 256 and 1,024 frames, which
+baseline) and two 1-worker renders at once on the two workers (the machine's ceiling for any two workers:
+nothing is exchanged, so what they lose against one render alone is the cores', not the pipeline's; each
+writes its own MP4, so two encoders run there against one); then peak memory per worker (peak RSS, reset per job) for 64, 256 and 1,024 frames, which
 should stay flat: at most ``steps`` blocks are alive and finished blocks stream to the MP4. frames/s
 counts the whole render after set-up: denoising, decode and MP4 writing. Writes the "frame-pipeline"
 section of BENCHMARKS.md (``frame-pipeline-<family>`` for a ``--model`` directory).
@@ -23,6 +25,7 @@ import os
 import sys
 import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import ray
@@ -36,6 +39,7 @@ from runtime.jobs.video_session import VideoSession
 from runtime.pool import DevicePool, PoolConfig
 
 BUILTIN = "builtin-video"
+CEILING = "2 renders x 1 worker at once"
 
 
 def spec_for(args: argparse.Namespace, frames: int, degree: int) -> VideoSpec:
@@ -88,7 +92,9 @@ def stage_lines(stages: list[dict], one: dict | None) -> str:
     return text + "\n"
 
 
-def speed_only(args, command: str, rows: str, one: float, two: float, threads: float, notes: str) -> str:
+def speed_only(
+    args, command: str, rows: str, one: float, two: float, threads: float, ceiling: float, notes: str
+) -> str:
     return f"""## Frame pipeline speed (DualParal): {model_name(args)}, {args.size}x{args.size}
 
 {args.frames} frames in blocks of {args.block_frames}, {args.steps} steps per block, through the Ray pool;
@@ -101,7 +107,8 @@ alternated runs after a warm-up.
 {rows}
 
 2 stages vs 1 worker: {two / one:.2f}x (target >= 1.8x at 256 frames, >= 1.5x at 64); 1 process with 2
-threads: {threads / one:.2f}x.
+threads: {threads / one:.2f}x; two 1-worker renders at once: {ceiling / one:.2f}x, the most any two workers get
+from this machine's cores, of which 2 stages reach {two / ceiling:.0%}.
 {notes}"""
 
 
@@ -146,10 +153,23 @@ def main() -> None:
         metas[degree].append(meta)
         return meta["frames_per_s"]
 
+    def two_renders_fps() -> float:
+        """Two independent 1-worker renders at once, one per worker: both videos' frames over the wall clock
+        until both are written."""
+        spec = spec_for(args, args.frames, 1)
+        started = time.perf_counter()
+        with ThreadPoolExecutor(2) as both:
+            done = list(both.map(
+                lambda i: run_video_render(pool, spec, out / f"run-{next(counter)}.mp4", False, indices=[i]),
+                range(2),
+            ))
+        return sum(meta["frames"] for meta in done) / (time.perf_counter() - started)
+
     runs = {
         "1 worker x 1 thread": lambda: timed(1),
         "2 stages x 1 thread": lambda: timed(2),
         "1 process x 2 threads": lambda: two_threads_fps(spec_for(args, args.frames, 1), out),
+        CEILING: two_renders_fps,
     }
     load_before = os.getloadavg()
     speed = alternate(runs, repeats=args.repeats) if args.repeats else {}
@@ -174,7 +194,7 @@ def main() -> None:
     if not speed:  # --repeats 0: the memory figures only
         print(memory, balance)
         return
-    one, two, threads = (median(speed[k]) for k in speed)
+    one, two, threads, ceiling = (median(speed[k]) for k in speed)
     rows = "\n".join(
         f"| {name} | {median(values):.1f} | {median(values) / one:.2f}x | "
         + ", ".join(f"{v:.1f}" for v in values)
@@ -182,7 +202,7 @@ def main() -> None:
         for name, values in speed.items()
     )
     if not memory:  # --memory-frames with no lengths: the speed figures only, in their own section
-        body = speed_only(args, command, rows, one, two, threads, notes)
+        body = speed_only(args, command, rows, one, two, threads, ceiling, notes)
         write_section(section(args, f"frame-pipeline-speed-{args.frames}"), body)
         print(body)
         return
@@ -207,7 +227,8 @@ Load average (1, 5, 15 min) before the runs {', '.join(f'{v:.1f}' for v in load_
 |---|---|---|---|
 {rows}
 
-2 stages vs 1 worker: {two / one:.2f}x (target >= 1.8x); 1 process with 2 threads: {threads / one:.2f}x. \
+2 stages vs 1 worker: {two / one:.2f}x (target >= 1.8x); 1 process with 2 threads: {threads / one:.2f}x; \
+two 1-worker renders at once (the cores' ceiling for two workers): {ceiling / one:.2f}x. \
 Stage cut, compute and wait seconds of the last memory run ({args.memory_frames[-1]} frames): {balance}.
 The stages' CPU seconds there (model compute plus stage 0's decode, thread CPU time, which other load does
 not inflate): {", ".join(f"{c:.1f}" for c in cpu)}; their sum over the busiest stage's, {sum(cpu) / max(cpu):.2f}x,
