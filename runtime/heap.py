@@ -19,6 +19,13 @@ resident: the decoding stage's peak RSS grew by up to 47% from 64 to 1,024 frame
   every family within 5% from 64 to 1,024 frames; their price is page faults on the decoding stage (pages mapped
   afresh, or given back and touched again), counted in each job's report (``minor_faults``).
 
+What that costs on CPU (BENCHMARKS.md, "The workers' allocator and the frame pipeline's speed"): 14-23% of a
+video render's frames/s against glibc's defaults, mostly in the VAE decode, whose temporaries over 8 MiB are
+mapped and faulted in anew for every block; one worker decoding whole blocks loses more than stages decoding
+shares of them. 16 MiB with the trim is the measured middle ground (-8% one worker, -15% two stages; the five
+families that grew most under glibc within 7.6%). A pool that prefers speed to flat memory sets both variables
+below in ``pool.env``.
+
 ``TESSERA_MMAP_THRESHOLD`` (bytes) in a worker's environment (``pool.env``) sets another threshold, ``0`` leaves
 glibc's dynamic one; a ``MALLOC_MMAP_THRESHOLD_`` there is glibc's own setting and is left alone.
 ``TESSERA_HEAP_TRIM=0`` turns the trim off. Only on CPU devices (a GPU's memory is the caching allocator's), only
