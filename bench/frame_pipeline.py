@@ -92,6 +92,23 @@ def stage_lines(stages: list[dict], one: dict | None) -> str:
     return text + "\n"
 
 
+def round_ratios(speed: dict[str, list[float]]) -> str:
+    """Each round's ratios, 2 stages over that round's 1 worker and over that round's two renders at once: the
+    machine's speed drifts between rounds, so a ratio within a round is steadier than a ratio of medians."""
+    if not speed:
+        return ""
+    one, two, ceiling = speed["1 worker x 1 thread"], speed["2 stages x 1 thread"], speed[CEILING]
+    over_one = [b / a for a, b in zip(one, two)]
+    over_ceiling = [b / c for b, c in zip(two, ceiling)]
+    return (
+        "Per round, 2 stages over 1 worker: "
+        + ", ".join(f"{r:.2f}x" for r in over_one)
+        + f" (median {median(over_one):.2f}x); over the two renders at once: "
+        + ", ".join(f"{r:.0%}" for r in over_ceiling)
+        + f" (median {median(over_ceiling):.0%}).\n"
+    )
+
+
 def speed_only(
     args, command: str, rows: str, one: float, two: float, threads: float, ceiling: float, notes: str
 ) -> str:
@@ -175,7 +192,7 @@ def main() -> None:
     speed = alternate(runs, repeats=args.repeats) if args.repeats else {}
     load_after = os.getloadavg()
     skip = len(metas[2]) - args.repeats  # the warm-up's
-    notes = stage_lines(metas[2][skip:], metas[1][skip:]) + (
+    notes = stage_lines(metas[2][skip:], metas[1][skip:]) + round_ratios(speed) + (
         f"Load average (1, 5, 15 min) on this machine before the runs {', '.join(f'{v:.1f}' for v in load_before)}, "
         f"after {', '.join(f'{v:.1f}' for v in load_after)}: other processes shared the cores.\n"
     )
