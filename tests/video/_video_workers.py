@@ -19,12 +19,15 @@ NEGATIVE_SEED = 2
 """Seed of the stand-in negative prompt embeddings (``tiny_text``) of guided scenarios."""
 
 
-def run_pipeline(config: dict, group=None, segment: int | None = None) -> dict:
-    """One scenario's output on this rank: finished latents, sampler order, leaving order, stats."""
+def run_pipeline(
+    config: dict, group=None, segment: int | None = None, dtype: torch.dtype = torch.float32
+) -> dict:
+    """One scenario's output on this rank: finished latents, sampler order, leaving order, stats; the
+    transformer in ``dtype`` (its activations then cross the stages in it)."""
     outputs: dict[int, torch.Tensor] = {}
     config = FramePipelineConfig(**config)
     pipe = FramePipeline(
-        tiny_wan(layers=4),
+        tiny_wan(layers=4).to(dtype),
         config,
         LATENT,
         tiny_text(),
@@ -53,6 +56,7 @@ def pipeline_scenarios(rank: int, world: int) -> dict:
     group = dist.group.WORLD
     results = {name: run_pipeline(config, group) for name, config in SCENARIOS.items()}
     results["plain_segmented"] = run_pipeline(SCENARIOS["plain"], group, segment=2)
+    results["plain_bfloat16"] = run_pipeline(SCENARIOS["plain"], group, dtype=torch.bfloat16)
     return results
 
 

@@ -36,6 +36,22 @@ def test_stages_equal_one_worker(world, name):
 
 
 @pytest.mark.parametrize("world", [2, 3])
+def test_stages_equal_one_worker_in_bfloat16(world):
+    """GPU farms render in bfloat16: the stages' activations cross the ring in it, and each stage runs the
+    same ops on the same items as one worker, so the latents agree as closely as in float32."""
+    if "bfloat16" not in _refs:
+        torch.set_num_threads(1)
+        _refs["bfloat16"] = run_pipeline(SCENARIOS["plain"], dtype=torch.bfloat16)
+    ref = _refs["bfloat16"]
+    got = _ranks(world)[0]["plain_bfloat16"]
+    assert sorted(got["latents"]) == sorted(ref["latents"])
+    for block, latent in ref["latents"].items():
+        torch.testing.assert_close(got["latents"][block], latent, atol=1e-4, rtol=1e-4)
+    # bfloat16 did run: its latents are not float32's
+    assert not torch.allclose(ref["latents"][2].float(), _reference("plain")["latents"][2], atol=1e-3)
+
+
+@pytest.mark.parametrize("world", [2, 3])
 def test_every_stage_runs_its_share(world):
     ranks = _ranks(world)
     result = [r["plain"] for r in ranks]
