@@ -19,6 +19,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
+from parallel.dtype import compute_dtype
 from parallel.frames.cache import FeatureCache
 from parallel.patch.bands import Bounds, gather_bands, slice_band
 
@@ -38,7 +39,8 @@ class WholeVideoAdapter:
 
     @property
     def dtype(self) -> torch.dtype:
-        return next(self.model.parameters()).dtype
+        """The model's compute dtype (``parallel.dtype``): what diffusers' pipelines cast its inputs to."""
+        return compute_dtype(self.model)
 
     def remove(self) -> None:
         """Nothing was changed on the model (a subclass that swaps processors gives them back here)."""

@@ -41,6 +41,7 @@ import torch.distributed as dist
 from diffusers.schedulers.scheduling_utils import SchedulerMixin
 from torch import nn
 
+from parallel.dtype import compute_dtype
 from parallel.frames.adapter import FrameAdapterFactory
 from parallel.frames.noise import block_noise, block_step_seed, noise_template
 from parallel.frames.partition import layer_costs, stage_plan
@@ -178,6 +179,9 @@ class FramePipeline:
             )
         param = next(model.parameters())
         self.device, self.dtype = param.device, param.dtype
+        self.wire_dtype = compute_dtype(model)
+        """What hidden states and model outputs cross the ring in: the layers' compute dtype, which a model that
+        keeps some modules in float32 does not show in its first parameter (``parallel.dtype``)."""
         if config.guided:
             if negative_text is None:
                 self.adapter.remove()
@@ -261,7 +265,7 @@ class FramePipeline:
         trace = self.trace
         if self.rank > 0:
             self.recv_hidden = RingChannel(
-                self.group, self.rank - 1, TAG_HIDDEN, hidden, self.dtype, self.device, trace, "hidden"
+                self.group, self.rank - 1, TAG_HIDDEN, hidden, self.wire_dtype, self.device, trace, "hidden"
             )
         inflight = self.config.steps + 2  # about a tick of slack: absorbs stage 0's bursty decodes
         if self.rank < last:
@@ -270,7 +274,7 @@ class FramePipeline:
             self.send_output = RingSender(self.group, 0, TAG_OUTPUT, inflight, trace, "output")
         if self.rank == 0:
             self.recv_output = RingChannel(
-                self.group, last, TAG_OUTPUT, output, self.dtype, self.device, trace, "output"
+                self.group, last, TAG_OUTPUT, output, self.wire_dtype, self.device, trace, "output"
             )
 
     def _take(self, channel: RingChannel, more: bool) -> torch.Tensor:
@@ -367,7 +371,7 @@ class FramePipeline:
             return
         sender = self.send_output if self.rank == last else self.send_hidden
         started = time.perf_counter()
-        sender.send(output if self.rank == last else hidden)
+        sender.send((output if self.rank == last else hidden).to(self.wire_dtype))  # a no-op where they agree
         self.stats.wait_s += time.perf_counter() - started
         self.stats.inflight_peak = max(self.stats.inflight_peak, sender.inflight)
         if self.rank == 0:

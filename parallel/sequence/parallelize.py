@@ -20,6 +20,7 @@ from torch import nn
 from torch.distributed.device_mesh import DeviceMesh
 
 from parallel.comm import BytesSent
+from parallel.dtype import compute_dtype
 from parallel.sequence.config import SequenceConfig
 from parallel.sequence.cpu import accelerator_count_for_diffusers, register_cpu_flash_attention
 from parallel.sequence.mesh import REPLICA, sequence_mesh
@@ -123,7 +124,7 @@ def _use_backend(model: nn.Module, config: SequenceConfig, device_type: str, han
         if device_type == "cpu":
             note = register_cpu_flash_attention()
             handle.notes += [note] if note else []
-        elif next(model.parameters()).dtype == torch.float32:
+        elif compute_dtype(model) == torch.float32:
             raise ValueError(
                 "Ring attention needs an attention kernel returning log-sum-exp; diffusers' (flash, cuDNN) run in "
                 "float16/bfloat16 only on CUDA: use a half-precision dtype or Ulysses alone (ring 1)"

@@ -48,8 +48,8 @@ def causal_renders(rank: int, world: int, model_dir: str, fields: dict, scenario
     from runtime.jobs.video_session import VideoSession
     from runtime.jobs.video_state import merge_stage_states
 
-    pipe = family_for_dir(model_dir).load(model_dir, "float32", "cpu")
     spec = VideoSpec.from_dict({"model": model_dir, **fields})
+    pipe = family_for_dir(model_dir).load(model_dir, spec.dtype, "cpu")
     out = {}
     for name, (decode_stage, stop_tick, resume_stage) in scenarios.items():
         sink = FrameSink()
@@ -75,5 +75,10 @@ def causal_renders(rank: int, world: int, model_dir: str, fields: dict, scenario
         reports.append(session.finish())
         if stop_tick is not None:
             latents.update(resumed)
-        out[name] = {"written": sink.blocks, "latents": latents, "reports": reports}
+        out[name] = {
+            "written": sink.blocks,
+            "latents": latents,
+            "reports": reports,
+            "wire_dtype": str(session.pipeline.wire_dtype),
+        }
     return out
