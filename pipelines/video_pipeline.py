@@ -127,6 +127,10 @@ class VideoPipeline(Protocol):
     def block_decoder(self) -> Callable[[torch.Tensor], np.ndarray]:
         """A decoder of one video's finished blocks, called in block order: [1, C, F, h, w] -> uint8 frames."""
 
+    @property
+    def latent_dtype(self) -> torch.dtype | None:
+        """The dtype the family's diffusers pipeline prepares its initial latents in (None: the transformer's)."""
+
     def decode_block(self, latent: torch.Tensor) -> np.ndarray:
         """[1, C, F, h, w] -> [F', H, W, 3] uint8 frames, the block decoded on its own."""
 
@@ -160,6 +164,14 @@ class VideoPipelineBase:
     def block_decoder(self) -> Callable[[torch.Tensor], np.ndarray]:
         """Each block decoded on its own (a VAE without a cache across blocks)."""
         return self.decode_block
+
+    @property
+    def latent_dtype(self) -> torch.dtype | None:
+        """None: the initial latents in the transformer's first parameter's dtype (the built-in model's choice). A
+        family whose diffusers pipeline prepares them in float32 under a half-precision model (Wan, HunyuanVideo,
+        LTX-Video: ``prepare_latents(..., torch.float32, ...)``) says so: under bfloat16 the first steps would
+        otherwise start from rounded noise (and LTX's stay in bfloat16 where diffusers' stay in float32)."""
+        return None
 
     def condition_on_image(
         self, text: EncodedPrompt, negative: EncodedPrompt | None, image: str, height: int, width: int,

@@ -143,6 +143,7 @@ class FramePipeline:
         make_adapter: FrameAdapterFactory,
         set_timesteps: SetTimesteps | None = None,
         step: StepFn | None = None,
+        latent_dtype: torch.dtype | None = None,
     ) -> None:
         """``latent_shape`` is (channels, height, width) of one latent frame; ``text`` the encoded prompt,
         one tensor [1, L, D] or a family's dict of batch-first tensors (``parallel.frames.text``), handed to
@@ -156,7 +157,9 @@ class FramePipeline:
         prompt (encoded like ``text``), required when ``config.guidance_scale > 1``. ``trace``: log ring and
         compute events in ``self.trace``. ``make_adapter``: the model family's frame plan, which cuts ``model``
         into pieces. ``set_timesteps`` and ``step``: the family's sampler hooks (``parallel.frames.sampling``;
-        default: ``scheduler.set_timesteps(steps, device=...)`` and ``scheduler.step(output, t, latent)``)."""
+        default: ``scheduler.set_timesteps(steps, device=...)`` and ``scheduler.step(output, t, latent)``).
+        ``latent_dtype``: the dtype of a block's initial latent, as the family's diffusers pipeline prepares it
+        (float32 under a bfloat16 model for most); None: the model's first parameter's dtype."""
         self.config = config
         self.frames, self.blocks = split_frames(config.frames, config.block_frames)
         self.group = group
@@ -179,9 +182,13 @@ class FramePipeline:
             )
         param = next(model.parameters())
         self.device, self.dtype = param.device, param.dtype
+        self.latent_dtype = latent_dtype or param.dtype
+        """A block's initial latent's dtype (the sampler's steps may keep it or not, as the family's do)."""
         self.wire_dtype = compute_dtype(model)
-        """What hidden states and model outputs cross the ring in: the layers' compute dtype, which a model that
-        keeps some modules in float32 does not show in its first parameter (``parallel.dtype``)."""
+        """What hidden states cross the ring in: the layers' compute dtype, which a model that keeps some modules
+        in float32 does not show in its first parameter (``parallel.dtype``)."""
+        self.output_dtype = getattr(self.adapter, "output_dtype", None) or self.wire_dtype
+        """What the model output crosses the ring in: the adapter's ``output_dtype`` where it has one."""
         if config.guided:
             if negative_text is None:
                 self.adapter.remove()
@@ -251,7 +258,7 @@ class FramePipeline:
         self.latents: dict[int, torch.Tensor] = {}
         self.schedulers: dict[int, SchedulerMixin] = {}
         self.outstanding: deque[WorkItem] = deque()
-        self.template = noise_template(config.seed, self.block_shape, self.dtype) if self.rank == 0 else None
+        self.template = noise_template(config.seed, self.block_shape, self.latent_dtype) if self.rank == 0 else None
         self._setup_ring()
 
     # ---- ring -------------------------------------------------------------------------------
@@ -274,7 +281,7 @@ class FramePipeline:
             self.send_output = RingSender(self.group, 0, TAG_OUTPUT, inflight, trace, "output")
         if self.rank == 0:
             self.recv_output = RingChannel(
-                self.group, last, TAG_OUTPUT, output, self.wire_dtype, self.device, trace, "output"
+                self.group, last, TAG_OUTPUT, output, self.output_dtype, self.device, trace, "output"
             )
 
     def _take(self, channel: RingChannel, more: bool) -> torch.Tensor:
@@ -371,7 +378,8 @@ class FramePipeline:
             return
         sender = self.send_output if self.rank == last else self.send_hidden
         started = time.perf_counter()
-        sender.send((output if self.rank == last else hidden).to(self.wire_dtype))  # a no-op where they agree
+        message = output.to(self.output_dtype) if self.rank == last else hidden.to(self.wire_dtype)
+        sender.send(message)  # the casts are no-ops where the adapter's dtypes agree
         self.stats.wait_s += time.perf_counter() - started
         self.stats.inflight_peak = max(self.stats.inflight_peak, sender.inflight)
         if self.rank == 0:

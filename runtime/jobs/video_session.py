@@ -135,6 +135,7 @@ class VideoSession:
                 make_adapter=self._adapter_factory(pipe, spec, latent_shape),
                 set_timesteps=pipe.set_timesteps,
                 step=pipe.scheduler_step,
+                latent_dtype=pipe.latent_dtype,
             )
         except BaseException:
             self._end_sequence()  # bands the plan put on the model before the pipeline refused
@@ -161,7 +162,7 @@ class VideoSession:
                 shares,
                 latent_shape,
                 (spec.height, spec.width),
-                self.pipeline.dtype,
+                self.pipeline.latent_dtype,
                 self.pipeline.device,
                 self._decode_share if by_frames else self._decode_whole,
                 self._write_frames if self.writer is not None else None,

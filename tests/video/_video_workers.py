@@ -91,8 +91,8 @@ def render_session(rank: int, world: int, model_dir: str, out_dir: str, task_fie
     from runtime.jobs.video_session import VideoSession
 
     group = dist.group.WORLD if world > 1 else None
-    pipe = family_for_dir(model_dir).load(model_dir, "float32", "cpu")  # any video family
     task = VideoSpec(model=model_dir, **task_fields)
+    pipe = family_for_dir(model_dir).load(model_dir, task.dtype, "cpu")  # any video family
     session = VideoSession(pipe, task, group, video_path=f"{out_dir}/video-{world}.mp4")
     latents = keep_latents(session)
     session.advance()

@@ -125,6 +125,9 @@ def rotary_embedding(model: CogVideoXTransformer3DModel, height: int, width: int
 class CogVideoXFrameAdapter:
     """A CogVideoXTransformer3DModel run piecewise on frame blocks of a fixed latent shape [C, F, H, W]."""
 
+    output_dtype = torch.float32
+    """``head`` upcasts the noise prediction, as ``CogVideoXPipeline.__call__`` does before guidance and its step."""
+
     def __init__(
         self, model: CogVideoXTransformer3DModel, block_shape: tuple[int, int, int, int], context_frames: int
     ):
@@ -225,7 +228,7 @@ class CogVideoXFrameAdapter:
         else:
             out = video.reshape(batch, frames // p_t, height // p, width // p, -1, p_t, p, p)
             out = out.permute(0, 1, 5, 4, 2, 6, 3, 7).flatten(6, 7).flatten(4, 5).flatten(1, 2)
-        return out.transpose(1, 2).contiguous()
+        return out.transpose(1, 2).float().contiguous()  # the pipeline's noise_pred.float()
 
     def hidden_shape(self, batch: int = 1, cond: Conditions | None = None) -> tuple[int, int, int]:
         if cond is None:

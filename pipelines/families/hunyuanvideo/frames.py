@@ -221,7 +221,9 @@ class HunyuanFrameAdapter:
         first; ``timestep`` one value for the whole block."""
         embeds, mask = text["prompt_embeds"], text["prompt_attention_mask"]
         batch = embeds.shape[0]
-        timestep = timestep.reshape(-1).expand(batch)
+        # the pipeline passes t.to(latents.dtype), and its flow-match step leaves the latents in the model output's
+        # dtype after the first step (whose t, 1000, half precision holds exactly): the model's dtype
+        timestep = timestep.reshape(-1).expand(batch).to(self.model.x_embedder.proj.weight.dtype)
         temb, _ = self.model.time_text_embed(timestep, text["pooled_prompt_embeds"], text["guidance"])
         refined = self.model.context_embedder(embeds, timestep, mask)
         valid = torch.arange(mask.shape[1], device=mask.device)[None] < mask.sum(dim=1, dtype=torch.int)[:, None]

@@ -69,6 +69,11 @@ class HunyuanVideoParts(VideoPipelineBase):
         return self.pipe.vae
 
     @property
+    def latent_dtype(self) -> torch.dtype:
+        """float32 whatever the model's dtype: ``HunyuanVideoPipeline`` prepares its latents so."""
+        return torch.float32
+
+    @property
     def temporal_factor(self) -> int:
         """Video frames per latent frame."""
         return int(self.pipe.vae_scale_factor_temporal)

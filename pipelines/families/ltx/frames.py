@@ -114,6 +114,9 @@ class Conditions:
 class LTXFrameAdapter:
     """An LTXVideoTransformer3DModel run piecewise on frame blocks of a fixed latent shape [C, F, H, W]."""
 
+    output_dtype = torch.float32
+    """``head`` upcasts the noise prediction, as ``LTXPipeline.__call__`` does before guidance and its step."""
+
     def __init__(
         self,
         model: LTXVideoTransformer3DModel,
@@ -194,6 +197,8 @@ class LTXFrameAdapter:
         packed = LTXPipeline._pack_latents(
             latent, self.model.config.patch_size, self.model.config.patch_size_t
         )
+        if packed.shape[0] > 1:  # both guidance branches: laid out as LTXPipeline's torch.cat of packed latents
+            packed = packed.contiguous()  # (bfloat16 GEMMs on CPU round by layout: bit-equal to diffusers so)
         return self.model.proj_in(packed.to(self._dtype))
 
     def conditions(self, timestep: torch.Tensor, text: dict[str, torch.Tensor]) -> Conditions:
@@ -236,7 +241,7 @@ class LTXFrameAdapter:
         shift, scale = (model.scale_shift_table[None, None] + cond.embedded_timestep[:, :, None]).unbind(2)
         hidden = model.proj_out(model.norm_out(hidden) * (1 + scale) + shift)
         _, frames, height, width = self.block_shape
-        return LTXPipeline._unpack_latents(hidden, frames, height, width, 1, 1)
+        return LTXPipeline._unpack_latents(hidden, frames, height, width, 1, 1).float()  # noise_pred.float()
 
     def hidden_shape(self, batch: int = 1, cond: Conditions | None = None) -> tuple[int, int, int]:
         _, frames, _, _ = self.block_shape

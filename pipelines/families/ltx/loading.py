@@ -107,6 +107,11 @@ class LTXVideoPipeline(VideoPipelineBase):
         return self.pipe.tokenizer
 
     @property
+    def latent_dtype(self) -> torch.dtype:
+        """float32 whatever the model's dtype: ``LTXPipeline`` prepares its latents so."""
+        return torch.float32
+
+    @property
     def temporal_factor(self) -> int:
         """Video frames per latent frame (8 for LTX-Video's VAE)."""
         return int(self.pipe.vae_temporal_compression_ratio)

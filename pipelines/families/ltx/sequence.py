@@ -131,7 +131,7 @@ class LTXSequenceAdapter(WholeVideoAdapter):
         config = self.model.config
         return LTXPipeline._unpack_latents(
             hidden, frames, height, width, config.patch_size, config.patch_size_t
-        )
+        ).float()  # as LTXPipeline.__call__: noise_pred.float() before guidance and the step
 
     def hidden_shape(self, batch: int = 1, cond: SequenceInputs | None = None) -> tuple[int, int, int]:
         channels, frames, height, width = self.block_shape

@@ -133,6 +133,11 @@ class WanVideoPipeline(VideoPipelineBase):
         return type(self.vae).__name__ == "AutoencoderKLWan"
 
     @property
+    def latent_dtype(self) -> torch.dtype:
+        """float32 whatever the model's dtype: ``WanPipeline`` prepares its latents so."""
+        return torch.float32
+
+    @property
     def temporal_factor(self) -> int:
         """Video frames per latent frame (1 for a per-frame VAE)."""
         return int(self.vae.config.scale_factor_temporal) if self.causal_vae else 1
