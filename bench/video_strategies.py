@@ -268,21 +268,25 @@ frames/s.
 """ + "\n".join(parts)
 
 
+NO_HUGE_PAGES = {"GLIBC_TUNABLES": ""}
 ALLOCATORS = {
-    "glibc": {"TESSERA_MMAP_THRESHOLD": "0", "TESSERA_HEAP_TRIM": "0"},
-    "trim": {"TESSERA_MMAP_THRESHOLD": "0"},
-    "mmap-8m": {"TESSERA_HEAP_TRIM": "0"},
+    "glibc": {"TESSERA_MMAP_THRESHOLD": "0", "TESSERA_HEAP_TRIM": "0", **NO_HUGE_PAGES},
+    "trim": {"TESSERA_MMAP_THRESHOLD": "0", **NO_HUGE_PAGES},
+    "mmap-8m": {"TESSERA_HEAP_TRIM": "0", **NO_HUGE_PAGES},
     "default": {},
-    "mmap-4m": {"TESSERA_MMAP_THRESHOLD": str(4 * MIB), "TESSERA_HEAP_TRIM": "0"},
-    "mmap-16m": {"TESSERA_MMAP_THRESHOLD": str(16 * MIB), "TESSERA_HEAP_TRIM": "0"},
-    "fixed-mmap": {"MALLOC_MMAP_THRESHOLD_": "131072", "TESSERA_HEAP_TRIM": "0"},
+    "default-no-huge-pages": dict(NO_HUGE_PAGES),
+    "mmap-4m": {"TESSERA_MMAP_THRESHOLD": str(4 * MIB), "TESSERA_HEAP_TRIM": "0", **NO_HUGE_PAGES},
+    "mmap-16m": {"TESSERA_MMAP_THRESHOLD": str(16 * MIB), "TESSERA_HEAP_TRIM": "0", **NO_HUGE_PAGES},
+    "fixed-mmap": {"MALLOC_MMAP_THRESHOLD_": "131072", "TESSERA_HEAP_TRIM": "0", **NO_HUGE_PAGES},
 }
 """glibc settings of the workers' environment for the memory table (``runtime.heap``). ``glibc``: its malloc as it
 comes, whose dynamic mmap threshold rises to the size of each mapped block freed (up to 32 MiB), after which blocks
 that size come from the heap, whose holes the resident set keeps: the peak RSS then moves from run to run by more
 than the pipeline's own memory does. ``trim``: the same, with ``malloc_trim(0)`` after every finished block.
 ``mmap-8m``: a fixed 8 MiB threshold set at worker start (``mallopt``; it also turns the dynamic one off), blocks
-over it mapped on their own, the rest on the heap. ``default``: what the workers do, both. ``mmap-4m``,
+over it mapped on their own, the rest on the heap. ``default``: what the workers do, both, with malloc's
+transparent huge pages (``GLIBC_TUNABLES=glibc.malloc.hugetlb=1``); ``default-no-huge-pages``: both without them.
+Every entry but ``default`` runs without the huge pages. ``mmap-4m``,
 ``mmap-16m``: the threshold alone at 4 and 16 MiB. ``fixed-mmap``: glibc's ``MALLOC_MMAP_THRESHOLD_=131072`` (the
 worker then sets none): every tensor over 128 KiB mapped and unmapped on its own, so the RSS follows what is alive
 (about 40% slower on CPU)."""
@@ -394,7 +398,8 @@ def run_memory(args: argparse.Namespace, command: str, root: Path, out: Path) ->
                 print(f"memory: {tiny.label}, {allocator} allocator", file=sys.stderr, flush=True)
                 if tiny not in models:
                     models[tiny] = str(tiny.save(root))
-                pool = DevicePool(PoolConfig(workers=2, device="cpu", group_timeout_s=1800))
+                env = ALLOCATORS[allocator]  # in the pool's too: its GLIBC_TUNABLES replaces the pool's default
+                pool = DevicePool(PoolConfig(workers=2, device="cpu", group_timeout_s=1800, env=dict(env)))
                 try:
                     results[tiny, allocator] = memory_row(pool, tiny, models[tiny], args.memory_frames, args, out)
                 finally:

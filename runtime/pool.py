@@ -14,7 +14,7 @@ from ray.util.placement_group import placement_group, remove_placement_group
 from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
 from runtime.device import device_slot, resolve_device_kind
-from runtime.heap import THRESHOLD_ENV, parse_threshold
+from runtime.heap import THRESHOLD_ENV, parse_threshold, worker_env
 from runtime.job_group import JobGroup
 from runtime.worker import Worker
 
@@ -48,8 +48,9 @@ class PoolConfig:
     video's resident memory follows its live tensors instead of the heap's fragments (BENCHMARKS.md,
     "video-memory"), at a price in speed on CPU (every large tensor is mapped and faulted in anew: about 40%
     slower frame pipeline renders there). CPU workers already fix glibc's threshold at 8 MiB and trim the heap
-    after each video block, which keeps a long video's memory flat too (``runtime.heap``: ``TESSERA_MMAP_THRESHOLD``
-    sets another threshold, 0 leaves glibc's dynamic one; ``TESSERA_HEAP_TRIM=0`` turns the trim off)."""
+    after each video block, which keeps a long video's memory flat too, and start with malloc's transparent huge
+    pages (``runtime.heap``: ``TESSERA_MMAP_THRESHOLD`` sets another threshold, 0 leaves glibc's dynamic one;
+    ``TESSERA_HEAP_TRIM=0`` turns the trim off; ``GLIBC_TUNABLES`` replaces the huge-page tunable, "" for none)."""
 
     def __post_init__(self) -> None:
         if self.resources is None:  # Hydra's `resources: null` (a null default lets `pool.resources={..}` set it)
@@ -129,13 +130,14 @@ class DevicePool:
         self.infos = ray.get([w.info.remote() for w in self.workers], timeout=config.ready_timeout_s)
 
     def _start_worker(self, index: int):
+        env = worker_env(self.slot.kind, self.config.env)
         return (
             ray.remote(Worker)
             .options(
                 num_cpus=self.slot.ray_resources.get("CPU", 0),
                 num_gpus=self.slot.ray_resources.get("GPU", 0),
                 resources=dict(self.config.resources),
-                runtime_env={"env_vars": dict(self.config.env)} if self.config.env else None,
+                runtime_env={"env_vars": env} if env else None,
                 scheduling_strategy=PlacementGroupSchedulingStrategy(
                     self.placement_group, placement_group_bundle_index=index
                 ),

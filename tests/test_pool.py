@@ -3,6 +3,7 @@
 import pytest
 import ray
 
+from runtime import heap
 from runtime.pool import DevicePool, PoolConfig, PoolError
 
 
@@ -23,6 +24,26 @@ def test_pool_starts_workers_with_one_thread_each_and_its_environment(ray_local)
         table = ray.util.placement_group_table(pool.placement_group)
         assert table["state"] == "CREATED"
         assert [b["CPU"] for b in table["bundles"].values()] == [1.0, 1.0]
+
+
+def _huge_pages_kb(pid: int) -> int:
+    with open(f"/proc/{pid}/smaps_rollup") as rollup:
+        return next(int(line.split()[1]) for line in rollup if line.startswith("AnonHugePages:"))
+
+
+def test_cpu_workers_start_with_mallocs_huge_pages_unless_the_pool_says_otherwise(ray_local, monkeypatch):
+    """glibc reads GLIBC_TUNABLES once, at process start: the pool puts it in its CPU workers' environment."""
+    monkeypatch.delenv(heap.TUNABLES_ENV, raising=False)  # a driver's own setting would be left as it is
+    with open("/sys/kernel/mm/transparent_hugepage/enabled") as mode:
+        thp = "[never]" not in mode.read()
+    with DevicePool(PoolConfig(workers=1, device="cpu")) as pool:
+        pid = pool.infos[0]["pid"]
+        assert _environ(pid)["GLIBC_TUNABLES"] == heap.HUGE_PAGES
+        if thp:  # malloc's heap and mapped chunks do get huge pages
+            assert _huge_pages_kb(pid) > 0
+    with DevicePool(PoolConfig(workers=1, device="cpu", env={"GLIBC_TUNABLES": ""})) as pool:
+        assert _environ(pool.infos[0]["pid"])["GLIBC_TUNABLES"] == ""  # the pool's own setting wins
+    assert heap.worker_env("cuda", {"A": "1"}) == {"A": "1"}  # GPU workers' tensors are not malloc's
 
 
 def test_pool_shutdown_kills_workers_and_frees_slots(ray_local):
