@@ -391,15 +391,14 @@ def run_memory(args: argparse.Namespace, command: str, root: Path, out: Path) ->
             num_cpus=2,
             include_dashboard=False,
             logging_level=logging.WARNING,
-            runtime_env={"env_vars": ALLOCATORS[allocator]},
         )
         try:
             for tiny in chosen:
                 print(f"memory: {tiny.label}, {allocator} allocator", file=sys.stderr, flush=True)
                 if tiny not in models:
                     models[tiny] = str(tiny.save(root))
-                env = ALLOCATORS[allocator]  # in the pool's too: its GLIBC_TUNABLES replaces the pool's default
-                pool = DevicePool(PoolConfig(workers=2, device="cpu", group_timeout_s=1800, env=dict(env)))
+                env = dict(ALLOCATORS[allocator])  # the pool's env: its GLIBC_TUNABLES replaces the pool's default
+                pool = DevicePool(PoolConfig(workers=2, device="cpu", group_timeout_s=1800, env=env))
                 try:
                     results[tiny, allocator] = memory_row(pool, tiny, models[tiny], args.memory_frames, args, out)
                 finally:

@@ -19,21 +19,18 @@ resident: the decoding stage's peak RSS grew by up to 47% from 64 to 1,024 frame
   every family within 5% from 64 to 1,024 frames; their price is page faults on the decoding stage (pages mapped
   afresh, or given back and touched again), counted in each job's report (``minor_faults``).
 
-What that costs on CPU (BENCHMARKS.md, "The workers' allocator and the frame pipeline's speed"): 14-23% of a
-video render's frames/s against glibc's defaults, mostly in the VAE decode, whose temporaries over 8 MiB are
-mapped and faulted in anew for every block; one worker decoding whole blocks loses more than stages decoding
-shares of them. 16 MiB with the trim is the measured middle ground (-8% one worker, -15% two stages; the five
-families that grew most under glibc within 7.6%). A pool that prefers speed to flat memory sets both variables
-below in ``pool.env``.
-
 - ``worker_env``, when a pool starts its CPU workers: ``GLIBC_TUNABLES=glibc.malloc.hugetlb=1`` in their environment
   (glibc reads its tunables once, at process start; 2.35 and later): malloc asks for transparent huge pages for its
   heap and its mapped chunks, so the decode's temporaries mapped afresh each block fault in 2 MiB at a time instead
-  of 4 KiB. In a 128-frame A/B (4 alternated rounds, 14:55 UTC, 2026-12-03) it took the default's frames/s from
-  11.74 to 13.52 on one worker and from 21.01 to 23.90 on two stages (glibc's own defaults: 15.01 and 24.39),
-  faster in every round, and every family stayed within 6.3% from 64 to 1,024 frames (``bench.video_strategies
-  --part memory`` with it added). Where the kernel gives no huge pages (``transparent_hugepage`` set to
-  ``never``) it changes nothing.
+  of 4 KiB. Where the kernel gives no huge pages (``transparent_hugepage`` set to ``never``) it changes nothing.
+
+What flat memory costs on CPU (BENCHMARKS.md, "Malloc's huge pages on CPU workers" and "The workers' allocator and
+the frame pipeline's speed"), mostly in the VAE decode: without the huge pages 14-23% of a video render's frames/s
+against glibc's defaults (one worker decoding whole blocks lost more than stages decoding shares of them); with them,
+in a 128-frame A/B (4 alternated rounds), one worker 13.52 frames/s and two stages 23.90 against glibc's 15.01 and
+24.39 (11.74 and 21.01 without them), every family still within 6.3% from 64 to 1,024 frames. 16 MiB with the trim
+(no huge pages) was a middle ground (-8% one worker, -15% two stages; the five families that grew most under glibc
+within 7.6%). A pool that prefers speed to flat memory sets the variables below in ``pool.env``.
 
 ``TESSERA_MMAP_THRESHOLD`` (bytes) in a worker's environment (``pool.env``) sets another threshold, ``0`` leaves
 glibc's dynamic one; a ``MALLOC_MMAP_THRESHOLD_`` there is glibc's own setting and is left alone.
