@@ -239,13 +239,13 @@ class WanVideoPipeline(VideoPipelineBase):
     @torch.no_grad()
     def decode_block(self, latent: torch.Tensor) -> np.ndarray:
         """[1, C, F, h, w] latent frames -> [F, H, W, 3] uint8 video frames (a causal VAE: as if the
-        block began the video; use ``block_decoder`` for the blocks of one video)."""
+        block began the video, use ``block_decoder`` for the blocks of one video; the per-frame VAE: a few
+        frames per call, ``pipelines.families.wan.per_frame``)."""
         if self.causal_vae:
             return self.block_decoder()(latent)
-        frames = latent[0].transpose(0, 1).to(device=self.vae.device, dtype=self.vae.dtype)
-        images = self.vae.decode(frames / self.vae.config.scaling_factor, return_dict=False)[0]
-        images = ((images.float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
-        return images.permute(0, 2, 3, 1).cpu().numpy()
+        from pipelines.families.wan.per_frame import decode_frames
+
+        return decode_frames(self.vae, latent, self.vae_scale_factor)
 
 
 def load_video_pipeline(path: str | Path, dtype: str = "float32", device: str = "cpu") -> WanVideoPipeline:
