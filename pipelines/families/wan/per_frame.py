@@ -2,22 +2,16 @@
 
 Each latent frame decodes on its own, so the frames of a block are a batch the VAE could take at once, as it
 did until 2026-12-03. On CPU a large batch is much slower per frame than a few frames at a time: the decoder's
-activations (128 to 512 channels at full resolution) of a big batch no longer fit the caches, and the
-mid-block's attention over every latent pixel grows with the batch. Measured with ``python -m
-bench.per_frame_decode`` (one torch thread, malloc as a CPU worker sets it; seconds per 8-frame block):
+full-resolution activations (128 to 512 channels) of a big batch no longer fit the caches, and its mid-block
+attends over every latent pixel of each frame. ``python -m bench.per_frame_decode`` (BENCHMARKS.md, "The
+built-in video model's per-frame VAE"; thread CPU seconds per 8-frame block, one torch thread, malloc as a CPU
+worker sets it) measured 8 at once against 4 x 2: 0.17 / 0.16 s at 128x128, 1.73 / 0.70 at 256x256, 8.67 / 2.88
+at 512x512; 2 x 4 was within 13% of 4 x 2 either way and 1 x 8 (diffusers' ``enable_slicing``) 9-56% slower. At
+1024x1024, by hand, 4 x 2 took 43.6 s, 2 x 4 28.8 and 1 x 8 27.3.
 
-=========  ========  ========  ========  ========
-size       8 at once 4 x 2     2 x 4     1 x 8
-=========  ========  ========  ========  ========
-128x128    0.26      0.22      0.22      0.28
-256x256    1.49      0.84      0.83      0.96
-512x512    12.0      3.3       3.4       4.5
-1024x1024  --        43.6      28.8      27.3
-=========  ========  ========  ========  ========
-
-Hence at most ``CHUNK_FRAMES`` frames, and at most ``CHUNK_PIXELS`` decoded pixels, per call: four frames up to
-512x512, one at 1024x1024. A single frame per call (diffusers' ``enable_slicing``) is slower below 1024 pixels.
-The frames equal one call's: the decoder never mixes frames of a batch.
+Hence at most ``CHUNK_FRAMES`` frames and at most ``CHUNK_PIXELS`` decoded pixels per call: four frames up to
+512x512, one from 1024x1024. The frames are those of one call (bit for bit on CPU,
+``tests/video/test_per_frame_decode.py``): the decoder never mixes the frames of a batch.
 """
 
 from __future__ import annotations
