@@ -6,8 +6,13 @@ before, as Wan's causal VAE does. Each block is decoded alone, with the previous
 latent frames in front of it (their frames are dropped again): that keeps the frame count of decoding the
 whole video at once (the first latent frame gives one frame, every later one ``temporal_factor``) and gives
 the block's first frames their left context. The right edge sees no frame of the next block, which has not
-left the queue yet, so the frames at a block border differ from a whole-video decode: the seam, measured as
-PSNR by ``tests/video/test_ltx_decode.py``.
+left the queue yet, so the frames differ from a whole-video decode: the seam, measured as PSNR by
+``tests/video/test_ltx_pipeline.py``. It is not only at the border: the decoder's receptive field spans 8 to 16
+latent frames each way, so on random latents every frame differs. ``python -m bench.ltx_decode_seam``
+(BENCHMARKS.md, "LTX-Video's block-wise decode") measures what context on each side would buy: with 4 latent
+frames of context each way 32-39 dB against today's 18-22, with 8 each way 59-93, with 16 equal up to float
+rounding. A right context means holding each block's frames back until the next block has finished (and saving the
+held latent in the checkpoint); that is not built.
 
 Before decoding, each block gets what ``LTXPipeline.__call__`` does to the whole latent: the latents
 normalisation undone (``_denormalize_latents`` with the VAE's ``latents_mean``/``latents_std``), and for a
