@@ -181,7 +181,7 @@ class FramePipeline:
                 "transformer blocks"
             )
         param = next(model.parameters())
-        self.device, self.dtype = param.device, param.dtype
+        self.device = param.device
         self.latent_dtype = latent_dtype or param.dtype
         """A block's initial latent's dtype (the sampler's steps may keep it or not, as the family's do)."""
         self.wire_dtype = compute_dtype(model)
@@ -204,7 +204,9 @@ class FramePipeline:
             text = batch_guided(text, negative_text)  # negative first, as diffusers batches them
         self.batch = text_batch(text)
         """2 with guidance (both branches in one batch), else 1."""
-        self.text = to_model(text, self.device, self.dtype)
+        self.text = to_model(text, self.device, self.wire_dtype)
+        """The encoded prompt(s) on the model's device, in its compute dtype (diffusers' pipelines pass
+        ``prompt_embeds.to(transformer.dtype)``)."""
         self.trace = FrameTrace() if trace else None
         self.layer_costs: list[float] | None = None
         """Measured seconds per layer and block (embedding and head folded in), when measured."""

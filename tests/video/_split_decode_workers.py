@@ -46,7 +46,7 @@ def split_render(rank: int, world: int, shares: list[int] | None, stop_tick: int
             fp.on_block_done = lambda block, latent: written.append(pipe.decode_block(latent))
             return fp
         fp.split_decoder = SplitDecoder(
-            group, fp.decode_shares, latent_shape, (SIZE, SIZE), fp.dtype, fp.device, pipe.decode_block,
+            group, fp.decode_shares, latent_shape, (SIZE, SIZE), fp.latent_dtype, fp.device, pipe.decode_block,
             written.append if rank == 0 else None,
         )
         if rank == 0:

@@ -19,16 +19,29 @@ CONFIG = dict(frames=10, block_frames=2, context_frames=1, steps=4, seed=5)  # 5
 STOP = 3  # ticks 0..2 run: blocks 0..2 in the queue, none finished; block 0 leaves after tick 3
 
 
-def _pipeline(outputs: dict, group=None, **changes) -> FramePipeline:
+class _Float32Output(WanFrameAdapter):
+    """The noise prediction upcast to float32, as LTX-Video's and CogVideoX's frame plans hand it to the sampler:
+    a bfloat16 model's latents then step in float32."""
+
+    output_dtype = torch.float32
+
+    def head(self, hidden: torch.Tensor, cond) -> torch.Tensor:
+        return super().head(hidden, cond).float()
+
+
+def _pipeline(outputs: dict, group=None, dtype: torch.dtype | None = None, **changes) -> FramePipeline:
+    """``dtype``: the model's (bfloat16: the latents in float32 throughout, as LTX-Video's pipeline keeps them)."""
+    model = tiny_wan(layers=4) if dtype is None else tiny_wan(layers=4).to(dtype)
     return FramePipeline(
-        tiny_wan(layers=4),
+        model,
         FramePipelineConfig(**{**CONFIG, **changes}),
         LATENT,
         tiny_text(),
         make_scheduler,
         on_block_done=lambda block, latent: outputs.__setitem__(block, latent.clone()),
         group=group,
-        make_adapter=WanFrameAdapter,
+        make_adapter=WanFrameAdapter if dtype is None else _Float32Output,
+        latent_dtype=None if dtype is None else torch.float32,
     )
 
 
@@ -121,3 +134,23 @@ def test_a_strided_queue_resumes_at_its_own_ticks():
     _assert_tail_equal(got, ref, first_block=1)
     with pytest.raises(ValueError, match="block_stride 3"):
         load_stage_state(_pipeline({}), state)
+
+
+def test_a_bfloat16_model_resumes_its_float32_latents_unrounded():
+    """The latents of a bfloat16 model may step in float32 (LTX-Video's, CogVideoX's); a resume put them back in the
+    model's first parameter's dtype, rounding them to bfloat16, until it kept the dtype they were saved in."""
+    torch.set_num_threads(1)
+    ref: dict = {}
+    _pipeline(ref, dtype=torch.bfloat16).advance()
+    first = _pipeline({}, dtype=torch.bfloat16)
+    first.advance(STOP + 1)
+    state = _round_trip(merge_stage_states([export_stage_state(first)]))
+    assert {latent.dtype for latent in state["latents"].values()} == {torch.float32}
+    got: dict = {}
+    resumed = _pipeline(got, dtype=torch.bfloat16)
+    load_stage_state(resumed, state)
+    assert {latent.dtype for latent in resumed.latents.values()} == {torch.float32}
+    resumed.advance()
+    assert sorted(got) == [1, 2, 3, 4]
+    for block, latent in got.items():
+        assert torch.equal(latent, ref[block]), block
