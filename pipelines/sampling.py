@@ -84,7 +84,9 @@ class DenoiseLoop:
             raise ValueError(f"steps: must be at least 1, got {steps}")
         family = family_of(pipe)
         self.device = denoiser(pipe).device
-        self.dtype = denoiser(pipe).dtype
+        self.dtype = family.latent_dtype(pipe) or denoiser(pipe).dtype
+        """The initial latent's dtype, as the family's pipeline prepares it; the steps keep the dtype the scheduler
+        gives (Sana's stay float32 under bfloat16)."""
         self.scheduler = make_scheduler(family.sampler(sampler), pipe.scheduler.config)
         shape = family.latent_shape(pipe, height, width)
         family.set_timesteps(pipe, self.scheduler, steps, shape, self.device)
@@ -126,7 +128,7 @@ class DenoiseLoop:
         """Continue from a full-image state (any band count took it), keeping only this loop's rows."""
         state = slice_state(full_state, self.rows)
         load_scheduler_state(self.scheduler, state["scheduler"], self.device)
-        self.latents = state["latents"].to(device=self.device, dtype=self.dtype)
+        self.latents = state["latents"].to(device=self.device)  # in the dtype it stepped in, not rounded
         self.generator.set_state(state["generator"])
         self.step_index = state["step_index"]
 

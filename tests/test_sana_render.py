@@ -132,3 +132,44 @@ def test_too_few_latent_rows_for_the_bands_are_refused_naming_the_field(sana_dir
     with pytest.raises(SpecError) as caught:
         _spec(sana_dir, height=64, strategy="patch", degree=3)  # 2 latent rows at 32x, not 8 at 8x
     assert caught.value.field == "parallel.degree"
+
+
+def test_bfloat16_equals_diffusers_and_resumes_unrounded(sana_dir):
+    """In bfloat16 (as GPU farms render), one worker's latents equal ``SanaPipeline``'s bit for bit and a render
+    resumed from a checkpoint equals the uninterrupted one. ``SanaPipeline`` keeps its latents in float32 under a
+    bfloat16 transformer: before the family said so (``latent_dtype``), Tessera drew the noise in bfloat16 (0.034
+    off, on latents up to 3.7) and a resume rounded the float32 latents to the model's dtype (0.032 off)."""
+    from pipelines.loading import load_pipeline
+    from pipelines.samplers import make_scheduler
+    from runtime.jobs.image_session import RenderSession
+
+    torch.set_num_threads(1)
+    spec = RenderSpec.from_dict({**_spec(sana_dir).to_dict(), "dtype": "bfloat16"})
+    pipe = load_pipeline(sana_dir, "bfloat16")
+    whole = RenderSession(pipe, spec)
+    while not whole.loop.done:
+        whole.step()
+    latents = whole.latents()
+    assert latents.dtype == torch.float32
+    reference = load_pipeline(sana_dir, "bfloat16")
+    reference.scheduler = make_scheduler(spec.sampler, reference.scheduler.config)
+    reference.set_progress_bar_config(disable=True)
+    expected = reference(
+        spec.prompt,
+        negative_prompt=spec.negative_prompt,
+        height=spec.height,
+        width=spec.width,
+        num_inference_steps=spec.steps,
+        guidance_scale=spec.guidance_scale,
+        generator=torch.Generator().manual_seed(spec.seed),
+        output_type="latent",
+        use_resolution_binning=False,
+    ).images
+    assert torch.equal(latents, expected.cpu())
+    first = RenderSession(pipe, spec)
+    first.step()
+    first.step()
+    resumed = RenderSession(pipe, spec, resume=first.snapshot())
+    while not resumed.loop.done:
+        resumed.step()
+    assert torch.equal(resumed.latents(), latents)

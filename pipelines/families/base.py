@@ -271,6 +271,12 @@ class ModelFamily:
             raise ValueError(f"height/width: {height}x{width} must be multiples of the VAE factor {factor}")
         return (1, self.denoiser_of(pipe).config.in_channels, height // factor, width // factor)
 
+    def latent_dtype(self, pipe: Any) -> torch.dtype | None:
+        """The dtype the pipeline's ``__call__`` prepares its initial latents in (None: the denoiser's, as most pass
+        ``prompt_embeds.dtype``). A family whose pipeline keeps them in float32 under a half-precision denoiser
+        says so: under bfloat16 it would otherwise start from rounded noise."""
+        return None
+
     def set_timesteps(self, pipe: Any, scheduler: Any, steps: int, latent_shape: tuple, device: Any) -> None:
         """The sampler's timesteps, as the pipeline's ``__call__`` sets them (a flow-matching family passes its
         sigmas and resolution-dependent shift)."""

@@ -20,9 +20,12 @@ from __future__ import annotations
 import inspect
 import math
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pipelines.families.base import Conditioning, ModelFamily, without_learned_sigma
+
+if TYPE_CHECKING:
+    import torch
 
 SIZE_MULTIPLE = 32
 """What ``SanaPipeline.check_inputs`` requires of the height and width, whatever the autoencoder."""
@@ -115,6 +118,13 @@ class SanaFamily(ModelFamily):
             guidance_scale,
             image_size,
         )
+
+    def latent_dtype(self, pipe) -> torch.dtype:
+        """float32: ``SanaPipeline.__call__`` prepares its latents in float32 and upcasts the noise prediction, so
+        they step in float32 under a bfloat16 transformer."""
+        import torch
+
+        return torch.float32
 
     def denoise(self, model, latent, t, inputs: dict[str, Any], cond: Conditioning):
         timestep = t.to(latent.device).expand(latent.shape[0]) * model.config.timestep_scale
