@@ -119,7 +119,7 @@ def load_stage_state(pipe: FramePipeline, state: dict[str, Any]) -> None:
             scheduler = pipe.new_scheduler()
             load_scheduler_state(scheduler, state["schedulers"][block], pipe.device)
             pipe.schedulers[block] = scheduler
-            pipe.latents[block] = latent.to(pipe.device)  # in the dtype it stepped in (float32 under bfloat16 for most)
+            pipe.latents[block] = latent.to(pipe.device)  # the dtype it stepped in (LTX-Video's: float32 under bfloat16)
     elif pipe.position > 0 and not pipe.done:
         pipe.recv_hidden.post()  # advance() posts the first receive only at position 0
 

@@ -74,3 +74,22 @@ def test_two_stages_equal_one_worker_in_bfloat16(tmp_path, family):
     assert [len(b) for b in two["written"]] == [len(b) for b in one["written"]]
     for frames, expected in zip(two["written"], one["written"]):
         assert np.abs(frames.astype(int) - expected.astype(int)).max() <= 1
+
+
+def test_a_bfloat16_ltx_render_resumes_to_the_uninterrupted_latents(tmp_path):
+    """LTX-Video's latents step in float32 under a bfloat16 transformer (the noise prediction upcast, as
+    ``LTXPipeline`` does; the other families' steps return to the model's dtype); a checkpoint resume rounded them
+    to bfloat16 until the state kept its dtype."""
+    torch.set_num_threads(1)
+    save, fields = FAMILIES["ltx"]
+    model_dir = str(save(tmp_path / "ltx"))
+    fields = dict(fields, dtype="bfloat16", fps=8.0, parallel={"strategy": "none", "degree": 1})
+    got = run_ranks(
+        causal_renders, 1, model_dir, fields, {"whole": (None, None, None), "resumed": (None, 3, None)}, timeout=300
+    )[0]
+    whole, resumed = got["whole"], got["resumed"]
+    assert resumed["reports"][0]["tick"] == 3
+    assert sorted(resumed["latents"]) == sorted(whole["latents"]) == [0, 1, 2]
+    for block, latent in whole["latents"].items():
+        assert latent.dtype == torch.float32
+        assert torch.equal(resumed["latents"][block], latent), block

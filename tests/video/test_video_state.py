@@ -20,8 +20,8 @@ STOP = 3  # ticks 0..2 run: blocks 0..2 in the queue, none finished; block 0 lea
 
 
 class _Float32Output(WanFrameAdapter):
-    """The noise prediction upcast to float32, as LTX-Video's and CogVideoX's frame plans hand it to the sampler:
-    a bfloat16 model's latents then step in float32."""
+    """The noise prediction upcast to float32, as LTX-Video's frame plan hands it to the sampler: a bfloat16 model's
+    latents then step in float32."""
 
     output_dtype = torch.float32
 
@@ -137,8 +137,8 @@ def test_a_strided_queue_resumes_at_its_own_ticks():
 
 
 def test_a_bfloat16_model_resumes_its_float32_latents_unrounded():
-    """The latents of a bfloat16 model may step in float32 (LTX-Video's, CogVideoX's); a resume put them back in the
-    model's first parameter's dtype, rounding them to bfloat16, until it kept the dtype they were saved in."""
+    """The latents of a bfloat16 model may step in float32 (LTX-Video's); a resume put them back in the model's first
+    parameter's dtype, rounding them to bfloat16, until it kept the dtype they were saved in."""
     torch.set_num_threads(1)
     ref: dict = {}
     _pipeline(ref, dtype=torch.bfloat16).advance()
