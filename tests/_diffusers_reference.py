@@ -12,7 +12,13 @@ from pipelines.samplers import make_scheduler
 def diffusers_image(model_dir, spec, **call) -> np.ndarray:
     """The image the pipeline at ``model_dir`` renders for ``spec`` (same seed, sampler and size) when called
     directly; ``call`` adds or replaces arguments of the pipeline's ``__call__``."""
-    pipe = load_pipeline(model_dir)
+    return diffusers_output(model_dir, spec, **call).images[0]
+
+
+def diffusers_output(model_dir, spec, dtype: str = "float32", **call):
+    """The pipeline's output for ``spec`` when called directly, loaded in ``dtype`` (``output_type="latent"`` in
+    ``call`` gives its final latents)."""
+    pipe = load_pipeline(model_dir, dtype)
     pipe.scheduler = make_scheduler(spec.sampler, pipe.scheduler.config)
     pipe.set_progress_bar_config(disable=True)
     arguments = dict(
@@ -24,4 +30,4 @@ def diffusers_image(model_dir, spec, **call) -> np.ndarray:
         generator=torch.Generator().manual_seed(spec.seed),
         output_type="np",
     )
-    return pipe(spec.prompt, **{**arguments, **call}).images[0]
+    return pipe(spec.prompt, **{**arguments, **call})

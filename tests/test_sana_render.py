@@ -7,7 +7,7 @@ import inspect
 
 import pytest
 import torch
-from _diffusers_reference import diffusers_image
+from _diffusers_reference import diffusers_image, diffusers_output
 from _tiny_sana import save_tiny_sana
 
 from cluster.errors import SpecError
@@ -140,7 +140,6 @@ def test_bfloat16_equals_diffusers_and_resumes_unrounded(sana_dir):
     bfloat16 transformer: before the family said so (``latent_dtype``), Tessera drew the noise in bfloat16 (0.034
     off, on latents up to 3.7) and a resume rounded the float32 latents to the model's dtype (0.032 off)."""
     from pipelines.loading import load_pipeline
-    from pipelines.samplers import make_scheduler
     from runtime.jobs.image_session import RenderSession
 
     torch.set_num_threads(1)
@@ -151,19 +150,8 @@ def test_bfloat16_equals_diffusers_and_resumes_unrounded(sana_dir):
         whole.step()
     latents = whole.latents()
     assert latents.dtype == torch.float32
-    reference = load_pipeline(sana_dir, "bfloat16")
-    reference.scheduler = make_scheduler(spec.sampler, reference.scheduler.config)
-    reference.set_progress_bar_config(disable=True)
-    expected = reference(
-        spec.prompt,
-        negative_prompt=spec.negative_prompt,
-        height=spec.height,
-        width=spec.width,
-        num_inference_steps=spec.steps,
-        guidance_scale=spec.guidance_scale,
-        generator=torch.Generator().manual_seed(spec.seed),
-        output_type="latent",
-        use_resolution_binning=False,
+    expected = diffusers_output(
+        sana_dir, spec, "bfloat16", output_type="latent", use_resolution_binning=False
     ).images
     assert torch.equal(latents, expected.cpu())
     first = RenderSession(pipe, spec)
