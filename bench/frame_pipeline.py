@@ -247,7 +247,7 @@ Load average (1, 5, 15 min) before the runs {', '.join(f'{v:.1f}' for v in load_
 2 stages vs 1 worker: {two / one:.2f}x (target >= 1.8x); 1 process with 2 threads: {threads / one:.2f}x; \
 two 1-worker renders at once (the cores' ceiling for two workers): {ceiling / one:.2f}x. \
 Stage cut, compute and wait seconds of the last memory run ({args.memory_frames[-1]} frames): {balance}.
-The stages' CPU seconds there (model compute plus stage 0's decode, thread CPU time, which other load does
+The stages' CPU seconds there (model compute plus each stage's VAE decode, thread CPU time, which other load does
 not inflate): {", ".join(f"{c:.1f}" for c in cpu)}; their sum over the busiest stage's, {sum(cpu) / max(cpu):.2f}x,
 bounds what 2 stages can gain over 1 worker on an idle machine (ffmpeg's encoding runs in its own process).
 
