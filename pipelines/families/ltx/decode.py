@@ -17,7 +17,9 @@ held latent in the checkpoint); that is not built.
 Before decoding, each block gets what ``LTXPipeline.__call__`` does to the whole latent: the latents
 normalisation undone (``_denormalize_latents`` with the VAE's ``latents_mean``/``latents_std``), and for a
 timestep-conditioned decoder the ``decode_timestep`` passed to the VAE with ``decode_noise_scale`` of noise
-mixed in (drawn per block from the job's seed, since the pipeline's generator is not Tessera's).
+mixed in (drawn per block from the decoder's ``seed``, since the pipeline's generator is not Tessera's). A job
+reaches neither today: ``LTXVideoPipeline`` keeps ``LTXPipeline.__call__``'s defaults (decode timestep 0, so no
+noise), and ``VideoSession`` builds the decoder with seed 0; a job option for them must pass its seed too.
 
 The decoder's state between blocks (``cache``: the previous block's tail and the latent frames decoded so
 far; ``first``) is what a service job's checkpoint carries (``runtime.jobs.video_state``).
