@@ -12,8 +12,8 @@ torch thread each), alternated (A, B, C, A, ...), beside one process using two t
 baseline) and two 1-worker renders at once on the two workers (the machine's ceiling for any two workers:
 nothing is exchanged, so what they lose against one render alone is the cores', not the pipeline's; each
 writes its own MP4, so two encoders run there against one); then peak memory per worker (peak RSS, reset
-per job) for 64, 256 and 1,024 frames, which should stay flat: at most ``steps`` blocks are alive and finished blocks stream to the MP4. frames/s
-counts the whole render after set-up: denoising, decode and MP4 writing. Writes the "frame-pipeline"
+per job) for 64, 256 and 1,024 frames, which should stay flat: at most ``steps`` blocks are alive and finished
+blocks stream to the MP4. frames/s counts the whole render after set-up: denoising, decode and MP4 writing. Writes the "frame-pipeline"
 section of BENCHMARKS.md (``frame-pipeline-<family>`` for a ``--model`` directory).
 """
 

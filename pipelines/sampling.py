@@ -84,15 +84,15 @@ class DenoiseLoop:
             raise ValueError(f"steps: must be at least 1, got {steps}")
         family = family_of(pipe)
         self.device = denoiser(pipe).device
-        self.dtype = family.latent_dtype(pipe) or denoiser(pipe).dtype
-        """The initial latent's dtype, as the family's pipeline prepares it; the steps keep the dtype the scheduler
-        gives (Sana's stay float32 under bfloat16)."""
         self.scheduler = make_scheduler(family.sampler(sampler), pipe.scheduler.config)
         shape = family.latent_shape(pipe, height, width)
         family.set_timesteps(pipe, self.scheduler, steps, shape, self.device)
         self.timesteps = self.scheduler.timesteps
         self.generator = torch.Generator(device="cpu").manual_seed(seed)
-        full = randn_tensor(shape, generator=self.generator, dtype=self.dtype)
+        # the initial latent in the dtype the family's pipeline prepares it in; the steps keep whatever dtype the
+        # scheduler gives (Sana's stay float32 under bfloat16), and a resume keeps the checkpoint's
+        dtype = family.latent_dtype(pipe) or denoiser(pipe).dtype
+        full = randn_tensor(shape, generator=self.generator, dtype=dtype)
         # flow-matching samplers have no init_noise_sigma: their pipelines start from the unscaled noise
         full = full.to(self.device) * getattr(self.scheduler, "init_noise_sigma", 1.0)
         self.rows = rows or (0, full.shape[2])

@@ -17,10 +17,14 @@ def test_chunks_shrink_with_the_frame_size():
     assert per_frame.chunk_frames(1024, 1024) == per_frame.chunk_frames(4096, 4096) == 1
 
 
+@pytest.fixture(scope="module")
+def pipe():
+    return load_video_pipeline(resolve_model("builtin-video"))
+
+
 @pytest.mark.parametrize("frames", [8, 7, 3])
-def test_a_block_decodes_in_chunks_to_the_frames_of_one_call(frames, monkeypatch):
+def test_a_block_decodes_in_chunks_to_the_frames_of_one_call(pipe, frames, monkeypatch):
     torch.set_num_threads(1)
-    pipe = load_video_pipeline(resolve_model("builtin-video"))
     latent = torch.randn(1, 4, frames, 8, 12, generator=torch.Generator().manual_seed(frames))
     calls = []
     decode = pipe.vae.decode
