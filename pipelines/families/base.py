@@ -167,6 +167,17 @@ class ModelFamily:
         """Latent rows a patch band must be a multiple of (families with a patch plan)."""
         raise NotImplementedError(f"the {self.name} family has no patch plan")
 
+    def band_error(self, path: str | Path, height: int, degree: int) -> tuple[str, str] | None:
+        """(field, why) when a ``height``-pixel render cannot be cut into ``degree`` bands of whole
+        ``band_alignment`` latent rows (at ``latent_factor`` pixels per row); None when it can."""
+        from parallel.patch.bands import band_bounds
+
+        try:
+            band_bounds(height // self.latent_factor(path), degree, self.band_alignment(path))
+        except ValueError as err:
+            return "parallel.degree", f"height {height}px is too short for {degree} bands: {err}"
+        return None
+
     def size_error(self, path: str | Path, height: int, width: int) -> tuple[str, str] | None:
         """(field, why) when the model at ``path`` cannot render a ``height`` x ``width`` image (a size its
         pipeline refuses); None when it can."""

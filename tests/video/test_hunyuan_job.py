@@ -1,5 +1,6 @@
 """HunyuanVideo as a service video job: a tiny HunyuanVideoPipeline directory renders through ``Client.submit`` on 2
-frame-pipeline stages (real Ray) to the same MP4 as one worker; a job stopped at a tick boundary and continued
+frame-pipeline stages (real Ray) to the same MP4 as one worker, and on 2 workers' row bands (the whole video as one
+block; its parity with one worker: ``test_hunyuan_bands.py``); a job stopped at a tick boundary and continued
 from its checkpoint equals the uninterrupted one (the block decoder's kept latent frames travel in it); a bad
 render is refused at submit, naming the field."""
 
@@ -94,6 +95,11 @@ def test_job_through_client_on_two_stages(ray_local, hunyuan_dir, one_worker, tm
         frames = decoded_frames(record)
         assert frames.shape == (21, 32, 32, 3)
         np.testing.assert_array_equal(frames, _frames(one_worker[1]))  # 2 stages: the 1-worker video
+        banded = client.submit({**spec, "parallel": {"strategy": "patch", "degree": 2}})
+        record = banded.wait(timeout_s=300)
+        assert record["state"] == "succeeded", banded.logs()
+        assert record["steps_done"] == RENDER["steps"]  # one block: a tick per step
+        assert decoded_frames(record).shape == (21, 32, 32, 3)
     finally:
         ray.get(client.controller.stop.remote())
         ray.kill(client.controller)

@@ -5,8 +5,10 @@ A Llama text encoder under the pipeline's prompt template and a CLIP text encode
 single-stream blocks, the causal 3-D ``AutoencoderKLHunyuanVideo`` (4 frames per latent frame; ``decode``:
 block by block on the whole video's temporal tiles) and flow-matching Euler with the pipeline's sigmas. Its
 plans: ``frames`` (``frames.HunyuanFrameAdapter``: the transformer cut into the pieces the frame pipeline runs
-on its stages). Its image-to-video variants (``image_condition_type``) are refused. diffusers 0.42 ships no
-``_cp_plan`` for the transformer, so there is no sequence-parallel plan.
+on its stages) and ``patch`` (row bands of every frame of the whole video: ``patch``, the model's own forward
+driven by ``whole.HunyuanWholeAdapter``). Its image-to-video variants (``image_condition_type``) are refused.
+diffusers 0.42 ships no ``_cp_plan`` for the transformer, and ``patch``'s docstring says why one would not fit its
+joint attention: there is no sequence-parallel plan.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ class HunyuanVideoFamily(ModelFamily):
     denoiser = "transformer"
     denoisers = ("HunyuanVideoTransformer3DModel",)
     samplers = ()  # a video renders with the scheduler its directory names (flow matching)
-    strategies = ("none", "frames")
+    strategies = ("none", "frames", "patch")
 
     def check_dir(self, path: Path, index: dict) -> None:
         from pipelines.families.hunyuanvideo.loading import check_hunyuan_dir
@@ -41,6 +43,14 @@ class HunyuanVideoFamily(ModelFamily):
         """Frame-pipeline stages the model can be cut into: one dual- or single-stream block each at most."""
         config = self.component_config(path, "transformer")
         return int(config.get("num_layers", 20)) + int(config.get("num_single_layers", 40))
+
+    def band_alignment(self, path: str | Path) -> int:
+        """A band holds whole patch rows (the transformer's ``patch_size``, square)."""
+        return int(self.component_config(path, "transformer").get("patch_size", 2))
+
+    def latent_factor(self, path: str | Path) -> int:
+        """Pixels per latent row and column: the VAE's ``spatial_compression_ratio``."""
+        return int(self.component_config(path, "vae").get("spatial_compression_ratio", 8))
 
     def temporal_factor(self, path: str | Path) -> int:
         """Video frames per latent frame of the 3-D VAE (its ``temporal_compression_ratio``)."""
@@ -60,6 +70,9 @@ class HunyuanVideoFamily(ModelFamily):
                 "negative_prompt",
                 "HunyuanVideo's guidance is embedded in the model (guidance_scale); it runs no negative branch",
             )
+        degree = spec.parallel.degree
+        if spec.parallel.strategy == "patch" and isinstance(degree, int) and degree > 1:
+            return self.band_error(path, spec.height, degree)
         return None
 
     def load(self, path: str | Path, dtype: str, device: str) -> Any:
@@ -72,6 +85,17 @@ class HunyuanVideoFamily(ModelFamily):
         from pipelines.families.hunyuanvideo.frames import HunyuanFrameAdapter
 
         return HunyuanFrameAdapter(model, block_shape, context_frames)
+
+    def band_adapter(self, model, block_shape: tuple[int, int, int, int], context_frames: int = 0):
+        """The whole-video forward the patch plan (``patch_plan``) runs on a band of rows of every frame."""
+        from pipelines.families.hunyuanvideo.whole import HunyuanWholeAdapter
+
+        return HunyuanWholeAdapter(model, block_shape, context_frames)
+
+    def patch_plan(self, model, config):
+        from pipelines.families.hunyuanvideo.patch import hunyuan_patch_plan
+
+        return hunyuan_patch_plan(model, config)
 
 
 HUNYUANVIDEO = HunyuanVideoFamily()

@@ -63,12 +63,12 @@ class WanFamily(ModelFamily):
         degree = spec.parallel.degree
         if problem is not None or not isinstance(degree, int) or degree < 2:
             return problem
-        from pipelines.families.wan.whole_checks import band_error, sequence_error
+        from pipelines.families.wan.whole_checks import sequence_error
 
         if spec.parallel.strategy == "sequence":
             return sequence_error(self, path, spec, degree)
         if spec.parallel.strategy == "patch":
-            return band_error(self, path, spec, degree)
+            return self.band_error(path, spec.height, degree)
         return None
 
     def cost_model(self, path: str | Path, dtype: str):

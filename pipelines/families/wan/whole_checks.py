@@ -3,8 +3,8 @@
 ``sequence``: diffusers' context parallelism over ``WanTransformer3DModel._cp_plan`` splits the video tokens
 (latent frames x patch rows x patch columns; the prompt is not split) between all the workers and Ulysses
 shares out the attention heads between its share of them (degree / ring), so each must divide evenly. Wan's
-forward takes no attention mask, so Ring runs it (on CPU too, through ``parallel.sequence.cpu``'s flash kernel). ``patch``: every worker's band holds at least one patch row of every
-frame (``parallel.patch.bands.band_bounds`` with the patch height as alignment).
+forward takes no attention mask, so Ring runs it (on CPU too, through ``parallel.sequence.cpu``'s flash
+kernel). ``patch``'s check, a band of whole patch rows per worker, is every family's (``ModelFamily.band_error``).
 """
 
 from __future__ import annotations
@@ -14,15 +14,13 @@ from typing import Any
 
 
 def whole_video_shape(family: Any, path: str | Path, spec: Any) -> dict[str, int]:
-    """The whole video's latent frames, latent rows, patch rows/columns and the model's heads."""
+    """The whole video's latent frames, video tokens per frame and the model's heads."""
     transformer = family.component_config(path, "transformer")
     _, p_h, p_w = transformer.get("patch_size", [1, 2, 2])
     scale = family.latent_factor(path)
     rows, cols = spec.height // scale, spec.width // scale
     return {
         "latent_frames": spec.frames // family.temporal_factor(path),
-        "rows": rows,
-        "align": int(p_h),
         "tokens_per_frame": (rows // p_h) * (cols // p_w),
         "heads": int(transformer.get("num_attention_heads", 40)),
     }
@@ -45,13 +43,3 @@ def sequence_error(family: Any, path: str | Path, spec: Any, degree: int) -> tup
         )
     return None
 
-
-def band_error(family: Any, path: str | Path, spec: Any, degree: int) -> tuple[str, str] | None:
-    from parallel.patch.bands import band_bounds
-
-    shape = whole_video_shape(family, path, spec)
-    try:
-        band_bounds(shape["rows"], degree, shape["align"])
-    except ValueError as err:
-        return "parallel.degree", f"height {spec.height}px is too short for {degree} bands: {err}"
-    return None

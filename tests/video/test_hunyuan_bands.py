@@ -1,0 +1,105 @@
+"""HunyuanVideo jobs rendered as one block on row bands (``parallel.strategy=patch``, the family's patch plan) over
+real gloo processes: sync bands on 2 and 3 workers equal one worker rendering the whole video as one block, with a
+padded prompt (the joint attention's text mask matters); displaced bands run and stay close; the one-block forward
+is diffusers' own; what does not split is refused at submit."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from _parallel_dist import run_ranks
+from _tiny_hunyuanvideo import save_tiny_hunyuanvideo
+from _video_workers import render_session, render_sessions
+
+from cluster.errors import SpecError
+from cluster.jobs.video import VideoParallelSpec, VideoSpec
+
+VIDEO = dict(  # 3 latent frames x 6 x 4 latent pixels: 3 x 2 patches of 2 rows; the prompt pads 16 tokens
+    prompt="red stripes", guidance_scale=6.0, height=48, width=32, frames=12, block_frames=12, context_frames=0,
+    steps=2, seed=5,
+)
+
+
+@pytest.fixture(scope="module")
+def hunyuan_dir(tmp_path_factory):
+    torch.set_num_threads(1)
+    return str(save_tiny_hunyuanvideo(tmp_path_factory.mktemp("hunyuan") / "tiny-hunyuanvideo"))
+
+
+@pytest.fixture(scope="module")
+def reference(hunyuan_dir, tmp_path_factory):
+    """One worker, the whole video as one block (no bands)."""
+    return render_session(0, 1, hunyuan_dir, str(tmp_path_factory.mktemp("one")), _fields("none", 1))["latents"][0]
+
+
+def _fields(strategy: str, degree: int, **parallel) -> dict:
+    return dict(VIDEO, dtype="float32", parallel=VideoParallelSpec(strategy, degree, **parallel))
+
+
+def test_two_workers_sync_and_displaced(hunyuan_dir, reference, tmp_path):
+    renders = [
+        (hunyuan_dir, str(tmp_path), _fields("patch", 2)),
+        (hunyuan_dir, str(tmp_path), _fields("patch", 2, mode="displaced", warmup_steps=1)),
+    ]
+    got, other = run_ranks(render_sessions, 2, renders, timeout=240)
+    sync, displaced = got[0], got[1]
+    diff = (sync["latents"][0] - reference).abs().max().item()
+    print(f"hunyuanvideo patch sync (2 workers) vs 1 worker: max abs diff {diff:.2e}")
+    torch.testing.assert_close(sync["latents"][0], reference, atol=1e-4, rtol=1e-4)
+    bands = sync["report"]["bands"]
+    assert bands["mode"] == "sync" and bands["bands"] == [(0, 4), (4, 6)] and any(bands["bytes_sent"].values())
+    assert sync["report"]["blocks"] == 1 and not other[0]["latents"]
+    diff = (displaced["latents"][0] - reference).abs().max().item()
+    print(f"hunyuanvideo patch displaced (warmup 1 of 2 steps) vs 1 worker: max abs diff {diff:.2e}")
+    assert displaced["report"]["bands"]["mode"] == "displaced" and 0 < diff < 0.5 * reference.abs().max().item()
+
+
+def test_three_workers_sync(hunyuan_dir, reference, tmp_path):
+    got = run_ranks(render_session, 3, hunyuan_dir, str(tmp_path), _fields("patch", 3), timeout=240)
+    diff = (got[0]["latents"][0] - reference).abs().max().item()
+    print(f"hunyuanvideo patch sync (3 workers) vs 1 worker: max abs diff {diff:.2e}")
+    torch.testing.assert_close(got[0]["latents"][0], reference, atol=1e-4, rtol=1e-4)
+    assert got[0]["report"]["bands"]["bands"] == [(0, 2), (2, 4), (4, 6)]
+
+
+@torch.no_grad()
+def test_the_whole_video_forward_is_the_models_own(hunyuan_dir):
+    """The adapter the bands drive calls the model as ``HunyuanVideoPipeline.__call__`` does: its output on a latent
+    equals the model's forward with the pipeline's arguments."""
+    from pipelines.families import family_for_dir
+
+    family = family_for_dir(hunyuan_dir)
+    pipe = family.load(hunyuan_dir, "float32", "cpu")
+    text, _, _ = pipe.conditioning("red stripes", "", 6.0)
+    shape = pipe.latent_shape(48, 32)
+    adapter = family.band_adapter(pipe.transformer, (shape[0], 3, *shape[1:]))
+    latent = torch.randn(1, shape[0], 3, *shape[1:], generator=torch.Generator().manual_seed(0))
+    timestep = torch.tensor([700.0])
+    cond = adapter.conditions(timestep, text)
+    got = adapter.head(adapter.run_layer(0, adapter.embed(latent, cond), cond), cond)
+    want = pipe.transformer(
+        hidden_states=latent,
+        timestep=timestep,
+        encoder_hidden_states=text["prompt_embeds"],
+        encoder_attention_mask=text["prompt_attention_mask"],
+        pooled_projections=text["pooled_prompt_embeds"],
+        guidance=text["guidance"],
+        return_dict=False,
+    )[0]
+    assert int(text["prompt_attention_mask"].sum()) < text["prompt_attention_mask"].shape[1]  # a padded prompt
+    assert torch.equal(got, want)
+
+
+def test_refused_at_submit(hunyuan_dir):
+    base = dict(VIDEO, model=hunyuan_dir)
+    spec = VideoSpec.from_dict({**base, "block_frames": 4, "context_frames": 4, "parallel": {"strategy": "patch", "degree": 2}})
+    assert (spec.block_frames, spec.context_frames, spec.blocks) == (12, 0, 1) and spec.notes
+    for parallel, field in (
+        ({"strategy": "patch", "degree": 4}, "parallel.degree"),  # 6 latent rows: 3 bands of a patch row at most
+        ({"strategy": "patch", "degree": "auto"}, "parallel.degree"),
+        ({"strategy": "patch", "degree": 2, "mode": "stale"}, "parallel.mode"),
+        ({"strategy": "sequence", "degree": 2}, "parallel.strategy"),  # no sequence plan
+    ):
+        with pytest.raises(SpecError) as err:
+            VideoSpec.from_dict({**base, "parallel": parallel})
+        assert err.value.field == field, parallel
