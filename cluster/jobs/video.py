@@ -331,7 +331,7 @@ class VideoSpec(JobSpec):
             free,
             candidates,
             max_stages=self.max_stages(),
-            batch=2 if self.guidance_scale > 1 else 1,
+            batch=min(described.batch, 2 if self.guidance_scale > 1 else 1),  # embedded guidance: 1 branch
             mode=self.parallel.mode,
             warmup_steps=self.parallel.warmup_steps,
             device=device,

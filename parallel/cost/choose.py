@@ -22,7 +22,7 @@ from dataclasses import dataclass
 
 import torch
 
-from parallel.cost.models import ModelSpec, get_model_spec, registry
+from parallel.cost.models import VIDEO_KINDS, ModelSpec, get_model_spec, registry
 from parallel.cost.predict import Prediction, cached_profile, predict, predict_model
 from parallel.cost.profile import ModelProfile, profile_model
 from parallel.cost.specs import load_specs
@@ -189,7 +189,7 @@ def choose_plan(
     unknown = wanted - set(JOB_STRATEGY)
     if unknown:
         raise ValueError(f"strategies: unknown {sorted(unknown)}; expected some of {sorted(JOB_STRATEGY)} or 'frames'")
-    if not isinstance(model, ModelProfile) and get_model_spec(model).kind == "video-dit":
+    if not isinstance(model, ModelProfile) and get_model_spec(model).kind in VIDEO_KINDS:
         # a video model's workers are frame-pipeline stages (its bands are not predicted)
         spec = get_model_spec(model)
         most = free_workers if "frame-pipeline" in wanted else 1
@@ -227,7 +227,7 @@ def choose_degree(
     stale_dtype: str | None = None,
 ) -> int:
     """The degree (1..free_workers) predicted fastest for this job that fits in memory: patch-parallel
-    bands for image models, frame-pipeline stages for video models ("video-dit", e.g. Wan).
+    bands for image models, frame-pipeline stages for video models (``VIDEO_KINDS``: Wan, HunyuanVideo).
 
     ``model``: a registered name ("builtin-image", "sdxl", "pixart-alpha", "wan2.1-1.3b", ...), a
     ``ModelSpec``, or a ``ModelProfile`` already taken at this size (then height/width/frames are unused).

@@ -11,6 +11,8 @@ never a class name):
 - "unet": the latent image, a timestep, the text embeddings (and SDXL's added conditioning, ``extra``);
 - "dit": PixArt's: the latent image, the text, a timestep and the resolution conditioning;
 - "video-dit": Wan's: a video latent (B, C, F, H, W), a timestep and the text;
+- "video-mmdit": joint text-video attention over a video latent (HunyuanVideo): the latent (B, C, F, H, W), a
+  timestep, the text tokens and their mask, the pooled text projection (``extra``) and the embedded guidance;
 - "mmdit": joint text-image attention over the latent image (SD3's MMDiT): the latent, the text tokens, the
   pooled text projection, a timestep;
 - "mmdit-ids": joint attention over 2x2-packed latent tokens with rotary positions from id tensors (FLUX.1):
@@ -71,7 +73,7 @@ class ModelSpec:
     def latent_shape(self, batch: int, height: int, width: int, frames: int = 1) -> tuple[int, ...]:
         """The (unpacked) latent: what the sampler steps, patch bands split and the VAE decodes."""
         h, w = height // self.vae_scale, width // self.vae_scale
-        if self.kind == "video-dit":
+        if self.kind in VIDEO_KINDS:
             return (batch, self.latent_channels, (frames - 1) // self.temporal_scale + 1, h, w)
         return (batch, self.latent_channels, h, w)
 
@@ -259,10 +261,12 @@ QWEN_TEXT_TOKENS = 256
 ``max_sequence_length`` = 512: 256 is taken for a long prompt (an assumption, not a published figure)."""
 
 
-KINDS = ("unet", "dit", "video-dit", "mmdit", "mmdit-ids", "mmdit-shapes")
+KINDS = ("unet", "dit", "video-dit", "video-mmdit", "mmdit", "mmdit-ids", "mmdit-shapes")
 """Architectures the cost model has an input recipe for (see the module docstring)."""
 PACKED_KINDS = ("mmdit-ids", "mmdit-shapes")
 """Kinds whose denoiser takes the latent as packed tokens, (B, tokens, channels x packing^2)."""
+VIDEO_KINDS = ("video-dit", "video-mmdit")
+"""Kinds whose latent is a video, (B, C, latent frames, H, W)."""
 
 
 def _builtin_config() -> dict[str, Any]:
@@ -442,6 +446,15 @@ def example_inputs(
                 k: torch.empty(batch, n, dtype=dtype, device=device) for k, n in spec.extra.items()
             }
         return (latent, t), kwargs
+    if spec.kind == "video-mmdit":
+        kwargs = {
+            "timestep": t,
+            "encoder_hidden_states": text,
+            "encoder_attention_mask": torch.ones(batch, spec.text_len, dtype=torch.bool, device=device),
+            "guidance": torch.empty(batch, dtype=dtype, device=device),
+        }
+        kwargs.update({k: torch.empty(batch, n, dtype=dtype, device=device) for k, n in spec.extra.items()})
+        return (latent,), kwargs
     if spec.kind == "dit":
         cond = {
             "resolution": torch.empty(batch, 2, dtype=dtype, device=device),

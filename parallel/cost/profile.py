@@ -80,7 +80,7 @@ class ModelProfile:
     name: str
     """Model name (or class name for an unnamed module)."""
     kind: str
-    """"unet", "dit" or "video-dit"."""
+    """The spec's kind (``parallel.cost.models.KINDS``)."""
     batch: int
     """Batch of the profiled forward (2 with CFG batched)."""
     height: int

@@ -216,7 +216,10 @@ def frame_pipeline_traffic(profile: ModelProfile, stages: int, block_latent_fram
     t = Traffic("frame-pipeline", stages)
     if stages <= 1:
         return t
-    hidden = profile.batch * frame_block_tokens(profile, block_latent_frames) * profile.hidden_bytes_per_token
+    tokens = frame_block_tokens(profile, block_latent_frames)
+    if profile.kind == "video-mmdit":  # joint attention: the text stream travels between stages with the video
+        tokens += profile.text_tokens
+    hidden = profile.batch * tokens * profile.hidden_bytes_per_token
     noise = profile.latent_bytes * block_latent_frames / ((profile.frames - 1) // 4 + 1)
     t.bytes_per_step = {"activations": hidden * (stages - 1) / stages, "noise": noise / stages}
     t.messages_per_step = {"activations": 1.0, "noise": 1.0 / stages}

@@ -75,6 +75,33 @@ class HunyuanVideoFamily(ModelFamily):
             return self.band_error(path, spec.height, degree)
         return None
 
+    def cost_model(self, path: str | Path, dtype: str):
+        """The transformer from its config.json as a "video-mmdit" (``parallel.cost``): joint attention over the
+        video and the prompt at the length the pipeline passes (``loading.prompt_length``), one forward per step
+        (the guidance is embedded)."""
+        import json
+
+        from parallel.cost.models import ModelSpec
+        from pipelines.families.hunyuanvideo.loading import prompt_length
+
+        config = self.component_config(path, "transformer")
+        tokenizer = Path(path) / "tokenizer" / "tokenizer_config.json"
+        limit = json.loads(tokenizer.read_text()).get("model_max_length", 10**6) if tokenizer.is_file() else 10**6
+        return ModelSpec(
+            name=str(path),
+            class_name=config["_class_name"],
+            config={k: v for k, v in config.items() if not k.startswith("_")},
+            kind="video-mmdit",
+            latent_channels=int(config.get("in_channels", 16)),
+            vae_scale=self.latent_factor(path),
+            text_len=prompt_length(int(limit)),
+            text_dim=int(config.get("text_embed_dim", 4096)),
+            temporal_scale=self.temporal_factor(path),
+            dtype=dtype,
+            extra={"pooled_projections": int(config.get("pooled_projection_dim", 768))},
+            batch=1,
+        )
+
     def load(self, path: str | Path, dtype: str, device: str) -> Any:
         from pipelines.families.hunyuanvideo.loading import load_hunyuan_pipeline
 

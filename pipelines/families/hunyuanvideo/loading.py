@@ -51,6 +51,15 @@ def pipeline_default(argument: str):
     return inspect.signature(HunyuanVideoPipeline.__call__).parameters[argument].default
 
 
+def prompt_length(tokenizer_limit: int) -> int:
+    """Prompt tokens the transformer sees: the pipeline's default (256), fewer when the tokenizer's own limit, less
+    the template's cropped system part, is lower."""
+    from diffusers import HunyuanVideoPipeline
+
+    template = inspect.signature(HunyuanVideoPipeline.encode_prompt).parameters["prompt_template"].default
+    return min(pipeline_default("max_sequence_length"), tokenizer_limit - int(template.get("crop_start") or 0))
+
+
 @dataclass
 class HunyuanVideoParts(VideoPipelineBase):
     """A loaded HunyuanVideoPipeline and what the frame pipeline asks of a video model."""
@@ -105,13 +114,8 @@ class HunyuanVideoParts(VideoPipelineBase):
 
     # --- the prompt ------------------------------------------------------------------------------
     def max_sequence_length(self) -> int:
-        """Prompt tokens kept: the pipeline's default (256), fewer when the tokenizer's own limit, less the
-        template's cropped system part, is lower."""
-        from diffusers import HunyuanVideoPipeline
-
-        template = inspect.signature(HunyuanVideoPipeline.encode_prompt).parameters["prompt_template"].default
-        limit = int(self.pipe.tokenizer.model_max_length) - int(template.get("crop_start") or 0)
-        return min(pipeline_default("max_sequence_length"), limit)
+        """Prompt tokens kept (``prompt_length``)."""
+        return prompt_length(int(self.pipe.tokenizer.model_max_length))
 
     @torch.no_grad()
     def encode_prompt(self, prompt: str, guidance_scale: float | None = None) -> dict[str, torch.Tensor]:
