@@ -11,6 +11,9 @@ never a class name):
 - "unet": the latent image, a timestep, the text embeddings (and SDXL's added conditioning, ``extra``);
 - "dit": PixArt's: the latent image, the text, a timestep and the resolution conditioning;
 - "video-dit": Wan's: a video latent (B, C, F, H, W), a timestep and the text;
+- "video-packed": a video latent packed into tokens before the denoiser (LTX-Video): the tokens
+  (B, F/p_t x H/p x W/p, C x p_t x p x p), the text and its mask by cross-attention, a timestep, the latent's
+  frames, rows and columns and the rotary interpolation scale;
 - "video-mmdit": joint text-video attention over a video latent (HunyuanVideo): the latent (B, C, F, H, W), a
   timestep, the text tokens and their mask, the pooled text projection (``extra``) and the embedded guidance;
 - "mmdit": joint text-image attention over the latent image (SD3's MMDiT): the latent, the text tokens, the
@@ -261,11 +264,11 @@ QWEN_TEXT_TOKENS = 256
 ``max_sequence_length`` = 512: 256 is taken for a long prompt (an assumption, not a published figure)."""
 
 
-KINDS = ("unet", "dit", "video-dit", "video-mmdit", "mmdit", "mmdit-ids", "mmdit-shapes")
+KINDS = ("unet", "dit", "video-dit", "video-mmdit", "video-packed", "mmdit", "mmdit-ids", "mmdit-shapes")
 """Architectures the cost model has an input recipe for (see the module docstring)."""
-PACKED_KINDS = ("mmdit-ids", "mmdit-shapes")
+PACKED_KINDS = ("mmdit-ids", "mmdit-shapes", "video-packed")
 """Kinds whose denoiser takes the latent as packed tokens, (B, tokens, channels x packing^2)."""
-VIDEO_KINDS = ("video-dit", "video-mmdit")
+VIDEO_KINDS = ("video-dit", "video-mmdit", "video-packed")
 """Kinds whose latent is a video, (B, C, latent frames, H, W)."""
 
 
@@ -446,6 +449,8 @@ def example_inputs(
                 k: torch.empty(batch, n, dtype=dtype, device=device) for k, n in spec.extra.items()
             }
         return (latent, t), kwargs
+    if spec.kind == "video-packed":
+        return _video_packed_inputs(spec, latent, text, device)
     if spec.kind == "video-mmdit":
         kwargs = {
             "timestep": t,
@@ -462,6 +467,27 @@ def example_inputs(
         }
         return (latent,), {"encoder_hidden_states": text, "timestep": t, "added_cond_kwargs": cond}
     return (latent, t, text), {}  # video-dit
+
+
+def _video_packed_inputs(
+    spec: ModelSpec, latent: torch.Tensor, text: torch.Tensor, device: str | torch.device
+) -> tuple[tuple, dict[str, Any]]:
+    """LTX-Video's inputs: the latent packed as ``LTXPipeline._pack_latents`` packs it, the text with its mask, a
+    flow-matching timestep, the latent grid and the rotary scale ``LTXPipeline.__call__`` passes at 25 fps."""
+    batch, channels, frames, rows, columns = latent.shape
+    p, p_t = spec.packing, int(spec.config.get("patch_size_t", 1) or 1)
+    tokens = (frames // p_t) * (rows // p) * (columns // p)
+    packed = torch.empty(batch, tokens, channels * p_t * p * p, dtype=latent.dtype, device=device)
+    kwargs: dict[str, Any] = {
+        "encoder_hidden_states": text,
+        "timestep": torch.full((batch,), 500.0, dtype=latent.dtype, device=device),
+        "encoder_attention_mask": torch.ones(batch, spec.text_len, dtype=torch.bool, device=device),
+        "num_frames": frames // p_t,
+        "height": rows // p,
+        "width": columns // p,
+        "rope_interpolation_scale": (spec.temporal_scale / 25, spec.vae_scale, spec.vae_scale),
+    }
+    return (packed,), kwargs
 
 
 def _joint_inputs(

@@ -40,6 +40,12 @@ class LTXFamily(ModelFamily):
 
         return vae_factors(self.component_config(path, "vae"))[0]
 
+    def latent_factor(self, path: str | Path) -> int:
+        """32: pixels per latent row and column of LTX-Video's VAE (read from its config)."""
+        from pipelines.families.ltx.loading import vae_factors
+
+        return vae_factors(self.component_config(path, "vae"))[1]
+
     def video_error(self, path: str | Path, spec: Any) -> tuple[str, str] | None:
         """Whole latent frames per block (the default), and a frame size of whole latent rows and columns
         (32 pixels each for LTX-Video's VAE)."""
@@ -72,14 +78,8 @@ class LTXFamily(ModelFamily):
     def _sequence_error(self, path: str | Path, video_tokens: int, degree: int) -> tuple[str, str] | None:
         """What diffusers' Ulysses over ``degree`` workers needs of LTX's ``_cp_plan``: the attention heads, the
         video tokens and the prompt tokens (both are split at the model's entry) each divide between them."""
-        from pipelines.families.ltx.loading import LTX_MAX_SEQUENCE_LENGTH
-
         heads = int(self.component_config(path, "transformer").get("num_attention_heads", 32))
-        config = Path(path) / "tokenizer" / "tokenizer_config.json"
-        tokenizer = json.loads(config.read_text()) if config.is_file() else {}
-        text_tokens = min(
-            LTX_MAX_SEQUENCE_LENGTH, int(tokenizer.get("model_max_length", LTX_MAX_SEQUENCE_LENGTH))
-        )
+        text_tokens = self._prompt_tokens(path)
         for what, count in (
             ("attention heads", heads),
             ("video tokens", video_tokens),
@@ -92,6 +92,35 @@ class LTXFamily(ModelFamily):
                     "divide them",
                 )
         return None
+
+    def cost_model(self, path: str | Path, dtype: str):
+        """The transformer from its config.json as a "video-packed" (``parallel.cost``): the latent packed into
+        tokens as ``LTXPipeline`` packs it, the T5 prompt at the length it encodes (``_prompt_tokens``)."""
+        from parallel.cost.models import ModelSpec
+
+        config = self.component_config(path, "transformer")
+        return ModelSpec(
+            name=str(path),
+            class_name=config["_class_name"],
+            config={k: v for k, v in config.items() if not k.startswith("_")},
+            kind="video-packed",
+            latent_channels=int(config.get("in_channels", 128)),
+            vae_scale=self.latent_factor(path),
+            text_len=self._prompt_tokens(path),
+            text_dim=int(config.get("caption_channels", 4096)),
+            temporal_scale=self.temporal_factor(path),
+            dtype=dtype,
+            packing=int(config.get("patch_size", 1)),
+        )
+
+    def _prompt_tokens(self, path: str | Path) -> int:
+        """The prompt tokens ``LTXVideoPipeline.encode_prompt`` passes: LTXPipeline's default length, or the
+        tokenizer's own limit where lower."""
+        from pipelines.families.ltx.loading import LTX_MAX_SEQUENCE_LENGTH
+
+        config = Path(path) / "tokenizer" / "tokenizer_config.json"
+        tokenizer = json.loads(config.read_text()) if config.is_file() else {}
+        return min(LTX_MAX_SEQUENCE_LENGTH, int(tokenizer.get("model_max_length", LTX_MAX_SEQUENCE_LENGTH)))
 
     def load(self, path: str | Path, dtype: str, device: str) -> Any:
         from pipelines.families.ltx.loading import load_ltx_pipeline
