@@ -2,8 +2,10 @@
 
 ``loading`` (the directory's check and its ``VideoPipeline``: T5 prompts through the pipeline's own
 ``encode_prompt``, the DDIM or DPM scheduler stepped as ``CogVideoXPipeline.__call__`` steps it), ``decode`` (the
-causal 3-D VAE streamed block by block with its cache carried over) and ``frames`` (the frame plan). Renders
-``job=video`` with ``parallel.strategy`` none or frames.
+causal 3-D VAE streamed block by block with its cache carried over), ``frames`` (the frame plan) and ``patch``
+(row bands of every frame of the whole video, the model's own forward driven by ``whole.CogVideoXWholeAdapter``).
+Renders ``job=video`` with ``parallel.strategy`` none, frames or patch. diffusers 0.42 ships no ``_cp_plan`` for
+the transformer: there is no sequence plan.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ class CogVideoXFamily(ModelFamily):
     denoiser = "transformer"
     denoisers = ("CogVideoXTransformer3DModel",)
     samplers = ()  # a video renders with the scheduler its directory names
-    strategies = ("none", "frames")
+    strategies = ("none", "frames", "patch")
 
     def check_dir(self, path: Path, index: dict) -> None:
         from pipelines.families.cogvideox.loading import check_cogvideox_dir
@@ -31,6 +33,14 @@ class CogVideoXFamily(ModelFamily):
     def max_stages(self, path: str | Path) -> int:
         """Frame-pipeline stages the model can be cut into: one transformer block each at most."""
         return int(self.component_config(path, "transformer").get("num_layers", 0))
+
+    def band_alignment(self, path: str | Path) -> int:
+        """A band holds whole patch rows (the transformer's ``patch_size``)."""
+        return int(self.component_config(path, "transformer").get("patch_size", 2))
+
+    def latent_factor(self, path: str | Path) -> int:
+        """Pixels per latent row and column: 2 per down block of the VAE."""
+        return 2 ** (len(self.component_config(path, "vae").get("block_out_channels", [0])) - 1)
 
     def temporal_factor(self, path: str | Path) -> int:
         return int(self.component_config(path, "vae").get("temporal_compression_ratio", 4))
@@ -43,7 +53,7 @@ class CogVideoXFamily(ModelFamily):
             return problem
         transformer = self.component_config(path, "transformer")
         if transformer.get("use_learned_positional_embeddings"):  # diffusers' CogVideoXPatchEmbed refuses other sizes
-            scale = 2 ** (len(self.component_config(path, "vae").get("block_out_channels", [0])) - 1)
+            scale = self.latent_factor(path)
             size = (transformer.get("sample_height", 0) * scale, transformer.get("sample_width", 0) * scale)
             if (spec.height, spec.width) != size:
                 return (
@@ -54,7 +64,7 @@ class CogVideoXFamily(ModelFamily):
         if transformer.get("patch_size_t") and transformer.get("use_rotary_positional_embeddings"):
             # 1.5's rotary grid is a slice of one sized by the transformer's sample size (diffusers'
             # `_prepare_rotary_positional_embeddings`, grid_type="slice"): a larger frame has no positions to take
-            scale = 2 ** (len(self.component_config(path, "vae").get("block_out_channels", [0])) - 1)
+            scale = self.latent_factor(path)
             patch = transformer.get("patch_size", 1)
             for field, size, sample in (("height", spec.height, "sample_height"), ("width", spec.width, "sample_width")):
                 most = transformer.get(sample, 0) // patch * patch * scale
@@ -73,6 +83,9 @@ class CogVideoXFamily(ModelFamily):
                 f"a CogVideoX block must hold an even number of latent frames ({why}the VAE's decode in pairs of "
                 f"latent frames need it): block_frames must be a multiple of {2 * factor}, got {spec.block_frames}",
             )
+        degree = spec.parallel.degree
+        if spec.parallel.strategy == "patch" and isinstance(degree, int) and degree > 1:
+            return self.band_error(path, spec.height, degree)
         return None
 
     def load(self, path: str | Path, dtype: str, device: str) -> Any:
@@ -85,6 +98,17 @@ class CogVideoXFamily(ModelFamily):
         from pipelines.families.cogvideox.frames import CogVideoXFrameAdapter
 
         return CogVideoXFrameAdapter(model, block_shape, context_frames)
+
+    def band_adapter(self, model, block_shape: tuple[int, int, int, int], context_frames: int = 0):
+        """The whole-video forward the patch plan (``patch_plan``) runs on a band of rows of every frame."""
+        from pipelines.families.cogvideox.whole import CogVideoXWholeAdapter
+
+        return CogVideoXWholeAdapter(model, block_shape, context_frames)
+
+    def patch_plan(self, model, config):
+        from pipelines.families.cogvideox.patch import cogvideox_patch_plan
+
+        return cogvideox_patch_plan(model, config)
 
 
 COGVIDEOX = CogVideoXFamily()
