@@ -11,6 +11,8 @@ never a class name):
 - "unet": the latent image, a timestep, the text embeddings (and SDXL's added conditioning, ``extra``);
 - "dit": PixArt's: the latent image, the text, a timestep and the resolution conditioning;
 - "video-dit": Wan's: a video latent (B, C, F, H, W), a timestep and the text;
+- "video-mmdit-bfchw": joint text-video attention over a frames-first video latent (CogVideoX): the latent
+  (B, F, C, H, W), the text tokens, a timestep and, for rotary configs, the rotary table of the video's tokens;
 - "video-packed": a video latent packed into tokens before the denoiser (LTX-Video): the tokens
   (B, F/p_t x H/p x W/p, C x p_t x p x p), the text and its mask by cross-attention, a timestep, the latent's
   frames, rows and columns and the rotary interpolation scale;
@@ -264,11 +266,13 @@ QWEN_TEXT_TOKENS = 256
 ``max_sequence_length`` = 512: 256 is taken for a long prompt (an assumption, not a published figure)."""
 
 
-KINDS = ("unet", "dit", "video-dit", "video-mmdit", "video-packed", "mmdit", "mmdit-ids", "mmdit-shapes")
+KINDS = (
+    "unet", "dit", "video-dit", "video-mmdit", "video-mmdit-bfchw", "video-packed", "mmdit", "mmdit-ids", "mmdit-shapes"
+)
 """Architectures the cost model has an input recipe for (see the module docstring)."""
 PACKED_KINDS = ("mmdit-ids", "mmdit-shapes", "video-packed")
 """Kinds whose denoiser takes the latent as packed tokens, (B, tokens, channels x packing^2)."""
-VIDEO_KINDS = ("video-dit", "video-mmdit", "video-packed")
+VIDEO_KINDS = ("video-dit", "video-mmdit", "video-mmdit-bfchw", "video-packed")
 """Kinds whose latent is a video, (B, C, latent frames, H, W)."""
 
 
@@ -451,6 +455,8 @@ def example_inputs(
         return (latent, t), kwargs
     if spec.kind == "video-packed":
         return _video_packed_inputs(spec, latent, text, device)
+    if spec.kind == "video-mmdit-bfchw":
+        return _frames_first_inputs(spec, latent, text, device)
     if spec.kind == "video-mmdit":
         kwargs = {
             "timestep": t,
@@ -467,6 +473,25 @@ def example_inputs(
         }
         return (latent,), {"encoder_hidden_states": text, "timestep": t, "added_cond_kwargs": cond}
     return (latent, t, text), {}  # video-dit
+
+
+def _frames_first_inputs(
+    spec: ModelSpec, latent: torch.Tensor, text: torch.Tensor, device: str | torch.device
+) -> tuple[tuple, dict[str, Any]]:
+    """CogVideoX's inputs as ``CogVideoXPipeline.__call__`` passes them: the latent frames first, the text, an
+    integer timestep, and for a rotary config a (cos, sin) table of one row per video token."""
+    batch = latent.shape[0]
+    kwargs: dict[str, Any] = {
+        "encoder_hidden_states": text,
+        "timestep": torch.full((batch,), 500, dtype=torch.long, device=device),
+    }
+    if spec.config.get("use_rotary_positional_embeddings"):
+        _, _, frames, rows, columns = latent.shape
+        p, p_t = int(spec.config.get("patch_size", 2)), int(spec.config.get("patch_size_t") or 1)
+        tokens = -(-frames // p_t) * (rows // p) * (columns // p)
+        dim = int(spec.config.get("attention_head_dim", 64))
+        kwargs["image_rotary_emb"] = tuple(torch.empty(tokens, dim, device=device) for _ in range(2))
+    return (latent.transpose(1, 2),), kwargs
 
 
 def _video_packed_inputs(

@@ -337,8 +337,8 @@ def _image_tokens(model: nn.Module, kind: str, latent: torch.Tensor) -> int:
     if kind in PACKED_KINDS:
         return latent.shape[1]
     patch = model.config.patch_size
-    p = tuple(patch) if isinstance(patch, (list, tuple)) else (1, patch, patch)
-    frames = latent.shape[2] if latent.dim() == 5 else 1
+    p = tuple(patch) if isinstance(patch, (list, tuple)) else (model.config.get("patch_size_t") or 1, patch, patch)
+    frames = latent.shape[1 if kind == "video-mmdit-bfchw" else 2] if latent.dim() == 5 else 1
     return (frames // p[0]) * (latent.shape[-2] // p[-2]) * (latent.shape[-1] // p[-1])
 
 

@@ -88,6 +88,26 @@ class CogVideoXFamily(ModelFamily):
             return self.band_error(path, spec.height, degree)
         return None
 
+    def cost_model(self, path: str | Path, dtype: str):
+        """The transformer from its config.json as a "video-mmdit-bfchw" (``parallel.cost``): joint attention over
+        the prompt at the length the pipeline encodes (``loading.prompt_length``) and the frames-first video."""
+        from parallel.cost.models import ModelSpec
+        from pipelines.families.cogvideox.loading import prompt_length
+
+        config = self.component_config(path, "transformer")
+        return ModelSpec(
+            name=str(path),
+            class_name=config["_class_name"],
+            config={k: v for k, v in config.items() if not k.startswith("_")},
+            kind="video-mmdit-bfchw",
+            latent_channels=int(config.get("in_channels", 16)),
+            vae_scale=self.latent_factor(path),
+            text_len=prompt_length(config),
+            text_dim=int(config.get("text_embed_dim", 4096)),
+            temporal_scale=self.temporal_factor(path),
+            dtype=dtype,
+        )
+
     def load(self, path: str | Path, dtype: str, device: str) -> Any:
         from pipelines.families.cogvideox.loading import load_cogvideox_pipeline
 

@@ -74,6 +74,22 @@ def check_cogvideox_dir(path: str | Path, index: dict | None = None) -> dict:
     return index
 
 
+def prompt_length(transformer_config) -> int:
+    """Tokens a prompt is encoded to for a transformer of this config: ``CogVideoXPipeline.__call__``'s default
+    ``max_sequence_length`` (226) for a transformer with rotary positions only, which takes any text length
+    (CogVideoX 1.5's configs say 224 but the pipeline encodes 226); the transformer's ``max_text_seq_length`` when its
+    patch embedding adds a sincos or learned position table built for exactly that many text tokens (the pipeline's
+    default would fail there unless the two agree)."""
+    import inspect
+
+    from diffusers import CogVideoXPipeline
+
+    rotary = transformer_config.get("use_rotary_positional_embeddings", False)
+    if rotary and not transformer_config.get("use_learned_positional_embeddings", False):
+        return int(inspect.signature(CogVideoXPipeline.__call__).parameters["max_sequence_length"].default)
+    return int(transformer_config.get("max_text_seq_length", 226))
+
+
 @dataclass
 class CogVideoXVideoPipeline(VideoPipelineBase):
     """The loaded parts of a CogVideoX pipeline, in eval mode on one device (a ``VideoPipeline``)."""
@@ -142,19 +158,8 @@ class CogVideoXVideoPipeline(VideoPipelineBase):
 
     @property
     def prompt_tokens(self) -> int:
-        """Tokens a prompt is encoded to: ``CogVideoXPipeline.__call__``'s default ``max_sequence_length`` (226)
-        for a transformer with rotary positions only, which takes any text length (CogVideoX 1.5's configs say
-        224 but the pipeline encodes 226); the transformer's ``max_text_seq_length`` when its patch embedding adds a
-        sincos or learned position table built for exactly that many text tokens (the pipeline's default would
-        fail there unless the two agree)."""
-        import inspect
-
-        from diffusers import CogVideoXPipeline
-
-        config = self.transformer.config
-        if config.use_rotary_positional_embeddings and not config.use_learned_positional_embeddings:
-            return int(inspect.signature(CogVideoXPipeline.__call__).parameters["max_sequence_length"].default)
-        return int(config.max_text_seq_length)
+        """Tokens a prompt is encoded to (``prompt_length``)."""
+        return prompt_length(self.transformer.config)
 
     @torch.no_grad()
     def encode_prompt(self, prompt: str) -> torch.Tensor:
