@@ -38,6 +38,17 @@ def gather_band_kv(rt: PatchRuntime, key: tuple, kv: torch.Tensor) -> list[torch
     return parts
 
 
+def gather_video_band_kv(rt: PatchRuntime, key: tuple, kv: torch.Tensor, frames: int) -> torch.Tensor:
+    """(B, band tokens, ...) -> (B, video tokens, ...) in the whole video's (frame, row, column) order, for a band
+    that holds its rows of each of ``frames`` (token) frames: every band's part (``gather_band_kv``) is cut per
+    frame and the frames' rows joined band after band."""
+    if rt.world == 1:
+        return kv
+    batch = kv.shape[0]
+    parts = [part.reshape(batch, frames, -1, *kv.shape[2:]) for part in gather_band_kv(rt, key, kv)]
+    return torch.cat(parts, dim=2).flatten(1, 2)
+
+
 class BandSelfAttnProcessor:
     """Attention processor for one self-attention layer of a patch-parallel model."""
 
@@ -112,15 +123,20 @@ class BandSelfAttnProcessor:
         return hidden_states / attn.rescale_output_factor
 
 
-def patch_self_attention(attn: Attention, rt: PatchRuntime) -> Callable[[], None]:
-    """Install ``BandSelfAttnProcessor`` on ``attn``; returns the function that restores the old one."""
+def install_processor(attn: torch.nn.Module, processor: object) -> Callable[[], None]:
+    """Set ``processor`` on the attention module ``attn``; returns the function that restores the old one."""
     old = attn.processor
-    attn.set_processor(BandSelfAttnProcessor(rt, rt.new_layer_id()))
+    attn.set_processor(processor)
 
     def undo() -> None:
         attn.set_processor(old)
 
     return undo
+
+
+def patch_self_attention(attn: Attention, rt: PatchRuntime) -> Callable[[], None]:
+    """Install ``BandSelfAttnProcessor`` on ``attn``; returns the function that restores the old one."""
+    return install_processor(attn, BandSelfAttnProcessor(rt, rt.new_layer_id()))
 
 
 def is_self_attention(module: torch.nn.Module) -> bool:

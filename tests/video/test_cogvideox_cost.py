@@ -8,13 +8,11 @@ from __future__ import annotations
 import pytest
 import torch
 from _tiny_cogvideox import save_tiny_cogvideox
+from _video_cost import check_auto_picks_the_fastest
 from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.utils.flop_counter import FlopCounterMode
 
-from cluster.jobs.video import VideoSpec
-from cluster.scheduler import CostModelDegreeRule, auto_choice
 from parallel.cost.profile import profile_model
-from parallel.cost.video import pick_video_plan, rank_video_plans
 from pipelines.families.cogvideox import COGVIDEOX
 
 HEIGHT, WIDTH, FRAMES = 32, 32, 16  # 4 latent frames of 8 x 8
@@ -54,22 +52,5 @@ def test_the_description_costs_what_the_pipeline_runs(dirs, version):
 
 
 def test_auto_picks_the_cost_models_fastest_of_frames_and_bands(dirs):
-    rule = CostModelDegreeRule()
-    described = COGVIDEOX.cost_model(dirs["1.0"], "float32")
-    for block_frames, free in ((8, 2), (16, 3), (8, 1)):
-        spec = VideoSpec.from_dict(
-            {"model": dirs["1.0"], "prompt": "x", "negative_prompt": "y", "guidance_scale": 5.0, "frames": FRAMES,
-             "block_frames": block_frames, "context_frames": 0, "height": HEIGHT, "width": WIDTH, "steps": 3,
-             "parallel": {"strategy": "auto", "degree": "auto"}}
-        )
-        choice = auto_choice(spec, spec.model, free, rule)
-        plans = rank_video_plans(
-            described, HEIGHT, WIDTH, 4, block_frames // 4, 3, free, ("frames", "patch"),
-            max_stages=spec.max_stages(), batch=2, device=rule.device, link=rule.link,
-        )
-        best = pick_video_plan(plans)
-        assert (choice["strategy"], choice["degree"]) == (best.strategy, best.degree), (block_frames, free)
-        assert {p.strategy for p in plans} >= ({"none", "patch"} if free > 1 else {"none"})
-        placed = spec.placed(spec.model, best.degree, choice)
-        assert placed.parallel.strategy == best.strategy
-        print(f"{FRAMES} frames in blocks of {block_frames}, {free} free: {best.strategy} x{best.degree}")
+    fields = dict(prompt="x", negative_prompt="y", guidance_scale=5.0, frames=FRAMES, height=HEIGHT, width=WIDTH, steps=3)
+    check_auto_picks_the_fastest(COGVIDEOX, dirs["1.0"], fields, [(8, 2), (16, 3), (8, 1)], "patch", batch=2)

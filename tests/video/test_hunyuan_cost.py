@@ -8,13 +8,11 @@ from __future__ import annotations
 import pytest
 import torch
 from _tiny_hunyuanvideo import save_tiny_hunyuanvideo
+from _video_cost import check_auto_picks_the_fastest
 from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.utils.flop_counter import FlopCounterMode
 
-from cluster.jobs.video import VideoSpec
-from cluster.scheduler import CostModelDegreeRule, auto_choice
 from parallel.cost.profile import profile_model
-from parallel.cost.video import pick_video_plan, rank_video_plans
 from pipelines.families.hunyuanvideo import HUNYUANVIDEO
 
 HEIGHT, WIDTH, FRAMES = 48, 32, 12  # 3 latent frames of 6 x 4
@@ -51,22 +49,5 @@ def test_the_description_costs_what_the_pipeline_runs(hunyuan_dir):
 
 
 def test_auto_picks_the_cost_models_fastest_of_frames_and_bands(hunyuan_dir):
-    rule = CostModelDegreeRule()
-    described = HUNYUANVIDEO.cost_model(hunyuan_dir, "float32")
-    for frames, block_frames, free in ((FRAMES, 4, 2), (FRAMES, 12, 3), (FRAMES, 4, 1)):
-        spec = VideoSpec.from_dict(
-            {"model": hunyuan_dir, "prompt": "x", "guidance_scale": 6.0, "frames": frames, "block_frames": block_frames,
-             "context_frames": 0, "height": HEIGHT, "width": WIDTH, "steps": 3,
-             "parallel": {"strategy": "auto", "degree": "auto"}}
-        )
-        choice = auto_choice(spec, spec.model, free, rule)
-        plans = rank_video_plans(
-            described, HEIGHT, WIDTH, 3, block_frames // 4, 3, free, ("frames", "patch"),
-            max_stages=spec.max_stages(), batch=1, device=rule.device, link=rule.link,
-        )
-        best = pick_video_plan(plans)
-        assert (choice["strategy"], choice["degree"]) == (best.strategy, best.degree), (block_frames, free)
-        assert {p.strategy for p in plans} >= ({"none", "patch"} if free > 1 else {"none"})
-        placed = spec.placed(spec.model, best.degree, choice)
-        assert placed.parallel.strategy == best.strategy
-        print(f"{frames} frames in blocks of {block_frames}, {free} free: {best.strategy} x{best.degree}")
+    fields = dict(prompt="x", guidance_scale=6.0, frames=FRAMES, height=HEIGHT, width=WIDTH, steps=3)
+    check_auto_picks_the_fastest(HUNYUANVIDEO, hunyuan_dir, fields, [(4, 2), (12, 3), (4, 1)], "patch", batch=1)

@@ -8,13 +8,11 @@ from __future__ import annotations
 import pytest
 import torch
 from _tiny_ltx import save_tiny_ltx
+from _video_cost import check_auto_picks_the_fastest
 from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.utils.flop_counter import FlopCounterMode
 
-from cluster.jobs.video import VideoSpec
-from cluster.scheduler import CostModelDegreeRule, auto_choice
 from parallel.cost.profile import profile_model
-from parallel.cost.video import pick_video_plan, rank_video_plans
 from pipelines.families.ltx import LTX
 
 HEIGHT, WIDTH, FRAMES = 64, 96, 24  # 3 latent frames of 2 x 3 latent pixels: 18 video tokens
@@ -52,22 +50,5 @@ def test_the_description_costs_what_the_pipeline_runs(ltx_dir):
 
 
 def test_auto_picks_the_cost_models_fastest_of_frames_and_sequence(ltx_dir):
-    rule = CostModelDegreeRule()
-    described = LTX.cost_model(ltx_dir, "float32")
-    for block_frames, free in ((8, 2), (24, 2), (8, 1)):
-        spec = VideoSpec.from_dict(
-            {"model": ltx_dir, "prompt": "x", "guidance_scale": 1.0, "frames": FRAMES, "block_frames": block_frames,
-             "context_frames": 0, "height": HEIGHT, "width": WIDTH, "steps": 3,
-             "parallel": {"strategy": "auto", "degree": "auto"}}
-        )
-        choice = auto_choice(spec, spec.model, free, rule)
-        plans = rank_video_plans(
-            described, HEIGHT, WIDTH, 3, block_frames // 8, 3, free, ("frames", "sequence"),
-            max_stages=spec.max_stages(), batch=1, device=rule.device, link=rule.link,
-        )
-        best = pick_video_plan(plans)
-        assert (choice["strategy"], choice["degree"]) == (best.strategy, best.degree), (block_frames, free)
-        assert {p.strategy for p in plans} >= ({"none", "sequence"} if free > 1 else {"none"})
-        placed = spec.placed(spec.model, best.degree, choice)
-        assert placed.parallel.strategy == best.strategy
-        print(f"{FRAMES} frames in blocks of {block_frames}, {free} free: {best.strategy} x{best.degree}")
+    fields = dict(prompt="x", guidance_scale=1.0, frames=FRAMES, height=HEIGHT, width=WIDTH, steps=3)
+    check_auto_picks_the_fastest(LTX, ltx_dir, fields, [(8, 2), (24, 2), (8, 1)], "sequence", batch=1)

@@ -60,6 +60,23 @@ class BlockContext:
     """Rotary embedding of the positions just after the block (for the next block's head), or None."""
 
 
+def joint_projections(
+    attn, hidden_states: torch.Tensor, encoder_hidden_states: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Queries, keys and values of CogVideoX's joint attention over ``[text; video]``, each [B, heads, tokens,
+    head_dim], queries and keys normed (no rotary yet), as ``CogVideoXAttnProcessor2_0`` projects them."""
+    joint = torch.cat([encoder_hidden_states, hidden_states], dim=1)
+    batch = joint.shape[0]
+    query, key, value = attn.to_q(joint), attn.to_k(joint), attn.to_v(joint)
+    head_dim = key.shape[-1] // attn.heads
+    query, key, value = (x.view(batch, -1, attn.heads, head_dim).transpose(1, 2) for x in (query, key, value))
+    if attn.norm_q is not None:
+        query = attn.norm_q(query)
+    if attn.norm_k is not None:
+        key = attn.norm_k(key)
+    return query, key, value
+
+
 class ContextJointAttnProcessor:
     """``CogVideoXAttnProcessor2_0``'s joint attention, with the neighbours' cached edge video K/V appended."""
 
@@ -71,15 +88,8 @@ class ContextJointAttnProcessor:
     def __call__(self, attn, hidden_states, encoder_hidden_states, attention_mask=None, image_rotary_emb=None):
         ctx: BlockContext | None = self.state.get("current")
         text_tokens = encoder_hidden_states.size(1)
-        joint = torch.cat([encoder_hidden_states, hidden_states], dim=1)
-        batch = joint.shape[0]
-        query, key, value = attn.to_q(joint), attn.to_k(joint), attn.to_v(joint)
-        head_dim = key.shape[-1] // attn.heads
-        query, key, value = (x.view(batch, -1, attn.heads, head_dim).transpose(1, 2) for x in (query, key, value))
-        if attn.norm_q is not None:
-            query = attn.norm_q(query)
-        if attn.norm_k is not None:
-            key = attn.norm_k(key)
+        query, key, value = joint_projections(attn, hidden_states, encoder_hidden_states)
+        batch, head_dim = query.shape[0], query.shape[-1]
         previous = following = None
         if ctx is not None and ctx.context_tokens:
             # the cache's layout is [B, tokens, heads, head_dim]; video keys before their rotary embedding

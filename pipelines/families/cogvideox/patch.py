@@ -30,10 +30,11 @@ from diffusers import CogVideoXTransformer3DModel
 from diffusers.models.embeddings import apply_rotary_emb
 from torch import nn
 
-from parallel.patch.attention import gather_band_kv
+from parallel.patch.attention import gather_video_band_kv, install_processor
 from parallel.patch.config import PatchConfig
 from parallel.patch.parallelize import PatchPlan
 from parallel.patch.runtime import PatchRuntime
+from pipelines.families.cogvideox.frames import joint_projections
 
 GRID = "cogvideox_grid"
 """``rt.remember`` key of this forward's (token frames, band token rows, token columns, first band token row,
@@ -119,14 +120,8 @@ class CogVideoXBandJointAttnProcessor:
 
     def gather_kv(self, kv: torch.Tensor) -> torch.Tensor:
         """(B, band tokens, heads, 2 * head_dim) -> (B, video tokens, heads, 2 * head_dim) in the whole video's
-        (token frame, row, column) order: each band holds its rows of every token frame."""
-        rt = self.rt
-        if rt.world == 1:
-            return kv
-        parts = gather_band_kv(rt, self.key, kv)
-        frames, batch = rt.recall(GRID)[0], kv.shape[0]
-        per_frame = [part.reshape(batch, frames, -1, *kv.shape[2:]) for part in parts]
-        return torch.cat(per_frame, dim=2).flatten(1, 2)
+        (token frame, row, column) order."""
+        return gather_video_band_kv(self.rt, self.key, kv, self.rt.recall(GRID)[0])
 
     def __call__(
         self,
@@ -139,15 +134,8 @@ class CogVideoXBandJointAttnProcessor:
         if attention_mask is not None:
             raise NotImplementedError("CogVideoX bands: the joint attention takes no mask")
         text = encoder_hidden_states.size(1)
-        joint = torch.cat([encoder_hidden_states, hidden_states], dim=1)
-        batch = joint.shape[0]
-        query, key, value = attn.to_q(joint), attn.to_k(joint), attn.to_v(joint)
-        head_dim = key.shape[-1] // attn.heads
-        query, key, value = (x.view(batch, -1, attn.heads, head_dim).transpose(1, 2) for x in (query, key, value))
-        if attn.norm_q is not None:
-            query = attn.norm_q(query)
-        if attn.norm_k is not None:
-            key = attn.norm_k(key)
+        query, key, value = joint_projections(attn, hidden_states, encoder_hidden_states)
+        batch, head_dim = query.shape[0], query.shape[-1]
         if image_rotary_emb is not None:
             rope = self.band_rope(image_rotary_emb)
             query = torch.cat([query[:, :, :text], apply_rotary_emb(query[:, :, text:], rope)], dim=2)
@@ -170,13 +158,7 @@ class CogVideoXBandJointAttnProcessor:
 
 def patch_cogvideox_attention(attn: nn.Module, rt: PatchRuntime) -> Callable[[], None]:
     """Install ``CogVideoXBandJointAttnProcessor`` on ``attn``; returns the function restoring the old one."""
-    old = attn.processor
-    attn.set_processor(CogVideoXBandJointAttnProcessor(rt, rt.new_layer_id()))
-
-    def undo() -> None:
-        attn.set_processor(old)
-
-    return undo
+    return install_processor(attn, CogVideoXBandJointAttnProcessor(rt, rt.new_layer_id()))
 
 
 def patch_cogvideox_layers(transformer: nn.Module, rt: PatchRuntime) -> list[Callable[[], None]]:

@@ -68,6 +68,45 @@ class Conditions:
     """[B, text tokens] bool: the text tokens every query attends to (diffusers' joint attention mask)."""
 
 
+def joint_projections(
+    attn, hidden_states: torch.Tensor, encoder_hidden_states: torch.Tensor
+) -> tuple[torch.Tensor, ...]:
+    """The video's and the text's queries, keys and values of HunyuanVideo's joint attention, each [B, tokens,
+    heads, head_dim], queries and keys normed (no rotary yet), as ``HunyuanVideoAttnProcessor2_0`` projects them:
+    the single-stream blocks' one projection over [video; text] cut again, the dual-stream blocks' text through its
+    own projections."""
+    video_tokens = hidden_states.shape[1]
+    if attn.add_q_proj is None:  # single-stream: one projection over video and text
+        joint = torch.cat([hidden_states, encoder_hidden_states], dim=1)
+        query, key, value = (proj(joint).unflatten(2, (attn.heads, -1)) for proj in (attn.to_q, attn.to_k, attn.to_v))
+        query, key = attn.norm_q(query), attn.norm_k(key)
+        return (
+            query[:, :video_tokens], key[:, :video_tokens], value[:, :video_tokens],
+            query[:, video_tokens:], key[:, video_tokens:], value[:, video_tokens:],
+        )
+    query, key, value = (proj(hidden_states).unflatten(2, (attn.heads, -1)) for proj in (attn.to_q, attn.to_k, attn.to_v))
+    text_query, text_key, text_value = (
+        proj(encoder_hidden_states).unflatten(2, (attn.heads, -1))
+        for proj in (attn.add_q_proj, attn.add_k_proj, attn.add_v_proj)
+    )
+    return (
+        attn.norm_q(query), attn.norm_k(key), value,
+        attn.norm_added_q(text_query), attn.norm_added_k(text_key), text_value,
+    )
+
+
+def joint_outputs(attn, out: torch.Tensor, video_tokens: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The joint attention's output [B, video + text tokens, heads, head_dim] -> (video, text) through the
+    module's output projections, as ``HunyuanVideoAttnProcessor2_0`` ends (the single-stream blocks have none)."""
+    out = out.flatten(2, 3)
+    video, text = out[:, :video_tokens], out[:, video_tokens:]
+    if getattr(attn, "to_out", None) is not None:
+        video = attn.to_out[1](attn.to_out[0](video))
+    if getattr(attn, "to_add_out", None) is not None:
+        text = attn.to_add_out(text)
+    return video, text
+
+
 class ContextJointAttnProcessor:
     """HunyuanVideo's joint attention (dual- and single-stream), the neighbours' cached edge K/V appended."""
 
@@ -86,25 +125,9 @@ class ContextJointAttnProcessor:
     ) -> tuple[torch.Tensor, torch.Tensor]:
         ctx: BlockContext | None = self.state.get("current")
         video_tokens = hidden_states.shape[1]
-        if attn.add_q_proj is None:  # single-stream: one projection over video and text
-            joint = torch.cat([hidden_states, encoder_hidden_states], dim=1)
-            query, key, value = (
-                proj(joint).unflatten(2, (attn.heads, -1)) for proj in (attn.to_q, attn.to_k, attn.to_v)
-            )
-            query, key = attn.norm_q(query), attn.norm_k(key)
-            query, text_query = query[:, :video_tokens], query[:, video_tokens:]
-            key, text_key = key[:, :video_tokens], key[:, video_tokens:]
-            value, text_value = value[:, :video_tokens], value[:, video_tokens:]
-        else:  # dual-stream: the text has its own projections
-            query, key, value = (
-                proj(hidden_states).unflatten(2, (attn.heads, -1)) for proj in (attn.to_q, attn.to_k, attn.to_v)
-            )
-            query, key = attn.norm_q(query), attn.norm_k(key)
-            text_query, text_key, text_value = (
-                proj(encoder_hidden_states).unflatten(2, (attn.heads, -1))
-                for proj in (attn.add_q_proj, attn.add_k_proj, attn.add_v_proj)
-            )
-            text_query, text_key = attn.norm_added_q(text_query), attn.norm_added_k(text_key)
+        query, key, value, text_query, text_key, text_value = joint_projections(
+            attn, hidden_states, encoder_hidden_states
+        )
         keys, values = [], []
         context = ctx is not None and ctx.context_tokens > 0
         if context:
@@ -135,13 +158,7 @@ class ContextJointAttnProcessor:
             dropout_p=0.0,
             is_causal=False,
         )
-        out = out.flatten(2, 3).to(query.dtype)
-        video, text = out[:, :video_tokens], out[:, video_tokens:]
-        if getattr(attn, "to_out", None) is not None:
-            video = attn.to_out[1](attn.to_out[0](video))
-        if getattr(attn, "to_add_out", None) is not None:
-            text = attn.to_add_out(text)
-        return video, text
+        return joint_outputs(attn, out.to(query.dtype), video_tokens)
 
 
 def _turn_back(cos: torch.Tensor, sin: torch.Tensor, cos0: torch.Tensor, sin0: torch.Tensor) -> Rope:

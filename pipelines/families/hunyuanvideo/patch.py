@@ -34,10 +34,11 @@ from diffusers.models.attention_dispatch import dispatch_attention_fn
 from diffusers.models.embeddings import apply_rotary_emb
 from torch import nn
 
-from parallel.patch.attention import gather_band_kv
+from parallel.patch.attention import gather_video_band_kv, install_processor
 from parallel.patch.config import PatchConfig
 from parallel.patch.parallelize import PatchPlan
 from parallel.patch.runtime import PatchRuntime
+from pipelines.families.hunyuanvideo.frames import joint_outputs, joint_projections
 
 GRID = "hunyuan_grid"
 """``rt.remember`` key of this forward's post-patch (frames, band rows, columns)."""
@@ -52,14 +53,8 @@ class HunyuanBandJointAttnProcessor:
 
     def gather_kv(self, kv: torch.Tensor) -> torch.Tensor:
         """(B, band tokens, heads, 2 * head_dim) -> (B, video tokens, heads, 2 * head_dim) in the whole video's
-        (frame, row, column) order: each band holds its rows of every frame."""
-        rt = self.rt
-        if rt.world == 1:
-            return kv
-        parts = gather_band_kv(rt, self.key, kv)
-        frames, batch = rt.recall(GRID)[0], kv.shape[0]
-        per_frame = [p.reshape(batch, frames, -1, *kv.shape[2:]) for p in parts]
-        return torch.cat(per_frame, dim=2).flatten(1, 2)
+        (frame, row, column) order."""
+        return gather_video_band_kv(self.rt, self.key, kv, self.rt.recall(GRID)[0])
 
     def __call__(
         self,
@@ -70,23 +65,9 @@ class HunyuanBandJointAttnProcessor:
         image_rotary_emb: tuple[torch.Tensor, torch.Tensor] | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         video_tokens, text_tokens = hidden_states.shape[1], encoder_hidden_states.shape[1]
-        if attn.add_q_proj is None:  # single-stream: one projection over video and text
-            joint = torch.cat([hidden_states, encoder_hidden_states], dim=1)
-            query, key, value = (p(joint).unflatten(2, (attn.heads, -1)) for p in (attn.to_q, attn.to_k, attn.to_v))
-            query, key = attn.norm_q(query), attn.norm_k(key)
-            query, text_query = query.split([video_tokens, text_tokens], dim=1)
-            key, text_key = key.split([video_tokens, text_tokens], dim=1)
-            value, text_value = value.split([video_tokens, text_tokens], dim=1)
-        else:  # dual-stream: the text has projections of its own
-            query, key, value = (
-                p(hidden_states).unflatten(2, (attn.heads, -1)) for p in (attn.to_q, attn.to_k, attn.to_v)
-            )
-            query, key = attn.norm_q(query), attn.norm_k(key)
-            text_query, text_key, text_value = (
-                p(encoder_hidden_states).unflatten(2, (attn.heads, -1))
-                for p in (attn.add_q_proj, attn.add_k_proj, attn.add_v_proj)
-            )
-            text_query, text_key = attn.norm_added_q(text_query), attn.norm_added_k(text_key)
+        query, key, value, text_query, text_key, text_value = joint_projections(
+            attn, hidden_states, encoder_hidden_states
+        )
         if image_rotary_emb is not None:
             query = apply_rotary_emb(query, image_rotary_emb, sequence_dim=1)
             key = apply_rotary_emb(key, image_rotary_emb, sequence_dim=1)
@@ -105,13 +86,7 @@ class HunyuanBandJointAttnProcessor:
             dropout_p=0.0,
             is_causal=False,
         )
-        out = out.flatten(2, 3).to(query.dtype)
-        video, text = out[:, :video_tokens], out[:, video_tokens:]
-        if getattr(attn, "to_out", None) is not None:
-            video = attn.to_out[1](attn.to_out[0](video))
-        if getattr(attn, "to_add_out", None) is not None:
-            text = attn.to_add_out(text)
-        return video, text
+        return joint_outputs(attn, out.to(query.dtype), video_tokens)
 
 
 def patch_hunyuan_rope(rope: nn.Module, rt: PatchRuntime) -> Callable[[], None]:
@@ -152,13 +127,7 @@ def patch_hunyuan_rope(rope: nn.Module, rt: PatchRuntime) -> Callable[[], None]:
 
 def patch_hunyuan_attention(attn: nn.Module, rt: PatchRuntime) -> Callable[[], None]:
     """Install ``HunyuanBandJointAttnProcessor`` on ``attn``; returns the function restoring the old one."""
-    old = attn.processor
-    attn.set_processor(HunyuanBandJointAttnProcessor(rt, rt.new_layer_id()))
-
-    def undo() -> None:
-        attn.set_processor(old)
-
-    return undo
+    return install_processor(attn, HunyuanBandJointAttnProcessor(rt, rt.new_layer_id()))
 
 
 def patch_hunyuan_layers(transformer: nn.Module, rt: PatchRuntime) -> list[Callable[[], None]]:

@@ -31,7 +31,7 @@ from diffusers.models.attention_dispatch import dispatch_attention_fn
 from diffusers.models.transformers.transformer_wan import WanAttention, _get_qkv_projections
 from torch import nn
 
-from parallel.patch.attention import gather_band_kv
+from parallel.patch.attention import gather_video_band_kv, install_processor
 from parallel.patch.config import PatchConfig
 from parallel.patch.parallelize import PatchPlan, parallelize_patch
 from parallel.patch.runtime import PatchHandle, PatchRuntime
@@ -60,19 +60,9 @@ class WanBandSelfAttnProcessor:
         self._attention_backend = attention_backend
 
     def gather_kv(self, kv: torch.Tensor) -> torch.Tensor:
-        """(B, N_band, heads, 2*head_dim) -> (B, N_full, heads, 2*head_dim) in full token order.
-
-        Band ``r`` holds, for every frame, its own rows: concatenating bands per frame along rows
-        gives the (frame, row, column) order of the whole latent.
-        """
-        rt = self.rt
-        if rt.world == 1:
-            return kv
-        parts = gather_band_kv(rt, self.key, kv)
-        frames = rt.recall(GRID)[0]
-        batch = kv.shape[0]
-        per_frame = [p.reshape(batch, frames, -1, *kv.shape[2:]) for p in parts]
-        return torch.cat(per_frame, dim=2).flatten(1, 2)
+        """(B, N_band, heads, 2*head_dim) -> (B, N_full, heads, 2*head_dim) in full token order (each band holds
+        its rows of every frame)."""
+        return gather_video_band_kv(self.rt, self.key, kv, self.rt.recall(GRID)[0])
 
     def __call__(
         self,
@@ -151,14 +141,8 @@ def patch_wan_rope(rope: nn.Module, rt: PatchRuntime) -> Callable[[], None]:
 
 def patch_wan_self_attention(attn: WanAttention, rt: PatchRuntime) -> Callable[[], None]:
     """Install ``WanBandSelfAttnProcessor`` on ``attn``; returns the function restoring the old one."""
-    old = attn.processor
-    backend = getattr(old, "_attention_backend", None)
-    attn.set_processor(WanBandSelfAttnProcessor(rt, rt.new_layer_id(), backend))
-
-    def undo() -> None:
-        attn.set_processor(old)
-
-    return undo
+    backend = getattr(attn.processor, "_attention_backend", None)
+    return install_processor(attn, WanBandSelfAttnProcessor(rt, rt.new_layer_id(), backend))
 
 
 def check_wan_input(args: tuple, kwargs: dict) -> None:
