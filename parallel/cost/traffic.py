@@ -217,7 +217,7 @@ def frame_pipeline_traffic(profile: ModelProfile, stages: int, block_latent_fram
     if stages <= 1:
         return t
     tokens = frame_block_tokens(profile, block_latent_frames)
-    if profile.kind == "video-mmdit":  # joint attention: the text stream travels between stages with the video
+    if profile.kind.startswith("video-mmdit"):  # joint attention: the text stream travels with the video
         tokens += profile.text_tokens
     hidden = profile.batch * tokens * profile.hidden_bytes_per_token
     noise = profile.latent_bytes * block_latent_frames / ((profile.frames - 1) // 4 + 1)

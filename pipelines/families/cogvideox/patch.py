@@ -81,13 +81,14 @@ def patch_cogvideox_embed(embed: nn.Module, rt: PatchRuntime) -> Callable[[], No
             cache.clear()
             frames_in = (frames - 1) * embed.temporal_compression_ratio + 1
             sample = (embed.sample_height, embed.sample_width, embed.sample_frames)
-            if (full_rows, cols, frames_in) == sample:
-                table = embed.pos_embedding
-            elif embed.use_learned_positional_embeddings:
+            # the choice ``patch_embed`` makes for the whole video's size
+            if embed.use_learned_positional_embeddings and (full_rows, cols) != sample[:2]:
                 raise ValueError(
                     f"height/width: learned positional embeddings take only the sample size {sample[:2]} latent "
                     f"pixels, got {(full_rows, cols)}"
                 )
+            if (full_rows, cols, frames_in) == sample:
+                table = embed.pos_embedding
             else:
                 table = embed._get_positional_embeddings(full_rows, cols, frames_in, device=embeds.device)
             cache[key] = _band_rows(table[:, embed.max_text_seq_length :], grid).to(embeds.dtype)
