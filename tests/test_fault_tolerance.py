@@ -15,7 +15,7 @@ from runtime.pool import PoolConfig
 pytestmark = pytest.mark.slow
 
 
-def _spec(outputs, steps=14, seed=3):
+def _spec(outputs, steps=24, seed=3):
     return {
         "height": 256,
         "width": 128,
