@@ -102,6 +102,8 @@ class VideoSession:
             group = None
         self.bands = None
         """Strategy patch: the model under its family's patch plan (``parallel.patch.PatchHandle``)."""
+        self.band_rows = None
+        """Strategy patch: the latent rows of every worker's band, [(start, end), ...]."""
         make_writer = make_writer or (lambda: StreamingMP4Writer(video_path, spec.fps))
         self.writer = make_writer() if rank == 0 else None
         self.decode = None
@@ -196,6 +198,7 @@ class VideoSession:
         def make_adapter(model, block_shape: tuple[int, int, int, int], context_frames: int) -> BandSplit:
             inner = family.band_adapter(model, block_shape, context_frames)
             self.bands = parallelize_patch(model, self.sequence_group, plan, config)
+            self.band_rows = bounds  # the latent rows each worker holds (a model may count its bands in tokens)
             return BandSplit(inner, self.sequence_group, bounds)
 
         return make_adapter
@@ -299,7 +302,7 @@ class VideoSession:
         if self.bands is not None:
             handle, self.bands = self.bands, None
             report = {
-                "bands": handle.bounds,
+                "bands": self.band_rows,
                 "mode": handle.config.mode,
                 "warmup_steps": handle.config.warmup_steps,
                 "bytes_sent": handle.bytes_sent.total,

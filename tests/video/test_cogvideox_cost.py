@@ -53,4 +53,4 @@ def test_the_description_costs_what_the_pipeline_runs(dirs, version):
 
 def test_auto_picks_the_cost_models_fastest_of_frames_and_bands(dirs):
     fields = dict(prompt="x", negative_prompt="y", guidance_scale=5.0, frames=FRAMES, height=HEIGHT, width=WIDTH, steps=3)
-    check_auto_picks_the_fastest(COGVIDEOX, dirs["1.0"], fields, [(8, 2), (16, 3), (8, 1)], "patch", batch=2)
+    check_auto_picks_the_fastest(COGVIDEOX, dirs["1.0"], fields, [(8, 2), (16, 3), (8, 1)], ("patch",), batch=2)

@@ -50,4 +50,4 @@ def test_the_description_costs_what_the_pipeline_runs(hunyuan_dir):
 
 def test_auto_picks_the_cost_models_fastest_of_frames_and_bands(hunyuan_dir):
     fields = dict(prompt="x", guidance_scale=6.0, frames=FRAMES, height=HEIGHT, width=WIDTH, steps=3)
-    check_auto_picks_the_fastest(HUNYUANVIDEO, hunyuan_dir, fields, [(4, 2), (12, 3), (4, 1)], "patch", batch=1)
+    check_auto_picks_the_fastest(HUNYUANVIDEO, hunyuan_dir, fields, [(4, 2), (12, 3), (4, 1)], ("patch",), batch=1)

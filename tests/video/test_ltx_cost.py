@@ -1,7 +1,7 @@
 """The LTX-Video family describes a pipeline directory for the cost model as the pipeline runs it (the profile's
 forward on the meta device costs what the real transformer does on the packed latent and the real prompt encoding,
-both guidance branches batched), so ``parallel.strategy=auto`` picks among its frames and sequence plans by the
-cost model's prediction."""
+both guidance branches batched), so ``parallel.strategy=auto`` picks among its frames, sequence and band plans by
+the cost model's prediction."""
 
 from __future__ import annotations
 
@@ -49,6 +49,6 @@ def test_the_description_costs_what_the_pipeline_runs(ltx_dir):
     assert prof.tokens == latent_frames * rows * cols and prof.text_tokens == described.text_len
 
 
-def test_auto_picks_the_cost_models_fastest_of_frames_and_sequence(ltx_dir):
+def test_auto_picks_the_cost_models_fastest_of_frames_sequence_and_bands(ltx_dir):
     fields = dict(prompt="x", guidance_scale=1.0, frames=FRAMES, height=HEIGHT, width=WIDTH, steps=3)
-    check_auto_picks_the_fastest(LTX, ltx_dir, fields, [(8, 2), (24, 2), (8, 1)], "sequence", batch=1)
+    check_auto_picks_the_fastest(LTX, ltx_dir, fields, [(8, 2), (24, 2), (8, 1)], ("sequence", "patch"), batch=1)

@@ -4,7 +4,8 @@ A T5 text encoder, ``LTXVideoTransformer3DModel`` on packed latent tokens, the 3
 (8 frames and 32 pixels per latent; 8k+1 frames) and a flow-matching Euler sampler whose shift follows the
 token count (``loading``). Its plans: ``frames`` (the transformer cut into the pieces the frame pipeline runs
 on its stages, with the AdaLN modulation per block: ``frames``), ``sequence`` (the whole video as one sequence
-under diffusers' context parallelism, its ``_cp_plan``: ``sequence``), the blocks decoded one by one (``decode``).
+under diffusers' context parallelism, its ``_cp_plan``: ``sequence``), ``patch`` (row bands of every frame of the
+whole video: ``patch``), the blocks decoded one by one (``decode``).
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ class LTXFamily(ModelFamily):
     denoiser = "transformer"
     denoisers = ("LTXVideoTransformer3DModel",)
     samplers = ()  # a video renders with the scheduler its directory names (flow matching)
-    strategies = ("none", "frames", "sequence")
+    strategies = ("none", "frames", "sequence", "patch")
 
     def check_dir(self, path: Path, index: dict) -> None:
         from pipelines.families.ltx.loading import check_ltx_dir
@@ -39,6 +40,10 @@ class LTXFamily(ModelFamily):
         from pipelines.families.ltx.loading import vae_factors
 
         return vae_factors(self.component_config(path, "vae"))[0]
+
+    def band_alignment(self, path: str | Path) -> int:
+        """A band holds whole latent rows (LTX-Video's patch is one latent pixel)."""
+        return int(self.component_config(path, "transformer").get("patch_size", 1))
 
     def latent_factor(self, path: str | Path) -> int:
         """32: pixels per latent row and column of LTX-Video's VAE (read from its config)."""
@@ -63,6 +68,8 @@ class LTXFamily(ModelFamily):
                     f"this model's VAE maps {spatial} pixels to one latent; {name} must be a multiple of {spatial}, got {value}",
                 )
         degree = spec.parallel.degree
+        if spec.parallel.strategy == "patch" and isinstance(degree, int) and degree > 1:
+            return self.band_error(path, spec.height, degree)
         if spec.parallel.strategy != "sequence" or not isinstance(degree, int) or degree < 2:
             return None
         if getattr(spec.parallel, "ring", 1) > 1:
@@ -140,6 +147,17 @@ class LTXFamily(ModelFamily):
         from pipelines.families.ltx.sequence import LTXSequenceAdapter
 
         return LTXSequenceAdapter(model, block_shape, context_frames)
+
+    def band_adapter(self, model, block_shape: tuple[int, int, int, int], context_frames: int = 0):
+        """The whole-video forward the patch plan (``patch_plan``) runs on a band of rows of every frame."""
+        from pipelines.families.ltx.patch import LTXBandAdapter
+
+        return LTXBandAdapter(model, block_shape, context_frames)
+
+    def patch_plan(self, model, config):
+        from pipelines.families.ltx.patch import ltx_patch_plan
+
+        return ltx_patch_plan(model, config)
 
 
 LTX = LTXFamily()
