@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import pytest
 import torch
+from _band_checks import band_fields
 from _parallel_dist import run_ranks
 from _tiny_cogvideox import save_tiny_cogvideox
 from _video_workers import render_session, render_sessions
 
 from cluster.errors import SpecError
-from cluster.jobs.video import VideoParallelSpec, VideoSpec
+from cluster.jobs.video import VideoSpec
 
 VERSIONS = ("1.0", "1.5")
 VIDEO = dict(  # 4 latent frames of 8 x 8 latent pixels (1.5's rotary reaches its 8 x 8 sample size): 4 patch rows
@@ -33,16 +34,12 @@ def dirs(tmp_path_factory):
 def references(dirs, tmp_path_factory):
     """One worker, the whole video as one block (no bands), per layout."""
     out = str(tmp_path_factory.mktemp("one"))
-    return {v: render_session(0, 1, d, out, _fields("none", 1))["latents"][0] for v, d in dirs.items()}
-
-
-def _fields(strategy: str, degree: int, **parallel) -> dict:
-    return dict(VIDEO, dtype="float32", parallel=VideoParallelSpec(strategy, degree, **parallel))
+    return {v: render_session(0, 1, d, out, band_fields(VIDEO, "none", 1))["latents"][0] for v, d in dirs.items()}
 
 
 def test_two_workers_sync_per_layout_and_displaced(dirs, references, tmp_path):
-    renders = [(dirs[v], str(tmp_path), _fields("patch", 2)) for v in VERSIONS]
-    renders.append((dirs["1.5"], str(tmp_path), _fields("patch", 2, mode="displaced", warmup_steps=1)))
+    renders = [(dirs[v], str(tmp_path), band_fields(VIDEO, "patch", 2)) for v in VERSIONS]
+    renders.append((dirs["1.5"], str(tmp_path), band_fields(VIDEO, "patch", 2, mode="displaced", warmup_steps=1)))
     got, other = run_ranks(render_sessions, 2, renders, timeout=240)
     for k, version in enumerate(VERSIONS):
         diff = (got[k]["latents"][0] - references[version]).abs().max().item()
@@ -59,7 +56,7 @@ def test_two_workers_sync_per_layout_and_displaced(dirs, references, tmp_path):
 
 
 def test_three_workers_sync(dirs, references, tmp_path):
-    got = run_ranks(render_session, 3, dirs["1.0"], str(tmp_path), _fields("patch", 3), timeout=240)
+    got = run_ranks(render_session, 3, dirs["1.0"], str(tmp_path), band_fields(VIDEO, "patch", 3), timeout=240)
     diff = (got[0]["latents"][0] - references["1.0"]).abs().max().item()
     print(f"cogvideox 1.0 patch sync (3 workers) vs 1 worker: max abs diff {diff:.2e}")
     torch.testing.assert_close(got[0]["latents"][0], references["1.0"], atol=1e-4, rtol=1e-4)

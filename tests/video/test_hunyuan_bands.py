@@ -8,12 +8,12 @@ from __future__ import annotations
 
 import pytest
 import torch
-from _parallel_dist import run_ranks
+from _band_checks import band_fields, check_three_workers_sync, check_two_workers_sync_and_displaced
 from _tiny_hunyuanvideo import save_tiny_hunyuanvideo
-from _video_workers import render_session, render_sessions
+from _video_workers import render_session
 
 from cluster.errors import SpecError
-from cluster.jobs.video import VideoParallelSpec, VideoSpec
+from cluster.jobs.video import VideoSpec
 
 VIDEO = dict(  # 3 latent frames x 6 x 4 latent pixels: 3 x 2 patches of 2 rows; the prompt pads 16 tokens
     prompt="red stripes", guidance_scale=6.0, height=48, width=32, frames=12, block_frames=12, context_frames=0,
@@ -30,37 +30,15 @@ def hunyuan_dir(tmp_path_factory):
 @pytest.fixture(scope="module")
 def reference(hunyuan_dir, tmp_path_factory):
     """One worker, the whole video as one block (no bands)."""
-    return render_session(0, 1, hunyuan_dir, str(tmp_path_factory.mktemp("one")), _fields("none", 1))["latents"][0]
-
-
-def _fields(strategy: str, degree: int, **parallel) -> dict:
-    return dict(VIDEO, dtype="float32", parallel=VideoParallelSpec(strategy, degree, **parallel))
+    return render_session(0, 1, hunyuan_dir, str(tmp_path_factory.mktemp("one")), band_fields(VIDEO, "none", 1))["latents"][0]
 
 
 def test_two_workers_sync_and_displaced(hunyuan_dir, reference, tmp_path):
-    renders = [
-        (hunyuan_dir, str(tmp_path), _fields("patch", 2)),
-        (hunyuan_dir, str(tmp_path), _fields("patch", 2, mode="displaced", warmup_steps=1)),
-    ]
-    got, other = run_ranks(render_sessions, 2, renders, timeout=240)
-    sync, displaced = got[0], got[1]
-    diff = (sync["latents"][0] - reference).abs().max().item()
-    print(f"hunyuanvideo patch sync (2 workers) vs 1 worker: max abs diff {diff:.2e}")
-    torch.testing.assert_close(sync["latents"][0], reference, atol=1e-4, rtol=1e-4)
-    bands = sync["report"]["bands"]
-    assert bands["mode"] == "sync" and bands["bands"] == [(0, 4), (4, 6)] and any(bands["bytes_sent"].values())
-    assert sync["report"]["blocks"] == 1 and not other[0]["latents"]
-    diff = (displaced["latents"][0] - reference).abs().max().item()
-    print(f"hunyuanvideo patch displaced (warmup 1 of 2 steps) vs 1 worker: max abs diff {diff:.2e}")
-    assert displaced["report"]["bands"]["mode"] == "displaced" and 0 < diff < 0.5 * reference.abs().max().item()
+    check_two_workers_sync_and_displaced("hunyuanvideo", hunyuan_dir, VIDEO, reference, str(tmp_path), [(0, 4), (4, 6)])
 
 
 def test_three_workers_sync(hunyuan_dir, reference, tmp_path):
-    got = run_ranks(render_session, 3, hunyuan_dir, str(tmp_path), _fields("patch", 3), timeout=240)
-    diff = (got[0]["latents"][0] - reference).abs().max().item()
-    print(f"hunyuanvideo patch sync (3 workers) vs 1 worker: max abs diff {diff:.2e}")
-    torch.testing.assert_close(got[0]["latents"][0], reference, atol=1e-4, rtol=1e-4)
-    assert got[0]["report"]["bands"]["bands"] == [(0, 2), (2, 4), (4, 6)]
+    check_three_workers_sync("hunyuanvideo", hunyuan_dir, VIDEO, reference, str(tmp_path), [(0, 2), (2, 4), (4, 6)])
 
 
 def test_refused_at_submit(hunyuan_dir):

@@ -8,12 +8,12 @@ from __future__ import annotations
 
 import pytest
 import torch
-from _parallel_dist import run_ranks
+from _band_checks import band_fields, check_three_workers_sync, check_two_workers_sync_and_displaced
 from _tiny_ltx import save_tiny_ltx
-from _video_workers import render_session, render_sessions
+from _video_workers import render_session
 
 from cluster.errors import SpecError
-from cluster.jobs.video import VideoParallelSpec, VideoSpec
+from cluster.jobs.video import VideoSpec
 
 VIDEO = dict(  # 3 latent frames of 3 x 2 latent pixels (32 pixels each): 3 rows to band
     prompt="red circle on green", negative_prompt="blurry", guidance_scale=3.0, height=96, width=64, frames=24,
@@ -30,37 +30,15 @@ def ltx_dir(tmp_path_factory):
 @pytest.fixture(scope="module")
 def reference(ltx_dir, tmp_path_factory):
     """One worker, the whole video as one block (no bands)."""
-    return render_session(0, 1, ltx_dir, str(tmp_path_factory.mktemp("one")), _fields("none", 1))["latents"][0]
-
-
-def _fields(strategy: str, degree: int, **parallel) -> dict:
-    return dict(VIDEO, dtype="float32", parallel=VideoParallelSpec(strategy, degree, **parallel))
+    return render_session(0, 1, ltx_dir, str(tmp_path_factory.mktemp("one")), band_fields(VIDEO, "none", 1))["latents"][0]
 
 
 def test_two_workers_sync_and_displaced(ltx_dir, reference, tmp_path):
-    renders = [
-        (ltx_dir, str(tmp_path), _fields("patch", 2)),
-        (ltx_dir, str(tmp_path), _fields("patch", 2, mode="displaced", warmup_steps=1)),
-    ]
-    got, other = run_ranks(render_sessions, 2, renders, timeout=240)
-    sync, displaced = got[0], got[1]
-    diff = (sync["latents"][0] - reference).abs().max().item()
-    print(f"ltx patch sync (2 workers) vs 1 worker: max abs diff {diff:.2e}")
-    torch.testing.assert_close(sync["latents"][0], reference, atol=1e-4, rtol=1e-4)
-    bands = sync["report"]["bands"]
-    assert bands["mode"] == "sync" and bands["bands"] == [(0, 2), (2, 3)] and any(bands["bytes_sent"].values())
-    assert sync["report"]["blocks"] == 1 and not other[0]["latents"]
-    diff = (displaced["latents"][0] - reference).abs().max().item()
-    print(f"ltx patch displaced (warmup 1 of 2 steps) vs 1 worker: max abs diff {diff:.2e}")
-    assert displaced["report"]["bands"]["mode"] == "displaced" and 0 < diff < 0.5 * reference.abs().max().item()
+    check_two_workers_sync_and_displaced("ltx", ltx_dir, VIDEO, reference, str(tmp_path), [(0, 2), (2, 3)])
 
 
 def test_three_workers_sync(ltx_dir, reference, tmp_path):
-    got = run_ranks(render_session, 3, ltx_dir, str(tmp_path), _fields("patch", 3), timeout=240)
-    diff = (got[0]["latents"][0] - reference).abs().max().item()
-    print(f"ltx patch sync (3 workers) vs 1 worker: max abs diff {diff:.2e}")
-    torch.testing.assert_close(got[0]["latents"][0], reference, atol=1e-4, rtol=1e-4)
-    assert got[0]["report"]["bands"]["bands"] == [(0, 1), (1, 2), (2, 3)]
+    check_three_workers_sync("ltx", ltx_dir, VIDEO, reference, str(tmp_path), [(0, 1), (1, 2), (2, 3)])
 
 
 def test_refused_at_submit(ltx_dir):

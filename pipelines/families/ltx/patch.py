@@ -46,17 +46,7 @@ class LTXBandAdapter(LTXSequenceAdapter):
     def forward(self, hidden: torch.Tensor, cond: SequenceInputs) -> torch.Tensor:
         """``LTXPipeline.__call__``'s transformer call on the band: [B, C, F, rows, W] -> the same shape."""
         _, _, frames, rows, width = hidden.shape
-        out = self.model(
-            hidden_states=LTXPipeline._pack_latents(hidden, 1, 1),
-            encoder_hidden_states=cond.text,
-            timestep=cond.timestep,
-            encoder_attention_mask=cond.mask,
-            num_frames=frames,
-            height=rows,
-            width=width,
-            rope_interpolation_scale=self.rope_interpolation_scale,
-            return_dict=False,
-        )[0]
+        out = self.call_model(LTXPipeline._pack_latents(hidden, 1, 1), cond, frames, rows, width)
         return LTXPipeline._unpack_latents(out, frames, rows, width, 1, 1)
 
     def head(self, hidden: torch.Tensor, cond: SequenceInputs) -> torch.Tensor:

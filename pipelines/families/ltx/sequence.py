@@ -111,10 +111,13 @@ class LTXSequenceAdapter(WholeVideoAdapter):
         )
 
     def forward(self, hidden: torch.Tensor, cond: SequenceInputs) -> torch.Tensor:
-        """The whole model (``LTXPipeline.__call__``'s transformer call): packed latent -> packed output."""
-        _, frames, height, width = self.block_shape
+        """The whole model: packed latent -> packed output."""
+        return self.call_model(hidden, cond, *self.block_shape[1:])
+
+    def call_model(self, packed: torch.Tensor, cond: SequenceInputs, frames: int, height: int, width: int) -> torch.Tensor:
+        """``LTXPipeline.__call__``'s transformer call on ``packed`` tokens of a latent ``frames x height x width``."""
         return self.model(
-            hidden_states=hidden,
+            hidden_states=packed,
             encoder_hidden_states=cond.text,
             timestep=cond.timestep,
             encoder_attention_mask=cond.mask,
