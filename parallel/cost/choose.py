@@ -227,7 +227,8 @@ def choose_degree(
     stale_dtype: str | None = None,
 ) -> int:
     """The degree (1..free_workers) predicted fastest for this job that fits in memory: patch-parallel
-    bands for image models, frame-pipeline stages for video models (``VIDEO_KINDS``: Wan, HunyuanVideo).
+    bands for image models, frame-pipeline stages for video models (``VIDEO_KINDS``: Wan, HunyuanVideo, LTX-Video,
+    CogVideoX).
 
     ``model``: a registered name ("builtin-image", "sdxl", "pixart-alpha", "wan2.1-1.3b", ...), a
     ``ModelSpec``, or a ``ModelProfile`` already taken at this size (then height/width/frames are unused).

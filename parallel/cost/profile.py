@@ -30,7 +30,14 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_flatten
 from torch.utils.flop_counter import FlopCounterMode
 
-from parallel.cost.models import PACKED_KINDS, ModelSpec, build_meta, example_inputs, get_model_spec
+from parallel.cost.models import (
+    PACKED_KINDS,
+    VIDEO_KINDS,
+    ModelSpec,
+    build_meta,
+    example_inputs,
+    get_model_spec,
+)
 from parallel.patch.traffic import (
     PatchLayerShapes,
     attention_inputs,
@@ -103,6 +110,8 @@ class ModelProfile:
     """Bytes of the latent the forward takes (and of the noise it returns, same shape)."""
     latent_rows: int
     """Latent rows: what patch parallelism splits."""
+    latent_frames: int = 0
+    """Latent frames of a video model's profile (its VAE's temporal factor applied); 0 when not known."""
     layers: list[LayerCost] = field(default_factory=list)
     """Per layer (leaf modules, and modules for their own ops), in the order their first call ends;
     their FLOPs add up to ``flops``."""
@@ -408,4 +417,7 @@ def profile_model(
     args, kwargs = example_inputs(spec, batch or spec.batch, height, width, frames, dtype)
     rows = spec.latent_shape(1, height, width, frames)[-2]
     align = spec.packing if spec.kind in PACKED_KINDS else None
-    return profile_module(net, args, kwargs, spec.name, spec.kind, height, width, frames, rows, align)
+    prof = profile_module(net, args, kwargs, spec.name, spec.kind, height, width, frames, rows, align)
+    if spec.kind in VIDEO_KINDS:
+        prof.latent_frames = spec.latent_shape(1, height, width, frames)[2]
+    return prof

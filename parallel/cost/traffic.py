@@ -202,10 +202,15 @@ def sequence_traffic(
     return t
 
 
+def profile_latent_frames(profile: ModelProfile) -> int:
+    """The latent frames a video profile was taken on (by the VAE's 4 frames per latent frame when the profile
+    does not say, as profiles of Wan's published configs were taken)."""
+    return profile.latent_frames or (profile.frames - 1) // 4 + 1
+
+
 def frame_block_tokens(profile: ModelProfile, block_latent_frames: int) -> float:
     """Tokens of one frame block of ``block_latent_frames`` latent frames (a video-DiT profile)."""
-    latent_frames = (profile.frames - 1) // 4 + 1
-    return profile.tokens * block_latent_frames / latent_frames
+    return profile.tokens * block_latent_frames / profile_latent_frames(profile)
 
 
 def frame_pipeline_traffic(profile: ModelProfile, stages: int, block_latent_frames: int = 1) -> Traffic:
@@ -220,7 +225,7 @@ def frame_pipeline_traffic(profile: ModelProfile, stages: int, block_latent_fram
     if profile.kind.startswith("video-mmdit"):  # joint attention: the text stream travels with the video
         tokens += profile.text_tokens
     hidden = profile.batch * tokens * profile.hidden_bytes_per_token
-    noise = profile.latent_bytes * block_latent_frames / ((profile.frames - 1) // 4 + 1)
+    noise = profile.latent_bytes * block_latent_frames / profile_latent_frames(profile)
     t.bytes_per_step = {"activations": hidden * (stages - 1) / stages, "noise": noise / stages}
     t.messages_per_step = {"activations": 1.0, "noise": 1.0 / stages}
     t.overlapped = ("activations", "noise")

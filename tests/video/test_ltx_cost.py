@@ -13,6 +13,7 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.utils.flop_counter import FlopCounterMode
 
 from parallel.cost.profile import profile_model
+from parallel.cost.traffic import frame_block_tokens
 from pipelines.families.ltx import LTX
 
 HEIGHT, WIDTH, FRAMES = 64, 96, 24  # 3 latent frames of 2 x 3 latent pixels: 18 video tokens
@@ -47,6 +48,8 @@ def test_the_description_costs_what_the_pipeline_runs(ltx_dir):
     params = sum(p.numel() for p in pipe.transformer.parameters())
     assert prof.flops == counter.get_total_flops() and prof.param_bytes == 4 * params
     assert prof.tokens == latent_frames * rows * cols and prof.text_tokens == described.text_len
+    # 8 video frames per latent frame: a frame block's tokens (the frame pipeline's traffic) by LTX's count, not Wan's 4
+    assert prof.latent_frames == latent_frames and frame_block_tokens(prof, 1) == rows * cols
 
 
 def test_auto_picks_the_cost_models_fastest_of_frames_sequence_and_bands(ltx_dir):
