@@ -75,8 +75,22 @@ def _context() -> Any:
     return ctx
 
 
+class _PortTaken(RuntimeError):
+    """Rank 0 could not listen on the port ``free_port`` chose: another process took it in between."""
+
+
 def run_ranks(fn: Callable[..., Any], world: int, *args: Any, timeout: float = 120.0) -> list[Any]:
-    """``[fn(0, world, *args), ..., fn(world-1, world, *args)]``, each run in its own process."""
+    """``[fn(0, world, *args), ..., fn(world-1, world, *args)]``, each run in its own process. A port taken
+    between ``free_port`` and rank 0's listen (other tests and Ray start servers meanwhile) is retried on a new one."""
+    for _ in range(2):
+        try:
+            return _run_once(fn, world, args, timeout)
+        except _PortTaken:
+            pass
+    return _run_once(fn, world, args, timeout)
+
+
+def _run_once(fn: Callable[..., Any], world: int, args: tuple, timeout: float) -> list[Any]:
     ctx = _context()
     out = ctx.Queue()
     port = free_port()
@@ -99,6 +113,8 @@ def run_ranks(fn: Callable[..., Any], world: int, *args: Any, timeout: float = 1
                 ) from None
             if ok:
                 results[rank] = torch.load(io.BytesIO(value), weights_only=False)
+            elif "EADDRINUSE" in value and not results:
+                raise _PortTaken(value)
             else:
                 errors.append(f"--- rank {rank} ---\n{value}")
                 # a failed rank usually leaves its peers blocked: do not wait for them long
