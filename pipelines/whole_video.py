@@ -13,6 +13,7 @@ the frame plan's cut into blocks with neighbours' K/V.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -24,10 +25,21 @@ from parallel.frames.cache import FeatureCache
 from parallel.patch.bands import Bounds, gather_bands, slice_band
 
 
+@dataclass
+class WholeInputs:
+    """What a model's forward takes besides the latent, for one step."""
+
+    timestep: torch.Tensor
+    """[B] the step's timestep, one per batch row."""
+    text: Any
+    """The prompt as the family encodes it, both guidance branches batched (negative first): [B, L, D] embeddings,
+    or a family's dict of them."""
+
+
 class WholeVideoAdapter:
     """The frame pipeline's adapter protocol (``parallel.frames.adapter.FrameAdapter``) for one block and one
-    layer: the model's forward. A family subclasses it with ``conditions`` and ``forward`` (and ``embed`` /
-    ``head`` when its model takes the latent packed); by default the hidden states are the latent itself."""
+    layer: the model's forward. A family subclasses it with ``forward`` (and ``conditions``, ``embed`` / ``head`` when its model takes
+    more than prompt embeddings, or the latent packed); by default the hidden states are the latent itself."""
 
     def __init__(self, model: nn.Module, block_shape: tuple[int, int, int, int], context_frames: int = 0) -> None:
         if context_frames:
@@ -50,7 +62,8 @@ class WholeVideoAdapter:
         return latent.to(self.dtype)
 
     def conditions(self, timestep: torch.Tensor, text: Any) -> Any:
-        raise NotImplementedError
+        """The step's timestep for every batch row and the prompt embeddings in the model's dtype (default)."""
+        return WholeInputs(expand_timestep(timestep, text.shape[0]), text.to(self.dtype))
 
     def begin_block(self, block: int | None) -> None:
         """One block, no neighbours: nothing to tell."""

@@ -21,6 +21,7 @@ import torch.nn.functional as F
 from diffusers.models.attention_processor import Attention
 
 from parallel.patch.runtime import PatchRuntime
+from parallel.patch.swap import install_processor
 
 
 def gather_band_kv(rt: PatchRuntime, key: tuple, kv: torch.Tensor) -> list[torch.Tensor]:
@@ -121,17 +122,6 @@ class BandSelfAttnProcessor:
         if attn.residual_connection:
             hidden_states = hidden_states + residual
         return hidden_states / attn.rescale_output_factor
-
-
-def install_processor(attn: torch.nn.Module, processor: object) -> Callable[[], None]:
-    """Set ``processor`` on the attention module ``attn``; returns the function that restores the old one."""
-    old = attn.processor
-    attn.set_processor(processor)
-
-    def undo() -> None:
-        attn.set_processor(old)
-
-    return undo
 
 
 def patch_self_attention(attn: Attention, rt: PatchRuntime) -> Callable[[], None]:

@@ -23,6 +23,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from parallel.patch.runtime import PatchRuntime
+from parallel.patch.swap import replace_forward
 
 
 def conv_row_geometry(conv: nn.Conv2d) -> tuple[int, int, int]:
@@ -94,12 +95,7 @@ def patch_conv2d(conv: nn.Conv2d, rt: PatchRuntime) -> Callable[[], None]:
             out[:, :, first_low:] = _conv_rows(conv, slab)
         return out
 
-    conv.forward = forward
-
-    def undo() -> None:
-        del conv.forward
-
-    return undo
+    return replace_forward(conv, forward)
 
 
 def _conv_rows(conv: nn.Conv2d, rows: torch.Tensor) -> torch.Tensor:

@@ -18,6 +18,7 @@ import torch
 from torch import nn
 
 from parallel.patch.runtime import PatchRuntime
+from parallel.patch.swap import replace_forward
 
 
 def local_group_sums(x: torch.Tensor, groups: int, eps: float = 1e-5) -> torch.Tensor:
@@ -77,9 +78,4 @@ def patch_group_norm(norm: nn.GroupNorm, rt: PatchRuntime) -> Callable[[], None]
             rt.remember(key, local)
         return normalize_with_sums(x, total, norm)
 
-    norm.forward = forward
-
-    def undo() -> None:
-        del norm.forward
-
-    return undo
+    return replace_forward(norm, forward)

@@ -35,6 +35,14 @@ InputCheck = Callable[[tuple, dict], None]
 """Called with a forward's (args, kwargs) before it runs; raises on inputs bands cannot take."""
 
 
+def require_input_dims(args: tuple, kwargs: dict, dims: int, layout: str, name: str = "hidden_states") -> None:
+    """For a plan's ``check_input``: refuse, naming ``name``, a forward whose latent input (the first positional
+    argument, or ``name`` by keyword) is not the ``dims``-dimensional ``layout`` (e.g. "(B, C, F, H, W)")."""
+    x = args[0] if args else kwargs[name]
+    if x.dim() != dims:
+        raise ValueError(f"{name}: expected a {layout} band, got shape {tuple(x.shape)}")
+
+
 def generic_layers(model: nn.Module, rt: PatchRuntime, special: Mapping[type, LayerPatcher]) -> list[Undo]:
     """Patch every Conv2d needing a halo, every GroupNorm and every self-attention in ``model``.
 

@@ -133,6 +133,12 @@ class ModelFamily:
         except json.JSONDecodeError as err:
             raise ModelDirectoryError(f"{config} is not valid JSON: {err}") from err
 
+    def tokenizer_limit(self, path: str | Path, default: int) -> int:
+        """The ``model_max_length`` of the pipeline's ``tokenizer`` (its tokenizer_config.json), ``default`` when it
+        says none: what a family's prompt length at submit is read from, without loading the tokenizer."""
+        config = Path(path) / "tokenizer" / "tokenizer_config.json"
+        return int(json.loads(config.read_text()).get("model_max_length", default)) if config.is_file() else default
+
     def plan_error(self, strategy: str, path: str | Path) -> str | None:
         """Why the family cannot run ``strategy`` on the model at ``path``; None when it has a plan."""
         if strategy in self.strategies:

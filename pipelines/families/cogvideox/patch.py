@@ -30,10 +30,11 @@ from diffusers import CogVideoXTransformer3DModel
 from diffusers.models.embeddings import apply_rotary_emb
 from torch import nn
 
-from parallel.patch.attention import gather_video_band_kv, install_processor
+from parallel.patch.attention import gather_video_band_kv
 from parallel.patch.config import PatchConfig
-from parallel.patch.parallelize import PatchPlan
+from parallel.patch.parallelize import PatchPlan, require_input_dims
 from parallel.patch.runtime import PatchRuntime
+from parallel.patch.swap import install_processor, replace_forward
 from pipelines.families.cogvideox.frames import joint_projections
 
 GRID = "cogvideox_grid"
@@ -95,12 +96,7 @@ def patch_cogvideox_embed(embed: nn.Module, rt: PatchRuntime) -> Callable[[], No
         text = text_embeds.shape[1]
         return torch.cat([embeds[:, :text], embeds[:, text:] + cache[key]], dim=1)
 
-    embed.forward = forward
-
-    def undo() -> None:
-        del embed.forward
-
-    return undo
+    return replace_forward(embed, forward)
 
 
 class CogVideoXBandJointAttnProcessor:
@@ -172,9 +168,7 @@ def patch_cogvideox_layers(transformer: nn.Module, rt: PatchRuntime) -> list[Cal
 
 def check_cogvideox_input(args: tuple, kwargs: dict) -> None:
     """Bands take CogVideoX's (B, F, C, H, W) latent."""
-    x = args[0] if args else kwargs["hidden_states"]
-    if x.dim() != 5:
-        raise ValueError(f"hidden_states: expected a (B, F, C, H, W) band, got shape {tuple(x.shape)}")
+    require_input_dims(args, kwargs, 5, "(B, F, C, H, W)")
 
 
 def cogvideox_patch_plan(transformer: nn.Module, config: PatchConfig) -> PatchPlan:

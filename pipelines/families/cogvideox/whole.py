@@ -7,23 +7,11 @@ prepares for the whole video.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
 from diffusers import CogVideoXTransformer3DModel
 
 from pipelines.families.cogvideox.frames import rotary_embedding
-from pipelines.whole_video import WholeVideoAdapter, expand_timestep
-
-
-@dataclass
-class WholeInputs:
-    """What the model's forward takes besides the latent, for one step."""
-
-    timestep: torch.Tensor
-    """[B] the step's timestep, one per batch row."""
-    text: torch.Tensor
-    """[B, L, D] the encoded prompt (both guidance branches batched, negative first)."""
+from pipelines.whole_video import WholeInputs, WholeVideoAdapter
 
 
 class CogVideoXWholeAdapter(WholeVideoAdapter):
@@ -48,9 +36,6 @@ class CogVideoXWholeAdapter(WholeVideoAdapter):
     def embed(self, latent: torch.Tensor, cond: WholeInputs | None = None) -> torch.Tensor:
         """[B, C, F, H, W] -> CogVideoX's [B, F, C, H, W] in the model's dtype (rows stay dim -2 for the bands)."""
         return latent.transpose(1, 2).to(self.dtype)
-
-    def conditions(self, timestep: torch.Tensor, text: torch.Tensor) -> WholeInputs:
-        return WholeInputs(expand_timestep(timestep, text.shape[0]), text.to(self.dtype))
 
     def forward(self, hidden: torch.Tensor, cond: WholeInputs) -> torch.Tensor:
         """``CogVideoXPipeline.__call__``'s transformer call."""

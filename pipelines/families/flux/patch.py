@@ -41,8 +41,9 @@ from torch import nn
 
 from parallel.patch.attention import BandSelfAttnProcessor
 from parallel.patch.config import PatchConfig
-from parallel.patch.parallelize import PatchPlan, parallelize_patch
+from parallel.patch.parallelize import PatchPlan, parallelize_patch, require_input_dims
 from parallel.patch.runtime import PatchHandle, PatchRuntime
+from parallel.patch.swap import install_processor, replace_forward
 
 PACKING = 2
 """Latent rows per token row (FluxPipeline's 2x2 packing): the bands' row alignment."""
@@ -156,12 +157,7 @@ def patch_flux_rope(pos_embed: nn.Module, rt: PatchRuntime) -> Callable[[], None
             rt.remember(IMAGE_ROPE, cls_forward(pos_embed, ids[text:]))
         return cls_forward(pos_embed, torch.cat([ids[:text], ids[text + first : text + end]]))
 
-    pos_embed.forward = forward
-
-    def undo() -> None:
-        del pos_embed.forward
-
-    return undo
+    return replace_forward(pos_embed, forward)
 
 
 def patch_flux_attention(attn: FluxAttention, rt: PatchRuntime) -> Callable[[], None]:
@@ -171,12 +167,7 @@ def patch_flux_attention(attn: FluxAttention, rt: PatchRuntime) -> Callable[[], 
         raise NotImplementedError(
             f"Flux bands replace FluxAttnProcessor; this attention runs {type(old).__name__} (an IP adapter?)"
         )
-    attn.set_processor(FluxBandAttnProcessor(rt, rt.new_layer_id(), getattr(old, "_attention_backend", None)))
-
-    def undo() -> None:
-        attn.set_processor(old)
-
-    return undo
+    return install_processor(attn, FluxBandAttnProcessor(rt, rt.new_layer_id(), getattr(old, "_attention_backend", None)))
 
 
 def remember_text_tokens(transformer: nn.Module, rt: PatchRuntime) -> Callable[[], None]:
@@ -203,11 +194,7 @@ def patch_flux_layers(transformer: nn.Module, rt: PatchRuntime) -> list[Callable
 
 def check_flux_input(args: tuple, kwargs: dict) -> None:
     """Bands take packed tokens (B, tokens, channels) by keyword, as FluxPipeline passes them."""
-    x = args[0] if args else kwargs["hidden_states"]
-    if x.dim() != 3:
-        raise ValueError(
-            f"hidden_states: expected packed (B, tokens, channels) latents, got shape {tuple(x.shape)}"
-        )
+    require_input_dims(args, kwargs, 3, "packed (B, tokens, channels)")
     if (
         kwargs.get("controlnet_block_samples") is not None
         or kwargs.get("controlnet_single_block_samples") is not None

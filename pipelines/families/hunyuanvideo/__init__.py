@@ -79,14 +79,11 @@ class HunyuanVideoFamily(ModelFamily):
         """The transformer from its config.json as a "video-mmdit" (``parallel.cost``): joint attention over the
         video and the prompt at the length the pipeline passes (``loading.prompt_length``), one forward per step
         (the guidance is embedded)."""
-        import json
-
         from parallel.cost.models import ModelSpec
         from pipelines.families.hunyuanvideo.loading import prompt_length
 
         config = self.component_config(path, "transformer")
-        tokenizer = Path(path) / "tokenizer" / "tokenizer_config.json"
-        limit = json.loads(tokenizer.read_text()).get("model_max_length", 10**6) if tokenizer.is_file() else 10**6
+        limit = self.tokenizer_limit(path, 10**6)
         return ModelSpec(
             name=str(path),
             class_name=config["_class_name"],

@@ -34,10 +34,11 @@ from diffusers.models.attention_dispatch import dispatch_attention_fn
 from diffusers.models.embeddings import apply_rotary_emb
 from torch import nn
 
-from parallel.patch.attention import gather_video_band_kv, install_processor
+from parallel.patch.attention import gather_video_band_kv
 from parallel.patch.config import PatchConfig
-from parallel.patch.parallelize import PatchPlan
+from parallel.patch.parallelize import PatchPlan, require_input_dims
 from parallel.patch.runtime import PatchRuntime
+from parallel.patch.swap import install_processor, replace_forward
 from pipelines.families.hunyuanvideo.frames import joint_outputs, joint_projections
 
 GRID = "hunyuan_grid"
@@ -117,12 +118,7 @@ def patch_hunyuan_rope(rope: nn.Module, rt: PatchRuntime) -> Callable[[], None]:
             cache[key] = (band(cos), band(sin))
         return cache[key]
 
-    rope.forward = forward
-
-    def undo() -> None:
-        del rope.forward
-
-    return undo
+    return replace_forward(rope, forward)
 
 
 def patch_hunyuan_attention(attn: nn.Module, rt: PatchRuntime) -> Callable[[], None]:
@@ -141,9 +137,7 @@ def patch_hunyuan_layers(transformer: nn.Module, rt: PatchRuntime) -> list[Calla
 
 def check_hunyuan_input(args: tuple, kwargs: dict) -> None:
     """Bands take a (B, C, F, H, W) latent."""
-    x = args[0] if args else kwargs["hidden_states"]
-    if x.dim() != 5:
-        raise ValueError(f"hidden_states: expected a (B, C, F, H, W) band, got shape {tuple(x.shape)}")
+    require_input_dims(args, kwargs, 5, "(B, C, F, H, W)")
 
 
 def hunyuan_patch_plan(transformer: nn.Module, config: PatchConfig) -> PatchPlan:

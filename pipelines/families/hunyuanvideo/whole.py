@@ -6,22 +6,10 @@ forward is the call ``HunyuanVideoPipeline.__call__`` makes.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
 from diffusers import HunyuanVideoTransformer3DModel
 
-from pipelines.whole_video import WholeVideoAdapter, expand_timestep
-
-
-@dataclass
-class WholeInputs:
-    """What the model's forward takes besides the latent, for one step."""
-
-    timestep: torch.Tensor
-    """[B] the step's timestep, in the model's dtype (as ``HunyuanFrameAdapter.conditions`` says why)."""
-    text: dict[str, torch.Tensor]
-    """The pipeline's ``encode_prompt`` outputs and the embedded guidance, batch first (``loading.encode_prompt``)."""
+from pipelines.whole_video import WholeInputs, WholeVideoAdapter, expand_timestep
 
 
 class HunyuanWholeAdapter(WholeVideoAdapter):
@@ -38,6 +26,9 @@ class HunyuanWholeAdapter(WholeVideoAdapter):
         super().__init__(model, block_shape, context_frames)
 
     def conditions(self, timestep: torch.Tensor, text: dict[str, torch.Tensor]) -> WholeInputs:
+        """``text``: the pipeline's ``encode_prompt`` outputs and the embedded guidance, batch first
+        (``loading.encode_prompt``); the timestep in the model's dtype, as ``HunyuanFrameAdapter.conditions`` says
+        why."""
         batch = text["prompt_embeds"].shape[0]
         return WholeInputs(expand_timestep(timestep, batch).to(self.dtype), text)
 

@@ -10,7 +10,6 @@ whole video: ``patch``), the blocks decoded one by one (``decode``).
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -123,11 +122,9 @@ class LTXFamily(ModelFamily):
     def _prompt_tokens(self, path: str | Path) -> int:
         """The prompt tokens ``LTXVideoPipeline.encode_prompt`` passes: LTXPipeline's default length, or the
         tokenizer's own limit where lower."""
-        from pipelines.families.ltx.loading import LTX_MAX_SEQUENCE_LENGTH
+        from pipelines.families.ltx.loading import LTX_MAX_SEQUENCE_LENGTH, prompt_length
 
-        config = Path(path) / "tokenizer" / "tokenizer_config.json"
-        tokenizer = json.loads(config.read_text()) if config.is_file() else {}
-        return min(LTX_MAX_SEQUENCE_LENGTH, int(tokenizer.get("model_max_length", LTX_MAX_SEQUENCE_LENGTH)))
+        return prompt_length(self.tokenizer_limit(path, LTX_MAX_SEQUENCE_LENGTH))
 
     def load(self, path: str | Path, dtype: str, device: str) -> Any:
         from pipelines.families.ltx.loading import load_ltx_pipeline

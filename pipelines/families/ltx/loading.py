@@ -42,6 +42,11 @@ LTX_MAX_SEQUENCE_LENGTH = 128
 """Prompt tokens LTXPipeline encodes by default (fewer when the tokenizer's own limit is lower)."""
 
 
+def prompt_length(tokenizer_limit: int) -> int:
+    """Prompt tokens a prompt is encoded to: LTXPipeline's default, or the tokenizer's own limit where lower."""
+    return min(LTX_MAX_SEQUENCE_LENGTH, tokenizer_limit)
+
+
 def vae_factors(vae: dict) -> tuple[int, int]:
     """(video frames, pixels) per latent frame and per latent row of an ``AutoencoderKLLTXVideo`` config, as the
     VAE computes them (its ``temporal_compression_ratio``/``spatial_compression_ratio``)."""
@@ -170,7 +175,7 @@ class LTXVideoPipeline(VideoPipelineBase):
     def encode_prompt(self, prompt: str) -> dict[str, torch.Tensor]:
         """{"prompt_embeds": [1, L, D], "prompt_attention_mask": [1, L]}: ``LTXPipeline.encode_prompt``'s
         output for ``prompt``, batch-first, as the frame adapter's ``conditions`` takes it."""
-        length = min(LTX_MAX_SEQUENCE_LENGTH, int(self.tokenizer.model_max_length))
+        length = prompt_length(int(self.tokenizer.model_max_length))
         embeds, mask, _, _ = self.pipe.encode_prompt(
             prompt=prompt,
             do_classifier_free_guidance=False,

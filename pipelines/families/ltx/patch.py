@@ -26,10 +26,11 @@ from diffusers.models.attention_dispatch import dispatch_attention_fn
 from diffusers.models.transformers.transformer_ltx import apply_rotary_emb
 from torch import nn
 
-from parallel.patch.attention import gather_video_band_kv, install_processor
+from parallel.patch.attention import gather_video_band_kv
 from parallel.patch.config import PatchConfig
-from parallel.patch.parallelize import PatchPlan
+from parallel.patch.parallelize import PatchPlan, require_input_dims
 from parallel.patch.runtime import PatchRuntime
+from parallel.patch.swap import install_processor, replace_forward
 from pipelines.families.ltx.sequence import LTXSequenceAdapter, SequenceInputs
 
 GRID = "ltx_grid"
@@ -108,12 +109,7 @@ def patch_ltx_rope(rope: nn.Module, rt: PatchRuntime) -> Callable[[], None]:
             cache[key] = tuple(band(t) for t in tables)
         return cache[key]
 
-    rope.forward = forward
-
-    def undo() -> None:
-        del rope.forward
-
-    return undo
+    return replace_forward(rope, forward)
 
 
 def patch_ltx_layers(transformer: nn.Module, rt: PatchRuntime) -> list[Callable[[], None]]:
@@ -126,9 +122,7 @@ def patch_ltx_layers(transformer: nn.Module, rt: PatchRuntime) -> list[Callable[
 
 def check_ltx_input(args: tuple, kwargs: dict) -> None:
     """Bands take LTX's packed tokens (B, tokens, C)."""
-    x = args[0] if args else kwargs["hidden_states"]
-    if x.dim() != 3:
-        raise ValueError(f"hidden_states: expected the packed (B, tokens, C) band, got shape {tuple(x.shape)}")
+    require_input_dims(args, kwargs, 3, "packed (B, tokens, C)")
 
 
 def ltx_patch_plan(transformer: nn.Module, config: PatchConfig) -> PatchPlan:

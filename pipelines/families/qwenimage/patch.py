@@ -42,8 +42,9 @@ from torch import nn
 
 from parallel.patch.attention import BandSelfAttnProcessor
 from parallel.patch.config import PatchConfig
-from parallel.patch.parallelize import PatchPlan, parallelize_patch
+from parallel.patch.parallelize import PatchPlan, parallelize_patch, require_input_dims
 from parallel.patch.runtime import PatchHandle, PatchRuntime
+from parallel.patch.swap import install_processor, replace_forward
 from pipelines.families.qwenimage import PACKING, UNBANDED
 
 IMAGE_ROPE = "qwenimage_image_rope"
@@ -168,12 +169,7 @@ def patch_qwen_rope(pos_embed: nn.Module, rt: PatchRuntime) -> Callable[[], None
         first, end = rt.bounds[rt.rank]
         return image_freqs[first:end], text_freqs
 
-    pos_embed.forward = forward
-
-    def undo() -> None:
-        del pos_embed.forward
-
-    return undo
+    return replace_forward(pos_embed, forward)
 
 
 def patch_qwen_attention(attn: Attention, rt: PatchRuntime) -> Callable[[], None]:
@@ -183,12 +179,7 @@ def patch_qwen_attention(attn: Attention, rt: PatchRuntime) -> Callable[[], None
         raise NotImplementedError(
             f"Qwen-Image bands replace QwenDoubleStreamAttnProcessor2_0; this attention runs {type(old).__name__}"
         )
-    attn.set_processor(QwenBandAttnProcessor(rt, rt.new_layer_id(), getattr(old, "_attention_backend", None)))
-
-    def undo() -> None:
-        attn.set_processor(old)
-
-    return undo
+    return install_processor(attn, QwenBandAttnProcessor(rt, rt.new_layer_id(), getattr(old, "_attention_backend", None)))
 
 
 def patch_qwen_layers(transformer: nn.Module, rt: PatchRuntime) -> list[Callable[[], None]]:
@@ -201,11 +192,7 @@ def patch_qwen_layers(transformer: nn.Module, rt: PatchRuntime) -> list[Callable
 
 def check_qwen_input(args: tuple, kwargs: dict) -> None:
     """Bands take packed tokens (B, tokens, channels) by keyword, as QwenImagePipeline passes them."""
-    x = args[0] if args else kwargs["hidden_states"]
-    if x.dim() != 3:
-        raise ValueError(
-            f"hidden_states: expected packed (B, tokens, channels) latents, got shape {tuple(x.shape)}"
-        )
+    require_input_dims(args, kwargs, 3, "packed (B, tokens, channels)")
     if kwargs.get("controlnet_block_samples") is not None:
         raise NotImplementedError(
             "controlnet residuals are not banded: patch parallelism runs Qwen-Image without them"

@@ -35,6 +35,7 @@ from parallel.patch.embed import patch_patch_embed
 from parallel.patch.linear_attention import KIND, band_linear_attention
 from parallel.patch.parallelize import PatchPlan, parallelize_patch
 from parallel.patch.runtime import PatchHandle, PatchRuntime
+from parallel.patch.swap import install_processor
 
 
 class SanaBandLinearAttnProcessor:
@@ -92,12 +93,7 @@ def patch_sana_attention(attn: Attention, rt: PatchRuntime) -> Callable[[], None
             f"the Sana patch plan runs self-attention with SanaLinearAttnProcessor2_0; this one has "
             f"{type(old).__name__}"
         )
-    attn.set_processor(SanaBandLinearAttnProcessor(rt, rt.new_layer_id()))
-
-    def undo() -> None:
-        attn.set_processor(old)
-
-    return undo
+    return install_processor(attn, SanaBandLinearAttnProcessor(rt, rt.new_layer_id()))
 
 
 def sana_patch_plan(transformer: nn.Module) -> PatchPlan:

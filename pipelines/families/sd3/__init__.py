@@ -12,7 +12,6 @@ shift_factor``. Bands are runs of whole patch rows (``patch``).
 from __future__ import annotations
 
 import inspect
-import json
 from pathlib import Path
 from typing import Any
 
@@ -73,8 +72,7 @@ class StableDiffusion3Family(ModelFamily):
         if not found:
             return None
         config = with_defaults(found["_class_name"], found)
-        tokenizer = Path(path) / "tokenizer" / "tokenizer_config.json"
-        clip = json.loads(tokenizer.read_text()).get("model_max_length", 77) if tokenizer.is_file() else 77
+        clip = self.tokenizer_limit(path, 77)
         t5 = inspect.signature(StableDiffusion3Pipeline.__call__).parameters["max_sequence_length"].default
         vae = self.component_config(path, "vae")
         return ModelSpec(

@@ -36,6 +36,7 @@ from parallel.patch.config import PatchConfig
 from parallel.patch.embed import patch_patch_embed
 from parallel.patch.parallelize import PatchPlan, parallelize_patch
 from parallel.patch.runtime import PatchHandle, PatchRuntime
+from parallel.patch.swap import install_processor
 
 
 class JointBandAttnProcessor(BandSelfAttnProcessor):
@@ -119,13 +120,7 @@ def patch_sd3_attention(attn: Attention, rt: PatchRuntime) -> Callable[[], None]
     image-only ``attn2`` the generic band self-attention. Returns the function restoring the old processor."""
     if attn.added_kv_proj_dim is None:
         return patch_self_attention(attn, rt)
-    old = attn.processor
-    attn.set_processor(JointBandAttnProcessor(rt, rt.new_layer_id()))
-
-    def undo() -> None:
-        attn.set_processor(old)
-
-    return undo
+    return install_processor(attn, JointBandAttnProcessor(rt, rt.new_layer_id()))
 
 
 def check_sd3_input(args: tuple, kwargs: dict) -> None:

@@ -74,13 +74,10 @@ class WanFamily(ModelFamily):
     def cost_model(self, path: str | Path, dtype: str):
         """The transformer from its config.json as a "video-dit" (``parallel.cost``): its latent frames and size
         from the VAE's factors, its prompt at the tokenizer's length (at most 512, UMT5's in WanPipeline)."""
-        import json
-
         from parallel.cost.models import ModelSpec
 
         config = self.component_config(path, "transformer")
-        tokenizer = Path(path) / "tokenizer" / "tokenizer_config.json"
-        length = json.loads(tokenizer.read_text()).get("model_max_length", 512) if tokenizer.is_file() else 512
+        length = self.tokenizer_limit(path, 512)
         return ModelSpec(
             name=str(path),
             class_name=config["_class_name"],

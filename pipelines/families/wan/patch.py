@@ -31,10 +31,11 @@ from diffusers.models.attention_dispatch import dispatch_attention_fn
 from diffusers.models.transformers.transformer_wan import WanAttention, _get_qkv_projections
 from torch import nn
 
-from parallel.patch.attention import gather_video_band_kv, install_processor
+from parallel.patch.attention import gather_video_band_kv
 from parallel.patch.config import PatchConfig
-from parallel.patch.parallelize import PatchPlan, parallelize_patch
+from parallel.patch.parallelize import PatchPlan, parallelize_patch, require_input_dims
 from parallel.patch.runtime import PatchHandle, PatchRuntime
+from parallel.patch.swap import install_processor, replace_forward
 
 GRID = "wan_grid"
 """``rt.remember`` key of this forward's post-patch (frames, band rows, columns)."""
@@ -131,12 +132,7 @@ def patch_wan_rope(rope: nn.Module, rt: PatchRuntime) -> Callable[[], None]:
             cache[key] = (band(cos), band(sin))
         return cache[key]
 
-    rope.forward = forward
-
-    def undo() -> None:
-        del rope.forward
-
-    return undo
+    return replace_forward(rope, forward)
 
 
 def patch_wan_self_attention(attn: WanAttention, rt: PatchRuntime) -> Callable[[], None]:
@@ -147,9 +143,7 @@ def patch_wan_self_attention(attn: WanAttention, rt: PatchRuntime) -> Callable[[
 
 def check_wan_input(args: tuple, kwargs: dict) -> None:
     """Bands take a (B, C, F, H, W) latent with one timestep per sample."""
-    x = args[0] if args else kwargs["hidden_states"]
-    if x.dim() != 5:
-        raise ValueError(f"hidden_states: expected a (B, C, F, H, W) band, got shape {tuple(x.shape)}")
+    require_input_dims(args, kwargs, 5, "(B, C, F, H, W)")
     t = args[1] if len(args) > 1 else kwargs.get("timestep")
     if t is not None and t.dim() == 2:
         raise NotImplementedError(

@@ -13,22 +13,10 @@ forward on the whole latent and gets the whole output. Under the family's patch 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
 from diffusers import WanTransformer3DModel
 
-from pipelines.whole_video import WholeVideoAdapter, expand_timestep
-
-
-@dataclass
-class WholeInputs:
-    """What the model's forward takes besides the latent, for one step."""
-
-    timestep: torch.Tensor
-    """[B] the step's timestep, one per batch row."""
-    text: torch.Tensor
-    """[B, L, D] prompt embeddings (both guidance branches batched, negative first)."""
+from pipelines.whole_video import WholeInputs, WholeVideoAdapter
 
 
 class WanSequenceAdapter(WholeVideoAdapter):
@@ -41,9 +29,6 @@ class WanSequenceAdapter(WholeVideoAdapter):
         if not isinstance(model, WanTransformer3DModel):
             raise TypeError(f"model: the Wan whole-video plan drives WanTransformer3DModel, got {type(model).__name__}")
         super().__init__(model, block_shape, context_frames)
-
-    def conditions(self, timestep: torch.Tensor, text: torch.Tensor) -> WholeInputs:
-        return WholeInputs(expand_timestep(timestep, text.shape[0]), text.to(self.dtype))
 
     def forward(self, hidden: torch.Tensor, cond: WholeInputs) -> torch.Tensor:
         """``WanPipeline.__call__``'s transformer call."""
