@@ -9,9 +9,10 @@ before in front, nothing after). This measures, for two decoder layouts with ran
 tiny one, one layer per block; diffusers' default ``AutoencoderKLLTXVideo`` layout, LTX-Video 0.9.0's depth with 8
 channels per block), the PSNR of the block-wise video against the whole decode and the decode's CPU seconds, by
 the latent frames of context decoded in front of each block (left) and after it (right), the context's frames
-dropped again. ``left 1, right 0`` is what Tessera decodes today; a right context would need the block's frames
-held back until the next block finishes. Random weights say what the receptive field allows, not what a trained
-decoder's frames look like. Writes the "ltx-decode-seam" section of BENCHMARKS.md.
+dropped again; then Tessera's own block decoder (``LTXBlockDecoder``, fed the blocks in order as the frame
+pipeline feeds it) at ``decode_context`` 0 (left 1, right 0: what Tessera decoded before it held blocks back), 8
+(the default) and 16. Random weights say what the receptive field allows, not what a trained decoder's frames
+look like. Writes the "ltx-decode-seam" section of BENCHMARKS.md.
 """
 
 from __future__ import annotations
@@ -25,9 +26,11 @@ from pathlib import Path
 import torch
 
 from bench.common import provenance, write_section
+from pipelines.families.ltx import LTXFamily
 
 LATENT_FRAMES = 24
 CONTEXTS = ((1, 0), (4, 0), (1, 1), (1, 2), (1, 4), (4, 4), (8, 8), (16, 16))
+TESSERA_CONTEXTS = (0, 8, 16)
 
 
 def tiny_fixture_vae() -> torch.nn.Module:
@@ -66,23 +69,47 @@ def window(vae, latent: torch.Tensor, lo: int, hi: int, left: int, right: int) -
 
 
 @torch.no_grad()
-def measure(vae, block: int) -> list[tuple[int, int, float, int, float]]:
-    """(left, right, PSNR dB, frames differing from the whole decode, decode CPU s) per context."""
+def measure(vae, block: int) -> list[tuple[str, float, int, float]]:
+    """(context, PSNR dB, frames differing from the whole decode, decode CPU s) per context."""
     latent = torch.randn(
         1, vae.config.latent_channels, LATENT_FRAMES, 2, 2, generator=torch.Generator().manual_seed(0)
     )
     started = time.thread_time()
     whole = vae.decode(latent, torch.tensor([0.0]), return_dict=False)[0].clamp(-1, 1)
     whole_s = time.thread_time() - started
-    rows = [(-1, -1, math.inf, 0, whole_s)]
+    rows = [("whole video at once", math.inf, 0, whole_s)]
     for left, right in CONTEXTS:
         started = time.thread_time()
         parts = [window(vae, latent, lo, lo + block, left, right) for lo in range(0, LATENT_FRAMES, block)]
         seconds = time.thread_time() - started
-        video = torch.cat(parts, dim=2)
-        error = (video - whole).pow(2).mean(dim=(0, 1, 3, 4))
-        psnr = 10 * math.log10(4 / error.mean().item()) if error.max() > 0 else math.inf
-        rows.append((left, right, psnr, int((error > 1e-10).sum()), seconds))
+        rows.append((f"left {left}, right {right}", *_compare(torch.cat(parts, dim=2), whole), seconds))
+    return rows + tessera_rows(vae, latent, block)
+
+
+def _compare(video: torch.Tensor, whole: torch.Tensor) -> tuple[float, int]:
+    """(PSNR dB over every frame, frames differing at all)."""
+    error = (video - whole).pow(2).mean(dim=(0, 1, 3, 4))
+    psnr = 10 * math.log10(4 / error.mean().item()) if error.max() > 0 else math.inf
+    return psnr, int((error > 1e-10).sum())
+
+
+def tessera_rows(vae, latent: torch.Tensor, block: int) -> list[tuple[str, float, int, float]]:
+    """Tessera's block decoder by ``decode_context``: the latents are normalised as the pipeline leaves them, so
+    the whole decode compared with is of the denormalised latent, as ``LTXPipeline`` decodes it."""
+    from diffusers import LTXPipeline
+
+    from pipelines.families.ltx.decode import LTXBlockDecoder
+
+    normalised = LTXPipeline._normalize_latents(latent, vae.latents_mean, vae.latents_std, vae.config.scaling_factor)
+    whole = vae.decode(latent, torch.tensor([0.0]), return_dict=False)[0].clamp(-1, 1)
+    rows = []
+    for context in TESSERA_CONTEXTS:
+        decoder = LTXBlockDecoder(vae, context=context, video_latent_frames=LATENT_FRAMES)
+        started = time.thread_time()
+        parts = [decoder.decode(normalised[:, :, lo : lo + block]) for lo in range(0, LATENT_FRAMES, block)]
+        seconds = time.thread_time() - started
+        default = " (the default)" if context == LTXFamily.decode_context else ""
+        rows.append((f"Tessera, decode_context={context}{default}", *_compare(torch.cat(parts, 2), whole), seconds))
     return rows
 
 
@@ -106,9 +133,7 @@ def main() -> None:
                 "| context (latent frames) | PSNR vs whole (dB) | frames differing | decode CPU s |",
                 "|---|---|---|---|",
             ]
-            for left, right, psnr, differing, seconds in rows:
-                label = "whole video at once" if left < 0 else f"left {left}, right {right}"
-                label += " (today)" if (left, right) == (1, 0) else ""
+            for label, psnr, differing, seconds in rows:
                 lines.append(f"| {label} | {psnr:.1f} | {differing} | {seconds:.3f} |")
             tables.append("\n".join(lines))
             print(tables[-1], flush=True)
@@ -117,7 +142,11 @@ def main() -> None:
 {LATENT_FRAMES} random latent frames (2x2 latent pixels) decoded whole and block by block with the given context
 on each side (its frames dropped again); PSNR of the block-wise video against the whole decode over every frame,
 the frames that differ at all, and the decode's thread CPU seconds (one torch thread). Random weights: what the
-decoder's receptive field allows, not a trained decoder's look. Tessera decodes with left 1, right 0 today.
+decoder's receptive field allows, not a trained decoder's look. The last rows are Tessera's block decoder fed the
+blocks in order (`decode_context`: latent frames each way, the frames after a block waited for; 0 is left 1,
+right 0, what Tessera decoded before). Over 24 latent frames a long context holds most blocks back to the last
+call, which then decodes them in one window: `decode_context=16`'s seconds are near the whole decode's here, not
+what a long video's blocks cost (each of those decodes its block and up to twice the context).
 
 {provenance("python -m bench.ltx_decode_seam")}
 """ + "\n\n".join(tables)

@@ -9,7 +9,8 @@ segments' frames, bit for bit. Every segment starts with a key frame and all are
 same settings and size, which is what a stream-copy concat needs.
 
 Each segment's frame count is kept in a sidecar ``<index>.json``, so counting the blocks on disk
-after a resume does not decode them. A block is published in this order: the old segment (if any) is
+after a resume does not decode them. A block whose decoder held its frames back (LTX-Video's decode in
+windows: they come with a later block's) is a sidecar of 0 frames and no segment. A block is published in this order: the old segment (if any) is
 removed, the sidecar is written, the segment is written to a temporary file and renamed into place.
 A crash therefore leaves a block either whole with its count or absent (a segment never exists
 without its sidecar). A resumed job writes the blocks after its checkpoint again (the same frames:
@@ -97,9 +98,14 @@ class BlockFileWriter:
 
     def _block_info(self, index: int) -> dict:
         """A finished block's sidecar ({"frames", "height", "width"}); a clear error if the block is absent."""
+        sidecar = count_path(self.directory, index)
+        if sidecar.is_file() and not block_path(self.directory, index).is_file():
+            info = json.loads(sidecar.read_text())
+            if info["frames"] == 0:  # a block held back by its decoder: no segment
+                return info
         if not block_path(self.directory, index).is_file():
             raise FileNotFoundError(f"frame block {index} is missing from {self.directory}")
-        return json.loads(count_path(self.directory, index).read_text())
+        return json.loads(sidecar.read_text())
 
     def append(self, frames: np.ndarray) -> None:
         """Encode the next finished block's uint8 [F, H, W, 3] frames as its own segment."""
@@ -109,13 +115,14 @@ class BlockFileWriter:
         block_path(self.directory, index).unlink(missing_ok=True)  # a rewrite: absent until whole again
         info = {"frames": int(frames.shape[0]), "height": int(frames.shape[1]), "width": int(frames.shape[2])}
         _write_atomically(count_path(self.directory, index), json.dumps(info))
-        writer = StreamingMP4Writer(block_path(self.directory, index), self.fps)
-        try:
-            writer.append(frames)
-            writer.close()
-        except BaseException:
-            writer.abort()
-            raise
+        if len(frames):  # else a block its decoder held back (its frames come with a later block's): no segment
+            writer = StreamingMP4Writer(block_path(self.directory, index), self.fps)
+            try:
+                writer.append(frames)
+                writer.close()
+            except BaseException:
+                writer.abort()
+                raise
         self.next_block += 1
         self.frames += len(frames)
 
@@ -125,10 +132,11 @@ class BlockFileWriter:
             raise ValueError(
                 f"blocks: {self.next_block} of {self.blocks} frame blocks written; the video is incomplete"
             )
-        sizes = {(info["height"], info["width"]) for info in map(self._block_info, range(self.blocks))}
+        infos = [self._block_info(index) for index in range(self.blocks)]
+        sizes = {(info["height"], info["width"]) for info in infos}
         if len(sizes) > 1:
             raise ValueError(f"frame blocks: sizes {sorted(sizes)} differ; one video needs one size")
-        segments = [block_path(self.directory, index) for index in range(self.blocks)]
+        segments = [block_path(self.directory, index) for index, info in enumerate(infos) if info["frames"]]
         return concat_segments(segments, self.video_path)
 
     def abort(self) -> None:

@@ -64,7 +64,11 @@ decodes each finished block with ``block_decoder()`` (called on the blocks in or
 carries its cache across blocks; ``video_frames`` must count the frames each block decodes to, since the
 receiving stage sizes each block's frames by it; ``runtime.jobs.video_state`` checkpoints a decoder's ``cache``/``first``
 attributes, or asks its ``export_state()``/``load_state(state)`` when it has them, e.g. CogVideoX's nested
-``conv_cache``); ``decode_block`` decodes one block on its own (a per-frame VAE's share of a block). A family
+``conv_cache``); ``decode_block`` decodes one block on its own (a per-frame VAE's share of a block). A VAE
+that keeps no state across blocks and sees frames on both sides (LTX-Video's: its family's ``decode_context``)
+decodes each block in a window of ``context`` latent frames each way, holding a block's frames back until the
+frames after it are in, so a call may return fewer frames than its block, or more; ``decodable_latent_frames``
+is the rule every stage counts them by. A family
 whose VAE decodes frames apart says so (``frames_decode_apart``): on several stages each then decodes a share
 of a block's frames with ``decode_block``.
 """
@@ -79,6 +83,15 @@ import torch
 
 EncodedPrompt = torch.Tensor | dict[str, torch.Tensor]
 """A prompt as the family's frame adapter takes it: one [1, L, D] tensor or named batch-first tensors."""
+
+
+def decodable_latent_frames(received: int, video_latent_frames: int | None, right: int) -> int:
+    """How many of a video's first ``received`` latent frames a block decoder with ``right`` latent frames of
+    context after each window can decode: all but the last ``right``, or all once the video's
+    ``video_latent_frames`` are in (None: the length is not known, so nothing is held back)."""
+    if video_latent_frames is None or received >= video_latent_frames:
+        return received
+    return max(0, received - right)
 
 
 @runtime_checkable
@@ -124,8 +137,12 @@ class VideoPipeline(Protocol):
     ) -> torch.Tensor:
         """One sampler step of a block: the guided model output at ``timesteps[index]`` -> the next latent."""
 
-    def block_decoder(self) -> Callable[[torch.Tensor], np.ndarray]:
-        """A decoder of one video's finished blocks, called in block order: [1, C, F, h, w] -> uint8 frames."""
+    def block_decoder(
+        self, video_latent_frames: int | None = None, context: int | None = None
+    ) -> Callable[[torch.Tensor], np.ndarray]:
+        """A decoder of one video's finished blocks, called in block order: [1, C, F, h, w] -> uint8 frames. A VAE
+        decoded in windows (its family's ``decode_context`` is not None) takes ``context`` latent frames each way
+        and holds frames back until the video's ``video_latent_frames`` are in; a VAE with a cache ignores both."""
 
     @property
     def latent_dtype(self) -> torch.dtype | None:
@@ -161,8 +178,10 @@ class VideoPipelineBase:
 
         return default_step(scheduler, output, index, timesteps, latent)
 
-    def block_decoder(self) -> Callable[[torch.Tensor], np.ndarray]:
-        """Each block decoded on its own (a VAE without a cache across blocks)."""
+    def block_decoder(
+        self, video_latent_frames: int | None = None, context: int | None = None
+    ) -> Callable[[torch.Tensor], np.ndarray]:
+        """Each block decoded on its own (a per-frame VAE: no cache, no context)."""
         return self.decode_block
 
     @property

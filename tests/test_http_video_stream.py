@@ -64,3 +64,20 @@ def test_block_segments_equal_the_same_blocks_cut_from_the_joined_video(tmp_path
         whole = tmp_path / "whole.ts"
         whole.write_bytes(b"".join(live))
         assert ffprobe(str(whole))["nb_read_frames"] == "15"
+
+
+def test_a_block_held_back_by_its_decoder_has_no_segment(tmp_path):
+    """A block whose frames come with a later block's (LTX-Video's decode in windows) is finished with no
+    segment: the playlist lists the later blocks by their own index, and the held block's segment is a 404."""
+    from cluster.http.errors import ApiError
+
+    record, _, writer, chunks = _video_job(tmp_path, blocks=3, frames=5)
+    writer.append(chunks[0][:0])
+    assert video_stream(record).segments == ()
+    writer.append(np.concatenate(chunks[:2]))
+    stream = video_stream(record)
+    assert [(s.index, s.first_frame, s.frames) for s in stream.segments] == [(1, 0, 10)]
+    assert playlist(stream).splitlines()[-1] == "stream/1.ts"
+    assert segment_bytes(stream, 1)
+    with pytest.raises(ApiError, match="block 0 of job job-1 is not a finished segment"):
+        segment_bytes(stream, 0)

@@ -67,17 +67,27 @@ class VideoStream:
     """No segment will be added: the video is joined or the job ended."""
 
 
+def _block_frames(blocks: Path, index: int) -> int | None:
+    """Frames of finished block ``index``: its sidecar's count when its MP4 is published, or 0 when its decoder
+    held it back (a sidecar of 0 frames and no MP4: its frames come with a later block's); None when it is not
+    finished (or was removed meanwhile: the video was joined)."""
+    try:
+        frames = int(json.loads(count_path(blocks, index).read_text())["frames"])
+    except (OSError, ValueError, KeyError):
+        return None
+    return frames if frames == 0 or block_path(blocks, index).is_file() else None
+
+
 def finished_blocks(blocks: Path) -> tuple[Segment, ...]:
-    """The blocks 0..k whose MP4 is published (each one's sidecar is then whole), in order."""
+    """The segments of blocks 0..k, all finished (each one's sidecar is then whole), in order; a block of no frames
+    has no segment."""
     segments: list[Segment] = []
-    first = 0
-    while block_path(blocks, len(segments)).is_file():
-        try:
-            frames = int(json.loads(count_path(blocks, len(segments)).read_text())["frames"])
-        except (OSError, ValueError, KeyError):  # removed meanwhile: the video was joined
-            break
-        segments.append(Segment(len(segments), first, frames))
+    first, index = 0, 0
+    while (frames := _block_frames(blocks, index)) is not None:
+        if frames:
+            segments.append(Segment(index, first, frames))
         first += frames
+        index += 1
     return tuple(segments)
 
 
@@ -150,14 +160,14 @@ def cached_segment(blocks: Path, index: int) -> Path:
 
 def segment_bytes(stream: VideoStream, index: int) -> bytes:
     """Segment ``index`` as MPEG-TS; 404 for a block not finished yet."""
-    if not 0 <= index < len(stream.segments):
+    segment = next((s for s in stream.segments if s.index == index), None)
+    if segment is None:
         raise ApiError(
             404,
             "index",
-            f"block {index} of job {stream.job_id} is not finished ({len(stream.segments)} are)",
+            f"block {index} of job {stream.job_id} is not a finished segment ({len(stream.segments)} are)",
             "not_found_error",
         )
-    segment = stream.segments[index]
     if stream.joined is not None:
         return cut_block(stream.joined, segment.first_frame, segment.frames, stream.fps)
     block, cache = block_path(stream.blocks, index), cached_segment(stream.blocks, index)

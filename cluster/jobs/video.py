@@ -32,6 +32,8 @@ STALE_DTYPES = ("float16", "bfloat16")
 
 MAX_FRAMES = 1_000_000
 MAX_SIDE = 4096
+MAX_DECODE_CONTEXT = 64
+"""Latent frames of decode context each way at most (16 already decode as the whole video does)."""
 
 
 def block_directory(output_dir: str | Path, job_id: str) -> Path:
@@ -102,6 +104,11 @@ class VideoSpec(JobSpec):
     block_stride: int = 1
     """Steps between consecutive blocks entering the queue, 1 <= it <= steps: 1 is DualParal's queue; more
     starts a block once the previous one is that much cleaner (more motion to continue, fewer blocks in flight)."""
+    decode_context: int | None = None
+    """Latent frames of context on each side of a block's VAE decode, for a VAE that keeps no state across
+    blocks (LTX-Video): a block's frames are held back until that many latent frames after it are denoised.
+    None: the family's default (LTX-Video: 8); 0: the previous latent frame only, nothing held back. Refused for
+    a VAE that carries its state from block to block (Wan, HunyuanVideo, CogVideoX)."""
     fps: float = 8.0
     """Frame rate of the MP4."""
     image: str = ""
@@ -169,6 +176,7 @@ class VideoSpec(JobSpec):
         if problem is not None:
             raise SpecError(*problem)
         self._validate_image(family.takes_image(path))
+        self._validate_decode_context(family)
         # a one-block video of a model whose denoisers take turns (Wan 2.2's experts): one segment each
         self.__dict__["_step_segments"] = family.step_segments(path, self.steps) if self.blocks == 1 else []
         self._validate_degree()
@@ -190,6 +198,21 @@ class VideoSpec(JobSpec):
         except ValueError as err:
             raise SpecError("image", str(err).removeprefix("image: ")) from None
         self.image = str(Path(self.image).resolve())
+
+    def _validate_decode_context(self, family: Any) -> None:
+        if self.decode_context is None:
+            return
+        check_type("decode_context", self.decode_context, int)
+        if family.decode_context is None:
+            raise SpecError(
+                "decode_context",
+                f"this model's VAE ({family.name}) carries its state from block to block and takes no decode context; "
+                "leave it unset",
+            )
+        if not 0 <= self.decode_context <= MAX_DECODE_CONTEXT:
+            raise SpecError(
+                "decode_context", f"must be in [0, {MAX_DECODE_CONTEXT}] latent frames, got {self.decode_context}"
+            )
 
     def _validate_degree(self) -> None:
         par = self.parallel

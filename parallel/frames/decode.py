@@ -13,7 +13,9 @@ decodes every block whole, in block order, with its own stateful block decoder, 
 on that one stage and the frames are the ones stage 0 would have decoded. How many frames a block decodes
 to is not fixed there (Wan's first block gives ``1 + 4 (n - 1)``, the later ones ``4 n``): ``decoded_frames``
 (the family's count, by block) gives stage 0 each receive's shape when it posts it, so no header message is
-needed and the decoding stage checks its frames against it before sending.
+needed and the decoding stage checks its frames against it before sending. A decoder that decodes in windows
+(LTX-Video's) may hold a block back and return its frames with later blocks' (a count of 0, then more than a
+block's): nothing is sent for a block of no frames, and stage 0 writes it as no frames.
 
 When each share is exchanged is fixed by the schedule, not by timing, so no stage can wait on one that
 waits on it: stage 0 finishes the blocks that took their last step in tick t - 1 at the start of tick t
@@ -86,8 +88,9 @@ class SplitDecoder:
                 s: RingChannel(group, s, TAG_FRAMES, (shares[s], *pixels, 3), torch.uint8, torch.device("cpu"))
                 for s in peers
             }
-            self.pending: deque[tuple[int, np.ndarray]] = deque()
-            """(block, stage 0's decoded frames) of blocks not written yet, oldest first."""
+            self.pending: deque[tuple[np.ndarray | None, list[int]]] = deque()
+            """(stage 0's decoded frames, the stages whose frames are coming) of blocks not written yet, oldest
+            first."""
         elif shares[self.rank]:
             self.share_in = RingChannel(
                 group, 0, TAG_SHARE, (1, channels, shares[self.rank], height, width), dtype, device
@@ -108,13 +111,17 @@ class SplitDecoder:
     def block_done(self, block: int, latent: torch.Tensor) -> None:
         """A finished block (stage 0, in block order): send the shares, decode its own, write the blocks
         before it."""
+        coming = []
         for stage, sender in self.to_peer.items():
-            self.from_peer[stage].post(self._frames_shape(stage, block))  # before the frames can arrive
+            shape = self._frames_shape(stage, block)
+            if shape[0]:  # a decoder holding the block back sends nothing for it
+                self.from_peer[stage].post(shape)  # before the frames can arrive
+                coming.append(stage)
             sender.send(self._share(latent, stage))
         own = self._decode(self._share(latent, 0)) if self.shares[0] else None
         while self.pending:  # their frames were sent before the output that finished this block
             self._write_oldest()
-        self.pending.append((block, own))
+        self.pending.append((own, coming))
 
     def _frames_shape(self, stage: int, block: int) -> tuple[int, ...]:
         """The shape of ``stage``'s decoded frames of ``block``."""
@@ -122,10 +129,12 @@ class SplitDecoder:
         return (count, *self.pixels, 3)
 
     def _write_oldest(self) -> None:
-        _, own = self.pending.popleft()
+        own, coming = self.pending.popleft()
         parts = [] if own is None else [own]
-        parts += [self.from_peer[stage].take().numpy() for stage in sorted(self.from_peer)]
-        self.write(np.concatenate(parts) if len(parts) > 1 else parts[0])
+        parts += [self.from_peer[stage].take().numpy() for stage in sorted(coming)]
+        if not parts:  # the decoding stage held the block back: later blocks' frames bring its frames
+            parts = [np.zeros((0, *self.pixels, 3), np.uint8)]
+        self.write(np.concatenate(parts) if len(parts) > 1 else parts[0])  # one write per block, maybe empty
 
     # ---- the other stages -------------------------------------------------------------------
     def catch_up(self, finished: int) -> None:
@@ -145,7 +154,8 @@ class SplitDecoder:
                     f"block {self.next_block} decoded to frames of shape {frames.shape}, stage 0 expects "
                     f"{expected} (the family's video_frames and its block decoder disagree, or the decoder lost its state)"
                 )
-            self.frames_out.send(torch.from_numpy(np.ascontiguousarray(frames)))
+            if len(frames):  # stage 0 posted no receive for a block held back
+                self.frames_out.send(torch.from_numpy(np.ascontiguousarray(frames)))
             self.next_block += 1
 
     def flush(self, finished: int) -> None:

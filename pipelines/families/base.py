@@ -113,6 +113,10 @@ class ModelFamily:
     """Block classes ``compile=true`` compiles where diffusers names none for the denoiser's class."""
     cache_modes: tuple[str, ...] = ("none",)
     """Step-cache modes (``parallel.cache``) that fit the family's denoiser ("none": every step in full)."""
+    decode_context: int | None = None
+    """A video VAE that keeps no state across blocks and sees frames on both sides (LTX-Video's): the latent frames
+    of context each way a block's decode takes by default (``pipelines.video_pipeline``); None: the VAE carries
+    its state from block to block (or decodes frames apart), and a job's ``decode_context`` is refused."""
     true_cfg: bool = False
     """Whether the family's classifier-free guidance over a negative prompt is weighed by the job's
     ``true_cfg_scale`` (which ``encode`` then takes as a keyword) rather than by ``guidance_scale``: Flux, whose

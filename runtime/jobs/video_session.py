@@ -40,7 +40,7 @@ from parallel.frames.decode import SplitDecoder
 from parallel.frames.partition import clock_for, per_module
 from parallel.frames.pipeline import FramePipeline, FramePipelineConfig
 from pipelines.families import family_of
-from pipelines.video_pipeline import VideoPipeline
+from pipelines.video_pipeline import VideoPipeline, decodable_latent_frames
 from pipelines.video_writer import StreamingMP4Writer
 from runtime.heap import trim_heap
 from runtime.jobs.strategies import WHOLE_VIDEO
@@ -52,11 +52,28 @@ from runtime.jobs.video_state import (
 )
 
 
-def block_video_frames(pipe: VideoPipeline, block_frames: int, block: int) -> int:
-    """Frames block ``block`` of ``block_frames`` latent frames decodes to with the family's block decoder,
-    continuing the video: the frames of the blocks up to it less those before it (``video_frames``)."""
-    before = pipe.video_frames(block * block_frames) if block else 0
-    return pipe.video_frames((block + 1) * block_frames) - before
+def block_video_frames(
+    pipe: VideoPipeline,
+    block_frames: int,
+    block: int,
+    video_latent_frames: int | None = None,
+    context: int | None = None,
+) -> int:
+    """Frames the family's block decoder returns for block ``block`` of ``block_frames`` latent frames, continuing
+    the video: the frames of the latent frames decodable once it is in less those decodable before it
+    (``video_frames``); with a decode ``context`` (a VAE decoded in windows) the last ``context`` latent frames
+    received wait for the frames after them, up to the video's ``video_latent_frames``."""
+
+    def decodable(blocks: int) -> int:
+        received = blocks * block_frames
+        if context is None:
+            return received
+        return decodable_latent_frames(received, video_latent_frames, context)
+
+    def frames(latent_frames: int) -> int:
+        return pipe.video_frames(latent_frames) if latent_frames else 0
+
+    return frames(decodable(block + 1)) - frames(decodable(block))
 
 
 class VideoSession:
@@ -115,6 +132,11 @@ class VideoSession:
         self.heap_trim_s = 0.0
         """Calls of ``runtime.heap.trim_heap`` that trimmed (one per finished block on each CPU stage that decodes or
         writes it) and their seconds."""
+        default_context = family_of(pipe).decode_context
+        context = getattr(spec, "decode_context", None)
+        self.decode_context = default_context if context is None or default_context is None else context
+        """Latent frames each way a block's decode sees (None: a VAE with its state across blocks)."""
+        self.video_latent_frames = config.frames
         latent_shape = pipe.latent_shape(spec.height, spec.width)
         stages = dist.get_world_size(group) if group is not None else 1
         overhead = self._decode_cost(latent_shape) if rank == 0 and stages > 1 else 0.0
@@ -157,7 +179,7 @@ class VideoSession:
         whole = shares.index(config.block_frames) if config.block_frames in shares else None
         decoding = None if by_frames and whole != 0 else whole  # the stage with self.decode (None: split)
         if decoding is not None and rank == decoding:
-            self.decode = pipe.block_decoder()
+            self.decode = self._block_decoder()
         if shares[0] != config.block_frames:
             splitter = SplitDecoder(
                 group,
@@ -203,30 +225,42 @@ class VideoSession:
 
         return make_adapter
 
+    def _block_decoder(self, video_latent_frames: int | None = None) -> Callable:
+        """The family's decoder of this video's blocks (``video_latent_frames``: another video's length)."""
+        if self.decode_context is None:
+            return self.pipe.block_decoder()
+        frames = self.video_latent_frames if video_latent_frames is None else video_latent_frames
+        return self.pipe.block_decoder(video_latent_frames=frames, context=self.decode_context)
+
     def _decode_cost(self, latent_shape: tuple[int, int, int]) -> float:
         """Seconds to decode one frame block with the family's block decoder, as a block after the first (a
-        causal VAE's later blocks decode more frames: Wan's 4n against 1 + 4(n - 1), HunyuanVideo's and LTX's
-        with latent frames of the block before). A decoder of its own: this video's is not touched. Timed once
-        per VAE and block shape in this worker (``partition.per_module``)."""
+        causal VAE's later blocks decode more frames: Wan's 4n against 1 + 4(n - 1), HunyuanVideo's with latent
+        frames of the block before; LTX's in a window of ``decode_context`` latent frames each way, which holds
+        the first blocks back). A decoder of its own: this video's is not touched. Timed once per VAE, block
+        shape and context in this worker (``partition.per_module``)."""
         channels, height, width = latent_shape
         frames = self.pipe.latent_frames(self.spec.block_frames, "block_frames")
         vae = self.pipe.vae
+        held = -(-(self.decode_context or 0) // frames)  # blocks a decode waits for
 
         def measure() -> float:
             block = torch.zeros(1, channels, frames, height, width, device=vae.device)
             clock = clock_for(vae.device)  # as the layers are measured
-            decode = self.pipe.block_decoder()
+            blocks = held + 3  # three calls decode: the first warms up and begins the video, the last ends it
+            decode = self._block_decoder(video_latent_frames=blocks * frames)
             samples = []
-            for _ in range(3):  # the first warms up and begins the video
+            for _ in range(blocks):
                 started = clock()
-                decode(block)
-                samples.append(clock() - started)
+                if len(decode(block)):
+                    samples.append(clock() - started)
             return min(samples[1:])
 
-        return per_module(vae, ("decode", type(self.pipe).__qualname__, channels, frames, height, width), measure)
+        key = ("decode", type(self.pipe).__qualname__, channels, frames, height, width, self.decode_context)
+        return per_module(vae, key, measure)
 
     def _decoded_frames(self, block: int) -> int:
-        return block_video_frames(self.pipe, self.pipeline.config.block_frames, block)
+        block_frames = self.pipeline.config.block_frames
+        return block_video_frames(self.pipe, block_frames, block, self.video_latent_frames, self.decode_context)
 
     def _decode_whole(self, latent: torch.Tensor):
         """A whole finished block decoded on this stage, continuing the video (a causal VAE off stage 0)."""
@@ -282,8 +316,15 @@ class VideoSession:
         load_stage_state(self.pipeline, state)
         if self.bands is not None:  # stale activations are a cache: the resumed step refills them synchronously
             self.bands.reset(self.pipeline.position)
-        if state.get("decoder") is not None and self.decode is not None:  # whichever stage decodes now
+        if self.decode is None:  # not the decoding stage
+            return
+        if state.get("decoder") is not None:  # whichever stage decodes now
             load_decoder_state(self.decode, state["decoder"])
+        elif self.decode_context is not None and self.pipeline.finished:
+            raise ValueError(
+                "checkpoint: it holds no decoder state, and this model's decoder holds finished blocks back "
+                "(decode_context): their frames would be lost"
+            )
 
     def result(self) -> None:
         """Stage 0 writes the video itself: nothing travels back."""

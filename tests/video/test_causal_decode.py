@@ -2,8 +2,8 @@
 least, and a render whose stage 1 decodes every block (its own stateful block decoder, the frames sent to stage 0)
 writes the frames stage 0's decode writes, in order, also when stopped at a tick and continued from its
 checkpoint with the decoder state gathered from stage 1 (restored on stage 1, or on stage 0). Real gloo processes,
-tiny diffusers pipelines: Wan (its feature cache across blocks) and HunyuanVideo (earlier latent frames decoded
-again)."""
+tiny diffusers pipelines: Wan (its feature cache across blocks), HunyuanVideo (earlier latent frames decoded
+again) and LTX-Video (decoded in windows, a block's frames held back until the frames after it are in)."""
 
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ import torch
 from _causal_decode_workers import causal_renders
 from _parallel_dist import run_ranks
 from _tiny_hunyuanvideo import save_tiny_hunyuanvideo
+from _tiny_ltx import save_tiny_ltx
 from _tiny_wan_pipeline import save_tiny_wan_pipeline
 
 from parallel.frames.partition import plan_seconds, stage_plan
@@ -54,6 +55,9 @@ WAN = dict(
     parallel={"degree": 2},
 )
 HUNYUAN = dict(WAN, prompt="red and blue stripes", guidance_scale=6.0, steps=2, seed=6)
+LTX = dict(WAN, height=64, width=64, frames=48, block_frames=16, context_frames=8, decode_context=2)
+"""6 latent frames in 3 blocks of 2, each decoded with 2 latent frames of context each way: block 0 is held back
+until block 1 is in (no frames), block 1 gives block 0's 9 frames, block 2 the other 32."""
 SCENARIOS = {
     "stage 0": (0, None, None),
     "stage 1": (1, None, None),
@@ -68,17 +72,18 @@ def model_dirs(tmp_path_factory):
     torch.set_num_threads(1)
     root = tmp_path_factory.mktemp("causal")
     return {
-        "wan": (save_tiny_wan_pipeline(root / "wan"), WAN),
-        "hunyuan": (save_tiny_hunyuanvideo(root / "hunyuan"), HUNYUAN),
+        "wan": (save_tiny_wan_pipeline(root / "wan"), WAN, [5, 8, 8]),
+        "hunyuan": (save_tiny_hunyuanvideo(root / "hunyuan"), HUNYUAN, [5, 8, 8]),
+        "ltx": (save_tiny_ltx(root / "ltx"), LTX, [0, 9, 32]),
     }
 
 
-@pytest.mark.parametrize("family", ["wan", "hunyuan"])
+@pytest.mark.parametrize("family", ["wan", "hunyuan", "ltx"])
 def test_decode_on_stage_1_writes_what_stage_0_writes(model_dirs, family):
-    model_dir, fields = model_dirs[family]
+    model_dir, fields, written = model_dirs[family]
     got, stage1 = run_ranks(causal_renders, 2, str(model_dir), fields, SCENARIOS, timeout=300)
     reference = got["stage 0"]
-    assert [len(b) for b in reference["written"]] == [5, 8, 8]
+    assert [len(b) for b in reference["written"]] == written
     assert reference["reports"][-1]["decode_shares"] == [2, 0] and stage1["stage 0"]["reports"][-1]["decode_cpu_s"] == 0
     for name in list(SCENARIOS)[1:]:
         run, other = got[name], stage1[name]
@@ -96,7 +101,7 @@ def test_decode_on_stage_1_writes_what_stage_0_writes(model_dirs, family):
             assert frames.shape == expected.shape and frames.dtype == np.uint8, (name, block)
             # the latents equal up to float rounding, so a pixel may round the other way
             diff = np.abs(frames.astype(int) - expected.astype(int))
-            assert diff.max() <= 1 and diff.mean() < 0.01, (name, block)
+            assert not diff.size or (diff.max() <= 1 and diff.mean() < 0.01), (name, block)
 
 
 @pytest.mark.parametrize("family", ["cogvideox", "ltx"])
@@ -104,7 +109,6 @@ def test_block_decoders_decode_the_frames_stage_0_expects(tmp_path, family):
     """Stage 0 sizes each block's frames from the family's ``video_frames``: the other causal families' block
     decoders (rendered on 2 stages in their own tests, where the plan decides) decode that many, block by block."""
     from _tiny_cogvideox import save_tiny_cogvideox
-    from _tiny_ltx import save_tiny_ltx
 
     from pipelines.families import family_for_dir
     from runtime.jobs.video_session import block_video_frames

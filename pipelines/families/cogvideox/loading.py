@@ -207,7 +207,9 @@ class CogVideoXVideoPipeline(VideoPipelineBase):
             setattr(scheduler, OLD_PREDICTION, old)
         return latent.transpose(1, 2).to(dtype).contiguous()  # the pipeline keeps its latents in the model's dtype
 
-    def block_decoder(self):
+    def block_decoder(self, video_latent_frames: int | None = None, context: int | None = None):
+        """A decoder of one video's finished blocks, called in block order (the causal VAE's ``conv_cache`` carries
+        its state: no context)."""
         from pipelines.families.cogvideox.decode import CogVideoXBlockDecoder
 
         return CogVideoXBlockDecoder(self.vae)

@@ -158,8 +158,9 @@ class HunyuanVideoParts(VideoPipelineBase):
         return scheduler.step(output, timesteps[index], latent, return_dict=False)[0]
 
     # --- decoding --------------------------------------------------------------------------------
-    def block_decoder(self):
-        """A decoder of one video's finished blocks, called in block order: [1, C, F, h, w] -> uint8 frames."""
+    def block_decoder(self, video_latent_frames: int | None = None, context: int | None = None):
+        """A decoder of one video's finished blocks, called in block order: [1, C, F, h, w] -> uint8 frames (the
+        causal VAE decodes earlier latent frames again: no context)."""
         from pipelines.families.hunyuanvideo.decode import HunyuanBlockDecoder
 
         return HunyuanBlockDecoder(self.vae, self.pipe.video_processor)

@@ -24,6 +24,7 @@ class LTXFamily(ModelFamily):
     denoisers = ("LTXVideoTransformer3DModel",)
     samplers = ()  # a video renders with the scheduler its directory names (flow matching)
     strategies = ("none", "frames", "sequence", "patch")
+    decode_context = 8  # latent frames each way: 59-93 dB against a whole decode (pipelines.families.ltx.decode)
 
     def check_dir(self, path: Path, index: dict) -> None:
         from pipelines.families.ltx.loading import check_ltx_dir

@@ -2,33 +2,40 @@
 
 LTX's decoder is not causal (``decoder_causal=False``: each time convolution pads with the edge frames on
 both sides) and keeps no cache between calls, so a block cannot continue the decoder's state of the one
-before, as Wan's causal VAE does. Each block is decoded alone, with the previous block's last ``overlap``
-latent frames in front of it (their frames are dropped again): that keeps the frame count of decoding the
-whole video at once (the first latent frame gives one frame, every later one ``temporal_factor``) and gives
-the block's first frames their left context. The right edge sees no frame of the next block, which has not
-left the queue yet, so the frames differ from a whole-video decode: the seam, measured as PSNR by
-``tests/video/test_ltx_pipeline.py``. It is not only at the border: the decoder's receptive field spans 8 to 16
-latent frames each way, so on random latents every frame differs. ``python -m bench.ltx_decode_seam``
-(BENCHMARKS.md, "LTX-Video's block-wise decode") measures what context on each side would buy: with 4 latent
-frames of context each way 32-39 dB against today's 18-22, with 8 each way 59-93, with 16 equal up to float
-rounding. A right context means holding each block's frames back until the next block has finished (and saving the
-held latent in the checkpoint); that is not built.
+before, as Wan's causal VAE does, and its receptive field spans 8 to 16 latent frames each way. So each
+block's latent frames are decoded in a window with ``context`` latent frames on each side (their frames are
+dropped again): the ones decoded before it, and the ones after it, which are held back until the blocks
+after it have left the queue (or the video ends there). ``python -m bench.ltx_decode_seam`` (BENCHMARKS.md,
+"LTX-Video's block-wise decode") measured what the context buys against decoding the whole video at once: the
+previous latent frame only (what Tessera did before, still ``context=0``) 18-22 dB, 4 each way 32-39 dB, 8
+each way 59-93 dB (under a quarter of a uint8 step), 16 each way equal up to float rounding. The default is 8
+(``LTXFamily.decode_context``; a job's ``decode_context``); each block then decodes its own frames and up to 16 more
+latent frames, which this VAE's 32x32x8 compression keeps cheap beside the transformer.
 
-Before decoding, each block gets what ``LTXPipeline.__call__`` does to the whole latent: the latents
+Which latent frames a call decodes is a rule of the counts alone (everything
+received but the last ``context``, everything at the video's end), so the stage that receives the frames
+from another decoding stage knows each block's frame count in advance (``block_video_frames``); the first
+blocks of a long context give no frames at all, the last gives the rest. The first latent frame decodes to
+one frame, every later one to ``temporal_factor``: the whole decode's count.
+
+Before decoding, each window gets what ``LTXPipeline.__call__`` does to the whole latent: the latents
 normalisation undone (``_denormalize_latents`` with the VAE's ``latents_mean``/``latents_std``), and for a
 timestep-conditioned decoder the ``decode_timestep`` passed to the VAE with ``decode_noise_scale`` of noise
-mixed in (drawn per block from the decoder's ``seed``, since the pipeline's generator is not Tessera's). A job
-reaches neither today: ``LTXVideoPipeline`` keeps ``LTXPipeline.__call__``'s defaults (decode timestep 0, so no
-noise), and ``VideoSession`` builds the decoder with seed 0; a job option for them must pass its seed too.
+mixed in (drawn per latent frame from the decoder's ``seed`` and the frame's index, so a frame gets the same
+noise as context and as its own window's; the pipeline's generator is not Tessera's). A job reaches neither
+today: ``LTXVideoPipeline`` keeps ``LTXPipeline.__call__``'s defaults (decode timestep 0, so no noise), and
+``VideoSession`` builds the decoder with seed 0; a job option for them must pass its seed too.
 
-The decoder's state between blocks (``cache``: the previous block's tail and the latent frames decoded so
-far; ``first``) is what a service job's checkpoint carries (``runtime.jobs.video_state``).
+The decoder's state between blocks (the held latent frames with the decoded context in front of them, and the
+counts) is what a service job's checkpoint carries (``export_state``, ``runtime.jobs.video_state``).
 """
 
 from __future__ import annotations
 
 import numpy as np
 import torch
+
+from pipelines.video_pipeline import decodable_latent_frames
 
 _MIX = 0x9E3779B97F4A7C15
 
@@ -40,7 +47,8 @@ def to_uint8_frames(video: torch.Tensor) -> np.ndarray:
 
 
 class LTXBlockDecoder:
-    """Decodes consecutive frame blocks of one video; call it on the blocks in video order."""
+    """Decodes consecutive frame blocks of one video; call it on the blocks in video order. Each call returns
+    the frames of the latent frames it could decode (``decodable_latent_frames``), maybe none."""
 
     def __init__(
         self,
@@ -48,22 +56,30 @@ class LTXBlockDecoder:
         decode_timestep: float = 0.0,
         decode_noise_scale: float | None = None,
         seed: int = 0,
-        overlap: int = 1,
+        context: int = 0,
+        video_latent_frames: int | None = None,
     ) -> None:
-        if overlap < 1:
-            raise ValueError(f"overlap: at least one latent frame keeps the frame count, got {overlap}")
+        """``context``: latent frames on each side of a decoded window (0: the previous latent frame only,
+        nothing after); ``video_latent_frames``: the video's latent frames, which the frames after a block
+        are held back for (None: each call decodes what it is given, continuing the video)."""
+        if context < 0:
+            raise ValueError(f"decode_context: latent frames of context must be >= 0, got {context}")
         self.vae = vae
         self.decode_timestep = decode_timestep
         self.noise_scale = decode_timestep if decode_noise_scale is None else decode_noise_scale
         self.seed = seed
-        self.overlap = overlap
-        self.cache: list = [None, 0]
-        """[the previous block's last ``overlap`` normalised latent frames, latent frames decoded so far]."""
-        self.first = True
-        """The next block begins the video (nothing in front of it)."""
+        self.left = max(1, context)
+        """Decoded latent frames kept in front of the next window (one at least: the frame count)."""
+        self.right = context if video_latent_frames is not None else 0
+        self.video_latent_frames = video_latent_frames
+        self.window: torch.Tensor | None = None
+        """Normalised latent frames: up to ``left`` decoded ones, then every one received and not decoded."""
+        self.decoded = 0
+        self.received = 0
 
-    def _prepare(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """The VAE's latent and timestep for normalised latent frames ``z``, as LTXPipeline.__call__ makes them."""
+    def _prepare(self, z: torch.Tensor, first: int) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The VAE's latent and timestep for normalised latent frames ``z`` (the video's from index ``first``), as
+        LTXPipeline.__call__ makes them."""
         from diffusers import LTXPipeline
 
         vae = self.vae
@@ -72,27 +88,58 @@ class LTXBlockDecoder:
             return z, None
         timestep = torch.tensor([self.decode_timestep], device=z.device, dtype=z.dtype)
         if self.noise_scale:
-            generator = torch.Generator().manual_seed((self.seed * _MIX + self.cache[1] + 1) % 2**63)
-            noise = torch.randn(z.shape, generator=generator, dtype=z.dtype).to(z.device)
+            shape = (*z.shape[:2], 1, *z.shape[3:])
+            frames = range(first, first + z.shape[2])
+            noise = torch.cat([self._frame_noise(shape, index, z.dtype) for index in frames], dim=2)
             z = (1 - self.noise_scale) * z + self.noise_scale * noise
         return z, timestep
 
+    def _frame_noise(self, shape: tuple[int, ...], index: int, dtype: torch.dtype) -> torch.Tensor:
+        """Latent frame ``index``'s decode noise (the same in every window the frame is in)."""
+        generator = torch.Generator().manual_seed((self.seed * _MIX + index + 1) % 2**63)
+        return torch.randn(shape, generator=generator, dtype=dtype).to(self.vae.device)
+
+    def _video_frames(self, latent_frames: int) -> int:
+        return 1 + self.vae.temporal_compression_ratio * (latent_frames - 1) if latent_frames else 0
+
     @torch.no_grad()
     def decode(self, latent: torch.Tensor) -> torch.Tensor:
-        """[1, C, F, h, w] normalised latent frames -> [1, 3, F', H, W] video in [-1, 1], continuing the video."""
+        """[1, C, F, h, w] normalised latent frames -> [1, 3, F', H, W] video in [-1, 1]: the frames of the latent
+        frames now decodable (none while the block's right context is still to come), continuing the video."""
         vae = self.vae
         latent = latent.to(device=vae.device, dtype=vae.dtype)
-        tail = self.cache[0]
-        front = 0 if self.first or tail is None else tail.shape[2]
-        z = latent if front == 0 else torch.cat([tail.to(latent), latent], dim=2)
-        z, timestep = self._prepare(z)
+        self.window = latent if self.window is None else torch.cat([self.window.to(latent), latent], dim=2)
+        self.received += latent.shape[2]
+        ready = decodable_latent_frames(self.received, self.video_latent_frames, self.right)
+        if ready == self.decoded:
+            height, width = (side * vae.spatial_compression_ratio for side in latent.shape[3:])
+            return torch.zeros(1, 3, 0, height, width, dtype=vae.dtype, device=vae.device)
+        front = self.window.shape[2] - (self.received - self.decoded)  # decoded frames in front: left context
+        z, timestep = self._prepare(self.window, self.decoded - front)
         video = vae.decode(z, timestep, return_dict=False)[0]
-        if front:
-            video = video[:, :, 1 + vae.temporal_compression_ratio * (front - 1) :]
-        self.cache = [latent[:, :, -self.overlap :].clone(), self.cache[1] + latent.shape[2]]
-        self.first = False
+        start = 1 + vae.temporal_compression_ratio * (front - 1) if front else 0
+        count = self._video_frames(ready) - self._video_frames(self.decoded)
+        video = video[:, :, start : start + count]
+        keep = min(self.left, ready)  # decoded frames to keep in front of the next window
+        self.window = self.window[:, :, front + (ready - self.decoded) - keep :].clone()
+        self.decoded = ready
         return video.clamp(-1.0, 1.0)
 
     def __call__(self, latent: torch.Tensor) -> np.ndarray:
         """[1, C, F, h, w] -> [F', H, W, 3] uint8 frames, continuing the video."""
         return to_uint8_frames(self.decode(latent))
+
+    def export_state(self) -> dict:
+        """The state a checkpoint carries: the held latent frames (with their left context) and the counts."""
+        window = None if self.window is None else self.window.detach().cpu().clone()
+        return {"window": window, "decoded": self.decoded, "received": self.received}
+
+    def load_state(self, state: dict) -> None:
+        """Continue from ``export_state``'s output (or a checkpoint of the decoder before it held frames back:
+        ``cache`` = [the last latent frame decoded, latent frames decoded], ``first``)."""
+        if "cache" in state:
+            tail, decoded = state["cache"]
+            state = {"window": None if state["first"] else tail, "decoded": decoded, "received": decoded}
+        window = state["window"]
+        self.window = None if window is None else window.to(self.vae.device)
+        self.decoded, self.received = int(state["decoded"]), int(state["received"])

@@ -184,12 +184,18 @@ class LTXVideoPipeline(VideoPipelineBase):
         )
         return {"prompt_embeds": embeds, "prompt_attention_mask": mask}
 
-    def block_decoder(self, seed: int = 0):
-        """A decoder of one video's finished blocks, called in block order: [1, C, F, h, w] -> uint8 frames
-        (``seed``: of the decode noise, when ``decode_noise_scale`` mixes any in)."""
+    def block_decoder(self, video_latent_frames: int | None = None, context: int | None = None, seed: int = 0):
+        """A decoder of one video's finished blocks, called in block order: [1, C, F, h, w] -> uint8 frames, each
+        window with ``context`` latent frames each way (None: the family's ``decode_context``), held back until the
+        video's ``video_latent_frames`` after it are in (None: nothing held back); ``seed``: of the decode noise,
+        when ``decode_noise_scale`` mixes any in."""
+        from pipelines.families.ltx import LTXFamily
         from pipelines.families.ltx.decode import LTXBlockDecoder
 
-        return LTXBlockDecoder(self.vae, self.decode_timestep, self.decode_noise_scale, seed)
+        context = LTXFamily.decode_context if context is None else context
+        return LTXBlockDecoder(
+            self.vae, self.decode_timestep, self.decode_noise_scale, seed, context, video_latent_frames
+        )
 
     @torch.no_grad()
     def decode_block(self, latent: torch.Tensor) -> np.ndarray:

@@ -168,8 +168,9 @@ class WanVideoPipeline(VideoPipelineBase):
         """The per-frame VAE decodes each latent frame on its own: stages may split a block's decode by frames."""
         return not self.causal_vae
 
-    def block_decoder(self):
-        """A decoder of one video's finished blocks, called in block order: [1, C, F, h, w] -> uint8 frames."""
+    def block_decoder(self, video_latent_frames: int | None = None, context: int | None = None):
+        """A decoder of one video's finished blocks, called in block order: [1, C, F, h, w] -> uint8 frames (the
+        causal VAE's cache carries its state: no context)."""
         if self.causal_vae:
             from pipelines.families.wan.decode import WanBlockDecoder
 
