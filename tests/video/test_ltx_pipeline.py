@@ -102,8 +102,9 @@ def test_block_decode_is_the_pipelines_decode(pipe, diffusers_pipe):
 
 @torch.no_grad()
 def test_blockwise_decode_keeps_the_frames_and_reports_the_seam(pipe):
-    """LTX's VAE has no cache across calls: blocks decode alone (the previous block's tail in front), which keeps
-    the whole decode's frames but not its values at a border (the seam, as PSNR against the whole decode)."""
+    """LTX's VAE has no cache across calls: a decoder not told the video's length holds nothing back, so each block
+    decodes with the frames before it only, which keeps the whole decode's frames but not its values (the seam, as
+    PSNR against the whole decode; with frames after each block: test_ltx_decode_context.py)."""
     from diffusers import LTXPipeline
 
     torch.set_num_threads(1)
