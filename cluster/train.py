@@ -42,15 +42,10 @@ def read_metrics(run_dir: str | Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
 
 
-def run_training(config: TrainConfig, address: str | None = None) -> list[dict]:
-    """Run the job on Ray Train; returns the metrics records written by this run."""
-    import ray.train
-    from ray.train.torch import TorchConfig, TorchTrainer
-
-    from runtime.device import device_slot, resolve_device_kind
-    from runtime.ray_session import ray_session
+def prepare_run(config: TrainConfig) -> int:
+    """Make the run directory (absolute), start its metrics afresh unless resuming, and give the invocation its
+    run id; returns the metrics records already there."""
     from runtime.training.recovery import new_run_id
-    from runtime.training.worker import train_worker
 
     config.run_dir = str(Path(config.run_dir).resolve())
     Path(config.run_dir).mkdir(parents=True, exist_ok=True)
@@ -58,7 +53,19 @@ def run_training(config: TrainConfig, address: str | None = None) -> list[dict]:
     if not config.resume and metrics.exists():
         metrics.unlink()
     config.run_id = new_run_id()  # checkpoints of this invocation: where a restarted worker group resumes
-    already = len(read_metrics(config.run_dir))
+    return len(read_metrics(config.run_dir))
+
+
+def run_training(config: TrainConfig, address: str | None = None) -> list[dict]:
+    """Run the job on Ray Train; returns the metrics records written by this run."""
+    import ray.train
+    from ray.train.torch import TorchConfig, TorchTrainer
+
+    from runtime.device import device_slot, resolve_device_kind
+    from runtime.ray_session import ray_session
+    from runtime.training.worker import train_worker
+
+    already = prepare_run(config)
     with ray_session(address) as resources:
         kind = resolve_device_kind(config.device, resources.get("GPU", 0), config.workers)
         slot = device_slot(kind)

@@ -8,7 +8,8 @@ whatever algorithm the backend uses underneath.
 
 Kinds used by this package: ``halo`` (conv boundary rows, neighbours only), ``kv`` (self-attention
 K/V, point to point to every other band), ``norm`` (GroupNorm statistics all-reduce), ``linear`` (linear
-attention's per-head states all-reduce), ``cfg`` (noise exchange between CFG partners), ``meta`` (one-off shape
+attention's per-head states all-reduce), ``cfg`` (noise exchange between CFG partners), ``ulysses`` (a joint
+attention's Q/K/V and outputs between sequence and head shares, HunyuanVideo's Ulysses), ``meta`` (one-off shape
 exchange).
 
 Each method returns a ``Pending``: call ``wait()`` to get the result. Synchronous callers wait at
@@ -156,6 +157,27 @@ class Comm:
 
         def finish() -> list[torch.Tensor | None]:
             sent.clear()  # the send buffer may be freed once the sends completed
+            return received
+
+        return self._post(recvs, sends, sent, finish)
+
+    def all_to_all(self, parts: list[torch.Tensor], shapes: list[tuple[int, ...]], kind: str, tag: int) -> Pending:
+        """Send ``parts[peer]`` to every other rank and receive a tensor of ``shapes[peer]`` from it, point to point
+        (an all-to-all whose parts may differ in size: uneven bands). The result lists the tensors in rank order,
+        this rank's own part in its slot."""
+        received: list[torch.Tensor] = [parts[self.rank]] * self.world
+        recvs, sends, sent = [], [], []
+        for peer in range(self.world):
+            if peer == self.rank:
+                continue
+            received[peer] = parts[peer].new_empty(shapes[peer])
+            recvs.append(self._op(dist.irecv, received[peer], peer, tag))
+            sent.append(parts[peer].contiguous())
+            sends.append(self._op(dist.isend, sent[-1], peer, tag))
+            self.count(kind, peer, sent[-1].numel() * sent[-1].element_size())
+
+        def finish() -> list[torch.Tensor]:
+            sent.clear()  # the send buffers may be freed once the sends completed
             return received
 
         return self._post(recvs, sends, sent, finish)

@@ -345,3 +345,9 @@ class ModelFamily:
     def patch_plan(self, model: torch.nn.Module, config: PatchConfig) -> PatchPlan:
         """How the denoiser runs on row bands (``parallel.patch.parallelize_patch``)."""
         raise NotImplementedError(f"the {self.name} family has no patch plan")
+
+    def sequence_plan(self, model: torch.nn.Module, config: PatchConfig, workers: int) -> PatchPlan | None:
+        """A video model's own sequence-parallel plan on ``workers``, for a model diffusers ships no ``_cp_plan``
+        for: a band plan whose attention runs Ulysses (``parallel.patch.parallelize_patch``). None: the model's
+        ``_cp_plan`` under diffusers' context parallelism (``parallel.sequence``)."""
+        return None

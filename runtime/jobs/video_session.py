@@ -18,7 +18,8 @@ by that factor.
 With ``parallel.strategy=sequence`` or ``patch`` the video is one block and every worker runs the whole queue
 itself (``pipelines.whole_video``): for ``sequence`` the family's ``sequence_adapter`` hands the model's own
 forward to diffusers' context parallelism (``parallel.sequence``), which splits each forward's tokens over the
-job's group (Ulysses x Ring, ``parallel.ring``); for ``patch`` the family's ``band_adapter`` runs that forward on this worker's row band of
+job's group (Ulysses x Ring, ``parallel.ring``), or, for a model diffusers ships no plan for, the family's own
+``sequence_plan`` runs it on this worker's row band as ``patch`` does, Ulysses in its attention; for ``patch`` the family's ``band_adapter`` runs that forward on this worker's row band of
 every frame, the model under its family's patch plan (``parallel.patch``, sync or displaced), and the bands'
 outputs are gathered. Every worker then steps the same latent, and stage 0 writes it.
 
@@ -164,7 +165,7 @@ class VideoSession:
         except BaseException:
             self._end_sequence()  # bands the plan put on the model before the pipeline refused
             raise
-        if self.sequence_group is not None and spec.parallel.strategy == "sequence":
+        if self.sequence_group is not None and spec.parallel.strategy == "sequence" and self.bands is None:
             from parallel.sequence import SequenceConfig, parallelize_sequence
 
             workers, ring = dist.get_world_size(self.sequence_group), spec.parallel.ring
@@ -201,21 +202,27 @@ class VideoSession:
 
     def _adapter_factory(self, pipe: VideoPipeline, spec: Any, latent_shape: tuple[int, int, int]) -> Callable:
         """The family's plan for the strategy: its frame plan, or for the whole-video strategies its model's forward
-        on the whole video (``patch``: on this worker's band, the model put under the family's patch plan)."""
+        on the whole video (``patch``: on this worker's band, the model put under the family's patch plan;
+        ``sequence``: under diffusers' context parallelism, or, for a model diffusers has no plan for, on this
+        worker's band under the family's own sequence plan, ``ModelFamily.sequence_plan``)."""
         family = family_of(pipe)
         if self.sequence_group is None:
             return family.frame_adapter
-        if spec.parallel.strategy == "sequence":
-            return family.sequence_adapter
         from parallel.patch.bands import band_bounds
         from parallel.patch.config import PatchConfig
         from parallel.patch.parallelize import parallelize_patch
         from pipelines.whole_video import BandSplit
 
         par = spec.parallel
+        workers = dist.get_world_size(self.sequence_group)
         config = PatchConfig(mode=par.mode, warmup_steps=par.warmup_steps, stale_dtype=par.stale_dtype)
-        plan = family.patch_plan(pipe.transformer, config)
-        bounds = band_bounds(latent_shape[1], dist.get_world_size(self.sequence_group), plan.align)
+        if par.strategy == "sequence":
+            plan = family.sequence_plan(pipe.transformer, config, workers)
+            if plan is None:  # diffusers' context parallelism, put on the model once the pipeline is built
+                return family.sequence_adapter
+        else:
+            plan = family.patch_plan(pipe.transformer, config)
+        bounds = band_bounds(latent_shape[1], workers, plan.align)
 
         def make_adapter(model, block_shape: tuple[int, int, int, int], context_frames: int) -> BandSplit:
             inner = family.band_adapter(model, block_shape, context_frames)
@@ -348,6 +355,8 @@ class VideoSession:
                 "warmup_steps": handle.config.warmup_steps,
                 "bytes_sent": handle.bytes_sent.total,
             }
+            if self.spec.parallel.strategy == "sequence":  # the family's own Ulysses on the bands
+                report.update(ulysses=dist.get_world_size(self.sequence_group), ring=1)
             handle.remove()
             return report
         if self.sequence is None:

@@ -29,13 +29,17 @@ def is_video_model(name_or_path: str) -> bool:
 
 def train_worker(config: dict) -> None:
     """Ray Train's train_loop_per_worker."""
-    import deepspeed
     import ray.train
     import ray.train.torch
 
-    cfg = TrainConfig(**config)
-    rank = ray.train.get_context().get_world_rank()
-    device = ray.train.torch.get_device()
+    run_worker(TrainConfig(**config), ray.train.get_context().get_world_rank(), ray.train.torch.get_device())
+
+
+def run_worker(cfg: TrainConfig, rank: int, device: torch.device) -> None:
+    """One worker's training, in a process whose torch.distributed environment (RANK, WORLD_SIZE, MASTER_ADDR,
+    MASTER_PORT) is set: Ray Train's worker, or any process started so."""
+    import deepspeed
+
     slot = device_slot("cuda" if device.type == "cuda" else "cpu")
     torch.set_num_threads(slot.torch_threads)
     skip_deepspeed_shm_op()

@@ -14,6 +14,7 @@ import shutil
 
 import pytest
 import torch
+from _local_training import run_one_worker_training
 
 from cluster.train import run_training
 from runtime.training.checkpoint import checkpoint_name
@@ -51,7 +52,7 @@ def _losses(records, phase="unet"):
 @pytest.fixture(scope="module")
 def runs(ray_local, tmp_path_factory):
     root = tmp_path_factory.mktemp("train")
-    one = run_training(_config(root / "one", workers=1, stages=1))
+    one = run_one_worker_training(_config(root / "one", workers=1, stages=1))  # the same worker, no Ray Train
     two = run_training(_config(root / "two", workers=2, stages=2))
     resumed_dir = root / "resumed"
     first = root / "two" / "checkpoints" / checkpoint_name("unet", 2)

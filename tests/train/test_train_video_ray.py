@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from _local_training import run_one_worker_training
 
 from cluster.train import run_training
 from runtime.training.checkpoint import checkpoint_name
@@ -46,7 +47,7 @@ def _config(run_dir, workers: int, stages: int) -> TrainConfig:
 @pytest.fixture(scope="module")
 def runs(ray_local, tmp_path_factory):
     root = tmp_path_factory.mktemp("train-video")
-    one = run_training(_config(root / "one", workers=1, stages=1))
+    one = run_one_worker_training(_config(root / "one", workers=1, stages=1))  # the same worker, no Ray Train
     two = run_training(_config(root / "two", workers=2, stages=2))
     return {"root": root, "one": one, "two": two}
 

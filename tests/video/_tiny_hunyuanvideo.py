@@ -128,15 +128,16 @@ def tiny_clip(tokenizer, seed: int = 0):
     ).eval()
 
 
-def tiny_hunyuan_transformer(seed: int = 0, layers: int = 2, single_layers: int = 2):
-    """Dual-stream then single-stream blocks, 2 heads of 12 (RoPE axes 4 + 4 + 4), 2x2 patches, embedded guidance."""
+def tiny_hunyuan_transformer(seed: int = 0, layers: int = 2, single_layers: int = 2, heads: int = 2):
+    """Dual-stream then single-stream blocks, ``heads`` heads of 12 (RoPE axes 4 + 4 + 4), 2x2 patches, embedded
+    guidance."""
     from diffusers import HunyuanVideoTransformer3DModel
 
     torch.manual_seed(seed)
     model = HunyuanVideoTransformer3DModel(
         in_channels=LATENT_CHANNELS,
         out_channels=LATENT_CHANNELS,
-        num_attention_heads=2,
+        num_attention_heads=heads,
         attention_head_dim=12,
         num_layers=layers,
         num_single_layers=single_layers,
@@ -167,7 +168,7 @@ def tiny_hunyuan_vae(seed: int = 0):
     return nonzero(vae, seed + 1)
 
 
-def save_tiny_hunyuanvideo(path: Path, seed: int = 0, layers: int = 2, single_layers: int = 2) -> Path:
+def save_tiny_hunyuanvideo(path: Path, seed: int = 0, layers: int = 2, single_layers: int = 2, heads: int = 2) -> Path:
     from diffusers import FlowMatchEulerDiscreteScheduler, HunyuanVideoPipeline
 
     from pipelines.builtin.image import build_tokenizer
@@ -177,7 +178,7 @@ def save_tiny_hunyuanvideo(path: Path, seed: int = 0, layers: int = 2, single_la
     pipe = HunyuanVideoPipeline(
         text_encoder=tiny_llama(tokenizer, seed),
         tokenizer=tokenizer,
-        transformer=tiny_hunyuan_transformer(seed + 2, layers, single_layers),
+        transformer=tiny_hunyuan_transformer(seed + 2, layers, single_layers, heads),
         vae=tiny_hunyuan_vae(seed + 3),
         scheduler=FlowMatchEulerDiscreteScheduler(**SCHEDULER),
         text_encoder_2=tiny_clip(clip_tokenizer, seed + 4),

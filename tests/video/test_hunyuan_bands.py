@@ -49,7 +49,6 @@ def test_refused_at_submit(hunyuan_dir):
         ({"strategy": "patch", "degree": 4}, "parallel.degree"),  # 6 latent rows: 3 bands of a patch row at most
         ({"strategy": "patch", "degree": "auto"}, "parallel.degree"),
         ({"strategy": "patch", "degree": 2, "mode": "stale"}, "parallel.mode"),
-        ({"strategy": "sequence", "degree": 2}, "parallel.strategy"),  # no sequence plan
     ):
         with pytest.raises(SpecError) as err:
             VideoSpec.from_dict({**base, "parallel": parallel})

@@ -1,7 +1,7 @@
 """The HunyuanVideo family describes a pipeline directory for the cost model as the pipeline runs it (the profile's
 forward on the meta device costs what the real transformer does on the real prompt encoding: one branch, the
-prompt at the pipeline's length), so ``parallel.strategy=auto`` picks among its frames and patch plans by the
-cost model's prediction."""
+prompt at the pipeline's length), so ``parallel.strategy=auto`` picks among its frames, sequence (Tessera's own
+Ulysses) and patch plans by the cost model's prediction."""
 
 from __future__ import annotations
 
@@ -48,6 +48,7 @@ def test_the_description_costs_what_the_pipeline_runs(hunyuan_dir):
     assert prof.tokens == latent_frames * (rows // 2) * (cols // 2) and prof.text_tokens == described.text_len
 
 
-def test_auto_picks_the_cost_models_fastest_of_frames_and_bands(hunyuan_dir):
+def test_auto_picks_the_cost_models_fastest_of_frames_ulysses_and_bands(hunyuan_dir):
     fields = dict(prompt="x", guidance_scale=6.0, frames=FRAMES, height=HEIGHT, width=WIDTH, steps=3)
-    check_auto_picks_the_fastest(HUNYUANVIDEO, hunyuan_dir, fields, [(4, 2), (12, 3), (4, 1)], ("patch",), batch=1)
+    whole = ("sequence", "patch")  # sequence: Tessera's own Ulysses, priced as diffusers' all-to-alls
+    check_auto_picks_the_fastest(HUNYUANVIDEO, hunyuan_dir, fields, [(4, 2), (12, 3), (4, 1)], whole, batch=1)

@@ -95,11 +95,12 @@ def test_job_through_client_on_two_stages(ray_local, hunyuan_dir, one_worker, tm
         frames = decoded_frames(record)
         assert frames.shape == (21, 32, 32, 3)
         np.testing.assert_array_equal(frames, _frames(one_worker[1]))  # 2 stages: the 1-worker video
-        banded = client.submit({**spec, "parallel": {"strategy": "patch", "degree": 2}})
-        record = banded.wait(timeout_s=300)
-        assert record["state"] == "succeeded", banded.logs()
-        assert record["steps_done"] == RENDER["steps"]  # one block: a tick per step
-        assert decoded_frames(record).shape == (21, 32, 32, 3)
+        for strategy in ("patch", "sequence"):  # bands; Tessera's Ulysses (the tiny model's 2 heads on 2 workers)
+            whole = client.submit({**spec, "parallel": {"strategy": strategy, "degree": 2}})
+            record = whole.wait(timeout_s=300)
+            assert record["state"] == "succeeded", whole.logs()
+            assert record["steps_done"] == RENDER["steps"]  # one block: a tick per step
+            assert decoded_frames(record).shape == (21, 32, 32, 3)
     finally:
         ray.get(client.controller.stop.remote())
         ray.kill(client.controller)

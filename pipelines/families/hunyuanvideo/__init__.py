@@ -5,10 +5,11 @@ A Llama text encoder under the pipeline's prompt template and a CLIP text encode
 single-stream blocks, the causal 3-D ``AutoencoderKLHunyuanVideo`` (4 frames per latent frame; ``decode``:
 block by block on the whole video's temporal tiles) and flow-matching Euler with the pipeline's sigmas. Its
 plans: ``frames`` (``frames.HunyuanFrameAdapter``: the transformer cut into the pieces the frame pipeline runs
-on its stages) and ``patch`` (row bands of every frame of the whole video: ``patch``, the model's own forward
-driven by ``whole.HunyuanWholeAdapter``). Its image-to-video variants (``image_condition_type``) are refused.
-diffusers 0.42 ships no ``_cp_plan`` for the transformer, and ``patch``'s docstring says why one would not fit its
-joint attention: there is no sequence-parallel plan.
+on its stages), ``patch`` (row bands of every frame of the whole video: ``patch``, the model's own forward
+driven by ``whole.HunyuanWholeAdapter``) and ``sequence``: diffusers 0.42 ships no ``_cp_plan`` for the
+transformer (``patch``'s docstring says why one would not fit its joint attention), so the family brings its own
+Ulysses (``ulysses``: the bands' split of the video, Q/K/V exchanged by heads). Its image-to-video variants
+(``image_condition_type``) are refused.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ class HunyuanVideoFamily(ModelFamily):
     denoiser = "transformer"
     denoisers = ("HunyuanVideoTransformer3DModel",)
     samplers = ()  # a video renders with the scheduler its directory names (flow matching)
-    strategies = ("none", "frames", "patch")
+    strategies = ("none", "frames", "sequence", "patch")
 
     def check_dir(self, path: Path, index: dict) -> None:
         from pipelines.families.hunyuanvideo.loading import check_hunyuan_dir
@@ -70,10 +71,21 @@ class HunyuanVideoFamily(ModelFamily):
                 "negative_prompt",
                 "HunyuanVideo's guidance is embedded in the model (guidance_scale); it runs no negative branch",
             )
-        degree = spec.parallel.degree
-        if spec.parallel.strategy == "patch" and isinstance(degree, int) and degree > 1:
-            return self.band_error(path, spec.height, degree)
-        return None
+        degree, strategy = spec.parallel.degree, spec.parallel.strategy
+        if strategy not in ("patch", "sequence") or not isinstance(degree, int) or degree < 2:
+            return None
+        if strategy == "sequence":
+            heads = int(self.component_config(path, "transformer").get("num_attention_heads", 24))
+            if heads % degree:
+                return (
+                    "parallel.degree",
+                    f"sequence parallelism shares the model's {heads} attention heads out; {degree} does not divide them",
+                )
+            if getattr(spec.parallel, "ring", 1) > 1:
+                return "parallel.ring", "HunyuanVideo's sequence plan (Tessera's own Ulysses) has no Ring: use parallel.ring=1"
+            if spec.parallel.mode != "sync":
+                return "parallel.mode", "HunyuanVideo's sequence plan (Ulysses) is exact: it has only the sync mode"
+        return self.band_error(path, spec.height, degree)  # both split the video into row bands
 
     def cost_model(self, path: str | Path, dtype: str):
         """The transformer from its config.json as a "video-mmdit" (``parallel.cost``): joint attention over the
@@ -120,6 +132,15 @@ class HunyuanVideoFamily(ModelFamily):
         from pipelines.families.hunyuanvideo.patch import hunyuan_patch_plan
 
         return hunyuan_patch_plan(model, config)
+
+    def sequence_plan(self, model, config, workers: int):
+        """Tessera's Ulysses over the joint attention, on row bands (``ulysses``): diffusers has no plan. The cost
+        model prices it as diffusers' Ulysses (every token's work split, all-to-alls of Q/K/V and outputs); the
+        prompt's stream, which every worker computes whole here, is the difference (a few hundred tokens beside
+        the video's thousands)."""
+        from pipelines.families.hunyuanvideo.ulysses import hunyuan_ulysses_plan
+
+        return hunyuan_ulysses_plan(model, config, workers)
 
 
 HUNYUANVIDEO = HunyuanVideoFamily()

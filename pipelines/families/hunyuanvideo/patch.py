@@ -21,7 +21,8 @@ step's, exchanged while this step computes (``parallel.patch.attention.gather_ba
 diffusers 0.42 ships no ``_cp_plan`` for this model, and one would not fit the joint attention: its forward builds
 the [video; text] mask from the video length it sees, and Ulysses over split video tokens beside a whole prompt
 would repeat the text keys once per worker in the joint softmax. Bands keep the prompt whole on every rank and
-gather only video K/V, so they need no change to the model's forward.
+gather only video K/V, so they need no change to the model's forward; Tessera's own Ulysses for this model
+(``ulysses``) splits the video the same way and exchanges Q/K/V by heads instead.
 """
 
 from __future__ import annotations
@@ -43,6 +44,8 @@ from pipelines.families.hunyuanvideo.frames import joint_outputs, joint_projecti
 
 GRID = "hunyuan_grid"
 """``rt.remember`` key of this forward's post-patch (frames, band rows, columns)."""
+BAND_TOKENS = "hunyuan_band_tokens"
+"""``rt.remember`` key of every band's video tokens this forward, in rank order (the sequence plan's all-to-all)."""
 
 
 class HunyuanBandJointAttnProcessor:
@@ -105,6 +108,7 @@ def patch_hunyuan_rope(rope: nn.Module, rt: PatchRuntime) -> Callable[[], None]:
         full_rows = rt.bounds[-1][1]
         grid = (frames // p_t, full_rows // p, cols // p)
         rt.remember(GRID, (grid[0], rows // p, grid[2]))
+        rt.remember(BAND_TOKENS, [grid[0] * ((hi - lo) // p) * grid[2] for lo, hi in rt.bounds])
         key = (frames, full_rows, cols, a, b, hidden_states.device)
         if key not in cache:
             cache.clear()
@@ -140,13 +144,18 @@ def check_hunyuan_input(args: tuple, kwargs: dict) -> None:
     require_input_dims(args, kwargs, 5, "(B, C, F, H, W)")
 
 
-def hunyuan_patch_plan(transformer: nn.Module, config: PatchConfig) -> PatchPlan:
+def check_hunyuan_model(transformer: nn.Module) -> None:
+    """The band and sequence plans are written for the text-to-video transformer."""
     if not isinstance(transformer, HunyuanVideoTransformer3DModel):
         raise TypeError(f"transformer: expected a HunyuanVideoTransformer3DModel, got {type(transformer).__name__}")
     if transformer.config.image_condition_type is not None:
         raise ValueError(
             f"transformer: image-conditioned HunyuanVideo ({transformer.config.image_condition_type}) has no band plan"
         )
+
+
+def hunyuan_patch_plan(transformer: nn.Module, config: PatchConfig) -> PatchPlan:
+    check_hunyuan_model(transformer)
     if config.kv_source != "kv":
         raise NotImplementedError(
             f"PatchConfig.kv_source={config.kv_source!r}: HunyuanVideo's K carry rotary positions of their own band, "
