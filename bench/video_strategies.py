@@ -17,7 +17,8 @@ MP4) of
   every frame attends to every frame, so it costs more than the block-wise schedule and its memory grows with
   the video);
 - ``sequence x2``: the one block under diffusers' context parallelism, Ulysses over 2 workers (the model's
-  ``_cp_plan``; a model without one is listed with the reason);
+  ``_cp_plan``), or the family's own Ulysses where diffusers has none (HunyuanVideo: ``ModelFamily.sequence_plan``);
+  a model with neither is listed with the reason;
 - ``bands x2``: the one block in row bands of every frame on 2 workers (sync, exact; the family's patch plan);
 - ``1 process x 2 threads``: the block-wise schedule in this process with two torch threads, the CPU baseline.
 Rounds alternate the configurations (A, B, C, ..., A, ...; ``bench.common.alternate``), a warm-up round first;
