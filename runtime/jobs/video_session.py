@@ -19,9 +19,9 @@ With ``parallel.strategy=sequence`` or ``patch`` the video is one block and ever
 itself (``pipelines.whole_video``): for ``sequence`` the family's ``sequence_adapter`` hands the model's own
 forward to diffusers' context parallelism (``parallel.sequence``), which splits each forward's tokens over the
 job's group (Ulysses x Ring, ``parallel.ring``), or, for a model diffusers ships no plan for, the family's own
-``sequence_plan`` runs it on this worker's row band as ``patch`` does, Ulysses in its attention; for ``patch`` the family's ``band_adapter`` runs that forward on this worker's row band of
-every frame, the model under its family's patch plan (``parallel.patch``, sync or displaced), and the bands'
-outputs are gathered. Every worker then steps the same latent, and stage 0 writes it.
+``sequence_plan`` runs it on this worker's row band as ``patch`` does, Ulysses in its attention; for ``patch``
+the family's ``band_adapter`` runs that forward on this worker's row band of every frame, the model under its
+family's patch plan (``parallel.patch``, sync or displaced), and the bands' outputs are gathered. Every worker then steps the same latent, and stage 0 writes it.
 
 A service job (``open_video_session`` with a ``block_dir``) keeps each finished block as its own MP4
 segment (``pipelines.video_blocks``), so that it can stop at a tick boundary and continue elsewhere, and
@@ -133,10 +133,10 @@ class VideoSession:
         self.heap_trim_s = 0.0
         """Calls of ``runtime.heap.trim_heap`` that trimmed (one per finished block on each CPU stage that decodes or
         writes it) and their seconds."""
-        default_context = family_of(pipe).decode_context
-        context = getattr(spec, "decode_context", None)
-        self.decode_context = default_context if context is None or default_context is None else context
-        """Latent frames each way a block's decode sees (None: a VAE with its state across blocks)."""
+        family_context, asked = family_of(pipe).decode_context, getattr(spec, "decode_context", None)
+        self.decode_context = family_context if family_context is None or asked is None else asked
+        """Latent frames each way a block's decode sees: the job's, else the family's default (None: a VAE with its
+        state across blocks, which takes none; the spec refuses one for it)."""
         self.video_latent_frames = config.frames
         latent_shape = pipe.latent_shape(spec.height, spec.width)
         stages = dist.get_world_size(group) if group is not None else 1
