@@ -28,12 +28,12 @@ VAE_FACTOR = 4
 """Pixels per latent row/column."""
 
 
-def tiny_transformer(version: str, layers: int = 3, seed: int = 0):
+def tiny_transformer(version: str, layers: int = 3, seed: int = 0, heads: int = 2):
     from diffusers import CogVideoXTransformer3DModel
 
     torch.manual_seed(seed)
     common = dict(
-        num_attention_heads=2,
+        num_attention_heads=heads,
         attention_head_dim=16,
         in_channels=Z_DIM,
         out_channels=Z_DIM,
@@ -63,7 +63,9 @@ def tiny_transformer(version: str, layers: int = 3, seed: int = 0):
     return _nonzero(model, seed + 2)
 
 
-def save_tiny_cogvideox(path: Path, version: str = "1.0", scheduler: str = "ddim", seed: int = 0, layers: int = 3) -> Path:
+def save_tiny_cogvideox(
+    path: Path, version: str = "1.0", scheduler: str = "ddim", seed: int = 0, layers: int = 3, heads: int = 2
+) -> Path:
     from diffusers import (
         AutoencoderKLCogVideoX,
         CogVideoXDDIMScheduler,
@@ -93,7 +95,7 @@ def save_tiny_cogvideox(path: Path, version: str = "1.0", scheduler: str = "ddim
         tokenizer=tokenizer,
         text_encoder=text_encoder,
         vae=_nonzero(vae, seed + 1),
-        transformer=tiny_transformer(version, layers, seed),
+        transformer=tiny_transformer(version, layers, seed, heads),
         scheduler=sampler,
     )
     pipe.save_pretrained(path, safe_serialization=True)

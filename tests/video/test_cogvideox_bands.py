@@ -70,7 +70,6 @@ def test_refused_at_submit(dirs):
     for parallel, field in (
         ({"strategy": "patch", "degree": 5}, "parallel.degree"),  # 8 latent rows: 4 bands of a patch row at most
         ({"strategy": "patch", "degree": "auto"}, "parallel.degree"),
-        ({"strategy": "sequence", "degree": 2}, "parallel.strategy"),  # no sequence plan
     ):
         with pytest.raises(SpecError) as err:
             VideoSpec.from_dict({**base, "parallel": parallel})

@@ -1,7 +1,7 @@
 """The CogVideoX family describes a pipeline directory for the cost model as the pipeline runs it (the profile's
 forward on the meta device costs what the real transformer does on the real prompt encoding, both guidance branches
-batched, for the 1.0 and the 1.5 layouts), so ``parallel.strategy=auto`` picks among its frames and band plans by the
-cost model's prediction."""
+batched, for the 1.0 and the 1.5 layouts), so ``parallel.strategy=auto`` picks among its frames, Ulysses and band
+plans by the cost model's prediction."""
 
 from __future__ import annotations
 
@@ -51,6 +51,7 @@ def test_the_description_costs_what_the_pipeline_runs(dirs, version):
     assert prof.tokens == latent_frames // p_t * (rows // 2) * (cols // 2) and prof.text_tokens == described.text_len
 
 
-def test_auto_picks_the_cost_models_fastest_of_frames_and_bands(dirs):
+def test_auto_picks_the_cost_models_fastest_of_frames_ulysses_and_bands(dirs):
     fields = dict(prompt="x", negative_prompt="y", guidance_scale=5.0, frames=FRAMES, height=HEIGHT, width=WIDTH, steps=3)
-    check_auto_picks_the_fastest(COGVIDEOX, dirs["1.0"], fields, [(8, 2), (16, 3), (8, 1)], ("patch",), batch=2)
+    whole = ("sequence", "patch")  # sequence: Tessera's own Ulysses, priced as diffusers' all-to-alls
+    check_auto_picks_the_fastest(COGVIDEOX, dirs["1.0"], fields, [(8, 2), (16, 3), (8, 1)], whole, batch=2)

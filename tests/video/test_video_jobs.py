@@ -116,10 +116,10 @@ def test_killed_worker_resumes_from_checkpoint(client, reference, tmp_path):
     np.testing.assert_array_equal(decoded_frames(final), decoded_frames(reference))
 
 
-def test_cogvideox_jobs_with_strategy_none_on_two_stages_and_on_bands(client, tmp_path):
+def test_cogvideox_jobs_with_strategy_none_on_two_stages_on_bands_and_ulysses(client, tmp_path):
     """A CogVideoX 1.5 directory (temporal patch, rotary positions, DPM scheduler) as ``model``: the job on one
-    worker and the job on 2 frame stages give the same video, 4 frames per latent frame; on 2 workers' row bands it
-    renders the whole video as one block."""
+    worker and the job on 2 frame stages give the same video, 4 frames per latent frame; on 2 workers' row bands,
+    and under Tessera's Ulysses, it renders the whole video as one block."""
     model = save_tiny_cogvideox(tmp_path / "tiny-cogvideox-1.5", "1.5", "dpm")
     render = dict(
         model=str(model), prompt="red circle on green", negative_prompt="blurry", guidance_scale=3.0,
@@ -136,13 +136,15 @@ def test_cogvideox_jobs_with_strategy_none_on_two_stages_and_on_bands(client, tm
         videos.append(decoded_frames(record))
     assert videos[0].shape == (24, 32, 32, 3)
     np.testing.assert_array_equal(videos[1], videos[0])
-    # row bands: the whole video as one block (its parity with one worker: test_cogvideox_bands.py)
-    job = client.submit(video_spec(tmp_path / "out", **render, parallel={"strategy": "patch", "degree": 2}))
-    record = job.wait(timeout_s=300)
-    assert record["state"] == "succeeded", job.logs()
-    meta = json.loads(open(record["outputs"]["metadata"]).read())
-    assert (meta["frames"], meta["blocks"], meta["strategy"]) == (24, 1, "patch")
-    assert decoded_frames(record).shape == (24, 32, 32, 3)
+    # row bands and Tessera's Ulysses: the whole video as one block (their parity with one worker:
+    # test_cogvideox_bands.py, test_cogvideox_sequence.py)
+    for strategy in ("patch", "sequence"):
+        job = client.submit(video_spec(tmp_path / "out", **render, parallel={"strategy": strategy, "degree": 2}))
+        record = job.wait(timeout_s=300)
+        assert record["state"] == "succeeded", job.logs()
+        meta = json.loads(open(record["outputs"]["metadata"]).read())
+        assert (meta["frames"], meta["blocks"], meta["strategy"]) == (24, 1, strategy)
+        assert decoded_frames(record).shape == (24, 32, 32, 3)
 
 
 def test_auto_strategy_job_picks_the_cost_models_plan(client, tmp_path):

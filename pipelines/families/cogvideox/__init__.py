@@ -3,9 +3,10 @@
 ``loading`` (the directory's check and its ``VideoPipeline``: T5 prompts through the pipeline's own
 ``encode_prompt``, the DDIM or DPM scheduler stepped as ``CogVideoXPipeline.__call__`` steps it), ``decode`` (the
 causal 3-D VAE streamed block by block with its cache carried over), ``frames`` (the frame plan) and ``patch``
-(row bands of every frame of the whole video, the model's own forward driven by ``whole.CogVideoXWholeAdapter``).
-Renders ``job=video`` with ``parallel.strategy`` none, frames or patch. diffusers 0.42 ships no ``_cp_plan`` for
-the transformer: there is no sequence plan.
+(row bands of every frame of the whole video, the model's own forward driven by ``whole.CogVideoXWholeAdapter``)
+and ``ulysses`` (``sequence``: diffusers 0.42 ships no ``_cp_plan`` for the transformer, so the family brings its
+own Ulysses over the bands' split of the video). Renders ``job=video`` with ``parallel.strategy`` none, frames,
+sequence or patch.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ class CogVideoXFamily(ModelFamily):
     denoiser = "transformer"
     denoisers = ("CogVideoXTransformer3DModel",)
     samplers = ()  # a video renders with the scheduler its directory names
-    strategies = ("none", "frames", "patch")
+    strategies = ("none", "frames", "sequence", "patch")
 
     def check_dir(self, path: Path, index: dict) -> None:
         from pipelines.families.cogvideox.loading import check_cogvideox_dir
@@ -83,10 +84,7 @@ class CogVideoXFamily(ModelFamily):
                 f"a CogVideoX block must hold an even number of latent frames ({why}the VAE's decode in pairs of "
                 f"latent frames need it): block_frames must be a multiple of {2 * factor}, got {spec.block_frames}",
             )
-        degree = spec.parallel.degree
-        if spec.parallel.strategy == "patch" and isinstance(degree, int) and degree > 1:
-            return self.band_error(path, spec.height, degree)
-        return None
+        return self.whole_video_split_error(path, spec)
 
     def cost_model(self, path: str | Path, dtype: str):
         """The transformer from its config.json as a "video-mmdit-bfchw" (``parallel.cost``): joint attention over
@@ -129,6 +127,14 @@ class CogVideoXFamily(ModelFamily):
         from pipelines.families.cogvideox.patch import cogvideox_patch_plan
 
         return cogvideox_patch_plan(model, config)
+
+    def sequence_plan(self, model, config, workers: int):
+        """Tessera's Ulysses over the joint attention, on row bands (``ulysses``): diffusers has no plan. The cost
+        model prices it as diffusers' Ulysses; the prompt's stream, which every worker computes whole here, is the
+        difference (226 tokens beside the video's thousands)."""
+        from pipelines.families.cogvideox.ulysses import cogvideox_ulysses_plan
+
+        return cogvideox_ulysses_plan(model, config, workers)
 
 
 COGVIDEOX = CogVideoXFamily()

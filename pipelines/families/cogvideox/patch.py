@@ -41,6 +41,9 @@ GRID = "cogvideox_grid"
 """``rt.remember`` key of this forward's (token frames, band token rows, token columns, first band token row,
 whole video's token rows)."""
 
+BAND_TOKENS = "cogvideox_band_tokens"
+"""``rt.remember`` key of every band's video tokens this forward, in rank order (the sequence plan's all-to-all)."""
+
 Rope = tuple[torch.Tensor, torch.Tensor]
 
 
@@ -68,6 +71,7 @@ def patch_cogvideox_embed(embed: nn.Module, rt: PatchRuntime) -> Callable[[], No
         full_rows = rt.bounds[-1][1]
         grid = (frames // p_t, rows // p, cols // p, a // p, full_rows // p)
         rt.remember(GRID, grid)
+        rt.remember(BAND_TOKENS, [grid[0] * ((hi - lo) // p) * grid[2] for lo, hi in rt.bounds])
         positions = embed.use_positional_embeddings or embed.use_learned_positional_embeddings
         if not positions:
             return cls_forward(embed, text_embeds, image_embeds)
@@ -171,11 +175,16 @@ def check_cogvideox_input(args: tuple, kwargs: dict) -> None:
     require_input_dims(args, kwargs, 5, "(B, F, C, H, W)")
 
 
-def cogvideox_patch_plan(transformer: nn.Module, config: PatchConfig) -> PatchPlan:
+def check_cogvideox_model(transformer: nn.Module) -> None:
+    """The band and sequence plans are written for the text-to-video transformer."""
     if not isinstance(transformer, CogVideoXTransformer3DModel):
         raise TypeError(f"transformer: expected a CogVideoXTransformer3DModel, got {type(transformer).__name__}")
     if transformer.ofs_embedding is not None:
         raise ValueError("transformer: image-to-video CogVideoX transformers (ofs_embed_dim) have no band plan")
+
+
+def cogvideox_patch_plan(transformer: nn.Module, config: PatchConfig) -> PatchPlan:
+    check_cogvideox_model(transformer)
     if config.kv_source != "kv":
         raise NotImplementedError(
             f"PatchConfig.kv_source={config.kv_source!r}: CogVideoX's video K carry rotary positions of their own "

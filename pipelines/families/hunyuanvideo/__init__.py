@@ -71,21 +71,7 @@ class HunyuanVideoFamily(ModelFamily):
                 "negative_prompt",
                 "HunyuanVideo's guidance is embedded in the model (guidance_scale); it runs no negative branch",
             )
-        degree, strategy = spec.parallel.degree, spec.parallel.strategy
-        if strategy not in ("patch", "sequence") or not isinstance(degree, int) or degree < 2:
-            return None
-        if strategy == "sequence":
-            heads = int(self.component_config(path, "transformer").get("num_attention_heads", 24))
-            if heads % degree:
-                return (
-                    "parallel.degree",
-                    f"sequence parallelism shares the model's {heads} attention heads out; {degree} does not divide them",
-                )
-            if getattr(spec.parallel, "ring", 1) > 1:
-                return "parallel.ring", "HunyuanVideo's sequence plan (Tessera's own Ulysses) has no Ring: use parallel.ring=1"
-            if spec.parallel.mode != "sync":
-                return "parallel.mode", "HunyuanVideo's sequence plan (Ulysses) is exact: it has only the sync mode"
-        return self.band_error(path, spec.height, degree)  # both split the video into row bands
+        return self.whole_video_split_error(path, spec)
 
     def cost_model(self, path: str | Path, dtype: str):
         """The transformer from its config.json as a "video-mmdit" (``parallel.cost``): joint attention over the

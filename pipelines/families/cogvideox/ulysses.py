@@ -1,0 +1,104 @@
+"""The CogVideoX family's sequence plan: Ulysses over the joint attention, written here because diffusers has none.
+
+diffusers 0.42 ships no ``_cp_plan`` for ``CogVideoXTransformer3DModel``. This plan splits the video as the band
+plan does (``patch``: a band of latent rows of every frame per worker; the 1.0 config's sincos positions and the
+rotary table cut to the band, ``patch.patch_cogvideox_embed`` and ``CogVideoXBandJointAttnProcessor.band_rope``)
+and changes only the ``[text; video]`` attention: ``parallel.patch.ulysses`` exchanges the band's Q/K/V by heads
+and the outputs back, the prompt cut to each worker's heads (CogVideoX's attention takes no mask). Exact like sync
+bands: no displaced mode. The heads must divide by the workers (checked at submit, ``parallel.degree``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+import torch.nn.functional as F
+from diffusers.models.embeddings import apply_rotary_emb
+from torch import nn
+
+from parallel.patch.config import PatchConfig
+from parallel.patch.parallelize import PatchPlan
+from parallel.patch.runtime import PatchRuntime
+from parallel.patch.swap import install_processor
+from parallel.patch.ulysses import require_heads_divide, ulysses_joint_attention
+from pipelines.families.cogvideox.frames import joint_projections
+from pipelines.families.cogvideox.patch import (
+    BAND_TOKENS,
+    CogVideoXBandJointAttnProcessor,
+    Rope,
+    check_cogvideox_input,
+    check_cogvideox_model,
+    patch_cogvideox_embed,
+)
+
+
+def _sdpa(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor) -> torch.Tensor:
+    """``CogVideoXAttnProcessor2_0``'s attention on (B, tokens, heads, head_dim) tensors."""
+    out = F.scaled_dot_product_attention(
+        query.transpose(1, 2), key.transpose(1, 2), value.transpose(1, 2), dropout_p=0.0, is_causal=False
+    )
+    return out.transpose(1, 2)
+
+
+class CogVideoXUlyssesJointAttnProcessor(CogVideoXBandJointAttnProcessor):
+    """``CogVideoXAttnProcessor2_0`` on ``[text; band]`` tokens, Ulysses over the workers' heads (the band plan's
+    processor, its rotary rows kept, its K/V gather replaced)."""
+
+    def __init__(self, rt: PatchRuntime, layer: int) -> None:
+        super().__init__(rt, layer)
+        self.tags = (2 * layer, 2 * layer + 1)  # Q/K/V out, outputs back
+
+    def __call__(
+        self,
+        attn: nn.Module,
+        hidden_states: torch.Tensor,
+        encoder_hidden_states: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        image_rotary_emb: Rope | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        if attention_mask is not None:
+            raise NotImplementedError("CogVideoX's Ulysses: the joint attention takes no mask")
+        text = encoder_hidden_states.size(1)
+        query, key, value = joint_projections(attn, hidden_states, encoder_hidden_states)  # (B, heads, tokens, D)
+        if image_rotary_emb is not None:
+            rope = self.band_rope(image_rotary_emb)
+            query = torch.cat([query[:, :, :text], apply_rotary_emb(query[:, :, text:], rope)], dim=2)
+            key = torch.cat([key[:, :, :text], apply_rotary_emb(key[:, :, text:], rope)], dim=2)
+        tokens_first = [x.transpose(1, 2) for x in (query, key, value)]  # (B, tokens, heads, D)
+        video, prompt = ulysses_joint_attention(
+            self.rt,
+            self.tags,
+            tuple(x[:, text:] for x in tokens_first),
+            tuple(x[:, :text] for x in tokens_first),
+            self.rt.recall(BAND_TOKENS),
+            _sdpa,
+            text_first=True,
+        )
+        out = torch.cat([prompt, video], dim=1).flatten(2, 3)
+        out = attn.to_out[1](attn.to_out[0](out))
+        encoder_out, video_out = out.split([text, out.size(1) - text], dim=1)
+        return video_out, encoder_out
+
+
+def patch_ulysses_layers(transformer: nn.Module, rt: PatchRuntime) -> list[Callable[[], None]]:
+    """The patch embedding (the band's grid, the whole video's positions) and Ulysses in every block's joint
+    attention."""
+    undo = [patch_cogvideox_embed(transformer.patch_embed, rt)]
+    for block in transformer.transformer_blocks:
+        undo.append(install_processor(block.attn1, CogVideoXUlyssesJointAttnProcessor(rt, rt.new_layer_id())))
+    return undo
+
+
+def cogvideox_ulysses_plan(transformer: nn.Module, config: PatchConfig, workers: int) -> PatchPlan:
+    """The plan ``parallel.patch.parallelize_patch`` applies for ``parallel.strategy=sequence``."""
+    check_cogvideox_model(transformer)
+    if config.mode != "sync":
+        raise ValueError(f"parallel.mode: CogVideoX's Ulysses is exact, it has no {config.mode!r} mode (use sync)")
+    require_heads_divide(transformer.config.num_attention_heads, workers)
+    return PatchPlan(
+        align=transformer.config.patch_size,
+        input_name="hidden_states",
+        patch_layers=patch_ulysses_layers,
+        check_input=check_cogvideox_input,
+    )
