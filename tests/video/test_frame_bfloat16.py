@@ -72,8 +72,8 @@ def test_two_stages_equal_one_worker_in_bfloat16(tmp_path, family):
     for block, latent in one["latents"].items():
         torch.testing.assert_close(two["latents"][block].float(), latent.float(), atol=1e-4, rtol=1e-4)
     assert [len(b) for b in two["written"]] == [len(b) for b in one["written"]]
-    for frames, expected in zip(two["written"], one["written"]):
-        assert np.abs(frames.astype(int) - expected.astype(int)).max() <= 1
+    for frames, expected in zip(two["written"], one["written"]):  # a block LTX's decoder holds back: no frames
+        assert not frames.size or np.abs(frames.astype(int) - expected.astype(int)).max() <= 1
 
 
 def test_a_bfloat16_ltx_render_resumes_to_the_uninterrupted_latents(tmp_path):
