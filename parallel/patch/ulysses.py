@@ -27,6 +27,8 @@ from collections.abc import Callable
 
 import torch
 
+from parallel.patch.config import PatchConfig
+from parallel.patch.parallelize import InputCheck, PatchPlan
 from parallel.patch.runtime import PatchRuntime
 
 Attend = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
@@ -37,6 +39,27 @@ def require_heads_divide(heads: int, workers: int) -> None:
     """Refuse, naming ``parallel.degree``, a worker count that does not divide the attention heads."""
     if heads % workers:
         raise ValueError(f"parallel.degree: Ulysses shares {heads} attention heads out; {workers} does not divide them")
+
+
+def ulysses_plan(
+    transformer: torch.nn.Module,
+    config: PatchConfig,
+    workers: int,
+    patch_layers: Callable[[torch.nn.Module, PatchRuntime], list],
+    check_input: InputCheck,
+) -> PatchPlan:
+    """A family's sequence plan (``parallel.patch.parallelize_patch`` applies it): the transformer's bands of
+    ``patch_size`` latent rows, its latent in ``hidden_states``, ``patch_layers`` putting its positions and Ulysses
+    processors on; exact, so sync only, and the heads must divide by the ``workers``."""
+    if config.mode != "sync":
+        raise ValueError(f"parallel.mode: Ulysses is exact, it has no {config.mode!r} mode (use sync)")
+    require_heads_divide(transformer.config.num_attention_heads, workers)
+    return PatchPlan(
+        align=transformer.config.patch_size,
+        input_name="hidden_states",
+        patch_layers=patch_layers,
+        check_input=check_input,
+    )
 
 
 def ulysses_joint_attention(

@@ -45,3 +45,22 @@ def check_three_workers_sync(
     print(f"{name} patch sync (3 workers) vs 1 worker: max abs diff {diff:.2e}")
     torch.testing.assert_close(got[0]["latents"][0], reference, atol=1e-4, rtol=1e-4)
     assert got[0]["report"]["bands"]["bands"] == bands
+
+
+def check_ulysses_refusals(base: dict) -> None:
+    """A family's own Ulysses (a 6-head tiny model) at submit: 3 workers accepted; 4 (not dividing the heads), a Ring
+    degree and the displaced mode refused, each naming its field."""
+    import pytest
+
+    from cluster.errors import SpecError
+    from cluster.jobs.video import VideoSpec
+
+    assert VideoSpec.from_dict({**base, "parallel": {"strategy": "sequence", "degree": 3}}).parallel.degree == 3
+    for parallel, field in (
+        ({"strategy": "sequence", "degree": 4}, "parallel.degree"),
+        ({"strategy": "sequence", "degree": 2, "ring": 2}, "parallel.ring"),
+        ({"strategy": "sequence", "degree": 2, "mode": "displaced"}, "parallel.mode"),
+    ):
+        with pytest.raises(SpecError) as err:
+            VideoSpec.from_dict({**base, "parallel": parallel})
+        assert err.value.field == field, parallel

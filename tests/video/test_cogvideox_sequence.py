@@ -9,13 +9,10 @@ from __future__ import annotations
 
 import pytest
 import torch
-from _band_checks import band_fields
+from _band_checks import band_fields, check_ulysses_refusals
 from _parallel_dist import run_ranks
 from _tiny_cogvideox import save_tiny_cogvideox
 from _video_workers import render_session, render_sessions
-
-from cluster.errors import SpecError
-from cluster.jobs.video import VideoSpec
 
 VERSIONS = ("1.0", "1.5")
 VIDEO = dict(  # 4 latent frames of 8 x 8 latent pixels: 4 patch rows; guided, so both branches go through
@@ -64,13 +61,4 @@ def test_three_workers(dirs, references, tmp_path):
 
 
 def test_refused_at_submit(dirs):
-    base = dict(VIDEO, model=dirs["1.0"])
-    assert VideoSpec.from_dict({**base, "parallel": {"strategy": "sequence", "degree": 3}}).parallel.degree == 3
-    for parallel, field in (
-        ({"strategy": "sequence", "degree": 4}, "parallel.degree"),  # 6 heads
-        ({"strategy": "sequence", "degree": 2, "ring": 2}, "parallel.ring"),
-        ({"strategy": "sequence", "degree": 2, "mode": "displaced"}, "parallel.mode"),
-    ):
-        with pytest.raises(SpecError) as err:
-            VideoSpec.from_dict({**base, "parallel": parallel})
-        assert err.value.field == field, parallel
+    check_ulysses_refusals(dict(VIDEO, model=dirs["1.0"]))

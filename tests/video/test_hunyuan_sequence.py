@@ -8,13 +8,10 @@ from __future__ import annotations
 
 import pytest
 import torch
-from _band_checks import band_fields
+from _band_checks import band_fields, check_ulysses_refusals
 from _parallel_dist import run_ranks
 from _tiny_hunyuanvideo import save_tiny_hunyuanvideo
 from _video_workers import render_session
-
-from cluster.errors import SpecError
-from cluster.jobs.video import VideoSpec
 
 VIDEO = dict(  # 3 latent frames x 6 x 4 latent pixels: 3 x 2 patches of 2 rows; the prompt pads 16 tokens
     prompt="red stripes", guidance_scale=6.0, height=48, width=32, frames=12, block_frames=12, context_frames=0,
@@ -48,13 +45,4 @@ def test_ulysses_equals_one_worker(hunyuan_dir, reference, tmp_path, workers, ba
 
 
 def test_refused_at_submit(hunyuan_dir):
-    base = dict(VIDEO, model=hunyuan_dir)
-    assert VideoSpec.from_dict({**base, "parallel": {"strategy": "sequence", "degree": 2}}).parallel.strategy == "sequence"
-    for parallel, field in (
-        ({"strategy": "sequence", "degree": 4}, "parallel.degree"),  # 6 heads
-        ({"strategy": "sequence", "degree": 2, "ring": 2}, "parallel.ring"),
-        ({"strategy": "sequence", "degree": 2, "mode": "displaced"}, "parallel.mode"),
-    ):
-        with pytest.raises(SpecError) as err:
-            VideoSpec.from_dict({**base, "parallel": parallel})
-        assert err.value.field == field, parallel
+    check_ulysses_refusals(dict(VIDEO, model=hunyuan_dir))

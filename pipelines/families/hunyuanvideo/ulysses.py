@@ -24,7 +24,7 @@ from parallel.patch.config import PatchConfig
 from parallel.patch.parallelize import PatchPlan
 from parallel.patch.runtime import PatchRuntime
 from parallel.patch.swap import install_processor
-from parallel.patch.ulysses import require_heads_divide, ulysses_joint_attention
+from parallel.patch.ulysses import ulysses_joint_attention, ulysses_plan
 from pipelines.families.hunyuanvideo.frames import joint_outputs, joint_projections
 from pipelines.families.hunyuanvideo.patch import (
     BAND_TOKENS,
@@ -88,12 +88,4 @@ def patch_ulysses_layers(transformer: nn.Module, rt: PatchRuntime) -> list[Calla
 def hunyuan_ulysses_plan(transformer: nn.Module, config: PatchConfig, workers: int) -> PatchPlan:
     """The plan ``parallel.patch.parallelize_patch`` applies for ``parallel.strategy=sequence``."""
     check_hunyuan_model(transformer)
-    if config.mode != "sync":
-        raise ValueError(f"parallel.mode: HunyuanVideo's Ulysses is exact, it has no {config.mode!r} mode (use sync)")
-    require_heads_divide(transformer.config.num_attention_heads, workers)
-    return PatchPlan(
-        align=transformer.config.patch_size,
-        input_name="hidden_states",
-        patch_layers=patch_ulysses_layers,
-        check_input=check_hunyuan_input,
-    )
+    return ulysses_plan(transformer, config, workers, patch_ulysses_layers, check_hunyuan_input)
