@@ -124,6 +124,26 @@ class CogVideoXBandJointAttnProcessor:
         (token frame, row, column) order."""
         return gather_video_band_kv(self.rt, self.key, kv, self.rt.recall(GRID)[0])
 
+    def projections(
+        self,
+        attn: nn.Module,
+        hidden_states: torch.Tensor,
+        encoder_hidden_states: torch.Tensor,
+        attention_mask: torch.Tensor | None,
+        image_rotary_emb: Rope | None,
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """``joint_projections`` of ``[text; band]`` (B, heads, tokens, head_dim), this band's rows of the rotary
+        table on the video's queries and keys."""
+        if attention_mask is not None:
+            raise NotImplementedError("CogVideoX bands: the joint attention takes no mask")
+        text = encoder_hidden_states.size(1)
+        query, key, value = joint_projections(attn, hidden_states, encoder_hidden_states)
+        if image_rotary_emb is not None:
+            rope = self.band_rope(image_rotary_emb)
+            query = torch.cat([query[:, :, :text], apply_rotary_emb(query[:, :, text:], rope)], dim=2)
+            key = torch.cat([key[:, :, :text], apply_rotary_emb(key[:, :, text:], rope)], dim=2)
+        return query, key, value
+
     def __call__(
         self,
         attn: nn.Module,
@@ -132,15 +152,9 @@ class CogVideoXBandJointAttnProcessor:
         attention_mask: torch.Tensor | None = None,
         image_rotary_emb: Rope | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        if attention_mask is not None:
-            raise NotImplementedError("CogVideoX bands: the joint attention takes no mask")
         text = encoder_hidden_states.size(1)
-        query, key, value = joint_projections(attn, hidden_states, encoder_hidden_states)
+        query, key, value = self.projections(attn, hidden_states, encoder_hidden_states, attention_mask, image_rotary_emb)
         batch, head_dim = query.shape[0], query.shape[-1]
-        if image_rotary_emb is not None:
-            rope = self.band_rope(image_rotary_emb)
-            query = torch.cat([query[:, :, :text], apply_rotary_emb(query[:, :, text:], rope)], dim=2)
-            key = torch.cat([key[:, :, :text], apply_rotary_emb(key[:, :, text:], rope)], dim=2)
         # the video K/V of every band, (B, tokens, heads, 2 * head_dim) for the exchange
         kv = torch.cat([key[:, :, text:], value[:, :, text:]], dim=-1).transpose(1, 2)
         video_key, video_value = self.gather_kv(kv).transpose(1, 2).split(head_dim, dim=-1)

@@ -14,7 +14,6 @@ from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
-from diffusers.models.embeddings import apply_rotary_emb
 from torch import nn
 
 from parallel.patch.config import PatchConfig
@@ -22,7 +21,6 @@ from parallel.patch.parallelize import PatchPlan
 from parallel.patch.runtime import PatchRuntime
 from parallel.patch.swap import install_processor
 from parallel.patch.ulysses import ulysses_joint_attention, ulysses_plan
-from pipelines.families.cogvideox.frames import joint_projections
 from pipelines.families.cogvideox.patch import (
     BAND_TOKENS,
     CogVideoXBandJointAttnProcessor,
@@ -57,14 +55,8 @@ class CogVideoXUlyssesJointAttnProcessor(CogVideoXBandJointAttnProcessor):
         attention_mask: torch.Tensor | None = None,
         image_rotary_emb: Rope | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        if attention_mask is not None:
-            raise NotImplementedError("CogVideoX's Ulysses: the joint attention takes no mask")
         text = encoder_hidden_states.size(1)
-        query, key, value = joint_projections(attn, hidden_states, encoder_hidden_states)  # (B, heads, tokens, D)
-        if image_rotary_emb is not None:
-            rope = self.band_rope(image_rotary_emb)
-            query = torch.cat([query[:, :, :text], apply_rotary_emb(query[:, :, text:], rope)], dim=2)
-            key = torch.cat([key[:, :, :text], apply_rotary_emb(key[:, :, text:], rope)], dim=2)
+        query, key, value = self.projections(attn, hidden_states, encoder_hidden_states, attention_mask, image_rotary_emb)
         tokens_first = [x.transpose(1, 2) for x in (query, key, value)]  # (B, tokens, heads, D)
         video, prompt = ulysses_joint_attention(
             self.rt,

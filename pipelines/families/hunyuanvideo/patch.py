@@ -48,6 +48,29 @@ BAND_TOKENS = "hunyuan_band_tokens"
 """``rt.remember`` key of every band's video tokens this forward, in rank order (the sequence plan's all-to-all)."""
 
 
+def rotated_projections(
+    attn: nn.Module,
+    hidden_states: torch.Tensor,
+    encoder_hidden_states: torch.Tensor,
+    image_rotary_emb: tuple[torch.Tensor, torch.Tensor] | None,
+) -> tuple[torch.Tensor, ...]:
+    """``joint_projections`` of a band, the rotary positions (this band's rows) on the video's queries and keys."""
+    query, key, value, text_query, text_key, text_value = joint_projections(attn, hidden_states, encoder_hidden_states)
+    if image_rotary_emb is not None:
+        query = apply_rotary_emb(query, image_rotary_emb, sequence_dim=1)
+        key = apply_rotary_emb(key, image_rotary_emb, sequence_dim=1)
+    return query, key, value, text_query, text_key, text_value
+
+
+def joint_key_mask(attention_mask: torch.Tensor | None, text_tokens: int, video_keys: int) -> torch.Tensor | None:
+    """The key mask of ``[video_keys video keys; the prompt]`` from the model's own (built for the band's length,
+    [B, 1, 1, band + text]): every video key attended, the model's mask on the prompt's keys."""
+    if attention_mask is None:
+        return None
+    text_mask = attention_mask[..., -text_tokens:]
+    return torch.cat([text_mask.new_ones(*text_mask.shape[:-1], video_keys), text_mask], dim=-1)
+
+
 class HunyuanBandJointAttnProcessor:
     """``HunyuanVideoAttnProcessor2_0`` on a band of video tokens, with the video K/V gathered over the bands."""
 
@@ -68,20 +91,13 @@ class HunyuanBandJointAttnProcessor:
         attention_mask: torch.Tensor | None = None,
         image_rotary_emb: tuple[torch.Tensor, torch.Tensor] | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        video_tokens, text_tokens = hidden_states.shape[1], encoder_hidden_states.shape[1]
-        query, key, value, text_query, text_key, text_value = joint_projections(
-            attn, hidden_states, encoder_hidden_states
+        video_tokens = hidden_states.shape[1]
+        query, key, value, text_query, text_key, text_value = rotated_projections(
+            attn, hidden_states, encoder_hidden_states, image_rotary_emb
         )
-        if image_rotary_emb is not None:
-            query = apply_rotary_emb(query, image_rotary_emb, sequence_dim=1)
-            key = apply_rotary_emb(key, image_rotary_emb, sequence_dim=1)
         head_dim = key.shape[-1]
         key, value = self.gather_kv(torch.cat([key, value], dim=-1)).split(head_dim, dim=-1)
-        mask = None
-        if attention_mask is not None:  # [B, 1, 1, band + text]: every video key, the model's text keys
-            text_mask = attention_mask[..., -text_tokens:]
-            video_mask = text_mask.new_ones(*text_mask.shape[:-1], key.shape[1])
-            mask = torch.cat([video_mask, text_mask], dim=-1)
+        mask = joint_key_mask(attention_mask, text_key.shape[1], key.shape[1])
         out = dispatch_attention_fn(
             torch.cat([query, text_query], dim=1),
             torch.cat([key, text_key], dim=1),

@@ -17,7 +17,6 @@ from collections.abc import Callable
 
 import torch
 from diffusers.models.attention_dispatch import dispatch_attention_fn
-from diffusers.models.embeddings import apply_rotary_emb
 from torch import nn
 
 from parallel.patch.config import PatchConfig
@@ -25,12 +24,14 @@ from parallel.patch.parallelize import PatchPlan
 from parallel.patch.runtime import PatchRuntime
 from parallel.patch.swap import install_processor
 from parallel.patch.ulysses import ulysses_joint_attention, ulysses_plan
-from pipelines.families.hunyuanvideo.frames import joint_outputs, joint_projections
+from pipelines.families.hunyuanvideo.frames import joint_outputs
 from pipelines.families.hunyuanvideo.patch import (
     BAND_TOKENS,
     check_hunyuan_input,
     check_hunyuan_model,
+    joint_key_mask,
     patch_hunyuan_rope,
+    rotated_projections,
 )
 
 
@@ -50,19 +51,12 @@ class HunyuanUlyssesJointAttnProcessor:
         image_rotary_emb: tuple[torch.Tensor, torch.Tensor] | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         video_tokens, text_tokens = hidden_states.shape[1], encoder_hidden_states.shape[1]
-        query, key, value, text_query, text_key, text_value = joint_projections(
-            attn, hidden_states, encoder_hidden_states
+        query, key, value, text_query, text_key, text_value = rotated_projections(
+            attn, hidden_states, encoder_hidden_states, image_rotary_emb
         )
-        if image_rotary_emb is not None:
-            query = apply_rotary_emb(query, image_rotary_emb, sequence_dim=1)
-            key = apply_rotary_emb(key, image_rotary_emb, sequence_dim=1)
 
         def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-            mask = None
-            if attention_mask is not None:  # [B, 1, 1, band + text]: every video key, the model's text keys
-                text_mask = attention_mask[..., -text_tokens:]
-                video_mask = text_mask.new_ones(*text_mask.shape[:-1], k.shape[1] - text_tokens)
-                mask = torch.cat([video_mask, text_mask], dim=-1)
+            mask = joint_key_mask(attention_mask, text_tokens, k.shape[1] - text_tokens)
             return dispatch_attention_fn(q, k, v, attn_mask=mask, dropout_p=0.0, is_causal=False)
 
         video, text = ulysses_joint_attention(
