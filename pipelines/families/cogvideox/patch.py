@@ -171,16 +171,14 @@ class CogVideoXBandJointAttnProcessor:
         return video_out, encoder_out
 
 
-def patch_cogvideox_attention(attn: nn.Module, rt: PatchRuntime) -> Callable[[], None]:
-    """Install ``CogVideoXBandJointAttnProcessor`` on ``attn``; returns the function restoring the old one."""
-    return install_processor(attn, CogVideoXBandJointAttnProcessor(rt, rt.new_layer_id()))
-
-
-def patch_cogvideox_layers(transformer: nn.Module, rt: PatchRuntime) -> list[Callable[[], None]]:
-    """The patch embedding (the band's grid, the whole video's positions) and every block's joint attention."""
+def patch_cogvideox_layers(
+    transformer: nn.Module, rt: PatchRuntime, processor: Callable = CogVideoXBandJointAttnProcessor
+) -> list[Callable[[], None]]:
+    """The patch embedding (the band's grid, the whole video's positions) and ``processor`` (the bands' K/V gather,
+    or the sequence plan's Ulysses: ``processor(rt, layer id)``) in every block's joint attention."""
     undo = [patch_cogvideox_embed(transformer.patch_embed, rt)]
     for block in transformer.transformer_blocks:
-        undo.append(patch_cogvideox_attention(block.attn1, rt))
+        undo.append(install_processor(block.attn1, processor(rt, rt.new_layer_id())))
     return undo
 
 

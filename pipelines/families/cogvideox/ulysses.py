@@ -10,7 +10,7 @@ bands: no displaced mode. The heads must divide by the workers (checked at submi
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import functools
 
 import torch
 import torch.nn.functional as F
@@ -19,7 +19,6 @@ from torch import nn
 from parallel.patch.config import PatchConfig
 from parallel.patch.parallelize import PatchPlan
 from parallel.patch.runtime import PatchRuntime
-from parallel.patch.swap import install_processor
 from parallel.patch.ulysses import ulysses_joint_attention, ulysses_plan
 from pipelines.families.cogvideox.patch import (
     BAND_TOKENS,
@@ -27,7 +26,7 @@ from pipelines.families.cogvideox.patch import (
     Rope,
     check_cogvideox_input,
     check_cogvideox_model,
-    patch_cogvideox_embed,
+    patch_cogvideox_layers,
 )
 
 
@@ -73,16 +72,8 @@ class CogVideoXUlyssesJointAttnProcessor(CogVideoXBandJointAttnProcessor):
         return video_out, encoder_out
 
 
-def patch_ulysses_layers(transformer: nn.Module, rt: PatchRuntime) -> list[Callable[[], None]]:
-    """The patch embedding (the band's grid, the whole video's positions) and Ulysses in every block's joint
-    attention."""
-    undo = [patch_cogvideox_embed(transformer.patch_embed, rt)]
-    for block in transformer.transformer_blocks:
-        undo.append(install_processor(block.attn1, CogVideoXUlyssesJointAttnProcessor(rt, rt.new_layer_id())))
-    return undo
-
-
 def cogvideox_ulysses_plan(transformer: nn.Module, config: PatchConfig, workers: int) -> PatchPlan:
     """The plan ``parallel.patch.parallelize_patch`` applies for ``parallel.strategy=sequence``."""
     check_cogvideox_model(transformer)
-    return ulysses_plan(transformer, config, workers, patch_ulysses_layers, check_cogvideox_input)
+    layers = functools.partial(patch_cogvideox_layers, processor=CogVideoXUlyssesJointAttnProcessor)
+    return ulysses_plan(transformer, config, workers, layers, check_cogvideox_input)

@@ -141,17 +141,14 @@ def patch_hunyuan_rope(rope: nn.Module, rt: PatchRuntime) -> Callable[[], None]:
     return replace_forward(rope, forward)
 
 
-def patch_hunyuan_attention(attn: nn.Module, rt: PatchRuntime) -> Callable[[], None]:
-    """Install ``HunyuanBandJointAttnProcessor`` on ``attn``; returns the function restoring the old one."""
-    return install_processor(attn, HunyuanBandJointAttnProcessor(rt, rt.new_layer_id()))
-
-
-def patch_hunyuan_layers(transformer: nn.Module, rt: PatchRuntime) -> list[Callable[[], None]]:
-    """The rotary table (whole grid, this band's rows) and the joint attention of every dual- and single-stream
-    block."""
+def patch_hunyuan_layers(
+    transformer: nn.Module, rt: PatchRuntime, processor: Callable = HunyuanBandJointAttnProcessor
+) -> list[Callable[[], None]]:
+    """The rotary table (whole grid, this band's rows) and ``processor`` (the bands' K/V gather, or the sequence
+    plan's Ulysses: ``processor(rt, layer id)``) in the joint attention of every dual- and single-stream block."""
     undo = [patch_hunyuan_rope(transformer.rope, rt)]
     for block in [*transformer.transformer_blocks, *transformer.single_transformer_blocks]:
-        undo.append(patch_hunyuan_attention(block.attn, rt))
+        undo.append(install_processor(block.attn, processor(rt, rt.new_layer_id())))
     return undo
 
 

@@ -13,7 +13,7 @@ prompt. Exact like sync bands: no displaced mode. The heads must divide by the w
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import functools
 
 import torch
 from diffusers.models.attention_dispatch import dispatch_attention_fn
@@ -22,7 +22,6 @@ from torch import nn
 from parallel.patch.config import PatchConfig
 from parallel.patch.parallelize import PatchPlan
 from parallel.patch.runtime import PatchRuntime
-from parallel.patch.swap import install_processor
 from parallel.patch.ulysses import ulysses_joint_attention, ulysses_plan
 from pipelines.families.hunyuanvideo.frames import joint_outputs
 from pipelines.families.hunyuanvideo.patch import (
@@ -30,7 +29,7 @@ from pipelines.families.hunyuanvideo.patch import (
     check_hunyuan_input,
     check_hunyuan_model,
     joint_key_mask,
-    patch_hunyuan_rope,
+    patch_hunyuan_layers,
     rotated_projections,
 )
 
@@ -70,16 +69,8 @@ class HunyuanUlyssesJointAttnProcessor:
         return joint_outputs(attn, torch.cat([video, text], dim=1).to(hidden_states.dtype), video_tokens)
 
 
-def patch_ulysses_layers(transformer: nn.Module, rt: PatchRuntime) -> list[Callable[[], None]]:
-    """The rotary table (whole grid, this band's rows) and Ulysses in the joint attention of every dual- and
-    single-stream block."""
-    undo = [patch_hunyuan_rope(transformer.rope, rt)]
-    for block in [*transformer.transformer_blocks, *transformer.single_transformer_blocks]:
-        undo.append(install_processor(block.attn, HunyuanUlyssesJointAttnProcessor(rt, rt.new_layer_id())))
-    return undo
-
-
 def hunyuan_ulysses_plan(transformer: nn.Module, config: PatchConfig, workers: int) -> PatchPlan:
     """The plan ``parallel.patch.parallelize_patch`` applies for ``parallel.strategy=sequence``."""
     check_hunyuan_model(transformer)
-    return ulysses_plan(transformer, config, workers, patch_ulysses_layers, check_hunyuan_input)
+    layers = functools.partial(patch_hunyuan_layers, processor=HunyuanUlyssesJointAttnProcessor)
+    return ulysses_plan(transformer, config, workers, layers, check_hunyuan_input)
