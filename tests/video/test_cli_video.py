@@ -54,17 +54,19 @@ def test_parallel_none_composes_for_a_video_job():
 
 def test_whole_video_strategies_compose_for_a_video_job():
     """The shared `parallel=sequence` and `parallel=patch` configs build video specs (the image fields they carry
-    at their defaults); a video's bands exchange K/V, so patch.yaml's `kv_source: input` is refused by name."""
+    at their defaults); a video's bands exchange K/V: video.yaml sets `kv_source: kv` over patch.yaml's `input`, and
+    `input` asked for on the command line is refused by name."""
     from cluster.cli_jobs import _spec_and_pool
     from cluster.errors import SpecError
 
     base = ["job=video", "frames=8", "height=32", "width=32"]
     _, spec, _, _ = _spec_and_pool([*base, "parallel=sequence"])
     assert (spec.parallel.strategy, spec.parallel.degree, spec.blocks) == ("sequence", 2, 1)
-    _, spec, _, _ = _spec_and_pool([*base, "parallel=patch", "parallel.kv_source=kv"])
+    _, spec, _, _ = _spec_and_pool([*base, "parallel=patch"])
     assert (spec.parallel.strategy, spec.parallel.mode, spec.blocks) == ("patch", "displaced", 1)
+    assert spec.parallel.kv_source == "kv"
     with pytest.raises(SpecError) as err:
-        _spec_and_pool([*base, "parallel=patch"])
+        _spec_and_pool([*base, "parallel=patch", "parallel.kv_source=input"])
     assert err.value.field == "parallel.kv_source"
     _, spec, _, _ = _spec_and_pool([*base, "parallel=frames", "parallel.strategy=auto", "parallel.degree=auto"])
     assert (spec.parallel.strategy, spec.parallel.degree) == ("auto", "auto")
