@@ -15,7 +15,8 @@ from runtime.pool import PoolConfig
 pytestmark = pytest.mark.slow
 
 
-def _spec(outputs, steps=24, seed=3):
+def _spec(outputs, steps=14, seed=3):
+    """14 steps: stopped or killed at step 4 or 7, each job has steps to redo after its checkpoint at 3 or 6."""
     return {
         "height": 256,
         "width": 128,
