@@ -31,6 +31,13 @@ PATCH_MODES = ("sync", "displaced")
 STALE_DTYPES = ("float16", "bfloat16")
 
 MAX_FRAMES = 1_000_000
+MAX_BLOCK_FRAMES = 256
+"""Frames per block of a block-wise render (strategies none and frames)."""
+MAX_WHOLE_VIDEO_FRAMES = 1024
+"""Frames of a video rendered as one block (``sequence``, ``patch``): its block is the whole video, so the block bound
+does not apply (LTX-Video's longest trained clip is 257 frames), but every frame attends to every other, so its cost
+grows with the square of the length; past this the frame pipeline is the plan. The bound holds on every validation,
+including the controller's of a spec whose block_frames validation set to its frames."""
 MAX_SIDE = 4096
 MAX_DECODE_CONTEXT = 64
 """Latent frames of decode context each way at most (16 already decode as the whole video does)."""
@@ -141,23 +148,30 @@ class VideoSpec(JobSpec):
         self.check_seed_and_guidance()
         if not 0 < self.fps <= 240:
             raise SpecError("fps", f"must be in (0, 240], got {self.fps}")
-        if not 1 <= self.block_frames <= 256:
-            raise SpecError("block_frames", f"must be between 1 and 256, got {self.block_frames}")
-        if not 0 <= self.context_frames <= self.block_frames:
-            raise SpecError(
-                "context_frames",
-                f"must be in [0, block_frames={self.block_frames}], got {self.context_frames}",
-            )
         if not 1 <= self.frames <= MAX_FRAMES:
             raise SpecError("frames", f"must be between 1 and {MAX_FRAMES}, got {self.frames}")
         self._check_patch_fields()
         one_block = (self.frames, 0)
         strategy = self.parallel.strategy
-        if strategy in WHOLE_VIDEO and (self.block_frames, self.context_frames) != one_block:
-            self.block_frames, self.context_frames = self.frames, 0
-            self.notes.append(
-                f"parallel.strategy={strategy} renders the whole video as one block: block_frames={self.frames}, "
-                "context_frames=0"
+        if strategy in WHOLE_VIDEO:
+            if self.frames > MAX_WHOLE_VIDEO_FRAMES:
+                raise SpecError(
+                    "frames",
+                    f"parallel.strategy={strategy} renders the whole video as one block, at most "
+                    f"{MAX_WHOLE_VIDEO_FRAMES} frames; got {self.frames} (parallel=frames renders any length)",
+                )
+            if (self.block_frames, self.context_frames) != one_block:
+                self.block_frames, self.context_frames = self.frames, 0
+                self.notes.append(
+                    f"parallel.strategy={strategy} renders the whole video as one block: block_frames={self.frames}, "
+                    "context_frames=0"
+                )
+        elif not 1 <= self.block_frames <= MAX_BLOCK_FRAMES:
+            raise SpecError("block_frames", f"must be between 1 and {MAX_BLOCK_FRAMES}, got {self.block_frames}")
+        if not 0 <= self.context_frames <= self.block_frames:
+            raise SpecError(
+                "context_frames",
+                f"must be in [0, block_frames={self.block_frames}], got {self.context_frames}",
             )
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
@@ -338,6 +352,8 @@ class VideoSpec(JobSpec):
         candidates = [
             s for s in ("frames", "sequence", "patch") if s in family.strategies and family.plan_error(s, path) is None
         ]  # plan_error: a family may have no such plan for this model (Wan's whole-video plans: one T2V transformer)
+        if self.frames > MAX_WHOLE_VIDEO_FRAMES:  # what validation refuses a whole-video job
+            candidates = [s for s in candidates if s not in WHOLE_VIDEO]
         if described is None or not candidates:
             degree = min(free, self.max_stages()) if "frames" in family.strategies else 1
             return {"strategy": "frames" if degree > 1 else "none", "degree": degree, "predicted": None}

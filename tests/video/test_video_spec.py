@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from cluster.errors import SpecError
-from cluster.jobs import progress_total
+from cluster.jobs import progress_total, spec_data
 from cluster.jobs.video import VideoSpec
 from parallel.frames.schedule import ticks
 
@@ -50,12 +50,25 @@ def test_defaults_are_valid_and_round_frames_with_a_note():
         (dict(guidance_scale=-1.0), "guidance_scale", "[0, 100]"),
         (dict(guidance_scale="high"), "guidance_scale", "expected int or float"),
         (dict(negative_prompt=None), "negative_prompt", "expected str"),
+        (dict(frames=512, block_frames=300), "block_frames", "between 1 and 256"),
+        (dict(frames=1028, parallel={"strategy": "sequence"}), "frames", "at most 1024 frames"),
     ],
 )
 def test_bad_fields_are_named(fields, field, words):
     with pytest.raises(SpecError) as err:
         _spec(**fields)
     assert err.value.field == field and words in str(err.value)
+
+
+@pytest.mark.parametrize("strategy", ["sequence", "patch"])
+def test_a_whole_video_past_the_block_bound_validates_again(strategy):
+    """A whole-video spec's block is its video: validation sets block_frames=frames, and the controller validates
+    that spec again (it once refused block_frames over 256 there, after the CLI had accepted the job)."""
+    spec = _spec(frames=512, parallel={"strategy": strategy})
+    assert (spec.block_frames, spec.blocks) == (512, 1)
+    sent = spec_data(spec)  # what Client.submit sends the controller
+    again = VideoSpec.from_dict({k: v for k, v in sent.items() if k != "job"})
+    assert (again.frames, again.block_frames, again.context_frames) == (512, 512, 0)
 
 
 def test_degree_larger_than_pool():
