@@ -373,3 +373,9 @@ class ModelFamily:
         for: a band plan whose attention runs Ulysses (``parallel.patch.parallelize_patch``). None: the model's
         ``_cp_plan`` under diffusers' context parallelism (``parallel.sequence``)."""
         return None
+
+    def sequence_modules(self, model: torch.nn.Module) -> list[torch.nn.Module]:
+        """The diffusers models a video's ``sequence`` strategy puts under diffusers' context parallelism, each
+        with its class's ``_cp_plan`` (when ``sequence_plan`` is None): the denoiser itself, unless the family
+        loads several into one module (Wan 2.2's two experts)."""
+        return [model]

@@ -169,11 +169,16 @@ class VideoSession:
             from parallel.sequence import SequenceConfig, parallelize_sequence
 
             workers, ring = dist.get_world_size(self.sequence_group), spec.parallel.ring
+            self.sequence = []  # one handle per model under it (Wan 2.2: each expert)
             try:
-                self.sequence = parallelize_sequence(
-                    pipe.transformer, self.sequence_group, SequenceConfig(ulysses=workers // ring, ring=ring)
-                )
+                for model in family_of(pipe).sequence_modules(pipe.transformer):
+                    self.sequence.append(
+                        parallelize_sequence(
+                            model, self.sequence_group, SequenceConfig(ulysses=workers // ring, ring=ring)
+                        )
+                    )
             except BaseException:
+                self._end_sequence()
                 self.pipeline.adapter.remove()
                 raise
         shares = self.pipeline.decode_shares
@@ -359,15 +364,22 @@ class VideoSession:
                 report.update(ulysses=dist.get_world_size(self.sequence_group), ring=1)
             handle.remove()
             return report
-        if self.sequence is None:
+        if not self.sequence:
             return None
-        self.sequence.remove()
-        handle, self.sequence = self.sequence, None
+        handles, self.sequence = self.sequence, None
+        sent: dict[str, dict[int, int]] = {}
+        for handle in handles:
+            handle.remove()
+            for kind, peers in handle.bytes_sent.total.items():
+                for peer, count in peers.items():
+                    sent.setdefault(kind, {}).setdefault(peer, 0)
+                    sent[kind][peer] += count
         return {
-            "ulysses": handle.config.ulysses,
-            "ring": handle.config.ring,
-            "bytes_sent": handle.bytes_sent.total,
-            "notes": handle.notes,
+            "ulysses": handles[0].config.ulysses,
+            "ring": handles[0].config.ring,
+            "bytes_sent": sent,
+            "notes": [note for handle in handles for note in handle.notes],
+            "models": len(handles),
         }
 
     def finish(self) -> dict:

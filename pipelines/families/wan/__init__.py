@@ -123,17 +123,23 @@ class WanFamily(ModelFamily):
         return None
 
     def plan_error(self, strategy: str, path: str | Path) -> str | None:
-        """The whole-video plans (sequence, patch) run one text-to-video transformer's forward: not a two-expert or
-        image-to-video directory (the frame plan runs those)."""
+        """The band plan runs one text-to-video transformer's forward on a band of the latent: not a two-expert or
+        image-to-video directory (the frame and sequence plans run those: the image's channels join the whole
+        latent before diffusers' context parallelism splits the tokens, and each expert has its own)."""
         from pipelines.families.wan.loading import has_component
 
-        whole = strategy in ("sequence", "patch")
-        if whole and (self.takes_image(path) or has_component(self._index(path), "transformer_2")):
+        if strategy == "patch" and (self.takes_image(path) or has_component(self._index(path), "transformer_2")):
             return (
-                f"the {strategy!r} plan runs one text-to-video Wan transformer; this model is image-to-video or "
-                "two-expert (use frames or none)"
+                "the 'patch' plan runs one text-to-video Wan transformer; this model is image-to-video or "
+                "two-expert (use frames, sequence or none)"
             )
         return super().plan_error(strategy, path)
+
+    def sequence_modules(self, model) -> list:
+        """Both experts of a two-expert pipeline (each its class's ``_cp_plan``), else the transformer."""
+        from pipelines.families.wan.experts import WanExperts
+
+        return list(model.experts) if isinstance(model, WanExperts) else [model]
 
     def _index(self, path: str | Path) -> dict:
         import json
