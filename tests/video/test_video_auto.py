@@ -56,3 +56,17 @@ def test_auto_needs_auto_degree():
     with pytest.raises(SpecError) as err:
         VideoSpec.from_dict({"prompt": "x", "frames": 8, "parallel": {"strategy": "auto", "degree": 2}})
     assert err.value.field == "parallel.degree"
+
+
+def test_auto_weighs_no_whole_video_plan_past_what_validation_accepts():
+    """A video longer than a whole-video job may be (``MAX_WHOLE_VIDEO_FRAMES``) gets the frame pipeline, and
+    the plans it was chosen from are the frame pipeline's only; at that bound the whole-video plans are weighed."""
+    from cluster.jobs.video import MAX_WHOLE_VIDEO_FRAMES
+
+    rule = CostModelDegreeRule()
+    for frames, whole in ((MAX_WHOLE_VIDEO_FRAMES, True), (MAX_WHOLE_VIDEO_FRAMES + 8, False)):
+        spec = _spec(frames, 8, 32)
+        choice = auto_choice(spec, spec.model, 2, rule)
+        considered = {plan["strategy"] for plan in choice["considered"]}
+        assert bool(considered & {"sequence", "patch"}) == whole, (frames, considered)
+        assert choice["strategy"] == "frames"
