@@ -65,6 +65,11 @@ class WholeVideoAdapter:
         """The step's timestep for every batch row and the prompt embeddings in the model's dtype (default)."""
         return WholeInputs(expand_timestep(timestep, text.shape[0]), text.to(self.dtype))
 
+    def band_conditions(self, cond: Any, bounds: Bounds, rank: int) -> Any:
+        """``cond`` for this worker's row band (``BandSplit``): unchanged, unless the family conditions the latent
+        by rows (Wan image-to-video's channels, which join the band's latent)."""
+        return cond
+
     def begin_block(self, block: int | None) -> None:
         """One block, no neighbours: nothing to tell."""
 
@@ -109,7 +114,7 @@ class BandSplit:
         return self.inner.embed(latent, cond)
 
     def conditions(self, timestep: torch.Tensor, text: Any) -> Any:
-        return self.inner.conditions(timestep, text)
+        return self.inner.band_conditions(self.inner.conditions(timestep, text), self.bounds, self.rank)
 
     def begin_block(self, block: int | None) -> None:
         self.inner.begin_block(block)

@@ -374,8 +374,9 @@ class ModelFamily:
         ``_cp_plan`` under diffusers' context parallelism (``parallel.sequence``)."""
         return None
 
-    def sequence_modules(self, model: torch.nn.Module) -> list[torch.nn.Module]:
-        """The diffusers models a video's ``sequence`` strategy puts under diffusers' context parallelism, each
-        with its class's ``_cp_plan`` (when ``sequence_plan`` is None): the denoiser itself, unless the family
-        loads several into one module (Wan 2.2's two experts)."""
+    def whole_video_modules(self, model: torch.nn.Module) -> list[torch.nn.Module]:
+        """The diffusers models a one-block video's plan goes on, each on its own: under diffusers' context
+        parallelism with its class's ``_cp_plan`` (``sequence``), or its family's ``patch_plan`` or
+        ``sequence_plan`` (bands): the denoiser itself, unless the family loads several into one module (Wan 2.2's
+        two experts)."""
         return [model]

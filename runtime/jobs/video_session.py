@@ -119,7 +119,8 @@ class VideoSession:
         if self.sequence_group is not None:
             group = None
         self.bands = None
-        """Strategy patch: the model under its family's patch plan (``parallel.patch.PatchHandle``)."""
+        """Strategy patch (or a family's own sequence plan): one ``parallel.patch.PatchHandle`` per model put under
+        the plan (``ModelFamily.whole_video_modules``)."""
         self.band_rows = None
         """Strategy patch: the latent rows of every worker's band, [(start, end), ...]."""
         make_writer = make_writer or (lambda: StreamingMP4Writer(video_path, spec.fps))
@@ -171,7 +172,7 @@ class VideoSession:
             workers, ring = dist.get_world_size(self.sequence_group), spec.parallel.ring
             self.sequence = []  # one handle per model under it (Wan 2.2: each expert)
             try:
-                for model in family_of(pipe).sequence_modules(pipe.transformer):
+                for model in family_of(pipe).whole_video_modules(pipe.transformer):
                     self.sequence.append(
                         parallelize_sequence(
                             model, self.sequence_group, SequenceConfig(ulysses=workers // ring, ring=ring)
@@ -221,17 +222,20 @@ class VideoSession:
         par = spec.parallel
         workers = dist.get_world_size(self.sequence_group)
         config = PatchConfig(mode=par.mode, warmup_steps=par.warmup_steps, stale_dtype=par.stale_dtype)
+        modules = family.whole_video_modules(pipe.transformer)  # each its own plan (Wan 2.2: both experts)
         if par.strategy == "sequence":
-            plan = family.sequence_plan(pipe.transformer, config, workers)
-            if plan is None:  # diffusers' context parallelism, put on the model once the pipeline is built
+            plans = [family.sequence_plan(module, config, workers) for module in modules]
+            if plans[0] is None:  # diffusers' context parallelism, put on the model once the pipeline is built
                 return family.sequence_adapter
         else:
-            plan = family.patch_plan(pipe.transformer, config)
-        bounds = band_bounds(latent_shape[1], workers, plan.align)
+            plans = [family.patch_plan(module, config) for module in modules]
+        bounds = band_bounds(latent_shape[1], workers, plans[0].align)
 
         def make_adapter(model, block_shape: tuple[int, int, int, int], context_frames: int) -> BandSplit:
             inner = family.band_adapter(model, block_shape, context_frames)
-            self.bands = parallelize_patch(model, self.sequence_group, plan, config)
+            self.bands = []
+            for module, plan in zip(modules, plans):
+                self.bands.append(parallelize_patch(module, self.sequence_group, plan, config))
             self.band_rows = bounds  # the latent rows each worker holds (a model may count its bands in tokens)
             return BandSplit(inner, self.sequence_group, bounds)
 
@@ -326,8 +330,8 @@ class VideoSession:
     def resume(self, state: dict[str, Any]) -> None:
         """Continue from a merged checkpoint state (taken on any stage count)."""
         load_stage_state(self.pipeline, state)
-        if self.bands is not None:  # stale activations are a cache: the resumed step refills them synchronously
-            self.bands.reset(self.pipeline.position)
+        for handle in self.bands or []:  # stale activations are a cache: the resumed step refills them synchronously
+            handle.reset(self.pipeline.position)
         if self.decode is None:  # not the decoding stage
             return
         if state.get("decoder") is not None:  # whichever stage decodes now
@@ -352,32 +356,29 @@ class VideoSession:
     def _end_sequence(self) -> dict | None:
         """Take diffusers' context parallelism (or the bands) off the (cached) model again; what it sent, by kind
         and peer."""
-        if self.bands is not None:
-            handle, self.bands = self.bands, None
+        if self.bands:
+            handles, self.bands = self.bands, None
             report = {
                 "bands": self.band_rows,
-                "mode": handle.config.mode,
-                "warmup_steps": handle.config.warmup_steps,
-                "bytes_sent": handle.bytes_sent.total,
+                "mode": handles[0].config.mode,
+                "warmup_steps": handles[0].config.warmup_steps,
+                "bytes_sent": _summed_bytes(handles),
+                "models": len(handles),
             }
             if self.spec.parallel.strategy == "sequence":  # the family's own Ulysses on the bands
                 report.update(ulysses=dist.get_world_size(self.sequence_group), ring=1)
-            handle.remove()
+            for handle in handles:
+                handle.remove()
             return report
         if not self.sequence:
             return None
         handles, self.sequence = self.sequence, None
-        sent: dict[str, dict[int, int]] = {}
         for handle in handles:
             handle.remove()
-            for kind, peers in handle.bytes_sent.total.items():
-                for peer, count in peers.items():
-                    sent.setdefault(kind, {}).setdefault(peer, 0)
-                    sent[kind][peer] += count
         return {
             "ulysses": handles[0].config.ulysses,
             "ring": handles[0].config.ring,
-            "bytes_sent": sent,
+            "bytes_sent": _summed_bytes(handles),
             "notes": [note for handle in handles for note in handle.notes],
             "models": len(handles),
         }
@@ -459,3 +460,14 @@ def open_video_session(
     if resume is not None:
         session.resume(resume)
     return session
+
+
+def _summed_bytes(handles: list) -> dict[str, dict[int, int]]:
+    """Bytes sent by kind and peer, over the handles of every model a whole-video plan split (Wan 2.2's experts)."""
+    sent: dict[str, dict[int, int]] = {}
+    for handle in handles:
+        for kind, peers in handle.bytes_sent.total.items():
+            for peer, count in peers.items():
+                sent.setdefault(kind, {}).setdefault(peer, 0)
+                sent[kind][peer] += count
+    return sent

@@ -191,28 +191,22 @@ def test_two_expert_segments_equal_diffusers(dirs, tmp_path):
     print(f"Wan A14B, 1 block as 2 step segments (2 + 2 steps) vs WanPipeline: max abs diff {diff:.2e}")
 
 
-def test_bands_refused_and_auto_never_picks_them_for_two_expert_and_image_models(dirs):
-    """Wan's band plan runs one text-to-video transformer on a band of the latent: refused at submit for the
-    two-expert and image-to-video layouts (sequence takes them: ``test_wan22_sequence.py``), and never an ``auto``
-    pick for them."""
+def test_whole_video_plans_accepted_for_two_expert_and_image_models(dirs):
+    """Wan's whole-video plans (sequence, patch) take the two-expert and image-to-video layouts
+    (``test_wan22_whole_video.py`` renders them), and ``auto`` weighs them."""
     for name, extra in (("a14b", {}), ("i2v21", {"image": str(dirs["image"])})):
-        with pytest.raises(SpecError, match="one text-to-video Wan transformer") as caught:
-            VideoSpec.from_dict(
+        for strategy in ("sequence", "patch"):
+            spec = VideoSpec.from_dict(
                 dict(model=str(dirs[name]), frames=16, block_frames=8, height=SIZE, width=SIZE, steps=2, **extra,
-                     parallel={"strategy": "patch", "degree": 2})
+                     parallel={"strategy": strategy, "degree": 2})
             )
-        assert caught.value.field == "parallel.strategy"
-        VideoSpec.from_dict(  # the whole video under diffusers' context parallelism is accepted
-            dict(model=str(dirs[name]), frames=16, block_frames=8, height=SIZE, width=SIZE, steps=2, **extra,
-                 parallel={"strategy": "sequence", "degree": 2})
-        )
+            assert (spec.parallel.strategy, spec.blocks) == (strategy, 1)
         spec = VideoSpec.from_dict(
             dict(model=str(dirs[name]), frames=16, block_frames=8, height=SIZE, width=SIZE, steps=2, **extra,
                  parallel={"strategy": "auto", "degree": "auto"})
         )
         choice = spec.auto_choice(spec.model, 2, None)
-        assert choice["strategy"] != "patch"
-        assert "patch" not in {plan["strategy"] for plan in choice.get("considered", [])}
+        assert {"sequence", "patch"} <= {plan["strategy"] for plan in choice["considered"]}
 
 
 @torch.no_grad()

@@ -7,7 +7,8 @@ a per-frame VAE and a CLIP text encoder; a diffusers ``WanPipeline`` directory b
 from a conditioning ``image`` (``image``). Its plans: ``frames`` (the transformer cut into the pieces the frame
 pipeline runs on its stages; every layout), ``sequence`` (the whole video as one sequence under diffusers'
 context parallelism, the model's ``_cp_plan``: ``sequence``), ``patch`` (row bands of every frame of the whole
-video: ``patch``, driven through the same whole-video forward; these two: one text-to-video transformer) and
+video: ``patch``, driven through the same whole-video forward; these two for every layout, each expert under
+the plan on its own, ``whole_video_modules``) and
 ``training`` (the layer list for pipeline training).
 """
 
@@ -122,21 +123,8 @@ class WanFamily(ModelFamily):
                 return name, f"this model takes multiples of {factor} pixels (VAE factor x patch size), got {value}"
         return None
 
-    def plan_error(self, strategy: str, path: str | Path) -> str | None:
-        """The band plan runs one text-to-video transformer's forward on a band of the latent: not a two-expert or
-        image-to-video directory (the frame and sequence plans run those: the image's channels join the whole
-        latent before diffusers' context parallelism splits the tokens, and each expert has its own)."""
-        from pipelines.families.wan.loading import has_component
-
-        if strategy == "patch" and (self.takes_image(path) or has_component(self._index(path), "transformer_2")):
-            return (
-                "the 'patch' plan runs one text-to-video Wan transformer; this model is image-to-video or "
-                "two-expert (use frames, sequence or none)"
-            )
-        return super().plan_error(strategy, path)
-
-    def sequence_modules(self, model) -> list:
-        """Both experts of a two-expert pipeline (each its class's ``_cp_plan``), else the transformer."""
+    def whole_video_modules(self, model) -> list:
+        """Both experts of a two-expert pipeline (each under its own plan), else the transformer."""
         from pipelines.families.wan.experts import WanExperts
 
         return list(model.experts) if isinstance(model, WanExperts) else [model]

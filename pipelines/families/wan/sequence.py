@@ -10,22 +10,24 @@ forward on the whole latent and gets the whole output. Under the family's patch 
 (``pipelines.whole_video.BandSplit`` slices and gathers). Nothing of the model is replaced here:
 ``WanSequenceAdapter`` is the call ``WanPipeline.__call__`` makes, as the frame pipeline's one layer.
 
-Wan 2.2's two experts and image-to-video (``WanImageToVideoPipeline``) take the sequence plan too: the step's
+Wan 2.2's two experts and image-to-video (``WanImageToVideoPipeline``) take both plans too: the step's
 expert is diffusers' boundary rule (``WanExperts.expert``; each expert is under context parallelism,
 ``WanFamily.sequence_modules``), and an image-to-video forward is the I2V pipeline's call: the whole video's
 conditioning channels (mask and image latent, ``image.image_conditioning``'s ``first``: the one block's) appended
 to the latent, Wan 2.1's CLIP image embeddings as ``encoder_hidden_states_image``. The plan splits the tokens after
-the patch embedding, so neither needs more. The band plan takes neither (``WanFamily.plan_error``): its band of
-the latent would need its band of the conditioning, and each expert its own bands.
+the patch embedding, so neither needs more. Under the band plan each expert is patched on its own
+(``WanFamily.whole_video_modules``), and an image's conditioning channels are cut to the worker's band of rows
+with its latent (``band_conditions``).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 from diffusers import WanTransformer3DModel
 
+from parallel.patch.bands import Bounds, slice_band
 from pipelines.families.wan.experts import WanExperts
 from pipelines.whole_video import WholeInputs, WholeVideoAdapter, expand_timestep
 
@@ -66,6 +68,12 @@ class WanSequenceAdapter(WholeVideoAdapter):
             None if image is None else image.to(self.dtype),
             None if first is None else first.to(self.dtype),
         )
+
+    def band_conditions(self, cond: WanWholeInputs, bounds: Bounds, rank: int) -> WanWholeInputs:
+        """Image-to-video under bands: the conditioning channels of this worker's rows, as its latent band."""
+        if cond.frame_condition is None:
+            return cond
+        return replace(cond, frame_condition=slice_band(cond.frame_condition, bounds, rank).contiguous())
 
     def forward(self, hidden: torch.Tensor, cond: WanWholeInputs) -> torch.Tensor:
         """``WanPipeline.__call__``'s transformer call (``WanImageToVideoPipeline``'s for an image)."""
