@@ -23,6 +23,7 @@ from torch import nn
 from parallel.dtype import compute_dtype
 from parallel.frames.cache import FeatureCache
 from parallel.patch.bands import Bounds, gather_bands, slice_band
+from parallel.patch.cfg import CFG_TAG, CFGLayout
 
 
 @dataclass
@@ -128,3 +129,53 @@ class BandSplit:
 
     def hidden_shape(self, batch: int = 1, cond: Any = None) -> tuple[int, ...]:
         return self.inner.hidden_shape(batch, cond)
+
+
+class BranchSplit:
+    """A whole-video adapter under CFG parallel (``parallel.patch.cfg``): the frame pipeline hands it both guidance
+    branches batched (negative first), this worker runs its own branch's forward (``inner``: the model's forward,
+    or a ``BandSplit`` over its branch's workers) and swaps the output with its partner in the other branch, so
+    every worker returns both branches' outputs and guides and steps the same latent. Halves the work per worker
+    against batching both branches, for one exchange of the model's output per step."""
+
+    def __init__(self, inner: WholeVideoAdapter | BandSplit, layout: CFGLayout) -> None:
+        self.inner = inner
+        self.layout = layout
+        self.row = 1 if layout.is_cond else 0  # the batch row of this worker's branch (negative first)
+        self.model, self.block_shape, self.num_layers, self.cache = (
+            inner.model, inner.block_shape, inner.num_layers, inner.cache
+        )
+
+    def remove(self) -> None:
+        self.inner.remove()
+
+    def conditions(self, timestep: torch.Tensor, text: Any) -> Any:
+        return self.inner.conditions(timestep, branch_rows(text, self.row))
+
+    def begin_block(self, block: int | None) -> None:
+        self.inner.begin_block(block)
+
+    def embed(self, latent: torch.Tensor, cond: Any = None) -> torch.Tensor:
+        return self.inner.embed(latent[self.row : self.row + 1], cond)
+
+    def run_layer(self, layer: int, hidden: torch.Tensor, cond: Any) -> torch.Tensor:
+        return self.inner.run_layer(layer, hidden, cond)
+
+    def head(self, hidden: torch.Tensor, cond: Any) -> torch.Tensor:
+        """This branch's output and the partner's, as [negative; positive]."""
+        own = self.inner.head(hidden, cond).contiguous()
+        layout = self.layout
+        other = layout.comm.sendrecv(own, layout.comm.ranks.index(layout.partner), "cfg", tag=CFG_TAG).wait()
+        return torch.cat([other, own] if layout.is_cond else [own, other])
+
+    def hidden_shape(self, batch: int = 1, cond: Any = None) -> tuple[int, ...]:
+        return self.inner.hidden_shape(1, cond)
+
+
+def branch_rows(text: Any, row: int) -> Any:
+    """Batch row ``row`` of the encoded prompt (a tensor, or a family's dict of batch-first tensors)."""
+    if isinstance(text, dict):
+        return {key: branch_rows(value, row) for key, value in text.items()}
+    if isinstance(text, torch.Tensor):
+        return text[row : row + 1]
+    return text

@@ -80,8 +80,15 @@ class VideoParallelSpec(ParallelBase):
     their own rows on K) exchange keys and values, "kv" only (the field is the image jobs' too, whose parallel
     configs the CLI shares)."""
     cfg: bool = False
-    """CFG parallel, which video jobs do not run: both guidance branches go batched through every worker; false
-    only (the field is the image jobs' too)."""
+    """CFG parallel, for the whole-video strategies (sequence, patch) with guidance: the conditional branch on
+    half the workers, the unconditional one on the other half, each half splitting its forward as the strategy
+    says (``split_degree`` workers); partners swap their outputs. The frame pipeline batches both branches
+    through its stages (false)."""
+
+    @property
+    def split_degree(self) -> int | str:
+        """The workers one forward is split over: ``degree``, or half of it under CFG parallel."""
+        return self.degree // 2 if self.cfg and isinstance(self.degree, int) else self.degree
 
 
 @dataclass
@@ -267,17 +274,20 @@ class VideoSpec(JobSpec):
         check_type("parallel.ring", par.ring, int)
         if par.ring < 1 or (par.ring > 1 and par.strategy != "sequence"):
             raise SpecError("parallel.ring", f"a Ring degree >= 2 is for strategy 'sequence' only, got {par.ring}")
-        if par.ring > 1 and isinstance(par.degree, int) and par.degree % par.ring:
-            raise SpecError("parallel.ring", f"the Ring degree {par.ring} must divide the {par.degree} workers (ulysses x ring)")
+        check_type("parallel.cfg", par.cfg, bool)
+        if par.cfg:
+            self._check_cfg()
+        if par.ring > 1 and isinstance(par.degree, int) and par.split_degree % par.ring:
+            raise SpecError(
+                "parallel.ring",
+                f"the Ring degree {par.ring} must divide the {par.split_degree} workers of a forward (ulysses x ring)",
+            )
         check_type("parallel.mode", par.mode, str)
         if par.mode not in PATCH_MODES:
             raise SpecError("parallel.mode", f"expected one of {PATCH_MODES}, got {par.mode!r}")
         check_type("parallel.warmup_steps", par.warmup_steps, int)
         if par.warmup_steps < 0:
             raise SpecError("parallel.warmup_steps", f"must be >= 0, got {par.warmup_steps}")
-        check_type("parallel.cfg", par.cfg, bool)
-        if par.cfg:
-            raise SpecError("parallel.cfg", "a video's guidance branches run batched on every worker; set parallel.cfg=false")
         check_type("parallel.kv_source", par.kv_source, str)
         if par.kv_source != "kv" and par.strategy in ("patch", AUTO):
             raise SpecError(
@@ -287,6 +297,27 @@ class VideoSpec(JobSpec):
             )
         if par.stale_dtype is not None and par.stale_dtype not in STALE_DTYPES:
             raise SpecError("parallel.stale_dtype", f"expected None or one of {STALE_DTYPES}, got {par.stale_dtype!r}")
+
+    def _check_cfg(self) -> None:
+        """CFG parallel: a whole-video strategy with guidance, on an even number of workers (a branch per half)."""
+        par = self.parallel
+        if par.strategy not in WHOLE_VIDEO:
+            raise SpecError(
+                "parallel.cfg",
+                "CFG parallel splits the workers of a whole-video strategy (sequence, patch); the frame pipeline's "
+                f"guidance branches run batched through its stages, got strategy {par.strategy!r}: set parallel.cfg=false",
+            )
+        if self.guidance_scale <= 1.0:
+            raise SpecError(
+                "parallel.cfg",
+                f"guidance_scale={self.guidance_scale} runs no unconditional branch to put on other workers: set "
+                "parallel.cfg=false or guidance_scale above 1",
+            )
+        if isinstance(par.degree, int) and par.degree % 2:
+            raise SpecError(
+                "parallel.degree",
+                f"CFG parallel runs each guidance branch on half the workers: an even degree, got {par.degree}",
+            )
 
     def max_stages(self) -> int:
         """The most stages this video can use: no more than transformer blocks or frame blocks."""

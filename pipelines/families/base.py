@@ -194,21 +194,22 @@ class ModelFamily:
         ``parallel.patch.ulysses``: the heads must divide by the workers, no Ring, exact); None when it can, or
         when the strategy is neither."""
         par = spec.parallel
-        if par.strategy not in ("patch", "sequence") or not isinstance(par.degree, int) or par.degree < 2:
+        degree = par.split_degree  # under CFG parallel, each branch's half
+        if par.strategy not in ("patch", "sequence") or not isinstance(degree, int) or degree < 2:
             return None
         if par.strategy == "sequence":
             heads = int(self.component_config(path, self.denoiser).get("num_attention_heads", 0))
-            if heads % par.degree:
+            if heads % degree:
                 return (
                     "parallel.degree",
-                    f"sequence parallelism shares the model's {heads} attention heads out; {par.degree} does not "
+                    f"sequence parallelism shares the model's {heads} attention heads out; {degree} does not "
                     "divide them",
                 )
             if getattr(par, "ring", 1) > 1:
                 return "parallel.ring", f"the {self.name} family's own Ulysses has no Ring: use parallel.ring=1"
             if par.mode != "sync":
                 return "parallel.mode", f"the {self.name} family's Ulysses is exact: it has only the sync mode"
-        return self.band_error(path, spec.height, par.degree)
+        return self.band_error(path, spec.height, degree)
 
     def size_error(self, path: str | Path, height: int, width: int) -> tuple[str, str] | None:
         """(field, why) when the model at ``path`` cannot render a ``height`` x ``width`` image (a size its

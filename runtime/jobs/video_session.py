@@ -40,6 +40,7 @@ import torch.distributed as dist
 from parallel.frames.decode import SplitDecoder
 from parallel.frames.partition import clock_for, per_module
 from parallel.frames.pipeline import FramePipeline, FramePipelineConfig
+from parallel.patch.cfg import make_cfg_groups
 from pipelines.families import family_of
 from pipelines.video_pipeline import VideoPipeline, decodable_latent_frames
 from pipelines.video_writer import StreamingMP4Writer
@@ -112,11 +113,15 @@ class VideoSession:
             )
         self.encode_s = time.perf_counter() - started
         rank = dist.get_rank(group) if group is not None else 0
-        whole = spec.parallel.strategy in WHOLE_VIDEO and group is not None
-        self.sequence_group = group if whole else None
-        """The group every forward is split over (strategies sequence and patch): each worker then runs the whole
-        one-block queue itself (no stages), so the frame pipeline gets no group."""
-        if self.sequence_group is not None:
+        self.whole = spec.parallel.strategy in WHOLE_VIDEO and group is not None
+        """Strategies sequence and patch on a group: each worker runs the whole one-block queue itself (no stages),
+        so the frame pipeline gets no group."""
+        self.cfg = make_cfg_groups(group) if self.whole and spec.parallel.cfg else None
+        """CFG parallel: this worker's guidance branch, its half of the group, its partner (``BranchSplit``)."""
+        split = (self.cfg.patch_group if self.cfg is not None else group) if self.whole else None
+        self.sequence_group = split if split is not None and dist.get_world_size(split) > 1 else None
+        """The group every forward is split over (a branch's half under CFG parallel; None when it is one worker)."""
+        if self.whole:
             group = None
         self.bands = None
         """Strategy patch (or a family's own sequence plan): one ``parallel.patch.PatchHandle`` per model put under
@@ -170,12 +175,13 @@ class VideoSession:
             from parallel.sequence import SequenceConfig, parallelize_sequence
 
             workers, ring = dist.get_world_size(self.sequence_group), spec.parallel.ring
+            cp_group, replicas = (self.sequence_group, 1) if self.cfg is None else (self.cfg.comm.group, 2)
             self.sequence = []  # one handle per model under it (Wan 2.2: each expert)
             try:
                 for model in family_of(pipe).whole_video_modules(pipe.transformer):
                     self.sequence.append(
                         parallelize_sequence(
-                            model, self.sequence_group, SequenceConfig(ulysses=workers // ring, ring=ring)
+                            model, cp_group, SequenceConfig(ulysses=workers // ring, ring=ring), replicas=replicas
                         )
                     )
             except BaseException:
@@ -212,8 +218,22 @@ class VideoSession:
         ``sequence``: under diffusers' context parallelism, or, for a model diffusers has no plan for, on this
         worker's band under the family's own sequence plan, ``ModelFamily.sequence_plan``)."""
         family = family_of(pipe)
-        if self.sequence_group is None:
+        if not self.whole:
             return family.frame_adapter
+        factory = self._whole_video_factory(family, pipe, spec, latent_shape)
+        if self.cfg is None:
+            return factory
+        from pipelines.whole_video import BranchSplit
+
+        return lambda model, block_shape, context_frames: BranchSplit(
+            factory(model, block_shape, context_frames), self.cfg
+        )
+
+    def _whole_video_factory(self, family, pipe: VideoPipeline, spec: Any, latent_shape: tuple[int, int, int]):
+        """The whole-video plan of one forward's workers (``sequence_group``): the model's forward (one worker of a
+        CFG branch, or under diffusers' context parallelism), or on this worker's band under a band plan."""
+        if self.sequence_group is None:  # one worker per CFG branch: the model's own forward, whole
+            return getattr(family, "sequence_adapter", None) or family.band_adapter
         from parallel.patch.bands import band_bounds
         from parallel.patch.config import PatchConfig
         from parallel.patch.parallelize import parallelize_patch
@@ -414,11 +434,14 @@ class VideoSession:
         }
         if sequence is not None:
             report["bands" if self.spec.parallel.strategy == "patch" else "sequence"] = sequence
-            report["stage"] = dist.get_rank(self.sequence_group)
             report["bytes_sent_by_peer"] = {
                 peer: sum(by_peer.get(peer, 0) for by_peer in sequence["bytes_sent"].values())
                 for peer in {p for by_peer in sequence["bytes_sent"].values() for p in by_peer}
             }
+        if self.whole:  # the worker's rank in the job's group
+            report["stage"] = self.cfg.comm.rank if self.cfg is not None else dist.get_rank(self.sequence_group)
+        if self.cfg is not None:  # CFG parallel: this worker's branch and the outputs it swapped with its partner
+            report["cfg"] = {"branch": self.cfg.branch, "bytes_sent": self.cfg.comm.bytes_sent().total}
         if self.writer is not None:
             report["video"] = str(self.writer.close())
             report["frames_written"] = self.writer.frames

@@ -71,6 +71,11 @@ class HunyuanVideoFamily(ModelFamily):
                 "negative_prompt",
                 "HunyuanVideo's guidance is embedded in the model (guidance_scale); it runs no negative branch",
             )
+        if spec.parallel.cfg:
+            return (
+                "parallel.cfg",
+                "HunyuanVideo's guidance is embedded in the model: one branch, nothing for CFG parallel to split off",
+            )
         return self.whole_video_split_error(path, spec)
 
     def cost_model(self, path: str | Path, dtype: str):

@@ -67,7 +67,7 @@ class LTXFamily(ModelFamily):
                     name,
                     f"this model's VAE maps {spatial} pixels to one latent; {name} must be a multiple of {spatial}, got {value}",
                 )
-        degree = spec.parallel.degree
+        degree = spec.parallel.split_degree  # the workers of one forward (under CFG parallel, a branch's)
         if spec.parallel.strategy == "patch" and isinstance(degree, int) and degree > 1:
             return self.band_error(path, spec.height, degree)
         if spec.parallel.strategy != "sequence" or not isinstance(degree, int) or degree < 2:

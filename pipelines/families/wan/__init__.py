@@ -61,7 +61,7 @@ class WanFamily(ModelFamily):
         tokens each divided between the workers; ``patch`` a band of whole patch rows per worker. Height and width
         in whole patches of latent pixels (TI2V-5B's VAE takes 16 pixels per latent pixel, so 32 per patch)."""
         problem = super().video_error(path, spec) or self._size_error(path, spec)
-        degree = spec.parallel.degree
+        degree = spec.parallel.split_degree  # the workers of one forward (under CFG parallel, a branch's)
         if problem is not None or not isinstance(degree, int) or degree < 2:
             return problem
         from pipelines.families.wan.whole_checks import sequence_error
