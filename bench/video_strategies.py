@@ -5,6 +5,8 @@ pipeline's memory per worker for every video family.
     .venv/bin/python -m bench.video_strategies --part memory   # table 2: 16 min at load 6-9 on 2 cores
     .venv/bin/python -m bench.video_strategies --quick         # both, small, one round: ~4-5 min; writes nothing
 
+Each strategy's memory at 64 / 256 / 1,024 frames on the speed table's models is ``bench.video_strategy_memory``.
+
 Both tables render through the real Ray pool (``runtime.jobs.video.run_video_render`` on a ``DevicePool`` of 2
 CPU workers, one torch thread each), as a job would; the models are pipeline directories built offline and saved
 to a temporary directory (``bench.video_models``).
@@ -305,12 +307,11 @@ def memory_row(pool: DevicePool, tiny: TinyModel, model: str, frames: list[int],
     trims: list[list[float]] = []  # per worker: [trims, seconds] over the recorded runs
     faults: list[int] = []  # per worker: minor page faults of the longest render
     for key, length in [("warm-up", frames[0]), *((str(n), n) for n in frames)]:
-        try:
-            spec = video_spec(model, length, layout, args, **render)
-            meta = run_video_render(pool, spec, out / f"mem-{tiny.name}-{length}.mp4", progress=False)
-        except Exception as err:  # noqa: BLE001 - the table says why
-            traceback.print_exc()
-            peaks[key] = reason(err)
+        meta = measured_render(
+            pool, lambda n=length: video_spec(model, n, layout, args, **render), out / f"mem-{tiny.name}-{length}.mp4"
+        )
+        if isinstance(meta, str):
+            peaks[key] = meta
             continue
         peaks[key] = [w["peak_memory_bytes"] for w in meta["workers"]]
         if key != "warm-up":
@@ -321,6 +322,15 @@ def memory_row(pool: DevicePool, tiny: TinyModel, model: str, frames: list[int],
             faults = [w["minor_faults"] for w in meta["workers"]]
         print(f"  {tiny.name} {key} ({length} frames): {[p // MIB for p in peaks[key]]} MiB", file=sys.stderr)
     return {"peaks": peaks, "render": render, "trims": trims, "faults": faults}
+
+
+def measured_render(pool: DevicePool, spec_of: Callable[[], VideoSpec], path: Path) -> dict | str:
+    """One render's metadata through the pool, or why it did not render (the spec refused, the worker failed)."""
+    try:
+        return run_video_render(pool, spec_of(), path, progress=False)
+    except Exception as err:  # noqa: BLE001 - the table says why
+        traceback.print_exc()
+        return reason(err)
 
 
 def spread(values: list[int]) -> float:
