@@ -382,7 +382,7 @@ class VideoSpec(JobSpec):
         described = family.cost_model(path, self.dtype)
         candidates = [
             s for s in ("frames", "sequence", "patch") if s in family.strategies and family.plan_error(s, path) is None
-        ]  # plan_error: a family may have no such plan for this model (Wan's whole-video plans: one T2V transformer)
+        ]  # plan_error: a family may have no such plan for some of its models
         if self.frames > MAX_WHOLE_VIDEO_FRAMES:  # what validation refuses a whole-video job
             candidates = [s for s in candidates if s not in WHOLE_VIDEO]
         if described is None or not candidates:

@@ -12,7 +12,7 @@ forward on the whole latent and gets the whole output. Under the family's patch 
 
 Wan 2.2's two experts and image-to-video (``WanImageToVideoPipeline``) take both plans too: the step's
 expert is diffusers' boundary rule (``WanExperts.expert``; each expert is under context parallelism,
-``WanFamily.sequence_modules``), and an image-to-video forward is the I2V pipeline's call: the whole video's
+``WanFamily.whole_video_modules``), and an image-to-video forward is the I2V pipeline's call: the whole video's
 conditioning channels (mask and image latent, ``image.image_conditioning``'s ``first``: the one block's) appended
 to the latent, Wan 2.1's CLIP image embeddings as ``encoder_hidden_states_image``. The plan splits the tokens after
 the patch embedding, so neither needs more. Under the band plan each expert is patched on its own
