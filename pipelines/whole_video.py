@@ -22,8 +22,9 @@ from torch import nn
 
 from parallel.dtype import compute_dtype
 from parallel.frames.cache import FeatureCache
+from parallel.frames.text import one_branch
 from parallel.patch.bands import Bounds, gather_bands, slice_band
-from parallel.patch.cfg import CFG_TAG, CFGLayout
+from parallel.patch.cfg import CFGLayout, swap_branches
 
 
 @dataclass
@@ -141,7 +142,6 @@ class BranchSplit:
     def __init__(self, inner: WholeVideoAdapter | BandSplit, layout: CFGLayout) -> None:
         self.inner = inner
         self.layout = layout
-        self.row = 1 if layout.is_cond else 0  # the batch row of this worker's branch (negative first)
         self.model, self.block_shape, self.num_layers, self.cache = (
             inner.model, inner.block_shape, inner.num_layers, inner.cache
         )
@@ -150,32 +150,21 @@ class BranchSplit:
         self.inner.remove()
 
     def conditions(self, timestep: torch.Tensor, text: Any) -> Any:
-        return self.inner.conditions(timestep, branch_rows(text, self.row))
+        return self.inner.conditions(timestep, one_branch(text, self.layout.is_cond))
 
     def begin_block(self, block: int | None) -> None:
         self.inner.begin_block(block)
 
     def embed(self, latent: torch.Tensor, cond: Any = None) -> torch.Tensor:
-        return self.inner.embed(latent[self.row : self.row + 1], cond)
+        return self.inner.embed(latent[:1], cond)  # the frame pipeline batches the one latent once per branch
 
     def run_layer(self, layer: int, hidden: torch.Tensor, cond: Any) -> torch.Tensor:
         return self.inner.run_layer(layer, hidden, cond)
 
     def head(self, hidden: torch.Tensor, cond: Any) -> torch.Tensor:
         """This branch's output and the partner's, as [negative; positive]."""
-        own = self.inner.head(hidden, cond).contiguous()
-        layout = self.layout
-        other = layout.comm.sendrecv(own, layout.comm.ranks.index(layout.partner), "cfg", tag=CFG_TAG).wait()
-        return torch.cat([other, own] if layout.is_cond else [own, other])
+        return torch.cat(swap_branches(self.inner.head(hidden, cond), self.layout))
 
     def hidden_shape(self, batch: int = 1, cond: Any = None) -> tuple[int, ...]:
         return self.inner.hidden_shape(1, cond)
 
-
-def branch_rows(text: Any, row: int) -> Any:
-    """Batch row ``row`` of the encoded prompt (a tensor, or a family's dict of batch-first tensors)."""
-    if isinstance(text, dict):
-        return {key: branch_rows(value, row) for key, value in text.items()}
-    if isinstance(text, torch.Tensor):
-        return text[row : row + 1]
-    return text

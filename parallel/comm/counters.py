@@ -28,3 +28,13 @@ class BytesSent:
                 for peer, n in peers.items():
                     out[peer] += n
         return dict(out)
+
+
+def summed(books: list[dict[str, dict[int, int]]]) -> dict[str, dict[int, int]]:
+    """Several counters' bytes by kind and peer, added up (one per model a plan split: Wan 2.2's experts)."""
+    out: dict[str, dict[int, int]] = {}
+    for book in books:
+        for kind, peers in book.items():
+            for peer, n in peers.items():
+                out.setdefault(kind, {})[peer] = out.get(kind, {}).get(peer, 0) + n
+    return out

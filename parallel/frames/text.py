@@ -47,6 +47,14 @@ def batch_guided(text: Text, negative: Text) -> Text:
     return torch.cat([negative, text])
 
 
+def one_branch(text: Text, conditional: bool) -> Text:
+    """One guidance branch of a ``batch_guided`` prompt (CFG parallel runs each on its own workers)."""
+    row = 1 if conditional else 0  # negative first
+    if isinstance(text, dict):
+        return {key: value[row : row + 1] for key, value in text.items()}
+    return text[row : row + 1]
+
+
 def to_model(text: Text, device: torch.device, dtype: torch.dtype) -> Text:
     """On the model's device; floating-point entries in its dtype, integer and boolean ones as they are."""
 

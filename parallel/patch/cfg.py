@@ -77,6 +77,13 @@ Combine = Callable[[torch.Tensor, torch.Tensor, float], torch.Tensor]
 """(uncond, cond, guidance scale) -> guided prediction."""
 
 
+def swap_branches(local: torch.Tensor, layout: CFGLayout) -> tuple[torch.Tensor, torch.Tensor]:
+    """Swap this worker's branch output with its partner's: (unconditional, conditional) on both partners."""
+    partner_local = layout.comm.ranks.index(layout.partner)
+    other = layout.comm.sendrecv(local, partner_local, "cfg", tag=CFG_TAG).wait()
+    return (other, local) if layout.is_cond else (local, other)
+
+
 def combine_cfg(
     noise_local: torch.Tensor, layout: CFGLayout, guidance_scale: float, combine: Combine | None = None
 ) -> torch.Tensor:
@@ -85,9 +92,7 @@ def combine_cfg(
     Both partners return bitwise the same tensor: ``uncond + guidance_scale * (cond - uncond)``, or
     ``combine(uncond, cond, guidance_scale)`` when the model guides otherwise (a model family's rule).
     """
-    partner_local = layout.comm.ranks.index(layout.partner)
-    other = layout.comm.sendrecv(noise_local, partner_local, "cfg", tag=CFG_TAG).wait()
-    cond, uncond = (noise_local, other) if layout.is_cond else (other, noise_local)
+    uncond, cond = swap_branches(noise_local, layout)
     if combine is not None:
         return combine(uncond, cond, guidance_scale)
     return uncond + guidance_scale * (cond - uncond)

@@ -37,6 +37,7 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
+from parallel.comm.counters import summed
 from parallel.frames.decode import SplitDecoder
 from parallel.frames.partition import clock_for, per_module
 from parallel.frames.pipeline import FramePipeline, FramePipelineConfig
@@ -382,7 +383,7 @@ class VideoSession:
                 "bands": self.band_rows,
                 "mode": handles[0].config.mode,
                 "warmup_steps": handles[0].config.warmup_steps,
-                "bytes_sent": _summed_bytes(handles),
+                "bytes_sent": summed([handle.bytes_sent.total for handle in handles]),
                 "models": len(handles),
             }
             if self.spec.parallel.strategy == "sequence":  # the family's own Ulysses on the bands
@@ -398,7 +399,7 @@ class VideoSession:
         return {
             "ulysses": handles[0].config.ulysses,
             "ring": handles[0].config.ring,
-            "bytes_sent": _summed_bytes(handles),
+            "bytes_sent": summed([handle.bytes_sent.total for handle in handles]),
             "notes": [note for handle in handles for note in handle.notes],
             "models": len(handles),
         }
@@ -484,13 +485,3 @@ def open_video_session(
         session.resume(resume)
     return session
 
-
-def _summed_bytes(handles: list) -> dict[str, dict[int, int]]:
-    """Bytes sent by kind and peer, over the handles of every model a whole-video plan split (Wan 2.2's experts)."""
-    sent: dict[str, dict[int, int]] = {}
-    for handle in handles:
-        for kind, peers in handle.bytes_sent.total.items():
-            for peer, count in peers.items():
-                sent.setdefault(kind, {}).setdefault(peer, 0)
-                sent[kind][peer] += count
-    return sent
