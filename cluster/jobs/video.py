@@ -83,7 +83,7 @@ class VideoParallelSpec(ParallelBase):
     """CFG parallel, for the whole-video strategies (sequence, patch) with guidance: the conditional branch on
     half the workers, the unconditional one on the other half, each half splitting its forward as the strategy
     says (``split_degree`` workers); partners swap their outputs. The frame pipeline batches both branches
-    through its stages (false)."""
+    through its stages (false). Strategy "auto" sets it itself, where the cost model predicts the split fastest."""
 
     @property
     def split_degree(self) -> int | str:
@@ -301,6 +301,12 @@ class VideoSpec(JobSpec):
     def _check_cfg(self) -> None:
         """CFG parallel: a whole-video strategy with guidance, on an even number of workers (a branch per half)."""
         par = self.parallel
+        if par.strategy == AUTO:
+            raise SpecError(
+                "parallel.cfg",
+                "strategy 'auto' splits the guidance branches itself where the cost model predicts that fastest: "
+                "leave parallel.cfg=false",
+            )
         if par.strategy not in WHOLE_VIDEO:
             raise SpecError(
                 "parallel.cfg",
@@ -344,8 +350,8 @@ class VideoSpec(JobSpec):
 
     def placed(self, model: str, degree: int, choice: dict | None = None) -> VideoSpec:
         """What the stages receive: the model's directory and the stage count this placement runs; for strategy
-        "auto", the scheduler's ``choice`` (``strategy``; without one, the frame pipeline), a whole-video
-        strategy as one block."""
+        "auto", the scheduler's ``choice`` (``strategy`` and ``cfg``; without one, the frame pipeline), a
+        whole-video strategy as one block."""
         parallel = replace(self.parallel, degree=degree)
         fields = {**self.input_fields(), "fps": float(self.fps), "guidance_scale": float(self.guidance_scale)}
         if parallel.strategy == AUTO:
@@ -353,6 +359,7 @@ class VideoSpec(JobSpec):
             parallel.strategy = "none" if degree == 1 else strategy
             if strategy in WHOLE_VIDEO:
                 fields.update(block_frames=self.frames, context_frames=0)
+                parallel.cfg = bool((choice or {}).get("cfg", False)) and degree > 1
         spec = VideoSpec(**{**fields, "model": self.model_path(), "parallel": parallel, "notes": []})
         spec.__dict__["_layers"] = self.__dict__.get("_layers", 0)
         if choice is not None:
@@ -367,9 +374,10 @@ class VideoSpec(JobSpec):
         return min(free, self.max_stages())
 
     def auto_choice(self, model: str, free: int, rule) -> dict:
-        """Strategy "auto": the plan (strategy, degree) the cost model predicts renders this video fastest on
+        """Strategy "auto": the plan (strategy, degree, cfg) the cost model predicts renders this video fastest on
         ``free`` workers, among the family's frames, sequence and patch at degrees it accepts (``video_error``),
-        with the predictions it was chosen from; the frame pipeline on every usable free worker when the family
+        the whole-video ones with the guidance branches split too where it runs both, with the predictions it was
+        chosen from; the frame pipeline on every usable free worker when the family
         cannot describe its model to the cost model. ``rule``'s ``device``/``link`` name the hardware."""
         key = (free, getattr(rule, "device", "cpu-core"), getattr(rule, "link", "loopback"))
         known = self.__dict__.setdefault("_auto_choices", {})
@@ -407,24 +415,25 @@ class VideoSpec(JobSpec):
             device=device,
             link=link,
         )
-        plans = [p for p in plans if self._accepts(p.strategy, p.degree)]
+        plans = [p for p in plans if self._accepts(p.strategy, p.degree, p.cfg)]
         best = pick_video_plan(plans)
         return {
             "strategy": best.strategy,
             "degree": best.degree,
+            "cfg": best.cfg,
             "predicted": best.as_dict(),
             "considered": [p.as_dict() for p in plans],
             "device": device,
             "link": link,
         }
 
-    def _accepts(self, strategy: str, degree: int) -> bool:
-        """Whether the family renders this video with ``strategy`` on ``degree`` workers (its own checks)."""
+    def _accepts(self, strategy: str, degree: int, cfg: bool = False) -> bool:
+        """Whether the family renders this video with ``strategy`` on ``degree`` workers, the guidance branches
+        split when ``cfg`` (its own checks: HunyuanVideo has no unconditional branch to split off)."""
         if degree == 1 or strategy == "frames":
             return True
-        one_block = replace(
-            self, block_frames=self.frames, context_frames=0, parallel=replace(self.parallel, strategy=strategy, degree=degree)
-        )
+        parallel = replace(self.parallel, strategy=strategy, degree=degree, cfg=cfg)
+        one_block = replace(self, block_frames=self.frames, context_frames=0, parallel=parallel)
         return self.model_family().video_error(self.model_path(), one_block) is None
 
     def min_workers(self) -> int:

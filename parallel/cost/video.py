@@ -8,7 +8,10 @@ whole render's denoising, not per step: the frame pipeline (``frames``) runs ``b
 one block each through its stages, ``items + stages - 1`` ticks (the profile is of one block);
 ``sequence`` (Ulysses: every worker's share of the heads must divide them and of the video tokens too) and
 ``patch`` (row bands of every frame, a patch row at least each) run ``steps`` forwards of the whole video (the
-profile is of the whole latent video). One worker renders block-wise (the frame pipeline on one stage). As
+profile is of the whole latent video). With both guidance branches (``batch`` 2), each whole-video strategy is
+also weighed with CFG parallel (``VideoPlan.cfg``: a branch on each half of the workers, priced as the image
+strategies "sequence-cfg" and "cfg" are); the frame pipeline batches the branches through its stages and has no
+such plan. One worker renders block-wise (the frame pipeline on one stage). As
 for images (``parallel.cost.choose``), a larger degree is taken only when it is predicted ``min_gain`` faster
 than the best at fewer workers, and a plan must fit the device's memory.
 
@@ -45,11 +48,14 @@ class VideoPlan:
     """Predicted seconds of the render's denoising (every step of every block)."""
     prediction: Prediction
     """The per-unit prediction it came from (a work item of one block for frames, a whole-video step else)."""
+    cfg: bool = False
+    """CFG parallel (the job's ``parallel.cfg``): each guidance branch on half the workers, split by ``strategy``."""
 
     def as_dict(self) -> dict:
         return {
             "strategy": self.strategy,
             "degree": self.degree,
+            "cfg": self.cfg,
             "predicted_render_s": self.render_s,
             "predicted_speedup": self.prediction.speedup,
             "predicted_memory_bytes": self.prediction.memory_bytes,
@@ -106,8 +112,9 @@ def rank_video_plans(
     specs_yaml: str | None = None,
 ) -> list[VideoPlan]:
     """Every plan the strategies offer up to ``free_workers``, with its predicted render seconds. ``max_stages``:
-    the most frame-pipeline stages the model and video allow (default: its blocks); ``mode``/``warmup_steps``:
-    the bands' exchange."""
+    the most frame-pipeline stages the model and video allow (default: its blocks); ``batch`` 2 (both guidance
+    branches) adds the whole-video strategies' CFG-parallel plans at even degrees; ``mode``/``warmup_steps``: the
+    bands' exchange."""
     wanted = set(strategies)
     unknown = wanted - set(VIDEO_STRATEGIES)
     if unknown:
@@ -125,17 +132,26 @@ def rank_video_plans(
     if free_workers < 2 or not wanted & {"sequence", "patch"}:
         return plans
     whole = video_profile(spec, height, width, latent_frames, batch, device, specs_yaml)
+    split_branches = batch == 2
     if "sequence" in wanted:
         for n in range(2, free_workers + 1):
             if ulysses_splits(whole, n):
                 p = predict(whole, "sequence", n, device, link, steps=steps, specs_yaml=specs_yaml, ring=1)
                 plans.append(VideoPlan("sequence", n, p.mean_step_s * steps, p))
+            if split_branches and n % 2 == 0 and ulysses_splits(whole, n // 2):
+                p = predict(whole, "sequence-cfg", n, device, link, steps=steps, specs_yaml=specs_yaml, ring=1)
+                plans.append(VideoPlan("sequence", n, p.mean_step_s * steps, p, cfg=True))
     if "patch" in wanted:
         for n in candidate_degrees(whole, free_workers, "patch"):
             if n > 1:
                 p = predict(whole, "patch", n, device, link, mode, steps=steps, warmup_steps=warmup_steps,
                             specs_yaml=specs_yaml)
                 plans.append(VideoPlan("patch", n, p.mean_step_s * steps, p))
+        for n in candidate_degrees(whole, free_workers, "cfg") if split_branches else []:
+            if n > 1:
+                p = predict(whole, "cfg", n, device, link, mode, steps=steps, warmup_steps=warmup_steps,
+                            specs_yaml=specs_yaml)
+                plans.append(VideoPlan("patch", n, p.mean_step_s * steps, p, cfg=True))
     return plans
 
 

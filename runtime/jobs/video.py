@@ -152,4 +152,7 @@ def _worker_summary(info: dict, begin: dict, end: dict) -> dict:
         activation_peak_bytes=max(0, end["peak_memory_bytes"] - begin["resident_bytes"]),
         busy_s=end["busy_s"],
     )
+    for split in ("sequence", "bands", "cfg"):  # what a whole-video strategy did: Ulysses, bands, the branch split
+        if split in end:
+            summary[split] = end[split]
     return summary

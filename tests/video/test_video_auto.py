@@ -70,3 +70,41 @@ def test_auto_weighs_no_whole_video_plan_past_what_validation_accepts():
         considered = {plan["strategy"] for plan in choice["considered"]}
         assert bool(considered & {"sequence", "patch"}) == whole, (frames, considered)
         assert choice["strategy"] == "frames"
+
+
+def test_guided_whole_video_plans_weigh_cfg_parallel():
+    """With both guidance branches, the whole-video strategies are also weighed with the branches on two halves
+    of the workers (even degrees only); the pick is still the cost model's fastest, and a CFG pick places the job
+    with ``parallel.cfg`` on, each branch on half the workers. Without guidance there is no such plan."""
+    rule = CostModelDegreeRule()
+    described = WAN.cost_model(resolve_model("builtin-video"), "float32")
+    spec = VideoSpec.from_dict(
+        {"prompt": "x", "frames": 8, "block_frames": 8, "height": 64, "width": 64, "steps": 3, "guidance_scale": 5.0,
+         "parallel": {"strategy": "auto", "degree": "auto"}}
+    )
+    plans = rank_video_plans(described, 64, 64, 8, 8, 3, 4, max_stages=6, batch=2, device=rule.device, link=rule.link)
+    split = [p for p in plans if p.cfg]
+    assert {p.strategy for p in split} == {"sequence", "patch"}
+    assert all(p.degree % 2 == 0 for p in split)
+    assert not [p for p in rank_video_plans(described, 64, 64, 8, 8, 3, 4, max_stages=6, batch=1) if p.cfg]
+    for free in (2, 4):
+        choice = auto_choice(spec, spec.model, free, rule)
+        best = pick_video_plan(
+            rank_video_plans(described, 64, 64, 8, 8, 3, free, max_stages=6, batch=2, device=rule.device, link=rule.link)
+        )
+        assert (choice["strategy"], choice["degree"], choice["cfg"]) == (best.strategy, best.degree, best.cfg)
+        assert any(plan["cfg"] for plan in choice["considered"])
+        placed = spec.placed(spec.model, best.degree, choice)
+        assert placed.parallel.cfg == best.cfg
+        assert placed.parallel.split_degree == (best.degree // 2 if best.cfg else best.degree)
+        print(f"guided, free={free}: {best.strategy} x{best.degree} cfg={best.cfg} ({best.render_s:.4f} s predicted)")
+        if free == 2:  # one block, two workers: a branch each swaps one output a step, no attention traffic
+            assert best.cfg and best.degree == 2
+
+
+def test_auto_refuses_a_cfg_split_of_its_own():
+    with pytest.raises(SpecError) as err:
+        VideoSpec.from_dict(
+            {"prompt": "x", "frames": 8, "guidance_scale": 5.0, "parallel": {"strategy": "auto", "degree": "auto", "cfg": True}}
+        )
+    assert err.value.field == "parallel.cfg" and "auto" in str(err.value)
