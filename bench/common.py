@@ -70,6 +70,19 @@ def alternate(runs: dict[str, Callable[[], float]], repeats: int, warmup: int = 
     return results
 
 
+def machine_busy_seconds() -> float | None:
+    """CPU seconds the whole machine has been busy since boot, every process and the kernel alike (``/proc/stat``:
+    user, nice, system, irq, softirq), or None where there is no ``/proc/stat``. Two readings around a run give what
+    the run and everything beside it took from the cores: a run that keeps them all busy cannot go faster by
+    scheduling, only by doing less work."""
+    try:
+        fields = Path("/proc/stat").read_text().splitlines()[0].split()
+    except OSError:
+        return None
+    user, nice, system, _idle, _iowait, irq, softirq = (int(v) for v in fields[1:8])
+    return (user + nice + system + irq + softirq) / os.sysconf("SC_CLK_TCK")
+
+
 def median(values: list[float]) -> float:
     return statistics.median(values)
 

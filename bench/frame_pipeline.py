@@ -11,7 +11,11 @@ Through the real Ray pool and gloo groups: frames per second with 1 worker vs 2 
 torch thread each), alternated (A, B, C, A, ...), beside one process using two threads (the honest CPU
 baseline) and two 1-worker renders at once on the two workers (the machine's ceiling for any two workers:
 nothing is exchanged, so what they lose against one render alone is the cores', not the pipeline's; each
-writes its own MP4, so two encoders run there against one); then peak memory per worker (peak RSS, reset
+writes its own MP4, so two encoders run there against one), and the same 1-worker and 2-stage renders without
+Ray (``bare_stage``: spawned processes set up as pool workers are, in a gloo group), which separates what the
+pipeline loses from what the pool's processes beside it take from the cores. Around every run the machine's busy
+CPU seconds are read (``machine_busy_seconds``): whether the cores had room left, and what the render cost in
+CPU, every process counted (ffmpeg's encoder, Ray's processes). Then peak memory per worker (peak RSS, reset
 per job) for 64, 256 and 1,024 frames, which should stay flat: at most ``steps`` blocks are alive and finished
 blocks stream to the MP4. frames/s counts the whole render after set-up: denoising, decode and MP4 writing. Writes the "frame-pipeline"
 section of BENCHMARKS.md (``frame-pipeline-<family>`` for a ``--model`` directory).
@@ -30,16 +34,20 @@ from pathlib import Path
 
 import ray
 import torch
+import torch.distributed as dist
 
-from bench.common import alternate, median, provenance, write_section
+from bench.common import alternate, machine_busy_seconds, median, provenance, spawn_ranks, write_section
 from cluster.jobs.video import VideoParallelSpec, VideoSpec
 from pipelines.families import family_for_dir
+from runtime.heap import fix_mmap_threshold, worker_env
 from runtime.jobs.video import run_video_render
-from runtime.jobs.video_session import VideoSession
+from runtime.jobs.video_session import VideoSession, open_video_session
 from runtime.pool import DevicePool, PoolConfig
 
 BUILTIN = "builtin-video"
 CEILING = "2 renders x 1 worker at once"
+ONE, TWO = "1 worker x 1 thread", "2 stages x 1 thread"
+BARE_ONE, BARE_TWO = "1 worker, no Ray", "2 stages, no Ray"
 
 
 def spec_for(args: argparse.Namespace, frames: int, degree: int) -> VideoSpec:
@@ -70,6 +78,79 @@ def two_threads_fps(spec: VideoSpec, out: Path) -> float:
     return report["frames"] / (time.perf_counter() - started)
 
 
+def bare_stage(rank: int, world: int, spec: VideoSpec, video: str, port: int, queue) -> None:
+    """One stage of a render without Ray: a process spawned with a pool worker's set-up (one torch thread, its malloc
+    settings), in a gloo group on loopback when ``world`` > 1. A render of 2 blocks warms it first (it times the
+    layers and the decode, as a pool worker's first job does); rank 0 puts (rank, frames/s of the render after its
+    set-up, the machine's busy CPU seconds over it, its wall seconds) on ``queue``, the other ranks (rank, 0, 0, 0)."""
+    torch.set_num_threads(1)
+    fix_mmap_threshold("cpu")
+    if world > 1:
+        dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world)
+    path = spec.model_path()
+    pipe = family_for_dir(path).load(path, spec.dtype, "cpu")
+    warm = spec.placed(spec.model, world)
+    warm.frames = 2 * spec.block_frames
+    for run, path_out in ((warm, f"{video}.warm.mp4"), (spec, video)):
+        session = open_video_session(pipe, run, video_path=path_out)
+        if world > 1:
+            dist.barrier()
+        busy, started = machine_busy_seconds(), time.perf_counter()
+        session.advance()
+        report = session.finish()
+        elapsed = time.perf_counter() - started
+        busy = (machine_busy_seconds() or 0.0) - (busy or 0.0)
+    if world > 1:
+        dist.destroy_process_group()
+    queue.put((rank, report["frames"] / elapsed, busy, elapsed) if rank == 0 else (rank, 0.0, 0.0, 0.0))
+
+
+def bare_fps(spec: VideoSpec, video: Path, usage: list[tuple[float, float]]) -> float:
+    """``spec`` rendered by ``bare_stage`` processes (its degree of them), started with the environment a pool gives
+    its CPU workers; appends (busy CPU seconds, wall seconds) of the render to ``usage``."""
+    degree = spec.parallel.degree
+    env = worker_env("cpu", {})
+    saved = {key: os.environ.get(key) for key in env}
+    os.environ.update(env)  # a spawned process takes the environment as it is when it starts
+    try:
+        results = spawn_ranks(bare_stage, degree, spec.placed(spec.model, degree), str(video))
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+    _, fps, busy, elapsed = results[0]
+    usage.append((busy, elapsed))
+    return fps
+
+
+def usage_lines(usage: dict[str, list[tuple[float, float]]], speed: dict[str, list[float]]) -> str:
+    """What each configuration took from the machine (medians over the measured rounds), and what 2 stages would
+    reach at their CPU cost if both cores were busy the whole time: one worker's wall over half the stages' CPU."""
+    cores = os.cpu_count() or 1
+    if not usage or any(not values for values in usage.values()):
+        return ""
+    cpu = {name: median([busy for busy, _ in values]) for name, values in usage.items()}
+    wall = {name: median([elapsed for _, elapsed in values]) for name, values in usage.items()}
+    parts = [
+        f"{name} {cpu[name]:.1f} s in {wall[name]:.1f} s ({cpu[name] / (wall[name] * cores):.0%} of {cores} cores)"
+        for name in usage
+    ]
+    text = (
+        "Machine CPU seconds over each run, every process counted (`/proc/stat`; medians; a pool run's include its "
+        "stages' set-up and the driver): " + "; ".join(parts) + ".\n"
+    )
+    for one, two in ((ONE, TWO), (BARE_ONE, BARE_TWO)):
+        if one in cpu and two in cpu:
+            text += (
+                f"{two} over {one}: {median(speed[two]) / median(speed[one]):.2f}x of medians; their CPU seconds "
+                f"{cpu[two] / cpu[one] - 1:+.0%} of one worker's; with both cores busy throughout, {cores} x one "
+                f"worker's wall over the stages' CPU seconds bounds them at {cores * wall[one] / cpu[two]:.2f}x.\n"
+            )
+    return text
+
+
 def stage_lines(stages: list[dict], one: dict | None) -> str:
     """The 2-stage runs' cut, decode split and CPU seconds per stage (thread CPU time, which other load does
     not inflate), and the bound they put on the speed-up: one worker's CPU seconds over the busiest stage's."""
@@ -78,8 +159,10 @@ def stage_lines(stages: list[dict], one: dict | None) -> str:
     meta = stages[-1]
     cpu = [[w["compute_cpu_s"] + w["decode_cpu_s"] for w in m["workers"]] for m in stages]
     busiest = median([max(c) for c in cpu])
+    costs = ", ".join(f"{c * 1000:.2f}" for c in meta["layer_costs_s"] or [])
     text = (
-        f"Stage cut {meta['stage_boundaries']}, each block's latent frames decoded per stage "
+        f"Stage cut {meta['stage_boundaries']} from layer costs (ms per block, embed and head folded in) [{costs}] "
+        f"and {meta['decode_s_per_block']:.3f} s to decode a block, each block's latent frames decoded per stage "
         f"{meta['decode_shares']}; CPU seconds per stage (model plus decode) in the 2-stage runs: "
         + "; ".join(", ".join(f"{v:.1f}" for v in c) for c in cpu)
     )
@@ -97,7 +180,7 @@ def round_ratios(speed: dict[str, list[float]]) -> str:
     machine's speed drifts between rounds, so a ratio within a round is steadier than a ratio of medians."""
     if not speed:
         return ""
-    one, two, ceiling = speed["1 worker x 1 thread"], speed["2 stages x 1 thread"], speed[CEILING]
+    one, two, ceiling = speed[ONE], speed[TWO], speed[CEILING]
     over_one = [b / a for a, b in zip(one, two)]
     over_ceiling = [b / c for b, c in zip(two, ceiling)]
     return (
@@ -182,17 +265,36 @@ def main() -> None:
             ))
         return sum(meta["frames"] for meta in done) / (time.perf_counter() - started)
 
+    usage: dict[str, list[tuple[float, float]]] = {}
+
+    def metered(name: str, run):
+        """``run`` with the machine's busy CPU seconds and the wall seconds around it appended to ``usage``."""
+
+        def measured() -> float:
+            busy, started = machine_busy_seconds(), time.perf_counter()
+            value = run()
+            if busy is not None:
+                usage.setdefault(name, []).append((machine_busy_seconds() - busy, time.perf_counter() - started))
+            return value
+
+        return measured
+
     runs = {
-        "1 worker x 1 thread": lambda: timed(1),
-        "2 stages x 1 thread": lambda: timed(2),
+        ONE: metered(ONE, lambda: timed(1)),
+        TWO: metered(TWO, lambda: timed(2)),
         "1 process x 2 threads": lambda: two_threads_fps(spec_for(args, args.frames, 1), out),
-        CEILING: two_renders_fps,
+        CEILING: metered(CEILING, two_renders_fps),
+        BARE_ONE: lambda: bare_fps(spec_for(args, args.frames, 1), out / f"run-{next(counter)}.mp4",
+                                   usage.setdefault(BARE_ONE, [])),
+        BARE_TWO: lambda: bare_fps(spec_for(args, args.frames, 2), out / f"run-{next(counter)}.mp4",
+                                   usage.setdefault(BARE_TWO, [])),
     }
     load_before = os.getloadavg()
     speed = alternate(runs, repeats=args.repeats) if args.repeats else {}
     load_after = os.getloadavg()
     skip = len(metas[2]) - args.repeats  # the warm-up's
-    notes = stage_lines(metas[2][skip:], metas[1][skip:]) + round_ratios(speed) + (
+    measured = {name: values[len(values) - args.repeats:] for name, values in usage.items()}  # the warm-up's dropped
+    notes = stage_lines(metas[2][skip:], metas[1][skip:]) + round_ratios(speed) + usage_lines(measured, speed) + (
         f"Load average (1, 5, 15 min) on this machine before the runs {', '.join(f'{v:.1f}' for v in load_before)}, "
         f"after {', '.join(f'{v:.1f}' for v in load_after)}: other processes shared the cores.\n"
     )
@@ -211,7 +313,7 @@ def main() -> None:
     if not speed:  # --repeats 0: the memory figures only
         print(memory, balance)
         return
-    one, two, threads, ceiling = (median(speed[k]) for k in speed)
+    one, two, threads, ceiling = (median(speed[k]) for k in (ONE, TWO, "1 process x 2 threads", CEILING))
     rows = "\n".join(
         f"| {name} | {median(values):.1f} | {median(values) / one:.2f}x | "
         + ", ".join(f"{v:.1f}" for v in values)

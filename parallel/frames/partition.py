@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import itertools
 import math
-import statistics
 import time
 import weakref
 from collections import Counter
@@ -40,15 +39,6 @@ def clock_for(device: torch.device) -> Callable[[], float]:
     """The clock costs are measured with: this thread's CPU time on CPU (not inflated by other load),
     wall time on an accelerator (whose work the host thread's CPU time does not see)."""
     return time.thread_time if torch.device(device).type == "cpu" else time.perf_counter
-
-
-def _median_seconds(fn, repeats: int, clock: Callable[[], float] = time.perf_counter) -> float:
-    samples = []
-    for _ in range(repeats + 1):  # the first run warms up and is dropped
-        start = clock()
-        fn()
-        samples.append(clock() - start)
-    return statistics.median(samples[1:])
 
 
 _MEASURED: weakref.WeakKeyDictionary[torch.nn.Module, dict[Hashable, Any]] = weakref.WeakKeyDictionary()
@@ -79,7 +69,7 @@ def input_signature(value: Any) -> Hashable:
     return ("value", type(value).__name__, value if isinstance(value, (int, float, str, bool, type(None))) else None)
 
 
-def layer_costs(adapter: FrameAdapter, text: Any, batch: int, repeats: int = 3) -> list[float]:
+def layer_costs(adapter: FrameAdapter, text: Any, batch: int, repeats: int = 5) -> list[float]:
     """``measure_layer_costs``, kept per model, adapter and input shapes in this worker (``per_module``)."""
     key = ("layers", type(adapter).__qualname__, tuple(adapter.block_shape), batch, input_signature(text), repeats)
     return list(per_module(adapter.model, key, lambda: measure_layer_costs(adapter, text, batch, repeats)))
@@ -87,29 +77,39 @@ def layer_costs(adapter: FrameAdapter, text: Any, batch: int, repeats: int = 3) 
 
 @torch.no_grad()
 def measure_layer_costs(
-    adapter: FrameAdapter, text: Any, batch: int | None = None, repeats: int = 3
+    adapter: FrameAdapter, text: Any, batch: int | None = None, repeats: int = 5
 ) -> list[float]:
-    """Median forward seconds of each transformer layer on one frame block (embed and head folded in);
-    the block is batched as ``text`` is (``batch`` rows, 2 under classifier-free guidance; default: the rows
-    of a tensor ``text``)."""
+    """Seconds of each transformer layer on one frame block (embed and head folded in): the fastest of ``repeats``
+    timings after a warm-up run; the block is batched as ``text`` is (``batch`` rows, 2 under classifier-free
+    guidance; default: the rows of a tensor ``text``).
+
+    Every repeat times every piece in turn (embed, each layer, head) rather than one piece ``repeats`` times in a
+    row, and the fastest timing counts, not the median: a burst of other work on the machine (on a shared VM it
+    slows even this thread's CPU time, through the caches) then inflates one timing of several pieces instead of
+    all timings of the pieces it falls on. Timed one piece at a time with the median of 3, a 6-layer model's
+    layers once measured uneven enough to move the cut of 2 stages from [0, 3, 6] to [0, 4, 6], a third more work
+    on stage 0 (BENCHMARKS.md, "Frame pipeline speed ... 64 frames")."""
     param = next(adapter.model.parameters())
     batch = text.shape[0] if batch is None else batch
     latent = torch.zeros((batch, *adapter.block_shape), dtype=param.dtype, device=param.device)
     cond = adapter.conditions(torch.tensor([500.0], device=param.device), text)
     adapter.begin_block(None)  # no cache traffic while measuring
     clock = clock_for(param.device)
-    hidden = adapter.embed(latent, cond)
-    costs = []
-    embed_cost = _median_seconds(lambda: adapter.embed(latent, cond), repeats, clock)
+    inputs = [adapter.embed(latent, cond)]  # each layer's input, from the layers before it
     for layer in range(adapter.num_layers):
-        costs.append(
-            _median_seconds(
-                lambda layer=layer, hidden=hidden: adapter.run_layer(layer, hidden, cond), repeats, clock
-            )
-        )
-        hidden = adapter.run_layer(layer, hidden, cond)
-    costs[0] += embed_cost
-    costs[-1] += _median_seconds(lambda: adapter.head(hidden, cond), repeats, clock)
+        inputs.append(adapter.run_layer(layer, inputs[-1], cond))
+    pieces = [lambda: adapter.embed(latent, cond)]
+    pieces += [lambda layer=layer: adapter.run_layer(layer, inputs[layer], cond) for layer in range(adapter.num_layers)]
+    pieces.append(lambda: adapter.head(inputs[-1], cond))
+    fastest = [math.inf] * len(pieces)
+    for _ in range(repeats):
+        for index, piece in enumerate(pieces):
+            start = clock()
+            piece()
+            fastest[index] = min(fastest[index], clock() - start)
+    costs = fastest[1:-1]
+    costs[0] += fastest[0]
+    costs[-1] += fastest[-1]
     return costs
 
 
