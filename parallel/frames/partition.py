@@ -95,12 +95,15 @@ def measure_layer_costs(
     cond = adapter.conditions(torch.tensor([500.0], device=param.device), text)
     adapter.begin_block(None)  # no cache traffic while measuring
     clock = clock_for(param.device)
-    inputs = [adapter.embed(latent, cond)]  # each layer's input, from the layers before it
-    for layer in range(adapter.num_layers):
-        inputs.append(adapter.run_layer(layer, inputs[-1], cond))
+    hidden = adapter.embed(latent, cond)
+    for layer in range(adapter.num_layers):  # the warm-up run
+        adapter.run_layer(layer, hidden, cond)
+    adapter.head(hidden, cond)
+    # every layer is timed on the embedding's output: the hidden states keep one shape through the layers (a stage
+    # boundary may fall after any of them), so the cost is the same, and only one block's states are held
     pieces = [lambda: adapter.embed(latent, cond)]
-    pieces += [lambda layer=layer: adapter.run_layer(layer, inputs[layer], cond) for layer in range(adapter.num_layers)]
-    pieces.append(lambda: adapter.head(inputs[-1], cond))
+    pieces += [lambda layer=layer: adapter.run_layer(layer, hidden, cond) for layer in range(adapter.num_layers)]
+    pieces.append(lambda: adapter.head(hidden, cond))
     fastest = [math.inf] * len(pieces)
     for _ in range(repeats):
         for index, piece in enumerate(pieces):
