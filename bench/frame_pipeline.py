@@ -36,7 +36,15 @@ import ray
 import torch
 import torch.distributed as dist
 
-from bench.common import alternate, machine_busy_seconds, median, provenance, spawn_ranks, write_section
+from bench.common import (
+    alternate,
+    environment,
+    machine_busy_seconds,
+    median,
+    provenance,
+    spawn_ranks,
+    write_section,
+)
 from cluster.jobs.video import VideoParallelSpec, VideoSpec
 from pipelines.families import family_for_dir
 from runtime.heap import fix_mmap_threshold, worker_env
@@ -109,17 +117,8 @@ def bare_fps(spec: VideoSpec, video: Path, usage: list[tuple[float, float]]) -> 
     """``spec`` rendered by ``bare_stage`` processes (its degree of them), started with the environment a pool gives
     its CPU workers; appends (busy CPU seconds, wall seconds) of the render to ``usage``."""
     degree = spec.parallel.degree
-    env = worker_env("cpu", {})
-    saved = {key: os.environ.get(key) for key in env}
-    os.environ.update(env)  # a spawned process takes the environment as it is when it starts
-    try:
+    with environment(worker_env("cpu", {})):
         results = spawn_ranks(bare_stage, degree, spec.placed(spec.model, degree), str(video))
-    finally:
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
     _, fps, busy, elapsed = results[0]
     usage.append((busy, elapsed))
     return fps

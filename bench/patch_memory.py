@@ -36,7 +36,7 @@ import sys
 import torch
 import torch.distributed as dist
 
-from bench.common import provenance, spawn_ranks, write_section
+from bench.common import environment, provenance, spawn_ranks, write_section
 from bench.live_tensors import LiveTensorPeak
 
 FIXED_MMAP = {"MALLOC_MMAP_THRESHOLD_": "131072"}
@@ -128,16 +128,8 @@ def _reset_high_water_mark() -> None:
 def measure(world: int, label: str, size: int, env: dict[str, str]) -> list[tuple[int, int, float, float, float, float]]:
     """(rank, latent rows, first-forward MB, activation MB (RSS), live-tensor MB, MB kept between steps) per
     worker, in rank order."""
-    saved = {k: os.environ.get(k) for k in env}
-    os.environ.update(env)  # inherited by the spawned workers
-    try:
+    with environment(env):  # inherited by the spawned workers
         return spawn_ranks(_worker, world, label, size)
-    finally:
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
 
 
 def main() -> None:
