@@ -147,10 +147,12 @@ def test_cogvideox_jobs_with_strategy_none_on_two_stages_on_bands_and_ulysses(cl
         assert decoded_frames(record).shape == (24, 32, 32, 3)
 
 
-def test_auto_strategy_job_picks_the_cost_models_plan(client, tmp_path):
+@pytest.mark.parametrize("guidance_scale", [1.0, 5.0])
+def test_auto_strategy_job_picks_the_cost_models_plan(client, tmp_path, guidance_scale):
     """``parallel.strategy=auto``: a short video on the 2 free workers runs as the cost model's fastest plan
-    (``parallel.cost.video``; for these 2 blocks of 2 frames, bands of the whole video), recorded in
-    metadata.json, and its video equals one worker rendering the video as one block (sync bands are exact)."""
+    (``parallel.cost.video``; for these 2 blocks of 2 frames, bands of the whole video; guided, a guidance branch
+    per worker), recorded in metadata.json, and its video equals one worker rendering the video as one block (sync
+    bands and the branch split are exact)."""
     from cluster.jobs.video import VideoParallelSpec, VideoSpec
     from cluster.scheduler import CostModelDegreeRule
     from parallel.cost.video import pick_video_plan, rank_video_plans
@@ -160,22 +162,28 @@ def test_auto_strategy_job_picks_the_cost_models_plan(client, tmp_path):
     from runtime.jobs.video_session import open_video_session
     from runtime.worker import Worker
 
-    render = dict(frames=4, block_frames=2, context_frames=1, steps=3, height=32, width=32, seed=4)
+    render = dict(
+        frames=4, block_frames=2, context_frames=1, steps=3, height=32, width=32, seed=4, guidance_scale=guidance_scale
+    )
     rule = CostModelDegreeRule()  # the pool's rule: cpu-core over loopback
+    guided = guidance_scale > 1
     plans = rank_video_plans(
-        WAN.cost_model(resolve_model("builtin-video"), "float32"), 32, 32, 4, 2, 3, 2, max_stages=6, batch=1,
-        device=rule.device, link=rule.link,
+        WAN.cost_model(resolve_model("builtin-video"), "float32"), 32, 32, 4, 2, 3, 2, max_stages=6,
+        batch=2 if guided else 1, device=rule.device, link=rule.link,
     )
     best = pick_video_plan(plans)
     assert best.strategy in ("sequence", "patch")  # this test's point: a whole-video pick, through a job
+    assert best.cfg == guided  # and guided, the branches split
     job = client.submit(video_spec(tmp_path / "out", **render, parallel={"strategy": "auto", "degree": "auto"}))
     record = job.wait(timeout_s=300)
     assert record["state"] == "succeeded", job.logs()
     meta = json.loads(open(record["outputs"]["metadata"]).read())
     assert (meta["strategy"], meta["degree"], meta["blocks"]) == (best.strategy, best.degree, 1)
     assert record["steps_done"] == 2 + 3 - 1  # the job's ticks as submitted (2 blocks), its 3 whole-video steps done
-    assert (meta["auto"]["strategy"], meta["auto"]["degree"]) == (best.strategy, best.degree)
+    assert (meta["auto"]["strategy"], meta["auto"]["degree"], meta["auto"]["cfg"]) == (best.strategy, best.degree, best.cfg)
     assert meta["auto"]["predicted"]["predicted_render_s"] == pytest.approx(best.render_s)
+    branches = [worker.get("cfg", {}).get("branch") for worker in meta["workers"]]
+    assert branches == (["cond", "uncond"] if guided else [None, None])
     one = VideoSpec(
         model=str(resolve_model("builtin-video")), parallel=VideoParallelSpec("none", 1),
         **{**render, "block_frames": 4, "context_frames": 0},
