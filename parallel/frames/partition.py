@@ -88,7 +88,7 @@ def measure_layer_costs(
     slows even this thread's CPU time, through the caches) then inflates one timing of several pieces instead of
     all timings of the pieces it falls on. Timed one piece at a time with the median of 3, a 6-layer model's
     layers once measured uneven enough to move the cut of 2 stages from [0, 3, 6] to [0, 4, 6], a third more work
-    on stage 0 (BENCHMARKS.md, "Frame pipeline speed ... 64 frames")."""
+    on stage 0 (BENCHMARKS.md, "The 2 stages fill the cores")."""
     param = next(adapter.model.parameters())
     batch = text.shape[0] if batch is None else batch
     latent = torch.zeros((batch, *adapter.block_shape), dtype=param.dtype, device=param.device)
