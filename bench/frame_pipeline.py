@@ -29,8 +29,10 @@ import os
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import ray
 import torch
@@ -74,16 +76,33 @@ def spec_for(args: argparse.Namespace, frames: int, degree: int) -> VideoSpec:
     return spec
 
 
+def load_pipe(spec: VideoSpec):
+    """The video pipeline of ``spec``'s model directory, on CPU."""
+    path = spec.model_path()
+    return family_for_dir(path).load(path, spec.dtype, "cpu")
+
+
+def measured(run: Callable[[], Any]) -> tuple[Any, float, float]:
+    """``run()``'s result, the machine's busy CPU seconds over it (``machine_busy_seconds``; 0 without /proc/stat)
+    and its wall seconds."""
+    busy, started = machine_busy_seconds(), time.perf_counter()
+    value = run()
+    elapsed = time.perf_counter() - started
+    return value, (machine_busy_seconds() or 0.0) - (busy or 0.0), elapsed
+
+
+def rendered(session: VideoSession) -> dict:
+    """Run an opened session to its end; its report (frames, ...)."""
+    session.advance()
+    return session.finish()
+
+
 def two_threads_fps(spec: VideoSpec, out: Path) -> float:
     """One process (this one) with two torch threads running the same block-wise schedule."""
     torch.set_num_threads(2)
-    path = spec.model_path()
-    pipe = family_for_dir(path).load(path, spec.dtype, "cpu")
-    session = VideoSession(pipe, spec.placed(spec.model, 1), group=None, video_path=str(out / "two-threads.mp4"))
-    started = time.perf_counter()
-    session.advance()
-    report = session.finish()
-    return report["frames"] / (time.perf_counter() - started)
+    session = VideoSession(load_pipe(spec), spec.placed(spec.model, 1), group=None, video_path=str(out / "two-threads.mp4"))
+    report, _, elapsed = measured(lambda: rendered(session))
+    return report["frames"] / elapsed
 
 
 def bare_stage(rank: int, world: int, spec: VideoSpec, video: str, port: int, queue) -> None:
@@ -95,19 +114,14 @@ def bare_stage(rank: int, world: int, spec: VideoSpec, video: str, port: int, qu
     fix_mmap_threshold("cpu")
     if world > 1:
         dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world)
-    path = spec.model_path()
-    pipe = family_for_dir(path).load(path, spec.dtype, "cpu")
+    pipe = load_pipe(spec)
     warm = spec.placed(spec.model, world)
     warm.frames = 2 * spec.block_frames
     for run, path_out in ((warm, f"{video}.warm.mp4"), (spec, video)):
         session = open_video_session(pipe, run, video_path=path_out)
         if world > 1:
             dist.barrier()
-        busy, started = machine_busy_seconds(), time.perf_counter()
-        session.advance()
-        report = session.finish()
-        elapsed = time.perf_counter() - started
-        busy = (machine_busy_seconds() or 0.0) - (busy or 0.0)
+        report, busy, elapsed = measured(lambda session=session: rendered(session))
     if world > 1:
         dist.destroy_process_group()
     queue.put((rank, report["frames"] / elapsed, busy, elapsed) if rank == 0 else (rank, 0.0, 0.0, 0.0))
@@ -269,14 +283,13 @@ def main() -> None:
     def metered(name: str, run):
         """``run`` with the machine's busy CPU seconds and the wall seconds around it appended to ``usage``."""
 
-        def measured() -> float:
-            busy, started = machine_busy_seconds(), time.perf_counter()
-            value = run()
-            if busy is not None:
-                usage.setdefault(name, []).append((machine_busy_seconds() - busy, time.perf_counter() - started))
+        def metered_run() -> float:
+            value, busy, elapsed = measured(run)
+            if machine_busy_seconds() is not None:  # no /proc/stat: nothing to report
+                usage.setdefault(name, []).append((busy, elapsed))
             return value
 
-        return measured
+        return metered_run
 
     runs = {
         ONE: metered(ONE, lambda: timed(1)),
@@ -292,8 +305,8 @@ def main() -> None:
     speed = alternate(runs, repeats=args.repeats) if args.repeats else {}
     load_after = os.getloadavg()
     skip = len(metas[2]) - args.repeats  # the warm-up's
-    measured = {name: values[len(values) - args.repeats:] for name, values in usage.items()}  # the warm-up's dropped
-    notes = stage_lines(metas[2][skip:], metas[1][skip:]) + round_ratios(speed) + usage_lines(measured, speed) + (
+    rounds_usage = {name: values[len(values) - args.repeats:] for name, values in usage.items()}  # the warm-up's dropped
+    notes = stage_lines(metas[2][skip:], metas[1][skip:]) + round_ratios(speed) + usage_lines(rounds_usage, speed) + (
         f"Load average (1, 5, 15 min) on this machine before the runs {', '.join(f'{v:.1f}' for v in load_before)}, "
         f"after {', '.join(f'{v:.1f}' for v in load_after)}: other processes shared the cores.\n"
     )
