@@ -15,10 +15,10 @@ def diffusers_image(model_dir, spec, **call) -> np.ndarray:
     return diffusers_output(model_dir, spec, **call).images[0]
 
 
-def diffusers_output(model_dir, spec, dtype: str = "float32", **call):
-    """The pipeline's output for ``spec`` when called directly, loaded in ``dtype`` (``output_type="latent"`` in
-    ``call`` gives its final latents)."""
-    pipe = load_pipeline(model_dir, dtype)
+def diffusers_output(model_dir, spec, dtype: str = "float32", device: str = "cpu", **call):
+    """The pipeline's output for ``spec`` when called directly, loaded in ``dtype`` on ``device``
+    (``output_type="latent"`` in ``call`` gives its final latents)."""
+    pipe = load_pipeline(model_dir, dtype, device)
     pipe.scheduler = make_scheduler(spec.sampler, pipe.scheduler.config)
     pipe.set_progress_bar_config(disable=True)
     arguments = dict(

@@ -83,17 +83,20 @@ def too_many_stages(rank: int, world: int) -> dict:
     return errors
 
 
-def render_session(rank: int, world: int, model_dir: str, out_dir: str, task_fields: dict) -> dict:
-    """A video render of a pipeline directory through VideoSession on this rank (``world`` 1: no group);
-    returns the finished latents stage 0 saw and the stage's report."""
+def render_session(
+    rank: int, world: int, model_dir: str, out_dir: str, task_fields: dict, device: str = "cpu", make_writer=None
+) -> dict:
+    """A video render of a pipeline directory through VideoSession on this rank (``world`` 1: no group), the model
+    on ``device``, stage 0's decoded frames to an MP4 in ``out_dir`` (or to ``make_writer()``'s sink); returns the
+    finished latents stage 0 saw and the stage's report."""
     from cluster.jobs.video import VideoSpec
     from pipelines.families import family_for_dir
     from runtime.jobs.video_session import VideoSession
 
     group = dist.group.WORLD if world > 1 else None
     task = VideoSpec(model=model_dir, **task_fields)
-    pipe = family_for_dir(model_dir).load(model_dir, task.dtype, "cpu")  # any video family
-    session = VideoSession(pipe, task, group, video_path=f"{out_dir}/video-{world}.mp4")
+    pipe = family_for_dir(model_dir).load(model_dir, task.dtype, device)  # any video family
+    session = VideoSession(pipe, task, group, video_path=f"{out_dir}/video-{world}.mp4", make_writer=make_writer)
     latents = keep_latents(session)
     session.advance()
     return {"latents": latents, "report": session.finish()}
