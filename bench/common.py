@@ -16,6 +16,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from queue import Empty
 
 BENCHMARKS_MD = Path(__file__).resolve().parent.parent / "BENCHMARKS.md"
 HEADER = "# Benchmarks\n\nEach section is written by the benchmark named in it; re-run that command to refresh it.\n"
@@ -142,9 +143,37 @@ def spawn_ranks(target: Callable[..., None], world: int, *args: object) -> list:
     procs = [ctx.Process(target=target, args=(r, world, *args, port, queue)) for r in range(world)]
     for p in procs:
         p.start()
-    results = sorted(queue.get(timeout=1800) for _ in procs)
+    results = []
+    deadline = time.monotonic() + 1800
+    while len(results) < len(procs):
+        try:
+            results.append(queue.get(timeout=5))
+        except Empty:  # a rank that died puts nothing: stop waiting for it (its peers may hang in the group)
+            dead = [p.exitcode for p in procs if p.exitcode not in (None, 0)]
+            if dead or time.monotonic() > deadline:
+                for p in procs:
+                    p.kill()
+                raise RuntimeError(f"a rank exited with {dead[0]}" if dead else "ranks timed out") from None
+    results.sort()
     for p in procs:
         p.join()
         if p.exitcode != 0:
             raise RuntimeError(f"worker exited with {p.exitcode}")
     return results
+
+
+class DroppingWriter:
+    """A stage-0 sink that counts decoded frames and keeps none (the StreamingMP4Writer interface): where no ffmpeg
+    is (the lent GPU machine's image has none), a render is timed without its MP4 encoding."""
+
+    def __init__(self) -> None:
+        self.frames = 0
+
+    def append(self, frames) -> None:
+        self.frames += int(frames.shape[0])
+
+    def close(self) -> str:
+        return "(dropped)"
+
+    def abort(self) -> None:
+        pass

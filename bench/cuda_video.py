@@ -18,26 +18,11 @@ from pathlib import Path
 
 import torch
 
+from bench.common import DroppingWriter
 from cluster.jobs.video import VideoSpec
 from pipelines.families.wan.loading import load_video_pipeline
 from runtime import memory
 from runtime.jobs.video_session import VideoSession
-
-
-class DroppingWriter:
-    """A stage-0 sink that counts frames and keeps none (the StreamingMP4Writer interface)."""
-
-    def __init__(self) -> None:
-        self.frames = 0
-
-    def append(self, frames) -> None:
-        self.frames += int(frames.shape[0])
-
-    def close(self) -> str:
-        return "(dropped)"
-
-    def abort(self) -> None:
-        pass
 
 
 def sync(device: str) -> None:
