@@ -34,11 +34,11 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-import ray
 import torch
 import torch.distributed as dist
 
 from bench.common import (
+    DroppingWriter,
     alternate,
     environment,
     machine_busy_seconds,
@@ -105,20 +105,25 @@ def two_threads_fps(spec: VideoSpec, out: Path) -> float:
     return report["frames"] / elapsed
 
 
-def bare_stage(rank: int, world: int, spec: VideoSpec, video: str, port: int, queue) -> None:
+def bare_stage(rank: int, world: int, spec: VideoSpec, video: str, drop: bool, port: int, queue) -> None:
     """One stage of a render without Ray: a process spawned with a pool worker's set-up (one torch thread, its malloc
     settings), in a gloo group on loopback when ``world`` > 1. A render of 2 blocks warms it first (it times the
     layers and the decode, as a pool worker's first job does); rank 0 puts (rank, frames/s of the render after its
-    set-up, the machine's busy CPU seconds over it, its wall seconds) on ``queue``, the other ranks (rank, 0, 0, 0)."""
+    set-up, the machine's busy CPU seconds over it, its wall seconds) on ``queue``, the other ranks (rank, 0, 0, 0).
+    ``drop``: stage 0 counts the decoded frames and drops them (``DroppingWriter``) instead of writing the MP4."""
     torch.set_num_threads(1)
     fix_mmap_threshold("cpu")
     if world > 1:
         dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world)
     pipe = load_pipe(spec)
     warm = spec.placed(spec.model, world)
-    warm.frames = 2 * spec.block_frames
+    warm.frames = max(2, world) * spec.block_frames  # a block per stage at least: fewer are refused
     for run, path_out in ((warm, f"{video}.warm.mp4"), (spec, video)):
-        session = open_video_session(pipe, run, video_path=path_out)
+        session = (
+            VideoSession(pipe, run, dist.group.WORLD if world > 1 else None, make_writer=DroppingWriter)
+            if drop
+            else open_video_session(pipe, run, video_path=path_out)
+        )
         if world > 1:
             dist.barrier()
         report, busy, elapsed = measured(lambda session=session: rendered(session))
@@ -127,12 +132,12 @@ def bare_stage(rank: int, world: int, spec: VideoSpec, video: str, port: int, qu
     queue.put((rank, report["frames"] / elapsed, busy, elapsed) if rank == 0 else (rank, 0.0, 0.0, 0.0))
 
 
-def bare_fps(spec: VideoSpec, video: Path, usage: list[tuple[float, float]]) -> float:
+def bare_fps(spec: VideoSpec, video: Path, usage: list[tuple[float, float]], drop: bool = False) -> float:
     """``spec`` rendered by ``bare_stage`` processes (its degree of them), started with the environment a pool gives
     its CPU workers; appends (busy CPU seconds, wall seconds) of the render to ``usage``."""
     degree = spec.parallel.degree
     with environment(worker_env("cpu", {})):
-        results = spawn_ranks(bare_stage, degree, spec.placed(spec.model, degree), str(video))
+        results = spawn_ranks(bare_stage, degree, spec.placed(spec.model, degree), str(video), drop)
     _, fps, busy, elapsed = results[0]
     usage.append((busy, elapsed))
     return fps
@@ -249,6 +254,8 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--memory-frames", type=int, nargs="*", default=[64, 256, 1024])
     args = parser.parse_args()
+    import ray  # here, so that the bare (no Ray) stages import where Ray is not installed
+
     command = "python -m bench.frame_pipeline " + " ".join(sys.argv[1:])
     out = Path(tempfile.mkdtemp(prefix="tessera-bench-video-"))
     ray.init(num_cpus=2, include_dashboard=False, logging_level=logging.WARNING)
