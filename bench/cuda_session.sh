@@ -18,9 +18,10 @@ echo "set up at $(el) s"; nvidia-smi -L 2>/dev/null; nproc
 $PY -c "import torch, ray, diffusers, transformers; print('torch', torch.__version__, torch.cuda.is_available(), \
 'ray', ray.__version__, 'diffusers', diffusers.__version__, 'transformers', transformers.__version__)" || exit 4
 timeout "${FAMILIES_S:-230}" $PY -m bench.cuda_families --out "$OUT" --device "$DEVICE" --frames ${FRAMES:-64 256 1024} \
+  --parts ${PARTS:-image video frames} \
   > "$OUT/families.log" 2>&1
 echo "families: exit $? at $(el) s"; grep -E "^(image|video|frames) " "$OUT/families.log" | cut -c1-220
-timeout "${CORES_S:-250}" $PY -m bench.frame_pipeline_cores --out "$OUT" --frames ${CORE_FRAMES:-64 256} --stages 2 3 \
+timeout "${CORES_S:-250}" $PY -m bench.frame_pipeline_cores --out "$OUT" --frames ${CORE_FRAMES:-64 256} --stages ${STAGES:-2 3} \
   --repeats "${REPEATS:-3}" --drop-frames > "$OUT/cores.log" 2>&1
 echo "cores: exit $? at $(el) s"; grep -v "^ *round" "$OUT/cores.log" | grep -E "frames|worker|stages" | head -12
 echo "all done at $(el) s"

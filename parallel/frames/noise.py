@@ -14,9 +14,12 @@ _MIX = 0x9E3779B97F4A7C15  # golden-ratio constant: decorrelates the seeds of ne
 
 
 def noise_template(seed: int, shape: tuple[int, ...], dtype: torch.dtype = torch.float32) -> torch.Tensor:
-    """[1, C, F, H, W] Gaussian template drawn on the CPU (identical on every device and worker)."""
+    """[1, C, F, H, W] Gaussian template drawn on the CPU (identical on every device and worker), in float32 and then
+    rounded to ``dtype``: torch 2.11's CPU sampler draws another sequence in bfloat16/float16 than in float32 (from
+    16 values on; 2.13's equals the float32 draw rounded), so a half-precision draw made a render depend on the torch
+    version (a bfloat16 CogVideoX block was 3.5 off its diffusers reference under 2.11, found on the lent GPU)."""
     generator = torch.Generator().manual_seed(seed)
-    return torch.randn((1, *shape), generator=generator, dtype=dtype)
+    return torch.randn((1, *shape), generator=generator, dtype=torch.float32).to(dtype)
 
 
 def block_step_seed(seed: int, block: int) -> int:

@@ -95,9 +95,10 @@ class LTXBlockDecoder:
         return z, timestep
 
     def _frame_noise(self, shape: tuple[int, ...], index: int, dtype: torch.dtype) -> torch.Tensor:
-        """Latent frame ``index``'s decode noise (the same in every window the frame is in)."""
+        """Latent frame ``index``'s decode noise (the same in every window the frame is in), drawn in float32 and
+        rounded to ``dtype``, as ``parallel.frames.noise.noise_template`` says why."""
         generator = torch.Generator().manual_seed((self.seed * _MIX + index + 1) % 2**63)
-        return torch.randn(shape, generator=generator, dtype=dtype).to(self.vae.device)
+        return torch.randn(shape, generator=generator, dtype=torch.float32).to(self.vae.device, dtype)
 
     def _video_frames(self, latent_frames: int) -> int:
         return 1 + self.vae.temporal_compression_ratio * (latent_frames - 1) if latent_frames else 0
