@@ -107,9 +107,10 @@ def two_threads_fps(spec: VideoSpec, out: Path) -> float:
 
 def bare_stage(rank: int, world: int, spec: VideoSpec, video: str, drop: bool, port: int, queue) -> None:
     """One stage of a render without Ray: a process spawned with a pool worker's set-up (one torch thread, its malloc
-    settings), in a gloo group on loopback when ``world`` > 1. A render of 2 blocks warms it first (it times the
-    layers and the decode, as a pool worker's first job does); rank 0 puts (rank, frames/s of the render after its
-    set-up, the machine's busy CPU seconds over it, its wall seconds) on ``queue``, the other ranks (rank, 0, 0, 0).
+    settings), in a gloo group on loopback when ``world`` > 1. A render of a block per stage (2 at least) warms it
+    first (it times the layers and the decode, as a pool worker's first job does); rank 0 puts (rank, frames/s of the
+    render after its set-up, the machine's busy CPU seconds over it, its wall seconds) on ``queue``, the other ranks
+    (rank, 0, 0, 0).
     ``drop``: stage 0 counts the decoded frames and drops them (``DroppingWriter``) instead of writing the MP4."""
     torch.set_num_threads(1)
     fix_mmap_threshold("cpu")
