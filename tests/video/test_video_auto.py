@@ -16,7 +16,7 @@ from pipelines.families.wan import WAN
 
 CASES = [  # (frames, block_frames, side, free workers) -> what the cost model prefers there
     (8, 8, 64, 1),  # one worker: block-wise on it
-    (8, 8, 64, 4),  # one block of 8 frames: nothing to pipeline, the whole video split
+    (8, 8, 256, 4),  # one block of 8 frames: nothing to pipeline, the whole video split (at 64 px, 1 worker)
     (64, 8, 128, 2),  # 8 blocks at 4x the tokens per frame: whole-video attention costs more than pipelining
 ]
 

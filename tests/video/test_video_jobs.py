@@ -147,12 +147,18 @@ def test_cogvideox_jobs_with_strategy_none_on_two_stages_on_bands_and_ulysses(cl
         assert decoded_frames(record).shape == (24, 32, 32, 3)
 
 
+AUTO_RENDERS = {  # guidance scale: a short video whose cost-model pick on 2 free workers splits the whole video
+    1.0: dict(frames=4, block_frames=4, context_frames=0, height=256, width=256),  # bands (at 32 px: one worker)
+    5.0: dict(frames=4, block_frames=2, context_frames=1, height=32, width=32),  # a guidance branch per worker
+}
+
+
 @pytest.mark.parametrize("guidance_scale", [1.0, 5.0])
 def test_auto_strategy_job_picks_the_cost_models_plan(client, tmp_path, guidance_scale):
     """``parallel.strategy=auto``: a short video on the 2 free workers runs as the cost model's fastest plan
-    (``parallel.cost.video``; for these 2 blocks of 2 frames, bands of the whole video; guided, a guidance branch
-    per worker), recorded in metadata.json, and its video equals one worker rendering the video as one block (sync
-    bands and the branch split are exact)."""
+    (``parallel.cost.video``; unguided, one 256 px block: bands of the whole video; guided, 2 blocks at 32 px: a
+    guidance branch per worker), recorded in metadata.json, and its video equals one worker rendering the video as
+    one block (sync bands and the branch split are exact)."""
     from cluster.jobs.video import VideoParallelSpec, VideoSpec
     from cluster.scheduler import CostModelDegreeRule
     from parallel.cost.video import pick_video_plan, rank_video_plans
@@ -162,13 +168,13 @@ def test_auto_strategy_job_picks_the_cost_models_plan(client, tmp_path, guidance
     from runtime.jobs.video_session import open_video_session
     from runtime.worker import Worker
 
-    render = dict(
-        frames=4, block_frames=2, context_frames=1, steps=3, height=32, width=32, seed=4, guidance_scale=guidance_scale
-    )
+    render = dict(AUTO_RENDERS[guidance_scale], steps=3, seed=4, guidance_scale=guidance_scale)
+    side, blocks = render["height"], render["frames"] // render["block_frames"]
     rule = CostModelDegreeRule()  # the pool's rule: cpu-core over loopback
     guided = guidance_scale > 1
     plans = rank_video_plans(
-        WAN.cost_model(resolve_model("builtin-video"), "float32"), 32, 32, 4, 2, 3, 2, max_stages=6,
+        WAN.cost_model(resolve_model("builtin-video"), "float32"), side, side, 4, render["block_frames"], 3, 2,
+        max_stages=6,
         batch=2 if guided else 1, device=rule.device, link=rule.link,
     )
     best = pick_video_plan(plans)
@@ -179,7 +185,7 @@ def test_auto_strategy_job_picks_the_cost_models_plan(client, tmp_path, guidance
     assert record["state"] == "succeeded", job.logs()
     meta = json.loads(open(record["outputs"]["metadata"]).read())
     assert (meta["strategy"], meta["degree"], meta["blocks"]) == (best.strategy, best.degree, 1)
-    assert record["steps_done"] == 2 + 3 - 1  # the job's ticks as submitted (2 blocks), its 3 whole-video steps done
+    assert record["steps_done"] == blocks + 3 - 1  # the job's ticks as submitted, its 3 whole-video steps done
     assert (meta["auto"]["strategy"], meta["auto"]["degree"], meta["auto"]["cfg"]) == (best.strategy, best.degree, best.cfg)
     assert meta["auto"]["predicted"]["predicted_render_s"] == pytest.approx(best.render_s)
     branches = [worker.get("cfg", {}).get("branch") for worker in meta["workers"]]
@@ -193,7 +199,7 @@ def test_auto_strategy_job_picks_the_cost_models_plan(client, tmp_path, guidance
     worker.advance(None)
     worker.finish()
     got, ref = decoded_frames(record), decoded_frames({"outputs": {"video": str(tmp_path / "one.mp4")}})
-    assert got.shape == ref.shape == (4, 32, 32, 3)
+    assert got.shape == ref.shape == (4, side, side, 3)
     diff = np.abs(got.astype(int) - ref.astype(int)).max()
     print(f"auto ({best.strategy} x{best.degree}) job vs 1 worker, one block: max abs diff {diff} (uint8 frames)")
     assert diff <= 1
