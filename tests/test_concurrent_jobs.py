@@ -40,9 +40,9 @@ def test_two_single_worker_jobs_run_at_once_on_different_workers(client):
 
 def test_auto_degree_job_resumes_with_the_degree_that_is_free(client):
     auto = {"strategy": "patch", "degree": "auto", "mode": "sync"}
-    tall = _spec(client, height=512, width=64, steps=16, parallel=auto)
+    tall = _spec(client, height=512, width=256, steps=16, parallel=auto)
     reference = client.submit(tall).wait(timeout_s=300)
-    assert [s["degree"] for s in job_metadata(reference)["segments"]] == [2]  # 512 px: 2 bands of 256
+    assert [s["degree"] for s in job_metadata(reference)["segments"]] == [2]  # 512x256 px: 2 bands of 256 rows
 
     job = client.submit(tall)
     deadline = time.monotonic() + 120
