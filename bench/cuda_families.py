@@ -36,7 +36,7 @@ import numpy as np
 import torch
 
 from bench.common import DroppingWriter, machine, versions
-from bench.video_models import _fixtures
+from bench.video_models import use_test_fixtures
 
 IMAGE_FIELDS = dict(prompt="red and blue stripes", negative_prompt="blurry", height=64, width=48, steps=4, seed=3)
 IMAGE = {  # name: (fixture module, builder, spec fields, extra arguments of the pipeline's call)
@@ -76,7 +76,7 @@ def sync(device: str) -> None:
 
 
 def builder(module: str, name: str):
-    _fixtures()
+    use_test_fixtures()
     return getattr(__import__(module), name)
 
 
@@ -171,7 +171,7 @@ def main() -> None:
     parser.add_argument("--frames", type=int, nargs="*", default=VIDEO_FRAMES, help="lengths of part 3")
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
-    _fixtures()  # tests/ and tests/video on the path: the builders, _diffusers_reference, _bf16_cases
+    use_test_fixtures()  # tests/ and tests/video on the path: the builders, _diffusers_reference, _bf16_cases
     root = Path(tempfile.mkdtemp(prefix="tessera-cuda-families-"))
     result: dict = {"command": "python -m bench.cuda_families " + " ".join(sys.argv[1:]), "machine": machine(),
                     "versions": versions(), "device": args.device}

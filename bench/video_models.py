@@ -16,7 +16,7 @@ from pathlib import Path
 TESTS = Path(__file__).resolve().parent.parent / "tests"
 
 
-def _fixtures() -> None:
+def use_test_fixtures() -> None:
     """Make the test fixtures' builders importable (they import each other by bare module name)."""
     for path in (TESTS, TESTS / "video"):
         if str(path) not in sys.path:
@@ -48,7 +48,7 @@ def save_wan_speed_model(path: Path, size: SpeedModel) -> Path:
     """A Wan 2.1 text-to-video directory (the tiny pipeline's UMT5, causal VAE and UniPC) with a bigger
     ``WanTransformer3DModel``; rotary positions for up to 1,024 latent frames, so a whole-video strategy can render
     long videos as one block."""
-    _fixtures()
+    use_test_fixtures()
     from _tiny_wan_pipeline import Z_DIM, _nonzero, save_tiny_wan_pipeline
     from diffusers import WanTransformer3DModel
 
@@ -73,7 +73,7 @@ def save_wan_speed_model(path: Path, size: SpeedModel) -> Path:
 def save_hunyuan_speed_model(path: Path, size: SpeedModel) -> Path:
     """A HunyuanVideo directory (the tiny pipeline's Llama and CLIP, causal VAE, flow-matching Euler) with a bigger
     ``HunyuanVideoTransformer3DModel``: ``layers // 2`` dual-stream then as many single-stream blocks."""
-    _fixtures()
+    use_test_fixtures()
     from _tiny_hunyuanvideo import LATENT_CHANNELS, POOLED_WIDTH, TEXT_WIDTH, save_tiny_hunyuanvideo
     from _tiny_pixart import nonzero
     from diffusers import HunyuanVideoTransformer3DModel
@@ -105,7 +105,7 @@ SPEED_MODELS = {"wan": save_wan_speed_model, "hunyuanvideo": save_hunyuan_speed_
 
 
 def _tiny(name: str, path: Path) -> Path:
-    _fixtures()
+    use_test_fixtures()
     if name == "wan":
         from _tiny_wan_pipeline import save_tiny_wan_pipeline
 
