@@ -36,6 +36,8 @@ import numpy as np
 import torch
 
 from bench.common import DroppingWriter, machine, versions
+from bench.cuda_video import run as measured_render
+from bench.cuda_video import sync
 from bench.video_models import use_test_fixtures
 
 IMAGE_FIELDS = dict(prompt="red and blue stripes", negative_prompt="blurry", height=64, width=48, steps=4, seed=3)
@@ -68,11 +70,6 @@ FRAME_FAMILIES = {  # name: (fixture module, builder, builder arguments, spec fi
     ),
     "ltx": ("_tiny_ltx", "save_tiny_ltx", (), dict(height=64, width=64, block_frames=16, context_frames=8, steps=2)),
 }
-
-
-def sync(device: str) -> None:
-    if device.startswith("cuda"):
-        torch.cuda.synchronize()
 
 
 def builder(module: str, name: str):
@@ -134,8 +131,6 @@ def video_case(name: str, root: Path, device: str) -> dict:
 def frame_case(name: str, root: Path, device: str, lengths: list[int]) -> dict:
     from cluster.jobs.video import VideoSpec
     from pipelines.families import family_for_dir
-    from runtime import memory
-    from runtime.jobs.video_session import VideoSession
 
     module, build, build_args, fields = FRAME_FAMILIES[name]
     model_dir = str(builder(module, build)(root / name, *build_args))
@@ -146,19 +141,8 @@ def frame_case(name: str, root: Path, device: str, lengths: list[int]) -> dict:
     for frames in [lengths[0], *lengths]:  # the first run warms up
         spec = VideoSpec(model=model_dir, frames=frames, **{**base, **fields})
         spec.validate()
-        sync(device)
-        memory.reset_peak(device)
-        weights = memory.current_bytes(device)
-        started = time.perf_counter()
-        session = VideoSession(pipe, spec.placed(model_dir, 1), group=None, make_writer=DroppingWriter)
-        session.advance()
-        report = session.finish()
-        sync(device)
-        wall = time.perf_counter() - started
-        rows.append({
-            "frames": frames, "frames_out": report["frames"], "wall_s": wall, "frames_per_s": report["frames"] / wall,
-            "peak_bytes_above_weights": memory.peak_bytes(device) - weights, "weights_bytes": weights,
-        })
+        measured = measured_render(pipe, spec, root, device)  # one stage, frames dropped, peak memory reset
+        rows.append({"frames": frames, "frames_out": measured.pop("frames"), **measured})
         print(f"  {name} {frames} frames: {json.dumps(rows[-1])}", file=sys.stderr, flush=True)
     return {"warm_up": rows[0], "rows": rows[1:]}
 
