@@ -129,10 +129,13 @@ class FluxFamily(ModelFamily):
         scheduler.set_begin_index(0)
 
     def decode(self, pipe: Any, latents, tiled: bool | None = None):
-        """Flux's latent normalisation undone (``/ scaling_factor + shift_factor``) before the VAE."""
+        """Flux's latent normalisation undone (``/ scaling_factor + shift_factor``) before the VAE, on its device
+        and in its dtype as FluxPipeline does (on a GPU the division is a multiply by the reciprocal: done on the
+        CPU, where a worker's stitched latent arrives, it left bfloat16 values an ulp apart)."""
         from pipelines.sampling import vae_decode
 
         config = pipe.vae.config
+        latents = latents.to(device=pipe.vae.device, dtype=pipe.vae.dtype)
         return vae_decode(pipe, latents / config.scaling_factor + config.shift_factor, tiled)
 
     def encode(
