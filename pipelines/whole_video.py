@@ -133,18 +133,24 @@ class BandSplit:
 
 
 class BranchSplit:
-    """A whole-video adapter under CFG parallel (``parallel.patch.cfg``): the frame pipeline hands it both guidance
-    branches batched (negative first), this worker runs its own branch's forward (``inner``: the model's forward,
-    or a ``BandSplit`` over its branch's workers) and swaps the output with its partner in the other branch, so
+    """An adapter under CFG parallel (``parallel.patch.cfg``): the frame pipeline hands it both guidance branches
+    batched (negative first), this worker runs its own branch's forward (``inner``: the model's forward, a
+    ``BandSplit`` over its branch's workers, or for the frame pipeline itself the family's frame adapter, whose
+    feature cache then holds this branch only) and swaps the output with its partner in the other branch, so
     every worker returns both branches' outputs and guides and steps the same latent. Halves the work per worker
     against batching both branches, for one exchange of the model's output per step."""
 
-    def __init__(self, inner: WholeVideoAdapter | BandSplit, layout: CFGLayout) -> None:
+    def __init__(self, inner: Any, layout: CFGLayout) -> None:
         self.inner = inner
         self.layout = layout
         self.model, self.block_shape, self.num_layers, self.cache = (
             inner.model, inner.block_shape, inner.num_layers, inner.cache
         )
+
+    @property
+    def branch(self) -> str:
+        """"cond" or "uncond": the guidance branch this worker runs (its feature cache holds that branch only)."""
+        return self.layout.branch
 
     def remove(self) -> None:
         self.inner.remove()

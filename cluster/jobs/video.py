@@ -80,10 +80,11 @@ class VideoParallelSpec(ParallelBase):
     their own rows on K) exchange keys and values, "kv" only (the field is the image jobs' too, whose parallel
     configs the CLI shares)."""
     cfg: bool = False
-    """CFG parallel, for the whole-video strategies (sequence, patch) with guidance: the conditional branch on
-    half the workers, the unconditional one on the other half, each half splitting its forward as the strategy
-    says (``split_degree`` workers); partners swap their outputs. The frame pipeline batches both branches
-    through its stages (false). Strategy "auto" sets it itself, where the cost model predicts the split fastest."""
+    """CFG parallel, with guidance: the conditional branch on half the workers, the unconditional one on the other
+    half; partners swap their outputs. For the whole-video strategies (sequence, patch) each half splits its
+    forward as the strategy says (``split_degree`` workers); for the frame pipeline (degree 2) each worker renders
+    the video block-wise on its branch alone (false: both branches batched through its stages). Strategy "auto"
+    sets it itself, where the cost model predicts the split fastest (whole-video strategies only)."""
 
     @property
     def split_degree(self) -> int | str:
@@ -258,6 +259,8 @@ class VideoSpec(JobSpec):
             return
         if par.degree < 1:
             raise SpecError("parallel.degree", f"must be at least 1, got {par.degree}")
+        if par.cfg:  # one one-stage pipeline per guidance branch (_check_cfg): no stages to fit
+            return
         if par.degree > self._layers:
             raise SpecError(
                 "parallel.degree", f"{par.degree} stages exceed the model's {self._layers} transformer blocks"
@@ -307,11 +310,17 @@ class VideoSpec(JobSpec):
                 "strategy 'auto' splits the guidance branches itself where the cost model predicts that fastest: "
                 "leave parallel.cfg=false",
             )
-        if par.strategy not in WHOLE_VIDEO:
+        if par.strategy not in (*WHOLE_VIDEO, "frames"):
             raise SpecError(
                 "parallel.cfg",
-                "CFG parallel splits the workers of a whole-video strategy (sequence, patch); the frame pipeline's "
-                f"guidance branches run batched through its stages, got strategy {par.strategy!r}: set parallel.cfg=false",
+                "CFG parallel splits the workers of the frame pipeline (degree 2) or of a whole-video strategy "
+                f"(sequence, patch), got strategy {par.strategy!r}: set parallel.cfg=false",
+            )
+        if par.strategy == "frames" and par.degree != 2:
+            raise SpecError(
+                "parallel.degree",
+                "the frame pipeline with CFG parallel runs one guidance branch per worker, each a whole one-stage "
+                f"pipeline: degree 2, got {par.degree!r} (parallel.cfg=false batches both branches through its stages)",
             )
         if self.guidance_scale <= 1.0:
             raise SpecError(
@@ -359,7 +368,7 @@ class VideoSpec(JobSpec):
             parallel.strategy = "none" if degree == 1 else strategy
             if strategy in WHOLE_VIDEO:
                 fields.update(block_frames=self.frames, context_frames=0)
-                parallel.cfg = bool((choice or {}).get("cfg", False)) and degree > 1
+            parallel.cfg = bool((choice or {}).get("cfg", False)) and degree > 1
         spec = VideoSpec(**{**fields, "model": self.model_path(), "parallel": parallel, "notes": []})
         spec.__dict__["_layers"] = self.__dict__.get("_layers", 0)
         if choice is not None:
@@ -430,9 +439,11 @@ class VideoSpec(JobSpec):
     def _accepts(self, strategy: str, degree: int, cfg: bool = False) -> bool:
         """Whether the family renders this video with ``strategy`` on ``degree`` workers, the guidance branches
         split when ``cfg`` (its own checks: HunyuanVideo has no unconditional branch to split off)."""
-        if degree == 1 or strategy == "frames":
+        if degree == 1 or (strategy == "frames" and not cfg):
             return True
         parallel = replace(self.parallel, strategy=strategy, degree=degree, cfg=cfg)
+        if strategy == "frames":  # a guidance branch per worker: the family's checks on this video as it is
+            return self.model_family().video_error(self.model_path(), replace(self, parallel=parallel)) is None
         one_block = replace(self, block_frames=self.frames, context_frames=0, parallel=parallel)
         return self.model_family().video_error(self.model_path(), one_block) is None
 

@@ -10,8 +10,9 @@ one block each through its stages, ``items + stages - 1`` ticks (the profile is 
 ``patch`` (row bands of every frame, a patch row at least each) run ``steps`` forwards of the whole video (the
 profile is of the whole latent video). With both guidance branches (``batch`` 2), each whole-video strategy is
 also weighed with CFG parallel (``VideoPlan.cfg``: a branch on each half of the workers, priced as the image
-strategies "sequence-cfg" and "cfg" are); the frame pipeline batches the branches through its stages and has no
-such plan. One worker renders block-wise (the frame pipeline on one stage). As
+strategies "sequence-cfg" and "cfg" are), and so is the frame pipeline on 2 workers (a branch per worker, each
+rendering every block on one stage: priced as "cfg" of one band per branch on the block); its stages otherwise
+batch the branches. One worker renders block-wise (the frame pipeline on one stage). As
 for images (``parallel.cost.choose``), a larger degree is taken only when it is predicted ``min_gain`` faster
 than the best at fewer workers, and a plan must fit the device's memory.
 
@@ -129,6 +130,12 @@ def rank_video_plans(
         p = predict(block, "frame-pipeline", n, device, link, steps=steps, pipeline_items=items,
                     specs_yaml=specs_yaml)
         plans.append(VideoPlan("frames" if n > 1 else "none", n, p.mean_step_s * items, p))
+    if "frames" in wanted and batch == 2 and free_workers >= 2 and blocks > 1:
+        # a guidance branch per worker, each rendering every block on one stage: priced as CFG parallel of one
+        # band per branch (half the batch's FLOPs, every op, the output swapped per item); one block is the
+        # whole-video split's same work, weighed below
+        p = predict(block, "cfg", 2, device, link, mode, steps=steps, specs_yaml=specs_yaml)
+        plans.append(VideoPlan("frames", 2, p.mean_step_s * items, p, cfg=True))
     if free_workers < 2 or not wanted & {"sequence", "patch"}:
         return plans
     whole = video_profile(spec, height, width, latent_frames, batch, device, specs_yaml)

@@ -18,7 +18,10 @@ Classifier-free guidance (``guidance_scale > 1``) batches the two branches as di
 pipelines do: stage 0 feeds the block's latent twice, the negative prompt's embeddings first, and
 every stage runs its layers on the batch of 2 (each branch keeps its own neighbour context: the
 feature cache holds K/V per batch row). The last stage combines ``uncond + g * (cond - uncond)``
-before sending, so the message back to stage 0 stays one latent's size.
+before sending, so the message back to stage 0 stays one latent's size. Under CFG parallel two
+one-stage pipelines render the video side by side, each with an adapter that runs one branch and swaps
+its output with the other's at the head (``pipelines.whole_video.BranchSplit``): this module sees a
+batched forward either way.
 
 Stage 0 decodes each finished block (``on_block_done``), or, for a VAE whose frames decode apart, every
 stage decodes a share of its frames, or, for a causal VAE, one other stage decodes whole blocks

@@ -117,12 +117,15 @@ class VideoSession:
         self.whole = spec.parallel.strategy in WHOLE_VIDEO and group is not None
         """Strategies sequence and patch on a group: each worker runs the whole one-block queue itself (no stages),
         so the frame pipeline gets no group."""
-        self.cfg = make_cfg_groups(group) if self.whole and spec.parallel.cfg else None
+        self.branches = spec.parallel.strategy == "frames" and spec.parallel.cfg and group is not None
+        """The frame pipeline under CFG parallel: each of the 2 workers renders the video block-wise on one stage,
+        its guidance branch only, and swaps every model output with its partner (``BranchSplit``)."""
+        self.cfg = make_cfg_groups(group) if (self.whole or self.branches) and spec.parallel.cfg else None
         """CFG parallel: this worker's guidance branch, its half of the group, its partner (``BranchSplit``)."""
         split = (self.cfg.patch_group if self.cfg is not None else group) if self.whole else None
         self.sequence_group = split if split is not None and dist.get_world_size(split) > 1 else None
         """The group every forward is split over (a branch's half under CFG parallel; None when it is one worker)."""
-        if self.whole:
+        if self.whole or self.branches:
             group = None
         self.bands = None
         """Strategy patch (or a family's own sequence plan): one ``parallel.patch.PatchHandle`` per model put under
@@ -219,9 +222,9 @@ class VideoSession:
         ``sequence``: under diffusers' context parallelism, or, for a model diffusers has no plan for, on this
         worker's band under the family's own sequence plan, ``ModelFamily.sequence_plan``)."""
         family = family_of(pipe)
-        if not self.whole:
+        if not self.whole and not self.branches:
             return family.frame_adapter
-        factory = self._whole_video_factory(family, pipe, spec, latent_shape)
+        factory = family.frame_adapter if self.branches else self._whole_video_factory(family, pipe, spec, latent_shape)
         if self.cfg is None:
             return factory
         from pipelines.whole_video import BranchSplit
@@ -439,7 +442,7 @@ class VideoSession:
                 peer: sum(by_peer.get(peer, 0) for by_peer in sequence["bytes_sent"].values())
                 for peer in {p for by_peer in sequence["bytes_sent"].values() for p in by_peer}
             }
-        if self.whole:  # the worker's rank in the job's group
+        if self.whole or self.branches:  # the worker's rank in the job's group
             report["stage"] = self.cfg.comm.rank if self.cfg is not None else dist.get_rank(self.sequence_group)
         if self.cfg is not None:  # CFG parallel: this worker's branch and the outputs it swapped with its partner
             report["cfg"] = {"branch": self.cfg.branch, "bytes_sent": self.cfg.comm.bytes_sent().total}

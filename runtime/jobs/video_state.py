@@ -56,6 +56,7 @@ def export_stage_state(pipe: FramePipeline) -> dict[str, Any]:
         if block >= oldest
     ]
     state: dict[str, Any] = {
+        "branch": getattr(pipe.adapter, "branch", None),  # CFG parallel: its cache holds this guidance branch only
         "tick": tick,
         "blocks": pipe.blocks,
         "steps": pipe.config.steps,
@@ -84,9 +85,32 @@ def merge_stage_states(states: list[dict[str, Any]]) -> dict[str, Any]:
         "blocks_finished": blocks_finished(head["tick"], head["blocks"], head["steps"], head["block_stride"]),
         "latents": head["latents"],
         "schedulers": head["schedulers"],
-        "cache": [entry for s in states for entry in s["cache"]],
+        "cache": _branches_batched(states),
         "decoder": _decoder_state(states),
     }
+
+
+BRANCH_ROWS = {"uncond": 0, "cond": 1}
+"""Where a guidance branch's rows sit in a batched cache entry: the negative prompt's first, as the frame pipeline
+batches them (``parallel.frames.text.batch_guided``)."""
+
+
+def _branches_batched(states: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Every stage's cache entries; under CFG parallel (workers that each hold one guidance branch) each entry's two
+    branches joined into the batch one worker renders with both, so the state does not depend on the layout."""
+    branched = [s for s in states if s.get("branch") is not None]
+    if not branched:
+        return [entry for s in states for entry in s["cache"]]
+    if len(branched) != len(states) or sorted(s["branch"] for s in states) != sorted(BRANCH_ROWS):
+        raise ValueError(f"CFG parallel: expected one state per guidance branch, got {[s.get('branch') for s in states]}")
+    ordered = sorted(states, key=lambda s: BRANCH_ROWS[s["branch"]])
+    keyed = [{(e["layer"], e["block"], e["edge"]): e for e in s["cache"]} for s in ordered]
+    if set(keyed[0]) != set(keyed[1]):
+        raise ValueError("CFG parallel: the two guidance branches hold different cache entries")
+    return [  # in the order a stage exports them
+        {**entry, "key": torch.cat([k[name]["key"] for k in keyed]), "value": torch.cat([k[name]["value"] for k in keyed])}
+        for name, entry in keyed[0].items()
+    ]
 
 
 def _decoder_state(states: list[dict[str, Any]]) -> dict[str, Any] | None:
@@ -110,10 +134,12 @@ def load_stage_state(pipe: FramePipeline, state: dict[str, Any]) -> None:
     tick = state["tick"]
     pipe.position = next((i for i, item in enumerate(pipe.items) if item.tick >= tick), len(pipe.items))
     pipe.finished = list(range(blocks_finished(tick, pipe.blocks, pipe.config.steps, pipe.config.block_stride)))
+    branch = getattr(pipe.adapter, "branch", None)
+    rows = slice(BRANCH_ROWS[branch], BRANCH_ROWS[branch] + 1) if branch is not None else slice(None)
     for entry in state["cache"]:
         if entry["layer"] in pipe.layers:
             store = pipe.adapter.cache.head if entry["edge"] == "head" else pipe.adapter.cache.tail
-            store[(entry["layer"], entry["block"])] = _edge(entry, pipe.device)
+            store[(entry["layer"], entry["block"])] = _edge(entry, pipe.device, rows)
     if pipe.rank == 0:
         for block, latent in state["latents"].items():
             scheduler = pipe.new_scheduler()
@@ -124,8 +150,9 @@ def load_stage_state(pipe: FramePipeline, state: dict[str, Any]) -> None:
         pipe.recv_hidden.post()  # advance() posts the first receive only at position 0
 
 
-def _edge(entry: dict[str, Any], device: torch.device) -> EdgeKV:
-    return EdgeKV(entry["key"].to(device), entry["value"].to(device))
+def _edge(entry: dict[str, Any], device: torch.device, rows: slice = slice(None)) -> EdgeKV:
+    """A cache entry on ``device``; ``rows``: the batch rows of one guidance branch (CFG parallel)."""
+    return EdgeKV(entry["key"][rows].to(device), entry["value"][rows].to(device))
 
 
 def export_decoder_state(decoder: Any) -> dict[str, Any] | None:

@@ -108,3 +108,31 @@ def test_auto_refuses_a_cfg_split_of_its_own():
             {"prompt": "x", "frames": 8, "guidance_scale": 5.0, "parallel": {"strategy": "auto", "degree": "auto", "cfg": True}}
         )
     assert err.value.field == "parallel.cfg" and "auto" in str(err.value)
+
+
+def test_guided_frame_pipeline_weighs_a_branch_per_worker():
+    """A guided video of several blocks also weighs the frame pipeline with a guidance branch per worker (2 workers,
+    each rendering every block on one stage: half the batch, every op, one output swapped per work item); where
+    it is the pick, the job is placed with ``parallel.cfg`` on the frame pipeline, its blocks kept. One block is
+    the whole-video split's same work, and without guidance there are no branches: no such plan then."""
+    rule = CostModelDegreeRule()
+    described = WAN.cost_model(resolve_model("builtin-video"), "float32")
+    args = (described, 256, 256, 16, 8, 3)
+    plans = rank_video_plans(*args, 4, max_stages=6, batch=2, device=rule.device, link=rule.link)
+    branches = [p for p in plans if p.strategy == "frames" and p.cfg]
+    assert [p.degree for p in branches] == [2]
+    stages = next(p for p in plans if p.strategy == "frames" and p.degree == 2 and not p.cfg)
+    assert branches[0].render_s < stages.render_s  # 2 blocks: the stages' fill and drain, the branches' none
+    assert not [p for p in rank_video_plans(*args, 4, max_stages=6, batch=1) if p.cfg]
+    assert not [p for p in rank_video_plans(described, 256, 256, 8, 8, 3, 4, max_stages=6, batch=2)
+                if p.strategy == "frames" and p.cfg]
+    spec = VideoSpec.from_dict(
+        {"prompt": "x", "negative_prompt": "blurry", "frames": 16, "block_frames": 8, "height": 256, "width": 256,
+         "steps": 3, "guidance_scale": 5.0, "parallel": {"strategy": "auto", "degree": "auto"}}
+    )
+    choice = auto_choice(spec, spec.model, 2, rule)
+    best = pick_video_plan(rank_video_plans(*args, 2, max_stages=6, batch=2, device=rule.device, link=rule.link))
+    assert (choice["strategy"], choice["degree"], choice["cfg"]) == (best.strategy, best.degree, best.cfg)
+    assert (best.strategy, best.degree, best.cfg) == ("frames", 2, True)
+    placed = spec.placed(spec.model, best.degree, choice)
+    assert (placed.parallel.strategy, placed.parallel.degree, placed.parallel.cfg, placed.blocks) == ("frames", 2, True, 2)

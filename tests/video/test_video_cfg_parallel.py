@@ -78,8 +78,8 @@ def test_branches_on_their_own_workers_equal_one_worker(dirs, tmp_path):
 def test_refusals_name_the_field(dirs, tmp_path):
     hunyuan = str(save_tiny_hunyuanvideo(tmp_path / "hunyuanvideo"))
     cases = [
-        (dict(WAN, model=dirs["wan"], parallel={"strategy": "frames", "degree": 2, "cfg": True},
-              block_frames=4), "parallel.cfg", "frame pipeline"),
+        (dict(WAN, model=dirs["wan"], parallel={"strategy": "none", "degree": 1, "cfg": True}),
+         "parallel.cfg", "frame pipeline (degree 2)"),
         (dict(WAN, model=dirs["wan"], guidance_scale=1.0, parallel={"strategy": "sequence", "degree": 2, "cfg": True}),
          "parallel.cfg", "no unconditional branch"),
         (dict(WAN, model=dirs["wan"], parallel={"strategy": "patch", "degree": 3, "cfg": True}),

@@ -1,6 +1,7 @@
 """Video jobs through the controller: submit and wait, pause for a more urgent job and resume, a killed
-worker (real Ray, real SQLite, the built-in video model at a tiny size); a CogVideoX directory's jobs with
-strategy none and on 2 frame stages; Wan 2.2 image-to-video (two experts) on 2 stages and TI2V-5B."""
+worker (real Ray, real SQLite, the built-in video model at a tiny size), also with a guidance branch per worker;
+a CogVideoX directory's jobs with strategy none and on 2 frame stages; Wan 2.2 image-to-video (two experts) on 2
+stages and TI2V-5B."""
 
 from __future__ import annotations
 
@@ -114,6 +115,30 @@ def test_killed_worker_resumes_from_checkpoint(client, reference, tmp_path):
     resumed = logs.split("attempt 2", 1)[1].splitlines()[0]
     assert "from tick 4" in resumed or "from tick 6" in resumed, logs  # its last checkpoint
     np.testing.assert_array_equal(decoded_frames(final), decoded_frames(reference))
+
+
+def test_guided_frame_pipeline_with_a_branch_per_worker_survives_a_killed_worker(client, tmp_path):
+    """``parallel.cfg`` with the frame pipeline: each of the 2 workers renders every block on one guidance branch;
+    killed mid-render, the job resumes from the checkpoint the controller merged from both branches and writes
+    the video the uninterrupted split writes, which is one worker's (batched branches) up to float rounding."""
+    guided = dict(negative_prompt="blurry", guidance_scale=3.0)
+    split = {"strategy": "frames", "degree": 2, "cfg": True}
+    one = client.submit(video_spec(tmp_path / "one", parallel={"strategy": "none", "degree": 1}, **guided))
+    whole = client.submit(video_spec(tmp_path / "split", parallel=split, **guided))
+    assert one.wait(timeout_s=300)["state"] == "succeeded" and whole.wait(timeout_s=300)["state"] == "succeeded"
+    meta = json.loads(open(whole.status()["outputs"]["metadata"]).read())
+    assert [worker["cfg"]["branch"] for worker in meta["workers"]] == ["cond", "uncond"]
+    levels = np.abs(decoded_frames(whole.status()).astype(int) - decoded_frames(one.status()).astype(int))
+    assert levels.mean() < 0.5, levels.max()  # latents within 1e-6 (tests/video/test_frame_cfg_split.py)
+
+    job = client.submit(video_spec(tmp_path / "killed", parallel=split, **guided))
+    wait_for_tick(job, 4, checkpoint=True)
+    pids = [info["pid"] for info in ray.get(client.controller.info.remote())["pool"]]
+    os.kill(pids[1], signal.SIGKILL)
+    final = job.wait(timeout_s=300)
+    logs = job.logs()
+    assert final["state"] == "succeeded" and final["attempts"] == 2 and "worker died" in logs, logs
+    np.testing.assert_array_equal(decoded_frames(final), decoded_frames(whole.status()))
 
 
 def test_cogvideox_jobs_with_strategy_none_on_two_stages_on_bands_and_ulysses(client, tmp_path):

@@ -1,0 +1,82 @@
+"""The frame pipeline under CFG parallel (``parallel.strategy=frames, degree=2, cfg=true``; real gloo processes):
+each worker renders the video block-wise on one guidance branch and swaps every model output with its partner,
+equal to one worker batching both branches through the same block queue (feature cache and context frames
+included); a checkpoint taken on the split resumes on one worker and one taken on one worker on the split."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from _cfg_split_workers import checkpointed_render, resumed_render
+from _parallel_dist import run_ranks
+from _tiny_wan_pipeline import save_tiny_wan_pipeline
+
+from cluster.errors import SpecError
+from cluster.jobs.video import VideoParallelSpec, VideoSpec
+
+pytestmark = pytest.mark.slow
+
+WAN = dict(  # 4 blocks of 2 latent frames (8 frames each), a latent frame of context: the cache matters
+    prompt="red circle on green", negative_prompt="blurry", guidance_scale=3.0, height=32, width=32,
+    frames=32, block_frames=8, context_frames=4, steps=3, seed=4, dtype="float32",
+)
+TICK = 3  # mid-render: block 0 finished, blocks 1-3 in the queue
+
+
+def _fields(degree: int, cfg: bool) -> dict:
+    return dict(WAN, parallel=VideoParallelSpec("frames" if degree > 1 else "none", degree, cfg=cfg))
+
+
+@pytest.fixture(scope="module")
+def wan_dir(tmp_path_factory):
+    return str(save_tiny_wan_pipeline(tmp_path_factory.mktemp("cfg-split") / "wan", layers=2))
+
+
+def _assert_blocks_equal(got: dict, expected: dict, what: str) -> None:
+    assert got and set(got) <= set(expected), what
+    for block, latent in got.items():
+        diff = (latent - expected[block]).abs().max().item()
+        print(f"{what}, block {block}: max abs diff {diff:.2e}")
+        torch.testing.assert_close(latent, expected[block], atol=1e-4, rtol=1e-4)
+
+
+def test_branch_per_worker_equals_one_worker_and_checkpoints_cross_layouts(wan_dir, tmp_path):
+    torch.set_num_threads(1)
+    one = checkpointed_render(0, 1, wan_dir, str(tmp_path), _fields(1, False), TICK)
+    split = run_ranks(checkpointed_render, 2, wan_dir, str(tmp_path), _fields(2, True), TICK, timeout=300)
+    assert len(one["latents"]) == 4
+    _assert_blocks_equal(split[0]["latents"], one["latents"], "CFG split on 2 workers vs 1 worker")
+    assert len(split[0]["latents"]) == 4 and not split[1]["latents"]  # rank 0 writes the video
+    assert split[0]["report"]["frames_written"] == one["report"]["frames_written"] > 0
+    assert [r["report"]["cfg"]["branch"] for r in split] == ["cond", "uncond"]
+    assert all(sum(r["report"]["cfg"]["bytes_sent"]["cfg"].values()) for r in split)  # partners swapped outputs
+    # each worker ran every work item (on its branch alone)
+    assert all(r["report"]["items"] == one["report"]["items"] for r in split)
+
+    state = split[0]["state"]
+    assert state["tick"] == TICK and state["cache"]
+    assert all(entry["key"].shape[0] == 2 for entry in state["cache"])  # both branches, as one worker batches them
+    assert [(e["layer"], e["block"], e["edge"]) for e in state["cache"]] == [
+        (e["layer"], e["block"], e["edge"]) for e in one["state"]["cache"]
+    ]
+    for a, b in zip(state["cache"], one["state"]["cache"]):
+        torch.testing.assert_close((a["key"], a["value"]), (b["key"], b["value"]), atol=1e-4, rtol=1e-4)
+
+    on_one = resumed_render(0, 1, wan_dir, str(tmp_path), _fields(1, False), state)
+    _assert_blocks_equal(on_one["latents"], one["latents"], "split's checkpoint resumed on 1 worker")
+    on_split = run_ranks(resumed_render, 2, wan_dir, str(tmp_path), _fields(2, True), one["state"], timeout=300)
+    _assert_blocks_equal(on_split[0]["latents"], one["latents"], "1 worker's checkpoint resumed on the split")
+    assert len(on_split[0]["latents"]) == len(on_one["latents"]) == 4 - state["blocks_finished"]
+
+
+@pytest.mark.parametrize(
+    "parallel, field, words",
+    [
+        ({"strategy": "frames", "degree": 4, "cfg": True}, "parallel.degree", "degree 2"),
+        ({"strategy": "frames", "degree": "auto", "cfg": True}, "parallel.degree", "degree 2"),
+    ],
+)
+def test_a_frame_split_of_other_than_two_workers_is_refused(wan_dir, parallel, field, words):
+    with pytest.raises(SpecError) as err:
+        VideoSpec.from_dict(dict(WAN, model=wan_dir, parallel=parallel))
+    assert err.value.field == field and words in str(err.value)
