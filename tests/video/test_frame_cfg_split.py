@@ -80,3 +80,25 @@ def test_a_frame_split_of_other_than_two_workers_is_refused(wan_dir, parallel, f
     with pytest.raises(SpecError) as err:
         VideoSpec.from_dict(dict(WAN, model=wan_dir, parallel=parallel))
     assert err.value.field == field and words in str(err.value)
+
+
+def test_branch_per_worker_for_cogvideox_and_ltx(tmp_path):
+    """The other families with a negative branch, through their own frame adapters (joint text attention for
+    CogVideoX, LTX-Video's masked prompt): 2 blocks each, a branch per worker equal to one worker."""
+    from _tiny_cogvideox import save_tiny_cogvideox
+    from _tiny_ltx import save_tiny_ltx
+
+    torch.set_num_threads(1)
+    cases = {
+        "cogvideox": (save_tiny_cogvideox(tmp_path / "cogvideox", layers=2),
+                      dict(WAN, frames=32, block_frames=16, context_frames=4, guidance_scale=5.0)),
+        "ltx": (save_tiny_ltx(tmp_path / "ltx", layers=2),
+                dict(WAN, height=64, width=64, frames=48, block_frames=24, context_frames=8)),
+    }
+    for name, (model, fields) in cases.items():
+        one = checkpointed_render(0, 1, str(model), str(tmp_path), dict(fields, parallel=VideoParallelSpec("none", 1)), 1)
+        split = run_ranks(checkpointed_render, 2, str(model), str(tmp_path),
+                          dict(fields, parallel=VideoParallelSpec("frames", 2, cfg=True)), 1, timeout=300)
+        assert len(one["latents"]) == 2, name
+        _assert_blocks_equal(split[0]["latents"], one["latents"], f"{name}: CFG split on 2 workers vs 1 worker")
+        assert len(split[0]["latents"]) == 2, name
