@@ -34,6 +34,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+import numpy as np
 import torch
 import torch.distributed as dist
 
@@ -53,6 +54,9 @@ from runtime.jobs.video_state import (
     load_decoder_state,
     load_stage_state,
 )
+
+BRANCH_FRAMES_TAG = 7_000_002
+"""p2p tag of the decoded frames a CFG partner sends rank 0 (``parallel.patch.cfg.CFG_TAG`` is the outputs')."""
 
 
 def block_video_frames(
@@ -212,6 +216,12 @@ class VideoSession:
             self.pipeline.split_decoder = splitter
             if rank == 0:
                 self.pipeline.on_block_done = splitter.block_done
+        self.branch_share = None
+        """The frame pipeline under CFG parallel with a VAE whose frames decode apart: the latent frames of each
+        finished block rank 0 decodes; its partner, which holds the same latent, decodes the rest and sends them."""
+        if self.branches and getattr(pipe, "frames_decode_apart", False) and config.block_frames > 1:
+            self.branch_share = config.block_frames - config.block_frames // 2
+            self.pipeline.on_block_done = self._write_with_partner if self.writer is not None else self._decode_for_partner
         self.setup_s = time.perf_counter() - started
         self.block_overhead_s = overhead
         self.denoise_s = 0.0
@@ -321,6 +331,23 @@ class VideoSession:
         if self.writer is None:  # stage 0 trims once the block is written (``_write_frames``)
             self._block_finished()
         return frames
+
+    def _decode_for_partner(self, block: int, latent: torch.Tensor) -> None:
+        """CFG parallel, rank 1: the later frames of a finished block decoded and sent to rank 0, which writes."""
+        frames = torch.from_numpy(np.ascontiguousarray(self._decode_share(latent[:, :, self.branch_share :])))
+        group = self.cfg.comm.group
+        dist.send(torch.tensor(frames.shape, dtype=torch.int64), self.cfg.partner, group=group, tag=BRANCH_FRAMES_TAG)
+        dist.send(frames, self.cfg.partner, group=group, tag=BRANCH_FRAMES_TAG)
+
+    def _write_with_partner(self, block: int, latent: torch.Tensor) -> None:
+        """CFG parallel, rank 0: a finished block's first frames decoded here, the rest received from the partner
+        (decoded meanwhile), appended in order."""
+        own = self._decode_share(latent[:, :, : self.branch_share])
+        group, shape = self.cfg.comm.group, torch.empty(4, dtype=torch.int64)
+        dist.recv(shape, self.cfg.partner, group=group, tag=BRANCH_FRAMES_TAG)
+        theirs = torch.empty(tuple(shape.tolist()), dtype=torch.uint8)
+        dist.recv(theirs, self.cfg.partner, group=group, tag=BRANCH_FRAMES_TAG)
+        self._write_frames(np.concatenate([own, theirs.numpy()]))
 
     def _write_frames(self, frames) -> None:
         """Stage 0 when another stage decodes: a finished block's frames (every stage's share, or the decoding

@@ -128,6 +128,7 @@ def test_guided_frame_pipeline_with_a_branch_per_worker_survives_a_killed_worker
     assert one.wait(timeout_s=300)["state"] == "succeeded" and whole.wait(timeout_s=300)["state"] == "succeeded"
     meta = json.loads(open(whole.status()["outputs"]["metadata"]).read())
     assert [worker["cfg"]["branch"] for worker in meta["workers"]] == ["cond", "uncond"]
+    assert all(worker["decode_cpu_s"] > 0 for worker in meta["workers"])  # the partner decodes half of each block
     levels = np.abs(decoded_frames(whole.status()).astype(int) - decoded_frames(one.status()).astype(int))
     assert levels.mean() < 0.5, levels.max()  # latents within 1e-6 (tests/video/test_frame_cfg_split.py)
 
