@@ -18,7 +18,9 @@ CPU seconds are read (``machine_busy_seconds``): whether the cores had room left
 CPU, every process counted (ffmpeg's encoder, Ray's processes). Then peak memory per worker (peak RSS, reset
 per job) for 64, 256 and 1,024 frames, which should stay flat: at most ``steps`` blocks are alive and finished
 blocks stream to the MP4. frames/s counts the whole render after set-up: denoising, decode and MP4 writing. Writes the "frame-pipeline"
-section of BENCHMARKS.md (``frame-pipeline-<family>`` for a ``--model`` directory).
+section of BENCHMARKS.md (``frame-pipeline-<family>`` for a ``--model`` directory). With ``--guidance-scale`` above 1
+(a model with a negative branch) the rounds add the frame pipeline with a guidance branch per worker
+(``parallel.cfg``) and the section's name ends in ``-guided``.
 """
 
 from __future__ import annotations
@@ -47,6 +49,7 @@ from bench.common import (
     spawn_ranks,
     write_section,
 )
+from cluster.errors import SpecError
 from cluster.jobs.video import VideoParallelSpec, VideoSpec
 from pipelines.families import family_for_dir
 from runtime.heap import fix_mmap_threshold, worker_env
@@ -58,9 +61,11 @@ BUILTIN = "builtin-video"
 CEILING = "2 renders x 1 worker at once"
 ONE, TWO = "1 worker x 1 thread", "2 stages x 1 thread"
 BARE_ONE, BARE_TWO = "1 worker, no Ray", "2 stages, no Ray"
+BRANCHES = "2 workers, a guidance branch each"
+"""With ``--guidance-scale`` above 1: ``parallel.cfg`` on the frame pipeline, each worker one branch on one stage."""
 
 
-def spec_for(args: argparse.Namespace, frames: int, degree: int) -> VideoSpec:
+def spec_for(args: argparse.Namespace, frames: int, degree: int, cfg: bool = False) -> VideoSpec:
     spec = VideoSpec(
         model=args.model,
         guidance_scale=args.guidance_scale,
@@ -70,7 +75,7 @@ def spec_for(args: argparse.Namespace, frames: int, degree: int) -> VideoSpec:
         frames=frames,
         block_frames=args.block_frames,
         steps=args.steps,
-        parallel=VideoParallelSpec(strategy="frames" if degree > 1 else "none", degree=degree),
+        parallel=VideoParallelSpec(strategy="frames" if degree > 1 else "none", degree=degree, cfg=cfg),
     )
     spec.validate()
     return spec
@@ -239,8 +244,9 @@ def model_name(args: argparse.Namespace) -> str:
 
 
 def section(args: argparse.Namespace, name: str) -> str:
-    """BENCHMARKS.md section ``name``, its family's own for a ``--model`` directory."""
-    return name if args.model == BUILTIN else f"{name}-{family_for_dir(args.model).name}"
+    """BENCHMARKS.md section ``name``, its family's own for a ``--model`` directory, a guided render's its own."""
+    name = name if args.model == BUILTIN else f"{name}-{family_for_dir(args.model).name}"
+    return f"{name}-guided" if args.guidance_scale > 1 else name
 
 
 def main() -> None:
@@ -309,6 +315,14 @@ def main() -> None:
         BARE_TWO: lambda: bare_fps(spec_for(args, args.frames, 2), out / f"run-{next(counter)}.mp4",
                                    usage.setdefault(BARE_TWO, [])),
     }
+    try:
+        branches = spec_for(args, args.frames, 2, cfg=True) if args.guidance_scale > 1 else None
+    except SpecError:  # guidance embedded in the model (HunyuanVideo): one branch, nothing to split
+        branches = None
+    if branches is not None:
+        runs[BRANCHES] = metered(BRANCHES, lambda: run_video_render(
+            pool, branches, out / f"run-{next(counter)}.mp4", progress=False
+        )["frames_per_s"])
     load_before = os.getloadavg()
     speed = alternate(runs, repeats=args.repeats) if args.repeats else {}
     load_after = os.getloadavg()
