@@ -96,13 +96,12 @@ batches them (``parallel.frames.text.batch_guided``)."""
 
 
 def _branches_batched(states: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Every stage's cache entries; under CFG parallel (workers that each hold one guidance branch) each entry's two
-    branches joined into the batch one worker renders with both, so the state does not depend on the layout."""
-    branched = [s for s in states if s.get("branch") is not None]
-    if not branched:
+    """Every stage's cache entries; from two workers that each hold one guidance branch (the frame pipeline under
+    CFG parallel) each entry's two branches joined into the batch one worker renders with both, so the state does
+    not depend on the layout. A whole-video split's (one block, no context: nothing in it is read) as it is."""
+    branches = sorted(str(s.get("branch")) for s in states)
+    if branches != sorted(BRANCH_ROWS):
         return [entry for s in states for entry in s["cache"]]
-    if len(branched) != len(states) or sorted(s["branch"] for s in states) != sorted(BRANCH_ROWS):
-        raise ValueError(f"CFG parallel: expected one state per guidance branch, got {[s.get('branch') for s in states]}")
     ordered = sorted(states, key=lambda s: BRANCH_ROWS[s["branch"]])
     keyed = [{(e["layer"], e["block"], e["edge"]): e for e in s["cache"]} for s in ordered]
     if set(keyed[0]) != set(keyed[1]):
@@ -151,8 +150,12 @@ def load_stage_state(pipe: FramePipeline, state: dict[str, Any]) -> None:
 
 
 def _edge(entry: dict[str, Any], device: torch.device, rows: slice = slice(None)) -> EdgeKV:
-    """A cache entry on ``device``; ``rows``: the batch rows of one guidance branch (CFG parallel)."""
-    return EdgeKV(entry["key"][rows].to(device), entry["value"][rows].to(device))
+    """A cache entry on ``device``; ``rows``: the batch rows of one guidance branch (CFG parallel), taken from an
+    entry that holds both (batch 2)."""
+    key, value = entry["key"], entry["value"]
+    if key.shape[0] == 2:
+        key, value = key[rows], value[rows]
+    return EdgeKV(key.to(device), value.to(device))
 
 
 def export_decoder_state(decoder: Any) -> dict[str, Any] | None:
