@@ -75,22 +75,20 @@ def rank_main(rank: int, world: int, size: int, frames: int, repeats: int, profi
         def forward(x: torch.Tensor):
             return lambda: model(x, timestep, text, return_dict=False)[0]
 
-        if rank == 0:
-            result["whole"] = per_forward(forward(latent), repeats)
+        def measure(name: str, x: torch.Tensor) -> None:
+            """``name``: seconds per forward; ``name_ops``: ops of one; ``name_profile``: self CPU per op."""
+            result[name] = per_forward(forward(x), repeats)
             with OpCount() as count:
-                forward(latent)()
-            result["whole_ops"] = count.ops
+                forward(x)()
+            result[f"{name}_ops"] = count.ops
             if profile:
-                result["whole_profile"] = op_seconds(forward(latent))
+                result[f"{name}_profile"] = op_seconds(forward(x))
+
+        if rank == 0:
+            measure("whole", latent)
         dist.barrier()
         parallelize_wan_patch(model, dist.group.WORLD)
-        band = slice_band(latent, band_bounds(latent.shape[-2], world, align=2), rank)
-        result["band"] = per_forward(forward(band), repeats)
-        with OpCount() as count:
-            forward(band)()
-        result["band_ops"] = count.ops
-        if profile:
-            result["band_profile"] = op_seconds(forward(band))
+        measure("band", slice_band(latent, band_bounds(latent.shape[-2], world, align=2), rank))
     dist.destroy_process_group()
     queue.put((rank, result))
 
