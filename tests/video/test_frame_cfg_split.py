@@ -102,3 +102,24 @@ def test_branch_per_worker_for_cogvideox_and_ltx(tmp_path):
         assert len(one["latents"]) == 2, name
         _assert_blocks_equal(split[0]["latents"], one["latents"], f"{name}: CFG split on 2 workers vs 1 worker")
         assert len(split[0]["latents"]) == 2, name
+
+
+def test_branch_per_worker_for_image_to_video_and_two_experts(tmp_path):
+    """Wan's image-to-video (2.1 with CLIP image embeddings, 2.2 A14B with two experts) and Wan 2.2 A14B text-to-video,
+    2 blocks each: the image's conditioning and the expert switch per step follow each branch."""
+    from _tiny_wan22 import save_test_image, save_tiny_wan_i2v, save_tiny_wan_two_experts
+
+    torch.set_num_threads(1)
+    image = str(save_test_image(tmp_path / "image.png"))
+    base = dict(WAN, frames=16, steps=4)
+    cases = {
+        "wan 2.1 i2v": (save_tiny_wan_i2v(tmp_path / "i2v21"), dict(base, image=image)),
+        "wan 2.2 i2v a14b": (save_tiny_wan_i2v(tmp_path / "i2v22", two_experts=True), dict(base, image=image)),
+        "wan 2.2 a14b": (save_tiny_wan_two_experts(tmp_path / "a14b"), base),
+    }
+    for name, (model, fields) in cases.items():
+        one = checkpointed_render(0, 1, str(model), str(tmp_path), dict(fields, parallel=VideoParallelSpec("none", 1)), 1)
+        split = run_ranks(checkpointed_render, 2, str(model), str(tmp_path),
+                          dict(fields, parallel=VideoParallelSpec("frames", 2, cfg=True)), 1, timeout=300)
+        assert len(one["latents"]) == len(split[0]["latents"]) == 2, name
+        _assert_blocks_equal(split[0]["latents"], one["latents"], f"{name}: CFG split on 2 workers vs 1 worker")
