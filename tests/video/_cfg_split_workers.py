@@ -7,25 +7,14 @@ from __future__ import annotations
 from typing import Any
 
 import torch.distributed as dist
-from _video_workers import keep_latents
+from _video_workers import keep_latents, open_session
 
 from runtime.jobs.video_state import merge_stage_states
 
 
-def _session(rank: int, world: int, model_dir: str, out_dir: str, fields: dict, name: str):
-    from cluster.jobs.video import VideoSpec
-    from pipelines.families import family_for_dir
-    from runtime.jobs.video_session import VideoSession
-
-    task = VideoSpec(model=model_dir, **fields)
-    pipe = family_for_dir(model_dir).load(model_dir, task.dtype, "cpu")
-    group = dist.group.WORLD if world > 1 else None
-    return VideoSession(pipe, task, group, video_path=f"{out_dir}/{name}-{world}.mp4")
-
-
 def checkpointed_render(rank: int, world: int, model_dir: str, out_dir: str, fields: dict, tick: int) -> dict:
     """The whole render, with the job state merged from every rank's snapshot at ``tick`` on the way."""
-    session = _session(rank, world, model_dir, out_dir, fields, "checkpointed")
+    session = open_session(world, model_dir, f"{out_dir}/checkpointed-{world}.mp4", fields)
     latents = keep_latents(session)
     session.advance(tick)
     share = session.snapshot()
@@ -40,7 +29,7 @@ def checkpointed_render(rank: int, world: int, model_dir: str, out_dir: str, fie
 
 def resumed_render(rank: int, world: int, model_dir: str, out_dir: str, fields: dict, state: dict) -> dict:
     """The render continued from a merged job state: the latents of the blocks that finish after it."""
-    session = _session(rank, world, model_dir, out_dir, fields, "resumed")
+    session = open_session(world, model_dir, f"{out_dir}/resumed-{world}.mp4", fields)
     session.resume(state)
     latents = keep_latents(session)
     session.advance()

@@ -89,17 +89,22 @@ def render_session(
     """A video render of a pipeline directory through VideoSession on this rank (``world`` 1: no group), the model
     on ``device``, stage 0's decoded frames to an MP4 in ``out_dir`` (or to ``make_writer()``'s sink); returns the
     finished latents stage 0 saw and the stage's report."""
+    session = open_session(world, model_dir, f"{out_dir}/video-{world}.mp4", task_fields, device, make_writer)
+    latents = keep_latents(session)
+    session.advance()
+    return {"latents": latents, "report": session.finish()}
+
+
+def open_session(world: int, model_dir: str, video_path: str, task_fields: dict, device: str = "cpu", make_writer=None):
+    """A ``VideoSession`` of a pipeline directory (any video family) on this rank's group (``world`` 1: none)."""
     from cluster.jobs.video import VideoSpec
     from pipelines.families import family_for_dir
     from runtime.jobs.video_session import VideoSession
 
     group = dist.group.WORLD if world > 1 else None
     task = VideoSpec(model=model_dir, **task_fields)
-    pipe = family_for_dir(model_dir).load(model_dir, task.dtype, device)  # any video family
-    session = VideoSession(pipe, task, group, video_path=f"{out_dir}/video-{world}.mp4", make_writer=make_writer)
-    latents = keep_latents(session)
-    session.advance()
-    return {"latents": latents, "report": session.finish()}
+    pipe = family_for_dir(model_dir).load(model_dir, task.dtype, device)
+    return VideoSession(pipe, task, group, video_path=video_path, make_writer=make_writer)
 
 
 def keep_latents(session) -> dict[int, torch.Tensor]:

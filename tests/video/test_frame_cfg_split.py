@@ -40,6 +40,15 @@ def _assert_blocks_equal(got: dict, expected: dict, what: str) -> None:
         torch.testing.assert_close(latent, expected[block], atol=1e-4, rtol=1e-4)
 
 
+def _split_equals_one_worker(name: str, model, fields: dict, tmp_path) -> None:
+    """A 2-block render with a branch per worker against one worker batching both branches."""
+    one = checkpointed_render(0, 1, str(model), str(tmp_path), dict(fields, parallel=VideoParallelSpec("none", 1)), 1)
+    split = run_ranks(checkpointed_render, 2, str(model), str(tmp_path),
+                      dict(fields, parallel=VideoParallelSpec("frames", 2, cfg=True)), 1, timeout=300)
+    assert len(one["latents"]) == len(split[0]["latents"]) == 2, name
+    _assert_blocks_equal(split[0]["latents"], one["latents"], f"{name}: CFG split on 2 workers vs 1 worker")
+
+
 def test_branch_per_worker_equals_one_worker_and_checkpoints_cross_layouts(wan_dir, tmp_path):
     torch.set_num_threads(1)
     one = checkpointed_render(0, 1, wan_dir, str(tmp_path), _fields(1, False), TICK)
@@ -96,12 +105,7 @@ def test_branch_per_worker_for_cogvideox_and_ltx(tmp_path):
                 dict(WAN, height=64, width=64, frames=48, block_frames=24, context_frames=8)),
     }
     for name, (model, fields) in cases.items():
-        one = checkpointed_render(0, 1, str(model), str(tmp_path), dict(fields, parallel=VideoParallelSpec("none", 1)), 1)
-        split = run_ranks(checkpointed_render, 2, str(model), str(tmp_path),
-                          dict(fields, parallel=VideoParallelSpec("frames", 2, cfg=True)), 1, timeout=300)
-        assert len(one["latents"]) == 2, name
-        _assert_blocks_equal(split[0]["latents"], one["latents"], f"{name}: CFG split on 2 workers vs 1 worker")
-        assert len(split[0]["latents"]) == 2, name
+        _split_equals_one_worker(name, model, fields, tmp_path)
 
 
 def test_branch_per_worker_for_image_to_video_and_two_experts(tmp_path):
@@ -118,8 +122,4 @@ def test_branch_per_worker_for_image_to_video_and_two_experts(tmp_path):
         "wan 2.2 a14b": (save_tiny_wan_two_experts(tmp_path / "a14b"), base),
     }
     for name, (model, fields) in cases.items():
-        one = checkpointed_render(0, 1, str(model), str(tmp_path), dict(fields, parallel=VideoParallelSpec("none", 1)), 1)
-        split = run_ranks(checkpointed_render, 2, str(model), str(tmp_path),
-                          dict(fields, parallel=VideoParallelSpec("frames", 2, cfg=True)), 1, timeout=300)
-        assert len(one["latents"]) == len(split[0]["latents"]) == 2, name
-        _assert_blocks_equal(split[0]["latents"], one["latents"], f"{name}: CFG split on 2 workers vs 1 worker")
+        _split_equals_one_worker(name, model, fields, tmp_path)
