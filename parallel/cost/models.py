@@ -65,7 +65,13 @@ class ModelSpec:
     dtype: str = "float16"
     """Precision the model is published to run in."""
     vae_config: dict[str, Any] | None = None
-    """AutoencoderKL config whose decoder runs once at the end (serial unless the strategy splits it)."""
+    """Config of the VAE whose decoder ends a render (an image's once, serial unless the strategy splits it; a
+    video's block by block, ``parallel.cost.video``)."""
+    vae_class: str = "AutoencoderKL"
+    """diffusers class of ``vae_config`` (a video family's own VAE: ``AutoencoderKLWan``, ...)."""
+    decode_by_frames: bool = False
+    """A video model whose VAE decodes each frame apart (an image VAE applied per frame): stages may share a block's
+    decode; otherwise its (causal) VAE decodes whole blocks, in order, on one worker."""
     extra: dict[str, Any] = field(default_factory=dict)
     """Per-kind extras (e.g. SDXL's pooled-text and time-id widths; an MMDiT's pooled projection width)."""
     packing: int = 1
@@ -421,10 +427,10 @@ def build_vae_decoder_meta(spec: ModelSpec, dtype: torch.dtype | None = None) ->
     """The VAE (on meta) whose ``decode`` ends a render, when the spec names one."""
     if spec.vae_config is None:
         return None
-    from diffusers import AutoencoderKL
+    import diffusers
 
     with torch.device("meta"):
-        vae = AutoencoderKL.from_config(spec.vae_config)
+        vae = getattr(diffusers, spec.vae_class).from_config(spec.vae_config)
     return vae.to(dtype or getattr(torch, spec.dtype)).eval()
 
 

@@ -35,7 +35,7 @@ from functools import lru_cache
 
 import torch
 
-from parallel.cost.models import ModelSpec, build_vae_decoder_meta, get_model_spec
+from parallel.cost.models import VIDEO_KINDS, ModelSpec, build_vae_decoder_meta, get_model_spec
 from parallel.cost.profile import ModelProfile, profile_model, profile_module
 from parallel.cost.specs import DeviceSpec, LinkSpec, load_specs
 from parallel.cost.traffic import Traffic, stale_factor, strategy_traffic
@@ -83,9 +83,10 @@ def cached_profile(
 
 @lru_cache(maxsize=16)
 def vae_decode_flops(model: str, height: int, width: int) -> tuple[int, int]:
-    """(FLOPs, ops) of the model's VAE decode of one image at this size, 0 when it names no VAE."""
+    """(FLOPs, ops) of the model's VAE decode of one image at this size, 0 when it names no VAE (or is a video
+    model: ``parallel.cost.video`` prices its decode block by block)."""
     spec = get_model_spec(model)
-    vae = build_vae_decoder_meta(spec)
+    vae = build_vae_decoder_meta(spec) if spec.kind not in VIDEO_KINDS else None
     if vae is None:
         return 0, 0
     latent = torch.empty(spec.latent_shape(1, height, width), device="meta", dtype=getattr(torch, spec.dtype))

@@ -39,6 +39,9 @@ class DeviceSpec:
     """FLOPs of a kernel that runs at half of ``efficiency``: a kernel of ``f`` FLOPs reaches
     ``efficiency x f / (f + half_efficiency_flops)``, so a worker whose share of the work shrinks (smaller
     matmuls, shorter attention) runs further from the peak. 0: every kernel at ``efficiency``."""
+    decode_efficiency: float = 1.0
+    """A video VAE decode's throughput relative to ``flops``: wide convolutions, which run nearer the peak than the
+    denoiser forward ``flops`` is calibrated on (measured per device; 1: not measured)."""
     description: str = ""
     """Free text: where the figures come from."""
 
@@ -60,6 +63,9 @@ class LinkSpec:
     """Latency of one message or one collective step."""
     overlaps_compute: bool = True
     """Whether transfers proceed beside compute (copy engines) or take the compute's cores (gloo on CPU)."""
+    decode_efficiency: float = 1.0
+    """A video VAE decode's throughput relative to ``flops``: wide convolutions, which run nearer the peak than the
+    denoiser forward ``flops`` is calibrated on (measured per device; 1: not measured)."""
     description: str = ""
     """Free text: where the figures come from."""
 

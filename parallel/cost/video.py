@@ -4,7 +4,8 @@
                       strategies=("frames", "sequence", "patch"), max_stages=..., batch=2) -> VideoPlan
 
 The three video strategies do different amounts of work per unit, so they are compared by the seconds of the
-whole render's denoising, not per step: the frame pipeline (``frames``) runs ``blocks x steps`` work items of
+whole render's denoising and VAE decode (placed as each strategy runs it: ``parallel.cost.video_decode``), not
+per step: the frame pipeline (``frames``) runs ``blocks x steps`` work items of
 one block each through its stages, ``items + stages - 1`` ticks (the profile is of one block);
 ``sequence`` (Ulysses: every worker's share of the heads must divide them and of the video tokens too) and
 ``patch`` (row bands of every frame, a patch row at least each) run ``steps`` forwards of the whole video (the
@@ -23,6 +24,7 @@ that give them under the model's ``temporal_scale`` convention (``ModelSpec.late
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Iterable
 from dataclasses import dataclass
 
@@ -33,6 +35,7 @@ from parallel.cost.models import ModelSpec
 from parallel.cost.predict import Prediction, predict
 from parallel.cost.profile import ModelProfile, profile_model
 from parallel.cost.specs import load_specs
+from parallel.cost.video_decode import block_decode_s, pipeline_decode_s
 
 VIDEO_STRATEGIES = ("frames", "sequence", "patch")
 
@@ -46,11 +49,14 @@ class VideoPlan:
     degree: int
     """Workers."""
     render_s: float
-    """Predicted seconds of the render's denoising (every step of every block)."""
+    """Predicted seconds of the render: its denoising (every step of every block) and ``decode_s``."""
     prediction: Prediction
     """The per-unit prediction it came from (a work item of one block for frames, a whole-video step else)."""
     cfg: bool = False
     """CFG parallel (the job's ``parallel.cfg``): each guidance branch on half the workers, split by ``strategy``."""
+    decode_s: float = 0.0
+    """Seconds the VAE's decodes add to the render where the strategy places them (``parallel.cost.video_decode``;
+    0 where the family names no VAE the cost model can build)."""
 
     def as_dict(self) -> dict:
         return {
@@ -58,6 +64,7 @@ class VideoPlan:
             "degree": self.degree,
             "cfg": self.cfg,
             "predicted_render_s": self.render_s,
+            "predicted_decode_s": self.decode_s,
             "predicted_speedup": self.prediction.speedup,
             "predicted_memory_bytes": self.prediction.memory_bytes,
         }
@@ -124,41 +131,58 @@ def rank_video_plans(
     items = blocks * steps
     stages = blocks if max_stages is None else min(max_stages, blocks)
     block = video_profile(spec, height, width, block_latent_frames, batch, device, specs_yaml)
+    # a block's decode, alone and beside busy workers; the last block's shorter decode is priced pro rata
+    solo_s, corun_s = (
+        block_decode_s(spec, height, width, block_latent_frames, device, corun, specs_yaml) * latent_frames
+        / (blocks * block_latent_frames)
+        for corun in (False, True)
+    )
     plans = []
     most = min(free_workers, stages) if "frames" in wanted else 1
+    item_s = 0.0
     for n in range(1, max(1, most) + 1):
         p = predict(block, "frame-pipeline", n, device, link, steps=steps, pipeline_items=items,
                     specs_yaml=specs_yaml)
-        plans.append(VideoPlan("frames" if n > 1 else "none", n, p.mean_step_s * items, p))
+        item_s = item_s or p.mean_step_s  # one worker's work item
+        decode = pipeline_decode_s(item_s, corun_s if n > 1 else solo_s, blocks, steps, n, spec.decode_by_frames)
+        plans.append(VideoPlan("frames" if n > 1 else "none", n, p.mean_step_s * items + decode, p, decode_s=decode))
     if "frames" in wanted and batch == 2 and free_workers >= 2 and blocks > 1:
         # a guidance branch per worker, each rendering every block on one stage: priced as CFG parallel of one
         # band per branch (half the batch's FLOPs, every op, the output swapped per item); one block is the
-        # whole-video split's same work, weighed below
+        # whole-video split's same work, weighed below. The two stay in step: a per-frame VAE's block is decoded
+        # half on each, a causal VAE's whole on rank 0 while its partner waits
         p = predict(block, "cfg", 2, device, link, mode, steps=steps, specs_yaml=specs_yaml)
-        plans.append(VideoPlan("frames", 2, p.mean_step_s * items, p, cfg=True))
+        share = math.ceil(block_latent_frames / 2) / block_latent_frames if spec.decode_by_frames else 1.0
+        decode = blocks * corun_s * share
+        plans.append(VideoPlan("frames", 2, p.mean_step_s * items + decode, p, cfg=True, decode_s=decode))
     if free_workers < 2 or not wanted & {"sequence", "patch"}:
         return plans
     whole = video_profile(spec, height, width, latent_frames, batch, device, specs_yaml)
     split_branches = batch == 2
+    decode = blocks * solo_s  # the one block, decoded on rank 0 after the last step
+
+    def whole_plan(strategy: str, n: int, p: Prediction, cfg: bool = False) -> VideoPlan:
+        return VideoPlan(strategy, n, p.mean_step_s * steps + decode, p, cfg=cfg, decode_s=decode)
+
     if "sequence" in wanted:
         for n in range(2, free_workers + 1):
             if ulysses_splits(whole, n):
                 p = predict(whole, "sequence", n, device, link, steps=steps, specs_yaml=specs_yaml, ring=1)
-                plans.append(VideoPlan("sequence", n, p.mean_step_s * steps, p))
+                plans.append(whole_plan("sequence", n, p))
             if split_branches and n % 2 == 0 and ulysses_splits(whole, n // 2):
                 p = predict(whole, "sequence-cfg", n, device, link, steps=steps, specs_yaml=specs_yaml, ring=1)
-                plans.append(VideoPlan("sequence", n, p.mean_step_s * steps, p, cfg=True))
+                plans.append(whole_plan("sequence", n, p, cfg=True))
     if "patch" in wanted:
         for n in candidate_degrees(whole, free_workers, "patch"):
             if n > 1:
                 p = predict(whole, "patch", n, device, link, mode, steps=steps, warmup_steps=warmup_steps,
                             specs_yaml=specs_yaml)
-                plans.append(VideoPlan("patch", n, p.mean_step_s * steps, p))
+                plans.append(whole_plan("patch", n, p))
         for n in candidate_degrees(whole, free_workers, "cfg") if split_branches else []:
             if n > 1:
                 p = predict(whole, "cfg", n, device, link, mode, steps=steps, warmup_steps=warmup_steps,
                             specs_yaml=specs_yaml)
-                plans.append(VideoPlan("patch", n, p.mean_step_s * steps, p, cfg=True))
+                plans.append(whole_plan("patch", n, p, cfg=True))
     return plans
 
 

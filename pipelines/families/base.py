@@ -286,6 +286,19 @@ class ModelFamily:
         approximate the VAE's decode of one latent pixel; None: the default map by channel count."""
         return None
 
+    def cost_video_decoder(self, path: str | Path) -> dict:
+        """A video model's VAE as ``ModelSpec`` fields (``vae_class``, ``vae_config``, ``decode_by_frames``) for the
+        cost model's decode price (``parallel.cost.video_decode``): any VAE class diffusers has; an image VAE
+        (``AutoencoderKL``, the built-in video model's) decodes each frame apart. Empty when there is none."""
+        import diffusers
+
+        vae = self.component_config(path, "vae")
+        name = vae.get("_class_name", "")
+        if not hasattr(diffusers, name):
+            return {}
+        config = {k: v for k, v in vae.items() if not k.startswith("_")}
+        return {"vae_class": name, "vae_config": config, "decode_by_frames": name == "AutoencoderKL"}
+
     def cost_decoder(self, path: str | Path) -> dict | None:
         """The VAE's config as ``ModelSpec.vae_config``, when it is the decode the cost model can build
         (diffusers' AutoencoderKL); None for another VAE."""

@@ -104,6 +104,7 @@ class CogVideoXFamily(ModelFamily):
             text_dim=int(config.get("text_embed_dim", 4096)),
             temporal_scale=self.temporal_factor(path),
             dtype=dtype,
+            **self.cost_video_decoder(path),
         )
 
     def load(self, path: str | Path, dtype: str, device: str) -> Any:

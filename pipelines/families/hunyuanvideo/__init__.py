@@ -98,6 +98,7 @@ class HunyuanVideoFamily(ModelFamily):
             text_dim=int(config.get("text_embed_dim", 4096)),
             temporal_scale=self.temporal_factor(path),
             dtype=dtype,
+            **self.cost_video_decoder(path),
             extra={"pooled_projections": int(config.get("pooled_projection_dim", 768))},
             batch=1,
         )

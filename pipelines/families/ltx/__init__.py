@@ -117,6 +117,7 @@ class LTXFamily(ModelFamily):
             text_dim=int(config.get("caption_channels", 4096)),
             temporal_scale=self.temporal_factor(path),
             dtype=dtype,
+            **self.cost_video_decoder(path),
             packing=int(config.get("patch_size", 1)),
         )
 

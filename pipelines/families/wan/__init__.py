@@ -90,6 +90,7 @@ class WanFamily(ModelFamily):
             text_dim=int(config.get("text_dim", 4096)),
             temporal_scale=self.temporal_factor(path),
             dtype=dtype,
+            **self.cost_video_decoder(path),
         )
 
     def takes_image(self, path: str | Path) -> bool:

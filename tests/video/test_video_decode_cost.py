@@ -1,0 +1,93 @@
+"""The cost model prices a video's VAE decode where each strategy runs it (``parallel.cost.video_decode``): the
+FLOPs it counts on the meta device are the real VAE's, and the plans add one worker's, a shared or a balanced
+decode as the strategies place it."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from _tiny_hunyuanvideo import save_tiny_hunyuanvideo
+from _tiny_ltx import save_tiny_ltx
+from _tiny_wan_pipeline import save_tiny_wan_pipeline
+from torch.utils.flop_counter import FlopCounterMode
+
+from parallel.cost.video import rank_video_plans
+from parallel.cost.video_decode import block_decode_s, decode_flops, pipeline_decode_s
+from pipelines.builtin import resolve_model
+from pipelines.families import family_for_dir
+
+
+@pytest.fixture(scope="module")
+def dirs(tmp_path_factory):
+    root = tmp_path_factory.mktemp("decode-cost")
+    return {
+        "builtin": resolve_model("builtin-video"),
+        "wan": save_tiny_wan_pipeline(root / "wan"),
+        "ltx": save_tiny_ltx(root / "ltx"),
+        "hunyuan": save_tiny_hunyuanvideo(root / "hunyuan"),
+    }
+
+
+@torch.no_grad()
+@pytest.mark.parametrize("name", ["builtin", "wan", "ltx", "hunyuan"])
+def test_the_decode_counted_on_meta_is_the_vaes(dirs, name):
+    family = family_for_dir(dirs[name])
+    spec = family.cost_model(dirs[name], "float32")
+    assert spec.vae_class == family.component_config(dirs[name], "vae")["_class_name"]
+    assert spec.decode_by_frames == (name == "builtin")  # the built-in model's image VAE decodes frames apart
+    vae = family.load(dirs[name], "float32", "cpu").vae
+    height, width, frames = 64, 64, 2
+    counted = decode_flops(spec, height, width, frames, "float32")
+    assert counted is not None and counted[0] > 0
+    channels = int(spec.vae_config.get("latent_channels", spec.vae_config.get("z_dim", 0)))
+    rows, cols = height // spec.vae_scale, width // spec.vae_scale
+    latent = torch.randn((frames, channels, rows, cols) if spec.decode_by_frames else (1, channels, frames, rows, cols))
+    extra = (torch.zeros(1),) if getattr(vae.config, "timestep_conditioning", False) else ()
+    counter = FlopCounterMode(display=False)
+    with counter:
+        vae.decode(latent, *extra, return_dict=False)
+    assert counted[0] == pytest.approx(counter.get_total_flops(), rel=0.02)
+
+
+def test_the_pipeline_shares_or_balances_the_decode():
+    blocks, steps, block_s = 8, 10, 0.5
+    assert pipeline_decode_s(1.0, block_s, blocks, steps, 1, False) == pytest.approx(blocks * block_s)
+    for stages in (2, 3):  # frames that decode apart: every stage a share of every block
+        assert pipeline_decode_s(1.0, block_s, blocks, steps, stages, True) == pytest.approx(blocks * block_s / stages)
+    # a causal VAE on one stage: with the layers even every decode stalls the other stage (all of it); giving up
+    # layers pays where most ticks decode (a long video), not over a short one's fill
+    assert pipeline_decode_s(1.0, block_s, blocks, steps, 2, False) == pytest.approx(blocks * block_s)
+    long = pipeline_decode_s(1.0, block_s, 64, steps, 2, False)
+    assert 64 * block_s / 2 <= long < 0.7 * 64 * block_s
+    # a decode longer than the stages' work can hide: close to all of it
+    assert pipeline_decode_s(0.01, 5.0, blocks, steps, 2, False) > 0.9 * blocks * 5.0
+    assert pipeline_decode_s(1.0, 0.0, blocks, steps, 2, False) == 0.0
+
+
+@pytest.mark.parametrize("name", ["builtin", "wan"])
+def test_each_strategy_places_the_decode(dirs, name):
+    family = family_for_dir(dirs[name])
+    spec = family.cost_model(dirs[name], "float32")
+    factor = family.temporal_factor(dirs[name])
+    height = width = 64
+    latent_frames, block, steps = 32 // factor, 8 // factor, 3
+    blocks = math.ceil(latent_frames / block)
+    solo, corun = (block_decode_s(spec, height, width, block, "cpu-core", c) for c in (False, True))
+    plans = rank_video_plans(spec, height, width, latent_frames, block, steps, 2, max_stages=4, batch=2)
+    by = {(p.strategy, p.degree, p.cfg): p for p in plans}
+    assert by[("none", 1, False)].decode_s == pytest.approx(blocks * solo)
+    for key, plan in by.items():
+        assert plan.decode_s > 0
+        if key[0] in ("sequence", "patch"):  # the one block, decoded on rank 0
+            assert plan.decode_s == pytest.approx(blocks * solo)
+    stages, branches = by[("frames", 2, False)].decode_s, by[("frames", 2, True)].decode_s
+    if spec.decode_by_frames:
+        assert stages == pytest.approx(blocks * corun / 2)
+        assert branches == pytest.approx(blocks * corun * math.ceil(block / 2) / block)
+    else:  # a causal VAE: the stages balance it, the branches wait for rank 0's
+        assert blocks * corun / 2 <= stages <= blocks * corun
+        assert branches == pytest.approx(blocks * corun)
+    assert all(p.render_s > p.decode_s for p in plans)
+    assert by[("none", 1, False)].as_dict()["predicted_decode_s"] == by[("none", 1, False)].decode_s
