@@ -333,11 +333,13 @@ class VideoSession:
         return frames
 
     def _decode_for_partner(self, block: int, latent: torch.Tensor) -> None:
-        """CFG parallel, rank 1: the later frames of a finished block decoded and sent to rank 0, which writes."""
+        """CFG parallel, rank 1: the later frames of a finished block decoded and sent to rank 0, which writes; the
+        bytes counted as the CFG group's ``frames`` (``report["cfg"]["bytes_sent"]``)."""
         frames = torch.from_numpy(np.ascontiguousarray(self._decode_share(latent[:, :, self.branch_share :])))
-        group = self.cfg.comm.group
-        dist.send(torch.tensor(frames.shape, dtype=torch.int64), self.cfg.partner, group=group, tag=BRANCH_FRAMES_TAG)
-        dist.send(frames, self.cfg.partner, group=group, tag=BRANCH_FRAMES_TAG)
+        comm, shape = self.cfg.comm, torch.tensor(frames.shape, dtype=torch.int64)
+        for tensor in (shape, frames):
+            dist.send(tensor, self.cfg.partner, group=comm.group, tag=BRANCH_FRAMES_TAG)
+            comm.count("frames", self.cfg.partner, tensor.numel() * tensor.element_size())
 
     def _write_with_partner(self, block: int, latent: torch.Tensor) -> None:
         """CFG parallel, rank 0: a finished block's first frames decoded here, the rest received from the partner

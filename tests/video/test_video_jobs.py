@@ -129,6 +129,9 @@ def test_guided_frame_pipeline_with_a_branch_per_worker_survives_a_killed_worker
     meta = json.loads(open(whole.status()["outputs"]["metadata"]).read())
     assert [worker["cfg"]["branch"] for worker in meta["workers"]] == ["cond", "uncond"]
     assert all(worker["decode_cpu_s"] > 0 for worker in meta["workers"])  # the partner decodes half of each block
+    # and sends rank 0 its frame of each 2-frame block: a 4-number shape, then 32 x 32 x 3 bytes, counted
+    sent = [worker["cfg"]["bytes_sent"].get("frames", {}) for worker in meta["workers"]]
+    assert not sent[0] and sum(sent[1].values()) == 6 * (4 * 8 + 32 * 32 * 3)
     levels = np.abs(decoded_frames(whole.status()).astype(int) - decoded_frames(one.status()).astype(int))
     assert levels.mean() < 0.5, levels.max()  # latents within 1e-6 (tests/video/test_frame_cfg_split.py)
 
