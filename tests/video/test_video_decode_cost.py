@@ -8,8 +8,10 @@ import math
 
 import pytest
 import torch
+from _tiny_cogvideox import save_tiny_cogvideox
 from _tiny_hunyuanvideo import save_tiny_hunyuanvideo
 from _tiny_ltx import save_tiny_ltx
+from _tiny_wan22 import save_tiny_wan_i2v
 from _tiny_wan_pipeline import save_tiny_wan_pipeline
 from torch.utils.flop_counter import FlopCounterMode
 
@@ -25,13 +27,15 @@ def dirs(tmp_path_factory):
     return {
         "builtin": resolve_model("builtin-video"),
         "wan": save_tiny_wan_pipeline(root / "wan"),
+        "wan-i2v": save_tiny_wan_i2v(root / "wan-i2v"),  # its transformer takes 36 channels, its VAE's latent 16
+        "cogvideox": save_tiny_cogvideox(root / "cogvideox"),
         "ltx": save_tiny_ltx(root / "ltx"),
         "hunyuan": save_tiny_hunyuanvideo(root / "hunyuan"),
     }
 
 
 @torch.no_grad()
-@pytest.mark.parametrize("name", ["builtin", "wan", "ltx", "hunyuan"])
+@pytest.mark.parametrize("name", ["builtin", "wan", "wan-i2v", "cogvideox", "ltx", "hunyuan"])
 def test_the_decode_counted_on_meta_is_the_vaes(dirs, name):
     family = family_for_dir(dirs[name])
     spec = family.cost_model(dirs[name], "float32")
