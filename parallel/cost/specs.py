@@ -63,9 +63,6 @@ class LinkSpec:
     """Latency of one message or one collective step."""
     overlaps_compute: bool = True
     """Whether transfers proceed beside compute (copy engines) or take the compute's cores (gloo on CPU)."""
-    decode_efficiency: float = 1.0
-    """A video VAE decode's throughput relative to ``flops``: wide convolutions, which run nearer the peak than the
-    denoiser forward ``flops`` is calibrated on (measured per device; 1: not measured)."""
     description: str = ""
     """Free text: where the figures come from."""
 
