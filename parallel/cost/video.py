@@ -159,9 +159,12 @@ def rank_video_plans(
         return plans
     whole = video_profile(spec, height, width, latent_frames, batch, device, specs_yaml)
     split_branches = batch == 2
-    decode = blocks * solo_s  # the one block, decoded on rank 0 after the last step
+    whole_s = blocks * solo_s  # the one block, decoded on rank 0 after the last step
 
     def whole_plan(strategy: str, n: int, p: Prediction, cfg: bool = False) -> VideoPlan:
+        decode = whole_s
+        if cfg and n == 2 and spec.decode_by_frames:  # a worker per branch: the partner decodes the later half
+            decode = blocks * corun_s * math.ceil(latent_frames / 2) / latent_frames
         return VideoPlan(strategy, n, p.mean_step_s * steps + decode, p, cfg=cfg, decode_s=decode)
 
     if "sequence" in wanted:

@@ -12,7 +12,8 @@ on 2 CPU workers") and the strategies place it differently:
 - a guidance branch per worker (``parallel.cfg`` on the frame pipeline) keeps the two workers in step every work
   item: the partner decodes half of a per-frame VAE's block, a causal VAE's block decodes on rank 0 while the
   partner waits;
-- the whole-video strategies (sequence, patch) decode their one block on rank 0 after the last step.
+- the whole-video strategies (sequence, patch) decode their one block on rank 0 after the last step, or with a
+  guidance branch per worker on 2 workers and a per-frame VAE, half of it on each.
 
 The decode of ``frames`` latent frames is profiled on the meta device (``profile_module``: FLOPs and ops, no
 weights) and priced as any forward is (``compute_seconds``). A causal VAE's block is profiled as the video's first

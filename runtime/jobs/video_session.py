@@ -217,9 +217,11 @@ class VideoSession:
             if rank == 0:
                 self.pipeline.on_block_done = splitter.block_done
         self.branch_share = None
-        """The frame pipeline under CFG parallel with a VAE whose frames decode apart: the latent frames of each
-        finished block rank 0 decodes; its partner, which holds the same latent, decodes the rest and sends them."""
-        if self.branches and getattr(pipe, "frames_decode_apart", False) and config.block_frames > 1:
+        """CFG parallel with one worker per branch (the frame pipeline's branch split, or a whole-video strategy on 2
+        workers) and a VAE whose frames decode apart: the latent frames of each finished block rank 0 decodes; its
+        partner, which holds the same latent, decodes the rest and sends them."""
+        one_per_branch = self.branches or (self.cfg is not None and self.sequence_group is None)
+        if one_per_branch and getattr(pipe, "frames_decode_apart", False) and config.block_frames > 1:
             self.branch_share = config.block_frames - config.block_frames // 2
             self.pipeline.on_block_done = self._write_with_partner if self.writer is not None else self._decode_for_partner
         self.setup_s = time.perf_counter() - started

@@ -124,3 +124,26 @@ def keep_latents(session) -> dict[int, torch.Tensor]:
 def render_sessions(rank: int, world: int, renders: list[tuple[str, str, dict]]) -> list[dict]:
     """``render_session`` for each (model_dir, out_dir, task_fields) in turn, on one process group."""
     return [render_session(rank, world, *render) for render in renders]
+
+
+class NpyFrames:
+    """A stage-0 sink (the ``StreamingMP4Writer`` interface) that keeps the decoded uint8 frames and saves them to
+    ``path`` (.npy) on close: frames compared before a lossy encode, whose choices can part near-equal inputs."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self.blocks: list = []
+        self.frames = 0
+
+    def append(self, frames) -> None:
+        self.blocks.append(frames.copy())
+        self.frames += int(frames.shape[0])
+
+    def close(self) -> str:
+        import numpy as np
+
+        np.save(self.path, np.concatenate(self.blocks))
+        return self.path
+
+    def abort(self) -> None:
+        self.blocks = []

@@ -84,7 +84,10 @@ def test_each_strategy_places_the_decode(dirs, name):
     assert by[("none", 1, False)].decode_s == pytest.approx(blocks * solo)
     for key, plan in by.items():
         assert plan.decode_s > 0
-        if key[0] in ("sequence", "patch"):  # the one block, decoded on rank 0
+        if key[0] in ("sequence", "patch") and key[1:] == (2, True) and spec.decode_by_frames:
+            # a worker per branch, each decoding half of the one block's frames
+            assert plan.decode_s == pytest.approx(blocks * corun * math.ceil(latent_frames / 2) / latent_frames)
+        elif key[0] in ("sequence", "patch"):  # the one block, decoded on rank 0
             assert plan.decode_s == pytest.approx(blocks * solo)
     stages, branches = by[("frames", 2, False)].decode_s, by[("frames", 2, True)].decode_s
     if spec.decode_by_frames:
