@@ -72,6 +72,9 @@ class ModelSpec:
     decode_by_frames: bool = False
     """A video model whose VAE decodes each frame apart (an image VAE applied per frame): stages may share a block's
     decode; otherwise its (causal) VAE decodes whole blocks, in order, on one worker."""
+    decode_extra_frames: int = 0
+    """Latent frames a block's decode takes beyond its own: a windowed VAE's context (LTX-Video's, both ways), a
+    temporally tiled one's look-back to a tile start (HunyuanVideo's, on average)."""
     extra: dict[str, Any] = field(default_factory=dict)
     """Per-kind extras (e.g. SDXL's pooled-text and time-id widths; an MMDiT's pooled projection width)."""
     packing: int = 1

@@ -297,7 +297,16 @@ class ModelFamily:
         if not hasattr(diffusers, name):
             return {}
         config = {k: v for k, v in vae.items() if not k.startswith("_")}
-        return {"vae_class": name, "vae_config": config, "decode_by_frames": name == "AutoencoderKL"}
+        return {
+            "vae_class": name,
+            "vae_config": config,
+            "decode_by_frames": name == "AutoencoderKL",
+            "decode_extra_frames": self.cost_decode_extra_frames(config),
+        }
+
+    def cost_decode_extra_frames(self, vae_config: dict) -> int:
+        """``ModelSpec.decode_extra_frames``: the family's ``decode_context`` both ways (a job may ask for another)."""
+        return 2 * (self.decode_context or 0)
 
     def cost_decoder(self, path: str | Path) -> dict | None:
         """The VAE's config as ``ModelSpec.vae_config``, when it is the decode the cost model can build

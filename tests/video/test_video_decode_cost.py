@@ -98,3 +98,31 @@ def test_each_strategy_places_the_decode(dirs, name):
         assert branches == pytest.approx(blocks * corun)
     assert all(p.render_s > p.decode_s for p in plans)
     assert by[("none", 1, False)].as_dict()["predicted_decode_s"] == by[("none", 1, False)].decode_s
+
+
+@pytest.mark.parametrize("name", ["ltx", "hunyuan"])
+def test_a_blocks_decode_is_priced_with_the_frames_it_takes_again(dirs, name):
+    """LTX-Video's window takes ``decode_context`` latent frames each way; HunyuanVideo's decoder goes back to a
+    tile start, ``stride + 1`` to ``2 stride`` latent frames: their mean. A whole-video plan decodes none again."""
+    family = family_for_dir(dirs[name])
+    spec = family.cost_model(dirs[name], "float32")
+    if name == "ltx":
+        assert spec.decode_extra_frames == 2 * family.decode_context
+    else:
+        decoder = family.load(dirs[name], "float32", "cpu").block_decoder()
+        back = [start - decoder._tile_start(start) for start in range(2 * decoder.stride + 1, 3 * decoder.stride + 1)]
+        assert spec.decode_extra_frames == sum(back) // len(back) > 0
+    height = width = 64
+    latent_frames, block, steps = 24, 2, 2
+    window = min(latent_frames, block + spec.decode_extra_frames)
+    plans = rank_video_plans(spec, height, width, latent_frames, block, steps, 2, max_stages=4, batch=1)
+    by = {(p.strategy, p.degree, p.cfg): p for p in plans}
+    blocks = latent_frames // block
+    assert by[("none", 1, False)].decode_s == pytest.approx(
+        blocks * block_decode_s(spec, height, width, window, "cpu-core", False)
+    )
+    whole = [p for p in plans if p.strategy in ("sequence", "patch")]
+    assert whole and all(
+        p.decode_s == pytest.approx(blocks * block_decode_s(spec, height, width, block, "cpu-core", False))
+        for p in whole
+    )

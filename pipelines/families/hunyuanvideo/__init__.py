@@ -30,6 +30,18 @@ class HunyuanVideoFamily(ModelFamily):
     samplers = ()  # a video renders with the scheduler its directory names (flow matching)
     strategies = ("none", "frames", "sequence", "patch")
 
+    def cost_decode_extra_frames(self, vae_config: dict) -> int:
+        """The latent frames before a block its decode takes again (``decode.HunyuanBlockDecoder``): back to a tile
+        start of the whole video, between ``stride + 1`` and ``2 stride`` of them, so ``(3 stride + 1) / 2`` on
+        average; ``stride`` is diffusers' temporal tile stride (12 frames) in latent frames."""
+        import torch
+        from diffusers import AutoencoderKLHunyuanVideo
+
+        with torch.device("meta"):
+            vae = AutoencoderKLHunyuanVideo.from_config(vae_config)
+        stride = max(1, int(vae.tile_sample_stride_num_frames) // int(vae_config.get("temporal_compression_ratio", 4)))
+        return (3 * stride + 1) // 2 if vae.use_framewise_decoding else 1
+
     def check_dir(self, path: Path, index: dict) -> None:
         from pipelines.families.hunyuanvideo.loading import check_hunyuan_dir
 
