@@ -407,6 +407,8 @@ class VideoSpec(JobSpec):
             return {"strategy": "frames" if degree > 1 else "none", "degree": degree, "predicted": None}
         from parallel.cost.video import pick_video_plan, rank_video_plans
 
+        if self.decode_context is not None:  # the job's own window of a windowed VAE's decode (LTX-Video's)
+            described = replace(described, decode_extra_frames=2 * self.decode_context)
         factor = family.temporal_factor(path)
         plans = rank_video_plans(
             described,

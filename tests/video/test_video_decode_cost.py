@@ -126,3 +126,23 @@ def test_a_blocks_decode_is_priced_with_the_frames_it_takes_again(dirs, name):
         p.decode_s == pytest.approx(blocks * block_decode_s(spec, height, width, block, "cpu-core", False))
         for p in whole
     )
+
+
+def test_a_jobs_own_decode_context_prices_its_window(dirs):
+    """``decode_context`` on an LTX-Video job (its window both ways) is what ``strategy=auto`` prices, not the
+    family's default."""
+    from cluster.jobs.video import VideoSpec
+    from cluster.scheduler import CostModelDegreeRule, auto_choice
+
+    rule = CostModelDegreeRule()
+    spec = family_for_dir(dirs["ltx"]).cost_model(dirs["ltx"], "float32")
+    fields = dict(prompt="x", model=str(dirs["ltx"]), frames=24, block_frames=8, height=64, width=96, steps=3,
+                  context_frames=0, parallel={"strategy": "auto", "degree": "auto"})
+    decode = {}
+    for context in (None, 0, 1):
+        job = VideoSpec.from_dict(dict(fields, **({} if context is None else {"decode_context": context})))
+        plans = auto_choice(job, job.model, 2, rule)["considered"]
+        decode[context] = next(p["predicted_decode_s"] for p in plans if p["strategy"] == "none")
+    one = [block_decode_s(spec, 64, 96, frames, rule.device, False) for frames in (1, 3)]  # 3 latent frames, blocks of 1
+    assert decode[0] == pytest.approx(3 * one[0])  # no context: each block alone
+    assert decode[1] == decode[None] == pytest.approx(3 * one[1])  # the window reaches the whole (3-frame) video
