@@ -131,14 +131,15 @@ def rank_video_plans(
     items = blocks * steps
     stages = blocks if max_stages is None else min(max_stages, blocks)
     block = video_profile(spec, height, width, block_latent_frames, batch, device, specs_yaml)
-    # a block's decode, alone and beside busy workers, with the frames it takes beyond its own; the last block's
-    # shorter decode priced pro rata
+
+    def decode_total(read: int, corun: bool) -> float:
+        """Seconds of the video's decode in blocks that each read ``read`` latent frames (alone, or beside busy
+        workers); the last block's shorter decode priced pro rata."""
+        return block_decode_s(spec, height, width, read, device, corun, specs_yaml) * latent_frames / block_latent_frames
+
+    # a block-wise decode reads the frames it takes beyond the block's own; a whole-video one none again
     window = min(latent_frames, block_latent_frames + spec.decode_extra_frames)
-    solo_s, corun_s = (
-        block_decode_s(spec, height, width, window, device, corun, specs_yaml) * latent_frames
-        / (blocks * block_latent_frames)
-        for corun in (False, True)
-    )
+    solo_s, corun_s = decode_total(window, False) / blocks, decode_total(window, True) / blocks
     plans = []
     most = min(free_workers, stages) if "frames" in wanted else 1
     item_s = 0.0
@@ -161,18 +162,13 @@ def rank_video_plans(
         return plans
     whole = video_profile(spec, height, width, latent_frames, batch, device, specs_yaml)
     split_branches = batch == 2
-    # the one block, decoded on rank 0 after the last step (the video's frames, none again), or half on each of a
-    # worker per branch where the frames decode apart
-    whole_s, halves_s = (
-        block_decode_s(spec, height, width, block_latent_frames, device, corun, specs_yaml) * latent_frames
-        / block_latent_frames
-        for corun in (False, True)
-    )
 
     def whole_plan(strategy: str, n: int, p: Prediction, cfg: bool = False) -> VideoPlan:
-        decode = whole_s
-        if cfg and n == 2 and spec.decode_by_frames:  # the partner decodes the later half
-            decode = halves_s * math.ceil(latent_frames / 2) / latent_frames
+        """The one block, decoded on rank 0 after the last step, or half on each of a worker per branch where the
+        frames decode apart (the partner the later half)."""
+        decode = decode_total(block_latent_frames, False)
+        if cfg and n == 2 and spec.decode_by_frames:
+            decode = decode_total(block_latent_frames, True) * math.ceil(latent_frames / 2) / latent_frames
         return VideoPlan(strategy, n, p.mean_step_s * steps + decode, p, cfg=cfg, decode_s=decode)
 
     if "sequence" in wanted:

@@ -54,6 +54,13 @@ class _Decode(torch.nn.Module):
         return self.vae.decode(latent, return_dict=False)[0]
 
 
+def vae_latent_channels(spec: ModelSpec) -> int:
+    """The latent channels the VAE decodes: its own (``latent_channels``, Wan's ``z_dim``), not the transformer's
+    input (an image-to-video transformer takes more: Wan I2V's 36 against 16)."""
+    config = spec.vae_config or {}
+    return int(config.get("latent_channels", config.get("z_dim", spec.latent_channels)))
+
+
 def decode_flops(spec: ModelSpec, height: int, width: int, frames: int, dtype: str) -> tuple[int, int] | None:
     """(FLOPs, ops) of decoding ``frames`` latent frames at this size (None: the spec names no VAE, or its decode
     cannot run on meta). A per-frame VAE decodes them as a batch of images."""
@@ -66,8 +73,7 @@ def decode_flops(spec: ModelSpec, height: int, width: int, frames: int, dtype: s
             _FLOPS.clear()
         vae = build_vae_decoder_meta(spec, getattr(torch, dtype))
         rows, columns = height // spec.vae_scale, width // spec.vae_scale
-        # the VAE's own latent channels: an image-to-video transformer takes more (Wan I2V's 36 against 16)
-        channels = int(spec.vae_config.get("latent_channels", spec.vae_config.get("z_dim", spec.latent_channels)))
+        channels = vae_latent_channels(spec)
         shape = (frames, channels, rows, columns) if spec.decode_by_frames else (1, channels, frames, rows, columns)
         latent = torch.empty(shape, device="meta", dtype=getattr(torch, dtype))
         try:

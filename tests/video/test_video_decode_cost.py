@@ -16,7 +16,7 @@ from _tiny_wan_pipeline import save_tiny_wan_pipeline
 from torch.utils.flop_counter import FlopCounterMode
 
 from parallel.cost.video import rank_video_plans
-from parallel.cost.video_decode import block_decode_s, decode_flops, pipeline_decode_s
+from parallel.cost.video_decode import block_decode_s, decode_flops, pipeline_decode_s, vae_latent_channels
 from pipelines.builtin import resolve_model
 from pipelines.families import family_for_dir
 
@@ -45,7 +45,7 @@ def test_the_decode_counted_on_meta_is_the_vaes(dirs, name):
     height, width, frames = 64, 64, 2
     counted = decode_flops(spec, height, width, frames, "float32")
     assert counted is not None and counted[0] > 0
-    channels = int(spec.vae_config.get("latent_channels", spec.vae_config.get("z_dim", 0)))
+    channels = vae_latent_channels(spec)
     rows, cols = height // spec.vae_scale, width // spec.vae_scale
     latent = torch.randn((frames, channels, rows, cols) if spec.decode_by_frames else (1, channels, frames, rows, cols))
     extra = (torch.zeros(1),) if getattr(vae.config, "timestep_conditioning", False) else ()
