@@ -174,3 +174,18 @@ class BranchSplit:
     def hidden_shape(self, batch: int = 1, cond: Any = None) -> tuple[int, ...]:
         return self.inner.hidden_shape(1, cond)
 
+    @property
+    def without_exchange(self) -> BranchSplit:
+        """The same pieces with a head that does not swap (``BranchAlone``): what the frame pipeline times its layers
+        on, each branch's first stage on its own; a swap there would pair workers that may not both be timing (the
+        costs are kept per worker, ``partition.layer_costs``)."""
+        return BranchAlone(self.inner, self.layout)
+
+
+class BranchAlone(BranchSplit):
+    """``BranchSplit`` without its partner: the head returns this branch's output in both rows (timing only)."""
+
+    def head(self, hidden: torch.Tensor, cond: Any) -> torch.Tensor:
+        output = self.inner.head(hidden, cond)
+        return torch.cat([output, output])
+

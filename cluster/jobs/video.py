@@ -82,8 +82,9 @@ class VideoParallelSpec(ParallelBase):
     cfg: bool = False
     """CFG parallel, with guidance: the conditional branch on half the workers, the unconditional one on the other
     half; partners swap their outputs. For the whole-video strategies (sequence, patch) each half splits its
-    forward as the strategy says (``split_degree`` workers); for the frame pipeline (degree 2) each worker renders
-    the video block-wise on its branch alone (false: both branches batched through its stages). Strategy "auto"
+    forward as the strategy says (``split_degree`` workers); for the frame pipeline each half renders the video
+    block-wise on its branch alone, as a pipeline of ``split_degree`` stages whose last stages swap (degree 2: one
+    stage each; false: both branches batched through all the stages). Strategy "auto"
     sets it itself, where the cost model predicts the split fastest (whole-video strategies only)."""
 
     @property
@@ -259,16 +260,14 @@ class VideoSpec(JobSpec):
             return
         if par.degree < 1:
             raise SpecError("parallel.degree", f"must be at least 1, got {par.degree}")
-        if par.cfg:  # one one-stage pipeline per guidance branch (_check_cfg): no stages to fit
-            return
-        if par.degree > self._layers:
-            raise SpecError(
-                "parallel.degree", f"{par.degree} stages exceed the model's {self._layers} transformer blocks"
-            )
-        if par.degree > self.blocks:
+        stages = par.split_degree  # under CFG parallel (_check_cfg) each guidance branch its own pipeline of half
+        what = f"{stages} stages" + (f" (a guidance branch on each {stages} of the {par.degree} workers)" if par.cfg else "")
+        if stages > self._layers:
+            raise SpecError("parallel.degree", f"{what} exceed the model's {self._layers} transformer blocks")
+        if stages > self.blocks:
             raise SpecError(
                 "parallel.degree",
-                f"{par.degree} stages exceed the {self.blocks} frame blocks of frames={self.frames} with "
+                f"{what} exceed the {self.blocks} frame blocks of frames={self.frames} with "
                 f"block_frames={self.block_frames}; render more frames or use smaller blocks",
             )
 
@@ -302,7 +301,8 @@ class VideoSpec(JobSpec):
             raise SpecError("parallel.stale_dtype", f"expected None or one of {STALE_DTYPES}, got {par.stale_dtype!r}")
 
     def _check_cfg(self) -> None:
-        """CFG parallel: a whole-video strategy with guidance, on an even number of workers (a branch per half)."""
+        """CFG parallel: the frame pipeline or a whole-video strategy with guidance, on an even number of workers (a
+        branch per half)."""
         par = self.parallel
         if par.strategy == AUTO:
             raise SpecError(
@@ -313,14 +313,14 @@ class VideoSpec(JobSpec):
         if par.strategy not in (*WHOLE_VIDEO, "frames"):
             raise SpecError(
                 "parallel.cfg",
-                "CFG parallel splits the workers of the frame pipeline (degree 2) or of a whole-video strategy "
+                "CFG parallel splits the workers of the frame pipeline or of a whole-video strategy "
                 f"(sequence, patch), got strategy {par.strategy!r}: set parallel.cfg=false",
             )
-        if par.strategy == "frames" and par.degree != 2:
+        if par.strategy == "frames" and not isinstance(par.degree, int):
             raise SpecError(
                 "parallel.degree",
-                "the frame pipeline with CFG parallel runs one guidance branch per worker, each a whole one-stage "
-                f"pipeline: degree 2, got {par.degree!r} (parallel.cfg=false batches both branches through its stages)",
+                "the frame pipeline with CFG parallel runs each guidance branch as a pipeline of half the workers: an "
+                f"even number of them, got {par.degree!r} (parallel.cfg=false batches both branches through its stages)",
             )
         if self.guidance_scale <= 1.0:
             raise SpecError(

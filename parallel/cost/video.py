@@ -11,9 +11,9 @@ one block each through its stages, ``items + stages - 1`` ticks (the profile is 
 ``patch`` (row bands of every frame, a patch row at least each) run ``steps`` forwards of the whole video (the
 profile is of the whole latent video). With both guidance branches (``batch`` 2), each whole-video strategy is
 also weighed with CFG parallel (``VideoPlan.cfg``: a branch on each half of the workers, priced as the image
-strategies "sequence-cfg" and "cfg" are), and so is the frame pipeline on 2 workers (a branch per worker, each
-rendering every block on one stage: priced as "cfg" of one band per branch on the block); its stages otherwise
-batch the branches. One worker renders block-wise (the frame pipeline on one stage). As
+strategies "sequence-cfg" and "cfg" are), and so is the frame pipeline (a branch per worker on 2 workers, each
+rendering every block on one stage: priced as "cfg" of one band per branch on the block; on 2n workers a branch per
+pipeline of n stages at batch 1, the last stages swapping outputs); its stages otherwise batch the branches. One worker renders block-wise (the frame pipeline on one stage). As
 for images (``parallel.cost.choose``), a larger degree is taken only when it is predicted ``min_gain`` faster
 than the best at fewer workers, and a plan must fit the device's memory.
 
@@ -158,6 +158,8 @@ def rank_video_plans(
         share = math.ceil(block_latent_frames / 2) / block_latent_frames if spec.decode_by_frames else 1.0
         decode = blocks * corun_s * share
         plans.append(VideoPlan("frames", 2, p.mean_step_s * items + decode, p, cfg=True, decode_s=decode))
+        plans += _branch_pipelines(spec, height, width, block_latent_frames, steps, blocks, corun_s,
+                                   min(stages, free_workers // 2), device, link, specs_yaml)
     if free_workers < 2 or not wanted & {"sequence", "patch"}:
         return plans
     whole = video_profile(spec, height, width, latent_frames, batch, device, specs_yaml)
@@ -190,6 +192,38 @@ def rank_video_plans(
                 p = predict(whole, "cfg", n, device, link, mode, steps=steps, warmup_steps=warmup_steps,
                             specs_yaml=specs_yaml)
                 plans.append(whole_plan("patch", n, p, cfg=True))
+    return plans
+
+
+def _branch_pipelines(
+    spec: ModelSpec,
+    height: int,
+    width: int,
+    block_latent_frames: int,
+    steps: int,
+    blocks: int,
+    decode_block_s: float,
+    most: int,
+    device: str,
+    link: str,
+    specs_yaml: str | None,
+) -> list[VideoPlan]:
+    """The frame pipeline with a guidance branch per half of 2n workers, each half a pipeline of n >= 2 stages
+    running its branch alone (batch 1), the last stages swapping one branch's output per work item; the
+    conditional branch decodes as its n stages would alone (``decode_block_s`` a block's decode beside busy
+    workers), the unconditional one none, waiting for it at the swaps."""
+    if most < 2:
+        return []
+    half = video_profile(spec, height, width, block_latent_frames, 1, device, specs_yaml)
+    items = blocks * steps
+    one_s = predict(half, "none", 1, device, link, steps=steps, specs_yaml=specs_yaml).mean_step_s
+    swap_s = load_specs(*([specs_yaml] if specs_yaml else [])).link(link).seconds(half.latent_bytes, 1)
+    plans = []
+    for n in range(2, most + 1):
+        p = predict(half, "frame-pipeline", n, device, link, steps=steps, pipeline_items=items, specs_yaml=specs_yaml)
+        decode = pipeline_decode_s(one_s, decode_block_s, blocks, steps, n, spec.decode_by_frames)
+        plans.append(VideoPlan("frames", 2 * n, (p.mean_step_s + swap_s) * items + decode, p, cfg=True,
+                               decode_s=decode))
     return plans
 
 

@@ -11,7 +11,8 @@ on 2 CPU workers") and the strategies place it differently:
   that lengthens the render least, which the stage balance gives fewer layers (``parallel.frames.partition``);
 - a guidance branch per worker (``parallel.cfg`` on the frame pipeline) keeps the two workers in step every work
   item: the partner decodes half of a per-frame VAE's block, a causal VAE's block decodes on rank 0 while the
-  partner waits;
+  partner waits; with a pipeline of stages per branch, the conditional branch's stages decode as they would alone
+  and the unconditional branch waits;
 - the whole-video strategies (sequence, patch) decode their one block on rank 0 after the last step, or with a
   guidance branch per worker on 2 workers and a per-frame VAE, half of it on each.
 

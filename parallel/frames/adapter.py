@@ -49,7 +49,9 @@ class FrameAdapter(Protocol):
     def head(self, hidden: torch.Tensor, cond: Any) -> torch.Tensor:
         """[B, tokens, dim] -> [B, C, F, H, W] model output. An adapter may set ``output_dtype`` (e.g. float32,
         where its diffusers pipeline upcasts the noise prediction before guidance) when ``head`` returns another
-        dtype than the hidden states': the last stage sends the output to stage 0 in it."""
+        dtype than the hidden states': the last stage sends the output to stage 0 in it. An adapter whose head
+        exchanges with other workers (a guidance branch per pipeline) may offer ``without_exchange``, the same
+        pieces with a head that does not, which the pipeline times its layers on."""
 
     def hidden_shape(self, batch: int = 1, cond: Any = None) -> tuple[int, int, int]:
         """The shape of the hidden states that travel between stages (``cond``: a step's ``conditions``, for a

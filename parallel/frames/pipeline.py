@@ -219,8 +219,9 @@ class FramePipeline:
             costs = [1.0] * self.adapter.num_layers
             boundaries = [0, self.adapter.num_layers]
             if self.stages > 1:
+                timed = getattr(self.adapter, "without_exchange", self.adapter)  # an adapter's head may swap outputs
                 measured = (  # rank 0's are the ones every rank uses (broadcast)
-                    layer_costs(self.adapter, self.text, self.batch)
+                    layer_costs(timed, self.text, self.batch)
                     if self.rank == 0
                     else [0.0] * self.adapter.num_layers
                 )

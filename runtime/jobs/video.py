@@ -104,7 +104,7 @@ def run_video_render(
     return {
         "strategy": spec.parallel.strategy,  # "none": the frame pipeline on one stage
         "degree": degree,
-        "stages": degree,
+        "stages": spec.parallel.split_degree if spec.parallel.strategy == "frames" else degree,  # cfg: per branch
         "backend": backend,
         "frames": head["frames"],
         "blocks": head["blocks"],

@@ -122,15 +122,22 @@ class VideoSession:
         """Strategies sequence and patch on a group: each worker runs the whole one-block queue itself (no stages),
         so the frame pipeline gets no group."""
         self.branches = spec.parallel.strategy == "frames" and spec.parallel.cfg and group is not None
-        """The frame pipeline under CFG parallel: each of the 2 workers renders the video block-wise on one stage,
-        its guidance branch only, and swaps every model output with its partner (``BranchSplit``)."""
+        """The frame pipeline under CFG parallel: each half of the workers renders the video block-wise, its guidance
+        branch only, as a pipeline of its own stages (one stage each on 2 workers), and the last stages swap every
+        model output (``BranchSplit``)."""
         self.cfg = make_cfg_groups(group) if (self.whole or self.branches) and spec.parallel.cfg else None
         """CFG parallel: this worker's guidance branch, its half of the group, its partner (``BranchSplit``)."""
         split = (self.cfg.patch_group if self.cfg is not None else group) if self.whole else None
         self.sequence_group = split if split is not None and dist.get_world_size(split) > 1 else None
         """The group every forward is split over (a branch's half under CFG parallel; None when it is one worker)."""
-        if self.whole or self.branches:
+        self.decodes = not (self.branches and self.cfg.patch_degree > 1 and not self.cfg.is_cond)
+        """Whether this worker's branch decodes the finished blocks: under the branch split with stages, the
+        conditional branch's pipeline decodes them as it would alone; the unconditional one, which steps the same
+        latents, decodes none (with one stage per branch, the partner decodes half: ``branch_share``)."""
+        if self.whole:
             group = None
+        elif self.branches:  # the branch's own stages (None: one stage)
+            group = self.cfg.patch_group if self.cfg.patch_degree > 1 else None
         self.bands = None
         """Strategy patch (or a family's own sequence plan): one ``parallel.patch.PatchHandle`` per model put under
         the plan (``ModelFamily.whole_video_modules``)."""
@@ -199,9 +206,9 @@ class VideoSession:
         shares = self.pipeline.decode_shares
         whole = shares.index(config.block_frames) if config.block_frames in shares else None
         decoding = None if by_frames and whole != 0 else whole  # the stage with self.decode (None: split)
-        if decoding is not None and rank == decoding:
+        if decoding is not None and rank == decoding and self.decodes:  # the conditional branch: rank is its stage
             self.decode = self._block_decoder()
-        if shares[0] != config.block_frames:
+        if shares[0] != config.block_frames and self.decodes:
             splitter = SplitDecoder(
                 group,
                 shares,
@@ -220,7 +227,7 @@ class VideoSession:
         """CFG parallel with one worker per branch (the frame pipeline's branch split, or a whole-video strategy on 2
         workers) and a VAE whose frames decode apart: the latent frames of each finished block rank 0 decodes; its
         partner, which holds the same latent, decodes the rest and sends them."""
-        one_per_branch = self.branches or (self.cfg is not None and self.sequence_group is None)
+        one_per_branch = self.cfg is not None and self.pipeline.stages == 1 and self.sequence_group is None
         if one_per_branch and getattr(pipe, "frames_decode_apart", False) and config.block_frames > 1:
             self.branch_share = config.block_frames - config.block_frames // 2
             self.pipeline.on_block_done = self._write_with_partner if self.writer is not None else self._decode_for_partner

@@ -96,14 +96,20 @@ batches them (``parallel.frames.text.batch_guided``)."""
 
 
 def _branches_batched(states: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Every stage's cache entries; from two workers that each hold one guidance branch (the frame pipeline under
-    CFG parallel) each entry's two branches joined into the batch one worker renders with both, so the state does
-    not depend on the layout. A whole-video split's (one block, no context: nothing in it is read) as it is."""
-    branches = sorted(str(s.get("branch")) for s in states)
-    if branches != sorted(BRANCH_ROWS):
-        return [entry for s in states for entry in s["cache"]]
-    ordered = sorted(states, key=lambda s: BRANCH_ROWS[s["branch"]])
-    keyed = [{(e["layer"], e["block"], e["edge"]): e for e in s["cache"]} for s in ordered]
+    """Every stage's cache entries; from workers that each hold one guidance branch (the frame pipeline under CFG
+    parallel: a branch per worker, or per pipeline of several stages) each entry's two branches joined into the
+    batch one worker renders with both, so the state does not depend on the layout. A whole-video split's (one
+    block, no context: nothing in it is read; its workers' bands share keys) as it is."""
+    as_is = [entry for s in states for entry in s["cache"]]
+    if sorted({str(s.get("branch")) for s in states}) != sorted(BRANCH_ROWS):
+        return as_is
+    keyed: list[dict] = [{}, {}]  # per branch, in batch order: every stage's entries of its layers
+    for s in states:
+        entries = {(e["layer"], e["block"], e["edge"]): e for e in s["cache"]}
+        held = keyed[BRANCH_ROWS[s["branch"]]]
+        if held.keys() & entries.keys():  # two workers of a branch hold one layer: bands, not stages
+            return as_is
+        held.update(entries)
     if set(keyed[0]) != set(keyed[1]):
         raise ValueError("CFG parallel: the two guidance branches hold different cache entries")
     return [  # in the order a stage exports them

@@ -70,3 +70,18 @@ def test_whole_video_strategies_compose_for_a_video_job():
     assert err.value.field == "parallel.kv_source"
     _, spec, _, _ = _spec_and_pool([*base, "parallel=frames", "parallel.strategy=auto", "parallel.degree=auto"])
     assert (spec.parallel.strategy, spec.parallel.degree) == ("auto", "auto")
+
+
+def test_a_guidance_branch_split_of_the_frame_pipeline_composes():
+    """`parallel=frames parallel.cfg=true` (configs/parallel/frames.yaml carries the field): a branch per worker on
+    2 workers, a pipeline of 2 stages per branch on 4; without guidance it is refused by name."""
+    from cluster.cli_jobs import _spec_and_pool
+    from cluster.errors import SpecError
+
+    base = ["job=video", "frames=32", "guidance_scale=3", "parallel=frames", "parallel.cfg=true"]
+    for degree, stages in ((2, 1), (4, 2)):
+        _, spec, pool, _ = _spec_and_pool([*base, f"parallel.degree={degree}", f"pool.workers={degree}"])
+        assert (spec.parallel.strategy, spec.parallel.cfg, spec.parallel.split_degree) == ("frames", True, stages)
+    with pytest.raises(SpecError) as err:
+        _spec_and_pool([*base, "guidance_scale=1", "parallel.degree=2"])
+    assert err.value.field == "parallel.cfg"

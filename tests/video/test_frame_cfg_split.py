@@ -11,8 +11,7 @@ from _cfg_split_workers import checkpointed_render, resumed_render
 from _parallel_dist import run_ranks
 from _tiny_wan_pipeline import save_tiny_wan_pipeline
 
-from cluster.errors import SpecError
-from cluster.jobs.video import VideoParallelSpec, VideoSpec
+from cluster.jobs.video import VideoParallelSpec
 
 pytestmark = pytest.mark.slow
 
@@ -76,19 +75,6 @@ def test_branch_per_worker_equals_one_worker_and_checkpoints_cross_layouts(wan_d
     on_split = run_ranks(resumed_render, 2, wan_dir, str(tmp_path), _fields(2, True), one["state"], timeout=300)
     _assert_blocks_equal(on_split[0]["latents"], one["latents"], "1 worker's checkpoint resumed on the split")
     assert len(on_split[0]["latents"]) == len(on_one["latents"]) == 4 - state["blocks_finished"]
-
-
-@pytest.mark.parametrize(
-    "parallel, field, words",
-    [
-        ({"strategy": "frames", "degree": 4, "cfg": True}, "parallel.degree", "degree 2"),
-        ({"strategy": "frames", "degree": "auto", "cfg": True}, "parallel.degree", "degree 2"),
-    ],
-)
-def test_a_frame_split_of_other_than_two_workers_is_refused(wan_dir, parallel, field, words):
-    with pytest.raises(SpecError) as err:
-        VideoSpec.from_dict(dict(WAN, model=wan_dir, parallel=parallel))
-    assert err.value.field == field and words in str(err.value)
 
 
 def test_branch_per_worker_for_cogvideox_and_ltx(tmp_path):

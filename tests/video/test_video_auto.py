@@ -120,7 +120,7 @@ def test_guided_frame_pipeline_weighs_a_branch_per_worker():
     args = (described, 256, 256, 16, 8, 3)
     plans = rank_video_plans(*args, 4, max_stages=6, batch=2, device=rule.device, link=rule.link)
     branches = [p for p in plans if p.strategy == "frames" and p.cfg]
-    assert [p.degree for p in branches] == [2]
+    assert [p.degree for p in branches] == [2, 4]  # 4: a pipeline of 2 stages per branch
     stages = next(p for p in plans if p.strategy == "frames" and p.degree == 2 and not p.cfg)
     assert branches[0].render_s < stages.render_s  # 2 blocks: the stages' fill and drain, the branches' none
     assert not [p for p in rank_video_plans(*args, 4, max_stages=6, batch=1) if p.cfg]
@@ -136,3 +136,33 @@ def test_guided_frame_pipeline_weighs_a_branch_per_worker():
     assert (best.strategy, best.degree, best.cfg) == ("frames", 2, True)
     placed = spec.placed(spec.model, best.degree, choice)
     assert (placed.parallel.strategy, placed.parallel.degree, placed.parallel.cfg, placed.blocks) == ("frames", 2, True, 2)
+
+
+def test_guided_frame_pipeline_weighs_a_pipeline_per_branch():
+    """On 2n free workers the guided frame pipeline is also weighed as a pipeline of n stages per guidance branch
+    (batch 1 through each, the last stages swapping outputs): on 4 workers and 2 blocks, where 4 stages cannot
+    run (a stage per block at most), it halves each worker's share of a work item against a branch per worker and
+    is the pick, placed as ``parallel=frames, degree=4, cfg=true``; the degree follows the stages the video
+    allows (at most ``max_stages`` per branch)."""
+    rule = CostModelDegreeRule()
+    described = WAN.cost_model(resolve_model("builtin-video"), "float32")
+    args = (described, 256, 256, 16, 8, 3)
+    plans = rank_video_plans(*args, 4, max_stages=6, batch=2, device=rule.device, link=rule.link)
+    by_degree = {p.degree: p for p in plans if p.strategy == "frames" and p.cfg}
+    assert sorted(by_degree) == [2, 4]
+    two, four = by_degree[2], by_degree[4]
+    assert four.prediction.strategy == "frame-pipeline" and four.prediction.degree == 2  # 2 stages per branch
+    assert four.render_s < 0.75 * two.render_s
+    assert not [p for p in rank_video_plans(*args, 4, max_stages=1, batch=2) if p.strategy == "frames" and p.degree > 2]
+    long = rank_video_plans(described, 256, 256, 64, 8, 3, 8, max_stages=6, batch=2, device=rule.device, link=rule.link)
+    assert sorted(p.degree for p in long if p.strategy == "frames" and p.cfg) == [2, 4, 6, 8]
+    spec = VideoSpec.from_dict(
+        {"prompt": "x", "negative_prompt": "blurry", "frames": 16, "block_frames": 8, "height": 256, "width": 256,
+         "steps": 3, "guidance_scale": 5.0, "parallel": {"strategy": "auto", "degree": "auto"}}
+    )
+    choice = auto_choice(spec, spec.model, 4, rule)
+    best = pick_video_plan(plans)
+    assert (choice["strategy"], choice["degree"], choice["cfg"]) == (best.strategy, best.degree, best.cfg)
+    assert (best.strategy, best.degree, best.cfg) == ("frames", 4, True)
+    placed = spec.placed(spec.model, best.degree, choice)
+    assert (placed.parallel.degree, placed.parallel.cfg, placed.parallel.split_degree) == (4, True, 2)

@@ -79,7 +79,7 @@ def test_refusals_name_the_field(dirs, tmp_path):
     hunyuan = str(save_tiny_hunyuanvideo(tmp_path / "hunyuanvideo"))
     cases = [
         (dict(WAN, model=dirs["wan"], parallel={"strategy": "none", "degree": 1, "cfg": True}),
-         "parallel.cfg", "frame pipeline (degree 2)"),
+         "parallel.cfg", "splits the workers of the frame pipeline or"),
         (dict(WAN, model=dirs["wan"], guidance_scale=1.0, parallel={"strategy": "sequence", "degree": 2, "cfg": True}),
          "parallel.cfg", "no unconditional branch"),
         (dict(WAN, model=dirs["wan"], parallel={"strategy": "patch", "degree": 3, "cfg": True}),

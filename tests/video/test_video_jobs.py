@@ -128,6 +128,7 @@ def test_guided_frame_pipeline_with_a_branch_per_worker_survives_a_killed_worker
     assert one.wait(timeout_s=300)["state"] == "succeeded" and whole.wait(timeout_s=300)["state"] == "succeeded"
     meta = json.loads(open(whole.status()["outputs"]["metadata"]).read())
     assert [worker["cfg"]["branch"] for worker in meta["workers"]] == ["cond", "uncond"]
+    assert (meta["degree"], meta["stages"]) == (2, 1)  # a one-stage pipeline per branch
     assert all(worker["decode_cpu_s"] > 0 for worker in meta["workers"])  # the partner decodes half of each block
     # and sends rank 0 its frame of each 2-frame block: a 4-number shape, then 32 x 32 x 3 bytes, counted
     sent = [worker["cfg"]["bytes_sent"].get("frames", {}) for worker in meta["workers"]]
