@@ -316,12 +316,6 @@ class VideoSpec(JobSpec):
                 "CFG parallel splits the workers of the frame pipeline or of a whole-video strategy "
                 f"(sequence, patch), got strategy {par.strategy!r}: set parallel.cfg=false",
             )
-        if par.strategy == "frames" and not isinstance(par.degree, int):
-            raise SpecError(
-                "parallel.degree",
-                "the frame pipeline with CFG parallel runs each guidance branch as a pipeline of half the workers: an "
-                f"even number of them, got {par.degree!r} (parallel.cfg=false batches both branches through its stages)",
-            )
         if self.guidance_scale <= 1.0:
             raise SpecError(
                 "parallel.cfg",
@@ -362,6 +356,8 @@ class VideoSpec(JobSpec):
         "auto", the scheduler's ``choice`` (``strategy`` and ``cfg``; without one, the frame pipeline), a
         whole-video strategy as one block."""
         parallel = replace(self.parallel, degree=degree)
+        if parallel.cfg and degree < 2:  # degree=auto with one free worker: both branches batched on it
+            parallel.cfg, parallel.strategy = False, "none"
         fields = {**self.input_fields(), "fps": float(self.fps), "guidance_scale": float(self.guidance_scale)}
         if parallel.strategy == AUTO:
             strategy = (choice or {}).get("strategy", "frames")
@@ -376,10 +372,13 @@ class VideoSpec(JobSpec):
         return spec
 
     def auto_degree(self, model: str, free: int, rule) -> int:
-        """degree=auto: every free worker, up to the stages the video can use; with strategy "auto", the degree
-        of the plan ``auto_choice`` picks."""
+        """degree=auto: every free worker, up to the stages the video can use (under CFG parallel an even number,
+        a pipeline of up to that many stages per guidance branch, or one worker where one is free); with strategy
+        "auto", the degree of the plan ``auto_choice`` picks."""
         if self.parallel.strategy == AUTO:
             return self.auto_choice(model, free, rule)["degree"]
+        if self.parallel.cfg:  # a pipeline per guidance branch: an even degree, or one worker batching both
+            return max(1, 2 * min(free // 2, self.max_stages()))
         return min(free, self.max_stages())
 
     def auto_choice(self, model: str, free: int, rule) -> dict:

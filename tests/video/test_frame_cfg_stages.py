@@ -96,10 +96,20 @@ def test_the_conditional_stages_share_a_per_frame_decode(tmp_path):
     [
         ({"strategy": "frames", "degree": 6, "cfg": True}, "3 stages (a guidance branch on each 3 of the 6 workers)"),
         ({"strategy": "frames", "degree": 3, "cfg": True}, "an even degree"),
-        ({"strategy": "frames", "degree": "auto", "cfg": True}, "an even number of them"),
     ],
 )
 def test_a_branch_split_the_model_or_video_cannot_stage_is_refused(wan_dir, parallel, words):
     with pytest.raises(SpecError) as err:
         VideoSpec.from_dict(dict(WAN, model=wan_dir, parallel=parallel))
     assert err.value.field == "parallel.degree" and words in str(err.value)
+
+
+def test_degree_auto_takes_an_even_number_of_the_free_workers(wan_dir):
+    """``parallel.degree=auto`` with ``parallel.cfg=true``: a pipeline per branch of up to the stages the model and
+    video allow, on an even number of the free workers; one free worker renders both branches batched."""
+    spec = VideoSpec.from_dict(dict(WAN, model=wan_dir, parallel={"strategy": "frames", "degree": "auto", "cfg": True}))
+    assert [spec.auto_degree(spec.model, free, None) for free in (1, 2, 3, 4, 5, 8)] == [1, 2, 2, 4, 4, 4]  # 2 layers
+    one = spec.placed(spec.model, 1)
+    assert (one.parallel.strategy, one.parallel.cfg, one.parallel.degree) == ("none", False, 1)
+    four = spec.placed(spec.model, 4)
+    assert (four.parallel.strategy, four.parallel.cfg, four.parallel.split_degree) == ("frames", True, 2)
