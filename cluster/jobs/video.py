@@ -84,8 +84,8 @@ class VideoParallelSpec(ParallelBase):
     half; partners swap their outputs. For the whole-video strategies (sequence, patch) each half splits its
     forward as the strategy says (``split_degree`` workers); for the frame pipeline each half renders the video
     block-wise on its branch alone, as a pipeline of ``split_degree`` stages whose last stages swap (degree 2: one
-    stage each; false: both branches batched through all the stages). Strategy "auto"
-    sets it itself, where the cost model predicts the split fastest (whole-video strategies only)."""
+    stage each; false: both branches batched through all the stages). Strategy "auto" sets it itself, where the
+    cost model predicts the split fastest."""
 
     @property
     def split_degree(self) -> int | str:

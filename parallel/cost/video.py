@@ -13,9 +13,10 @@ profile is of the whole latent video). With both guidance branches (``batch`` 2)
 also weighed with CFG parallel (``VideoPlan.cfg``: a branch on each half of the workers, priced as the image
 strategies "sequence-cfg" and "cfg" are), and so is the frame pipeline (a branch per worker on 2 workers, each
 rendering every block on one stage: priced as "cfg" of one band per branch on the block; on 2n workers a branch per
-pipeline of n stages at batch 1, the last stages swapping outputs); its stages otherwise batch the branches. One worker renders block-wise (the frame pipeline on one stage). As
-for images (``parallel.cost.choose``), a larger degree is taken only when it is predicted ``min_gain`` faster
-than the best at fewer workers, and a plan must fit the device's memory.
+pipeline of n stages at batch 1, the last stages swapping outputs); its stages otherwise batch the branches. One
+worker renders block-wise (the frame pipeline on one stage). As for images (``parallel.cost.choose``), a larger
+degree is taken only when it is predicted ``min_gain`` faster than the best at fewer workers, and a plan must fit
+the device's memory.
 
 Latent frames are counted here, as the caller's job renders them; the profile is asked for the video frames
 that give them under the model's ``temporal_scale`` convention (``ModelSpec.latent_shape``).
