@@ -39,13 +39,29 @@ def _assert_blocks_equal(got: dict, expected: dict, what: str) -> None:
         torch.testing.assert_close(latent, expected[block], atol=1e-4, rtol=1e-4)
 
 
-def _split_equals_one_worker(name: str, model, fields: dict, tmp_path) -> None:
-    """A 2-block render with a branch per worker against one worker batching both branches."""
+def _split_equals_one_worker(name: str, model, fields: dict, tmp_path, degree: int = 2) -> list[dict]:
+    """A 2-block render with a guidance branch per half of ``degree`` workers against one worker batching both
+    branches; every rank's result."""
     one = checkpointed_render(0, 1, str(model), str(tmp_path), dict(fields, parallel=VideoParallelSpec("none", 1)), 1)
-    split = run_ranks(checkpointed_render, 2, str(model), str(tmp_path),
-                      dict(fields, parallel=VideoParallelSpec("frames", 2, cfg=True)), 1, timeout=300)
+    split = run_ranks(checkpointed_render, degree, str(model), str(tmp_path),
+                      dict(fields, parallel=VideoParallelSpec("frames", degree, cfg=True)), 1, timeout=300)
     assert len(one["latents"]) == len(split[0]["latents"]) == 2, name
-    _assert_blocks_equal(split[0]["latents"], one["latents"], f"{name}: CFG split on 2 workers vs 1 worker")
+    _assert_blocks_equal(split[0]["latents"], one["latents"], f"{name}: CFG split on {degree} workers vs 1 worker")
+    return split
+
+
+def other_families(tmp_path) -> dict:
+    """CogVideoX and LTX-Video's tiny pipelines (2 layers) with a guided render of 2 blocks each: name -> (model
+    directory, fields)."""
+    from _tiny_cogvideox import save_tiny_cogvideox
+    from _tiny_ltx import save_tiny_ltx
+
+    return {
+        "cogvideox": (save_tiny_cogvideox(tmp_path / "cogvideox", layers=2),
+                      dict(WAN, frames=32, block_frames=16, context_frames=4, guidance_scale=5.0)),
+        "ltx": (save_tiny_ltx(tmp_path / "ltx", layers=2),
+                dict(WAN, height=64, width=64, frames=48, block_frames=24, context_frames=8)),
+    }
 
 
 def test_branch_per_worker_equals_one_worker_and_checkpoints_cross_layouts(wan_dir, tmp_path):
@@ -80,17 +96,8 @@ def test_branch_per_worker_equals_one_worker_and_checkpoints_cross_layouts(wan_d
 def test_branch_per_worker_for_cogvideox_and_ltx(tmp_path):
     """The other families with a negative branch, through their own frame adapters (joint text attention for
     CogVideoX, LTX-Video's masked prompt): 2 blocks each, a branch per worker equal to one worker."""
-    from _tiny_cogvideox import save_tiny_cogvideox
-    from _tiny_ltx import save_tiny_ltx
-
     torch.set_num_threads(1)
-    cases = {
-        "cogvideox": (save_tiny_cogvideox(tmp_path / "cogvideox", layers=2),
-                      dict(WAN, frames=32, block_frames=16, context_frames=4, guidance_scale=5.0)),
-        "ltx": (save_tiny_ltx(tmp_path / "ltx", layers=2),
-                dict(WAN, height=64, width=64, frames=48, block_frames=24, context_frames=8)),
-    }
-    for name, (model, fields) in cases.items():
+    for name, (model, fields) in other_families(tmp_path).items():
         _split_equals_one_worker(name, model, fields, tmp_path)
 
 

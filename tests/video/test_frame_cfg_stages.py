@@ -15,7 +15,7 @@ from _cfg_split_workers import checkpointed_render, resumed_render
 from _parallel_dist import run_ranks
 from _tiny_wan_pipeline import save_tiny_wan_pipeline
 from _video_workers import NpyFrames, render_session
-from test_frame_cfg_split import WAN, _assert_blocks_equal
+from test_frame_cfg_split import WAN, _assert_blocks_equal, _split_equals_one_worker, other_families
 
 from cluster.errors import SpecError
 from cluster.jobs.video import VideoParallelSpec, VideoSpec
@@ -94,23 +94,10 @@ def test_the_conditional_stages_share_a_per_frame_decode(tmp_path):
 def test_two_branches_of_two_stages_for_cogvideox_and_ltx(tmp_path):
     """The other families with a negative branch, through their own frame adapters (CogVideoX's text tokens travel
     between stages with the video's, LTX-Video's masked prompt): 2 blocks each on 2 x 2 workers equal one worker."""
-    from _tiny_cogvideox import save_tiny_cogvideox
-    from _tiny_ltx import save_tiny_ltx
-
     torch.set_num_threads(1)
-    cases = {
-        "cogvideox": (save_tiny_cogvideox(tmp_path / "cogvideox", layers=2),
-                      dict(WAN, frames=32, block_frames=16, context_frames=4, guidance_scale=5.0)),
-        "ltx": (save_tiny_ltx(tmp_path / "ltx", layers=2),
-                dict(WAN, height=64, width=64, frames=48, block_frames=24, context_frames=8)),
-    }
-    for name, (model, fields) in cases.items():
-        one = checkpointed_render(0, 1, str(model), str(tmp_path), dict(fields, parallel=VideoParallelSpec("none", 1)), 1)
-        split = run_ranks(checkpointed_render, 4, str(model), str(tmp_path),
-                          dict(fields, parallel=VideoParallelSpec("frames", 4, cfg=True)), 1, timeout=300)
-        assert len(one["latents"]) == len(split[0]["latents"]) == 2, name
-        assert [r["report"]["layers"] for r in split] == [[0, 1], [1, 2]] * 2, name
-        _assert_blocks_equal(split[0]["latents"], one["latents"], f"{name}: 2 branches x 2 stages vs 1 worker")
+    for name, (model, fields) in other_families(tmp_path).items():
+        split = _split_equals_one_worker(name, model, fields, tmp_path, degree=4)
+        assert [rank["report"]["layers"] for rank in split] == [[0, 1], [1, 2]] * 2, name
 
 
 @pytest.mark.parametrize(
