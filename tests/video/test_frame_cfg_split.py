@@ -101,18 +101,23 @@ def test_branch_per_worker_for_cogvideox_and_ltx(tmp_path):
         _split_equals_one_worker(name, model, fields, tmp_path)
 
 
-def test_branch_per_worker_for_image_to_video_and_two_experts(tmp_path):
-    """Wan's image-to-video (2.1 with CLIP image embeddings, 2.2 A14B with two experts) and Wan 2.2 A14B text-to-video,
-    2 blocks each: the image's conditioning and the expert switch per step follow each branch."""
+def wan_variants(tmp_path) -> dict:
+    """Wan's image-to-video (2.1 with CLIP image embeddings, 2.2 A14B with two experts) and Wan 2.2 A14B text-to-video
+    with a guided render of 2 blocks each: name -> (model directory, fields)."""
     from _tiny_wan22 import save_test_image, save_tiny_wan_i2v, save_tiny_wan_two_experts
 
-    torch.set_num_threads(1)
     image = str(save_test_image(tmp_path / "image.png"))
     base = dict(WAN, frames=16, steps=4)
-    cases = {
+    return {
         "wan 2.1 i2v": (save_tiny_wan_i2v(tmp_path / "i2v21"), dict(base, image=image)),
         "wan 2.2 i2v a14b": (save_tiny_wan_i2v(tmp_path / "i2v22", two_experts=True), dict(base, image=image)),
         "wan 2.2 a14b": (save_tiny_wan_two_experts(tmp_path / "a14b"), base),
     }
-    for name, (model, fields) in cases.items():
+
+
+def test_branch_per_worker_for_image_to_video_and_two_experts(tmp_path):
+    """2 blocks each of ``wan_variants``: the image's conditioning and the expert switch per step follow each
+    branch."""
+    torch.set_num_threads(1)
+    for name, (model, fields) in wan_variants(tmp_path).items():
         _split_equals_one_worker(name, model, fields, tmp_path)

@@ -15,7 +15,13 @@ from _cfg_split_workers import checkpointed_render, resumed_render
 from _parallel_dist import run_ranks
 from _tiny_wan_pipeline import save_tiny_wan_pipeline
 from _video_workers import NpyFrames, render_session
-from test_frame_cfg_split import WAN, _assert_blocks_equal, _split_equals_one_worker, other_families
+from test_frame_cfg_split import (
+    WAN,
+    _assert_blocks_equal,
+    _split_equals_one_worker,
+    other_families,
+    wan_variants,
+)
 
 from cluster.errors import SpecError
 from cluster.jobs.video import VideoParallelSpec, VideoSpec
@@ -98,6 +104,16 @@ def test_two_branches_of_two_stages_for_cogvideox_and_ltx(tmp_path):
     for name, (model, fields) in other_families(tmp_path).items():
         split = _split_equals_one_worker(name, model, fields, tmp_path, degree=4)
         assert [rank["report"]["layers"] for rank in split] == [[0, 1], [1, 2]] * 2, name
+
+
+def test_two_branches_of_two_stages_for_image_to_video_and_two_experts(tmp_path):
+    """Wan's image-to-video and two-expert layouts on 2 x 2 workers: the image's conditioning and the expert switch
+    per step follow each branch through its stages."""
+    torch.set_num_threads(1)
+    for name, (model, fields) in wan_variants(tmp_path).items():
+        split = _split_equals_one_worker(name, model, fields, tmp_path, degree=4)
+        layers = [rank["report"]["layers"] for rank in split]
+        assert layers[:2] == layers[2:] and layers[0][0] == 0 and layers[0][1] == layers[1][0], name  # 2 stages each
 
 
 @pytest.mark.parametrize(
