@@ -1,8 +1,12 @@
-"""Helpers of the service video-job tests: a tiny video spec, its decoded frames, waiting for a tick."""
+"""Helpers of the service video-job tests: a controller of CPU workers, a tiny video spec, its decoded frames,
+waiting for a tick."""
 
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
 
 import imageio.v2 as imageio
 import numpy as np
@@ -80,3 +84,21 @@ def run_on_worker(worker, spec, path, block_dir, resume=None, stop_at=None):
         return torch.load(buf, weights_only=True)
     worker.advance(None)
     return worker.finish()
+
+
+@contextmanager
+def video_client(state: Path, workers: int) -> Iterator:
+    """A ``cluster.client.Client`` whose controller (state in ``state``) runs a pool of ``workers`` CPU workers and
+    checkpoints every 2 ticks; stopped and killed on exit."""
+    import ray
+
+    from cluster.client import Client
+    from runtime.pool import PoolConfig
+
+    client = Client(state_dir=state, pool=PoolConfig(workers=workers, device="cpu", group_timeout_s=30),
+                    checkpoint_every=2)
+    try:
+        yield client
+    finally:
+        ray.get(client.controller.stop.remote())
+        ray.kill(client.controller)

@@ -12,10 +12,7 @@ import signal
 import numpy as np
 import pytest
 import ray
-from _video_jobs import decoded_frames, video_spec, wait_for_tick
-
-from cluster.client import Client
-from runtime.pool import PoolConfig
+from _video_jobs import decoded_frames, video_client, video_spec, wait_for_tick
 
 pytestmark = pytest.mark.slow
 
@@ -25,13 +22,8 @@ SPLIT = {"strategy": "frames", "degree": 4, "cfg": True}
 
 @pytest.fixture(scope="module")
 def client(ray_local, tmp_path_factory):
-    state = tmp_path_factory.mktemp("cfg-stages-jobs") / "state"
-    client = Client(
-        state_dir=state, pool=PoolConfig(workers=4, device="cpu", group_timeout_s=30), checkpoint_every=2
-    )
-    yield client
-    ray.get(client.controller.stop.remote())
-    ray.kill(client.controller)
+    with video_client(tmp_path_factory.mktemp("cfg-stages-jobs") / "state", workers=4) as client:
+        yield client
 
 
 def test_two_branches_of_two_stages_survive_a_killed_worker(client, tmp_path):

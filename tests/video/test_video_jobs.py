@@ -16,14 +16,12 @@ import ray
 import torch
 from _tiny_cogvideox import save_tiny_cogvideox
 from _tiny_wan22 import save_test_image, save_tiny_wan_i2v, save_tiny_wan_ti2v
-from _video_jobs import TICKS, decoded_frames, video_spec, wait_for_tick
+from _video_jobs import TICKS, decoded_frames, video_client, video_spec, wait_for_tick
 
-from cluster.client import Client
 from cluster.errors import SpecError
 from cluster.jobs.video import VideoParallelSpec, VideoSpec
 from runtime.device import device_slot
 from runtime.jobs.video_session import open_video_session
-from runtime.pool import PoolConfig
 from runtime.worker import Worker
 
 pytestmark = pytest.mark.slow
@@ -31,13 +29,8 @@ pytestmark = pytest.mark.slow
 
 @pytest.fixture(scope="module")
 def client(ray_local, tmp_path_factory):
-    state = tmp_path_factory.mktemp("video-jobs") / "state"
-    client = Client(
-        state_dir=state, pool=PoolConfig(workers=2, device="cpu", group_timeout_s=30), checkpoint_every=2
-    )
-    yield client
-    ray.get(client.controller.stop.remote())
-    ray.kill(client.controller)
+    with video_client(tmp_path_factory.mktemp("video-jobs") / "state", workers=2) as client:
+        yield client
 
 
 @pytest.fixture(scope="module")
