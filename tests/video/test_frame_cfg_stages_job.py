@@ -24,6 +24,9 @@ SPLIT = {"strategy": "frames", "degree": 4, "cfg": True}
 def client(ray_local, tmp_path_factory):
     with video_client(tmp_path_factory.mktemp("cfg-stages-jobs") / "state", workers=4) as client:
         yield client
+    # a fresh cluster for the next module: this controller's metrics of workers 2 and 3 would stay on the shared
+    # cluster's metrics endpoint, where the HTTP API's module counts its own 2 workers' (tests/test_http_api.py)
+    ray.shutdown()
 
 
 def test_two_branches_of_two_stages_survive_a_killed_worker(client, tmp_path):
