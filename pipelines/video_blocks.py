@@ -6,7 +6,11 @@ segment ``blocks/<index>.mp4`` in the job's partial folder (tens of times smalle
 of a smooth video), and only when the last block is in does ``close`` join the segments into the
 final MP4 with ffmpeg's concat demuxer and stream copy: no re-encode, so the video's frames are the
 segments' frames, bit for bit. Every segment starts with a key frame and all are encoded with the
-same settings and size, which is what a stream-copy concat needs.
+same settings and size, which is what a stream-copy concat needs, and without B-frames: with them a
+segment shorter than x264's reordering delay (Wan's first block of one frame, a short last block, a
+windowed decoder's partial block) starts at another decode-time offset than the others, and the join
+failed ("Non-monotonic DTS") or, worse, repeated frames (a video of 8, 3, 8 and 1 frames joined to 22).
+Without them the segments of 8 frames of a rendered video took 1.4% more bytes at the same quality.
 
 Each segment's frame count is kept in a sidecar ``<index>.json``, so counting the blocks on disk
 after a resume does not decode them. A block whose decoder held its frames back (LTX-Video's decode in
@@ -116,7 +120,7 @@ class BlockFileWriter:
         info = {"frames": int(frames.shape[0]), "height": int(frames.shape[1]), "width": int(frames.shape[2])}
         _write_atomically(count_path(self.directory, index), json.dumps(info))
         if len(frames):  # else a block its decoder held back (its frames come with a later block's): no segment
-            writer = StreamingMP4Writer(block_path(self.directory, index), self.fps)
+            writer = StreamingMP4Writer(block_path(self.directory, index), self.fps, b_frames=False)
             try:
                 writer.append(frames)
                 writer.close()

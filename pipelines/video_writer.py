@@ -17,7 +17,9 @@ import numpy as np
 class StreamingMP4Writer:
     """Append uint8 [F, H, W, 3] frame blocks; ``close()`` renames the finished file to ``path``."""
 
-    def __init__(self, path: str | Path, fps: float, quality: int = 8) -> None:
+    def __init__(self, path: str | Path, fps: float, quality: int = 8, b_frames: bool = True) -> None:
+        """``b_frames``: False encodes without B-frames, for segments joined by stream copy
+        (``pipelines.video_blocks``)."""
         import imageio.v2 as imageio
 
         self.path = Path(path)
@@ -34,6 +36,7 @@ class StreamingMP4Writer:
             quality=quality,
             pixelformat="yuv420p",
             macro_block_size=1,
+            output_params=None if b_frames else ["-bf", "0"],
         )
 
     def append(self, frames: np.ndarray) -> None:

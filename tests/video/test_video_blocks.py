@@ -129,3 +129,20 @@ def test_a_block_held_back_by_its_decoder_is_no_segment(tmp_path):
     decoded, expected = _decode(tmp_path / "video.mp4"), np.concatenate(blocks)
     assert decoded.shape == expected.shape  # every frame, once
     assert np.abs(decoded.astype(np.int16) - expected).mean() < 3  # H.264 is lossy, but close
+
+
+@pytest.mark.parametrize("sizes", [(1, 4, 4), (2, 4, 4), (4, 1, 4), (8, 3, 8, 1)])
+def test_blocks_shorter_than_the_encoders_delay_join_to_their_frames(tmp_path, sizes):
+    """Wan's first block of one frame (block_frames=4), a short block in the middle (a windowed decoder's) or at
+    the end: with B-frames such segments began at another decode-time offset and the join failed or repeated
+    frames (8, 3, 8, 1 frames joined to 22)."""
+    starts = np.cumsum((0,) + sizes[:-1])
+    blocks = [_smooth(frames, int(start)) for frames, start in zip(sizes, starts)]
+    writer = BlockFileWriter(tmp_path / "blocks", tmp_path / "video.mp4", fps=8, blocks=len(sizes))
+    for frames in blocks:
+        writer.append(frames)
+    writer.close()
+    decoded = _decode(tmp_path / "video.mp4")
+    segments = np.concatenate([_decode(block_path(tmp_path / "blocks", i)) for i in range(len(sizes))])
+    assert decoded.shape == (sum(sizes), 64, 64, 3)
+    np.testing.assert_array_equal(decoded, segments)
