@@ -11,7 +11,7 @@ import pytest
 import torch
 from _ltx_workers import HEIGHT, NEGATIVE, PROMPT, STAGE_SCENARIOS, WIDTH, ltx_stage_scenarios, run_ltx
 from _parallel_dist import run_ranks
-from _tiny_ltx import TEXT_TOKENS, save_tiny_ltx
+from _tiny_ltx import save_tiny_ltx
 
 from parallel.frames.noise import block_noise, noise_template
 from pipelines.families.ltx.decode import LTXBlockDecoder
@@ -52,7 +52,6 @@ def _diffusers_call(reference, latents: torch.Tensor, steps: int, guidance_scale
         num_inference_steps=steps,
         guidance_scale=guidance_scale,
         latents=reference._pack_latents(latents),
-        max_sequence_length=TEXT_TOKENS,
         return_dict=False,
         **kwargs,
     )[0]

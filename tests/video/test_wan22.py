@@ -12,7 +12,6 @@ import torch
 from _parallel_dist import run_ranks
 from _tiny_wan22 import (
     BOUNDARY_RATIO,
-    I2V_TEXT_TOKENS,
     save_test_image,
     save_tiny_wan_i2v,
     save_tiny_wan_ti2v,
@@ -66,13 +65,12 @@ def _diffusers_latents(model_dir, pipe, initial, steps, guidance_scale, size, im
         return_dict=False,
     )
     if image is None:
-        call.update(prompt=PROMPT, negative_prompt=NEGATIVE, max_sequence_length=int(pipe.tokenizer.model_max_length))
+        call.update(prompt=PROMPT, negative_prompt=NEGATIVE)
     else:
         call.update(
             image=Image.open(image).convert("RGB"),
-            prompt_embeds=pipe.encode_prompt(PROMPT),
-            negative_prompt_embeds=pipe.encode_prompt(NEGATIVE),
-            max_sequence_length=I2V_TEXT_TOKENS,
+            prompt=PROMPT,
+            negative_prompt=NEGATIVE,
         )
     return reference(**call)[0], reference
 

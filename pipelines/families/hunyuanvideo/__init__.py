@@ -98,7 +98,6 @@ class HunyuanVideoFamily(ModelFamily):
         from pipelines.families.hunyuanvideo.loading import prompt_length
 
         config = self.component_config(path, "transformer")
-        limit = self.tokenizer_limit(path, 10**6)
         return ModelSpec(
             name=str(path),
             class_name=config["_class_name"],
@@ -106,7 +105,7 @@ class HunyuanVideoFamily(ModelFamily):
             kind="video-mmdit",
             latent_channels=int(config.get("in_channels", 16)),
             vae_scale=self.latent_factor(path),
-            text_len=prompt_length(int(limit)),
+            text_len=prompt_length(),
             text_dim=int(config.get("text_embed_dim", 4096)),
             temporal_scale=self.temporal_factor(path),
             dtype=dtype,

@@ -51,13 +51,10 @@ def pipeline_default(argument: str):
     return inspect.signature(HunyuanVideoPipeline.__call__).parameters[argument].default
 
 
-def prompt_length(tokenizer_limit: int) -> int:
-    """Prompt tokens the transformer sees: the pipeline's default (256), fewer when the tokenizer's own limit, less
-    the template's cropped system part, is lower."""
-    from diffusers import HunyuanVideoPipeline
-
-    template = inspect.signature(HunyuanVideoPipeline.encode_prompt).parameters["prompt_template"].default
-    return min(pipeline_default("max_sequence_length"), tokenizer_limit - int(template.get("crop_start") or 0))
+def prompt_length() -> int:
+    """Prompt tokens the transformer sees: ``HunyuanVideoPipeline.__call__``'s ``max_sequence_length`` (256), whatever
+    the tokenizer's own ``model_max_length`` (fewer, as before, differed from the pipeline's output by 3e-2)."""
+    return int(pipeline_default("max_sequence_length"))
 
 
 @dataclass
@@ -115,7 +112,7 @@ class HunyuanVideoParts(VideoPipelineBase):
     # --- the prompt ------------------------------------------------------------------------------
     def max_sequence_length(self) -> int:
         """Prompt tokens kept (``prompt_length``)."""
-        return prompt_length(int(self.pipe.tokenizer.model_max_length))
+        return prompt_length()
 
     @torch.no_grad()
     def encode_prompt(self, prompt: str, guidance_scale: float | None = None) -> dict[str, torch.Tensor]:

@@ -122,11 +122,10 @@ class LTXFamily(ModelFamily):
         )
 
     def _prompt_tokens(self, path: str | Path) -> int:
-        """The prompt tokens ``LTXVideoPipeline.encode_prompt`` passes: LTXPipeline's default length, or the
-        tokenizer's own limit where lower."""
-        from pipelines.families.ltx.loading import LTX_MAX_SEQUENCE_LENGTH, prompt_length
+        """The prompt tokens ``LTXVideoPipeline.encode_prompt`` passes: LTXPipeline's default length."""
+        from pipelines.families.ltx.loading import LTX_MAX_SEQUENCE_LENGTH
 
-        return prompt_length(self.tokenizer_limit(path, LTX_MAX_SEQUENCE_LENGTH))
+        return LTX_MAX_SEQUENCE_LENGTH
 
     def load(self, path: str | Path, dtype: str, device: str) -> Any:
         from pipelines.families.ltx.loading import load_ltx_pipeline

@@ -39,12 +39,9 @@ REQUIRED = {
 LTX_VAE_FACTORS = (8, 32)
 """LTX-Video's VAE: video frames per latent frame, pixels per latent row and column."""
 LTX_MAX_SEQUENCE_LENGTH = 128
-"""Prompt tokens LTXPipeline encodes by default (fewer when the tokenizer's own limit is lower)."""
-
-
-def prompt_length(tokenizer_limit: int) -> int:
-    """Prompt tokens a prompt is encoded to: LTXPipeline's default, or the tokenizer's own limit where lower."""
-    return min(LTX_MAX_SEQUENCE_LENGTH, tokenizer_limit)
+"""Prompt tokens ``LTXPipeline.__call__`` encodes a prompt to (its ``max_sequence_length``), whatever the
+tokenizer's own ``model_max_length``: its T5 runs without an attention mask, so the padding changes every token's
+embedding, and a shorter prompt (the tokenizer's limit, as before) differed from the pipeline's output by 1e-2."""
 
 
 def vae_factors(vae: dict) -> tuple[int, int]:
@@ -175,11 +172,10 @@ class LTXVideoPipeline(VideoPipelineBase):
     def encode_prompt(self, prompt: str) -> dict[str, torch.Tensor]:
         """{"prompt_embeds": [1, L, D], "prompt_attention_mask": [1, L]}: ``LTXPipeline.encode_prompt``'s
         output for ``prompt``, batch-first, as the frame adapter's ``conditions`` takes it."""
-        length = prompt_length(int(self.tokenizer.model_max_length))
         embeds, mask, _, _ = self.pipe.encode_prompt(
             prompt=prompt,
             do_classifier_free_guidance=False,
-            max_sequence_length=length,
+            max_sequence_length=LTX_MAX_SEQUENCE_LENGTH,
             device=self.text_encoder.device,
         )
         return {"prompt_embeds": embeds, "prompt_attention_mask": mask}

@@ -74,11 +74,14 @@ class WanFamily(ModelFamily):
 
     def cost_model(self, path: str | Path, dtype: str):
         """The transformer from its config.json as a "video-dit" (``parallel.cost``): its latent frames and size
-        from the VAE's factors, its prompt at the tokenizer's length (at most 512, UMT5's in WanPipeline)."""
+        from the VAE's factors, its prompt at the length the pipeline encodes (WanPipeline's 512; the built-in
+        model's tokenizer's)."""
         from parallel.cost.models import ModelSpec
+        from pipelines.families.wan.loading import DIFFUSERS_PIPELINES, WAN_MAX_SEQUENCE_LENGTH
 
         config = self.component_config(path, "transformer")
-        length = self.tokenizer_limit(path, 512)
+        diffusers_pipeline = self._index(path).get("_class_name") in DIFFUSERS_PIPELINES
+        length = WAN_MAX_SEQUENCE_LENGTH if diffusers_pipeline else self.tokenizer_limit(path, WAN_MAX_SEQUENCE_LENGTH)
         return ModelSpec(
             name=str(path),
             class_name=config["_class_name"],
@@ -86,7 +89,7 @@ class WanFamily(ModelFamily):
             kind="video-dit",
             latent_channels=int(config.get("in_channels", 16)),
             vae_scale=self.latent_factor(path),
-            text_len=int(min(length, 512)),
+            text_len=int(length),
             text_dim=int(config.get("text_dim", 4096)),
             temporal_scale=self.temporal_factor(path),
             dtype=dtype,

@@ -46,7 +46,10 @@ WAN_I2V_PIPELINE = "WanImageToVideoPipeline"
 DIFFUSERS_PIPELINES = (WAN_PIPELINE, WAN_I2V_PIPELINE)
 """The diffusers pipelines whose prompts are encoded with WanPipeline.encode_prompt (UMT5)."""
 WAN_MAX_SEQUENCE_LENGTH = 512
-"""Prompt tokens WanPipeline encodes by default (fewer when the tokenizer's own limit is lower)."""
+"""Prompt tokens ``WanPipeline.__call__`` (and the image-to-video pipeline's) encodes a prompt to (its
+``max_sequence_length``), whatever the tokenizer's own ``model_max_length``: the pipeline pads the embeddings with
+zeros to that length and the cross-attention attends to them all, so fewer (the tokenizer's limit, as before) is
+not the pipeline's output."""
 
 
 def check_video_dir(path: str | Path, index: dict | None = None) -> dict:
@@ -194,11 +197,10 @@ class WanVideoPipeline(VideoPipelineBase):
                     scheduler=self.make_scheduler(),
                     transformer=self.first_expert,
                 )
-            length = min(WAN_MAX_SEQUENCE_LENGTH, int(self.tokenizer.model_max_length))
             embeds, _ = self._text_pipeline.encode_prompt(
-                prompt,
+                prompt=prompt,
                 do_classifier_free_guidance=False,
-                max_sequence_length=length,
+                max_sequence_length=WAN_MAX_SEQUENCE_LENGTH,
                 device=self.text_encoder.device,
             )
             return embeds
