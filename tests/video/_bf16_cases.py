@@ -17,7 +17,7 @@ from _tiny_cogvideox import TEXT_TOKENS as COG_TOKENS
 from _tiny_cogvideox import Z_DIM, save_tiny_cogvideox
 from _tiny_hunyuanvideo import LATENT_CHANNELS, save_tiny_hunyuanvideo
 from _tiny_ltx import save_tiny_ltx
-from _tiny_wan22 import save_tiny_wan_two_experts
+from _tiny_wan22 import save_test_image, save_tiny_wan_i2v, save_tiny_wan_two_experts
 from _tiny_wan_pipeline import save_tiny_wan_pipeline
 from _video_workers import render_session
 
@@ -112,6 +112,28 @@ def wan(out_dir: Path, device: str = "cpu", make_writer=None, layout: str = "wan
     return got, expected
 
 
+@torch.no_grad()
+def wan_i2v(out_dir: Path, device: str = "cpu", make_writer=None) -> Pair:
+    """Wan 2.1 image-to-video (CLIP image tokens beside the text in every cross-attention) under guidance: diffusers
+    calls the model once per branch, the frame pipeline batches them (``PerBranchCrossAttnProcessor``)."""
+    from diffusers import WanImageToVideoPipeline
+    from PIL import Image
+
+    model_dir, image = str(save_tiny_wan_i2v(out_dir / "i2v21")), save_test_image(out_dir / "first.png")
+    fields = dict(prompt="red and yellow stripes", negative_prompt="blurry", height=32, width=32, steps=3, seed=11)
+    got = _render(out_dir, model_dir, device, make_writer, frames=8, block_frames=8, guidance_scale=3.0,
+                  image=str(image), **fields)
+    pipe = family_for_dir(model_dir).load(model_dir, "float32", "cpu")
+    channels, height, width = pipe.latent_shape(32, 32)
+    initial = block_noise(noise_template(11, (channels, 2, height, width)), 11, 0)
+    expected = _reference(WanImageToVideoPipeline, model_dir, device)(
+        image=Image.open(image).convert("RGB"), prompt=fields["prompt"], negative_prompt=fields["negative_prompt"],
+        height=32, width=32, num_frames=pipe.video_frames(2), num_inference_steps=3, guidance_scale=3.0,
+        latents=initial.to(device), output_type="latent", return_dict=False,
+    )[0]
+    return got, expected
+
+
 CASES = {
     "HunyuanVideo": hunyuanvideo,
     "LTX g=1.0": partial(ltx, guidance_scale=1.0),
@@ -120,5 +142,6 @@ CASES = {
     "CogVideoX 1.5": partial(cogvideox, version="1.5", scheduler="dpm"),
     "Wan wan2.1": partial(wan, layout="wan2.1"),
     "Wan wan2.2-a14b": partial(wan, layout="wan2.2-a14b"),
+    "Wan wan2.1-i2v": wan_i2v,
 }
 """Every case by the name the parity test prints."""

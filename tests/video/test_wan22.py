@@ -44,9 +44,8 @@ def dirs(tmp_path_factory):
 
 
 def _diffusers_latents(model_dir, pipe, initial, steps, guidance_scale, size, image=None):
-    """The diffusers pipeline of ``model_dir`` called directly from ``initial`` latents [1, C, F, h, w]. The I2V
-    pipeline gets the prompt embeddings (diffusers 0.42.1's WanImageToVideoPipeline calls ``ftfy`` without
-    checking it is installed; its ``encode_prompt`` is WanPipeline's, which ``pipe.encode_prompt`` calls)."""
+    """The diffusers pipeline of ``model_dir`` called directly from ``initial`` latents [1, C, F, h, w], the prompts
+    by its own defaults."""
     import diffusers
     from PIL import Image
 
