@@ -14,6 +14,8 @@ def open_image(path: str | Path):
     from PIL import Image, UnidentifiedImageError
 
     path = Path(path)
+    if path.is_dir():
+        raise ValueError(f"image: {str(path)!r} is a directory, not an image file")
     if not path.is_file():
         raise ValueError(f"image: no such file {str(path)!r}")
     try:

@@ -71,7 +71,9 @@ class HunyuanVideoFamily(ModelFamily):
 
     def video_error(self, path: str | Path, spec: Any) -> tuple[str, str] | None:
         """Whole latent frames per block, sizes the pipeline takes (multiples of 16 pixels), and no negative
-        prompt: HunyuanVideo's guidance is embedded (``guidance_scale``), it runs no negative branch."""
+        prompt: Tessera runs HunyuanVideo's one branch, its guidance embedded (``guidance_scale``, in a transformer with
+        ``guidance_embeds``; one without ignores it, as the pipeline does), not the pipeline's true CFG
+        (``true_cfg_scale`` with a negative prompt)."""
         problem = super().video_error(path, spec)
         if problem is not None:
             return problem
@@ -81,12 +83,14 @@ class HunyuanVideoFamily(ModelFamily):
         if spec.negative_prompt:
             return (
                 "negative_prompt",
-                "HunyuanVideo's guidance is embedded in the model (guidance_scale); it runs no negative branch",
+                "Tessera runs HunyuanVideo's one branch (guidance_scale is embedded in the model), not the "
+                "pipeline's true CFG (true_cfg_scale with a negative prompt): a negative prompt would change nothing",
             )
         if spec.parallel.cfg:
             return (
                 "parallel.cfg",
-                "HunyuanVideo's guidance is embedded in the model: one branch, nothing for CFG parallel to split off",
+                "Tessera runs HunyuanVideo's one branch (guidance_scale is embedded in the model, not true CFG): "
+                "nothing for CFG parallel to split off",
             )
         return self.whole_video_split_error(path, spec)
 
