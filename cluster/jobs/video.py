@@ -125,6 +125,12 @@ class VideoSpec(JobSpec):
     blocks (LTX-Video): a block's frames are held back until that many latent frames after it are denoised.
     None: the family's default (LTX-Video: 8); 0: the previous latent frame only, nothing held back. Refused for
     a VAE that carries its state from block to block (Wan, HunyuanVideo, CogVideoX)."""
+    decode_timestep: float | None = None
+    """The timestep a timestep-conditioned VAE decodes at (LTX-Video 0.9.1 and later: LTXPipeline's
+    ``decode_timestep``; None: its default, 0; the model cards use 0.03). Refused for any other VAE."""
+    decode_noise_scale: float | None = None
+    """Noise mixed into the latent before such a decode, drawn per latent frame from ``seed`` (LTXPipeline's
+    ``decode_noise_scale``; None: ``decode_timestep``, as there; the model cards use 0.025)."""
     fps: float = 8.0
     """Frame rate of the MP4."""
     image: str = ""
@@ -200,6 +206,7 @@ class VideoSpec(JobSpec):
             raise SpecError(*problem)
         self._validate_image(family.takes_image(path))
         self._validate_decode_context(family)
+        self._validate_decode_timestep(family.decodes_at_timestep(path))
         # a one-block video of a model whose denoisers take turns (Wan 2.2's experts): one segment each
         self.__dict__["_step_segments"] = family.step_segments(path, self.steps) if self.blocks == 1 else []
         self._validate_degree()
@@ -236,6 +243,17 @@ class VideoSpec(JobSpec):
             raise SpecError(
                 "decode_context", f"must be in [0, {MAX_DECODE_CONTEXT}] latent frames, got {self.decode_context}"
             )
+
+    def _validate_decode_timestep(self, decodes_at_timestep: bool) -> None:
+        for name in ("decode_timestep", "decode_noise_scale"):
+            value = getattr(self, name)
+            if value is None:
+                continue
+            check_type(name, value, (int, float))
+            if not decodes_at_timestep:
+                raise SpecError(name, "this model's VAE decoder takes no timestep (not LTX-Video 0.9.1's); leave it unset")
+            if not 0 <= value <= 1:
+                raise SpecError(name, f"must be in [0, 1], got {value}")
 
     def _validate_degree(self) -> None:
         par = self.parallel

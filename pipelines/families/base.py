@@ -271,6 +271,11 @@ class ModelFamily:
         placed anew; ``[]`` when one denoiser runs every step (the default)."""
         return []
 
+    def decodes_at_timestep(self, path: str | Path) -> bool:
+        """The video model at ``path`` has a timestep-conditioned VAE decoder (a render's ``decode_timestep`` and
+        ``decode_noise_scale`` apply; refused otherwise); read from JSON at submit. Default: no."""
+        return False
+
     def takes_image(self, path: str | Path) -> bool:
         """The video model at ``path`` is conditioned on an image (a render's ``image`` field is then required,
         and refused otherwise); read from JSON at submit. Default: no."""

@@ -285,11 +285,19 @@ class VideoSession:
         return make_adapter
 
     def _block_decoder(self, video_latent_frames: int | None = None) -> Callable:
-        """The family's decoder of this video's blocks (``video_latent_frames``: another video's length)."""
+        """The family's decoder of this video's blocks (``video_latent_frames``: another video's length), at the
+        job's decode timestep and noise where it sets them (a timestep-conditioned VAE's; the noise from its seed)."""
+        options = {
+            name: getattr(self.spec, name)
+            for name in ("decode_timestep", "decode_noise_scale")
+            if getattr(self.spec, name, None) is not None
+        }
+        if options:
+            options["seed"] = self.spec.seed
         if self.decode_context is None:
-            return self.pipe.block_decoder()
+            return self.pipe.block_decoder(**options)
         frames = self.video_latent_frames if video_latent_frames is None else video_latent_frames
-        return self.pipe.block_decoder(video_latent_frames=frames, context=self.decode_context)
+        return self.pipe.block_decoder(video_latent_frames=frames, context=self.decode_context, **options)
 
     def _decode_cost(self, latent_shape: tuple[int, int, int]) -> float:
         """Seconds to decode one frame block with the family's block decoder, as a block after the first (a

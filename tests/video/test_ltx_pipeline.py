@@ -86,11 +86,7 @@ def test_block_decode_is_the_pipelines_decode(pipe, diffusers_pipe):
     final = diffusers_pipe._unpack_latents(
         _diffusers_call(diffusers_pipe, latents, 2, 1.0, output_type="latent"), 2, 2, 2
     )
-    pipe.decode_timestep, pipe.decode_noise_scale = 0.05, 0.0
-    try:
-        got = pipe.block_decoder().decode(final)  # [1, 3, F, H, W] in [-1, 1]
-    finally:
-        pipe.decode_timestep, pipe.decode_noise_scale = 0.0, None
+    got = pipe.block_decoder(decode_timestep=0.05, decode_noise_scale=0.0).decode(final)  # [1, 3, F, H, W], [-1, 1]
     assert got.shape[2] == video.shape[1] == pipe.video_frames(2) == 9
     torch.testing.assert_close(
         (got / 2 + 0.5).clamp(0, 1), video.permute(0, 2, 1, 3, 4), atol=1e-5, rtol=1e-5

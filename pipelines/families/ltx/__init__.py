@@ -127,6 +127,10 @@ class LTXFamily(ModelFamily):
 
         return LTX_MAX_SEQUENCE_LENGTH
 
+    def decodes_at_timestep(self, path: str | Path) -> bool:
+        """A 0.9.1-style VAE (``timestep_conditioning``): LTXPipeline's ``decode_timestep``/``decode_noise_scale``."""
+        return bool(self.component_config(path, "vae").get("timestep_conditioning", False))
+
     def load(self, path: str | Path, dtype: str, device: str) -> Any:
         from pipelines.families.ltx.loading import load_ltx_pipeline
 

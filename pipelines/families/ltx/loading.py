@@ -180,18 +180,28 @@ class LTXVideoPipeline(VideoPipelineBase):
         )
         return {"prompt_embeds": embeds, "prompt_attention_mask": mask}
 
-    def block_decoder(self, video_latent_frames: int | None = None, context: int | None = None, seed: int = 0):
+    def block_decoder(
+        self,
+        video_latent_frames: int | None = None,
+        context: int | None = None,
+        seed: int = 0,
+        decode_timestep: float | None = None,
+        decode_noise_scale: float | None = None,
+    ):
         """A decoder of one video's finished blocks, called in block order: [1, C, F, h, w] -> uint8 frames, each
         window with ``context`` latent frames each way (None: the family's ``decode_context``), held back until the
         video's ``video_latent_frames`` after it are in (None: nothing held back); ``seed``: of the decode noise,
-        when ``decode_noise_scale`` mixes any in."""
+        when ``decode_noise_scale`` mixes any in; ``decode_timestep``, ``decode_noise_scale``: a job's own (None
+        for both: this pipeline's, LTXPipeline's defaults; a noise scale of None follows the timestep, as there)."""
         from pipelines.families.ltx import LTXFamily
         from pipelines.families.ltx.decode import LTXBlockDecoder
 
         context = LTXFamily.decode_context if context is None else context
-        return LTXBlockDecoder(
-            self.vae, self.decode_timestep, self.decode_noise_scale, seed, context, video_latent_frames
-        )
+        timestep, noise_scale = self.decode_timestep, self.decode_noise_scale
+        if decode_timestep is not None or decode_noise_scale is not None:
+            timestep = timestep if decode_timestep is None else decode_timestep
+            noise_scale = decode_noise_scale
+        return LTXBlockDecoder(self.vae, timestep, noise_scale, seed, context, video_latent_frames)
 
     @torch.no_grad()
     def decode_block(self, latent: torch.Tensor) -> np.ndarray:
