@@ -120,7 +120,7 @@ class BlockFileWriter:
         info = {"frames": int(frames.shape[0]), "height": int(frames.shape[1]), "width": int(frames.shape[2])}
         _write_atomically(count_path(self.directory, index), json.dumps(info))
         if len(frames):  # else a block its decoder held back (its frames come with a later block's): no segment
-            writer = StreamingMP4Writer(block_path(self.directory, index), self.fps, b_frames=False)
+            writer = StreamingMP4Writer(block_path(self.directory, index), self.fps)
             try:
                 writer.append(frames)
                 writer.close()

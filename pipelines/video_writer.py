@@ -17,9 +17,10 @@ import numpy as np
 class StreamingMP4Writer:
     """Append uint8 [F, H, W, 3] frame blocks; ``close()`` renames the finished file to ``path``."""
 
-    def __init__(self, path: str | Path, fps: float, quality: int = 8, b_frames: bool = True) -> None:
-        """``b_frames``: False encodes without B-frames, for segments joined by stream copy
-        (``pipelines.video_blocks``)."""
+    def __init__(self, path: str | Path, fps: float, quality: int = 8) -> None:
+        """H.264 without B-frames: a service job's video is per-block segments joined by stream copy, which B-frames
+        break (``pipelines.video_blocks``), and one encoder setting for every video keeps a job's video and a
+        direct render's the same frames."""
         import imageio.v2 as imageio
 
         self.path = Path(path)
@@ -36,7 +37,7 @@ class StreamingMP4Writer:
             quality=quality,
             pixelformat="yuv420p",
             macro_block_size=1,
-            output_params=None if b_frames else ["-bf", "0"],
+            output_params=["-bf", "0"],
         )
 
     def append(self, frames: np.ndarray) -> None:
