@@ -226,8 +226,10 @@ class ModelFamily:
 
     def latent_factor(self, path: str | Path) -> int:
         """Image pixels per latent row and column (the VAE's downsampling): a band's latent rows are counted
-        at this factor."""
-        return 8
+        at this factor. An ``AutoencoderKL``'s, as its pipelines compute ``vae_scale_factor`` (2 per block after the
+        first: 8 for the usual 4 blocks, which a VAE config without ``block_out_channels`` is taken to have)."""
+        blocks = self.component_config(path, "vae").get("block_out_channels")
+        return 2 ** (len(blocks) - 1) if blocks else 8
 
     def sequence_shape(self, path: str | Path, height: int, width: int) -> SequenceShape:
         """The tokens and heads sequence parallelism splits for a ``height`` x ``width`` render (families with
