@@ -37,8 +37,11 @@ def test_the_candidates_are_the_familys_plans_with_their_cfg_splits_when_guided(
     assert builtin.plan_candidates(builtin.model) == ["patch", "cfg"]
     flux = RenderSpec.from_dict({"model": str(flux_dir), "height": 64, "width": 64, "parallel": AUTO})
     assert flux.plan_candidates(flux.model) == ["patch", "sequence"]  # distilled guidance: no second branch
-    guided = RenderSpec.from_dict({"model": str(flux_dir), "height": 64, "width": 64, "true_cfg_scale": 4.0, "parallel": AUTO})
+    fields = {"model": str(flux_dir), "height": 64, "width": 64, "true_cfg_scale": 4.0, "parallel": AUTO}
+    guided = RenderSpec.from_dict({**fields, "negative_prompt": "blurry"})
     assert guided.plan_candidates(guided.model) == ["patch", "cfg", "sequence", "sequence-cfg"]
+    unguided = RenderSpec.from_dict(fields)  # FluxPipeline runs true CFG only with a negative prompt
+    assert unguided.plan_candidates(unguided.model) == ["patch", "sequence"]
 
 
 def test_a_tiny_image_stays_on_one_worker_and_a_tall_one_is_split():

@@ -41,7 +41,23 @@ def test_cfg_parallel_on_flux_needs_true_cfg(flux_dir):
     parallel = {"strategy": "patch", "degree": 2, "cfg": True}
     error = _refused(model=str(flux_dir), guidance_scale=5.0, parallel=parallel)  # distilled guidance only
     assert error.field == "parallel.cfg" and "true_cfg_scale > 1" in str(error)
+    error = _refused(model=str(flux_dir), true_cfg_scale=4.0, parallel=parallel)  # no negative prompt: no true CFG
+    assert error.field == "parallel.cfg" and "needs a negative_prompt" in str(error)
     spec = RenderSpec.from_dict(
-        {"model": str(flux_dir), "height": 64, "width": 64, "true_cfg_scale": 4.0, "parallel": parallel}
+        {"model": str(flux_dir), "height": 64, "width": 64, "true_cfg_scale": 4.0, "negative_prompt": "blurry",
+         "parallel": parallel}
     )
     assert spec.placed(spec.model, 2).true_cfg_scale == 4.0
+
+
+@pytest.mark.parametrize("negative_prompt, branches", [("", 1), ("blurry", 2)])
+def test_true_cfg_runs_only_with_a_negative_prompt(flux_dir, negative_prompt, branches):
+    """FluxPipeline (and QwenImagePipeline) run true CFG only when given a negative prompt (``do_true_cfg``): called
+    with true_cfg_scale=4 and its default negative_prompt=None it runs one branch, and so does a job without one."""
+    from diffusers import FluxPipeline
+
+    from pipelines.families.flux import FluxFamily
+
+    pipe = FluxPipeline.from_pretrained(flux_dir, local_files_only=True)
+    cond = FluxFamily().encode(pipe, "red stripes", negative_prompt, 3.5, "cpu", (64, 64), true_cfg_scale=4.0)
+    assert (cond.negative is not None, cond.guidance_scale) == ((branches == 2), 4.0 if branches == 2 else 1.0)

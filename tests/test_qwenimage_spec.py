@@ -42,8 +42,11 @@ def test_cfg_parallel_on_qwenimage_needs_true_cfg(qwen_dir):
     parallel = {"strategy": "patch", "degree": 2, "cfg": True}
     error = _refused(model=str(qwen_dir), guidance_scale=5.0, parallel=parallel)
     assert error.field == "parallel.cfg" and "true_cfg_scale > 1" in str(error)
+    error = _refused(model=str(qwen_dir), true_cfg_scale=4.0, parallel=parallel)  # no negative prompt: no true CFG
+    assert error.field == "parallel.cfg" and "needs a negative_prompt" in str(error)
     spec = RenderSpec.from_dict(
-        {"model": str(qwen_dir), "height": 64, "width": 64, "true_cfg_scale": 4.0, "parallel": parallel}
+        {"model": str(qwen_dir), "height": 64, "width": 64, "true_cfg_scale": 4.0, "negative_prompt": "blurry",
+         "parallel": parallel}
     )
     assert spec.placed(spec.model, 2).true_cfg_scale == 4.0
 

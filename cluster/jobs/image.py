@@ -232,6 +232,22 @@ class RenderSpec(JobSpec):
         """The field weighing the two guidance branches of ``model`` (the job's own by default)."""
         return "true_cfg_scale" if self.model_family(model).true_cfg else "guidance_scale"
 
+    def guides(self, model: str | None = None) -> bool:
+        """Whether ``model`` runs two guidance branches: its weight above 1 and, for a true-CFG family (Flux,
+        Qwen-Image), a negative prompt, as their pipelines run true CFG only with one."""
+        if getattr(self, self.cfg_weight_field(model)) <= 1.0:
+            return False
+        return bool(self.negative_prompt) or not self.model_family(model).true_cfg
+
+    def _cfg_parallel_error(self, model: str) -> str | None:
+        """Why CFG parallel cannot split ``model``'s branches (None: it can)."""
+        if self.guides(model):
+            return None
+        weight = self.cfg_weight_field(model)
+        if getattr(self, weight) <= 1.0:
+            return f"CFG parallel needs {weight} > 1, got {getattr(self, weight)}"
+        return f"CFG parallel needs a negative_prompt: {weight} runs the pipeline's true CFG only with one"
+
     def _validate_parallel(self) -> None:
         par = self.parallel
         check_type("parallel.strategy", par.strategy, str)
@@ -380,7 +396,7 @@ class RenderSpec(JobSpec):
     def plan_candidates(self, model: str) -> list[str]:
         """The cost model's strategies (``parallel.cost.choose_plan``) strategy "auto" may pick for ``model``:
         its family's bands and sequence parallelism, each also within two guidance branches when it guides."""
-        family, guided = self.model_family(model), getattr(self, self.cfg_weight_field(model)) > 1.0
+        family, guided = self.model_family(model), self.guides(model)
         candidates = []
         for strategy, split in (("patch", "cfg"), ("sequence", "sequence-cfg")):
             if strategy in family.strategies:
@@ -502,9 +518,9 @@ def _check_patch_bands(spec: RenderSpec) -> None:
             "parallel.degree", f"CFG parallel needs an even worker count (2 x bands), got {par.degree}"
         )
     for model in spec.segment_models() if par.cfg else []:
-        weight = spec.cfg_weight_field(model)
-        if getattr(spec, weight) <= 1.0:
-            raise SpecError("parallel.cfg", f"CFG parallel needs {weight} > 1, got {getattr(spec, weight)}")
+        problem = spec._cfg_parallel_error(model)
+        if problem is not None:
+            raise SpecError("parallel.cfg", problem)
     if par.auto:
         return  # the scheduler only picks degrees whose bands fit
     for model in spec.segment_models():
@@ -522,10 +538,10 @@ def _check_sequence(spec: RenderSpec) -> None:
     if par.auto:
         raise SpecError("parallel.degree", "'auto' picks patch bands only; give sequence parallelism a degree")
     branches = 2 if par.cfg else 1
-    for model in spec.segment_models() if par.cfg else []:
-        weight = spec.cfg_weight_field(model)  # true_cfg_scale for Flux and Qwen-Image
-        if getattr(spec, weight) <= 1.0:
-            raise SpecError("parallel.cfg", f"CFG parallel needs {weight} > 1, got {getattr(spec, weight)}")
+    for model in spec.segment_models() if par.cfg else []:  # true_cfg_scale for Flux and Qwen-Image
+        problem = spec._cfg_parallel_error(model)
+        if problem is not None:
+            raise SpecError("parallel.cfg", problem)
     if par.degree % branches or par.degree // branches < 2:
         per = "2 x (ulysses x ring) with cfg" if par.cfg else "ulysses x ring"
         raise SpecError(

@@ -154,7 +154,7 @@ class FluxFamily(ModelFamily):
 
         if image_size is None:
             raise ValueError("image_size: a Flux model's image position ids need the image's (height, width)")
-        guided = true_cfg_scale > 1.0
+        guided = true_cfg_scale > 1.0 and bool(negative_prompt)  # the pipeline's true CFG needs a negative prompt
         # the T5 token count __call__ encodes with by default (encode_prompt's own default may differ)
         tokens = inspect.signature(type(pipe).__call__).parameters["max_sequence_length"].default
         embeds, pooled, text_ids = pipe.encode_prompt(

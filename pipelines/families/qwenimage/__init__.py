@@ -196,7 +196,7 @@ class QwenImageFamily(ModelFamily):
             raise ValueError(
                 "image_size: a Qwen-Image model's rotary embedding needs the image's (height, width)"
             )
-        guided = true_cfg_scale > 1.0
+        guided = true_cfg_scale > 1.0 and bool(negative_prompt)  # the pipeline's true CFG needs a negative prompt
         # the text length __call__ crops to by default (encode_prompt's own default differs)
         tokens = inspect.signature(type(pipe).__call__).parameters["max_sequence_length"].default
         embeds, mask = pipe.encode_prompt(
