@@ -25,6 +25,13 @@ if TYPE_CHECKING:
     from parallel.patch.parallelize import PatchPlan
 
 
+def call_default(pipe: Any, name: str) -> Any:
+    """The default of argument ``name`` of the pipeline's ``__call__``: what calling it directly uses, where its
+    ``encode_prompt``'s own default may differ."""
+    import inspect
+
+    return inspect.signature(type(pipe).__call__).parameters[name].default
+
 @dataclass
 class Conditioning:
     """A prompt encoded for one family's denoiser: its conditioning inputs per guidance branch."""

@@ -11,7 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from pipelines.families.base import Conditioning, ModelFamily, without_learned_sigma
+from pipelines.families.base import Conditioning, ModelFamily, call_default, without_learned_sigma
 
 PATCH_DENOISERS = ("PixArtTransformer2DModel",)
 """Transformers the patch plan is written for (DiTTransformer2DModel's forward unpatchifies a square grid only)."""
@@ -44,7 +44,14 @@ class PixArtFamily(ModelFamily):
     def encode(self, pipe, prompt, negative_prompt, guidance_scale, device, image_size=None) -> Conditioning:
         guided = guidance_scale > 1.0
         positive, mask, negative, negative_mask = pipe.encode_prompt(
-            prompt=prompt, do_classifier_free_guidance=guided, negative_prompt=negative_prompt, device=device
+            prompt=prompt,
+            do_classifier_free_guidance=guided,
+            negative_prompt=negative_prompt,
+            device=device,
+            # as __call__ passes them: it cleans captions (where bs4 and ftfy are installed), encode_prompt's own
+            # default does not
+            clean_caption=call_default(pipe, "clean_caption"),
+            max_sequence_length=call_default(pipe, "max_sequence_length"),
         )
         return Conditioning(
             self,

@@ -17,23 +17,17 @@ class) are refused. Bands are runs of whole patch rows (``patch``).
 
 from __future__ import annotations
 
-import inspect
 import math
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from pipelines.families.base import Conditioning, ModelFamily, without_learned_sigma
+from pipelines.families.base import Conditioning, ModelFamily, call_default, without_learned_sigma
 
 if TYPE_CHECKING:
     import torch
 
 SIZE_MULTIPLE = 32
 """What ``SanaPipeline.check_inputs`` requires of the height and width, whatever the autoencoder."""
-
-
-def call_default(pipe: Any, name: str) -> Any:
-    """The default of ``name`` in the pipeline's ``__call__`` (what calling it directly uses)."""
-    return inspect.signature(type(pipe).__call__).parameters[name].default
 
 
 class SanaFamily(ModelFamily):

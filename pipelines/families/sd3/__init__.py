@@ -15,12 +15,7 @@ import inspect
 from pathlib import Path
 from typing import Any
 
-from pipelines.families.base import Conditioning, ModelFamily
-
-
-def _call_default(pipe: Any, name: str) -> Any:
-    """The default of argument ``name`` of the pipeline's ``__call__`` (what a direct call uses)."""
-    return inspect.signature(type(pipe).__call__).parameters[name].default
+from pipelines.families.base import Conditioning, ModelFamily, call_default
 
 
 class StableDiffusion3Family(ModelFamily):
@@ -127,7 +122,7 @@ class StableDiffusion3Family(ModelFamily):
             do_classifier_free_guidance=guided,
             device=device,
             num_images_per_prompt=1,
-            max_sequence_length=_call_default(pipe, "max_sequence_length"),
+            max_sequence_length=call_default(pipe, "max_sequence_length"),
         )
         return Conditioning(
             self,
