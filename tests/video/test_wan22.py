@@ -101,6 +101,56 @@ def test_one_block_equals_diffusers(dirs, name):
         assert (channels, height, width) == (8, 4, 4) and pipe.vae_scale_factor == 16
 
 
+@torch.no_grad()
+def test_i2v_blocks_take_diffusers_conditioning_up_to_the_horizon(dirs):
+    """Blocks 1 to m get the conditioning diffusers gives those frames of the whole video (the causal encoder carries
+    the image into the black frames' latents); a block after m takes block m's."""
+    from dataclasses import replace
+
+    from PIL import Image
+
+    from parallel.frames.noise import block_noise as noise
+    from pipelines.families.wan import WAN
+    from pipelines.families.wan.image import CONDITION_HORIZON, i2v_pipeline, image_conditioning
+
+    torch.set_num_threads(1)
+    pipe = load_video_pipeline(dirs["i2v21"])
+    frames = 2
+    cond = image_conditioning(pipe, str(dirs["image"]), SIZE, SIZE, frames)
+    m = cond["rest"].shape[2] // frames
+    assert m * frames >= CONDITION_HORIZON and cond["first"].shape[2] == frames
+    reference = i2v_pipeline(pipe)
+    pixels = reference.video_processor.preprocess(Image.open(dirs["image"]).convert("RGB"), height=SIZE, width=SIZE)
+    total = 6 * frames  # a whole video of 6 blocks, as diffusers conditions it
+    z_dim, factor = pipe.vae.config.z_dim, pipe.vae_scale_factor
+    _, whole = reference.prepare_latents(
+        image=pixels, batch_size=1, num_channels_latents=z_dim, height=SIZE, width=SIZE,
+        num_frames=pipe.video_frames(total), dtype=torch.float32, device="cpu", generator=None,
+        latents=torch.zeros(1, z_dim, total, SIZE // factor, SIZE // factor),
+    )
+    torch.testing.assert_close(cond["first"], whole[:, :, :frames], atol=1e-6, rtol=0)
+    torch.testing.assert_close(cond["rest"][:, :, : total - frames], whole[:, :, frames:], atol=1e-6, rtol=0)
+    assert not torch.allclose(whole[:, :, 2 * frames : 3 * frames], whole[:, :, frames : 2 * frames], atol=1e-3)
+    # the frame plan appends block b's slice to its latent (block m's after m)
+    channels, height, width = pipe.latent_shape(SIZE, SIZE)
+    adapter = WAN.frame_adapter(pipe.transformer, (channels, frames, height, width), 1)
+    try:
+        text, _, _ = pipe.conditioning(PROMPT, NEGATIVE, 1.0)
+        text, _ = pipe.condition_on_image(text, None, str(dirs["image"]), SIZE, SIZE, frames)
+        step = adapter.conditions(torch.tensor([900.0]), text)
+        latent = noise(noise_template(3, (channels, frames, height, width)), 3, 0)
+        for block in (0, 1, 2, m, m + 3):
+            adapter.begin_block(block)
+            got = adapter.embed(latent, step)
+            index = min(block, m)
+            own = text["first"] if index == 0 else text["rest"][:, :, (index - 1) * frames : index * frames]
+            adapter.begin_block(0)
+            expected = adapter.embed(latent, replace(step, frame_condition=(own, step.frame_condition[1])))
+            assert torch.equal(got, expected), block
+    finally:
+        adapter.remove()
+
+
 def test_i2v_two_stages_equal_one_worker(dirs):
     """Block 0 carries the image, blocks 1 and 2 the zero-mask conditioning; 2 stages equal 1 worker."""
     torch.set_num_threads(1)

@@ -14,7 +14,7 @@ block may be at a step of the other expert, as it is at another noise level anyw
 
 Image-to-video (``pipelines.families.wan.image``): the encoded prompt is then a dict, ``text`` (the prompt's
 embeddings), ``first`` / ``rest`` (the mask and VAE latent concatenated to a block's channels: block 0 gets
-``first``, every later block ``rest``) and, for Wan 2.1 I2V, ``image`` (CLIP embeddings). ``conditions`` runs
+``first``, blocks 1 to m their slices of ``rest``, a later block block m's) and, for Wan 2.1 I2V, ``image`` (CLIP embeddings). ``conditions`` runs
 them through the expert's ``condition_embedder`` and puts the projected image tokens before the text, as the
 model's forward does; each block's cross-attention is diffusers' own processor, which splits them off again and
 attends through its ``add_k_proj``/``add_v_proj`` (``added_kv_proj_dim``).
@@ -141,7 +141,8 @@ class Conditions:
     expert: WanTransformer3DModel | None = None
     """The transformer of this step (a two-expert pipeline's expert of its timestep); None: the adapter's model."""
     frame_condition: tuple[torch.Tensor, torch.Tensor] | None = None
-    """Image-to-video: (block 0's, later blocks') [B, 4 + z_dim, F, H, W] channels appended to the latent."""
+    """Image-to-video: block 0's [B, 4 + z_dim, F, H, W] channels appended to the latent, and blocks 1 to m's
+    [B, 4 + z_dim, m * F, H, W] (a block after m takes block m's; ``pipelines.families.wan.image``)."""
 
 
 class WanFrameAdapter:
@@ -199,12 +200,19 @@ class WanFrameAdapter:
     def embed(self, latent: torch.Tensor, cond: Conditions | None = None) -> torch.Tensor:
         """[B, C, F, H, W] latent -> [B, tokens, dim] hidden states (the step's expert's patch embedding); an
         image-to-video block gets its image conditioning appended to its channels first, as diffusers does
-        (block 0 the image's, later blocks the zero-mask one; ``begin_block`` said which block this is)."""
+        (block 0 the image's, later blocks the zero-mask ones; ``begin_block`` said which block this is)."""
         model = self._expert(cond)
         if cond is not None and cond.frame_condition is not None:
             current = self.state.get("current")
-            first = current is None or current.block == 0
-            latent = torch.cat([latent, cond.frame_condition[0 if first else 1]], dim=1)
+            block = 0 if current is None else current.block
+            first, rest = cond.frame_condition
+            if block == 0:
+                condition = first
+            else:
+                frames = first.shape[2]
+                start = (min(block, rest.shape[2] // frames) - 1) * frames
+                condition = rest[:, :, start : start + frames]
+            latent = torch.cat([latent, condition], dim=1)
         hidden = model.patch_embedding(latent.to(model.patch_embedding.weight.dtype))
         return hidden.flatten(2).transpose(1, 2).contiguous()
 
