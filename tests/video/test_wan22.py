@@ -109,7 +109,6 @@ def test_i2v_blocks_take_diffusers_conditioning_up_to_the_horizon(dirs):
 
     from PIL import Image
 
-    from parallel.frames.noise import block_noise as noise
     from pipelines.families.wan import WAN
     from pipelines.families.wan.image import CONDITION_HORIZON, i2v_pipeline, image_conditioning
 
@@ -138,7 +137,7 @@ def test_i2v_blocks_take_diffusers_conditioning_up_to_the_horizon(dirs):
         text, _, _ = pipe.conditioning(PROMPT, NEGATIVE, 1.0)
         text, _ = pipe.condition_on_image(text, None, str(dirs["image"]), SIZE, SIZE, frames)
         step = adapter.conditions(torch.tensor([900.0]), text)
-        latent = noise(noise_template(3, (channels, frames, height, width)), 3, 0)
+        latent = block_noise(noise_template(3, (channels, frames, height, width)), 3, 0)
         for block in (0, 1, 2, m, m + 3):
             adapter.begin_block(block)
             got = adapter.embed(latent, step)

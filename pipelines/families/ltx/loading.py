@@ -85,10 +85,6 @@ class LTXVideoPipeline(VideoPipelineBase):
 
     pipe: Any
     """diffusers' LTXPipeline (its components in eval mode on one device)."""
-    decode_timestep: float = 0.0
-    """The timestep the VAE decodes at (``LTXPipeline.__call__``'s ``decode_timestep``; its default)."""
-    decode_noise_scale: float | None = None
-    """Noise mixed into the latent before decoding (``decode_noise_scale``; None: ``decode_timestep``)."""
     pipeline_class: str = LTX_PIPELINE
     """model_index.json's _class_name: the family registry finds the LTX family by it."""
 
@@ -191,17 +187,14 @@ class LTXVideoPipeline(VideoPipelineBase):
         """A decoder of one video's finished blocks, called in block order: [1, C, F, h, w] -> uint8 frames, each
         window with ``context`` latent frames each way (None: the family's ``decode_context``), held back until the
         video's ``video_latent_frames`` after it are in (None: nothing held back); ``seed``: of the decode noise,
-        when ``decode_noise_scale`` mixes any in; ``decode_timestep``, ``decode_noise_scale``: a job's own (None
-        for both: this pipeline's, LTXPipeline's defaults; a noise scale of None follows the timestep, as there)."""
+        when ``decode_noise_scale`` mixes any in; ``decode_timestep``, ``decode_noise_scale``: a job's own (None:
+        LTXPipeline's defaults, timestep 0 and a noise scale that follows the timestep)."""
         from pipelines.families.ltx import LTXFamily
         from pipelines.families.ltx.decode import LTXBlockDecoder
 
         context = LTXFamily.decode_context if context is None else context
-        timestep, noise_scale = self.decode_timestep, self.decode_noise_scale
-        if decode_timestep is not None or decode_noise_scale is not None:
-            timestep = timestep if decode_timestep is None else decode_timestep
-            noise_scale = decode_noise_scale
-        return LTXBlockDecoder(self.vae, timestep, noise_scale, seed, context, video_latent_frames)
+        timestep = 0.0 if decode_timestep is None else decode_timestep
+        return LTXBlockDecoder(self.vae, timestep, decode_noise_scale, seed, context, video_latent_frames)
 
     @torch.no_grad()
     def decode_block(self, latent: torch.Tensor) -> np.ndarray:
