@@ -136,7 +136,7 @@ def frame_case(name: str, root: Path, device: str, lengths: list[int]) -> dict:
     model_dir = str(builder(module, build)(root / name, *build_args))
     pipe = family_for_dir(model_dir).load(model_dir, "bfloat16", device)
     base = dict(prompt="red and yellow stripes", height=32, width=32, block_frames=8, context_frames=4, fps=8.0,
-                dtype="bfloat16", seed=0)
+                dtype="bfloat16", seed=0, guidance_scale=1.0)  # one branch unless a family's fields say otherwise
     rows = []
     for frames in [lengths[0], *lengths]:  # the first run warms up
         spec = VideoSpec(model=model_dir, frames=frames, **{**base, **fields})

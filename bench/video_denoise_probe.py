@@ -152,6 +152,7 @@ def pipeline_blocks(pipe, model_path: str, seeds: int, context_frames: int, stri
                 seed=seed,
                 fps=8.0,
                 block_stride=stride,
+                guidance_scale=1.0,
             )
             session = VideoSession(pipe, task, group=None, video_path=f"{out}/video.mp4")
             while not session.pipeline.done:

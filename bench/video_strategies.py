@@ -105,6 +105,7 @@ def video_spec(model: str, frames: int, layout: Layout, args: argparse.Namespace
         context_frames=context,
         steps=render.get("steps", args.steps),
         seed=3,
+        guidance_scale=1.0,  # one branch, as every figure of these sections (the pipelines' defaults guide)
         parallel=VideoParallelSpec(strategy=layout.strategy, degree=layout.degree),
     )
     spec.validate()

@@ -121,11 +121,11 @@ class RenderSpec(JobSpec):
     sampler: str = ""
     """"pipeline" (the scheduler the model's directory names), "ddim", "euler", "dpm++", "flow-euler": those
     that fit the model's family; "": the family's default (its own scheduler), filled in at validation."""
-    true_cfg_scale: float = 1.0
+    true_cfg_scale: float | None = None
     """Classifier-free guidance weight of the families whose ``guidance_scale`` is an input of the denoiser
     (guidance-distilled Flux) or unused (Qwen-Image): > 1 also runs the negative prompt's branch and mixes the two;
-    1 leaves it off.
-    The other families weigh their guidance with ``guidance_scale`` and refuse it."""
+    1 leaves it off. None: the pipeline's default (Flux 1.0, Qwen-Image 4.0), set at validation.
+    The other families weigh their guidance with ``guidance_scale`` and refuse it above 1."""
     parallel: ParallelSpec = field(default_factory=ParallelSpec)
     """How the render is spread over workers."""
     segments: list[SegmentSpec] = field(default_factory=list)
@@ -158,9 +158,10 @@ class RenderSpec(JobSpec):
             raise SpecError("height", f"{self.height}x{self.width} exceeds {MAX_PIXELS} pixels")
         self.check_steps()
         self.check_seed_and_guidance()
-        check_type("true_cfg_scale", self.true_cfg_scale, (int, float))
-        if not 0 <= self.true_cfg_scale <= 100:
-            raise SpecError("true_cfg_scale", f"must be in [0, 100], got {self.true_cfg_scale}")
+        if self.true_cfg_scale is not None:
+            check_type("true_cfg_scale", self.true_cfg_scale, (int, float))
+            if not 0 <= self.true_cfg_scale <= 100:
+                raise SpecError("true_cfg_scale", f"must be in [0, 100], got {self.true_cfg_scale}")
         self.check_dtype()
         from pipelines.samplers import SAMPLERS
 
@@ -170,6 +171,7 @@ class RenderSpec(JobSpec):
             raise SpecError("model", "must name a built-in model or a local directory")
         self.check_output_dir()
         family = self.remember_model("model", self.model)
+        self.fill_guidance(family)
         self.sampler = family.sampler(self.sampler)
         if self.sampler not in family.samplers:
             raise SpecError(

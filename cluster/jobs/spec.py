@@ -91,8 +91,9 @@ class JobSpec:
     """Denoising steps."""
     seed: int = 0
     """Seed of the initial noise."""
-    guidance_scale: float = 5.0
-    """Classifier-free guidance weight; <= 1 turns guidance off."""
+    guidance_scale: float | None = None
+    """Classifier-free guidance weight; <= 1 turns guidance off. None: the model's own default, set at validation
+    (``fill_guidance``)."""
     output_dir: str = "outputs"
     """Root under which outputs/<job-id>/ is written."""
     device: str = ""
@@ -210,7 +211,8 @@ class JobSpec:
             check_type(name, getattr(self, name), str)
         for name in ("height", "width", "steps", "seed"):
             check_type(name, getattr(self, name), int)
-        check_type("guidance_scale", self.guidance_scale, (int, float))
+        if self.guidance_scale is not None:
+            check_type("guidance_scale", self.guidance_scale, (int, float))
         for name in ("prompt", "negative_prompt"):
             check_text(name, getattr(self, name))
         check_device("device", self.device)
@@ -222,8 +224,18 @@ class JobSpec:
     def check_seed_and_guidance(self) -> None:
         if not 0 <= self.seed < 2**63:
             raise SpecError("seed", f"must be in [0, 2**63), got {self.seed}")
-        if not 0 <= self.guidance_scale <= 100:
+        if self.guidance_scale is not None and not 0 <= self.guidance_scale <= 100:
             raise SpecError("guidance_scale", f"must be in [0, 100], got {self.guidance_scale}")
+
+    def fill_guidance(self, family: ModelFamily, model: str | None = None) -> None:
+        """Give the guidance weights the job leaves unset (None) the defaults of ``model`` (the job's own by
+        default): its pipeline's ``__call__`` defaults, as ``ModelFamily.guidance_defaults`` reads them. Set once,
+        at validation, so that the stored job holds the weight it renders with (a later diffusers cannot change a
+        queued job)."""
+        defaults = family.guidance_defaults(self.model_path(model))
+        for name, value in defaults.items():
+            if hasattr(self, name) and getattr(self, name) is None:
+                setattr(self, name, value)
 
     def check_dtype(self) -> None:
         if self.dtype not in DTYPES:

@@ -103,8 +103,11 @@ class VideoSpec(JobSpec):
 
     model: str = "builtin-video"
     """Built-in video model name or a local video pipeline directory."""
-    guidance_scale: float = 1.0
-    """Classifier-free guidance weight; > 1 runs both branches (batched through the stages), <= 1 turns it off."""
+    guidance_scale: float | None = None
+    """Classifier-free guidance weight; > 1 runs both branches (batched through the stages), <= 1 turns it off
+    (HunyuanVideo: the guidance embedded in its distilled model, one branch). None: the model's own default, set at
+    validation (the pipeline ``__call__``'s: WanPipeline 5.0, CogVideoX 6, LTX-Video 3, HunyuanVideo 6.0; the
+    built-in model 1.0)."""
     height: int = 64
     """Frame height in pixels (a multiple of 16: VAE factor x patch size)."""
     width: int = 64
@@ -194,6 +197,8 @@ class VideoSpec(JobSpec):
         self.notes.extend(str(w.message) for w in caught)
         self.check_output_dir()
         family = self.remember_model("model", self.model)
+        self.fill_guidance(family)
+        self._check_cfg_guidance()
         self.check_sampler_steps(self.model, "pipeline")  # a video renders with its directory's scheduler
         if self.parallel.strategy == AUTO:
             check_type("parallel.strategy", self.parallel.strategy, str)
@@ -334,16 +339,19 @@ class VideoSpec(JobSpec):
                 "CFG parallel splits the workers of the frame pipeline or of a whole-video strategy "
                 f"(sequence, patch), got strategy {par.strategy!r}: set parallel.cfg=false",
             )
-        if self.guidance_scale <= 1.0:
-            raise SpecError(
-                "parallel.cfg",
-                f"guidance_scale={self.guidance_scale} runs no unconditional branch to put on other workers: set "
-                "parallel.cfg=false or guidance_scale above 1",
-            )
         if isinstance(par.degree, int) and par.degree % 2:
             raise SpecError(
                 "parallel.degree",
                 f"CFG parallel runs each guidance branch on half the workers: an even degree, got {par.degree}",
+            )
+
+    def _check_cfg_guidance(self) -> None:
+        """CFG parallel needs an unconditional branch: a weight above 1 (given, or the model's default)."""
+        if self.parallel.cfg and self.guidance_scale <= 1.0:
+            raise SpecError(
+                "parallel.cfg",
+                f"guidance_scale={self.guidance_scale} runs no unconditional branch to put on other workers: set "
+                "parallel.cfg=false or guidance_scale above 1",
             )
 
     def max_stages(self) -> int:

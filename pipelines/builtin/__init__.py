@@ -17,6 +17,9 @@ class BuiltinModel:
     """Registry name used in job specs (`model=builtin-image`)."""
     description: str
     """One line for `tessera models` and the README."""
+    guidance_scale: float
+    """The guidance weight a job on it leaves unset takes (Tessera trained it; its directory's pipeline class,
+    diffusers' or Tessera's own, is not where its default comes from)."""
 
     @property
     def path(self) -> Path:
@@ -32,13 +35,20 @@ class BuiltinModel:
 
 BUILTIN_MODELS: dict[str, BuiltinModel] = {
     "builtin-image": BuiltinModel(
-        "builtin-image", "small latent text-to-image UNet (SD layout, char-level CLIP text encoder)"
+        "builtin-image", "small latent text-to-image UNet (SD layout, char-level CLIP text encoder)", 5.0
     ),
     "builtin-video": BuiltinModel(
         "builtin-video",
         "small Wan-layout video DiT (trained briefly on procedural moving shapes), per-frame VAE of builtin-image",
+        1.0,
     ),
 }
+
+
+def builtin_at(path: str | Path) -> BuiltinModel | None:
+    """The built-in model whose directory ``path`` is (None: a directory of the user's)."""
+    path = Path(path).resolve()
+    return next((model for model in BUILTIN_MODELS.values() if model.path.resolve() == path), None)
 
 
 def resolve_model(name_or_path: str) -> Path:

@@ -180,6 +180,30 @@ class ModelFamily:
         """The sampler a job asks for, or the family's default (its first) for ""."""
         return name or self.samplers[0]
 
+    def guidance_defaults(self, path: str | Path) -> dict[str, float]:
+        """The guidance weights a job on the model at ``path`` leaves unset takes: ``guidance_scale`` and
+        ``true_cfg_scale`` as the directory's pipeline ``__call__`` defaults them (model_index.json's
+        ``_class_name``, read from diffusers' signature: nothing is loaded), so that a job renders what calling the
+        pipeline with its defaults renders; a built-in model's own; 1.0 where the pipeline has none (a default
+        of None, as QwenImagePipeline's ``guidance_scale``, which only guidance-distilled checkpoints read)."""
+        import inspect
+
+        import diffusers
+
+        from pipelines.builtin import builtin_at
+
+        builtin = builtin_at(path)
+        if builtin is not None:
+            return {"guidance_scale": builtin.guidance_scale, "true_cfg_scale": 1.0}
+        index = json.loads((Path(path) / "model_index.json").read_text())
+        pipeline = getattr(diffusers, index.get("_class_name", ""), None)
+        parameters = inspect.signature(pipeline.__call__).parameters if pipeline is not None else {}
+        defaults = {}
+        for name in ("guidance_scale", "true_cfg_scale"):
+            value = parameters[name].default if name in parameters else None
+            defaults[name] = 1.0 if value is None or value is inspect.Parameter.empty else float(value)
+        return defaults
+
     def band_alignment(self, path: str | Path) -> int:
         """Latent rows a patch band must be a multiple of (families with a patch plan)."""
         raise NotImplementedError(f"the {self.name} family has no patch plan")

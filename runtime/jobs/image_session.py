@@ -32,6 +32,7 @@ class RenderSession:
         par = spec.parallel
         if par.strategy == "none" and world != 1:
             raise ValueError(f"strategy 'none' runs on one worker, but the job group has {world}")
+        spec.fill_guidance(family_of(pipe))  # a spec built in-process, not validated: the model's default weights
         self.pipe = pipe
         self.spec = spec
         self.strategy = None

@@ -97,6 +97,7 @@ class VideoSession:
         instead (append/close/abort/frames, as StreamingMP4Writer); a service job passes per-block files
         that survive a pause. ``decode_stage``: the stage that decodes a causal VAE's whole blocks, forced
         (None: the plan's choice; tests force it rather than depend on measured costs)."""
+        spec.fill_guidance(family_of(pipe))  # a spec built in-process, not validated: the model's default weight
         self.spec = spec
         self.pipe = pipe
         factor = pipe.temporal_factor
