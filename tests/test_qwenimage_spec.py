@@ -40,7 +40,7 @@ def test_a_size_that_is_not_whole_packed_tokens_is_refused(qwen_dir, side):
 
 def test_cfg_parallel_on_qwenimage_needs_true_cfg(qwen_dir):
     parallel = {"strategy": "patch", "degree": 2, "cfg": True}
-    error = _refused(model=str(qwen_dir), guidance_scale=5.0, parallel=parallel)
+    error = _refused(model=str(qwen_dir), guidance_scale=5.0, true_cfg_scale=1.0, parallel=parallel)
     assert error.field == "parallel.cfg" and "true_cfg_scale > 1" in str(error)
     error = _refused(model=str(qwen_dir), true_cfg_scale=4.0, parallel=parallel)  # no negative prompt: no true CFG
     assert error.field == "parallel.cfg" and "needs a negative_prompt" in str(error)

@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from pipelines.errors import ModelDirectoryError
 
@@ -124,6 +124,12 @@ class ModelFamily:
     """A video VAE that keeps no state across blocks and sees frames on both sides (LTX-Video's): the latent frames
     of context each way a block's decode takes by default (``pipelines.video_pipeline``); None: the VAE carries
     its state from block to block (or decodes frames apart), and a job's ``decode_context`` is refused."""
+    call_guidance: ClassVar[dict[str, tuple[float, float]]] = {}
+    """(guidance_scale, true_cfg_scale) by pipeline class of ``pipelines``: its ``__call__``'s defaults, which a job
+    leaving them unset takes (``guidance_defaults``; None there, as QwenImagePipeline's ``guidance_scale``, is 1.0).
+    Written here rather than read from diffusers at submit, where importing a pipeline class takes seconds and
+    validation loads no model code; ``tests/test_guidance_defaults.py`` holds every entry to diffusers' signature.
+    A class not listed (Tessera's own ``TesseraVideoPipeline``) takes (1.0, 1.0)."""
     true_cfg: bool = False
     """Whether the family's classifier-free guidance over a negative prompt is weighed by the job's
     ``true_cfg_scale`` (which ``encode`` then takes as a keyword) rather than by ``guidance_scale``: Flux, whose
@@ -181,28 +187,17 @@ class ModelFamily:
         return name or self.samplers[0]
 
     def guidance_defaults(self, path: str | Path) -> dict[str, float]:
-        """The guidance weights a job on the model at ``path`` leaves unset takes: ``guidance_scale`` and
-        ``true_cfg_scale`` as the directory's pipeline ``__call__`` defaults them (model_index.json's
-        ``_class_name``, read from diffusers' signature: nothing is loaded), so that a job renders what calling the
-        pipeline with its defaults renders; a built-in model's own; 1.0 where the pipeline has none (a default
-        of None, as QwenImagePipeline's ``guidance_scale``, which only guidance-distilled checkpoints read)."""
-        import inspect
-
-        import diffusers
-
+        """The guidance weights a job on the model at ``path`` leaves unset takes, so that it renders what calling
+        the pipeline with its defaults renders: ``call_guidance`` of the directory's pipeline class
+        (model_index.json's ``_class_name``), a built-in model's own, (1.0, 1.0) for a class not listed."""
         from pipelines.builtin import builtin_at
 
         builtin = builtin_at(path)
         if builtin is not None:
             return {"guidance_scale": builtin.guidance_scale, "true_cfg_scale": 1.0}
         index = json.loads((Path(path) / "model_index.json").read_text())
-        pipeline = getattr(diffusers, index.get("_class_name", ""), None)
-        parameters = inspect.signature(pipeline.__call__).parameters if pipeline is not None else {}
-        defaults = {}
-        for name in ("guidance_scale", "true_cfg_scale"):
-            value = parameters[name].default if name in parameters else None
-            defaults[name] = 1.0 if value is None or value is inspect.Parameter.empty else float(value)
-        return defaults
+        guidance, true_cfg = self.call_guidance.get(index.get("_class_name", ""), (1.0, 1.0))
+        return {"guidance_scale": guidance, "true_cfg_scale": true_cfg}
 
     def band_alignment(self, path: str | Path) -> int:
         """Latent rows a patch band must be a multiple of (families with a patch plan)."""

@@ -19,7 +19,7 @@ from cluster.jobs.video import VideoSpec
 from parallel.frames.noise import block_noise, noise_template
 
 FIELDS = dict(prompt=PROMPT, negative_prompt=NEGATIVE, height=HEIGHT, width=WIDTH, frames=24, block_frames=24,
-              context_frames=0, steps=2, seed=11)
+              context_frames=0, steps=2, seed=11, guidance_scale=1.0)
 
 
 @pytest.fixture(scope="module")

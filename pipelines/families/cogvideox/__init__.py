@@ -21,6 +21,7 @@ class CogVideoXFamily(ModelFamily):
     name = "cogvideox"
     job = "video"
     pipelines = ("CogVideoXPipeline",)
+    call_guidance = {"CogVideoXPipeline": (6.0, 1.0)}
     denoiser = "transformer"
     denoisers = ("CogVideoXTransformer3DModel",)
     samplers = ()  # a video renders with the scheduler its directory names

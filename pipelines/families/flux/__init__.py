@@ -35,6 +35,7 @@ class FluxFamily(ModelFamily):
     name = "flux"
     job = "image"
     pipelines = ("FluxPipeline",)
+    call_guidance = {"FluxPipeline": (3.5, 1.0)}
     denoiser = "transformer"
     denoisers = ("FluxTransformer2DModel",)
     samplers = ("pipeline", "flow-euler")  # flow matching: the beta-schedule samplers do not fit

@@ -25,6 +25,7 @@ class HunyuanVideoFamily(ModelFamily):
     name = "hunyuanvideo"
     job = "video"
     pipelines = ("HunyuanVideoPipeline",)
+    call_guidance = {"HunyuanVideoPipeline": (6.0, 1.0)}
     denoiser = "transformer"
     denoisers = ("HunyuanVideoTransformer3DModel",)
     samplers = ()  # a video renders with the scheduler its directory names (flow matching)

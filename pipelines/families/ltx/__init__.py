@@ -20,6 +20,7 @@ class LTXFamily(ModelFamily):
     name = "ltx"
     job = "video"
     pipelines = ("LTXPipeline",)
+    call_guidance = {"LTXPipeline": (3.0, 1.0)}
     denoiser = "transformer"
     denoisers = ("LTXVideoTransformer3DModel",)
     samplers = ()  # a video renders with the scheduler its directory names (flow matching)

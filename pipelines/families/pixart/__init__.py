@@ -21,6 +21,7 @@ class PixArtFamily(ModelFamily):
     name = "pixart"
     job = "image"
     pipelines = ("PixArtAlphaPipeline", "PixArtSigmaPipeline")
+    call_guidance = {"PixArtAlphaPipeline": (4.5, 1.0), "PixArtSigmaPipeline": (4.5, 1.0)}
     denoiser = "transformer"
     denoisers = ("PixArtTransformer2DModel", "DiTTransformer2DModel")
     samplers = ("pipeline", "ddim", "euler", "dpm++")

@@ -54,6 +54,9 @@ class QwenImageFamily(ModelFamily):
     name = "qwenimage"
     job = "image"
     pipelines = ("QwenImagePipeline",)
+    call_guidance = {  # guidance_scale None: read by guidance-distilled checkpoints only
+        "QwenImagePipeline": (1.0, 4.0),
+    }
     denoiser = "transformer"
     denoisers = ("QwenImageTransformer2DModel",)
     samplers = ("pipeline", "flow-euler")  # flow matching: the beta-schedule samplers do not fit

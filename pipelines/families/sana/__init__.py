@@ -34,6 +34,7 @@ class SanaFamily(ModelFamily):
     name = "sana"
     job = "image"
     pipelines = ("SanaPipeline",)
+    call_guidance = {"SanaPipeline": (4.5, 1.0)}
     denoiser = "transformer"
     denoisers = ("SanaTransformer2DModel",)
     samplers = ("pipeline", "flow-euler")

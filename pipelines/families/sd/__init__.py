@@ -18,6 +18,7 @@ class StableDiffusionFamily(ModelFamily):
     name = "sd"
     job = "image"
     pipelines = ("StableDiffusionPipeline",)
+    call_guidance = {"StableDiffusionPipeline": (7.5, 1.0)}
     denoiser = "unet"
     denoisers = ("UNet2DConditionModel",)
     samplers = ("pipeline", "ddim", "euler", "dpm++")

@@ -22,6 +22,7 @@ class StableDiffusion3Family(ModelFamily):
     name = "sd3"
     job = "image"
     pipelines = ("StableDiffusion3Pipeline",)
+    call_guidance = {"StableDiffusion3Pipeline": (7.0, 1.0)}
     denoiser = "transformer"
     denoisers = ("SD3Transformer2DModel",)
     samplers = ("pipeline", "flow-euler")  # flow matching: the beta-schedule samplers do not fit

@@ -22,6 +22,7 @@ from pipelines.families.sd import StableDiffusionFamily
 class StableDiffusionXLFamily(StableDiffusionFamily):
     name = "sdxl"
     pipelines = ("StableDiffusionXLPipeline", "StableDiffusionXLImg2ImgPipeline")
+    call_guidance = {"StableDiffusionXLPipeline": (5.0, 1.0), "StableDiffusionXLImg2ImgPipeline": (5.0, 1.0)}
 
     def encode(self, pipe, prompt, negative_prompt, guidance_scale, device, image_size=None) -> Conditioning:
         guided = guidance_scale > 1.0

@@ -24,6 +24,10 @@ class WanFamily(ModelFamily):
     name = "wan"
     job = "video"
     pipelines = ("WanPipeline", "WanImageToVideoPipeline", "TesseraVideoPipeline")
+    call_guidance = {  # TesseraVideoPipeline: (1.0, 1.0), the built-in model's
+        "WanPipeline": (5.0, 1.0),
+        "WanImageToVideoPipeline": (5.0, 1.0),
+    }
     denoiser = "transformer"
     denoisers = ("WanTransformer3DModel",)
     samplers = ()  # a video renders with the scheduler its directory names (flow matching)
