@@ -122,9 +122,11 @@ class VideoPipeline(Protocol):
         """The prompt as the family's diffusers pipeline encodes it (its own ``encode_prompt``, by keyword)."""
 
     def conditioning(
-        self, prompt: str, negative_prompt: str, guidance_scale: float
+        self, prompt: str, negative_prompt: str, guidance_scale: float, true_cfg_scale: float = 1.0
     ) -> tuple[EncodedPrompt, EncodedPrompt | None, float]:
-        """(prompt, negative prompt or None, the classifier-free guidance weight the frame pipeline applies)."""
+        """(prompt, negative prompt or None, the classifier-free guidance weight the frame pipeline applies).
+        ``true_cfg_scale``: the weight of a family whose ``guidance_scale`` is embedded in its model (HunyuanVideo's
+        true CFG, with a negative prompt); the others' jobs leave it at 1."""
 
     def make_scheduler(self) -> Any:
         """A fresh diffusers scheduler (one per frame block), its timesteps not yet set."""
@@ -156,10 +158,10 @@ class VideoPipelineBase:
     """The protocol's defaults: what the frame pipeline did before video families had a say."""
 
     def conditioning(
-        self, prompt: str, negative_prompt: str, guidance_scale: float
+        self, prompt: str, negative_prompt: str, guidance_scale: float, true_cfg_scale: float = 1.0
     ) -> tuple[EncodedPrompt, EncodedPrompt | None, float]:
         """The prompt, and with classifier-free guidance (``guidance_scale > 1``) the negative prompt, each
-        through ``encode_prompt``; the guidance weight as given."""
+        through ``encode_prompt``; the guidance weight as given (``true_cfg_scale``: not this family's)."""
         text = self.encode_prompt(prompt)
         negative = self.encode_prompt(negative_prompt) if guidance_scale > 1.0 else None
         return text, negative, guidance_scale

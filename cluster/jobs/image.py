@@ -230,17 +230,6 @@ class RenderSpec(JobSpec):
             if problem is not None:
                 raise SpecError(*problem)
 
-    def cfg_weight_field(self, model: str | None = None) -> str:
-        """The field weighing the two guidance branches of ``model`` (the job's own by default)."""
-        return "true_cfg_scale" if self.model_family(model).true_cfg else "guidance_scale"
-
-    def guides(self, model: str | None = None) -> bool:
-        """Whether ``model`` runs two guidance branches: its weight above 1 and, for a true-CFG family (Flux,
-        Qwen-Image), a negative prompt, as their pipelines run true CFG only with one."""
-        if getattr(self, self.cfg_weight_field(model)) <= 1.0:
-            return False
-        return bool(self.negative_prompt) or not self.model_family(model).true_cfg
-
     def _cfg_parallel_error(self, model: str) -> str | None:
         """Why CFG parallel cannot split ``model``'s branches (None: it can)."""
         if self.guides(model):

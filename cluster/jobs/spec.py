@@ -227,6 +227,17 @@ class JobSpec:
         if self.guidance_scale is not None and not 0 <= self.guidance_scale <= 100:
             raise SpecError("guidance_scale", f"must be in [0, 100], got {self.guidance_scale}")
 
+    def cfg_weight_field(self, model: str | None = None) -> str:
+        """The field weighing the two guidance branches of ``model`` (the job's own by default)."""
+        return "true_cfg_scale" if self.model_family(model).true_cfg else "guidance_scale"
+
+    def guides(self, model: str | None = None) -> bool:
+        """Whether ``model`` runs two guidance branches: its weight above 1 and, for a true-CFG family (Flux,
+        Qwen-Image, HunyuanVideo), a negative prompt, as their pipelines run true CFG only with one."""
+        if getattr(self, self.cfg_weight_field(model)) <= 1.0:
+            return False
+        return bool(self.negative_prompt) or not self.model_family(model).true_cfg
+
     def fill_guidance(self, family: ModelFamily, model: str | None = None) -> None:
         """Give the guidance weights the job leaves unset (None) the defaults of ``model`` (the job's own by
         default): its pipeline's ``__call__`` defaults, as ``ModelFamily.guidance_defaults`` reads them. Set once,

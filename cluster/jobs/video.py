@@ -108,6 +108,11 @@ class VideoSpec(JobSpec):
     (HunyuanVideo: the guidance embedded in its distilled model, one branch). None: the model's own default, set at
     validation (the pipeline ``__call__``'s: WanPipeline 5.0, CogVideoX 6, LTX-Video 3, HunyuanVideo 6.0; the
     built-in model 1.0)."""
+    true_cfg_scale: float | None = None
+    """HunyuanVideo's true classifier-free guidance (``HunyuanVideoPipeline``'s ``true_cfg_scale``): above 1 with a
+    ``negative_prompt`` its branch runs too, both at the embedded ``guidance_scale``, mixed by this weight. None: the
+    pipeline's default (1.0, off). The other video families weigh their guidance with ``guidance_scale`` and refuse
+    it above 1."""
     height: int = 64
     """Frame height in pixels (a multiple of 16: VAE factor x patch size)."""
     width: int = 64
@@ -164,6 +169,10 @@ class VideoSpec(JobSpec):
         if not 1 <= self.block_stride <= self.steps:
             raise SpecError("block_stride", f"must be in [1, steps={self.steps}], got {self.block_stride}")
         self.check_seed_and_guidance()
+        if self.true_cfg_scale is not None:
+            check_type("true_cfg_scale", self.true_cfg_scale, (int, float))
+            if not 0 <= self.true_cfg_scale <= 100:
+                raise SpecError("true_cfg_scale", f"must be in [0, 100], got {self.true_cfg_scale}")
         if not 0 < self.fps <= 240:
             raise SpecError("fps", f"must be in (0, 240], got {self.fps}")
         if not 1 <= self.frames <= MAX_FRAMES:
@@ -198,6 +207,11 @@ class VideoSpec(JobSpec):
         self.check_output_dir()
         family = self.remember_model("model", self.model)
         self.fill_guidance(family)
+        if self.true_cfg_scale > 1.0 and not family.true_cfg:
+            raise SpecError(
+                "true_cfg_scale",
+                f"the {family.name} family weighs its guidance with guidance_scale; leave true_cfg_scale at 1",
+            )
         self._check_cfg_guidance()
         self.check_sampler_steps(self.model, "pipeline")  # a video renders with its directory's scheduler
         if self.parallel.strategy == AUTO:
@@ -346,13 +360,21 @@ class VideoSpec(JobSpec):
             )
 
     def _check_cfg_guidance(self) -> None:
-        """CFG parallel needs an unconditional branch: a weight above 1 (given, or the model's default)."""
-        if self.parallel.cfg and self.guidance_scale <= 1.0:
+        """CFG parallel needs an unconditional branch (``guides``): a weight above 1 (given, or the model's
+        default) and, for true CFG (HunyuanVideo), a negative prompt."""
+        if not self.parallel.cfg or self.guides():
+            return
+        weight = self.cfg_weight_field()
+        if getattr(self, weight) <= 1.0:
             raise SpecError(
                 "parallel.cfg",
-                f"guidance_scale={self.guidance_scale} runs no unconditional branch to put on other workers: set "
-                "parallel.cfg=false or guidance_scale above 1",
+                f"{weight}={getattr(self, weight)} runs no unconditional branch to put on other workers: set "
+                f"parallel.cfg=false or {weight} above 1",
             )
+        raise SpecError(
+            "parallel.cfg",
+            f"{weight} runs the pipeline's true CFG only with a negative_prompt: give one or set parallel.cfg=false",
+        )
 
     def max_stages(self) -> int:
         """The most stages this video can use: no more than transformer blocks or frame blocks."""
@@ -384,7 +406,12 @@ class VideoSpec(JobSpec):
         parallel = replace(self.parallel, degree=degree)
         if parallel.cfg and degree < 2:  # degree=auto with one free worker: both branches batched on it
             parallel.cfg, parallel.strategy = False, "none"
-        fields = {**self.input_fields(), "fps": float(self.fps), "guidance_scale": float(self.guidance_scale)}
+        fields = {
+            **self.input_fields(),
+            "fps": float(self.fps),
+            "guidance_scale": float(self.guidance_scale),
+            "true_cfg_scale": float(self.true_cfg_scale),
+        }
         if parallel.strategy == AUTO:
             strategy = (choice or {}).get("strategy", "frames")
             parallel.strategy = "none" if degree == 1 else strategy
@@ -445,7 +472,7 @@ class VideoSpec(JobSpec):
             free,
             candidates,
             max_stages=self.max_stages(),
-            batch=min(described.batch, 2 if self.guidance_scale > 1 else 1),  # embedded guidance: 1 branch
+            batch=min(described.batch, 2 if self.guides() else 1),
             mode=self.parallel.mode,
             warmup_steps=self.parallel.warmup_steps,
             device=device,
@@ -465,7 +492,7 @@ class VideoSpec(JobSpec):
 
     def _accepts(self, strategy: str, degree: int, cfg: bool = False) -> bool:
         """Whether the family renders this video with ``strategy`` on ``degree`` workers, the guidance branches
-        split when ``cfg`` (its own checks: HunyuanVideo has no unconditional branch to split off)."""
+        split when ``cfg`` (its own checks)."""
         if degree == 1 or (strategy == "frames" and not cfg):
             return True
         parallel = replace(self.parallel, strategy=strategy, degree=degree, cfg=cfg)

@@ -133,7 +133,8 @@ class ModelFamily:
     true_cfg: bool = False
     """Whether the family's classifier-free guidance over a negative prompt is weighed by the job's
     ``true_cfg_scale`` (which ``encode`` then takes as a keyword) rather than by ``guidance_scale``: Flux, whose
-    guidance-distilled denoiser takes ``guidance_scale`` as an input, and Qwen-Image, whose pipeline does."""
+    guidance-distilled denoiser takes ``guidance_scale`` as an input, Qwen-Image, whose pipeline does, and
+    HunyuanVideo, whose guidance is embedded likewise."""
 
     def __repr__(self) -> str:
         return f"<model family {self.name}>"

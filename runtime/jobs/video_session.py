@@ -111,7 +111,7 @@ class VideoSession:
         )
         started = time.perf_counter()
         text, negative, config.guidance_scale = pipe.conditioning(
-            spec.prompt, spec.negative_prompt, spec.guidance_scale
+            spec.prompt, spec.negative_prompt, spec.guidance_scale, true_cfg_scale=spec.true_cfg_scale
         )
         if getattr(spec, "image", ""):  # image-to-video: the conditioning image, encoded by the family
             text, negative = pipe.condition_on_image(
@@ -475,6 +475,7 @@ class VideoSession:
             "frames": self.pipe.video_frames(self.pipeline.frames),
             "latent_frames": self.pipeline.frames,
             "guidance_scale": self.spec.guidance_scale,
+            "true_cfg_scale": self.spec.true_cfg_scale,
             "encode_s": self.encode_s,
             "setup_s": self.setup_s,
             "denoise_s": self.denoise_s,

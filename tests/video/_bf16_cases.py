@@ -41,16 +41,18 @@ def _reference(pipeline_class, model_dir: str, device: str):
 
 
 @torch.no_grad()
-def hunyuanvideo(out_dir: Path, device: str = "cpu", make_writer=None) -> Pair:
+def hunyuanvideo(out_dir: Path, device: str = "cpu", make_writer=None, true_cfg_scale: float = 1.0) -> Pair:
     from diffusers import HunyuanVideoPipeline
 
+    negative = "blurry" if true_cfg_scale > 1.0 else ""  # the pipeline's true CFG: both branches, embedded guidance
     model_dir = str(save_tiny_hunyuanvideo(out_dir / "hunyuan"))
     got = _render(out_dir, model_dir, device, make_writer, prompt=HUNYUAN_PROMPT, height=32, width=32, frames=12,
-                  block_frames=12, guidance_scale=6.0, steps=3, seed=2)
+                  block_frames=12, guidance_scale=6.0, steps=3, seed=2, negative_prompt=negative,
+                  true_cfg_scale=true_cfg_scale)
     latents = block_noise(noise_template(2, (LATENT_CHANNELS, 3, 4, 4)), 2, 0)
     expected = _reference(HunyuanVideoPipeline, model_dir, device)(
         prompt=HUNYUAN_PROMPT, height=32, width=32, num_frames=9, num_inference_steps=3, guidance_scale=6.0,
-        latents=latents.to(device), output_type="latent",
+        latents=latents.to(device), output_type="latent", negative_prompt=negative or None, true_cfg_scale=true_cfg_scale,
     ).frames
     return got, expected
 
@@ -136,6 +138,7 @@ def wan_i2v(out_dir: Path, device: str = "cpu", make_writer=None) -> Pair:
 
 CASES = {
     "HunyuanVideo": hunyuanvideo,
+    "HunyuanVideo true CFG": partial(hunyuanvideo, true_cfg_scale=3.0),
     "LTX g=1.0": partial(ltx, guidance_scale=1.0),
     "LTX g=3.0": partial(ltx, guidance_scale=3.0),
     "CogVideoX 1.0": partial(cogvideox, version="1.0", scheduler="ddim"),

@@ -11,12 +11,15 @@ from pipelines.families.hunyuanvideo import HUNYUANVIDEO
 PROMPT = "red and blue stripes"
 
 
-def frame_render(rank: int, world: int, model_dir: str, config: dict, guidance_scale: float) -> dict:
-    """The finished latents (stage 0), the sampler's order and the stage's layers of one render; ``world`` 1 runs
-    without a group."""
+def frame_render(
+    rank: int, world: int, model_dir: str, config: dict, guidance_scale: float, negative_prompt: str = "",
+    true_cfg_scale: float = 1.0,
+) -> dict:
+    """The finished latents (stage 0), the sampler's order and the stage's layers of one render (under true CFG with
+    ``true_cfg_scale`` above 1 and a ``negative_prompt``); ``world`` 1 runs without a group."""
     torch.set_num_threads(1)
     parts = HUNYUANVIDEO.load(model_dir, "float32", "cpu")
-    text, negative, cfg = parts.conditioning(PROMPT, "", guidance_scale)
+    text, negative, cfg = parts.conditioning(PROMPT, negative_prompt, guidance_scale, true_cfg_scale)
     outputs: dict[int, torch.Tensor] = {}
     pipe = FramePipeline(
         parts.transformer,

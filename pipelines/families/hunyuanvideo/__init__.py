@@ -26,6 +26,7 @@ class HunyuanVideoFamily(ModelFamily):
     job = "video"
     pipelines = ("HunyuanVideoPipeline",)
     call_guidance = {"HunyuanVideoPipeline": (6.0, 1.0)}
+    true_cfg = True
     denoiser = "transformer"
     denoisers = ("HunyuanVideoTransformer3DModel",)
     samplers = ()  # a video renders with the scheduler its directory names (flow matching)
@@ -71,34 +72,28 @@ class HunyuanVideoFamily(ModelFamily):
         return int(self.component_config(path, "vae").get("temporal_compression_ratio", 4))
 
     def video_error(self, path: str | Path, spec: Any) -> tuple[str, str] | None:
-        """Whole latent frames per block, sizes the pipeline takes (multiples of 16 pixels), and no negative
-        prompt: Tessera runs HunyuanVideo's one branch, its guidance embedded (``guidance_scale``, in a transformer with
-        ``guidance_embeds``; one without ignores it, as the pipeline does), not the pipeline's true CFG
-        (``true_cfg_scale`` with a negative prompt)."""
+        """Whole latent frames per block, sizes the pipeline takes (multiples of 16 pixels), and a negative prompt
+        only with the pipeline's true CFG (``true_cfg_scale`` above 1), the only branch it adds: the guidance is
+        otherwise embedded (``guidance_scale``, in a transformer with ``guidance_embeds``; one without ignores it,
+        as the pipeline does). CFG parallel without true CFG is refused by the spec (``_check_cfg_guidance``)."""
         problem = super().video_error(path, spec)
         if problem is not None:
             return problem
         for field_name in ("height", "width"):
             if getattr(spec, field_name) % 16:
                 return field_name, f"HunyuanVideo renders multiples of 16 pixels, got {getattr(spec, field_name)}"
-        if spec.negative_prompt:
+        if spec.negative_prompt and not (spec.true_cfg_scale or 1.0) > 1.0:
             return (
                 "negative_prompt",
-                "Tessera runs HunyuanVideo's one branch (guidance_scale is embedded in the model), not the "
-                "pipeline's true CFG (true_cfg_scale with a negative prompt): a negative prompt would change nothing",
-            )
-        if spec.parallel.cfg:
-            return (
-                "parallel.cfg",
-                "Tessera runs HunyuanVideo's one branch (guidance_scale is embedded in the model, not true CFG): "
-                "nothing for CFG parallel to split off",
+                "HunyuanVideo's guidance_scale is embedded in the model: a negative prompt runs only under the "
+                "pipeline's true CFG (true_cfg_scale above 1); without it, it would change nothing",
             )
         return self.whole_video_split_error(path, spec)
 
     def cost_model(self, path: str | Path, dtype: str):
         """The transformer from its config.json as a "video-mmdit" (``parallel.cost``): joint attention over the
-        video and the prompt at the length the pipeline passes (``loading.prompt_length``), one forward per step
-        (the guidance is embedded)."""
+        video and the prompt at the length the pipeline passes (``loading.prompt_length``), one forward per step (the
+        guidance is embedded), two under true CFG."""
         from parallel.cost.models import ModelSpec
         from pipelines.families.hunyuanvideo.loading import prompt_length
 
@@ -116,7 +111,7 @@ class HunyuanVideoFamily(ModelFamily):
             dtype=dtype,
             **self.cost_video_decoder(path),
             extra={"pooled_projections": int(config.get("pooled_projection_dim", 768))},
-            batch=1,
+            batch=2,  # both branches under true CFG (the spec's guides() says which)
         )
 
     def load(self, path: str | Path, dtype: str, device: str) -> Any:

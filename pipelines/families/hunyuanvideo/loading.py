@@ -5,9 +5,9 @@ The prompt goes through the pipeline's own ``encode_prompt`` (Llama under the pi
 hidden states two layers before the last, and CLIP's pooled output), called by keyword; the result is the dict of
 batch-first tensors ``HunyuanFrameAdapter.conditions`` takes, with the embedded guidance
 (``guidance_scale * 1000``, as ``HunyuanVideoPipeline.__call__`` makes it). The job's ``guidance_scale`` is that
-embedded guidance: the distilled transformer takes it as an input, so the frame pipeline runs one branch
-(diffusers' true classifier-free guidance over a negative prompt, ``true_cfg_scale``, has no video spec field;
-the family refuses a ``negative_prompt``). The sampler is the directory's
+embedded guidance: the distilled transformer takes it as an input, so the frame pipeline runs one branch, or two
+under the pipeline's true classifier-free guidance (the job's ``true_cfg_scale`` above 1 with a
+``negative_prompt``: both branches at the same embedded guidance, mixed by that weight). The sampler is the directory's
 flow-matching Euler scheduler with the sigmas ``__call__`` passes (``linspace(1, 0, steps + 1)[:-1]``, through
 diffusers' ``retrieve_timesteps``). The VAE packs 4 frames into a latent frame (8x8 pixels), so a render's
 ``frames`` count video frames as for Wan's 3-D VAE: ``frames`` latent-aligned frames decode to ``frames - 3``.
@@ -134,9 +134,14 @@ class HunyuanVideoParts(VideoPipelineBase):
             "guidance": torch.tensor([guidance_scale], dtype=dtype, device=device) * 1000.0,
         }
 
-    def conditioning(self, prompt: str, negative_prompt: str, guidance_scale: float):
-        """The prompt with ``guidance_scale`` as its embedded guidance, no negative branch (weight 1)."""
-        return self.encode_prompt(prompt, guidance_scale), None, 1.0
+    def conditioning(self, prompt: str, negative_prompt: str, guidance_scale: float, true_cfg_scale: float = 1.0):
+        """The prompt with ``guidance_scale`` as its embedded guidance; with the pipeline's true CFG
+        (``true_cfg_scale > 1`` and a negative prompt, as ``HunyuanVideoPipeline.__call__`` runs it) the negative
+        prompt too, at the same embedded guidance, weighed by ``true_cfg_scale``; else no negative branch (weight 1)."""
+        text = self.encode_prompt(prompt, guidance_scale)
+        if true_cfg_scale > 1.0 and negative_prompt:
+            return text, self.encode_prompt(negative_prompt, guidance_scale), true_cfg_scale
+        return text, None, 1.0
 
     # --- the sampler -----------------------------------------------------------------------------
     def make_scheduler(self):
