@@ -10,7 +10,9 @@ same settings and size, which is what a stream-copy concat needs, and without B-
 segment shorter than x264's reordering delay (Wan's first block of one frame, a short last block, a
 windowed decoder's partial block) starts at another decode-time offset than the others, and the join
 failed ("Non-monotonic DTS") or, worse, repeated frames (a video of 8, 3, 8 and 1 frames joined to 22).
-Without them the segments of 8 frames of a rendered video took 1.4% more bytes at the same quality.
+Without them the segments of 8 frames of a rendered video took 1.4% more bytes at the same quality. The join is
+checked from its packets' timing (no decode); segments it cannot join evenly (a job paused before every segment was
+encoded without B-frames) are joined by a second encode instead.
 
 Each segment's frame count is kept in a sidecar ``<index>.json``, so counting the blocks on disk
 after a resume does not decode them. A block whose decoder held its frames back (LTX-Video's decode in
@@ -82,6 +84,70 @@ def concat_segments(segments: list[Path], video_path: str | Path) -> Path:
     return video_path
 
 
+def even_frames(path: str | Path) -> int | None:
+    """The frames of an MP4's video stream when they are evenly timed (each packet one frame period, the
+    presentation times consecutive periods), read from the packets without decoding; None when not: a player or
+    a constant-rate reader then holds or repeats frames, as a stream-copy join of segments with B-frames does."""
+    import imageio_ffmpeg
+
+    command = [imageio_ffmpeg.get_ffmpeg_exe(), "-nostdin", "-loglevel", "error", "-i", str(path), "-map", "0:v:0",
+               "-c", "copy", "-f", "framemd5", "-"]
+    result = subprocess.run(command, stdin=subprocess.DEVNULL, capture_output=True, text=True)
+    if result.returncode != 0:
+        return None
+    packets = [line.split(",") for line in result.stdout.splitlines() if line and not line.startswith("#")]
+    times = sorted(int(packet[2]) for packet in packets)  # stream index, dts, pts, duration, size, hash
+    periods = {int(packet[3]) for packet in packets}
+    if len(periods) != 1 or times != [times[0] + k * next(iter(periods)) for k in range(len(times))]:
+        return None
+    return len(times)
+
+
+def reencode_segments(segments: list[Path], video_path: str | Path, fps: float) -> Path:
+    """Join MP4 segments by decoding them one at a time into one new encode (one frame in memory), published
+    atomically: for segments a stream copy cannot join evenly (encoded with B-frames before every segment was
+    encoded without: a job paused then and resumed now). A second lossy encode of those frames."""
+    import imageio.v2 as imageio
+
+    writer = StreamingMP4Writer(video_path, fps)
+    try:
+        for segment in segments:
+            reader = imageio.get_reader(segment, format="FFMPEG")
+            try:
+                for frame in reader:
+                    writer.append(frame[None])
+            finally:
+                reader.close()
+        return writer.close()
+    except BaseException:
+        writer.abort()
+        raise
+
+
+def join_segments(segments: list[Path], video_path: str | Path, fps: float, frames: int) -> Path:
+    """Join segments holding ``frames`` frames into ``video_path``: by stream copy, kept when its frames are the
+    segments' and evenly timed (``even_frames``), else re-encoded (``reencode_segments``); published atomically
+    either way."""
+    video_path = Path(video_path)
+    copied = video_path.with_name(f".{video_path.name}.copied.mp4")
+    try:
+        concat_segments(segments, copied)
+        if even_frames(copied) == frames:
+            os.replace(copied, video_path)
+            return video_path
+        refused = None
+    except RuntimeError as err:  # ffmpeg refused the copy ("Non-monotonic DTS"), or a segment is unreadable
+        refused = err
+    finally:
+        copied.unlink(missing_ok=True)
+    try:
+        return reencode_segments(segments, video_path, fps)
+    except Exception as err:
+        if refused is not None:  # the copy's own error names the segment ffmpeg could not read
+            raise refused from err
+        raise
+
+
 class BlockFileWriter:
     """The MP4 writer's interface (append, close, abort, frames) over per-block segments in ``directory``.
 
@@ -141,7 +207,7 @@ class BlockFileWriter:
         if len(sizes) > 1:
             raise ValueError(f"frame blocks: sizes {sorted(sizes)} differ; one video needs one size")
         segments = [block_path(self.directory, index) for index, info in enumerate(infos) if info["frames"]]
-        return concat_segments(segments, self.video_path)
+        return join_segments(segments, self.video_path, self.fps, sum(info["frames"] for info in infos))
 
     def abort(self) -> None:
         """A paused or failed stage: the finished blocks stay for the job to continue from."""

@@ -146,3 +146,39 @@ def test_blocks_shorter_than_the_encoders_delay_join_to_their_frames(tmp_path, s
     segments = np.concatenate([_decode(block_path(tmp_path / "blocks", i)) for i in range(len(sizes))])
     assert decoded.shape == (sum(sizes), 64, 64, 3)
     np.testing.assert_array_equal(decoded, segments)
+
+
+def _bframe_segment(path, frames: np.ndarray) -> None:
+    """A segment as every one was encoded before 2026-12-05: x264's default B-frames."""
+    writer = imageio.get_writer(path, format="FFMPEG", mode="I", fps=8, codec="libx264", quality=8,
+                                pixelformat="yuv420p", macro_block_size=1)
+    for frame in frames:
+        writer.append_data(frame)
+    writer.close()
+
+
+@pytest.mark.parametrize("old_blocks", [4, 2])
+def test_segments_encoded_with_b_frames_join_by_a_second_encode(tmp_path, old_blocks):
+    """A job paused before every segment was encoded without B-frames (all its blocks, or the first two, resumed
+    after): the stream copy would hold 22 frames for these 20, so the join re-encodes them: every frame, once."""
+    import json
+
+    from pipelines.video_blocks import count_path, even_frames
+
+    sizes = (8, 3, 8, 1)
+    starts = np.cumsum((0,) + sizes[:-1])
+    blocks = [_smooth(frames, int(start)) for frames, start in zip(sizes, starts)]
+    directory = tmp_path / "blocks"
+    directory.mkdir()
+    for index, frames in enumerate(blocks[:old_blocks]):
+        _bframe_segment(block_path(directory, index), frames)
+        count_path(directory, index).write_text(json.dumps({"frames": len(frames), "height": 64, "width": 64}))
+    writer = BlockFileWriter(directory, tmp_path / "video.mp4", fps=8, blocks=len(sizes), first_block=old_blocks)
+    for frames in blocks[old_blocks:]:
+        writer.append(frames)
+    video = writer.close()
+    assert even_frames(video) == sum(sizes) and probe_mp4(video)["frames"] == sum(sizes)
+    decoded = _decode(video)
+    assert decoded.shape == (sum(sizes), 64, 64, 3)
+    assert np.abs(decoded.astype(np.int16) - np.concatenate(blocks)).mean() < 3  # a second lossy encode, close
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["blocks", "video.mp4"]  # no temporary file left
