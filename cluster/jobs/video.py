@@ -108,6 +108,10 @@ class VideoSpec(JobSpec):
     (HunyuanVideo: the guidance embedded in its distilled model, one branch). None: the model's own default, set at
     validation (the pipeline ``__call__``'s: WanPipeline 5.0, CogVideoX 6, LTX-Video 3, HunyuanVideo 6.0; the
     built-in model 1.0)."""
+    guidance_scale_2: float | None = None
+    """Wan 2.2's low-noise expert's guidance weight (``WanPipeline``'s ``guidance_scale_2``), at the steps below its
+    boundary timestep; None: ``guidance_scale`` at every step, as the pipeline does. Refused for a model of one
+    denoiser, and where ``guidance_scale`` runs no unconditional branch."""
     true_cfg_scale: float | None = None
     """HunyuanVideo's true classifier-free guidance (``HunyuanVideoPipeline``'s ``true_cfg_scale``): above 1 with a
     ``negative_prompt`` its branch runs too, both at the embedded ``guidance_scale``, mixed by this weight. None: the
@@ -169,10 +173,12 @@ class VideoSpec(JobSpec):
         if not 1 <= self.block_stride <= self.steps:
             raise SpecError("block_stride", f"must be in [1, steps={self.steps}], got {self.block_stride}")
         self.check_seed_and_guidance()
-        if self.true_cfg_scale is not None:
-            check_type("true_cfg_scale", self.true_cfg_scale, (int, float))
-            if not 0 <= self.true_cfg_scale <= 100:
-                raise SpecError("true_cfg_scale", f"must be in [0, 100], got {self.true_cfg_scale}")
+        for name in ("guidance_scale_2", "true_cfg_scale"):
+            value = getattr(self, name)
+            if value is not None:
+                check_type(name, value, (int, float))
+                if not 0 <= value <= 100:
+                    raise SpecError(name, f"must be in [0, 100], got {value}")
         if not 0 < self.fps <= 240:
             raise SpecError("fps", f"must be in (0, 240], got {self.fps}")
         if not 1 <= self.frames <= MAX_FRAMES:
@@ -213,6 +219,7 @@ class VideoSpec(JobSpec):
                 f"the {family.name} family weighs its guidance with guidance_scale; leave true_cfg_scale at 1",
             )
         self._check_cfg_guidance()
+        self._check_second_guidance(family.has_second_guidance(self.model_path()))
         self.check_sampler_steps(self.model, "pipeline")  # a video renders with its directory's scheduler
         if self.parallel.strategy == AUTO:
             check_type("parallel.strategy", self.parallel.strategy, str)
@@ -357,6 +364,23 @@ class VideoSpec(JobSpec):
             raise SpecError(
                 "parallel.degree",
                 f"CFG parallel runs each guidance branch on half the workers: an even degree, got {par.degree}",
+            )
+
+    def _check_second_guidance(self, has_second: bool) -> None:
+        """``guidance_scale_2`` only for a model with a second denoiser, and only with guidance to weigh."""
+        if self.guidance_scale_2 is None:
+            return
+        if not has_second:
+            raise SpecError(
+                "guidance_scale_2",
+                "weighs the guidance of a second denoiser's steps (Wan 2.2's low-noise expert); this model has one: "
+                "leave it unset",
+            )
+        if self.guidance_scale <= 1.0:
+            raise SpecError(
+                "guidance_scale_2",
+                f"guidance_scale={self.guidance_scale} runs no unconditional branch for it to weigh (as WanPipeline, "
+                "which guides only when guidance_scale is above 1): set guidance_scale above 1 or leave it unset",
             )
 
     def _check_cfg_guidance(self) -> None:

@@ -93,10 +93,20 @@ class FramePipelineConfig:
     """Seed of the shared noise template."""
     guidance_scale: float = 1.0
     """Classifier-free guidance weight; above 1 both branches run (needs ``negative_text``), else the prompt only."""
+    guidance_scale_2: float | None = None
+    """The weight at timesteps below ``guidance_boundary`` (Wan 2.2's low-noise expert); None: ``guidance_scale``."""
+    guidance_boundary: float | None = None
+    """The timestep below which ``guidance_scale_2`` weighs the branches, as diffusers' ``WanPipeline`` switches."""
 
     @property
     def guided(self) -> bool:
         return self.guidance_scale > 1.0
+
+    def guidance_at(self, timestep: float) -> float:
+        """The guidance weight of a step at ``timestep``."""
+        if self.guidance_scale_2 is None or self.guidance_boundary is None or timestep >= self.guidance_boundary:
+            return self.guidance_scale
+        return self.guidance_scale_2
 
 
 @dataclass
@@ -372,7 +382,7 @@ class FramePipeline:
             hidden = self.adapter.embed(torch.cat([latent] * self.batch) if self.batch > 1 else latent, cond)
         for layer in self.layers:
             hidden = self.adapter.run_layer(layer, hidden, cond)
-        output = self._guided(self.adapter.head(hidden, cond)) if self.rank == last else None
+        output = self._guided(self.adapter.head(hidden, cond), item.step) if self.rank == last else None
         if self.trace is not None:
             self.trace.add("compute_end", self.position)
         self.stats.compute_s += time.perf_counter() - started
@@ -392,12 +402,13 @@ class FramePipeline:
             self.outstanding.append(item)
             self.recv_output.post()  # posted now, so the last stage's send never waits on stage 0
 
-    def _guided(self, output: torch.Tensor) -> torch.Tensor:
-        """The model output of both branches [2, ...] -> the guided prediction [1, ...]."""
+    def _guided(self, output: torch.Tensor, step: int) -> torch.Tensor:
+        """The model output of both branches [2, ...] -> the guided prediction [1, ...], weighed for ``step``'s
+        timestep (``FramePipelineConfig.guidance_at``)."""
         if self.batch == 1:
             return output
         uncond, cond = output.chunk(2)
-        return uncond + self.config.guidance_scale * (cond - uncond)
+        return uncond + self.config.guidance_at(float(self.timesteps[step])) * (cond - uncond)
 
     @property
     def ticks(self) -> int:

@@ -300,6 +300,11 @@ class ModelFamily:
         placed anew; ``[]`` when one denoiser runs every step (the default)."""
         return []
 
+    def has_second_guidance(self, path: str | Path) -> bool:
+        """The video model at ``path`` takes a second guidance weight for its later steps (a render's
+        ``guidance_scale_2``: Wan 2.2's low-noise expert); read from JSON at submit. Default: no."""
+        return False
+
     def decodes_at_timestep(self, path: str | Path) -> bool:
         """The video model at ``path`` has a timestep-conditioned VAE decoder (a render's ``decode_timestep`` and
         ``decode_noise_scale`` apply; refused otherwise); read from JSON at submit. Default: no."""

@@ -113,6 +113,7 @@ class VideoSession:
         text, negative, config.guidance_scale = pipe.conditioning(
             spec.prompt, spec.negative_prompt, spec.guidance_scale, true_cfg_scale=spec.true_cfg_scale
         )
+        config.guidance_scale_2, config.guidance_boundary = spec.guidance_scale_2, pipe.guidance_boundary
         if getattr(spec, "image", ""):  # image-to-video: the conditioning image, encoded by the family
             text, negative = pipe.condition_on_image(
                 text, negative, spec.image, spec.height, spec.width, config.block_frames
@@ -475,6 +476,7 @@ class VideoSession:
             "frames": self.pipe.video_frames(self.pipeline.frames),
             "latent_frames": self.pipeline.frames,
             "guidance_scale": self.spec.guidance_scale,
+            "guidance_scale_2": self.spec.guidance_scale_2,
             "true_cfg_scale": self.spec.true_cfg_scale,
             "encode_s": self.encode_s,
             "setup_s": self.setup_s,

@@ -119,6 +119,12 @@ class WanFamily(ModelFamily):
         high = expert_steps(path, index, steps)
         return [high, steps - high] if 0 < high < steps else []
 
+    def has_second_guidance(self, path: str | Path) -> bool:
+        """A two-expert directory: ``WanPipeline``'s ``guidance_scale_2`` weighs the low-noise expert's steps."""
+        from pipelines.families.wan.loading import has_component
+
+        return has_component(self._index(path), "transformer_2")
+
     def _size_error(self, path: str | Path, spec: Any) -> tuple[str, str] | None:
         vae = self.component_config(path, "vae")
         if vae.get("_class_name") != "AutoencoderKLWan":

@@ -121,6 +121,12 @@ class WanVideoPipeline(VideoPipelineBase):
     """diffusers' WanImageToVideoPipeline over these components, made on first use, for its image conditioning."""
 
     @property
+    def guidance_boundary(self) -> float | None:
+        """A two-expert pipeline's switch (``WanExperts.boundary_timestep``): below it ``WanPipeline`` weighs the
+        guidance with ``guidance_scale_2``."""
+        return getattr(self.transformer, "boundary_timestep", None)
+
+    @property
     def first_expert(self) -> torch.nn.Module:
         """The (high-noise) WanTransformer3DModel: the one model of a one-expert pipeline."""
         return getattr(self.transformer, "high", self.transformer)
