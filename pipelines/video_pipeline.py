@@ -153,16 +153,18 @@ class VideoPipeline(Protocol):
     def decode_block(self, latent: torch.Tensor) -> np.ndarray:
         """[1, C, F, h, w] -> [F', H, W, 3] uint8 frames, the block decoded on its own."""
 
-    @property
-    def guidance_boundary(self) -> float | None:
-        """The timestep below which a job's ``guidance_scale_2`` weighs the guidance instead of ``guidance_scale``
-        (Wan 2.2's switch to its low-noise expert); None: one weight at every step."""
+    def guidance_schedule(self, spec: Any) -> Callable[[float], float] | None:
+        """The guidance weight of a step by its timestep where the job's fields vary it as the family's pipeline does
+        (Wan 2.2's ``guidance_scale_2`` below its experts' boundary, CogVideoX's ``use_dynamic_cfg``); None: the
+        job's one weight at every step."""
 
 
 class VideoPipelineBase:
     """The protocol's defaults: what the frame pipeline did before video families had a say."""
 
-    guidance_boundary: float | None = None
+    def guidance_schedule(self, spec: Any) -> Callable[[float], float] | None:
+        """One weight at every step."""
+        return None
 
     def conditioning(
         self, prompt: str, negative_prompt: str, guidance_scale: float, true_cfg_scale: float = 1.0

@@ -16,7 +16,7 @@ import shutil
 import warnings
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from cluster.errors import SpecError
 from cluster.jobs.image import Segment
@@ -25,6 +25,9 @@ from cluster.outputs import job_directory, partial_directory
 from parallel.frames.schedule import blocks_finished, split_frames
 from parallel.frames.schedule import ticks as schedule_ticks
 from runtime.jobs.strategies import VIDEO_STRATEGIES, WHOLE_VIDEO
+
+if TYPE_CHECKING:
+    from pipelines.families import ModelFamily
 
 PATCH_MODES = ("sync", "displaced")
 """``parallel.patch.config.MODES`` (not imported: validating a spec loads no strategy code)."""
@@ -112,6 +115,9 @@ class VideoSpec(JobSpec):
     """Wan 2.2's low-noise expert's guidance weight (``WanPipeline``'s ``guidance_scale_2``), at the steps below its
     boundary timestep; None: ``guidance_scale`` at every step, as the pipeline does. Refused for a model of one
     denoiser, and where ``guidance_scale`` runs no unconditional branch."""
+    use_dynamic_cfg: bool = False
+    """CogVideoX's dynamic classifier-free guidance (``CogVideoXPipeline``'s ``use_dynamic_cfg``): the weight rises
+    over the steps by the pipeline's cosine rule. Refused for the other families, and without guidance."""
     true_cfg_scale: float | None = None
     """HunyuanVideo's true classifier-free guidance (``HunyuanVideoPipeline``'s ``true_cfg_scale``): above 1 with a
     ``negative_prompt`` its branch runs too, both at the embedded ``guidance_scale``, mixed by this weight. None: the
@@ -220,6 +226,7 @@ class VideoSpec(JobSpec):
             )
         self._check_cfg_guidance()
         self._check_second_guidance(family.has_second_guidance(self.model_path()))
+        self._check_dynamic_cfg(family)
         self.check_sampler_steps(self.model, "pipeline")  # a video renders with its directory's scheduler
         if self.parallel.strategy == AUTO:
             check_type("parallel.strategy", self.parallel.strategy, str)
@@ -381,6 +388,23 @@ class VideoSpec(JobSpec):
                 "guidance_scale_2",
                 f"guidance_scale={self.guidance_scale} runs no unconditional branch for it to weigh (as WanPipeline, "
                 "which guides only when guidance_scale is above 1): set guidance_scale above 1 or leave it unset",
+            )
+
+    def _check_dynamic_cfg(self, family: ModelFamily) -> None:
+        """``use_dynamic_cfg`` only for a family whose pipeline takes it, and only with guidance to weigh."""
+        check_type("use_dynamic_cfg", self.use_dynamic_cfg, bool)
+        if not self.use_dynamic_cfg:
+            return
+        if not family.dynamic_cfg:
+            raise SpecError(
+                "use_dynamic_cfg",
+                f"is CogVideoX's (CogVideoXPipeline's rising guidance weight); the {family.name} family has none",
+            )
+        if self.guidance_scale <= 1.0:
+            raise SpecError(
+                "use_dynamic_cfg",
+                f"guidance_scale={self.guidance_scale} runs no unconditional branch for it to weigh: set "
+                "guidance_scale above 1 or leave it false",
             )
 
     def _check_cfg_guidance(self) -> None:

@@ -93,10 +93,9 @@ class FramePipelineConfig:
     """Seed of the shared noise template."""
     guidance_scale: float = 1.0
     """Classifier-free guidance weight; above 1 both branches run (needs ``negative_text``), else the prompt only."""
-    guidance_scale_2: float | None = None
-    """The weight at timesteps below ``guidance_boundary`` (Wan 2.2's low-noise expert); None: ``guidance_scale``."""
-    guidance_boundary: float | None = None
-    """The timestep below which ``guidance_scale_2`` weighs the branches, as diffusers' ``WanPipeline`` switches."""
+    guidance_schedule: Callable[[float], float] | None = None
+    """The weight of a step at a timestep, where a family's pipeline varies it (Wan 2.2's low-noise expert's
+    ``guidance_scale_2``, CogVideoX's dynamic CFG: ``VideoPipeline.guidance_schedule``); None: ``guidance_scale``."""
 
     @property
     def guided(self) -> bool:
@@ -104,9 +103,7 @@ class FramePipelineConfig:
 
     def guidance_at(self, timestep: float) -> float:
         """The guidance weight of a step at ``timestep``."""
-        if self.guidance_scale_2 is None or self.guidance_boundary is None or timestep >= self.guidance_boundary:
-            return self.guidance_scale
-        return self.guidance_scale_2
+        return self.guidance_scale if self.guidance_schedule is None else self.guidance_schedule(timestep)
 
 
 @dataclass

@@ -300,6 +300,10 @@ class ModelFamily:
         placed anew; ``[]`` when one denoiser runs every step (the default)."""
         return []
 
+    dynamic_cfg: bool = False
+    """Whether the family's pipeline takes ``use_dynamic_cfg`` (CogVideoX's guidance weight rising over the steps),
+    which a video job's field of that name then sets."""
+
     def has_second_guidance(self, path: str | Path) -> bool:
         """The video model at ``path`` takes a second guidance weight for its later steps (a render's
         ``guidance_scale_2``: Wan 2.2's low-noise expert); read from JSON at submit. Default: no."""

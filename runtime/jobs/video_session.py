@@ -113,7 +113,7 @@ class VideoSession:
         text, negative, config.guidance_scale = pipe.conditioning(
             spec.prompt, spec.negative_prompt, spec.guidance_scale, true_cfg_scale=spec.true_cfg_scale
         )
-        config.guidance_scale_2, config.guidance_boundary = spec.guidance_scale_2, pipe.guidance_boundary
+        config.guidance_schedule = pipe.guidance_schedule(spec)
         if getattr(spec, "image", ""):  # image-to-video: the conditioning image, encoded by the family
             text, negative = pipe.condition_on_image(
                 text, negative, spec.image, spec.height, spec.width, config.block_frames

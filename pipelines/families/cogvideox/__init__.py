@@ -22,6 +22,7 @@ class CogVideoXFamily(ModelFamily):
     job = "video"
     pipelines = ("CogVideoXPipeline",)
     call_guidance = {"CogVideoXPipeline": (6.0, 1.0)}
+    dynamic_cfg = True
     denoiser = "transformer"
     denoisers = ("CogVideoXTransformer3DModel",)
     samplers = ()  # a video renders with the scheduler its directory names

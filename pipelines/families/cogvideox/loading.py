@@ -21,6 +21,8 @@ has no place for.
 from __future__ import annotations
 
 import json
+import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -125,6 +127,15 @@ class CogVideoXVideoPipeline(VideoPipelineBase):
                 scheduler=self.make_scheduler(),
             )
         return self._pipeline
+
+    def guidance_schedule(self, spec: Any) -> Callable[[float], float] | None:
+        """The job's ``use_dynamic_cfg``: the weight at timestep ``t`` of ``steps`` is ``1 + guidance_scale * (1 -
+        cos(pi * ((steps - t) / steps) ** 5)) / 2``, ``CogVideoXPipeline.__call__``'s rule as it stands (it reads the
+        timestep, not the step index)."""
+        if not getattr(spec, "use_dynamic_cfg", False):
+            return None
+        weight, steps = spec.guidance_scale, spec.steps
+        return lambda timestep: 1 + weight * ((1 - math.cos(math.pi * ((steps - timestep) / steps) ** 5.0)) / 2)
 
     @property
     def temporal_factor(self) -> int:

@@ -30,8 +30,10 @@ Wan 2.2's layouts load too:
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -120,11 +122,15 @@ class WanVideoPipeline(VideoPipelineBase):
     _image_pipeline: object = field(default=None, repr=False)
     """diffusers' WanImageToVideoPipeline over these components, made on first use, for its image conditioning."""
 
-    @property
-    def guidance_boundary(self) -> float | None:
-        """A two-expert pipeline's switch (``WanExperts.boundary_timestep``): below it ``WanPipeline`` weighs the
-        guidance with ``guidance_scale_2``."""
-        return getattr(self.transformer, "boundary_timestep", None)
+    def guidance_schedule(self, spec: Any) -> Callable[[float], float] | None:
+        """A two-expert pipeline with the job's ``guidance_scale_2``: that weight below the experts' boundary
+        (``WanExperts.boundary_timestep``), ``guidance_scale`` at or above it, as ``WanPipeline`` switches."""
+        boundary = getattr(self.transformer, "boundary_timestep", None)
+        second = getattr(spec, "guidance_scale_2", None)
+        if boundary is None or second is None:
+            return None
+        first = spec.guidance_scale
+        return lambda timestep: first if timestep >= boundary else second
 
     @property
     def first_expert(self) -> torch.nn.Module:
