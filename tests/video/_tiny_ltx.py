@@ -37,7 +37,9 @@ def tiny_ltx_transformer(seed: int = 0, layers: int = 4):
     return _nonzero(model, seed + 2)
 
 
-def save_tiny_ltx(path: Path, seed: int = 0, layers: int = 4) -> Path:
+def save_tiny_ltx(path: Path, seed: int = 0, layers: int = 4, small_vae: bool = False) -> Path:
+    """``small_vae``: the VAE diffusers' own LTX tests build (two scaling blocks, no patching: 4 frames and 4 pixels
+    per latent), whose pipeline scales the rotary embedding otherwise."""
     from diffusers import AutoencoderKLLTXVideo, FlowMatchEulerDiscreteScheduler, LTXPipeline
     from transformers import T5Config, T5EncoderModel
 
@@ -52,13 +54,13 @@ def save_tiny_ltx(path: Path, seed: int = 0, layers: int = 4) -> Path:
         decoder_block_out_channels=(8, 8, 8, 8),
         layers_per_block=(1, 1, 1, 1, 1),
         decoder_layers_per_block=(1, 1, 1, 1, 1),
-        spatio_temporal_scaling=(True, True, True, False),
-        decoder_spatio_temporal_scaling=(True, True, True, False),
+        spatio_temporal_scaling=(True, True, not small_vae, False),
+        decoder_spatio_temporal_scaling=(True, True, not small_vae, False),
         decoder_inject_noise=(False, False, False, False, False),
         upsample_residual=(False, False, False, False),
         upsample_factor=(1, 1, 1, 1),
         timestep_conditioning=True,
-        patch_size=4,
+        patch_size=1 if small_vae else 4,
         patch_size_t=1,
     )
     generator = torch.Generator().manual_seed(seed + 1)

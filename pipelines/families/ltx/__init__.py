@@ -139,23 +139,25 @@ class LTXFamily(ModelFamily):
 
     def frame_adapter(self, model, block_shape: tuple[int, int, int, int], context_frames: int):
         """The frame plan (``parallel.frames.adapter.FrameAdapterFactory``), its rotary embedding scaled as
-        ``LTXPipeline.__call__`` scales it at its default ``frame_rate`` (25) for LTX-Video's VAE."""
-        from pipelines.families.ltx.frames import LTXFrameAdapter
+        ``LTXPipeline.__call__`` scales it at its default ``frame_rate`` (25) for the model's VAE (``rope_scale``)."""
+        from pipelines.families.ltx.frames import LTXFrameAdapter, rope_scale
 
-        return LTXFrameAdapter(model, block_shape, context_frames)
+        return LTXFrameAdapter(model, block_shape, context_frames, rope_scale(model))
 
     def sequence_adapter(self, model, block_shape: tuple[int, int, int, int], context_frames: int = 0):
         """The sequence plan: the model's own forward on the whole video as the frame pipeline's one layer, for
         diffusers' context parallelism to split (``pipelines.families.ltx.sequence``)."""
+        from pipelines.families.ltx.frames import rope_scale
         from pipelines.families.ltx.sequence import LTXSequenceAdapter
 
-        return LTXSequenceAdapter(model, block_shape, context_frames)
+        return LTXSequenceAdapter(model, block_shape, context_frames, rope_scale(model))
 
     def band_adapter(self, model, block_shape: tuple[int, int, int, int], context_frames: int = 0):
         """The whole-video forward the patch plan (``patch_plan``) runs on a band of rows of every frame."""
+        from pipelines.families.ltx.frames import rope_scale
         from pipelines.families.ltx.patch import LTXBandAdapter
 
-        return LTXBandAdapter(model, block_shape, context_frames)
+        return LTXBandAdapter(model, block_shape, context_frames, rope_scale(model))
 
     def patch_plan(self, model, config):
         from pipelines.families.ltx.patch import ltx_patch_plan

@@ -37,7 +37,14 @@ from parallel.frames.cache import FeatureCache
 Rope = tuple[torch.Tensor, torch.Tensor]
 
 LTX_ROPE_SCALE = (8 / 25, 32, 32)
-"""LTXPipeline's ``rope_interpolation_scale`` for its VAE (8 frames, 32 pixels per latent) at 25 fps."""
+"""LTXPipeline's ``rope_interpolation_scale`` for LTX-Video's VAE (8 frames, 32 pixels per latent) at 25 fps."""
+
+
+def rope_scale(model: torch.nn.Module) -> tuple[float, float, float]:
+    """The ``rope_interpolation_scale`` ``LTXPipeline.__call__`` gives this transformer: its VAE's frames and pixels
+    per latent over the call's default ``frame_rate``, as ``loading.load_ltx_pipeline`` records it on the model
+    (the transformer alone does not know its VAE); LTX-Video's own VAE's for a model loaded otherwise."""
+    return getattr(model, "tessera_rope_scale", LTX_ROPE_SCALE)
 
 
 @dataclass

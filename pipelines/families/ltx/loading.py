@@ -18,7 +18,6 @@ asks of its model, each the way ``LTXPipeline.__call__`` does it:
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -36,8 +35,6 @@ REQUIRED = {
     "vae": "AutoencoderKLLTXVideo",
     "scheduler": "FlowMatchEulerDiscreteScheduler",
 }
-LTX_VAE_FACTORS = (8, 32)
-"""LTX-Video's VAE: video frames per latent frame, pixels per latent row and column."""
 LTX_MAX_SEQUENCE_LENGTH = 128
 """Prompt tokens ``LTXPipeline.__call__`` encodes a prompt to (its ``max_sequence_length``), whatever the
 tokenizer's own ``model_max_length``: its T5 runs without an attention mask, so the padding changes every token's
@@ -67,14 +64,6 @@ def check_ltx_dir(path: str | Path, index: dict | None = None) -> dict:
     for component in ("text_encoder", "tokenizer"):
         if not (path / component).is_dir():
             raise ModelDirectoryError(f"LTX-Video pipeline {path} lacks component folder {component}/")
-    vae_config = path / "vae" / "config.json"
-    factors = vae_factors(json.loads(vae_config.read_text())) if vae_config.is_file() else LTX_VAE_FACTORS
-    if factors != LTX_VAE_FACTORS:
-        # the frame plan scales the rotary embedding as LTXPipeline does for this VAE (frames.LTX_ROPE_SCALE)
-        raise ModelDirectoryError(
-            f"{path}: its VAE packs {factors[0]} frames and {factors[1]} pixels into a latent; the LTX-Video "
-            f"frame plan is written for LTX-Video's {LTX_VAE_FACTORS[0]} and {LTX_VAE_FACTORS[1]}"
-        )
     return index
 
 
@@ -205,7 +194,13 @@ class LTXVideoPipeline(VideoPipelineBase):
 
 def load_ltx_pipeline(path: str | Path, dtype: str = "float32", device: str = "cpu") -> LTXVideoPipeline:
     """The LTX-Video pipeline at ``path`` (checked first), in eval mode on ``device``."""
+    from pipelines.families.base import call_default
     from pipelines.loading import load_pipeline
 
     check_ltx_dir(path)
-    return LTXVideoPipeline(load_pipeline(path, dtype, device))
+    pipe = load_pipeline(path, dtype, device)
+    # the rotary scale LTXPipeline.__call__ computes from its VAE and its default frame_rate (frames.rope_scale)
+    frame_rate = call_default(pipe, "frame_rate")
+    spatial = pipe.vae_spatial_compression_ratio
+    pipe.transformer.tessera_rope_scale = (pipe.vae_temporal_compression_ratio / frame_rate, spatial, spatial)
+    return LTXVideoPipeline(pipe)
