@@ -87,7 +87,10 @@ def test_refusals_name_the_field(dirs, tmp_path):
         (dict(WAN, model=dirs["wan"], parallel={"strategy": "sequence", "degree": 6, "cfg": True}),
          "parallel.degree", "heads"),  # 3 workers per branch: Ulysses cannot share 2 heads out
         (dict(WAN, model=hunyuan, negative_prompt="", parallel={"strategy": "sequence", "degree": 2, "cfg": True}),
-         "parallel.cfg", "embedded"),
+         "parallel.cfg", "true_cfg_scale=1.0 runs no unconditional branch"),  # its guidance_scale is embedded
+        (dict(WAN, model=hunyuan, negative_prompt="", true_cfg_scale=3.0,
+              parallel={"strategy": "sequence", "degree": 2, "cfg": True}),
+         "parallel.cfg", "true CFG only with a negative_prompt"),
     ]
     for fields, field, words in cases:
         with pytest.raises(SpecError) as err:
