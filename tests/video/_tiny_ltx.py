@@ -38,8 +38,9 @@ def tiny_ltx_transformer(seed: int = 0, layers: int = 4):
 
 
 def save_tiny_ltx(path: Path, seed: int = 0, layers: int = 4, small_vae: bool = False) -> Path:
-    """``small_vae``: the VAE diffusers' own LTX tests build (two scaling blocks, no patching: 4 frames and 4 pixels
-    per latent), whose pipeline scales the rotary embedding otherwise."""
+    """``small_vae``: the VAE diffusers' own LTX tests build: an encoder of two scaling blocks, no patching (4 frames
+    and 4 pixels per latent: the pipeline scales the rotary embedding by them), and a decoder of three (it makes 8
+    frames and 8 pixels of a latent: the pipeline returns what it makes)."""
     from diffusers import AutoencoderKLLTXVideo, FlowMatchEulerDiscreteScheduler, LTXPipeline
     from transformers import T5Config, T5EncoderModel
 
@@ -55,7 +56,7 @@ def save_tiny_ltx(path: Path, seed: int = 0, layers: int = 4, small_vae: bool = 
         layers_per_block=(1, 1, 1, 1, 1),
         decoder_layers_per_block=(1, 1, 1, 1, 1),
         spatio_temporal_scaling=(True, True, not small_vae, False),
-        decoder_spatio_temporal_scaling=(True, True, not small_vae, False),
+        decoder_spatio_temporal_scaling=(True, True, True, False),
         decoder_inject_noise=(False, False, False, False, False),
         upsample_residual=(False, False, False, False),
         upsample_factor=(1, 1, 1, 1),

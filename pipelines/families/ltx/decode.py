@@ -16,21 +16,24 @@ Which latent frames a call decodes is a rule of the counts alone (everything
 received but the last ``context``, everything at the video's end), so the stage that receives the frames
 from another decoding stage knows each block's frame count in advance (``block_video_frames``); the first
 blocks of a long context give no frames at all, the last gives the rest. The first latent frame decodes to
-one frame, every later one to ``temporal_factor``: the whole decode's count.
+one frame, every later one to the decoder's frames per latent frame (``decoder_factors``): the whole decode's
+count.
 
 Before decoding, each window gets what ``LTXPipeline.__call__`` does to the whole latent: the latents
 normalisation undone (``_denormalize_latents`` with the VAE's ``latents_mean``/``latents_std``), and for a
 timestep-conditioned decoder the ``decode_timestep`` passed to the VAE with ``decode_noise_scale`` of noise
 mixed in (drawn per latent frame from the decoder's ``seed`` and the frame's index, so a frame gets the same
-noise as context and as its own window's; the pipeline's generator is not Tessera's). A job reaches neither
-today: ``LTXVideoPipeline`` keeps ``LTXPipeline.__call__``'s defaults (decode timestep 0, so no noise), and
-``VideoSession`` builds the decoder with seed 0; a job option for them must pass its seed too.
+noise as context and as its own window's; the pipeline's generator is not Tessera's). A job sets them with its
+``decode_timestep``/``decode_noise_scale`` (``LTXPipeline.__call__``'s defaults without), and ``VideoSession``
+builds the decoder with the job's seed.
 
 The decoder's state between blocks (the held latent frames with the decoded context in front of them, and the
 counts) is what a service job's checkpoint carries (``export_state``, ``runtime.jobs.video_state``).
 """
 
 from __future__ import annotations
+
+from typing import Any
 
 import numpy as np
 import torch
@@ -44,6 +47,16 @@ def to_uint8_frames(video: torch.Tensor) -> np.ndarray:
     """[1, 3, F, H, W] in [-1, 1] -> [F, H, W, 3] uint8."""
     frames = ((video[0].float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
     return frames.permute(1, 2, 3, 0).cpu().numpy()
+
+
+def decoder_factors(vae: Any) -> tuple[int, int]:
+    """(video frames, pixels) per latent frame and latent pixel that an ``AutoencoderKLLTXVideo``'s decoder makes:
+    its patch times 2 per up block that scales (each doubles the frames but the first: ``2 f - 1``). LTX-Video's
+    VAEs decode as they encode (``temporal``/``spatial_compression_ratio``); the VAE diffusers' own tests build does
+    not (its encoder scales twice, its decoder three times), and ``LTXPipeline`` returns what the decoder makes."""
+    config = vae.config
+    scaling = 2 ** sum(bool(s) for s in config.decoder_spatio_temporal_scaling)
+    return config.patch_size_t * scaling, config.patch_size * scaling
 
 
 class LTXBlockDecoder:
@@ -76,6 +89,7 @@ class LTXBlockDecoder:
         """Normalised latent frames: up to ``left`` decoded ones, then every one received and not decoded."""
         self.decoded = 0
         self.received = 0
+        self.frames_per_latent, self.pixels_per_latent = decoder_factors(vae)
 
     def _prepare(self, z: torch.Tensor, first: int) -> tuple[torch.Tensor, torch.Tensor | None]:
         """The VAE's latent and timestep for normalised latent frames ``z`` (the video's from index ``first``), as
@@ -101,7 +115,7 @@ class LTXBlockDecoder:
         return torch.randn(shape, generator=generator, dtype=torch.float32).to(self.vae.device, dtype)
 
     def _video_frames(self, latent_frames: int) -> int:
-        return 1 + self.vae.temporal_compression_ratio * (latent_frames - 1) if latent_frames else 0
+        return 1 + self.frames_per_latent * (latent_frames - 1) if latent_frames else 0
 
     @torch.no_grad()
     def decode(self, latent: torch.Tensor) -> torch.Tensor:
@@ -113,12 +127,12 @@ class LTXBlockDecoder:
         self.received += latent.shape[2]
         ready = decodable_latent_frames(self.received, self.video_latent_frames, self.right)
         if ready == self.decoded:
-            height, width = (side * vae.spatial_compression_ratio for side in latent.shape[3:])
+            height, width = (side * self.pixels_per_latent for side in latent.shape[3:])
             return torch.zeros(1, 3, 0, height, width, dtype=vae.dtype, device=vae.device)
         front = self.window.shape[2] - (self.received - self.decoded)  # decoded frames in front: left context
         z, timestep = self._prepare(self.window, self.decoded - front)
         video = vae.decode(z, timestep, return_dict=False)[0]
-        start = 1 + vae.temporal_compression_ratio * (front - 1) if front else 0
+        start = 1 + self.frames_per_latent * (front - 1) if front else 0
         count = self._video_frames(ready) - self._video_frames(self.decoded)
         video = video[:, :, start : start + count]
         keep = min(self.left, ready)  # decoded frames to keep in front of the next window

@@ -119,8 +119,11 @@ class LTXVideoPipeline(VideoPipelineBase):
         return frames // factor
 
     def video_frames(self, latent_frames: int) -> int:
-        """Frames decoded from ``latent_frames`` latent frames: the first gives one frame, each later one 8."""
-        return 1 + self.temporal_factor * (latent_frames - 1)
+        """Frames decoded from ``latent_frames`` latent frames: the first gives one frame, each later one the
+        decoder's frames per latent frame (8 for LTX-Video's VAE; ``decode.decoder_factors``)."""
+        from pipelines.families.ltx.decode import decoder_factors
+
+        return 1 + decoder_factors(self.pipe.vae)[0] * (latent_frames - 1)
 
     def latent_shape(self, height: int, width: int) -> tuple[int, int, int]:
         """(channels, height, width) of one latent frame."""
