@@ -89,8 +89,13 @@ def save_tiny_cogvideox(
         temporal_compression_ratio=4,
         scaling_factor=0.7,
     )
-    kind = {"ddim": CogVideoXDDIMScheduler, "dpm": CogVideoXDPMScheduler}[scheduler]
-    sampler = kind(prediction_type="v_prediction", timestep_spacing="trailing", rescale_betas_zero_snr=True)
+    if scheduler == "plain-ddim":  # diffusers' own CogVideoX tests: a DDIMScheduler with its defaults
+        from diffusers import DDIMScheduler
+
+        sampler = DDIMScheduler()
+    else:
+        kind = {"ddim": CogVideoXDDIMScheduler, "dpm": CogVideoXDPMScheduler}[scheduler]
+        sampler = kind(prediction_type="v_prediction", timestep_spacing="trailing", rescale_betas_zero_snr=True)
     pipe = CogVideoXPipeline(
         tokenizer=tokenizer,
         text_encoder=text_encoder,

@@ -1,7 +1,8 @@
 """Load a diffusers ``CogVideoXPipeline`` directory (CogVideoX 1.0 and 1.5 text-to-video) as a video pipeline.
 
 T5 text encoder, ``CogVideoXTransformer3DModel``, ``AutoencoderKLCogVideoX`` and the scheduler the directory
-names (``CogVideoXDDIMScheduler`` or ``CogVideoXDPMScheduler``). Everything model-specific is diffusers' own:
+names (``CogVideoXDDIMScheduler`` or ``CogVideoXDPMScheduler`` as the released models ship, or any other diffusers
+scheduler, such as the ``DDIMScheduler`` of diffusers' own tests). Everything model-specific is diffusers' own:
 the prompt goes through ``CogVideoXPipeline.encode_prompt`` (by keyword, ``max_sequence_length`` as the
 pipeline's ``__call__`` takes it by default, ``prompt_tokens``), the timesteps through
 ``scheduler.set_timesteps(steps, device=...)`` as ``retrieve_timesteps`` does, and a step through
@@ -20,6 +21,7 @@ has no place for.
 
 from __future__ import annotations
 
+import inspect
 import json
 import math
 from collections.abc import Callable
@@ -37,7 +39,6 @@ from pipelines.video_pipeline import VideoPipelineBase
 REQUIRED = {
     "transformer": ("CogVideoXTransformer3DModel",),
     "vae": ("AutoencoderKLCogVideoX",),
-    "scheduler": ("CogVideoXDDIMScheduler", "CogVideoXDPMScheduler"),
 }
 DPM = "CogVideoXDPMScheduler"
 OLD_PREDICTION = "frame_old_pred_original_sample"
@@ -55,6 +56,10 @@ def check_cogvideox_dir(path: str | Path, index: dict | None = None) -> dict:
                 f"{path} is not a CogVideoX pipeline: its {component} must be a {' or '.join(class_names)}, "
                 f"got {entry}"
             )
+    scheduler = index.get("scheduler")
+    if not isinstance(scheduler, list) or len(scheduler) != 2 or not str(scheduler[1]).endswith("Scheduler"):
+        raise ModelDirectoryError(f"{path} is not a CogVideoX pipeline: its scheduler must be a diffusers scheduler, "
+                                  f"got {scheduler}")
     for component in ("text_encoder", "tokenizer", "scheduler"):
         if not (path / component).is_dir():
             raise ModelDirectoryError(f"CogVideoX pipeline {path} lacks component folder {component}/")
@@ -107,7 +112,7 @@ class CogVideoXVideoPipeline(VideoPipelineBase):
     scheduler_config: dict
     """The scheduler's saved config (a fresh scheduler per frame block is made from it)."""
     scheduler_class: type
-    """CogVideoXDDIMScheduler or CogVideoXDPMScheduler."""
+    """The directory's scheduler class (CogVideoXDDIMScheduler or CogVideoXDPMScheduler for the released models)."""
     pipeline_class: str = "CogVideoXPipeline"
     """model_index.json's _class_name."""
     _pipeline: object = field(default=None, repr=False)
@@ -202,8 +207,10 @@ class CogVideoXVideoPipeline(VideoPipelineBase):
         scheduler draws its noise in the order the pipeline does."""
         t, dtype = timesteps[index], latent.dtype
         output, latent = output.float().transpose(1, 2), latent.transpose(1, 2)
-        if self.scheduler_class.__name__ != DPM:
-            latent = scheduler.step(output, t, latent, eta=0.0, generator=generator, return_dict=False)[0]
+        if self.scheduler_class.__name__ != DPM:  # the pipeline's extra step arguments: those the step takes
+            accepted = inspect.signature(scheduler.step).parameters
+            extra = {name: value for name, value in (("eta", 0.0), ("generator", generator)) if name in accepted}
+            latent = scheduler.step(output, t, latent, **extra, return_dict=False)[0]
         else:
             latent, old = scheduler.step(
                 output,
