@@ -224,6 +224,11 @@ class VideoSpec(JobSpec):
                 "true_cfg_scale",
                 f"the {family.name} family weighs its guidance with guidance_scale; leave true_cfg_scale at 1",
             )
+        if self.negative_prompt and family.true_cfg and not self.guides():
+            self.notes.append(
+                f"negative_prompt: the {family.name} pipeline runs it only under true CFG (true_cfg_scale above 1, "
+                f"got {self.true_cfg_scale}); ignored, as the pipeline ignores it"
+            )
         self._check_cfg_guidance()
         self._check_second_guidance(family.has_second_guidance(self.model_path()))
         self._check_dynamic_cfg(family)

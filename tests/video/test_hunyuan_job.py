@@ -85,9 +85,8 @@ def test_job_through_client_on_two_stages(ray_local, hunyuan_dir, one_worker, tm
             "parallel": {"strategy": "frames", "degree": 2},
             **RENDER,
         }
-        for bad, field in (({"negative_prompt": "blurry"}, "negative_prompt"), ({"height": 40}, "height")):
-            with pytest.raises(SpecError, match=field):
-                client.submit({**spec, **bad})
+        with pytest.raises(SpecError, match="height"):
+            client.submit({**spec, "height": 40})
         job = client.submit(spec)
         record = job.wait(timeout_s=300)
         assert record["state"] == "succeeded", job.logs()

@@ -72,22 +72,17 @@ class HunyuanVideoFamily(ModelFamily):
         return int(self.component_config(path, "vae").get("temporal_compression_ratio", 4))
 
     def video_error(self, path: str | Path, spec: Any) -> tuple[str, str] | None:
-        """Whole latent frames per block, sizes the pipeline takes (multiples of 16 pixels), and a negative prompt
-        only with the pipeline's true CFG (``true_cfg_scale`` above 1), the only branch it adds: the guidance is
-        otherwise embedded (``guidance_scale``, in a transformer with ``guidance_embeds``; one without ignores it,
-        as the pipeline does). CFG parallel without true CFG is refused by the spec (``_check_cfg_guidance``)."""
+        """Whole latent frames per block and sizes the pipeline takes (multiples of 16 pixels). The guidance is
+        embedded (``guidance_scale``, in a transformer with ``guidance_embeds``; one without ignores it, as the
+        pipeline does); a negative prompt runs only under the pipeline's true CFG (``true_cfg_scale`` above 1) and is
+        otherwise ignored, as the pipeline ignores it (the spec notes so); CFG parallel without true CFG is refused
+        by the spec (``_check_cfg_guidance``)."""
         problem = super().video_error(path, spec)
         if problem is not None:
             return problem
         for field_name in ("height", "width"):
             if getattr(spec, field_name) % 16:
                 return field_name, f"HunyuanVideo renders multiples of 16 pixels, got {getattr(spec, field_name)}"
-        if spec.negative_prompt and not (spec.true_cfg_scale or 1.0) > 1.0:
-            return (
-                "negative_prompt",
-                "HunyuanVideo's guidance_scale is embedded in the model: a negative prompt runs only under the "
-                "pipeline's true CFG (true_cfg_scale above 1); without it, it would change nothing",
-            )
         return self.whole_video_split_error(path, spec)
 
     def cost_model(self, path: str | Path, dtype: str):
