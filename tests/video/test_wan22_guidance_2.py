@@ -7,10 +7,9 @@ from __future__ import annotations
 
 import pytest
 import torch
-from _parallel_dist import run_ranks
 from _tiny_wan22 import save_tiny_wan_two_experts
 from _tiny_wan_pipeline import save_tiny_wan_pipeline
-from _video_workers import render_session
+from _video_workers import check_two_stages_equal_one_worker, render_session
 from _wan22_workers import NEGATIVE, PROMPT, SIZE
 
 from cluster.errors import SpecError
@@ -55,11 +54,7 @@ def test_one_block_equals_the_pipeline_with_guidance_scale_2(dirs, tmp_path):
 
 def test_two_stages_equal_one_worker(dirs, tmp_path):
     video = dict(ONE_BLOCK, frames=24, block_frames=8, context_frames=4)  # 3 blocks, one step apart in the queue
-    reference = render_session(0, 1, dirs["a14b"], str(tmp_path), video)
-    got = run_ranks(render_session, 2, dirs["a14b"], str(tmp_path), video, timeout=240)[0]
-    assert sorted(got["latents"]) == sorted(reference["latents"]) == [0, 1, 2]
-    for block, latent in reference["latents"].items():
-        torch.testing.assert_close(got["latents"][block], latent, atol=1e-4, rtol=1e-4)
+    check_two_stages_equal_one_worker(dirs["a14b"], str(tmp_path), video, blocks=3)
 
 
 def test_refused_where_it_would_weigh_nothing(dirs):
