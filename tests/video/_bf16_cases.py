@@ -78,17 +78,20 @@ def ltx(out_dir: Path, device: str = "cpu", make_writer=None, guidance_scale: fl
 
 @torch.no_grad()
 def cogvideox(
-    out_dir: Path, device: str = "cpu", make_writer=None, version: str = "1.0", scheduler: str = "ddim"
+    out_dir: Path, device: str = "cpu", make_writer=None, version: str = "1.0", scheduler: str = "ddim",
+    use_dynamic_cfg: bool = False,
 ) -> Pair:
     from diffusers import CogVideoXPipeline
 
     model_dir = str(save_tiny_cogvideox(out_dir / "cog", version, scheduler))
     fields = dict(prompt="red and yellow stripes", negative_prompt="blurry", height=32, width=32, steps=3, seed=4)
-    got = _render(out_dir, model_dir, device, make_writer, frames=16, block_frames=16, guidance_scale=4.0, **fields)
+    got = _render(out_dir, model_dir, device, make_writer, frames=16, block_frames=16, guidance_scale=4.0,
+                  use_dynamic_cfg=use_dynamic_cfg, **fields)
     initial = block_noise(noise_template(4, (Z_DIM, 4, 8, 8)), 4, 0)
     expected = _reference(CogVideoXPipeline, model_dir, device)(
         prompt=fields["prompt"], negative_prompt=fields["negative_prompt"], height=32, width=32, num_frames=13,
-        num_inference_steps=3, guidance_scale=4.0, generator=torch.Generator().manual_seed(block_step_seed(4, 0)),
+        num_inference_steps=3, guidance_scale=4.0, use_dynamic_cfg=use_dynamic_cfg,
+        generator=torch.Generator().manual_seed(block_step_seed(4, 0)),
         latents=initial.transpose(1, 2).to(device, torch.bfloat16), output_type="latent",
         **({"max_sequence_length": COG_TOKENS} if version == "1.0" else {}),
     ).frames
@@ -96,20 +99,23 @@ def cogvideox(
 
 
 @torch.no_grad()
-def wan(out_dir: Path, device: str = "cpu", make_writer=None, layout: str = "wan2.1") -> Pair:
+def wan(
+    out_dir: Path, device: str = "cpu", make_writer=None, layout: str = "wan2.1", guidance_scale_2: float | None = None
+) -> Pair:
     from diffusers import WanPipeline
 
     save = save_tiny_wan_pipeline if layout == "wan2.1" else save_tiny_wan_two_experts
     model_dir = str(save(out_dir / layout))
     fields = dict(prompt="red and yellow stripes", negative_prompt="blurry", height=32, width=32, steps=4, seed=11)
-    got = _render(out_dir, model_dir, device, make_writer, frames=8, block_frames=8, guidance_scale=3.0, **fields)
+    got = _render(out_dir, model_dir, device, make_writer, frames=8, block_frames=8, guidance_scale=3.0,
+                  guidance_scale_2=guidance_scale_2, **fields)
     pipe = family_for_dir(model_dir).load(model_dir, "float32", "cpu")
     channels, height, width = pipe.latent_shape(32, 32)
     initial = block_noise(noise_template(11, (channels, 2, height, width)), 11, 0)
     expected = _reference(WanPipeline, model_dir, device)(
         prompt=fields["prompt"], negative_prompt=fields["negative_prompt"], height=32, width=32,
-        num_frames=pipe.video_frames(2), num_inference_steps=4, guidance_scale=3.0, latents=initial.to(device),
-        output_type="latent", return_dict=False,
+        num_frames=pipe.video_frames(2), num_inference_steps=4, guidance_scale=3.0, guidance_scale_2=guidance_scale_2,
+        latents=initial.to(device), output_type="latent", return_dict=False,
     )[0]
     return got, expected
 
@@ -143,8 +149,10 @@ CASES = {
     "LTX g=3.0": partial(ltx, guidance_scale=3.0),
     "CogVideoX 1.0": partial(cogvideox, version="1.0", scheduler="ddim"),
     "CogVideoX 1.5": partial(cogvideox, version="1.5", scheduler="dpm"),
+    "CogVideoX 1.5 dynamic CFG": partial(cogvideox, version="1.5", scheduler="dpm", use_dynamic_cfg=True),
     "Wan wan2.1": partial(wan, layout="wan2.1"),
     "Wan wan2.2-a14b": partial(wan, layout="wan2.2-a14b"),
+    "Wan wan2.2-a14b guidance_scale_2": partial(wan, layout="wan2.2-a14b", guidance_scale_2=1.5),
     "Wan wan2.1-i2v": wan_i2v,
 }
 """Every case by the name the parity test prints."""
