@@ -51,7 +51,10 @@ class FrameAdapter(Protocol):
         where its diffusers pipeline upcasts the noise prediction before guidance) when ``head`` returns another
         dtype than the hidden states': the last stage sends the output to stage 0 in it. An adapter whose head
         exchanges with other workers (a guidance branch per pipeline) may offer ``without_exchange``, the same
-        pieces with a head that does not, which the pipeline times its layers on."""
+        pieces with a head that does not, which the pipeline times its layers on. An adapter may offer
+        ``finish_latent(block, latent)``: a block's latent after its last step as the family's pipeline ends it (Wan
+        TI2V image-to-video: block 0's first latent frame the image's), which stage 0 applies before the block
+        leaves."""
 
     def hidden_shape(self, batch: int = 1, cond: Any = None) -> tuple[int, int, int]:
         """The shape of the hidden states that travel between stages (``cond``: a step's ``conditions``, for a

@@ -330,6 +330,9 @@ class FramePipeline:
         self.applied.append((item.block, item.step))
         if item.step == self.config.steps - 1:
             latent = self.latents.pop(item.block)
+            finish = getattr(self.adapter, "finish_latent", None)  # a family's end of a block (Wan TI2V's image frame)
+            if finish is not None:
+                latent = finish(item.block, latent)
             del self.schedulers[item.block]
             self.finished.append(item.block)
             if self.on_block_done is not None:

@@ -148,6 +148,30 @@ def save_tiny_wan_ti2v(path: Path, seed: int = 0) -> Path:
     return path
 
 
+def save_tiny_wan_ti2v_i2v(path: Path, seed: int = 0) -> Path:
+    """Wan 2.2 TI2V-5B's image-to-video layout: ``WanImageToVideoPipeline`` with ``expand_timesteps`` over the TI2V
+    parts (no image encoder: the image reaches the model as its latent, the video's first latent frame)."""
+    from diffusers import WanImageToVideoPipeline
+
+    tokenizer, text_encoder = _text(12)
+    vae = _vae(
+        seed + 5, z_dim=TI2V_Z_DIM, is_residual=True, in_channels=12, out_channels=12, patch_size=2,
+        scale_factor_spatial=16,
+    )
+    pipe = WanImageToVideoPipeline(
+        tokenizer=tokenizer,
+        text_encoder=text_encoder,
+        vae=vae,
+        scheduler=_scheduler(),
+        image_processor=None,
+        image_encoder=None,
+        transformer=_transformer(TI2V_Z_DIM, TI2V_Z_DIM, seed + 2),
+        expand_timesteps=True,
+    )
+    pipe.save_pretrained(path, safe_serialization=True)
+    return path
+
+
 def save_test_image(path: Path, height: int = 40, width: int = 56) -> Path:
     """A small RGB picture (a colour ramp and a square), not the render's size: the pipeline resizes it."""
     from PIL import Image

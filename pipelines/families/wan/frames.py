@@ -143,6 +143,10 @@ class Conditions:
     frame_condition: tuple[torch.Tensor, torch.Tensor] | None = None
     """Image-to-video: block 0's [B, 4 + z_dim, F, H, W] channels appended to the latent, and blocks 1 to m's
     [B, 4 + z_dim, m * F, H, W] (a block after m takes block m's; ``pipelines.families.wan.image``)."""
+    first_latent: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None
+    """TI2V image-to-video (``expand_timesteps``): the image's [B, z_dim, 1, H, W] latent, which block 0's first
+    latent frame is held at, and block 0's per-token time embedding [B, tokens, dim] and modulation
+    [B, tokens, 6, dim], that frame's tokens at timestep 0 (``WanImageToVideoPipeline``'s ``first_frame_mask``)."""
 
 
 class WanFrameAdapter:
@@ -202,6 +206,8 @@ class WanFrameAdapter:
         image-to-video block gets its image conditioning appended to its channels first, as diffusers does
         (block 0 the image's, later blocks the zero-mask ones; ``begin_block`` said which block this is)."""
         model = self._expert(cond)
+        if self._first_block(cond):  # TI2V image-to-video: the first latent frame is the image's
+            latent = torch.cat([cond.first_latent[0].to(latent), latent[:, :, 1:]], dim=2)
         if cond is not None and cond.frame_condition is not None:
             current = self.state.get("current")
             block = 0 if current is None else current.block
@@ -231,7 +237,31 @@ class WanFrameAdapter:
         if image is not None:
             prompt = torch.concat([image, prompt], dim=1)  # as the model's forward: image tokens first
         frames = (entries["first"], entries["rest"]) if "first" in entries else None
-        return Conditions(temb, proj.unflatten(1, (6, -1)), prompt, model, frames)
+        first_latent = None
+        if "first_latent" in entries:  # TI2V image-to-video: block 0's tokens of its first frame at timestep 0
+            batch, tokens = prompt.shape[0], self.block_shape[1] * self.tokens_per_frame
+            per_token = timestep.reshape(-1)[:1].to(torch.float32).expand(batch, tokens).clone()
+            per_token[:, : self.tokens_per_frame] = 0
+            temb0, proj0, _, _ = model.condition_embedder(
+                per_token.flatten(), entries["text"].to(dtype), None, timestep_seq_len=tokens
+            )
+            first_latent = (entries["first_latent"], temb0, proj0.unflatten(2, (6, -1)))
+            self.first_latent = entries["first_latent"][:1]
+        return Conditions(temb, proj.unflatten(1, (6, -1)), prompt, model, frames, first_latent)
+
+    def _first_block(self, cond: Conditions | None) -> bool:
+        """Whether the layers now run block 0 of a TI2V image-to-video render (``Conditions.first_latent``)."""
+        current = self.state.get("current")
+        return cond is not None and cond.first_latent is not None and current is not None and current.block == 0
+
+    def finish_latent(self, block: int, latent: torch.Tensor) -> torch.Tensor:
+        """A block's latent after its last step: block 0 of a TI2V image-to-video render with its first latent frame
+        the image's, as ``WanImageToVideoPipeline`` ends (the frame's own steps fed nothing: the model's input held
+        it at the image's)."""
+        first = getattr(self, "first_latent", None)
+        if block != 0 or first is None:
+            return latent
+        return torch.cat([first.to(latent), latent[:, :, 1:]], dim=2)
 
     def begin_block(self, block: int | None) -> None:
         """Tell the patched self-attention (and ``embed``) which frame block the next layers see (None: no
@@ -243,12 +273,17 @@ class WanFrameAdapter:
         self.state["current"] = BlockContext(block, tokens, self.rope_prev, self.rope_next)
 
     def run_layer(self, layer: int, hidden: torch.Tensor, cond: Conditions) -> torch.Tensor:
-        return self._expert(cond).blocks[layer](hidden, cond.text, cond.timestep_proj, self.rope_own)
+        modulation = cond.first_latent[2] if self._first_block(cond) else cond.timestep_proj
+        return self._expert(cond).blocks[layer](hidden, cond.text, modulation, self.rope_own)
 
     def head(self, hidden: torch.Tensor, cond: Conditions) -> torch.Tensor:
         """[B, tokens, dim] -> [B, C, F, H, W] model output (output norm, projection, unpatchify)."""
         model = self._expert(cond)
-        shift, scale = (model.scale_shift_table + cond.temb.unsqueeze(1)).chunk(2, dim=1)
+        if self._first_block(cond):  # per-token modulation, as the model's forward does for a [B, tokens] timestep
+            shift, scale = (model.scale_shift_table.unsqueeze(0) + cond.first_latent[1].unsqueeze(2)).chunk(2, dim=2)
+            shift, scale = shift.squeeze(2), scale.squeeze(2)
+        else:
+            shift, scale = (model.scale_shift_table + cond.temb.unsqueeze(1)).chunk(2, dim=1)
         hidden = (model.norm_out(hidden.float()) * (1 + scale) + shift).type_as(hidden)
         hidden = model.proj_out(hidden)
         _, frames, height, width = self.block_shape

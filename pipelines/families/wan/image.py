@@ -53,6 +53,7 @@ def i2v_pipeline(pipe: Any):
             transformer=experts[0],
             transformer_2=experts[1],
             boundary_ratio=None if boundary is None else boundary / scheduler.config.num_train_timesteps,
+            expand_timesteps=pipe.expand_timesteps,
         )
     return pipe._image_pipeline
 
@@ -61,8 +62,9 @@ def i2v_pipeline(pipe: Any):
 def image_conditioning(pipe: Any, image: str, height: int, width: int, block_frames: int) -> dict[str, torch.Tensor]:
     """What an image-to-video render adds to its encoded prompt: ``first`` ([1, 4 + z_dim, block_frames, h, w]: block
     0's conditioning) and ``rest`` (blocks 1 to m's, [1, 4 + z_dim, m * block_frames, h, w]; a later block takes block
-    m's) and, for a transformer with an ``image_dim``, ``image`` (the CLIP embeddings). Batch-first, so guidance
-    batches them with the prompt."""
+    m's) and, for a transformer with an ``image_dim``, ``image`` (the CLIP embeddings); for TI2V
+    (``expand_timesteps``) ``first_latent`` only ([1, z_dim, 1, h, w]: the image's normalised latent, which the first
+    latent frame is held at). Batch-first, so guidance batches them with the prompt."""
     reference = i2v_pipeline(pipe)
     picture = open_image(image)
     device = pipe.vae.device
@@ -74,6 +76,15 @@ def image_conditioning(pipe: Any, image: str, height: int, width: int, block_fra
     pixels = reference.video_processor.preprocess(picture, height=height, width=width).to(device, torch.float32)
     z_dim = pipe.vae.config.z_dim
     factor = pipe.vae_scale_factor
+    if pipe.expand_timesteps:  # TI2V: the image alone encoded, the video's first latent frame (the frame plan)
+        latents = torch.zeros(1, z_dim, block_frames, height // factor, width // factor, device=device)
+        _, condition, _ = reference.prepare_latents(
+            image=pixels, batch_size=1, num_channels_latents=z_dim, height=height, width=width,
+            num_frames=pipe.video_frames(block_frames), dtype=torch.float32, device=device, generator=None,
+            latents=latents,
+        )
+        out["first_latent"] = condition
+        return out
     blocks = 1 + -(-CONDITION_HORIZON // block_frames)  # block 0 and the blocks m after it
     latents = torch.zeros(1, z_dim, blocks * block_frames, height // factor, width // factor, device=device)
     _, condition = reference.prepare_latents(

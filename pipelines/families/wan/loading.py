@@ -24,8 +24,9 @@ Wan 2.2's layouts load too:
   16 pixels per latent pixel) as text-to-video: diffusers' per-token timesteps are all ``t`` there, which the
   frame plan's one timestep per step equals;
 - ``WanImageToVideoPipeline`` (2.1 I2V with its CLIP image encoder, 2.2 I2V without one): a render's
-  ``image`` conditions it (``pipelines.families.wan.image``). A TI2V image-to-video directory
-  (``WanImageToVideoPipeline`` with ``expand_timesteps``: the first frame's tokens at timestep 0) is refused.
+  ``image`` conditions it (``pipelines.families.wan.image``); a TI2V image-to-video directory
+  (``WanImageToVideoPipeline`` with ``expand_timesteps``) holds the first latent frame at the image's latent, its
+  tokens at timestep 0 (``frames.WanFrameAdapter``), on the frame pipeline only.
 """
 
 from __future__ import annotations
@@ -73,11 +74,6 @@ def check_video_dir(path: str | Path, index: dict | None = None) -> dict:
                 f"{path}: a two-expert pipeline needs a WanTransformer3DModel transformer_2 and a numeric "
                 f"boundary_ratio in model_index.json, got {entry} and {index.get('boundary_ratio')!r}"
             )
-    if index.get("_class_name") == WAN_I2V_PIPELINE and index.get("expand_timesteps"):
-        raise ModelDirectoryError(
-            f"{path}: Wan 2.2 TI2V image-to-video (WanImageToVideoPipeline with expand_timesteps: the first "
-            "frame's tokens at timestep 0) is not supported; its WanPipeline (text-to-video) layout is"
-        )
     if has_component(index, "image_encoder") and not (path / "image_processor").is_dir():
         raise ModelDirectoryError(f"video pipeline {path} has an image_encoder but no image_processor/")
     components = ["text_encoder", "tokenizer", "scheduler"]
@@ -113,6 +109,9 @@ class WanVideoPipeline(VideoPipelineBase):
     """The diffusers scheduler class named in model_index.json."""
     pipeline_class: str = ""
     """model_index.json's _class_name: "WanPipeline" selects Wan's prompt encoding."""
+    expand_timesteps: bool = False
+    """model_index.json's ``expand_timesteps`` (Wan 2.2 TI2V): per-token timesteps; with an image, the first latent
+    frame is the image's latent at timestep 0."""
     image_encoder: torch.nn.Module | None = None
     """Wan 2.1 I2V's CLIP vision model (None: no image embeddings, e.g. Wan 2.2 I2V)."""
     image_processor: object = None
@@ -295,6 +294,7 @@ def load_video_pipeline(path: str | Path, dtype: str = "float32", device: str = 
         scheduler_config,
         scheduler_class,
         pipeline_class=index["_class_name"],
+        expand_timesteps=bool(index.get("expand_timesteps", False)),
         image_encoder=image_encoder,
         image_processor=image_processor,
     )
