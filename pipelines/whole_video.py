@@ -174,6 +174,11 @@ class BranchSplit:
     def hidden_shape(self, batch: int = 1, cond: Any = None) -> tuple[int, ...]:
         return self.inner.hidden_shape(1, cond)
 
+    def finish_latent(self, block: int, latent: torch.Tensor) -> torch.Tensor:
+        """The inner adapter's end of a block, where it has one (``FrameAdapter``)."""
+        finish = getattr(self.inner, "finish_latent", None)
+        return latent if finish is None else finish(block, latent)
+
     @property
     def without_exchange(self) -> BranchSplit:
         """The same pieces with a head that does not swap (``BranchAlone``): what the frame pipeline times its layers

@@ -59,6 +59,20 @@ def test_two_stages_equal_one_worker(dirs, tmp_path):
     check_two_stages_equal_one_worker(dirs["model"], str(tmp_path), task, blocks=2)
 
 
+def test_a_branch_per_worker_equals_one_worker(dirs, tmp_path):
+    """CFG parallel: each worker runs one guidance branch of the frame pipeline (its adapter wrapped), and stage 0
+    still ends block 0 with the image's latent."""
+    from _band_checks import band_fields
+    from _parallel_dist import run_ranks
+
+    task = dict(FIELDS, image=dirs["image"], guidance_scale=3.0, frames=16, block_frames=8, context_frames=4)
+    reference = render_session(0, 1, dirs["model"], str(tmp_path), task)
+    got = run_ranks(render_session, 2, dirs["model"], str(tmp_path), band_fields(task, "frames", 2, cfg=True),
+                    timeout=240)[0]
+    for block, latent in reference["latents"].items():
+        torch.testing.assert_close(got["latents"][block], latent, atol=1e-4, rtol=1e-4)
+
+
 def test_the_frame_pipeline_only(dirs):
     fields = dict(FIELDS, model=dirs["model"], image=dirs["image"], frames=8, block_frames=8, context_frames=0)
     assert VideoSpec.from_dict(dict(fields, parallel={"strategy": "none", "degree": 1})).image
