@@ -183,6 +183,9 @@ class WanFrameAdapter:
         self.rope_next = (cos[:, own + frames * tpf :], sin[:, own + frames * tpf :])
         self.cache = FeatureCache()
         self.state: dict = {}
+        self.first_latent: torch.Tensor | None = None
+        """TI2V image-to-video: the image's latent [1, z_dim, 1, H, W] block 0 ends with (``finish_latent``), seen
+        by ``conditions``."""
         self._original = [[block.attn1.processor for block in expert.blocks] for expert in self.experts]
         self._original_cross = [[block.attn2.processor for block in expert.blocks] for expert in self.experts]
         for expert in self.experts:
@@ -258,10 +261,9 @@ class WanFrameAdapter:
         """A block's latent after its last step: block 0 of a TI2V image-to-video render with its first latent frame
         the image's, as ``WanImageToVideoPipeline`` ends (the frame's own steps fed nothing: the model's input held
         it at the image's)."""
-        first = getattr(self, "first_latent", None)
-        if block != 0 or first is None:
+        if block != 0 or self.first_latent is None:
             return latent
-        return torch.cat([first.to(latent), latent[:, :, 1:]], dim=2)
+        return torch.cat([self.first_latent.to(latent), latent[:, :, 1:]], dim=2)
 
     def begin_block(self, block: int | None) -> None:
         """Tell the patched self-attention (and ``embed``) which frame block the next layers see (None: no
