@@ -31,3 +31,22 @@ def diffusers_output(model_dir, spec, dtype: str = "float32", device: str = "cpu
         output_type="np",
     )
     return pipe(spec.prompt, **{**arguments, **call})
+
+
+def one_block_reference(model_dir, latent_frames: int, size: int, seed: int):
+    """What a video family's one-block parity test calls diffusers with: the directory's diffusers pipeline (its
+    ``model_index.json`` class, no progress bar), Tessera's loaded pipeline of it, and Tessera's initial latents
+    [1, C, latent_frames, h, w] of a one-block video at ``size`` x ``size`` from ``seed``."""
+    import diffusers
+
+    from parallel.frames.noise import block_noise, noise_template
+    from pipelines.families import family_for_dir
+
+    pipe = family_for_dir(model_dir).load(model_dir, "float32", "cpu")
+    channels, height, width = pipe.latent_shape(size, size)
+    initial = block_noise(noise_template(seed, (channels, latent_frames, height, width)), seed, 0)
+    reference = getattr(diffusers, pipe.pipeline_class).from_pretrained(
+        model_dir, local_files_only=True, use_safetensors=True
+    )
+    reference.set_progress_bar_config(disable=True)
+    return reference, pipe, initial

@@ -127,15 +127,20 @@ def save_tiny_wan_two_experts(path: Path, seed: int = 0) -> Path:
     return path
 
 
+def _ti2v_vae(seed: int):
+    """TI2V-5B's residual VAE layout: a patch of 2, 16 pixels per latent pixel (z_dim ``TI2V_Z_DIM``)."""
+    return _vae(
+        seed + 5, z_dim=TI2V_Z_DIM, is_residual=True, in_channels=12, out_channels=12, patch_size=2,
+        scale_factor_spatial=16,
+    )
+
+
 def save_tiny_wan_ti2v(path: Path, seed: int = 0) -> Path:
     """Wan 2.2 TI2V-5B's layout as text-to-video: its residual VAE with a patch of 2 (16 pixels per latent pixel)."""
     from diffusers import WanPipeline
 
     tokenizer, text_encoder = _text(12)
-    vae = _vae(
-        seed + 5, z_dim=TI2V_Z_DIM, is_residual=True, in_channels=12, out_channels=12, patch_size=2,
-        scale_factor_spatial=16,
-    )
+    vae = _ti2v_vae(seed)
     pipe = WanPipeline(
         tokenizer=tokenizer,
         text_encoder=text_encoder,
@@ -154,10 +159,7 @@ def save_tiny_wan_ti2v_i2v(path: Path, seed: int = 0) -> Path:
     from diffusers import WanImageToVideoPipeline
 
     tokenizer, text_encoder = _text(12)
-    vae = _vae(
-        seed + 5, z_dim=TI2V_Z_DIM, is_residual=True, in_channels=12, out_channels=12, patch_size=2,
-        scale_factor_spatial=16,
-    )
+    vae = _ti2v_vae(seed)
     pipe = WanImageToVideoPipeline(
         tokenizer=tokenizer,
         text_encoder=text_encoder,

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from _diffusers_reference import one_block_reference
 from _tiny_wan22 import save_tiny_wan_two_experts
 from _tiny_wan_pipeline import save_tiny_wan_pipeline
 from _video_workers import check_two_stages_equal_one_worker, render_session
@@ -14,8 +15,6 @@ from _wan22_workers import NEGATIVE, PROMPT, SIZE
 
 from cluster.errors import SpecError
 from cluster.jobs.video import VideoSpec
-from parallel.frames.noise import block_noise, noise_template
-from pipelines.families.wan.loading import load_video_pipeline
 
 ONE_BLOCK = dict(prompt=PROMPT, negative_prompt=NEGATIVE, height=SIZE, width=SIZE, frames=8, block_frames=8,
                  context_frames=0, steps=4, seed=11, guidance_scale=3.0, guidance_scale_2=1.5)
@@ -35,11 +34,8 @@ def test_one_block_equals_the_pipeline_with_guidance_scale_2(dirs, tmp_path):
     got = render_session(0, 1, dirs["a14b"], str(tmp_path), ONE_BLOCK)
     (tmp_path / "one").mkdir()
     one_weight = render_session(0, 1, dirs["a14b"], str(tmp_path / "one"), dict(ONE_BLOCK, guidance_scale_2=None))
-    pipe = load_video_pipeline(dirs["a14b"])
-    channels, height, width = pipe.latent_shape(SIZE, SIZE)
-    initial = block_noise(noise_template(11, (channels, 2, height, width)), 11, 0)
-    reference = WanPipeline.from_pretrained(dirs["a14b"], local_files_only=True, use_safetensors=True)
-    reference.set_progress_bar_config(disable=True)
+    reference, pipe, initial = one_block_reference(dirs["a14b"], 2, SIZE, 11)
+    assert type(reference) is WanPipeline
     expected = reference(
         prompt=PROMPT, negative_prompt=NEGATIVE, height=SIZE, width=SIZE, num_frames=pipe.video_frames(2),
         num_inference_steps=4, guidance_scale=3.0, guidance_scale_2=1.5, latents=initial, output_type="latent",

@@ -7,13 +7,12 @@ from __future__ import annotations
 
 import pytest
 import torch
+from _diffusers_reference import one_block_reference
 from _tiny_wan22 import save_test_image, save_tiny_wan_ti2v_i2v
 from _video_workers import check_two_stages_equal_one_worker, render_session
 
 from cluster.errors import SpecError
 from cluster.jobs.video import VideoSpec
-from parallel.frames.noise import block_noise, noise_template
-from pipelines.families.wan.loading import load_video_pipeline
 
 SIZE = 64
 """4 x 4 latent pixels at 16 pixels per latent pixel, 2 x 2 tokens per latent frame."""
@@ -37,11 +36,8 @@ def test_one_block_equals_the_pipeline(dirs, tmp_path, guidance):
     torch.set_num_threads(1)
     task = dict(FIELDS, image=dirs["image"], guidance_scale=guidance, frames=8, block_frames=8, context_frames=0)
     got = render_session(0, 1, dirs["model"], str(tmp_path), task)["latents"][0]
-    pipe = load_video_pipeline(dirs["model"])
-    channels, height, width = pipe.latent_shape(SIZE, SIZE)
-    initial = block_noise(noise_template(11, (channels, 2, height, width)), 11, 0)
-    reference = WanImageToVideoPipeline.from_pretrained(dirs["model"], local_files_only=True, use_safetensors=True)
-    reference.set_progress_bar_config(disable=True)
+    reference, pipe, initial = one_block_reference(dirs["model"], 2, SIZE, 11)
+    assert type(reference) is WanImageToVideoPipeline
     expected = reference(
         image=Image.open(dirs["image"]).convert("RGB"), prompt=FIELDS["prompt"], negative_prompt=FIELDS["negative_prompt"],
         height=SIZE, width=SIZE, num_frames=pipe.video_frames(2), num_inference_steps=4, guidance_scale=guidance,
