@@ -243,10 +243,12 @@ class JobSpec:
         default): its pipeline's ``__call__`` defaults, as ``ModelFamily.guidance_defaults`` reads them. Set once,
         at validation, so that the stored job holds the weight it renders with (a later diffusers cannot change a
         queued job)."""
+        unset = [name for name in ("guidance_scale", "true_cfg_scale") if getattr(self, name, 0) is None]
+        if not unset:  # a validated or placed spec: nothing to read
+            return
         defaults = family.guidance_defaults(self.model_path(model))
-        for name, value in defaults.items():
-            if hasattr(self, name) and getattr(self, name) is None:
-                setattr(self, name, value)
+        for name in unset:
+            setattr(self, name, defaults[name])
 
     def check_dtype(self) -> None:
         if self.dtype not in DTYPES:

@@ -230,8 +230,7 @@ class VideoSpec(JobSpec):
                 f"got {self.true_cfg_scale}); ignored, as the pipeline ignores it"
             )
         self._check_cfg_guidance()
-        self._check_second_guidance(family.has_second_guidance(self.model_path()))
-        self._check_dynamic_cfg(family)
+        self._check_guidance_options(family)
         self.check_sampler_steps(self.model, "pipeline")  # a video renders with its directory's scheduler
         if self.parallel.strategy == AUTO:
             check_type("parallel.strategy", self.parallel.strategy, str)
@@ -378,39 +377,32 @@ class VideoSpec(JobSpec):
                 f"CFG parallel runs each guidance branch on half the workers: an even degree, got {par.degree}",
             )
 
-    def _check_second_guidance(self, has_second: bool) -> None:
-        """``guidance_scale_2`` only for a model with a second denoiser, and only with guidance to weigh."""
-        if self.guidance_scale_2 is None:
-            return
-        if not has_second:
-            raise SpecError(
-                "guidance_scale_2",
+    def _check_guidance_options(self, family: ModelFamily) -> None:
+        """``guidance_scale_2`` and ``use_dynamic_cfg``: each only where the model's pipeline takes it, and only with
+        guidance to weigh (as the pipelines, which guide only when ``guidance_scale`` is above 1)."""
+        check_type("use_dynamic_cfg", self.use_dynamic_cfg, bool)
+        options = {
+            "guidance_scale_2": (
+                self.guidance_scale_2 is not None,
+                family.has_second_guidance(self.model_path()),
                 "weighs the guidance of a second denoiser's steps (Wan 2.2's low-noise expert); this model has one: "
                 "leave it unset",
-            )
-        if self.guidance_scale <= 1.0:
-            raise SpecError(
-                "guidance_scale_2",
-                f"guidance_scale={self.guidance_scale} runs no unconditional branch for it to weigh (as WanPipeline, "
-                "which guides only when guidance_scale is above 1): set guidance_scale above 1 or leave it unset",
-            )
-
-    def _check_dynamic_cfg(self, family: ModelFamily) -> None:
-        """``use_dynamic_cfg`` only for a family whose pipeline takes it, and only with guidance to weigh."""
-        check_type("use_dynamic_cfg", self.use_dynamic_cfg, bool)
-        if not self.use_dynamic_cfg:
-            return
-        if not family.dynamic_cfg:
-            raise SpecError(
-                "use_dynamic_cfg",
+            ),
+            "use_dynamic_cfg": (
+                self.use_dynamic_cfg,
+                family.dynamic_cfg,
                 f"is CogVideoX's (CogVideoXPipeline's rising guidance weight); the {family.name} family has none",
-            )
-        if self.guidance_scale <= 1.0:
-            raise SpecError(
-                "use_dynamic_cfg",
-                f"guidance_scale={self.guidance_scale} runs no unconditional branch for it to weigh: set "
-                "guidance_scale above 1 or leave it false",
-            )
+            ),
+        }
+        for name, (given, offered, why) in options.items():
+            if given and not offered:
+                raise SpecError(name, why)
+            if given and self.guidance_scale <= 1.0:
+                raise SpecError(
+                    name,
+                    f"guidance_scale={self.guidance_scale} runs no unconditional branch for it to weigh: set "
+                    "guidance_scale above 1 or leave it unset",
+                )
 
     def _check_cfg_guidance(self) -> None:
         """CFG parallel needs an unconditional branch (``guides``): a weight above 1 (given, or the model's

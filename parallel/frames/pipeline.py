@@ -258,6 +258,8 @@ class FramePipeline:
         self.apply_step = step or default_step
         self._step_generator = takes_generator(self.apply_step)
         self.timesteps = self.new_scheduler().timesteps
+        self.guidance = [config.guidance_at(float(t)) for t in self.timesteps.cpu()]
+        """Each step's guidance weight, read once (a host copy per step would stall a GPU's denoising loop)."""
         self.items = queue_schedule(self.blocks, config.steps, config.block_stride)
         self.position = 0
         self._conditions: dict[int, object] = {}
@@ -408,7 +410,7 @@ class FramePipeline:
         if self.batch == 1:
             return output
         uncond, cond = output.chunk(2)
-        return uncond + self.config.guidance_at(float(self.timesteps[step])) * (cond - uncond)
+        return uncond + self.guidance[step] * (cond - uncond)
 
     @property
     def ticks(self) -> int:

@@ -135,43 +135,31 @@ def _ti2v_vae(seed: int):
     )
 
 
-def save_tiny_wan_ti2v(path: Path, seed: int = 0) -> Path:
-    """Wan 2.2 TI2V-5B's layout as text-to-video: its residual VAE with a patch of 2 (16 pixels per latent pixel)."""
-    from diffusers import WanPipeline
+def save_tiny_wan_ti2v(path: Path, seed: int = 0, image_to_video: bool = False) -> Path:
+    """Wan 2.2 TI2V-5B's layout: its residual VAE with a patch of 2 (16 pixels per latent pixel), ``expand_timesteps``;
+    as text-to-video (``WanPipeline``) or, ``image_to_video``, as ``WanImageToVideoPipeline`` (no image encoder: the
+    image reaches the model as its latent, the video's first latent frame)."""
+    import diffusers
 
     tokenizer, text_encoder = _text(12)
-    vae = _ti2v_vae(seed)
-    pipe = WanPipeline(
+    kind = "WanImageToVideoPipeline" if image_to_video else "WanPipeline"
+    extra = {"image_processor": None, "image_encoder": None} if image_to_video else {}
+    pipe = getattr(diffusers, kind)(
         tokenizer=tokenizer,
         text_encoder=text_encoder,
-        vae=vae,
+        vae=_ti2v_vae(seed),
         scheduler=_scheduler(),
         transformer=_transformer(TI2V_Z_DIM, TI2V_Z_DIM, seed + 2),
         expand_timesteps=True,
+        **extra,
     )
     pipe.save_pretrained(path, safe_serialization=True)
     return path
 
 
 def save_tiny_wan_ti2v_i2v(path: Path, seed: int = 0) -> Path:
-    """Wan 2.2 TI2V-5B's image-to-video layout: ``WanImageToVideoPipeline`` with ``expand_timesteps`` over the TI2V
-    parts (no image encoder: the image reaches the model as its latent, the video's first latent frame)."""
-    from diffusers import WanImageToVideoPipeline
-
-    tokenizer, text_encoder = _text(12)
-    vae = _ti2v_vae(seed)
-    pipe = WanImageToVideoPipeline(
-        tokenizer=tokenizer,
-        text_encoder=text_encoder,
-        vae=vae,
-        scheduler=_scheduler(),
-        image_processor=None,
-        image_encoder=None,
-        transformer=_transformer(TI2V_Z_DIM, TI2V_Z_DIM, seed + 2),
-        expand_timesteps=True,
-    )
-    pipe.save_pretrained(path, safe_serialization=True)
-    return path
+    """Wan 2.2 TI2V-5B's image-to-video layout (``save_tiny_wan_ti2v``)."""
+    return save_tiny_wan_ti2v(path, seed, image_to_video=True)
 
 
 def save_test_image(path: Path, height: int = 40, width: int = 56) -> Path:
