@@ -130,7 +130,8 @@ class VideoSpec(JobSpec):
     steps: int = 10
     """Denoising steps per block."""
     frames: int = 64
-    """Video frames; rounded up to a multiple of block_frames."""
+    """Video frames, ``temporal_factor`` per latent frame, or in diffusers' count for a causal VAE (1 + factor x n:
+    Wan's 81), which validation turns into Tessera's; rounded up to a multiple of block_frames."""
     block_frames: int = 8
     """Frames per frame block, the unit that moves through the queue."""
     context_frames: int = 1
@@ -190,6 +191,9 @@ class VideoSpec(JobSpec):
         if not 1 <= self.frames <= MAX_FRAMES:
             raise SpecError("frames", f"must be between 1 and {MAX_FRAMES}, got {self.frames}")
         self._check_patch_fields()
+        family = self.remember_model("model", self.model)
+        requested = self.frames
+        factor = self._count_frames_as_tessera(family)
         one_block = (self.frames, 0)
         strategy = self.parallel.strategy
         if strategy in WHOLE_VIDEO:
@@ -216,8 +220,14 @@ class VideoSpec(JobSpec):
             warnings.simplefilter("always")
             self.frames, _ = split_frames(self.frames, self.block_frames)
         self.notes.extend(str(w.message) for w in caught)
+        if caught and factor > 1 and requested % factor == 1:  # diffusers' count, rounded up to whole blocks
+            latent = (requested - 1) // factor + 1
+            divisors = [factor * d for d in range(1, latent + 1) if latent % d == 0]
+            self.notes.append(
+                f"block_frames: for exactly the {latent} latent frames of frames={requested}, set it to {factor} x a "
+                f"divisor of {latent}: {', '.join(map(str, divisors))}"
+            )
         self.check_output_dir()
-        family = self.remember_model("model", self.model)
         self.fill_guidance(family)
         if self.true_cfg_scale > 1.0 and not family.true_cfg:
             raise SpecError(
@@ -545,6 +555,22 @@ class VideoSpec(JobSpec):
             return self.model_family().video_error(self.model_path(), replace(self, parallel=parallel)) is None
         one_block = replace(self, block_frames=self.frames, context_frames=0, parallel=parallel)
         return self.model_family().video_error(self.model_path(), one_block) is None
+
+    def _count_frames_as_tessera(self, family: Any) -> int:
+        """``frames`` in Tessera's count (``temporal_factor`` frames per latent frame); the factor. A count of
+        diffusers' form for a causal VAE (``1 + factor x n``: Wan's 81, CogVideoX's 49, HunyuanVideo's 129,
+        LTX-Video's 161; ``pipelines.video_pipeline.latent_frame_count``) becomes the same latent frames in
+        Tessera's count, with a note: the stored job then means the same video whatever reads it."""
+        factor = family.temporal_factor(self.model_path())
+        if factor > 1 and self.frames % factor == 1:
+            latent = (self.frames - 1) // factor + 1
+            self.notes.append(
+                f"frames: {self.frames} is diffusers' count for this model's VAE (1 + {factor} x {latent - 1}): "
+                f"the {latent} latent frames its pipeline makes of num_frames={self.frames}, "
+                f"frames={factor * latent} in Tessera's count of {factor} per latent frame"
+            )
+            self.frames = factor * latent
+        return factor
 
     def min_workers(self) -> int:
         return 1 if self.parallel.auto else self.parallel.degree

@@ -150,15 +150,6 @@ class CogVideoXVideoPipeline(VideoPipelineBase):
     def vae_scale_factor(self) -> int:
         return 2 ** (len(self.vae.config.block_out_channels) - 1)
 
-    def latent_frames(self, frames: int, field_name: str = "frames") -> int:
-        factor = self.temporal_factor
-        if frames % factor:
-            raise ValueError(
-                f"{field_name}: this model's VAE packs {factor} frames into one latent frame; "
-                f"{field_name} must be a multiple of {factor}, got {frames}"
-            )
-        return frames // factor
-
     def video_frames(self, latent_frames: int) -> int:
         """Each pair of latent frames decodes to ``2 * temporal_factor`` frames (``decode``)."""
         return latent_frames * self.temporal_factor

@@ -88,16 +88,6 @@ class HunyuanVideoParts(VideoPipelineBase):
     def vae_scale_factor(self) -> int:
         return int(self.pipe.vae_scale_factor_spatial)
 
-    def latent_frames(self, frames: int, field_name: str = "frames") -> int:
-        """Latent frames for ``frames`` video frames (a multiple of the temporal factor)."""
-        factor = self.temporal_factor
-        if frames % factor:
-            raise ValueError(
-                f"{field_name}: this model's VAE packs {factor} frames into one latent frame; "
-                f"{field_name} must be a multiple of {factor}, got {frames}"
-            )
-        return frames // factor
-
     def video_frames(self, latent_frames: int) -> int:
         """Frames decoded from ``latent_frames`` latent frames (the first one gives one frame)."""
         return 1 + self.temporal_factor * (latent_frames - 1)

@@ -108,16 +108,6 @@ class LTXVideoPipeline(VideoPipelineBase):
         """Pixels per latent row and column (32 for LTX-Video's VAE)."""
         return int(self.pipe.vae_spatial_compression_ratio)
 
-    def latent_frames(self, frames: int, field_name: str = "frames") -> int:
-        """Latent frames for ``frames`` video frames (a multiple of the temporal factor)."""
-        factor = self.temporal_factor
-        if frames % factor:
-            raise ValueError(
-                f"{field_name}: this model's VAE packs {factor} frames into one latent frame; "
-                f"{field_name} must be a multiple of {factor}, got {frames}"
-            )
-        return frames // factor
-
     def video_frames(self, latent_frames: int) -> int:
         """Frames decoded from ``latent_frames`` latent frames: the first gives one frame, each later one the
         decoder's frames per latent frame (8 for LTX-Video's VAE; ``decode.decoder_factors``)."""

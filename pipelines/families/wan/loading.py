@@ -162,16 +162,6 @@ class WanVideoPipeline(VideoPipelineBase):
             return int(self.vae.config.scale_factor_spatial)
         return 2 ** (len(self.vae.config.block_out_channels) - 1)
 
-    def latent_frames(self, frames: int, field_name: str = "frames") -> int:
-        """Latent frames for ``frames`` video frames (a multiple of the temporal factor)."""
-        factor = self.temporal_factor
-        if frames % factor:
-            raise ValueError(
-                f"{field_name}: this model's VAE packs {factor} frames into one latent frame; "
-                f"{field_name} must be a multiple of {factor}, got {frames}"
-            )
-        return frames // factor
-
     def video_frames(self, latent_frames: int) -> int:
         """Frames decoded from ``latent_frames`` latent frames (a causal VAE's first one gives one frame)."""
         factor = self.temporal_factor

@@ -1,0 +1,93 @@
+"""A video's ``frames`` in diffusers' count: a causal VAE's first latent frame is one frame, so its pipelines take
+``num_frames = 1 + k n`` (Wan's 81, CogVideoX's 49, HunyuanVideo's 129, LTX-Video's 161), where Tessera counts k
+frames per latent frame. Such a count is taken as the pipeline takes it: validation stores it in Tessera's count
+with a note, an in-process session reads it directly, and a Wan one-block render of ``frames=9`` equals
+``WanPipeline(num_frames=9)`` from the same initial latents, 9 frames written."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from _diffusers_reference import one_block_reference
+from _tiny_cogvideox import save_tiny_cogvideox
+from _tiny_hunyuanvideo import save_tiny_hunyuanvideo
+from _tiny_ltx import save_tiny_ltx
+from _tiny_wan_pipeline import save_tiny_wan_pipeline
+from _video_workers import render_session
+
+from cluster.jobs.video import VideoSpec
+from pipelines.families import family_for_dir
+from pipelines.video_pipeline import latent_frame_count
+
+PROMPT, SIZE, SEED = "red and yellow stripes", 32, 5
+SAVERS = {
+    "wan": save_tiny_wan_pipeline,
+    "cogvideox": save_tiny_cogvideox,
+    "hunyuanvideo": save_tiny_hunyuanvideo,
+    "ltx": save_tiny_ltx,
+}
+
+
+@pytest.fixture(scope="module")
+def wan_dir(tmp_path_factory):
+    torch.set_num_threads(1)
+    return save_tiny_wan_pipeline(tmp_path_factory.mktemp("wan-count") / "tiny-wan")
+
+
+def spec_of(model_dir, **fields) -> VideoSpec:
+    task = dict(model=str(model_dir), prompt=PROMPT, height=SIZE, width=SIZE, steps=2, guidance_scale=1.0)
+    return VideoSpec.from_dict({**task, **fields})
+
+
+def test_the_count_rule():
+    assert latent_frame_count(84, 4) == 21 and latent_frame_count(81, 4) == 21 and latent_frame_count(1, 4) == 1
+    assert latent_frame_count(161, 8) == 21 and latent_frame_count(7, 1) == 7
+    with pytest.raises(ValueError, match=r"frames: .*multiple of 4 or one more \(diffusers' num_frames"):
+        latent_frame_count(82, 4)
+    with pytest.raises(ValueError, match="block_frames: .*multiple of 4, got 9"):  # a block has no first frame
+        latent_frame_count(9, 4, "block_frames")
+
+
+@pytest.mark.parametrize("family", sorted(SAVERS))
+def test_validation_stores_a_diffusers_count_as_the_same_latent_frames(family, tmp_path):
+    model_dir = SAVERS[family](tmp_path / family)
+    factor = family_for_dir(model_dir).temporal_factor(model_dir)
+    assert factor > 1
+    count = 1 + factor * 5  # 6 latent frames, as the pipeline's num_frames
+    spec = spec_of(model_dir, frames=count, block_frames=2 * factor, context_frames=0)
+    assert spec.frames == 6 * factor and spec.stored()["frames"] == 6 * factor
+    assert any(note.startswith(f"frames: {count} is diffusers' count") for note in spec.notes)
+    stored = {k: v for k, v in spec.stored().items() if k not in ("job", "notes")}
+    again = VideoSpec.from_dict(stored)  # a stored job read back: the same latent frames, nothing converted twice
+    assert again.frames == spec.frames and not any("diffusers' count" in note for note in again.notes)
+
+
+def test_a_count_rounded_to_whole_blocks_says_which_block_sizes_are_exact(wan_dir):
+    spec = spec_of(wan_dir, frames=81, block_frames=8)
+    assert spec.frames == 88  # 21 latent frames rounded up to blocks of 2
+    assert "block_frames: for exactly the 21 latent frames of frames=81, set it to 4 x a divisor of 21: 4, 12, 28, 84" in (
+        spec.notes
+    )
+    exact = spec_of(wan_dir, frames=81, block_frames=12)
+    assert exact.frames == 84 and not any(note.startswith("block_frames") for note in exact.notes)
+    whole = spec_of(wan_dir, frames=9, parallel={"strategy": "sequence", "degree": 2})
+    assert (whole.frames, whole.block_frames) == (12, 12)
+    assert spec_of(wan_dir, frames=84, block_frames=12).notes == []  # Tessera's own count: nothing to say
+
+
+@torch.no_grad()
+def test_a_wan_render_of_frames_9_equals_the_pipeline_called_with_num_frames_9(wan_dir, tmp_path):
+    torch.set_num_threads(1)
+    task = dict(prompt=PROMPT, height=SIZE, width=SIZE, frames=9, block_frames=12, context_frames=0, steps=3,
+                seed=SEED, guidance_scale=1.0)
+    got = render_session(0, 1, str(wan_dir), str(tmp_path), task)  # in-process, not validated: frames read as given
+    assert got["report"]["frames"] == 9 and got["report"]["frames_written"] == 9
+    reference, pipe, initial = one_block_reference(wan_dir, 3, SIZE, SEED)
+    expected = reference(
+        prompt=PROMPT, height=SIZE, width=SIZE, num_frames=9, num_inference_steps=3, guidance_scale=1.0,
+        latents=initial, output_type="latent", return_dict=False,
+    )[0]
+    assert expected.shape[2] == 3
+    diff = (got["latents"][0] - expected).abs().max().item()
+    print(f"Wan, frames=9 vs WanPipeline(num_frames=9): max abs diff {diff:.2e}")
+    torch.testing.assert_close(got["latents"][0], expected, atol=1e-4, rtol=1e-4)
