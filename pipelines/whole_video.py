@@ -131,6 +131,15 @@ class BandSplit:
     def hidden_shape(self, batch: int = 1, cond: Any = None) -> tuple[int, ...]:
         return self.inner.hidden_shape(batch, cond)
 
+    def finish_latent(self, block: int, latent: torch.Tensor) -> torch.Tensor:
+        return finish_latent(self.inner, block, latent)
+
+
+def finish_latent(adapter: Any, block: int, latent: torch.Tensor) -> torch.Tensor:
+    """``adapter``'s end of a block (``FrameAdapter.finish_latent``), where it has one: what a wrapping adapter passes on."""
+    finish = getattr(adapter, "finish_latent", None)
+    return latent if finish is None else finish(block, latent)
+
 
 class BranchSplit:
     """An adapter under CFG parallel (``parallel.patch.cfg``): the frame pipeline hands it both guidance branches
@@ -175,9 +184,7 @@ class BranchSplit:
         return self.inner.hidden_shape(1, cond)
 
     def finish_latent(self, block: int, latent: torch.Tensor) -> torch.Tensor:
-        """The inner adapter's end of a block, where it has one (``FrameAdapter``)."""
-        finish = getattr(self.inner, "finish_latent", None)
-        return latent if finish is None else finish(block, latent)
+        return finish_latent(self.inner, block, latent)
 
     @property
     def without_exchange(self) -> BranchSplit:

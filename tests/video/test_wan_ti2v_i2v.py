@@ -1,7 +1,7 @@
 """Wan 2.2 TI2V image-to-video (``WanImageToVideoPipeline`` with ``expand_timesteps``): the video's first latent frame
 is held at the image's latent, its tokens at timestep 0. One block on one worker equals the pipeline called with the
-image, from the same initial latents, with and without guidance; 2 stages equal one worker; the whole-video
-strategies are refused at submit, naming the field."""
+image, from the same initial latents, with and without guidance; 2 stages, a guidance branch per worker, and the
+whole-video strategies (sequence, patch) on 2 workers equal one worker."""
 
 from __future__ import annotations
 
@@ -11,7 +11,6 @@ from _diffusers_reference import one_block_reference
 from _tiny_wan22 import save_test_image, save_tiny_wan_ti2v_i2v
 from _video_workers import check_two_stages_equal_one_worker, render_session
 
-from cluster.errors import SpecError
 from cluster.jobs.video import VideoSpec
 
 SIZE = 64
@@ -69,10 +68,35 @@ def test_a_branch_per_worker_equals_one_worker(dirs, tmp_path):
         torch.testing.assert_close(got["latents"][block], latent, atol=1e-4, rtol=1e-4)
 
 
-def test_the_frame_pipeline_only(dirs):
-    fields = dict(FIELDS, model=dirs["model"], image=dirs["image"], frames=8, block_frames=8, context_frames=0)
-    assert VideoSpec.from_dict(dict(fields, parallel={"strategy": "none", "degree": 1})).image
-    for strategy in ("sequence", "patch"):
-        with pytest.raises(SpecError) as err:
-            VideoSpec.from_dict(dict(fields, parallel={"strategy": strategy, "degree": 2}))
-        assert err.value.field == "parallel.strategy" and "TI2V image-to-video" in str(err.value)
+def test_sequence_and_bands_on_two_workers_equal_one_worker(dirs, tmp_path):
+    """The whole-video strategies: the model's own forward with the first latent frame held at the image's and a
+    per-token timestep, split by diffusers' context parallelism (its ``_cp_plan`` splits the timestep with the tokens)
+    or cut to row bands (each band's own tokens' timesteps); either equals one worker's one block, which equals the
+    pipeline (above), and the video ends with the image's latent frame."""
+    from _band_checks import band_fields
+    from _parallel_dist import run_ranks
+    from _video_workers import render_sessions
+
+    task = dict(FIELDS, image=dirs["image"], guidance_scale=3.0, frames=8, block_frames=8, context_frames=0)
+    for strategy in ("sequence", "patch"):  # accepted at submit
+        spec = VideoSpec.from_dict(dict(task, model=dirs["model"], parallel={"strategy": strategy, "degree": 2}))
+        assert spec.parallel.strategy == strategy
+    reference = render_session(0, 1, dirs["model"], str(tmp_path), task)["latents"][0]
+    renders = [(dirs["model"], str(tmp_path), band_fields(task, strategy, 2)) for strategy in ("sequence", "patch")]
+    got = run_ranks(render_sessions, 2, renders, timeout=240)[0]
+    for strategy, render in zip(("sequence", "patch"), got):
+        diff = (render["latents"][0] - reference).abs().max().item()
+        print(f"Wan TI2V image-to-video {strategy} (2 workers) vs 1 worker: max abs diff {diff:.2e}")
+        torch.testing.assert_close(render["latents"][0], reference, atol=1e-4, rtol=1e-4)
+        report = render["report"][strategy if strategy == "sequence" else "bands"]
+        assert any(report["bytes_sent"].values())  # the forward really was split
+    torch.testing.assert_close(got[0]["latents"][0][:, :, :1], reference[:, :, :1], atol=0, rtol=0)
+
+
+def test_a_band_refuses_the_whole_videos_timestep():
+    from pipelines.families.wan.patch import check_wan_input
+
+    band = torch.zeros(1, 48, 2, 2, 4)  # 2 frames of 1 x 2 tokens
+    check_wan_input((band, torch.zeros(1, 4)), {})
+    with pytest.raises(ValueError, match="timestep: a per-token timestep on a band must be the band's 4 tokens, got 8"):
+        check_wan_input((band, torch.zeros(1, 8)), {})

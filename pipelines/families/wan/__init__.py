@@ -59,21 +59,6 @@ class WanFamily(ModelFamily):
             return int(vae.get("scale_factor_spatial", 8))
         return 2 ** (len(vae.get("block_out_channels", [0])) - 1)
 
-    def plan_error(self, strategy: str, path: str | Path) -> str | None:
-        """A TI2V image-to-video directory runs the frame pipeline only: its first latent frame is held at the
-        image's, its tokens at timestep 0, which the frame plan does and the whole-video plans do not."""
-        from pipelines.families.wan.loading import WAN_I2V_PIPELINE
-
-        index = self._index(path)
-        if strategy in ("sequence", "patch") and index.get("_class_name") == WAN_I2V_PIPELINE and index.get(
-            "expand_timesteps"
-        ):
-            return (
-                f"Wan 2.2 TI2V image-to-video runs the frame pipeline only (its first frame's tokens at timestep 0), "
-                f"not {strategy!r}: use strategy 'frames' or 'none'"
-            )
-        return super().plan_error(strategy, path)
-
     def video_error(self, path: str | Path, spec: Any) -> tuple[str, str] | None:
         """Whole latent frames per block (the default), and for the whole-video strategies at a fixed degree what
         splitting needs: ``sequence`` (diffusers' Ulysses over ``_cp_plan``) the attention heads and the video

@@ -26,7 +26,7 @@ Wan 2.2's layouts load too:
 - ``WanImageToVideoPipeline`` (2.1 I2V with its CLIP image encoder, 2.2 I2V without one): a render's
   ``image`` conditions it (``pipelines.families.wan.image``); a TI2V image-to-video directory
   (``WanImageToVideoPipeline`` with ``expand_timesteps``) holds the first latent frame at the image's latent, its
-  tokens at timestep 0 (``frames.WanFrameAdapter``), on the frame pipeline only.
+  tokens at timestep 0 (``frames.WanFrameAdapter``; ``sequence.WanSequenceAdapter`` for the whole-video plans).
 """
 
 from __future__ import annotations

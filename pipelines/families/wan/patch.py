@@ -23,6 +23,7 @@ outputs (``gather_bands(..., dim=-2)``), as for the other patch-parallel models.
 from __future__ import annotations
 
 from collections.abc import Callable
+from functools import partial
 
 import torch
 import torch.distributed as dist
@@ -141,15 +142,22 @@ def patch_wan_self_attention(attn: WanAttention, rt: PatchRuntime) -> Callable[[
     return install_processor(attn, WanBandSelfAttnProcessor(rt, rt.new_layer_id(), backend))
 
 
-def check_wan_input(args: tuple, kwargs: dict) -> None:
-    """Bands take a (B, C, F, H, W) latent with one timestep per sample."""
+def check_wan_input(args: tuple, kwargs: dict, patch_size: tuple[int, int, int] = (1, 2, 2)) -> None:
+    """Bands take a (B, C, F, H, W) latent with one timestep per sample, or per token of the band (Wan 2.2 TI2V's
+    ``expand_timesteps``: the timestep is per token, so a band's are its own tokens', in its (frame, row, column)
+    order; the full video's would not match the band's tokens)."""
     require_input_dims(args, kwargs, 5, "(B, C, F, H, W)")
     t = args[1] if len(args) > 1 else kwargs.get("timestep")
     if t is not None and t.dim() == 2:
-        raise NotImplementedError(
-            "timestep: per-token timesteps (Wan 2.2 TI2V, shape (B, seq_len)) are not supported by "
-            "patch parallelism; pass one timestep per sample"
-        )
+        latent = args[0] if args else kwargs["hidden_states"]
+        _, _, frames, rows, cols = latent.shape
+        p_t, p_h, p_w = patch_size
+        tokens = (frames // p_t) * (rows // p_h) * (cols // p_w)
+        if t.shape[1] != tokens:
+            raise ValueError(
+                f"timestep: a per-token timestep on a band must be the band's {tokens} tokens, got {t.shape[1]} "
+                "(the whole video's?)"
+            )
 
 
 def patch_wan_layers(transformer: nn.Module, rt: PatchRuntime) -> list[Callable[[], None]]:
@@ -174,7 +182,7 @@ def wan_patch_plan(transformer: nn.Module, config: PatchConfig) -> PatchPlan:
         align=transformer.config.patch_size[1],
         input_name="hidden_states",
         patch_layers=patch_wan_layers,
-        check_input=check_wan_input,
+        check_input=partial(check_wan_input, patch_size=tuple(transformer.config.patch_size)),
     )
 
 

@@ -15,7 +15,10 @@ expert is diffusers' boundary rule (``WanExperts.expert``; each expert is under 
 ``WanFamily.whole_video_modules``), and an image-to-video forward is the I2V pipeline's call: the whole video's
 conditioning channels (mask and image latent, ``image.image_conditioning``'s ``first``: the one block's) appended
 to the latent, Wan 2.1's CLIP image embeddings as ``encoder_hidden_states_image``. The plan splits the tokens after
-the patch embedding, so neither needs more. Under the band plan each expert is patched on its own
+the patch embedding, so neither needs more. TI2V image-to-video (``expand_timesteps``) holds the first latent frame at
+the image's in the model's input and passes a per-token timestep, that frame's tokens at 0 (``first_frame_at_zero``),
+as ``WanImageToVideoPipeline`` does: the ``_cp_plan`` splits that timestep with the tokens, and under bands it is
+built from the band's own latent. Under the band plan each expert is patched on its own
 (``WanFamily.whole_video_modules``), and an image's conditioning channels are cut to the worker's band of rows
 with its latent (``band_conditions``).
 """
@@ -42,6 +45,9 @@ class WanWholeInputs(WholeInputs):
     """Wan 2.1 I2V: the CLIP image embeddings (``encoder_hidden_states_image``)."""
     frame_condition: torch.Tensor | None = None
     """Image-to-video: [B, 4 + z_dim, F, H, W] mask and image latent, appended to the latent's channels."""
+    first_latent: torch.Tensor | None = None
+    """TI2V image-to-video (``expand_timesteps``): the image's [B, z_dim, 1, H, W] latent, which the video's first latent
+    frame is held at, its tokens at timestep 0."""
 
 
 class WanSequenceAdapter(WholeVideoAdapter):
@@ -54,20 +60,41 @@ class WanSequenceAdapter(WholeVideoAdapter):
         if not isinstance(model, (WanTransformer3DModel, WanExperts)):
             raise TypeError(f"model: the Wan whole-video plan drives WanTransformer3DModel, got {type(model).__name__}")
         super().__init__(model, block_shape, context_frames)
+        self.first_latent: torch.Tensor | None = None
+        """TI2V image-to-video: the image's latent [1, z_dim, 1, H, W] the video ends with (``finish_latent``)."""
 
     def conditions(self, timestep: torch.Tensor, text: torch.Tensor | dict[str, torch.Tensor]) -> WanWholeInputs:
         """The step's timestep per batch row and expert; ``text`` one tensor, or the image-to-video dict
-        (``pipelines.families.wan.image``: ``text``, ``first``, ``rest`` and Wan 2.1's ``image``)."""
+        (``pipelines.families.wan.image``: ``text``, ``first``, ``rest`` and Wan 2.1's ``image``, or TI2V's
+        ``first_latent``)."""
         entries = text if isinstance(text, dict) else {"text": text}
         expert = self.model.expert(timestep) if isinstance(self.model, WanExperts) else self.model
         prompt, image, first = entries["text"], entries.get("image"), entries.get("first")
+        first_latent = entries.get("first_latent")
+        if first_latent is not None:
+            self.first_latent = first_latent[:1]
         return WanWholeInputs(
             expand_timestep(timestep, prompt.shape[0]),
             prompt.to(self.dtype),
             expert,
             None if image is None else image.to(self.dtype),
             None if first is None else first.to(self.dtype),
+            first_latent,
         )
+
+    def embed(self, latent: torch.Tensor, cond: WanWholeInputs | None = None) -> torch.Tensor:
+        """The latent in the model's dtype; TI2V image-to-video's with its first latent frame the image's, as
+        ``WanImageToVideoPipeline`` builds its model input each step (before the cast)."""
+        if cond is not None and cond.first_latent is not None:
+            latent = torch.cat([cond.first_latent.to(latent), latent[:, :, 1:]], dim=2)
+        return super().embed(latent, cond)
+
+    def finish_latent(self, block: int, latent: torch.Tensor) -> torch.Tensor:
+        """The finished video with its first latent frame the image's, as ``WanImageToVideoPipeline`` ends under
+        ``expand_timesteps`` (that frame's own steps fed nothing: the model's input held it)."""
+        if self.first_latent is None:
+            return latent
+        return torch.cat([self.first_latent.to(latent), latent[:, :, 1:]], dim=2)
 
     def band_conditions(self, cond: WanWholeInputs, bounds: Bounds, rank: int) -> WanWholeInputs:
         """Image-to-video under bands: the conditioning channels of this worker's rows, as its latent band."""
@@ -79,10 +106,25 @@ class WanSequenceAdapter(WholeVideoAdapter):
         """``WanPipeline.__call__``'s transformer call (``WanImageToVideoPipeline``'s for an image)."""
         if cond.frame_condition is not None:
             hidden = torch.cat([hidden, cond.frame_condition], dim=1)
+        timestep = cond.timestep
+        if cond.first_latent is not None:  # TI2V: per token, of this forward's latent (under bands, the band's)
+            timestep = first_frame_at_zero(timestep, hidden.shape, cond.expert.config.patch_size)
         return cond.expert(
             hidden_states=hidden,
-            timestep=cond.timestep,
+            timestep=timestep,
             encoder_hidden_states=cond.text,
             encoder_hidden_states_image=cond.image,
             return_dict=False,
         )[0]
+
+
+def first_frame_at_zero(timestep: torch.Tensor, latent_shape: torch.Size, patch_size: tuple[int, int, int]) -> torch.Tensor:
+    """[B] step timesteps -> [B, tokens] of a [B, C, F, H, W] latent, the first latent frame's tokens at 0: the timestep
+    ``WanImageToVideoPipeline`` passes under ``expand_timesteps`` (its first-frame mask times t, per patch), in float32
+    as there. Under context parallelism diffusers' ``_cp_plan`` splits it with the tokens."""
+    _, _, frames, rows, cols = latent_shape
+    p_t, p_h, p_w = patch_size
+    per_frame = (rows // p_h) * (cols // p_w)
+    per_token = timestep.to(torch.float32)[:, None].expand(-1, (frames // p_t) * per_frame).clone()
+    per_token[:, :per_frame] = 0
+    return per_token
