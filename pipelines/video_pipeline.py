@@ -122,11 +122,17 @@ class VideoPipeline(Protocol):
         """The prompt as the family's diffusers pipeline encodes it (its own ``encode_prompt``, by keyword)."""
 
     def conditioning(
-        self, prompt: str, negative_prompt: str, guidance_scale: float, true_cfg_scale: float = 1.0
+        self,
+        prompt: str,
+        negative_prompt: str,
+        guidance_scale: float,
+        true_cfg_scale: float = 1.0,
+        prompt_template: dict | None = None,
     ) -> tuple[EncodedPrompt, EncodedPrompt | None, float]:
         """(prompt, negative prompt or None, the classifier-free guidance weight the frame pipeline applies).
         ``true_cfg_scale``: the weight of a family whose ``guidance_scale`` is embedded in its model (HunyuanVideo's
-        true CFG, with a negative prompt); the others' jobs leave it at 1."""
+        true CFG, with a negative prompt); the others' jobs leave it at 1. ``prompt_template``: the pipeline's own
+        argument of that name, for a family that takes one (``ModelFamily.prompt_template``); None: its default."""
 
     def make_scheduler(self) -> Any:
         """A fresh diffusers scheduler (one per frame block), its timesteps not yet set."""
@@ -190,10 +196,16 @@ class VideoPipelineBase:
         return None
 
     def conditioning(
-        self, prompt: str, negative_prompt: str, guidance_scale: float, true_cfg_scale: float = 1.0
+        self,
+        prompt: str,
+        negative_prompt: str,
+        guidance_scale: float,
+        true_cfg_scale: float = 1.0,
+        prompt_template: dict | None = None,
     ) -> tuple[EncodedPrompt, EncodedPrompt | None, float]:
         """The prompt, and with classifier-free guidance (``guidance_scale > 1``) the negative prompt, each
-        through ``encode_prompt``; the guidance weight as given (``true_cfg_scale``: not this family's)."""
+        through ``encode_prompt``; the guidance weight as given (``true_cfg_scale``, ``prompt_template``: not this
+        family's, refused at submit)."""
         text = self.encode_prompt(prompt)
         negative = self.encode_prompt(negative_prompt) if guidance_scale > 1.0 else None
         return text, negative, guidance_scale

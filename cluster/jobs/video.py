@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from cluster.errors import SpecError
 from cluster.jobs.image import Segment
-from cluster.jobs.spec import AUTO, JobSpec, ParallelBase, SegmentResult, check_type
+from cluster.jobs.spec import AUTO, JobSpec, ParallelBase, SegmentResult, check_text, check_type
 from cluster.outputs import job_directory, partial_directory
 from parallel.frames.schedule import blocks_finished, split_frames
 from parallel.frames.schedule import ticks as schedule_ticks
@@ -118,6 +118,11 @@ class VideoSpec(JobSpec):
     use_dynamic_cfg: bool = False
     """CogVideoX's dynamic classifier-free guidance (``CogVideoXPipeline``'s ``use_dynamic_cfg``): the weight rises
     over the steps by the pipeline's cosine rule. Refused for the other families, and without guidance."""
+    prompt_template: dict | None = None
+    """HunyuanVideo's prompt template (``HunyuanVideoPipeline``'s ``prompt_template``): ``{"template": "...{}...",
+    "crop_start": n}``, the text its LLM encoder reads the prompt in and how many leading tokens it crops (without
+    ``crop_start`` the pipeline counts the template's own). None: the pipeline's default. Refused for the other
+    families."""
     true_cfg_scale: float | None = None
     """HunyuanVideo's true classifier-free guidance (``HunyuanVideoPipeline``'s ``true_cfg_scale``): above 1 with a
     ``negative_prompt`` its branch runs too, both at the embedded ``guidance_scale``, mixed by this weight. None: the
@@ -241,6 +246,7 @@ class VideoSpec(JobSpec):
             )
         self._check_cfg_guidance()
         self._check_guidance_options(family)
+        self._check_prompt_template(family)
         self.check_sampler_steps(self.model, "pipeline")  # a video renders with its directory's scheduler
         if self.parallel.strategy == AUTO:
             check_type("parallel.strategy", self.parallel.strategy, str)
@@ -413,6 +419,33 @@ class VideoSpec(JobSpec):
                     f"guidance_scale={self.guidance_scale} runs no unconditional branch for it to weigh: set "
                     "guidance_scale above 1 or leave it unset",
                 )
+
+    def _check_prompt_template(self, family: ModelFamily) -> None:
+        """``prompt_template``: only for a family whose pipeline takes one, in the form it reads (a ``template`` with
+        one ``{}`` for the prompt, an optional ``crop_start`` of at least 0), checked here rather than in the worker."""
+        template = self.prompt_template
+        if template is None:
+            return
+        if not family.prompt_template:
+            raise SpecError("prompt_template", f"is HunyuanVideo's; the {family.name} family's pipeline takes none")
+        check_type("prompt_template", template, dict)
+        unknown = sorted(set(template) - {"template", "crop_start"})
+        if unknown:
+            raise SpecError("prompt_template", f"takes 'template' and 'crop_start', got {unknown}")
+        text = template.get("template")
+        check_type("prompt_template.template", text, str)
+        check_text("prompt_template.template", text)
+        try:
+            text.format("prompt")
+        except (IndexError, KeyError, ValueError) as err:
+            raise SpecError("prompt_template.template", f"must hold one {{}} for the prompt: {err}") from None
+        if "{}" not in text:
+            raise SpecError("prompt_template.template", "must hold one {} for the prompt")
+        crop = template.get("crop_start")
+        if crop is not None:
+            check_type("prompt_template.crop_start", crop, int)
+            if crop < 0:
+                raise SpecError("prompt_template.crop_start", f"must be at least 0, got {crop}")
 
     def _check_cfg_guidance(self) -> None:
         """CFG parallel needs an unconditional branch (``guides``): a weight above 1 (given, or the model's

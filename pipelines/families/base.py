@@ -304,6 +304,10 @@ class ModelFamily:
     """Whether the family's pipeline takes ``use_dynamic_cfg`` (CogVideoX's guidance weight rising over the steps),
     which a video job's field of that name then sets."""
 
+    prompt_template: bool = False
+    """Whether the family's pipeline takes a ``prompt_template`` (HunyuanVideo's: the text its LLM encoder reads the
+    prompt in, and the leading tokens it crops), which a video job's field of that name then sets."""
+
     def has_second_guidance(self, path: str | Path) -> bool:
         """The video model at ``path`` takes a second guidance weight for its later steps (a render's
         ``guidance_scale_2``: Wan 2.2's low-noise expert); read from JSON at submit. Default: no."""

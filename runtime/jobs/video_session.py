@@ -111,7 +111,11 @@ class VideoSession:
         )
         started = time.perf_counter()
         text, negative, config.guidance_scale = pipe.conditioning(
-            spec.prompt, spec.negative_prompt, spec.guidance_scale, true_cfg_scale=spec.true_cfg_scale
+            spec.prompt,
+            spec.negative_prompt,
+            spec.guidance_scale,
+            true_cfg_scale=spec.true_cfg_scale,
+            prompt_template=getattr(spec, "prompt_template", None),
         )
         config.guidance_schedule = pipe.guidance_schedule(spec)
         if getattr(spec, "image", ""):  # image-to-video: the conditioning image, encoded by the family

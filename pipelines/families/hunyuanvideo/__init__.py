@@ -27,6 +27,7 @@ class HunyuanVideoFamily(ModelFamily):
     pipelines = ("HunyuanVideoPipeline",)
     call_guidance = {"HunyuanVideoPipeline": (6.0, 1.0)}
     true_cfg = True
+    prompt_template = True
     denoiser = "transformer"
     denoisers = ("HunyuanVideoTransformer3DModel",)
     samplers = ()  # a video renders with the scheduler its directory names (flow matching)

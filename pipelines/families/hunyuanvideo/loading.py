@@ -105,16 +105,19 @@ class HunyuanVideoParts(VideoPipelineBase):
         return prompt_length()
 
     @torch.no_grad()
-    def encode_prompt(self, prompt: str, guidance_scale: float | None = None) -> dict[str, torch.Tensor]:
+    def encode_prompt(
+        self, prompt: str, guidance_scale: float | None = None, prompt_template: dict | None = None
+    ) -> dict[str, torch.Tensor]:
         """The prompt as ``HunyuanFrameAdapter.conditions`` takes it, batch of one, through the pipeline's own
-        ``encode_prompt`` (default template), with the embedded ``guidance_scale`` (None: the pipeline's
-        default)."""
+        ``encode_prompt`` in ``prompt_template`` (None: the pipeline's default template), with the embedded
+        ``guidance_scale`` (None: the pipeline's default)."""
         if guidance_scale is None:
             guidance_scale = pipeline_default("guidance_scale")
         pipe = self.pipe
         device = pipe.text_encoder.device
+        template = {} if prompt_template is None else {"prompt_template": prompt_template}
         embeds, pooled, mask = pipe.encode_prompt(
-            prompt=prompt, device=device, max_sequence_length=self.max_sequence_length()
+            prompt=prompt, device=device, max_sequence_length=self.max_sequence_length(), **template
         )
         dtype = self.transformer.dtype
         return {
@@ -124,13 +127,21 @@ class HunyuanVideoParts(VideoPipelineBase):
             "guidance": torch.tensor([guidance_scale], dtype=dtype, device=device) * 1000.0,
         }
 
-    def conditioning(self, prompt: str, negative_prompt: str, guidance_scale: float, true_cfg_scale: float = 1.0):
+    def conditioning(
+        self,
+        prompt: str,
+        negative_prompt: str,
+        guidance_scale: float,
+        true_cfg_scale: float = 1.0,
+        prompt_template: dict | None = None,
+    ):
         """The prompt with ``guidance_scale`` as its embedded guidance; with the pipeline's true CFG
         (``true_cfg_scale > 1`` and a negative prompt, as ``HunyuanVideoPipeline.__call__`` runs it) the negative
-        prompt too, at the same embedded guidance, weighed by ``true_cfg_scale``; else no negative branch (weight 1)."""
-        text = self.encode_prompt(prompt, guidance_scale)
+        prompt too, at the same embedded guidance, weighed by ``true_cfg_scale``; else no negative branch (weight 1).
+        Both in ``prompt_template`` (None: the pipeline's default), as the pipeline encodes both."""
+        text = self.encode_prompt(prompt, guidance_scale, prompt_template)
         if true_cfg_scale > 1.0 and negative_prompt:
-            return text, self.encode_prompt(negative_prompt, guidance_scale), true_cfg_scale
+            return text, self.encode_prompt(negative_prompt, guidance_scale, prompt_template), true_cfg_scale
         return text, None, 1.0
 
     # --- the sampler -----------------------------------------------------------------------------
