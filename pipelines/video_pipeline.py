@@ -128,11 +128,13 @@ class VideoPipeline(Protocol):
         guidance_scale: float,
         true_cfg_scale: float = 1.0,
         prompt_template: dict | None = None,
+        max_sequence_length: int | None = None,
     ) -> tuple[EncodedPrompt, EncodedPrompt | None, float]:
         """(prompt, negative prompt or None, the classifier-free guidance weight the frame pipeline applies).
         ``true_cfg_scale``: the weight of a family whose ``guidance_scale`` is embedded in its model (HunyuanVideo's
-        true CFG, with a negative prompt); the others' jobs leave it at 1. ``prompt_template``: the pipeline's own
-        argument of that name, for a family that takes one (``ModelFamily.prompt_template``); None: its default."""
+        true CFG, with a negative prompt); the others' jobs leave it at 1. ``prompt_template``, ``max_sequence_length``:
+        the pipeline's own arguments of those names, for a model that takes them (``ModelFamily.prompt_template``,
+        ``ModelFamily.takes_sequence_length``); None: its defaults."""
 
     def make_scheduler(self) -> Any:
         """A fresh diffusers scheduler (one per frame block), its timesteps not yet set."""
@@ -202,12 +204,14 @@ class VideoPipelineBase:
         guidance_scale: float,
         true_cfg_scale: float = 1.0,
         prompt_template: dict | None = None,
+        max_sequence_length: int | None = None,
     ) -> tuple[EncodedPrompt, EncodedPrompt | None, float]:
         """The prompt, and with classifier-free guidance (``guidance_scale > 1``) the negative prompt, each
-        through ``encode_prompt``; the guidance weight as given (``true_cfg_scale``, ``prompt_template``: not this
-        family's, refused at submit)."""
-        text = self.encode_prompt(prompt)
-        negative = self.encode_prompt(negative_prompt) if guidance_scale > 1.0 else None
+        through ``encode_prompt`` at ``max_sequence_length`` tokens (None: the pipeline's default); the guidance
+        weight as given (``true_cfg_scale``, ``prompt_template``: not this family's, refused at submit)."""
+        length = {} if max_sequence_length is None else {"max_sequence_length": max_sequence_length}
+        text = self.encode_prompt(prompt, **length)
+        negative = self.encode_prompt(negative_prompt, **length) if guidance_scale > 1.0 else None
         return text, negative, guidance_scale
 
     def set_timesteps(self, scheduler: Any, steps: int, block_shape: tuple[int, int, int, int], device: Any) -> None:

@@ -44,6 +44,8 @@ including the controller's of a spec whose block_frames validation set to its fr
 MAX_SIDE = 4096
 MAX_DECODE_CONTEXT = 64
 """Latent frames of decode context each way at most (16 already decode as the whole video does)."""
+MAX_SEQUENCE_LENGTH = 4096
+"""Most prompt tokens a job asks its text encoder for (the pipelines' defaults are 128 to 512)."""
 
 
 def block_directory(output_dir: str | Path, job_id: str) -> Path:
@@ -118,6 +120,10 @@ class VideoSpec(JobSpec):
     use_dynamic_cfg: bool = False
     """CogVideoX's dynamic classifier-free guidance (``CogVideoXPipeline``'s ``use_dynamic_cfg``): the weight rises
     over the steps by the pipeline's cosine rule. Refused for the other families, and without guidance."""
+    max_sequence_length: int | None = None
+    """Prompt tokens the text encoder's output is padded or cut to (the pipeline's ``max_sequence_length``). None: its
+    ``__call__``'s default (Wan 512, CogVideoX 226, LTX-Video 128, HunyuanVideo 256). Refused for the built-in video
+    model, and for a CogVideoX transformer whose position table fixes the length."""
     prompt_template: dict | None = None
     """HunyuanVideo's prompt template (``HunyuanVideoPipeline``'s ``prompt_template``): ``{"template": "...{}...",
     "crop_start": n}``, the text its LLM encoder reads the prompt in and how many leading tokens it crops (without
@@ -247,6 +253,7 @@ class VideoSpec(JobSpec):
         self._check_cfg_guidance()
         self._check_guidance_options(family)
         self._check_prompt_template(family)
+        self._check_sequence_length(family)
         self.check_sampler_steps(self.model, "pipeline")  # a video renders with its directory's scheduler
         if self.parallel.strategy == AUTO:
             check_type("parallel.strategy", self.parallel.strategy, str)
@@ -419,6 +426,21 @@ class VideoSpec(JobSpec):
                     f"guidance_scale={self.guidance_scale} runs no unconditional branch for it to weigh: set "
                     "guidance_scale above 1 or leave it unset",
                 )
+
+    def _check_sequence_length(self, family: ModelFamily) -> None:
+        """``max_sequence_length``: a whole number of tokens, for a model whose pipeline takes one (the family's
+        ``video_error`` refuses what its model cannot take, at any length)."""
+        tokens = self.max_sequence_length
+        if tokens is None:
+            return
+        check_type("max_sequence_length", tokens, int)
+        if not 1 <= tokens <= MAX_SEQUENCE_LENGTH:
+            raise SpecError("max_sequence_length", f"must be between 1 and {MAX_SEQUENCE_LENGTH}, got {tokens}")
+        if not family.takes_sequence_length(self.model_path()):
+            raise SpecError(
+                "max_sequence_length",
+                f"this {family.name} model encodes its prompt with its own tokenizer's length: leave it unset",
+            )
 
     def _check_prompt_template(self, family: ModelFamily) -> None:
         """``prompt_template``: only for a family whose pipeline takes one, in the form it reads (a ``template`` with

@@ -308,6 +308,11 @@ class ModelFamily:
     """Whether the family's pipeline takes a ``prompt_template`` (HunyuanVideo's: the text its LLM encoder reads the
     prompt in, and the leading tokens it crops), which a video job's field of that name then sets."""
 
+    def takes_sequence_length(self, path: str | Path) -> bool:
+        """The video model at ``path`` encodes its prompt through a diffusers pipeline that takes a
+        ``max_sequence_length`` (a render's field of that name then sets it); read from JSON at submit. Default: no."""
+        return False
+
     def has_second_guidance(self, path: str | Path) -> bool:
         """The video model at ``path`` takes a second guidance weight for its later steps (a render's
         ``guidance_scale_2``: Wan 2.2's low-noise expert); read from JSON at submit. Default: no."""

@@ -116,6 +116,7 @@ class VideoSession:
             spec.guidance_scale,
             true_cfg_scale=spec.true_cfg_scale,
             prompt_template=getattr(spec, "prompt_template", None),
+            max_sequence_length=getattr(spec, "max_sequence_length", None),
         )
         config.guidance_schedule = pipe.guidance_schedule(spec)
         if getattr(spec, "image", ""):  # image-to-video: the conditioning image, encoded by the family

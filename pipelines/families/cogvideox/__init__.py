@@ -17,6 +17,13 @@ from typing import Any
 from pipelines.families.base import ModelFamily
 
 
+def rotary_only(transformer_config: dict) -> bool:
+    """A CogVideoX transformer with rotary positions only, which takes a prompt of any length; otherwise its patch
+    embedding adds a sincos or learned position table built for ``max_text_seq_length`` prompt tokens."""
+    rotary = transformer_config.get("use_rotary_positional_embeddings", False)
+    return bool(rotary) and not transformer_config.get("use_learned_positional_embeddings", False)
+
+
 class CogVideoXFamily(ModelFamily):
     name = "cogvideox"
     job = "video"
@@ -48,6 +55,9 @@ class CogVideoXFamily(ModelFamily):
     def temporal_factor(self, path: str | Path) -> int:
         return int(self.component_config(path, "vae").get("temporal_compression_ratio", 4))
 
+    def takes_sequence_length(self, path: str | Path) -> bool:
+        return True
+
     def video_error(self, path: str | Path, spec: Any) -> tuple[str, str] | None:
         """Whole latent frames per block, and an even number of them: the VAE decodes latent frames in pairs
         (``decode``) and CogVideoX 1.5's temporal patch (``patch_size_t=2``) covers two."""
@@ -55,6 +65,13 @@ class CogVideoXFamily(ModelFamily):
         if problem is not None:
             return problem
         transformer = self.component_config(path, "transformer")
+        tokens, table = getattr(spec, "max_sequence_length", None), int(transformer.get("max_text_seq_length", 226))
+        if tokens is not None and tokens != table and not rotary_only(transformer):
+            return (
+                "max_sequence_length",
+                f"this CogVideoX transformer's patch embedding adds a position table for exactly {table} prompt "
+                f"tokens; got {tokens} (leave it unset)",
+            )
         if transformer.get("use_learned_positional_embeddings"):  # diffusers' CogVideoXPatchEmbed refuses other sizes
             scale = self.latent_factor(path)
             size = (transformer.get("sample_height", 0) * scale, transformer.get("sample_width", 0) * scale)

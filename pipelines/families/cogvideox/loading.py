@@ -91,8 +91,9 @@ def prompt_length(transformer_config) -> int:
 
     from diffusers import CogVideoXPipeline
 
-    rotary = transformer_config.get("use_rotary_positional_embeddings", False)
-    if rotary and not transformer_config.get("use_learned_positional_embeddings", False):
+    from pipelines.families.cogvideox import rotary_only
+
+    if rotary_only(transformer_config):
         return int(inspect.signature(CogVideoXPipeline.__call__).parameters["max_sequence_length"].default)
     return int(transformer_config.get("max_text_seq_length", 226))
 
@@ -169,13 +170,14 @@ class CogVideoXVideoPipeline(VideoPipelineBase):
         return prompt_length(self.transformer.config)
 
     @torch.no_grad()
-    def encode_prompt(self, prompt: str) -> torch.Tensor:
-        """[1, prompt_tokens, width] T5 embeddings, through ``CogVideoXPipeline.encode_prompt``."""
+    def encode_prompt(self, prompt: str, max_sequence_length: int | None = None) -> torch.Tensor:
+        """[1, tokens, width] T5 embeddings, through ``CogVideoXPipeline.encode_prompt``: ``max_sequence_length``
+        tokens (None: ``prompt_tokens``; the family refuses another length where a position table fixes it)."""
         embeds, _ = self.pipeline.encode_prompt(
             prompt=prompt,
             do_classifier_free_guidance=False,
             num_videos_per_prompt=1,
-            max_sequence_length=self.prompt_tokens,
+            max_sequence_length=max_sequence_length or self.prompt_tokens,
             device=self.text_encoder.device,
         )
         return embeds

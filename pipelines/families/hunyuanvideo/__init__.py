@@ -68,6 +68,9 @@ class HunyuanVideoFamily(ModelFamily):
         """Pixels per latent row and column: the VAE's ``spatial_compression_ratio``."""
         return int(self.component_config(path, "vae").get("spatial_compression_ratio", 8))
 
+    def takes_sequence_length(self, path: str | Path) -> bool:
+        return True
+
     def temporal_factor(self, path: str | Path) -> int:
         """Video frames per latent frame of the 3-D VAE (its ``temporal_compression_ratio``)."""
         return int(self.component_config(path, "vae").get("temporal_compression_ratio", 4))

@@ -106,18 +106,24 @@ class HunyuanVideoParts(VideoPipelineBase):
 
     @torch.no_grad()
     def encode_prompt(
-        self, prompt: str, guidance_scale: float | None = None, prompt_template: dict | None = None
+        self,
+        prompt: str,
+        guidance_scale: float | None = None,
+        prompt_template: dict | None = None,
+        max_sequence_length: int | None = None,
     ) -> dict[str, torch.Tensor]:
         """The prompt as ``HunyuanFrameAdapter.conditions`` takes it, batch of one, through the pipeline's own
-        ``encode_prompt`` in ``prompt_template`` (None: the pipeline's default template), with the embedded
-        ``guidance_scale`` (None: the pipeline's default)."""
+        ``encode_prompt`` in ``prompt_template`` (None: the pipeline's default template) at ``max_sequence_length``
+        tokens (None: the pipeline's default), with the embedded ``guidance_scale`` (None: the pipeline's
+        default)."""
         if guidance_scale is None:
             guidance_scale = pipeline_default("guidance_scale")
         pipe = self.pipe
         device = pipe.text_encoder.device
         template = {} if prompt_template is None else {"prompt_template": prompt_template}
         embeds, pooled, mask = pipe.encode_prompt(
-            prompt=prompt, device=device, max_sequence_length=self.max_sequence_length(), **template
+            prompt=prompt, device=device, max_sequence_length=max_sequence_length or self.max_sequence_length(),
+            **template,
         )
         dtype = self.transformer.dtype
         return {
@@ -134,14 +140,16 @@ class HunyuanVideoParts(VideoPipelineBase):
         guidance_scale: float,
         true_cfg_scale: float = 1.0,
         prompt_template: dict | None = None,
+        max_sequence_length: int | None = None,
     ):
         """The prompt with ``guidance_scale`` as its embedded guidance; with the pipeline's true CFG
         (``true_cfg_scale > 1`` and a negative prompt, as ``HunyuanVideoPipeline.__call__`` runs it) the negative
         prompt too, at the same embedded guidance, weighed by ``true_cfg_scale``; else no negative branch (weight 1).
         Both in ``prompt_template`` (None: the pipeline's default), as the pipeline encodes both."""
-        text = self.encode_prompt(prompt, guidance_scale, prompt_template)
+        text = self.encode_prompt(prompt, guidance_scale, prompt_template, max_sequence_length)
         if true_cfg_scale > 1.0 and negative_prompt:
-            return text, self.encode_prompt(negative_prompt, guidance_scale, prompt_template), true_cfg_scale
+            negative = self.encode_prompt(negative_prompt, guidance_scale, prompt_template, max_sequence_length)
+            return text, negative, true_cfg_scale
         return text, None, 1.0
 
     # --- the sampler -----------------------------------------------------------------------------

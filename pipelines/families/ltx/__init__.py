@@ -36,6 +36,9 @@ class LTXFamily(ModelFamily):
         """Frame-pipeline stages the model can be cut into: one transformer block each at most."""
         return int(self.component_config(path, "transformer").get("num_layers", 0))
 
+    def takes_sequence_length(self, path: str | Path) -> bool:
+        return True
+
     def temporal_factor(self, path: str | Path) -> int:
         """8: LTX-Video's VAE packs 8 video frames into one latent frame (read from its config)."""
         from pipelines.families.ltx.loading import vae_factors

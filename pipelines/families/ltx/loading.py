@@ -147,13 +147,14 @@ class LTXVideoPipeline(VideoPipelineBase):
         retrieve_timesteps(scheduler, steps, device, None, sigmas=sigmas, mu=mu)
 
     @torch.no_grad()
-    def encode_prompt(self, prompt: str) -> dict[str, torch.Tensor]:
+    def encode_prompt(self, prompt: str, max_sequence_length: int | None = None) -> dict[str, torch.Tensor]:
         """{"prompt_embeds": [1, L, D], "prompt_attention_mask": [1, L]}: ``LTXPipeline.encode_prompt``'s
-        output for ``prompt``, batch-first, as the frame adapter's ``conditions`` takes it."""
+        output for ``prompt`` at ``max_sequence_length`` tokens (None: the pipeline's default), batch-first, as the
+        frame adapter's ``conditions`` takes it."""
         embeds, mask, _, _ = self.pipe.encode_prompt(
             prompt=prompt,
             do_classifier_free_guidance=False,
-            max_sequence_length=LTX_MAX_SEQUENCE_LENGTH,
+            max_sequence_length=max_sequence_length or LTX_MAX_SEQUENCE_LENGTH,
             device=self.text_encoder.device,
         )
         return {"prompt_embeds": embeds, "prompt_attention_mask": mask}

@@ -59,6 +59,12 @@ class WanFamily(ModelFamily):
             return int(vae.get("scale_factor_spatial", 8))
         return 2 ** (len(vae.get("block_out_channels", [0])) - 1)
 
+    def takes_sequence_length(self, path: str | Path) -> bool:
+        """A diffusers Wan directory (``WanPipeline.encode_prompt``); not the built-in video model."""
+        from pipelines.families.wan.loading import DIFFUSERS_PIPELINES
+
+        return self._index(path).get("_class_name") in DIFFUSERS_PIPELINES
+
     def video_error(self, path: str | Path, spec: Any) -> tuple[str, str] | None:
         """Whole latent frames per block (the default), and for the whole-video strategies at a fixed degree what
         splitting needs: ``sequence`` (diffusers' Ulysses over ``_cp_plan``) the attention heads and the video

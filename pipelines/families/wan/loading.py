@@ -185,8 +185,10 @@ class WanVideoPipeline(VideoPipelineBase):
         return self.scheduler_class.from_config(self.scheduler_config)
 
     @torch.no_grad()
-    def encode_prompt(self, prompt: str) -> torch.Tensor:
-        """[1, tokens, width] embeddings of ``prompt``, as the model's own diffusers pipeline makes them."""
+    def encode_prompt(self, prompt: str, max_sequence_length: int | None = None) -> torch.Tensor:
+        """[1, tokens, width] embeddings of ``prompt``, as the model's own diffusers pipeline makes them (padded to
+        ``max_sequence_length`` tokens; None: ``WanPipeline.__call__``'s default; the built-in model: its
+        tokenizer's length)."""
         if self.pipeline_class in DIFFUSERS_PIPELINES:
             if self._text_pipeline is None:
                 from diffusers import WanPipeline
@@ -201,7 +203,7 @@ class WanVideoPipeline(VideoPipelineBase):
             embeds, _ = self._text_pipeline.encode_prompt(
                 prompt=prompt,
                 do_classifier_free_guidance=False,
-                max_sequence_length=WAN_MAX_SEQUENCE_LENGTH,
+                max_sequence_length=max_sequence_length or WAN_MAX_SEQUENCE_LENGTH,
                 device=self.text_encoder.device,
             )
             return embeds
