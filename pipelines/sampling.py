@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 import torch
@@ -32,13 +33,22 @@ def denoiser(pipe) -> torch.nn.Module:
 
 @torch.no_grad()
 def encode_conditioning(
-    pipe, prompt: str, negative_prompt: str, guidance_scale: float, device, image_size=None, true_cfg_scale=1.0
+    pipe,
+    prompt: str,
+    negative_prompt: str,
+    guidance_scale: float,
+    device,
+    image_size=None,
+    true_cfg_scale=1.0,
+    options: dict[str, Any] | None = None,
 ) -> Conditioning:
     """The prompt (and, with guidance, the negative prompt) as the pipeline's family encodes it, without
     autograd as under the pipeline's ``__call__`` (T5 computes a few ulps differently with autograd on).
-    ``true_cfg_scale`` reaches only the families whose ``guidance_scale`` is an input of the denoiser."""
+    ``true_cfg_scale`` reaches only the families whose ``guidance_scale`` is an input of the denoiser; ``options``:
+    a job's ``__call__`` arguments of the family's ``encode_options`` (validation refused any other)."""
     family = family_of(pipe)
     extra = {"true_cfg_scale": true_cfg_scale} if family.true_cfg else {}
+    extra.update({name: value for name, value in (options or {}).items() if value is not None})
     return family.encode(pipe, prompt, negative_prompt, guidance_scale, device, image_size, **extra)
 
 

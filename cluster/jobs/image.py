@@ -24,6 +24,8 @@ from cluster.jobs.spec import (
     SegmentResult,
     check_device,
     check_known,
+    check_sequence_length,
+    check_text,
     check_type,
 )
 from parallel.cache.config import MODES as CACHE_MODES
@@ -126,6 +128,12 @@ class RenderSpec(JobSpec):
     (guidance-distilled Flux) or unused (Qwen-Image): > 1 also runs the negative prompt's branch and mixes the two;
     1 leaves it off. None: the pipeline's default (Flux 1.0, Qwen-Image 4.0), set at validation.
     The other families weigh their guidance with ``guidance_scale`` and refuse it above 1."""
+    max_sequence_length: int | None = None
+    """Prompt tokens the text encoder's output is padded or cut to (the pipeline's ``max_sequence_length``: Flux, SD3,
+    Qwen-Image, Sana, PixArt). None: its ``__call__``'s default. Refused for a model whose pipeline takes none."""
+    complex_human_instruction: list[str] | None = None
+    """Sana's instruction lines set before the prompt (``SanaPipeline``'s ``complex_human_instruction``); ``[]``: none,
+    as the pipeline's None. None: its default. Refused for the other families."""
     parallel: ParallelSpec = field(default_factory=ParallelSpec)
     """How the render is spread over workers."""
     segments: list[SegmentSpec] = field(default_factory=list)
@@ -190,6 +198,7 @@ class RenderSpec(JobSpec):
                     f"the {model_family.name} family weighs its guidance with guidance_scale; leave true_cfg_scale at 1",
                 )
             self.check_sampler_steps(model, self.sampler)
+        self._validate_encode_options()
         self._validate_parallel()
         self._validate_cache()
         check_type("compile", self.compile, bool)
@@ -306,6 +315,31 @@ class RenderSpec(JobSpec):
             raise SpecError("segments", f"the segments' steps add up to {total}, but steps is {self.steps}")
 
     # --- what placing it needs ------------------------------------------------------------------------
+    def encode_options(self) -> dict[str, Any]:
+        """The pipeline ``__call__`` arguments this job sets that shape its prompt encoding (``encode_options`` of the
+        model's family): what ``pipelines.sampling.encode_conditioning`` passes on."""
+        names = ("max_sequence_length", "complex_human_instruction")
+        return {name: getattr(self, name) for name in names if getattr(self, name, None) is not None}
+
+    def _validate_encode_options(self) -> None:
+        """Each option set only where every model of the job takes it (segments may change family)."""
+        options = self.encode_options()
+        if "max_sequence_length" in options:
+            check_sequence_length(options["max_sequence_length"])
+        if "complex_human_instruction" in options:
+            lines = options["complex_human_instruction"]
+            check_type("complex_human_instruction", lines, list)
+            for line in lines:
+                check_type("complex_human_instruction", line, str)
+                check_text("complex_human_instruction", line)
+        for model in self.segment_models():
+            family = self._models[model][1]
+            for name in options:
+                if name not in family.encode_options:
+                    raise SpecError(
+                        name, f"{Path(self._models[model][0]).name}'s {family.name} pipeline takes none: leave it unset"
+                    )
+
     def segment_models(self) -> list[str]:
         """Every model the job runs (the job's own when there are no segments)."""
         return [s.model or self.model for s in self.segments] or [self.model]

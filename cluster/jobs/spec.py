@@ -23,6 +23,9 @@ AUTO = "auto"
 MAX_STEPS = 1000
 MAX_TEXT = 100_000
 """Longest prompt, in characters: text encoders read a few hundred tokens; a longer one is a mistake."""
+MAX_SEQUENCE_LENGTH = 4096
+"""Most prompt tokens a job asks its text encoder for (``max_sequence_length``; the pipelines' defaults are 77 to
+1024)."""
 MAX_PATH = 4096
 """Longest path, in bytes, in a field that names a directory (Linux's PATH_MAX)."""
 MAX_PATH_PART = 255
@@ -313,6 +316,13 @@ def check_type(name: str, value: Any, expected: type | tuple[type, ...]) -> None
     if (isinstance(value, bool) and not wants_bool) or not isinstance(value, expected):
         names = expected.__name__ if isinstance(expected, type) else " or ".join(t.__name__ for t in expected)
         raise SpecError(name, f"expected {names}, got {type(value).__name__} {shown(value)}")
+
+
+def check_sequence_length(value: Any) -> None:
+    """A job's ``max_sequence_length``: prompt tokens, from 1 to ``MAX_SEQUENCE_LENGTH``."""
+    check_type("max_sequence_length", value, int)
+    if not 1 <= value <= MAX_SEQUENCE_LENGTH:
+        raise SpecError("max_sequence_length", f"must be between 1 and {MAX_SEQUENCE_LENGTH}, got {value}")
 
 
 def check_text(name: str, value: str) -> None:

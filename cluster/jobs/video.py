@@ -20,7 +20,15 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from cluster.errors import SpecError
 from cluster.jobs.image import Segment
-from cluster.jobs.spec import AUTO, JobSpec, ParallelBase, SegmentResult, check_text, check_type
+from cluster.jobs.spec import (
+    AUTO,
+    JobSpec,
+    ParallelBase,
+    SegmentResult,
+    check_sequence_length,
+    check_text,
+    check_type,
+)
 from cluster.outputs import job_directory, partial_directory
 from parallel.frames.schedule import blocks_finished, split_frames
 from parallel.frames.schedule import ticks as schedule_ticks
@@ -44,8 +52,6 @@ including the controller's of a spec whose block_frames validation set to its fr
 MAX_SIDE = 4096
 MAX_DECODE_CONTEXT = 64
 """Latent frames of decode context each way at most (16 already decode as the whole video does)."""
-MAX_SEQUENCE_LENGTH = 4096
-"""Most prompt tokens a job asks its text encoder for (the pipelines' defaults are 128 to 512)."""
 
 
 def block_directory(output_dir: str | Path, job_id: str) -> Path:
@@ -433,9 +439,7 @@ class VideoSpec(JobSpec):
         tokens = self.max_sequence_length
         if tokens is None:
             return
-        check_type("max_sequence_length", tokens, int)
-        if not 1 <= tokens <= MAX_SEQUENCE_LENGTH:
-            raise SpecError("max_sequence_length", f"must be between 1 and {MAX_SEQUENCE_LENGTH}, got {tokens}")
+        check_sequence_length(tokens)
         if not family.takes_sequence_length(self.model_path()):
             raise SpecError(
                 "max_sequence_length",

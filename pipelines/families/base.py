@@ -32,6 +32,12 @@ def call_default(pipe: Any, name: str) -> Any:
 
     return inspect.signature(type(pipe).__call__).parameters[name].default
 
+
+def call_option(pipe: Any, name: str, value: Any) -> Any:
+    """A job's value of the pipeline ``__call__``'s argument ``name`` (``ModelFamily.encode_options``), or, when the job
+    leaves it unset (None), the ``__call__``'s default."""
+    return call_default(pipe, name) if value is None else value
+
 @dataclass
 class Conditioning:
     """A prompt encoded for one family's denoiser: its conditioning inputs per guidance branch."""
@@ -130,6 +136,10 @@ class ModelFamily:
     Written here rather than read from diffusers at submit, where importing a pipeline class takes seconds and
     validation loads no model code; ``tests/test_guidance_defaults.py`` holds every entry to diffusers' signature.
     A class not listed (Tessera's own ``TesseraVideoPipeline``) takes (1.0, 1.0)."""
+    encode_options: tuple[str, ...] = ()
+    """The arguments of the family's pipelines' ``__call__`` that shape how the prompt is encoded and that an image job
+    may set (``max_sequence_length``, Sana's ``complex_human_instruction``): ``encode`` takes them by keyword, None
+    meaning the ``__call__``'s default (``call_option``); a job setting one its model's family lacks is refused."""
     true_cfg: bool = False
     """Whether the family's classifier-free guidance over a negative prompt is weighed by the job's
     ``true_cfg_scale`` (which ``encode`` then takes as a keyword) rather than by ``guidance_scale``: Flux, whose

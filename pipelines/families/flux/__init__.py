@@ -21,7 +21,7 @@ import inspect
 from pathlib import Path
 from typing import Any
 
-from pipelines.families.base import Conditioning, ModelFamily
+from pipelines.families.base import Conditioning, ModelFamily, call_option
 
 PACKING = 2
 TEXT_TOKENS = 512
@@ -42,6 +42,7 @@ class FluxFamily(ModelFamily):
     strategies = ("none", "patch", "sequence")
     cache_modes = ("none", "first-block", "teacache", "taylorseer")
     true_cfg = True
+    encode_options = ("max_sequence_length",)
 
     def band_alignment(self, path: str | Path) -> int:
         """A band is whole rows of 2x2 patches."""
@@ -148,16 +149,18 @@ class FluxFamily(ModelFamily):
         device,
         image_size=None,
         true_cfg_scale: float = 1.0,
+        max_sequence_length: int | None = None,
     ) -> Conditioning:
         """``guidance_scale``: the distilled guidance (an input of the transformer); ``true_cfg_scale`` > 1 adds
-        the negative prompt's branch, as FluxPipeline does with a negative prompt."""
+        the negative prompt's branch, as FluxPipeline does with a negative prompt; ``max_sequence_length``: T5's
+        tokens (None: ``__call__``'s default)."""
         from diffusers import FluxPipeline
 
         if image_size is None:
             raise ValueError("image_size: a Flux model's image position ids need the image's (height, width)")
         guided = true_cfg_scale > 1.0 and bool(negative_prompt)  # the pipeline's true CFG needs a negative prompt
         # the T5 token count __call__ encodes with by default (encode_prompt's own default may differ)
-        tokens = inspect.signature(type(pipe).__call__).parameters["max_sequence_length"].default
+        tokens = call_option(pipe, "max_sequence_length", max_sequence_length)
         embeds, pooled, text_ids = pipe.encode_prompt(
             prompt=prompt, prompt_2=None, device=device, num_images_per_prompt=1, max_sequence_length=tokens
         )

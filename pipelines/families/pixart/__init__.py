@@ -11,7 +11,13 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from pipelines.families.base import Conditioning, ModelFamily, call_default, without_learned_sigma
+from pipelines.families.base import (
+    Conditioning,
+    ModelFamily,
+    call_default,
+    call_option,
+    without_learned_sigma,
+)
 
 PATCH_DENOISERS = ("PixArtTransformer2DModel",)
 """Transformers the patch plan is written for (DiTTransformer2DModel's forward unpatchifies a square grid only)."""
@@ -19,6 +25,7 @@ PATCH_DENOISERS = ("PixArtTransformer2DModel",)
 
 class PixArtFamily(ModelFamily):
     name = "pixart"
+    encode_options = ("max_sequence_length",)
     job = "image"
     pipelines = ("PixArtAlphaPipeline", "PixArtSigmaPipeline")
     call_guidance = {"PixArtAlphaPipeline": (4.5, 1.0), "PixArtSigmaPipeline": (4.5, 1.0)}
@@ -42,7 +49,9 @@ class PixArtFamily(ModelFamily):
     def band_alignment(self, path: str | Path) -> int:
         return int(self.component_config(path, "transformer").get("patch_size", 1))
 
-    def encode(self, pipe, prompt, negative_prompt, guidance_scale, device, image_size=None) -> Conditioning:
+    def encode(
+        self, pipe, prompt, negative_prompt, guidance_scale, device, image_size=None, max_sequence_length=None
+    ) -> Conditioning:
         guided = guidance_scale > 1.0
         positive, mask, negative, negative_mask = pipe.encode_prompt(
             prompt=prompt,
@@ -52,7 +61,7 @@ class PixArtFamily(ModelFamily):
             # as __call__ passes them: it cleans captions (where bs4 and ftfy are installed), encode_prompt's own
             # default does not
             clean_caption=call_default(pipe, "clean_caption"),
-            max_sequence_length=call_default(pipe, "max_sequence_length"),
+            max_sequence_length=call_option(pipe, "max_sequence_length", max_sequence_length),
         )
         return Conditioning(
             self,

@@ -29,12 +29,11 @@ all of a branch's workers).
 
 from __future__ import annotations
 
-import inspect
 from pathlib import Path
 from typing import Any
 
 from pipelines.errors import ModelDirectoryError
-from pipelines.families.base import Conditioning, ModelFamily
+from pipelines.families.base import Conditioning, ModelFamily, call_option
 
 PACKING = 2
 """Latent rows and columns packed into one token (QwenImagePipeline's 2x2 patches)."""
@@ -63,6 +62,7 @@ class QwenImageFamily(ModelFamily):
     strategies = ("none", "patch", "sequence")
     cache_modes = ("none", "first-block", "teacache", "taylorseer")
     true_cfg = True  # QwenImagePipeline weighs its CFG with true_cfg_scale, as FluxPipeline does
+    encode_options = ("max_sequence_length",)
 
     # --- a pipeline directory, at submit: JSON only --------------------------------------------
     def check_dir(self, path: Path, index: dict) -> None:
@@ -190,9 +190,11 @@ class QwenImageFamily(ModelFamily):
         device,
         image_size=None,
         true_cfg_scale: float = 1.0,
+        max_sequence_length: int | None = None,
     ) -> Conditioning:
         """``true_cfg_scale`` > 1 adds the negative prompt's branch, as QwenImagePipeline does with a negative prompt;
-        ``guidance_scale`` is ignored (the family refuses the guidance-distilled transformers that would take it)."""
+        ``guidance_scale`` is ignored (the family refuses the guidance-distilled transformers that would take it);
+        ``max_sequence_length``: the text tokens kept (None: ``__call__``'s default)."""
         from pipelines.families.qwenimage.conditioning import EMBEDS, MASK, QwenConditioning
 
         if image_size is None:
@@ -201,7 +203,7 @@ class QwenImageFamily(ModelFamily):
             )
         guided = true_cfg_scale > 1.0 and bool(negative_prompt)  # the pipeline's true CFG needs a negative prompt
         # the text length __call__ crops to by default (encode_prompt's own default differs)
-        tokens = inspect.signature(type(pipe).__call__).parameters["max_sequence_length"].default
+        tokens = call_option(pipe, "max_sequence_length", max_sequence_length)
         embeds, mask = pipe.encode_prompt(
             prompt=prompt, device=device, num_images_per_prompt=1, max_sequence_length=tokens
         )

@@ -21,7 +21,13 @@ import math
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from pipelines.families.base import Conditioning, ModelFamily, call_default, without_learned_sigma
+from pipelines.families.base import (
+    Conditioning,
+    ModelFamily,
+    call_default,
+    call_option,
+    without_learned_sigma,
+)
 
 if TYPE_CHECKING:
     import torch
@@ -32,6 +38,7 @@ SIZE_MULTIPLE = 32
 
 class SanaFamily(ModelFamily):
     name = "sana"
+    encode_options = ("max_sequence_length", "complex_human_instruction")
     job = "image"
     pipelines = ("SanaPipeline",)
     call_guidance = {"SanaPipeline": (4.5, 1.0)}
@@ -94,7 +101,17 @@ class SanaFamily(ModelFamily):
             raise ValueError(f"height/width: {height}x{width} must be multiples of {multiple} for SanaPipeline")
         return super().latent_shape(pipe, height, width)
 
-    def encode(self, pipe, prompt, negative_prompt, guidance_scale, device, image_size=None) -> Conditioning:
+    def encode(
+        self,
+        pipe,
+        prompt,
+        negative_prompt,
+        guidance_scale,
+        device,
+        image_size=None,
+        max_sequence_length=None,
+        complex_human_instruction=None,
+    ) -> Conditioning:
         guided = guidance_scale > 1.0
         positive, mask, negative, negative_mask = pipe.encode_prompt(
             prompt=prompt,
@@ -103,8 +120,8 @@ class SanaFamily(ModelFamily):
             num_images_per_prompt=1,
             device=device,
             clean_caption=call_default(pipe, "clean_caption"),
-            max_sequence_length=call_default(pipe, "max_sequence_length"),
-            complex_human_instruction=call_default(pipe, "complex_human_instruction"),
+            max_sequence_length=call_option(pipe, "max_sequence_length", max_sequence_length),
+            complex_human_instruction=call_option(pipe, "complex_human_instruction", complex_human_instruction),
         )
         return Conditioning(
             self,

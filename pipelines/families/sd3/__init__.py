@@ -15,11 +15,12 @@ import inspect
 from pathlib import Path
 from typing import Any
 
-from pipelines.families.base import Conditioning, ModelFamily, call_default
+from pipelines.families.base import Conditioning, ModelFamily, call_option
 
 
 class StableDiffusion3Family(ModelFamily):
     name = "sd3"
+    encode_options = ("max_sequence_length",)
     job = "image"
     pipelines = ("StableDiffusion3Pipeline",)
     call_guidance = {"StableDiffusion3Pipeline": (7.0, 1.0)}
@@ -113,7 +114,9 @@ class StableDiffusion3Family(ModelFamily):
         latents = latents.to(device=pipe.vae.device, dtype=pipe.vae.dtype)
         return vae_decode(pipe, (latents / config.scaling_factor) + config.shift_factor, tiled)
 
-    def encode(self, pipe, prompt, negative_prompt, guidance_scale, device, image_size=None) -> Conditioning:
+    def encode(
+        self, pipe, prompt, negative_prompt, guidance_scale, device, image_size=None, max_sequence_length=None
+    ) -> Conditioning:
         guided = guidance_scale > 1.0
         positive, negative, pooled, negative_pooled = pipe.encode_prompt(
             prompt=prompt,
@@ -123,7 +126,7 @@ class StableDiffusion3Family(ModelFamily):
             do_classifier_free_guidance=guided,
             device=device,
             num_images_per_prompt=1,
-            max_sequence_length=call_default(pipe, "max_sequence_length"),
+            max_sequence_length=call_option(pipe, "max_sequence_length", max_sequence_length),
         )
         return Conditioning(
             self,
