@@ -619,7 +619,8 @@ class VideoSpec(JobSpec):
         """``frames`` in Tessera's count (``temporal_factor`` frames per latent frame); the factor. A count of
         diffusers' form for a causal VAE (``1 + factor x n``: Wan's 81, CogVideoX's 49, HunyuanVideo's 129,
         LTX-Video's 161; ``pipelines.video_pipeline.latent_frame_count``) becomes the same latent frames in
-        Tessera's count, with a note: the stored job then means the same video whatever reads it."""
+        Tessera's count, with a note: the stored job then means the same video whatever reads it. A ``block_frames``
+        equal to it (one block, the whole video) is counted alike."""
         factor = family.temporal_factor(self.model_path())
         if factor > 1 and self.frames % factor == 1:
             latent = (self.frames - 1) // factor + 1
@@ -628,6 +629,8 @@ class VideoSpec(JobSpec):
                 f"the {latent} latent frames its pipeline makes of num_frames={self.frames}, "
                 f"frames={factor * latent} in Tessera's count of {factor} per latent frame"
             )
+            if self.block_frames == self.frames:  # one block: the whole video, counted alike
+                self.block_frames = factor * latent
             self.frames = factor * latent
         return factor
 

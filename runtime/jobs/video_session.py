@@ -101,9 +101,14 @@ class VideoSession:
         self.spec = spec
         self.pipe = pipe
         factor = pipe.temporal_factor
+        frames = pipe.latent_frames(spec.frames)
+        self.block_latent_frames = (  # one block (block_frames = frames) counts as the video does, diffusers' count too
+            frames if spec.block_frames == spec.frames else pipe.latent_frames(spec.block_frames, "block_frames")
+        )
+        """Latent frames per frame block."""
         config = FramePipelineConfig(
-            frames=pipe.latent_frames(spec.frames),
-            block_frames=pipe.latent_frames(spec.block_frames, "block_frames"),
+            frames=frames,
+            block_frames=self.block_latent_frames,
             context_frames=-(-spec.context_frames // factor),  # the latent frames covering them
             steps=spec.steps,
             block_stride=spec.block_stride,
@@ -313,7 +318,7 @@ class VideoSession:
         the first blocks back). A decoder of its own: this video's is not touched. Timed once per VAE, block
         shape and context in this worker (``partition.per_module``)."""
         channels, height, width = latent_shape
-        frames = self.pipe.latent_frames(self.spec.block_frames, "block_frames")
+        frames = self.block_latent_frames
         vae = self.pipe.vae
         held = -(-(self.decode_context or 0) // frames)  # blocks a decode waits for
 

@@ -73,12 +73,15 @@ def test_a_count_rounded_to_whole_blocks_says_which_block_sizes_are_exact(wan_di
     whole = spec_of(wan_dir, frames=9, parallel={"strategy": "sequence", "degree": 2})
     assert (whole.frames, whole.block_frames) == (12, 12)
     assert spec_of(wan_dir, frames=84, block_frames=12).notes == []  # Tessera's own count: nothing to say
+    # one block, frames and block_frames both in diffusers' count
+    one = spec_of(wan_dir, frames=9, block_frames=9, context_frames=0, parallel={"strategy": "none", "degree": 1})
+    assert (one.frames, one.block_frames, one.blocks) == (12, 12, 1)
 
 
 @torch.no_grad()
 def test_a_wan_render_of_frames_9_equals_the_pipeline_called_with_num_frames_9(wan_dir, tmp_path):
     torch.set_num_threads(1)
-    task = dict(prompt=PROMPT, height=SIZE, width=SIZE, frames=9, block_frames=12, context_frames=0, steps=3,
+    task = dict(prompt=PROMPT, height=SIZE, width=SIZE, frames=9, block_frames=9, context_frames=0, steps=3,
                 seed=SEED, guidance_scale=1.0)
     got = render_session(0, 1, str(wan_dir), str(tmp_path), task)  # in-process, not validated: frames read as given
     assert got["report"]["frames"] == 9 and got["report"]["frames_written"] == 9
