@@ -47,7 +47,7 @@ class RenderSession:
             pipe.device,
             (spec.height, spec.width),
             true_cfg_scale=spec.true_cfg_scale,
-            options=spec.encode_options() if hasattr(spec, "encode_options") else None,
+            options=spec.encode_options(),
         )
         self.encode_s = time.perf_counter() - started
         predictor, rows = batched_cfg_predictor(denoiser(pipe), cond), None

@@ -120,8 +120,8 @@ class VideoSession:
             spec.negative_prompt,
             spec.guidance_scale,
             true_cfg_scale=spec.true_cfg_scale,
-            prompt_template=getattr(spec, "prompt_template", None),
-            max_sequence_length=getattr(spec, "max_sequence_length", None),
+            prompt_template=spec.prompt_template,
+            max_sequence_length=spec.max_sequence_length,
         )
         config.guidance_schedule = pipe.guidance_schedule(spec)
         if getattr(spec, "image", ""):  # image-to-video: the conditioning image, encoded by the family

@@ -35,6 +35,7 @@ from diffusers.models.transformers.transformer_wan import WanAttnProcessor, _get
 
 from parallel.frames.cache import FeatureCache
 from pipelines.families.wan.experts import WanExperts
+from pipelines.families.wan.image import first_frame_at_zero, hold_first_frame
 
 Rope = tuple[torch.Tensor, torch.Tensor]
 
@@ -210,7 +211,7 @@ class WanFrameAdapter:
         (block 0 the image's, later blocks the zero-mask ones; ``begin_block`` said which block this is)."""
         model = self._expert(cond)
         if self._first_block(cond):  # TI2V image-to-video: the first latent frame is the image's
-            latent = torch.cat([cond.first_latent[0].to(latent), latent[:, :, 1:]], dim=2)
+            latent = hold_first_frame(latent, cond.first_latent[0])
         if cond is not None and cond.frame_condition is not None:
             current = self.state.get("current")
             block = 0 if current is None else current.block
@@ -243,8 +244,8 @@ class WanFrameAdapter:
         first_latent = None
         if "first_latent" in entries:  # TI2V image-to-video: block 0's tokens of its first frame at timestep 0
             batch, tokens = prompt.shape[0], self.block_shape[1] * self.tokens_per_frame
-            per_token = timestep.reshape(-1)[:1].to(torch.float32).expand(batch, tokens).clone()
-            per_token[:, : self.tokens_per_frame] = 0
+            step = timestep.reshape(-1)[:1].expand(batch)
+            per_token = first_frame_at_zero(step, (batch, *self.block_shape), model.config.patch_size)
             temb0, proj0, _, _ = model.condition_embedder(
                 per_token.flatten(), entries["text"].to(dtype), None, timestep_seq_len=tokens
             )
@@ -263,7 +264,7 @@ class WanFrameAdapter:
         it at the image's)."""
         if block != 0 or self.first_latent is None:
             return latent
-        return torch.cat([self.first_latent.to(latent), latent[:, :, 1:]], dim=2)
+        return hold_first_frame(latent, self.first_latent)
 
     def begin_block(self, block: int | None) -> None:
         """Tell the patched self-attention (and ``embed``) which frame block the next layers see (None: no

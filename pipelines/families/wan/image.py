@@ -102,3 +102,22 @@ def image_conditioning(pipe: Any, image: str, height: int, width: int, block_fra
     out["first"] = condition[:, :, :block_frames]
     out["rest"] = condition[:, :, block_frames:]
     return out
+
+
+def hold_first_frame(latent: torch.Tensor, image_latent: torch.Tensor) -> torch.Tensor:
+    """TI2V image-to-video (``expand_timesteps``): [B, C, F, H, W] ``latent`` with its first latent frame the image's
+    [B or 1, C, 1, H, W] latent, as ``WanImageToVideoPipeline`` builds each step's model input and ends the video (its
+    mask is 0 on that frame and 1 elsewhere, so the mix is exactly this)."""
+    return torch.cat([image_latent.to(latent), latent[:, :, 1:]], dim=2)
+
+
+def first_frame_at_zero(timestep: torch.Tensor, latent_shape: torch.Size, patch_size: tuple[int, int, int]) -> torch.Tensor:
+    """TI2V image-to-video: [B] step timesteps -> [B, tokens] of a [B, C, F, H, W] latent, the first latent frame's
+    tokens at 0: the timestep ``WanImageToVideoPipeline`` passes under ``expand_timesteps`` (its first-frame mask times
+    t, per patch), in float32 as there."""
+    _, _, frames, rows, cols = latent_shape
+    p_t, p_h, p_w = patch_size
+    per_frame = (rows // p_h) * (cols // p_w)
+    per_token = timestep.to(torch.float32)[:, None].expand(-1, (frames // p_t) * per_frame).clone()
+    per_token[:, :per_frame] = 0
+    return per_token

@@ -16,9 +16,9 @@ expert is diffusers' boundary rule (``WanExperts.expert``; each expert is under 
 conditioning channels (mask and image latent, ``image.image_conditioning``'s ``first``: the one block's) appended
 to the latent, Wan 2.1's CLIP image embeddings as ``encoder_hidden_states_image``. The plan splits the tokens after
 the patch embedding, so neither needs more. TI2V image-to-video (``expand_timesteps``) holds the first latent frame at
-the image's in the model's input and passes a per-token timestep, that frame's tokens at 0 (``first_frame_at_zero``),
-as ``WanImageToVideoPipeline`` does: the ``_cp_plan`` splits that timestep with the tokens, and under bands it is
-built from the band's own latent. Under the band plan each expert is patched on its own
+the image's in the model's input and passes a per-token timestep, that frame's tokens at 0, as
+``WanImageToVideoPipeline`` does (``image.hold_first_frame``, ``image.first_frame_at_zero``): the ``_cp_plan`` splits
+that timestep with the tokens, and under bands it is built from the band's own latent. Under the band plan each expert is patched on its own
 (``WanFamily.whole_video_modules``), and an image's conditioning channels are cut to the worker's band of rows
 with its latent (``band_conditions``).
 """
@@ -32,6 +32,7 @@ from diffusers import WanTransformer3DModel
 
 from parallel.patch.bands import Bounds, slice_band
 from pipelines.families.wan.experts import WanExperts
+from pipelines.families.wan.image import first_frame_at_zero, hold_first_frame
 from pipelines.whole_video import WholeInputs, WholeVideoAdapter, expand_timestep
 
 
@@ -86,15 +87,13 @@ class WanSequenceAdapter(WholeVideoAdapter):
         """The latent in the model's dtype; TI2V image-to-video's with its first latent frame the image's, as
         ``WanImageToVideoPipeline`` builds its model input each step (before the cast)."""
         if cond is not None and cond.first_latent is not None:
-            latent = torch.cat([cond.first_latent.to(latent), latent[:, :, 1:]], dim=2)
+            latent = hold_first_frame(latent, cond.first_latent)
         return super().embed(latent, cond)
 
     def finish_latent(self, block: int, latent: torch.Tensor) -> torch.Tensor:
         """The finished video with its first latent frame the image's, as ``WanImageToVideoPipeline`` ends under
         ``expand_timesteps`` (that frame's own steps fed nothing: the model's input held it)."""
-        if self.first_latent is None:
-            return latent
-        return torch.cat([self.first_latent.to(latent), latent[:, :, 1:]], dim=2)
+        return latent if self.first_latent is None else hold_first_frame(latent, self.first_latent)
 
     def band_conditions(self, cond: WanWholeInputs, bounds: Bounds, rank: int) -> WanWholeInputs:
         """Image-to-video under bands: the conditioning channels of this worker's rows, as its latent band."""
@@ -117,14 +116,3 @@ class WanSequenceAdapter(WholeVideoAdapter):
             return_dict=False,
         )[0]
 
-
-def first_frame_at_zero(timestep: torch.Tensor, latent_shape: torch.Size, patch_size: tuple[int, int, int]) -> torch.Tensor:
-    """[B] step timesteps -> [B, tokens] of a [B, C, F, H, W] latent, the first latent frame's tokens at 0: the timestep
-    ``WanImageToVideoPipeline`` passes under ``expand_timesteps`` (its first-frame mask times t, per patch), in float32
-    as there. Under context parallelism diffusers' ``_cp_plan`` splits it with the tokens."""
-    _, _, frames, rows, cols = latent_shape
-    p_t, p_h, p_w = patch_size
-    per_frame = (rows // p_h) * (cols // p_w)
-    per_token = timestep.to(torch.float32)[:, None].expand(-1, (frames // p_t) * per_frame).clone()
-    per_token[:, :per_frame] = 0
-    return per_token
