@@ -110,6 +110,19 @@ def two_threads_fps(spec: VideoSpec, out: Path) -> float:
     return report["frames"] / elapsed
 
 
+def bare_setup(rank: int, world: int, spec: VideoSpec, port: int) -> tuple[Any, VideoSpec]:
+    """This spawned process set up as a pool worker is (one torch thread, its malloc settings), in a gloo group on
+    loopback when ``world`` > 1: the pipeline of ``spec``'s model, and the spec of a warm-up render of a block per stage
+    (2 at least: fewer are refused), which times the layers and the decode as a pool worker's first job does."""
+    torch.set_num_threads(1)
+    fix_mmap_threshold("cpu")
+    if world > 1:
+        dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world)
+    warm = spec.placed(spec.model, world)
+    warm.frames = max(2, world) * spec.block_frames
+    return load_pipe(spec), warm
+
+
 def bare_stage(rank: int, world: int, spec: VideoSpec, video: str, drop: bool, port: int, queue) -> None:
     """One stage of a render without Ray: a process spawned with a pool worker's set-up (one torch thread, its malloc
     settings), in a gloo group on loopback when ``world`` > 1. A render of a block per stage (2 at least) warms it
@@ -117,13 +130,7 @@ def bare_stage(rank: int, world: int, spec: VideoSpec, video: str, drop: bool, p
     render after its set-up, the machine's busy CPU seconds over it, its wall seconds) on ``queue``, the other ranks
     (rank, 0, 0, 0).
     ``drop``: stage 0 counts the decoded frames and drops them (``DroppingWriter``) instead of writing the MP4."""
-    torch.set_num_threads(1)
-    fix_mmap_threshold("cpu")
-    if world > 1:
-        dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world)
-    pipe = load_pipe(spec)
-    warm = spec.placed(spec.model, world)
-    warm.frames = max(2, world) * spec.block_frames  # a block per stage at least: fewer are refused
+    pipe, warm = bare_setup(rank, world, spec, port)
     for run, path_out in ((warm, f"{video}.warm.mp4"), (spec, video)):
         session = (
             VideoSession(pipe, run, dist.group.WORLD if world > 1 else None, make_writer=DroppingWriter)

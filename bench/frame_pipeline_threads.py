@@ -21,7 +21,6 @@ import tempfile
 import time
 from pathlib import Path
 
-import torch
 import torch.distributed as dist
 
 from bench.common import environment, median, provenance, spawn_ranks, write_section
@@ -54,17 +53,10 @@ def children_cpu() -> float:
 def counted_stage(rank: int, world: int, spec, video: str, drop: bool, port: int, queue) -> None:
     """``bare_stage``'s render with each thread's usage over the measured render on ``queue``: (rank, wall seconds,
     {thread: usage}, children's CPU seconds)."""
-    from bench.frame_pipeline import load_pipe, rendered
-    from runtime.heap import fix_mmap_threshold
+    from bench.frame_pipeline import bare_setup, rendered
     from runtime.jobs.video_session import open_video_session
 
-    torch.set_num_threads(1)
-    fix_mmap_threshold("cpu")
-    if world > 1:
-        dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world)
-    pipe = load_pipe(spec)
-    warm = spec.placed(spec.model, world)
-    warm.frames = max(2, world) * spec.block_frames
+    pipe, warm = bare_setup(rank, world, spec, port)
     for run, path in ((warm, f"{video}.warm.mp4"), (spec, video)):
         session = open_video_session(pipe, run, video_path=path)
         if world > 1:
