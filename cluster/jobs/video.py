@@ -238,12 +238,7 @@ class VideoSpec(JobSpec):
             self.frames, _ = split_frames(self.frames, self.block_frames)
         self.notes.extend(str(w.message) for w in caught)
         if caught and factor > 1 and requested % factor == 1:  # diffusers' count, rounded up to whole blocks
-            latent = (requested - 1) // factor + 1
-            divisors = [factor * d for d in range(1, latent + 1) if latent % d == 0]
-            self.notes.append(
-                f"block_frames: for exactly the {latent} latent frames of frames={requested}, set it to {factor} x a "
-                f"divisor of {latent}: {', '.join(map(str, divisors))}"
-            )
+            self.notes.append(self._exact_blocks_note(family, requested, factor))
         self.check_output_dir()
         self.fill_guidance(family)
         if self.true_cfg_scale > 1.0 and not family.true_cfg:
@@ -614,6 +609,31 @@ class VideoSpec(JobSpec):
             return self.model_family().video_error(self.model_path(), replace(self, parallel=parallel)) is None
         one_block = replace(self, block_frames=self.frames, context_frames=0, parallel=parallel)
         return self.model_family().video_error(self.model_path(), one_block) is None
+
+    def _exact_blocks_note(self, family: ModelFamily, requested: int, factor: int) -> str:
+        """What to say of a diffusers count that whole blocks rounded up: the ``block_frames`` that render exactly its
+        latent frames on this model (whole latent frames per block that the family's frame plan takes: CogVideoX's
+        blocks take an even number), or that none does."""
+        latent = (requested - 1) // factor + 1
+        exact = [
+            factor * size
+            for size in range(1, latent + 1)
+            if latent % size == 0
+            and family.video_error(
+                self.model_path(),
+                replace(self, frames=factor * latent, block_frames=factor * size, context_frames=0, notes=[]),
+            )
+            is None
+        ]
+        if not exact:
+            return (
+                f"block_frames: no block size renders exactly the {latent} latent frames of frames={requested} on this "
+                f"model (the {family.name} frame plan refuses every divisor of {latent}); it renders {self.frames}"
+            )
+        return (
+            f"block_frames: for exactly the {latent} latent frames of frames={requested}, set it to one of "
+            f"{', '.join(map(str, exact))}"
+        )
 
     def _count_frames_as_tessera(self, family: Any) -> int:
         """``frames`` in Tessera's count (``temporal_factor`` frames per latent frame); the factor. A count of

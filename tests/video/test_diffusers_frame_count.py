@@ -65,9 +65,7 @@ def test_validation_stores_a_diffusers_count_as_the_same_latent_frames(family, t
 def test_a_count_rounded_to_whole_blocks_says_which_block_sizes_are_exact(wan_dir):
     spec = spec_of(wan_dir, frames=81, block_frames=8)
     assert spec.frames == 88  # 21 latent frames rounded up to blocks of 2
-    assert "block_frames: for exactly the 21 latent frames of frames=81, set it to 4 x a divisor of 21: 4, 12, 28, 84" in (
-        spec.notes
-    )
+    assert "block_frames: for exactly the 21 latent frames of frames=81, set it to one of 4, 12, 28, 84" in spec.notes
     exact = spec_of(wan_dir, frames=81, block_frames=12)
     assert exact.frames == 84 and not any(note.startswith("block_frames") for note in exact.notes)
     whole = spec_of(wan_dir, frames=9, parallel={"strategy": "sequence", "degree": 2})
@@ -76,6 +74,18 @@ def test_a_count_rounded_to_whole_blocks_says_which_block_sizes_are_exact(wan_di
     # one block, frames and block_frames both in diffusers' count
     one = spec_of(wan_dir, frames=9, block_frames=9, context_frames=0, parallel={"strategy": "none", "degree": 1})
     assert (one.frames, one.block_frames, one.blocks) == (12, 12, 1)
+
+
+def test_no_exact_block_size_is_offered_where_the_frame_plan_refuses_them(tmp_path):
+    """CogVideoX's blocks take an even number of latent frames, so none renders the 13 of its model card's 49 frames."""
+    cogvideox = save_tiny_cogvideox(tmp_path / "cogvideox")
+    spec = spec_of(cogvideox, frames=49, block_frames=8, context_frames=0)
+    assert spec.frames == 56
+    assert any(note.startswith("block_frames: no block size renders exactly the 13 latent frames") for note in spec.notes)
+    even = spec_of(cogvideox, frames=25, block_frames=16, context_frames=0)  # 7 latent frames: odd, only odd divisors
+    assert even.frames == 32 and any("no block size" in note for note in even.notes)
+    four = spec_of(cogvideox, frames=29, block_frames=24, context_frames=0)  # 8 latent frames: 2, 4 and 8 fit
+    assert "block_frames: for exactly the 8 latent frames of frames=29, set it to one of 8, 16, 32" in four.notes
 
 
 @torch.no_grad()
