@@ -81,6 +81,8 @@ from typing import Any, Protocol, runtime_checkable
 import numpy as np
 import torch
 
+from pipelines.frame_counts import latent_frame_count
+
 EncodedPrompt = torch.Tensor | dict[str, torch.Tensor]
 """A prompt as the family's frame adapter takes it: one [1, L, D] tensor or named batch-first tensors."""
 
@@ -167,30 +169,12 @@ class VideoPipeline(Protocol):
         job's one weight at every step."""
 
 
-def latent_frame_count(frames: int, factor: int, field_name: str = "frames") -> int:
-    """Latent frames of ``frames`` video frames under a VAE that packs ``factor`` frames into one latent frame.
-
-    Tessera counts ``factor`` frames per latent frame (84 for 21 latent frames at 4). A video's ``frames`` may also
-    be given as diffusers' pipelines count ``num_frames`` for a causal VAE, whose first latent frame is one frame:
-    ``1 + factor (L - 1)`` (Wan's 81, CogVideoX's 49, HunyuanVideo's 129, LTX-Video's 161), so the counts of the
-    model cards are taken as they are. A block (``block_frames``) is in Tessera's count only: blocks after the first
-    have no frame of their own."""
-    if frames % factor == 0:
-        return frames // factor
-    if field_name == "frames" and frames % factor == 1:
-        return (frames - 1) // factor + 1
-    also = f" or one more (diffusers' num_frames: 1 + {factor} x n)" if field_name == "frames" else ""
-    raise ValueError(
-        f"{field_name}: this model's VAE packs {factor} frames into one latent frame; {field_name} must be a "
-        f"multiple of {factor}{also}, got {frames}"
-    )
-
-
 class VideoPipelineBase:
     """The protocol's defaults: what the frame pipeline did before video families had a say."""
 
     def latent_frames(self, frames: int, field_name: str = "frames") -> int:
-        """Latent frames for ``frames`` video frames (``latent_frame_count`` at the VAE's ``temporal_factor``)."""
+        """Latent frames for ``frames`` video frames (``pipelines.frame_counts.latent_frame_count`` at the VAE's
+        ``temporal_factor``)."""
         return latent_frame_count(frames, self.temporal_factor, field_name)
 
     def guidance_schedule(self, spec: Any) -> Callable[[float], float] | None:

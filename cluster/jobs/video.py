@@ -32,6 +32,7 @@ from cluster.jobs.spec import (
 from cluster.outputs import job_directory, partial_directory
 from parallel.frames.schedule import blocks_finished, split_frames
 from parallel.frames.schedule import ticks as schedule_ticks
+from pipelines.frame_counts import diffusers_latent_frames
 from runtime.jobs.strategies import VIDEO_STRATEGIES, WHOLE_VIDEO
 
 if TYPE_CHECKING:
@@ -237,7 +238,7 @@ class VideoSpec(JobSpec):
             warnings.simplefilter("always")
             self.frames, _ = split_frames(self.frames, self.block_frames)
         self.notes.extend(str(w.message) for w in caught)
-        if caught and factor > 1 and requested % factor == 1:  # diffusers' count, rounded up to whole blocks
+        if caught and diffusers_latent_frames(requested, factor) is not None:  # rounded up to whole blocks
             self.notes.append(self._exact_blocks_note(family, requested, factor))
         self.check_output_dir()
         self.fill_guidance(family)
@@ -614,7 +615,7 @@ class VideoSpec(JobSpec):
         """What to say of a diffusers count that whole blocks rounded up: the ``block_frames`` that render exactly its
         latent frames on this model (whole latent frames per block that the family's frame plan takes: CogVideoX's
         blocks take an even number), or that none does."""
-        latent = (requested - 1) // factor + 1
+        latent = diffusers_latent_frames(requested, factor)
         exact = [
             factor * size
             for size in range(1, latent + 1)
@@ -638,12 +639,12 @@ class VideoSpec(JobSpec):
     def _count_frames_as_tessera(self, family: Any) -> int:
         """``frames`` in Tessera's count (``temporal_factor`` frames per latent frame); the factor. A count of
         diffusers' form for a causal VAE (``1 + factor x n``: Wan's 81, CogVideoX's 49, HunyuanVideo's 129,
-        LTX-Video's 161; ``pipelines.video_pipeline.latent_frame_count``) becomes the same latent frames in
+        LTX-Video's 161; ``pipelines.frame_counts``) becomes the same latent frames in
         Tessera's count, with a note: the stored job then means the same video whatever reads it. A ``block_frames``
         equal to it (one block, the whole video) is counted alike."""
         factor = family.temporal_factor(self.model_path())
-        if factor > 1 and self.frames % factor == 1:
-            latent = (self.frames - 1) // factor + 1
+        latent = diffusers_latent_frames(self.frames, factor)
+        if latent is not None:
             self.notes.append(
                 f"frames: {self.frames} is diffusers' count for this model's VAE (1 + {factor} x {latent - 1}): "
                 f"the {latent} latent frames its pipeline makes of num_frames={self.frames}, "

@@ -17,7 +17,7 @@ from _video_workers import render_session
 
 from cluster.jobs.video import VideoSpec
 from pipelines.families import family_for_dir
-from pipelines.video_pipeline import latent_frame_count
+from pipelines.frame_counts import latent_frame_count
 
 PROMPT, SIZE, SEED = "red and yellow stripes", 32, 5
 SAVERS = {

@@ -1,0 +1,33 @@
+"""How a video's frame count becomes latent frames under a VAE that packs ``factor`` frames into one latent frame.
+
+Tessera counts ``factor`` frames per latent frame (84 for 21 latent frames at 4). diffusers' video pipelines count
+``num_frames`` for a causal VAE, whose first latent frame is one frame: ``1 + factor (L - 1)`` (Wan's 81, CogVideoX's
+49, HunyuanVideo's 129, LTX-Video's 161). A video's ``frames`` is taken in either count; a block (``block_frames``)
+in Tessera's only, since blocks after the first have no frame of their own. Plain arithmetic, so the job spec checks
+a count at submit without importing a model's code.
+"""
+
+from __future__ import annotations
+
+
+def diffusers_latent_frames(frames: int, factor: int) -> int | None:
+    """The latent frames of ``frames`` in diffusers' count (``1 + factor n``), or None when it is not of that form (or
+    the VAE packs one frame per latent frame, where the two counts agree)."""
+    if factor > 1 and frames % factor == 1:
+        return (frames - 1) // factor + 1
+    return None
+
+
+def latent_frame_count(frames: int, factor: int, field_name: str = "frames") -> int:
+    """Latent frames of ``frames`` video frames: Tessera's count, or for a whole video's ``frames`` diffusers' too;
+    ValueError naming ``field_name`` for any other count."""
+    if frames % factor == 0:
+        return frames // factor
+    latent = diffusers_latent_frames(frames, factor) if field_name == "frames" else None
+    if latent is not None:
+        return latent
+    also = f" or one more (diffusers' num_frames: 1 + {factor} x n)" if field_name == "frames" else ""
+    raise ValueError(
+        f"{field_name}: this model's VAE packs {factor} frames into one latent frame; {field_name} must be a "
+        f"multiple of {factor}{also}, got {frames}"
+    )
