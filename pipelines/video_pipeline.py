@@ -117,6 +117,10 @@ class VideoPipeline(Protocol):
     def video_frames(self, latent_frames: int) -> int:
         """Video frames ``latent_frames`` latent frames decode to."""
 
+    def lead_latent_frames(self, latent_frames: int) -> int:
+        """Latent frames a video of one block of ``latent_frames`` renders before its own and drops before decoding
+        (CogVideoX 1.5 pads an odd count to its temporal patch, as ``CogVideoXPipeline`` does); 0 for most."""
+
     def latent_shape(self, height: int, width: int) -> tuple[int, int, int]:
         """(channels, height, width) of one latent frame; ValueError naming height/width when they do not fit."""
 
@@ -176,6 +180,10 @@ class VideoPipelineBase:
         """Latent frames for ``frames`` video frames (``pipelines.frame_counts.latent_frame_count`` at the VAE's
         ``temporal_factor``)."""
         return latent_frame_count(frames, self.temporal_factor, field_name)
+
+    def lead_latent_frames(self, latent_frames: int) -> int:
+        """None: every latent frame rendered is decoded."""
+        return 0
 
     def guidance_schedule(self, spec: Any) -> Callable[[float], float] | None:
         """One weight at every step."""

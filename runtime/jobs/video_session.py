@@ -65,11 +65,13 @@ def block_video_frames(
     block: int,
     video_latent_frames: int | None = None,
     context: int | None = None,
+    lead_frames: int = 0,
 ) -> int:
     """Frames the family's block decoder returns for block ``block`` of ``block_frames`` latent frames, continuing
     the video: the frames of the latent frames decodable once it is in less those decodable before it
-    (``video_frames``); with a decode ``context`` (a VAE decoded in windows) the last ``context`` latent frames
-    received wait for the frames after them, up to the video's ``video_latent_frames``."""
+    (``video_frames``, after the video's ``lead_frames`` latent frames, which are not decoded); with a decode
+    ``context`` (a VAE decoded in windows) the last ``context`` latent frames received wait for the frames after
+    them, up to the video's ``video_latent_frames``."""
 
     def decodable(blocks: int) -> int:
         received = blocks * block_frames
@@ -78,7 +80,7 @@ def block_video_frames(
         return decodable_latent_frames(received, video_latent_frames, context)
 
     def frames(latent_frames: int) -> int:
-        return pipe.video_frames(latent_frames) if latent_frames else 0
+        return pipe.video_frames(latent_frames - lead_frames) if latent_frames > lead_frames else 0
 
     return frames(decodable(block + 1)) - frames(decodable(block))
 
@@ -102,8 +104,13 @@ class VideoSession:
         self.pipe = pipe
         factor = pipe.temporal_factor
         frames = pipe.latent_frames(spec.frames)
+        one_block = spec.block_frames == spec.frames
+        self.lead_frames = pipe.lead_latent_frames(frames) if one_block else 0
+        """Latent frames the video renders before its own and never decodes (CogVideoX 1.5's padding of an odd count
+        to its temporal patch, as its pipeline pads it; the family refuses such blocks in a video of several)."""
+        frames += self.lead_frames
         self.block_latent_frames = (  # one block (block_frames = frames) counts as the video does, diffusers' count too
-            frames if spec.block_frames == spec.frames else pipe.latent_frames(spec.block_frames, "block_frames")
+            frames if one_block else pipe.latent_frames(spec.block_frames, "block_frames")
         )
         """Latent frames per frame block."""
         config = FramePipelineConfig(
@@ -306,6 +313,8 @@ class VideoSession:
         }
         if options:
             options["seed"] = self.spec.seed
+        if self.lead_frames:
+            options["lead_frames"] = self.lead_frames
         if self.decode_context is None:
             return self.pipe.block_decoder(**options)
         frames = self.video_latent_frames if video_latent_frames is None else video_latent_frames
@@ -339,7 +348,9 @@ class VideoSession:
 
     def _decoded_frames(self, block: int) -> int:
         block_frames = self.pipeline.config.block_frames
-        return block_video_frames(self.pipe, block_frames, block, self.video_latent_frames, self.decode_context)
+        return block_video_frames(
+            self.pipe, block_frames, block, self.video_latent_frames, self.decode_context, self.lead_frames
+        )
 
     def _decode_whole(self, latent: torch.Tensor):
         """A whole finished block decoded on this stage, continuing the video (a causal VAE off stage 0)."""
@@ -483,7 +494,7 @@ class VideoSession:
             "block_overhead_s": self.block_overhead_s,
             "decode_shares": self.pipeline.decode_shares,
             "blocks": self.pipeline.blocks,
-            "frames": self.pipe.video_frames(self.pipeline.frames),
+            "frames": self.pipe.video_frames(self.pipeline.frames - self.lead_frames),
             "latent_frames": self.pipeline.frames,
             "guidance_scale": self.spec.guidance_scale,
             "guidance_scale_2": self.spec.guidance_scale_2,

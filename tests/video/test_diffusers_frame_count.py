@@ -76,14 +76,13 @@ def test_a_count_rounded_to_whole_blocks_says_which_block_sizes_are_exact(wan_di
     assert (one.frames, one.block_frames, one.blocks) == (12, 12, 1)
 
 
-def test_no_exact_block_size_is_offered_where_the_frame_plan_refuses_them(tmp_path):
-    """CogVideoX's blocks take an even number of latent frames, so none renders the 13 of its model card's 49 frames."""
+def test_exact_block_sizes_are_those_the_frame_plan_takes(tmp_path):
+    """CogVideoX's blocks take an even number of latent frames, or an odd one as the whole video: for its model card's
+    49 frames (13 latent frames) only one block of all of them renders them exactly."""
     cogvideox = save_tiny_cogvideox(tmp_path / "cogvideox")
     spec = spec_of(cogvideox, frames=49, block_frames=8, context_frames=0)
     assert spec.frames == 56
-    assert any(note.startswith("block_frames: no block size renders exactly the 13 latent frames") for note in spec.notes)
-    even = spec_of(cogvideox, frames=25, block_frames=16, context_frames=0)  # 7 latent frames: odd, only odd divisors
-    assert even.frames == 32 and any("no block size" in note for note in even.notes)
+    assert "block_frames: for exactly the 13 latent frames of frames=49, set it to one of 52" in spec.notes
     four = spec_of(cogvideox, frames=29, block_frames=24, context_frames=0)  # 8 latent frames: 2, 4 and 8 fit
     assert "block_frames: for exactly the 8 latent frames of frames=29, set it to one of 8, 16, 32" in four.notes
 

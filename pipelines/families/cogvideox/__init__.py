@@ -60,7 +60,10 @@ class CogVideoXFamily(ModelFamily):
 
     def video_error(self, path: str | Path, spec: Any) -> tuple[str, str] | None:
         """Whole latent frames per block, and an even number of them: the VAE decodes latent frames in pairs
-        (``decode``) and CogVideoX 1.5's temporal patch (``patch_size_t=2``) covers two."""
+        (``decode``) and CogVideoX 1.5's temporal patch (``patch_size_t=2``) covers two. The whole video as one block
+        may hold an odd number, as the pipeline renders it (diffusers' 49 frames, 13 latent frames): the block decoder
+        chunks it as ``AutoencoderKLCogVideoX._decode`` does, and 1.5 renders one more latent frame at the front and
+        drops it before decoding (``loading.CogVideoXVideoPipeline.lead_latent_frames``)."""
         problem = super().video_error(path, spec)
         if problem is not None:
             return problem
@@ -95,13 +98,15 @@ class CogVideoXFamily(ModelFamily):
                         f"{transformer.get(sample)} latent pixels); got {field} {size}",
                     )
         factor = self.temporal_factor(path)
-        if (spec.block_frames // factor) % 2:
-            patch = self.component_config(path, "transformer").get("patch_size_t")
+        one_block = spec.block_frames == spec.frames  # the whole video: padded and decoded as the pipeline does
+        if (spec.block_frames // factor) % 2 and not one_block:
+            patch = transformer.get("patch_size_t")
             why = f"the temporal patch (patch_size_t={patch}) and " if patch else ""
             return (
                 "block_frames",
                 f"a CogVideoX block must hold an even number of latent frames ({why}the VAE's decode in pairs of "
-                f"latent frames need it): block_frames must be a multiple of {2 * factor}, got {spec.block_frames}",
+                f"latent frames across blocks need it): block_frames must be a multiple of {2 * factor}, or the "
+                f"whole video as one block (block_frames=frames), got {spec.block_frames}",
             )
         return self.whole_video_split_error(path, spec)
 

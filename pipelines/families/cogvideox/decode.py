@@ -8,7 +8,9 @@ the queue continue the video, with no seam, and concatenate to exactly ``vae.dec
 video when every block holds an even number of latent frames (the chunks then fall where ``_decode``'s fall;
 the family refuses odd blocks). Its group norms see one chunk at a time, as in ``_decode``, which is why the
 chunking must match for equality. A block with an odd frame count is chunked as ``_decode`` chunks a video of
-that length (its first chunk takes the extra frame).
+that length (its first chunk takes the extra frame). A video CogVideoX 1.5 padded at the front (``lead_frames``,
+``CogVideoXVideoPipeline.lead_latent_frames``) loses those latent frames before its first chunk, as the pipeline's
+``latents[:, additional_frames:]`` does (a one-block video: the frames after them are in the same block).
 
 The cache is the decoder's own (one per video, never the module's), and a checkpoint carries it
 (``export_state``/``load_state``, read by ``runtime.jobs.video_state``).
@@ -45,16 +47,20 @@ def _unflatten(flat: dict[str, torch.Tensor], device: torch.device) -> dict:
 class CogVideoXBlockDecoder:
     """Decodes consecutive frame blocks of one video; call it on the blocks in video order."""
 
-    def __init__(self, vae: torch.nn.Module) -> None:
+    def __init__(self, vae: torch.nn.Module, lead_frames: int = 0) -> None:
         self.vae = vae
         self.conv_cache: dict | None = None
         """diffusers' decoder cache after the last chunk decoded (None before the first)."""
+        self.lead_frames = lead_frames
+        """Latent frames still to drop from the front of the video before decoding (CogVideoX 1.5's padding of an
+        odd count, which ``CogVideoXPipeline`` drops as ``latents[:, additional_frames:]``)."""
 
     @torch.no_grad()
     def decode(self, latent: torch.Tensor) -> torch.Tensor:
         """[1, C, F, h, w] transformer latent frames -> [1, 3, F', H, W] video in [-1, 1]."""
         vae = self.vae
-        z = latent.to(device=vae.device, dtype=vae.dtype) / vae.config.scaling_factor
+        dropped, self.lead_frames = min(self.lead_frames, latent.shape[2]), max(0, self.lead_frames - latent.shape[2])
+        z = latent[:, :, dropped:].to(device=vae.device, dtype=vae.dtype) / vae.config.scaling_factor
         frames, size = z.shape[2], vae.num_latent_frames_batch_size
         extra = frames % size
         outs = []
@@ -75,8 +81,10 @@ class CogVideoXBlockDecoder:
 
     def export_state(self) -> dict[str, Any]:
         """The cache as plain CPU tensors by path (a checkpoint's decoder state)."""
-        return {"conv_cache": {k: v.detach().cpu().clone() for k, v in _flatten(self.conv_cache).items()}}
+        cache = {k: v.detach().cpu().clone() for k, v in _flatten(self.conv_cache).items()}
+        return {"conv_cache": cache, "lead_frames": self.lead_frames}
 
     def load_state(self, state: dict[str, Any]) -> None:
         flat = state["conv_cache"]
         self.conv_cache = _unflatten(flat, self.vae.device) if flat else None
+        self.lead_frames = int(state.get("lead_frames", self.lead_frames))

@@ -14,9 +14,10 @@ block decoder (``pipelines.families.cogvideox.decode``) decodes latent frames in
 the streamed blocks equal ``vae.decode`` of the whole latent video. So ``frames`` video frames are
 ``frames / 4`` latent frames (a multiple of 4, as for Wan) and decode to exactly ``frames`` frames; a block must
 hold an even number of latent frames (``block_frames`` a multiple of 8; CogVideoX 1.5's temporal patch needs
-that anyway). Unlike Wan there is no lone first frame: diffusers' CogVideoX pipelines render 4k+1 frames
-(odd latent counts, 13 or 21) by decoding an odd first chunk of 3 latent frames, which a stream of even blocks
-has no place for.
+that anyway). Unlike Wan there is no lone first frame in a stream of even blocks: diffusers' CogVideoX pipelines
+render 4k+1 frames (odd latent counts, 13 or 21) by decoding an odd first chunk of 3 latent frames. A video of one
+block takes such a count as the pipeline does: 1.0's 49 frames from 13 latent frames; 1.5's 81 from 22 rendered,
+the first dropped before decoding (``lead_latent_frames``).
 """
 
 from __future__ import annotations
@@ -152,8 +153,19 @@ class CogVideoXVideoPipeline(VideoPipelineBase):
         return 2 ** (len(self.vae.config.block_out_channels) - 1)
 
     def video_frames(self, latent_frames: int) -> int:
-        """Each pair of latent frames decodes to ``2 * temporal_factor`` frames (``decode``)."""
-        return latent_frames * self.temporal_factor
+        """Each pair of latent frames decodes to ``2 * temporal_factor`` frames (``decode``); an odd count (a video of
+        one odd block: the family refuses odd blocks after the first) decodes its first three latent frames as one
+        chunk, the first of them to a single frame, as ``AutoencoderKLCogVideoX._decode`` does (diffusers' 49 frames
+        from 13)."""
+        factor = self.temporal_factor
+        return latent_frames * factor - (factor - 1 if latent_frames % 2 else 0)
+
+    def lead_latent_frames(self, latent_frames: int) -> int:
+        """CogVideoX 1.5's temporal patch takes latent frames in pairs: ``CogVideoXPipeline.__call__`` pads an odd
+        count with latent frames drawn at the front and drops them before decoding (81 frames: 22 latent frames
+        rendered, 21 decoded). A video of one block does the same; the family refuses odd blocks otherwise."""
+        patch = self.transformer.config.patch_size_t
+        return (patch - latent_frames % patch) % patch if patch else 0
 
     def latent_shape(self, height: int, width: int) -> tuple[int, int, int]:
         factor = self.vae_scale_factor * self.transformer.config.patch_size
@@ -218,12 +230,14 @@ class CogVideoXVideoPipeline(VideoPipelineBase):
             setattr(scheduler, OLD_PREDICTION, old)
         return latent.transpose(1, 2).to(dtype).contiguous()  # the pipeline keeps its latents in the model's dtype
 
-    def block_decoder(self, video_latent_frames: int | None = None, context: int | None = None):
+    def block_decoder(
+        self, video_latent_frames: int | None = None, context: int | None = None, lead_frames: int = 0
+    ):
         """A decoder of one video's finished blocks, called in block order (the causal VAE's ``conv_cache`` carries
-        its state: no context)."""
+        its state: no context), which drops the video's first ``lead_frames`` latent frames (``lead_latent_frames``)."""
         from pipelines.families.cogvideox.decode import CogVideoXBlockDecoder
 
-        return CogVideoXBlockDecoder(self.vae)
+        return CogVideoXBlockDecoder(self.vae, lead_frames)
 
     @torch.no_grad()
     def decode_block(self, latent: torch.Tensor) -> np.ndarray:
