@@ -136,6 +136,10 @@ class VideoSpec(JobSpec):
     "crop_start": n}``, the text its LLM encoder reads the prompt in and how many leading tokens it crops (without
     ``crop_start`` the pipeline counts the template's own). None: the pipeline's default. Refused for the other
     families."""
+    frame_rate: float | None = None
+    """LTX-Video's ``frame_rate`` (``LTXPipeline``'s): the frames per second its rotary positions are scaled to in
+    time, which changes the video the model makes. None: the pipeline's default (25). The MP4's rate is ``fps``,
+    which the model never sees. Refused for the other families."""
     true_cfg_scale: float | None = None
     """HunyuanVideo's true classifier-free guidance (``HunyuanVideoPipeline``'s ``true_cfg_scale``): above 1 with a
     ``negative_prompt`` its branch runs too, both at the embedded ``guidance_scale``, mixed by this weight. None: the
@@ -256,6 +260,7 @@ class VideoSpec(JobSpec):
         self._check_guidance_options(family)
         self._check_prompt_template(family)
         self._check_sequence_length(family)
+        self._check_frame_rate(family)
         self.check_sampler_steps(self.model, "pipeline")  # a video renders with its directory's scheduler
         if self.parallel.strategy == AUTO:
             check_type("parallel.strategy", self.parallel.strategy, str)
@@ -441,6 +446,20 @@ class VideoSpec(JobSpec):
                 "max_sequence_length",
                 f"this {family.name} model encodes its prompt with its own tokenizer's length: leave it unset",
             )
+
+    def _check_frame_rate(self, family: ModelFamily) -> None:
+        """``frame_rate``: frames per second in (0, 240], for a family whose pipeline takes one."""
+        rate = self.frame_rate
+        if rate is None:
+            return
+        check_type("frame_rate", rate, (int, float))
+        if not family.frame_rate:
+            raise SpecError(
+                "frame_rate",
+                f"is LTX-Video's; the {family.name} family's pipeline takes none (the MP4's rate is fps)",
+            )
+        if not 0 < rate <= 240:
+            raise SpecError("frame_rate", f"must be in (0, 240], got {rate}")
 
     def _check_prompt_template(self, family: ModelFamily) -> None:
         """``prompt_template``: only for a family whose pipeline takes one, in the form it reads (a ``template`` with

@@ -318,6 +318,15 @@ class ModelFamily:
     """Whether the family's pipeline takes a ``prompt_template`` (HunyuanVideo's: the text its LLM encoder reads the
     prompt in, and the leading tokens it crops), which a video job's field of that name then sets."""
 
+    frame_rate: bool = False
+    """Whether the family's pipeline takes a ``frame_rate`` (LTX-Video's: the rate its rotary positions are scaled
+    to in time), which a video job's field of that name then sets; the MP4's ``fps`` is not the model's."""
+
+    def adapter_options(self, spec: Any) -> dict[str, Any]:
+        """Keyword arguments the family's frame, sequence and band adapters take from a video job (LTX-Video's
+        ``frame_rate``); none by default."""
+        return {}
+
     def takes_sequence_length(self, path: str | Path) -> bool:
         """The video model at ``path`` encodes its prompt through a diffusers pipeline that takes a
         ``max_sequence_length`` (a render's field of that name then sets it); read from JSON at submit. Default: no."""

@@ -30,6 +30,7 @@ may start from a checkpoint (``runtime.jobs.video_state``).
 
 from __future__ import annotations
 
+import functools
 import time
 from collections.abc import Callable
 from typing import Any
@@ -261,8 +262,12 @@ class VideoSession:
         worker's band under the family's own sequence plan, ``ModelFamily.sequence_plan``)."""
         family = family_of(pipe)
         if not self.whole and not self.branches:
-            return family.frame_adapter
-        factory = family.frame_adapter if self.branches else self._whole_video_factory(family, pipe, spec, latent_shape)
+            return self._plan(family, "frame_adapter", spec)
+        factory = (
+            self._plan(family, "frame_adapter", spec)
+            if self.branches
+            else self._whole_video_factory(family, pipe, spec, latent_shape)
+        )
         if self.cfg is None:
             return factory
         from pipelines.whole_video import BranchSplit
@@ -271,11 +276,19 @@ class VideoSession:
             factory(model, block_shape, context_frames), self.cfg
         )
 
+    @staticmethod
+    def _plan(family: Any, name: str, spec: Any) -> Callable | None:
+        """The family's adapter factory ``name`` (None where it has none) with the job's options for it
+        (``ModelFamily.adapter_options``: LTX-Video's ``frame_rate``)."""
+        factory = getattr(family, name, None)
+        options = family.adapter_options(spec)
+        return functools.partial(factory, **options) if factory is not None and options else factory
+
     def _whole_video_factory(self, family, pipe: VideoPipeline, spec: Any, latent_shape: tuple[int, int, int]):
         """The whole-video plan of one forward's workers (``sequence_group``): the model's forward (one worker of a
         CFG branch, or under diffusers' context parallelism), or on this worker's band under a band plan."""
         if self.sequence_group is None:  # one worker per CFG branch: the model's own forward, whole
-            return getattr(family, "sequence_adapter", None) or family.band_adapter
+            return self._plan(family, "sequence_adapter", spec) or self._plan(family, "band_adapter", spec)
         from parallel.patch.bands import band_bounds
         from parallel.patch.config import PatchConfig
         from parallel.patch.parallelize import parallelize_patch
@@ -288,13 +301,14 @@ class VideoSession:
         if par.strategy == "sequence":
             plans = [family.sequence_plan(module, config, workers) for module in modules]
             if plans[0] is None:  # diffusers' context parallelism, put on the model once the pipeline is built
-                return family.sequence_adapter
+                return self._plan(family, "sequence_adapter", spec)
         else:
             plans = [family.patch_plan(module, config) for module in modules]
         bounds = band_bounds(latent_shape[1], workers, plans[0].align)
+        band_adapter = self._plan(family, "band_adapter", spec)
 
         def make_adapter(model, block_shape: tuple[int, int, int, int], context_frames: int) -> BandSplit:
-            inner = family.band_adapter(model, block_shape, context_frames)
+            inner = band_adapter(model, block_shape, context_frames)
             self.bands = []
             for module, plan in zip(modules, plans):
                 self.bands.append(parallelize_patch(module, self.sequence_group, plan, config))

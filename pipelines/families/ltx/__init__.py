@@ -26,6 +26,7 @@ class LTXFamily(ModelFamily):
     samplers = ()  # a video renders with the scheduler its directory names (flow matching)
     strategies = ("none", "frames", "sequence", "patch")
     decode_context = 8  # latent frames each way: 59-93 dB against a whole decode (pipelines.families.ltx.decode)
+    frame_rate = True
 
     def check_dir(self, path: Path, index: dict) -> None:
         from pipelines.families.ltx.loading import check_ltx_dir
@@ -140,27 +141,38 @@ class LTXFamily(ModelFamily):
 
         return load_ltx_pipeline(path, dtype, device)
 
-    def frame_adapter(self, model, block_shape: tuple[int, int, int, int], context_frames: int):
+    def adapter_options(self, spec: Any) -> dict[str, Any]:
+        """The job's ``frame_rate`` (None: the pipeline's default, 25)."""
+        return {"frame_rate": spec.frame_rate}
+
+    def frame_adapter(
+        self, model, block_shape: tuple[int, int, int, int], context_frames: int, frame_rate: float | None = None
+    ):
         """The frame plan (``parallel.frames.adapter.FrameAdapterFactory``), its rotary embedding scaled as
-        ``LTXPipeline.__call__`` scales it at its default ``frame_rate`` (25) for the model's VAE (``rope_scale``)."""
+        ``LTXPipeline.__call__`` scales it at ``frame_rate`` (None: its default, 25) for the model's VAE
+        (``rope_scale``)."""
         from pipelines.families.ltx.frames import LTXFrameAdapter, rope_scale
 
-        return LTXFrameAdapter(model, block_shape, context_frames, rope_scale(model))
+        return LTXFrameAdapter(model, block_shape, context_frames, rope_scale(model, frame_rate))
 
-    def sequence_adapter(self, model, block_shape: tuple[int, int, int, int], context_frames: int = 0):
+    def sequence_adapter(
+        self, model, block_shape: tuple[int, int, int, int], context_frames: int = 0, frame_rate: float | None = None
+    ):
         """The sequence plan: the model's own forward on the whole video as the frame pipeline's one layer, for
         diffusers' context parallelism to split (``pipelines.families.ltx.sequence``)."""
         from pipelines.families.ltx.frames import rope_scale
         from pipelines.families.ltx.sequence import LTXSequenceAdapter
 
-        return LTXSequenceAdapter(model, block_shape, context_frames, rope_scale(model))
+        return LTXSequenceAdapter(model, block_shape, context_frames, rope_scale(model, frame_rate))
 
-    def band_adapter(self, model, block_shape: tuple[int, int, int, int], context_frames: int = 0):
+    def band_adapter(
+        self, model, block_shape: tuple[int, int, int, int], context_frames: int = 0, frame_rate: float | None = None
+    ):
         """The whole-video forward the patch plan (``patch_plan``) runs on a band of rows of every frame."""
         from pipelines.families.ltx.frames import rope_scale
         from pipelines.families.ltx.patch import LTXBandAdapter
 
-        return LTXBandAdapter(model, block_shape, context_frames, rope_scale(model))
+        return LTXBandAdapter(model, block_shape, context_frames, rope_scale(model, frame_rate))
 
     def patch_plan(self, model, config):
         from pipelines.families.ltx.patch import ltx_patch_plan

@@ -40,11 +40,14 @@ LTX_ROPE_SCALE = (8 / 25, 32, 32)
 """LTXPipeline's ``rope_interpolation_scale`` for LTX-Video's VAE (8 frames, 32 pixels per latent) at 25 fps."""
 
 
-def rope_scale(model: torch.nn.Module) -> tuple[float, float, float]:
+def rope_scale(model: torch.nn.Module, frame_rate: float | None = None) -> tuple[float, float, float]:
     """The ``rope_interpolation_scale`` ``LTXPipeline.__call__`` gives this transformer: its VAE's frames and pixels
-    per latent over the call's default ``frame_rate``, as ``loading.load_ltx_pipeline`` records it on the model
-    (the transformer alone does not know its VAE); LTX-Video's own VAE's for a model loaded otherwise."""
-    return getattr(model, "tessera_rope_scale", LTX_ROPE_SCALE)
+    per latent over the call's ``frame_rate`` (None: its default), as ``loading.load_ltx_pipeline`` records them on
+    the model (the transformer alone does not know its VAE); LTX-Video's own VAE's for a model loaded otherwise."""
+    scale = getattr(model, "tessera_rope_scale", LTX_ROPE_SCALE)
+    if frame_rate is None:
+        return scale
+    return (getattr(model, "tessera_temporal_compression", 8) / frame_rate, scale[1], scale[2])
 
 
 @dataclass

@@ -197,4 +197,5 @@ def load_ltx_pipeline(path: str | Path, dtype: str = "float32", device: str = "c
     frame_rate = call_default(pipe, "frame_rate")
     spatial = pipe.vae_spatial_compression_ratio
     pipe.transformer.tessera_rope_scale = (pipe.vae_temporal_compression_ratio / frame_rate, spatial, spatial)
+    pipe.transformer.tessera_temporal_compression = pipe.vae_temporal_compression_ratio  # for a job's frame_rate
     return LTXVideoPipeline(pipe)
