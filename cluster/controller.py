@@ -113,6 +113,9 @@ class Controller:
         self._threads: dict[str, threading.Thread] = {}
         self._unwritten: list[tuple[str, str, dict]] = []
         """Ends of attempts the store refused to record (a full disk); written before any job is placed again."""
+        self._place_refused: tuple[str, str] | None = None
+        """(job id, error) of the placement the store refused while it takes no writes: said on stderr once, not every
+        poll, and in the controller's log once a job is placed again (the log is on the same full disk)."""
         self._lock = threading.Lock()
         self._wake = threading.Event()
         self._stop = threading.Event()
@@ -391,11 +394,25 @@ class Controller:
         if head is None:
             return False
         try:
-            return self._place(head)
+            placed = self._place(head)
         except Exception as err:  # noqa: BLE001 - one job's trouble must not stop the queue behind it
+            if is_storage_error(err):  # a full disk is not the job's fault: it stays queued, placed once there is room
+                if self._place_refused is None or self._place_refused[0] != head.id:
+                    self._place_refused = (head.id, str(err))
+                    self.files.log_controller(
+                        f"the job store refused a write ({err}) placing job {head.id}: it stays queued until the "
+                        "store takes writes again"
+                    )
+                return False
             self.files.log(head.id, "controller error while placing:\n" + traceback.format_exc())
             self._fail_unplaced(head, f"controller error while placing: {type(err).__name__}: {err}")
             return True
+        if placed and self._place_refused is not None:
+            refused, self._place_refused = self._place_refused, None
+            self.files.log_controller(
+                f"the job store takes writes again: job {refused[0]} stayed queued while it refused ({refused[1]})"
+            )
+        return placed
 
     def _place(self, head: JobRecord) -> bool:
         try:

@@ -146,7 +146,12 @@ class JobStore:
         except BaseException:
             db.execute("ROLLBACK")
             raise
-        db.execute("COMMIT")
+        try:
+            db.execute("COMMIT")
+        except BaseException:
+            if db.in_transaction:  # a COMMIT the disk refused (SQLITE_FULL) may leave the transaction open
+                db.execute("ROLLBACK")
+            raise
 
     def submit(
         self,
