@@ -44,6 +44,10 @@ MAX_PIXELS = 8192 * 8192
 MAX_TAYLOR_ORDER = 3
 """cache.order: the highest Taylor order TaylorSeer is given (each needs one more full step of history)."""
 LATENT_FACTOR = 8
+PROMPTS = ("prompt_2", "negative_prompt_2", "prompt_3", "negative_prompt_3")
+"""The prompts of a pipeline's second and third text encoders, each a family's ``encode_options`` where it takes it."""
+ENCODE_OPTIONS = ("max_sequence_length", "complex_human_instruction", *PROMPTS)
+"""The job's fields that are pipeline ``__call__`` arguments of prompt encoding (``RenderSpec.encode_options``)."""
 
 
 @dataclass
@@ -134,6 +138,15 @@ class RenderSpec(JobSpec):
     complex_human_instruction: list[str] | None = None
     """Sana's instruction lines set before the prompt (``SanaPipeline``'s ``complex_human_instruction``); ``[]``: none,
     as the pipeline's None. None: its default. Refused for the other families."""
+    prompt_2: str | None = None
+    """The prompt of the second text encoder (the pipeline's ``prompt_2``: SDXL's second CLIP, Flux's T5, SD3's
+    CLIP-G). None: ``prompt``, as the pipeline does. Refused for a model whose pipeline takes none."""
+    negative_prompt_2: str | None = None
+    """``negative_prompt`` for the second text encoder (the pipeline's ``negative_prompt_2``); None: ``negative_prompt``."""
+    prompt_3: str | None = None
+    """SD3's T5 prompt (``StableDiffusion3Pipeline``'s ``prompt_3``); None: ``prompt``. Refused for the other families."""
+    negative_prompt_3: str | None = None
+    """SD3's T5 negative prompt (its ``negative_prompt_3``); None: ``negative_prompt``."""
     parallel: ParallelSpec = field(default_factory=ParallelSpec)
     """How the render is spread over workers."""
     segments: list[SegmentSpec] = field(default_factory=list)
@@ -318,14 +331,17 @@ class RenderSpec(JobSpec):
     def encode_options(self) -> dict[str, Any]:
         """The pipeline ``__call__`` arguments this job sets that shape its prompt encoding (``encode_options`` of the
         model's family): what ``pipelines.sampling.encode_conditioning`` passes on."""
-        names = ("max_sequence_length", "complex_human_instruction")
-        return {name: getattr(self, name) for name in names if getattr(self, name, None) is not None}
+        return {name: getattr(self, name) for name in ENCODE_OPTIONS if getattr(self, name, None) is not None}
 
     def _validate_encode_options(self) -> None:
         """Each option set only where every model of the job takes it (segments may change family)."""
         options = self.encode_options()
         if "max_sequence_length" in options:
             check_sequence_length(options["max_sequence_length"])
+        for name in PROMPTS:
+            if name in options:
+                check_type(name, options[name], str)
+                check_text(name, options[name])
         if "complex_human_instruction" in options:
             lines = options["complex_human_instruction"]
             check_type("complex_human_instruction", lines, list)

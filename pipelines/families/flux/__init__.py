@@ -42,7 +42,7 @@ class FluxFamily(ModelFamily):
     strategies = ("none", "patch", "sequence")
     cache_modes = ("none", "first-block", "teacache", "taylorseer")
     true_cfg = True
-    encode_options = ("max_sequence_length",)
+    encode_options = ("max_sequence_length", "prompt_2", "negative_prompt_2")
 
     def band_alignment(self, path: str | Path) -> int:
         """A band is whole rows of 2x2 patches."""
@@ -150,10 +150,12 @@ class FluxFamily(ModelFamily):
         image_size=None,
         true_cfg_scale: float = 1.0,
         max_sequence_length: int | None = None,
+        prompt_2: str | None = None,
+        negative_prompt_2: str | None = None,
     ) -> Conditioning:
         """``guidance_scale``: the distilled guidance (an input of the transformer); ``true_cfg_scale`` > 1 adds
         the negative prompt's branch, as FluxPipeline does with a negative prompt; ``max_sequence_length``: T5's
-        tokens (None: ``__call__``'s default)."""
+        tokens (None: ``__call__``'s default); ``prompt_2``/``negative_prompt_2``: T5's prompts (None: CLIP's)."""
         from diffusers import FluxPipeline
 
         if image_size is None:
@@ -162,13 +164,13 @@ class FluxFamily(ModelFamily):
         # the T5 token count __call__ encodes with by default (encode_prompt's own default may differ)
         tokens = call_option(pipe, "max_sequence_length", max_sequence_length)
         embeds, pooled, text_ids = pipe.encode_prompt(
-            prompt=prompt, prompt_2=None, device=device, num_images_per_prompt=1, max_sequence_length=tokens
+            prompt=prompt, prompt_2=prompt_2, device=device, num_images_per_prompt=1, max_sequence_length=tokens
         )
         negative = None
         if guided:
             negative_embeds, negative_pooled, _ = pipe.encode_prompt(
                 prompt=negative_prompt,
-                prompt_2=None,
+                prompt_2=negative_prompt_2,
                 device=device,
                 num_images_per_prompt=1,
                 max_sequence_length=tokens,

@@ -20,7 +20,7 @@ from pipelines.families.base import Conditioning, ModelFamily, call_option
 
 class StableDiffusion3Family(ModelFamily):
     name = "sd3"
-    encode_options = ("max_sequence_length",)
+    encode_options = ("max_sequence_length", "prompt_2", "negative_prompt_2", "prompt_3", "negative_prompt_3")
     job = "image"
     pipelines = ("StableDiffusion3Pipeline",)
     call_guidance = {"StableDiffusion3Pipeline": (7.0, 1.0)}
@@ -115,14 +115,29 @@ class StableDiffusion3Family(ModelFamily):
         return vae_decode(pipe, (latents / config.scaling_factor) + config.shift_factor, tiled)
 
     def encode(
-        self, pipe, prompt, negative_prompt, guidance_scale, device, image_size=None, max_sequence_length=None
+        self,
+        pipe,
+        prompt,
+        negative_prompt,
+        guidance_scale,
+        device,
+        image_size=None,
+        max_sequence_length=None,
+        prompt_2=None,
+        negative_prompt_2=None,
+        prompt_3=None,
+        negative_prompt_3=None,
     ) -> Conditioning:
+        """The three encoders' prompts (``prompt_2``: CLIP-G's, ``prompt_3``: T5's; None: ``prompt``), as
+        ``StableDiffusion3Pipeline.encode_prompt`` takes them."""
         guided = guidance_scale > 1.0
         positive, negative, pooled, negative_pooled = pipe.encode_prompt(
             prompt=prompt,
-            prompt_2=None,
-            prompt_3=None,
+            prompt_2=prompt_2,
+            prompt_3=prompt_3,
             negative_prompt=negative_prompt or None,
+            negative_prompt_2=negative_prompt_2,
+            negative_prompt_3=negative_prompt_3,
             do_classifier_free_guidance=guided,
             device=device,
             num_images_per_prompt=1,

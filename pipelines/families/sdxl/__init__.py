@@ -23,15 +23,30 @@ class StableDiffusionXLFamily(StableDiffusionFamily):
     name = "sdxl"
     pipelines = ("StableDiffusionXLPipeline", "StableDiffusionXLImg2ImgPipeline")
     call_guidance = {"StableDiffusionXLPipeline": (5.0, 1.0), "StableDiffusionXLImg2ImgPipeline": (5.0, 1.0)}
+    encode_options = ("prompt_2", "negative_prompt_2")
 
-    def encode(self, pipe, prompt, negative_prompt, guidance_scale, device, image_size=None) -> Conditioning:
+    def encode(
+        self,
+        pipe,
+        prompt,
+        negative_prompt,
+        guidance_scale,
+        device,
+        image_size=None,
+        prompt_2=None,
+        negative_prompt_2=None,
+    ) -> Conditioning:
+        """Both CLIP encoders' prompts (``prompt_2``, ``negative_prompt_2``: the second's; None: the first's), as
+        ``StableDiffusionXLPipeline.encode_prompt`` takes them."""
         guided = guidance_scale > 1.0
         positive, negative, pooled, negative_pooled = pipe.encode_prompt(
             prompt=prompt,
+            prompt_2=prompt_2,
             device=device,
             num_images_per_prompt=1,
             do_classifier_free_guidance=guided,
             negative_prompt=negative_prompt or None,
+            negative_prompt_2=negative_prompt_2,
         )
         if pipe.text_encoder_2 is None:
             projection = int(pooled.shape[-1])
