@@ -154,7 +154,7 @@ class CogVideoXVideoPipeline(VideoPipelineBase):
 
     def video_frames(self, latent_frames: int) -> int:
         """Each pair of latent frames decodes to ``2 * temporal_factor`` frames (``decode``); an odd count (a video of
-        one odd block: the family refuses odd blocks after the first) decodes its first three latent frames as one
+        one odd block: the family refuses odd blocks in a video of several) decodes its first three latent frames as one
         chunk, the first of them to a single frame, as ``AutoencoderKLCogVideoX._decode`` does (diffusers' 49 frames
         from 13)."""
         factor = self.temporal_factor
