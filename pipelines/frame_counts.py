@@ -18,6 +18,13 @@ def diffusers_latent_frames(frames: int, factor: int) -> int | None:
     return None
 
 
+def lead_frames(latent_frames: int, temporal_patch: int | None) -> int:
+    """Latent frames a video of ``latent_frames`` draws before its own so that a temporal patch of
+    ``temporal_patch`` latent frames covers it, and drops before decoding (``CogVideoXPipeline``'s padding for
+    CogVideoX 1.5's patch of 2); 0 without a temporal patch or when it divides."""
+    return (temporal_patch - latent_frames % temporal_patch) % temporal_patch if temporal_patch else 0
+
+
 def latent_frame_count(frames: int, factor: int, field_name: str = "frames") -> int:
     """Latent frames of ``frames`` video frames: Tessera's count, or for a whole video's ``frames`` diffusers' too;
     ValueError naming ``field_name`` for any other count."""

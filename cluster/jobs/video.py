@@ -271,6 +271,7 @@ class VideoSpec(JobSpec):
         problem = family.video_error(path, self)  # the family's own limits (whole latent frames per block...)
         if problem is not None:
             raise SpecError(*problem)
+        self.notes.extend(family.video_notes(path, self))
         self._validate_image(family.takes_image(path))
         self._validate_decode_context(family)
         self._validate_decode_timestep(family.decodes_at_timestep(path))

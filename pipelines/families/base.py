@@ -304,6 +304,11 @@ class ModelFamily:
             )
         return None
 
+    def video_notes(self, path: str | Path, spec: Any) -> list[str]:
+        """What validation tells the submitter of how the model at ``path`` renders the valid video ``spec`` beyond
+        what was asked (read from JSON at submit); none by default."""
+        return []
+
     def step_segments(self, path: str | Path, steps: int) -> list[int]:
         """Steps per segment when the video model at ``path`` hands a ``steps``-step schedule from one denoiser to
         another (Wan 2.2's high- and low-noise experts: ``[high, low]``), so a job can run each as its own segment,

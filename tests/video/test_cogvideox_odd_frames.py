@@ -91,6 +91,11 @@ def test_odd_blocks_are_taken_only_as_the_whole_video(dirs):
         alone = {"strategy": "none", "degree": 1}
         spec = VideoSpec.from_dict(dict(TASK, model=model, frames=49, block_frames=49, parallel=alone))
         assert (spec.frames, spec.block_frames, spec.blocks) == (52, 52, 1), version
+        padded = [note for note in spec.notes if "drawn and dropped before decoding" in note]
+        assert padded == ([] if version == "1.0" else [
+            "frames: this CogVideoX 1.5 transformer's temporal patch takes latent frames in pairs, so the video renders "
+            "14 latent frames for its 13, the first 1 drawn and dropped before decoding, as CogVideoXPipeline pads them"
+        ]), version
         rounded = VideoSpec.from_dict(dict(TASK, model=model, frames=49, block_frames=8))
         assert rounded.frames == 56, version
         assert "block_frames: for exactly the 13 latent frames of frames=49, set it to one of 52" in rounded.notes

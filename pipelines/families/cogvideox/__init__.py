@@ -110,6 +110,21 @@ class CogVideoXFamily(ModelFamily):
             )
         return self.whole_video_split_error(path, spec)
 
+    def video_notes(self, path: str | Path, spec: Any) -> list[str]:
+        """A one-block video of an odd number of latent frames on CogVideoX 1.5: the latent frame it renders more
+        (``loading.CogVideoXVideoPipeline.lead_latent_frames``)."""
+        from pipelines.frame_counts import lead_frames
+
+        latent = spec.frames // self.temporal_factor(path)
+        extra = lead_frames(latent, self.component_config(path, "transformer").get("patch_size_t"))
+        if spec.block_frames != spec.frames or not extra:
+            return []
+        return [
+            f"frames: this CogVideoX 1.5 transformer's temporal patch takes latent frames in pairs, so the video renders "
+            f"{latent + extra} latent frames for its {latent}, the first {extra} drawn and dropped before decoding, as "
+            "CogVideoXPipeline pads them"
+        ]
+
     def cost_model(self, path: str | Path, dtype: str):
         """The transformer from its config.json as a "video-mmdit-bfchw" (``parallel.cost``): joint attention over
         the prompt at the length the pipeline encodes (``loading.prompt_length``) and the frames-first video."""

@@ -34,6 +34,7 @@ import numpy as np
 import torch
 
 from pipelines.errors import ModelDirectoryError
+from pipelines.frame_counts import lead_frames
 from pipelines.loading import check_pipeline_dir, load_video_parts
 from pipelines.video_pipeline import VideoPipelineBase
 
@@ -164,8 +165,7 @@ class CogVideoXVideoPipeline(VideoPipelineBase):
         """CogVideoX 1.5's temporal patch takes latent frames in pairs: ``CogVideoXPipeline.__call__`` pads an odd
         count with latent frames drawn at the front and drops them before decoding (81 frames: 22 latent frames
         rendered, 21 decoded). A video of one block does the same; the family refuses odd blocks otherwise."""
-        patch = self.transformer.config.patch_size_t
-        return (patch - latent_frames % patch) % patch if patch else 0
+        return lead_frames(latent_frames, self.transformer.config.patch_size_t)
 
     def latent_shape(self, height: int, width: int) -> tuple[int, int, int]:
         factor = self.vae_scale_factor * self.transformer.config.patch_size
