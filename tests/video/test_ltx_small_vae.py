@@ -17,6 +17,7 @@ from _tiny_ltx import save_tiny_ltx
 from _video_workers import NpyFrames, render_session
 
 from parallel.frames.noise import block_noise, noise_template
+from pipelines.families.ltx.frames import rope_scale
 from pipelines.families.ltx.loading import load_ltx_pipeline
 
 SIZE = 64
@@ -37,7 +38,7 @@ def test_one_block_equals_ltx_pipeline(ltx_dir, guidance_scale):
     torch.set_num_threads(1)
     pipe = load_ltx_pipeline(ltx_dir)
     assert (pipe.pipe.vae_temporal_compression_ratio, pipe.pipe.vae_spatial_compression_ratio) == (4, 4)
-    assert pipe.transformer.tessera_rope_scale == (4 / 25, 4, 4)
+    assert rope_scale(pipe.transformer) == (4 / 25, 4, 4)
     config = dict(frames=3, block_frames=3, context_frames=1, steps=3, seed=7, guidance_scale=guidance_scale)
     got = run_ltx(ltx_dir, config, pipe=pipe)
     block_shape = (pipe.transformer.config.in_channels, 3, *pipe.latent_shape(SIZE, SIZE)[1:])

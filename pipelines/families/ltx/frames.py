@@ -41,13 +41,13 @@ LTX_ROPE_SCALE = (8 / 25, 32, 32)
 
 
 def rope_scale(model: torch.nn.Module, frame_rate: float | None = None) -> tuple[float, float, float]:
-    """The ``rope_interpolation_scale`` ``LTXPipeline.__call__`` gives this transformer: its VAE's frames and pixels
-    per latent over the call's ``frame_rate`` (None: its default), as ``loading.load_ltx_pipeline`` records them on
-    the model (the transformer alone does not know its VAE); LTX-Video's own VAE's for a model loaded otherwise."""
-    scale = getattr(model, "tessera_rope_scale", LTX_ROPE_SCALE)
-    if frame_rate is None:
-        return scale
-    return (getattr(model, "tessera_temporal_compression", 8) / frame_rate, scale[1], scale[2])
+    """The ``rope_interpolation_scale`` ``LTXPipeline.__call__`` gives this transformer: its VAE's frames per latent
+    frame over the call's ``frame_rate`` (None: its default) and pixels per latent pixel, as
+    ``loading.load_ltx_pipeline`` records them on the model (the transformer alone does not know its VAE);
+    LTX-Video's own VAE's and 25 for a model loaded otherwise (``LTX_ROPE_SCALE``)."""
+    temporal, spatial = getattr(model, "tessera_vae_compression", (8, 32))
+    rate = getattr(model, "tessera_frame_rate", 25) if frame_rate is None else frame_rate
+    return (temporal / rate, spatial, spatial)
 
 
 @dataclass

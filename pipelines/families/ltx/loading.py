@@ -193,9 +193,8 @@ def load_ltx_pipeline(path: str | Path, dtype: str = "float32", device: str = "c
 
     check_ltx_dir(path)
     pipe = load_pipeline(path, dtype, device)
-    # the rotary scale LTXPipeline.__call__ computes from its VAE and its default frame_rate (frames.rope_scale)
-    frame_rate = call_default(pipe, "frame_rate")
-    spatial = pipe.vae_spatial_compression_ratio
-    pipe.transformer.tessera_rope_scale = (pipe.vae_temporal_compression_ratio / frame_rate, spatial, spatial)
-    pipe.transformer.tessera_temporal_compression = pipe.vae_temporal_compression_ratio  # for a job's frame_rate
+    # what LTXPipeline.__call__ computes its rotary scale from (frames.rope_scale): its VAE's frames and pixels per
+    # latent, which the transformer alone does not know, and its default frame_rate
+    pipe.transformer.tessera_vae_compression = (pipe.vae_temporal_compression_ratio, pipe.vae_spatial_compression_ratio)
+    pipe.transformer.tessera_frame_rate = call_default(pipe, "frame_rate")
     return LTXVideoPipeline(pipe)
