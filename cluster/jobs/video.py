@@ -592,12 +592,15 @@ class VideoSpec(JobSpec):
         if self.decode_context is not None:  # the job's own window of a windowed VAE's decode (LTX-Video's)
             described = replace(described, decode_extra_frames=2 * self.decode_context)
         factor = family.temporal_factor(path)
+        latent, block = self.frames // factor, self.block_frames // factor
+        if block == latent:  # one block: priced as rendered, with the frames the family draws before it (padding)
+            latent = block = latent + family.lead_latent_frames(path, latent)
         plans = rank_video_plans(
             described,
             self.height,
             self.width,
-            self.frames // factor,
-            self.block_frames // factor,
+            latent,
+            block,
             self.steps,
             free,
             candidates,

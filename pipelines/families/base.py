@@ -304,6 +304,12 @@ class ModelFamily:
             )
         return None
 
+    def lead_latent_frames(self, path: str | Path, latent_frames: int) -> int:
+        """Latent frames a one-block video of ``latent_frames`` on the model at ``path`` renders before its own and
+        never decodes (read from JSON, as at submit; the loaded pipeline's ``VideoPipeline.lead_latent_frames``
+        says the same); none by default."""
+        return 0
+
     def video_notes(self, path: str | Path, spec: Any) -> list[str]:
         """What validation tells the submitter of how the model at ``path`` renders the valid video ``spec`` beyond
         what was asked (read from JSON at submit); none by default."""

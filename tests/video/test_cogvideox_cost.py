@@ -55,3 +55,32 @@ def test_auto_picks_the_cost_models_fastest_of_frames_ulysses_and_bands(dirs):
     fields = dict(prompt="x", negative_prompt="y", guidance_scale=5.0, frames=FRAMES, height=HEIGHT, width=WIDTH, steps=3)
     whole = ("sequence", "patch")  # sequence: Tessera's own Ulysses, priced as diffusers' all-to-alls
     check_auto_picks_the_fastest(COGVIDEOX, dirs["1.0"], fields, [(8, 2), (16, 3), (8, 1)], whole, batch=2)
+
+
+def test_a_padded_one_block_video_is_priced_as_it_renders(dirs):
+    """CogVideoX 1.5 renders a one-block video of 3 latent frames as 4 (the temporal patch's padding, drawn and
+    dropped as CogVideoXPipeline does): the cost model prices the 4 it renders (its profile of the 3 asked for cannot
+    even run the model: the patch embedding takes pairs), the family and the loaded pipeline agreeing on the
+    padding; 1.0 pads nothing."""
+    from cluster.jobs.video import VideoSpec
+    from cluster.scheduler import CostModelDegreeRule, auto_choice
+    from parallel.cost.video import pick_video_plan, rank_video_plans
+
+    for version, lead in (("1.0", 0), ("1.5", 1)):
+        path = dirs[version]
+        assert COGVIDEOX.lead_latent_frames(path, 3) == COGVIDEOX.load(path, "float32", "cpu").lead_latent_frames(3)
+        assert COGVIDEOX.lead_latent_frames(path, 3) == lead and COGVIDEOX.lead_latent_frames(path, 4) == 0
+    path, rule = dirs["1.5"], CostModelDegreeRule()
+    spec = VideoSpec.from_dict(
+        dict(model=path, prompt="x", negative_prompt="y", guidance_scale=5.0, frames=12, block_frames=12, height=HEIGHT,
+             width=WIDTH, steps=3, context_frames=0, parallel={"strategy": "auto", "degree": "auto"})
+    )
+    choice = auto_choice(spec, spec.model, 2, rule)
+    described = COGVIDEOX.cost_model(path, "float32")
+
+    def best(latent: int) -> dict:
+        plans = rank_video_plans(described, HEIGHT, WIDTH, latent, latent, 3, 2, ("frames", "sequence", "patch"),
+                                 max_stages=spec.max_stages(), batch=2, device=rule.device, link=rule.link)
+        return pick_video_plan(plans).as_dict()
+
+    assert choice["predicted"] == best(4)

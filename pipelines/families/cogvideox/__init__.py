@@ -110,13 +110,17 @@ class CogVideoXFamily(ModelFamily):
             )
         return self.whole_video_split_error(path, spec)
 
-    def video_notes(self, path: str | Path, spec: Any) -> list[str]:
-        """A one-block video of an odd number of latent frames on CogVideoX 1.5: the latent frame it renders more
-        (``loading.CogVideoXVideoPipeline.lead_latent_frames``)."""
+    def lead_latent_frames(self, path: str | Path, latent_frames: int) -> int:
+        """CogVideoX 1.5's padding of an odd count to its temporal patch (``loading.CogVideoXVideoPipeline
+        .lead_latent_frames``), from the transformer's config."""
         from pipelines.frame_counts import lead_frames
 
+        return lead_frames(latent_frames, self.component_config(path, "transformer").get("patch_size_t"))
+
+    def video_notes(self, path: str | Path, spec: Any) -> list[str]:
+        """A one-block video of an odd number of latent frames on CogVideoX 1.5: the latent frame it renders more."""
         latent = spec.frames // self.temporal_factor(path)
-        extra = lead_frames(latent, self.component_config(path, "transformer").get("patch_size_t"))
+        extra = self.lead_latent_frames(path, latent)
         if spec.block_frames != spec.frames or not extra:
             return []
         return [
