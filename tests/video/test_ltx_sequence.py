@@ -58,6 +58,7 @@ def test_refused_at_submit(ltx_dir):
         (dict(parallel={"strategy": "sequence", "degree": "auto"}), "parallel.degree"),
         (dict(parallel={"strategy": "sequence", "degree": 1}), "parallel.degree"),
         (dict(parallel={"strategy": "sequence", "degree": 2, "ring": 2}), "parallel.ring"),  # its prompt mask
+        (dict(max_sequence_length=15), "max_sequence_length"),  # the prompt's tokens are split too
     ):
         with pytest.raises(SpecError) as err:
             VideoSpec.from_dict({"model": str(ltx_dir), **FIELDS, **change})

@@ -83,21 +83,28 @@ class LTXFamily(ModelFamily):
                 "LTX-Video masks the prompt's padding in cross-attention, and diffusers' Ring attention takes no "
                 "mask; use Ulysses (parallel.ring=1)",
             )
-        return self._sequence_error(
-            path, spec.frames // temporal * (spec.height // spatial) * (spec.width // spatial), degree
-        )
+        video_tokens = spec.frames // temporal * (spec.height // spatial) * (spec.width // spatial)
+        return self._sequence_error(path, video_tokens, degree, getattr(spec, "max_sequence_length", None))
 
-    def _sequence_error(self, path: str | Path, video_tokens: int, degree: int) -> tuple[str, str] | None:
+    def _sequence_error(
+        self, path: str | Path, video_tokens: int, degree: int, prompt_tokens: int | None = None
+    ) -> tuple[str, str] | None:
         """What diffusers' Ulysses over ``degree`` workers needs of LTX's ``_cp_plan``: the attention heads, the
-        video tokens and the prompt tokens (both are split at the model's entry) each divide between them."""
+        video tokens and the prompt tokens (both are split at the model's entry) each divide between them. The
+        prompt is the job's ``max_sequence_length`` tokens (``prompt_tokens``; None: the pipeline's default)."""
         heads = int(self.component_config(path, "transformer").get("num_attention_heads", 32))
-        text_tokens = self._prompt_tokens(path)
         for what, count in (
             ("attention heads", heads),
             ("video tokens", video_tokens),
-            ("prompt tokens", text_tokens),
+            ("prompt tokens", prompt_tokens or self._prompt_tokens(path)),
         ):
             if count % degree:
+                if what == "prompt tokens" and prompt_tokens:
+                    return (
+                        "max_sequence_length",
+                        f"sequence parallelism splits the prompt's {count} tokens between the {degree} workers; "
+                        f"make it a multiple of {degree}",
+                    )
                 return (
                     "parallel.degree",
                     f"sequence parallelism splits the model's {count} {what} between the workers; {degree} does not "
