@@ -49,6 +49,15 @@ def test_flux_sequence_parallel_equals_one_worker(pool2, flux_dir, ring):
     assert result.metadata["strategy"] == "sequence"
 
 
+def test_a_prompt_length_the_workers_do_not_divide_is_refused_naming_it(flux_dir):
+    """Flux's context-parallel plan splits the T5 tokens, padded to the job's max_sequence_length."""
+    fields = {"model": str(flux_dir), "height": 64, "width": 64, "parallel": {"strategy": "sequence", "degree": 2}}
+    assert RenderSpec.from_dict({**fields, "max_sequence_length": 16}).max_sequence_length == 16
+    with pytest.raises(SpecError) as caught:
+        RenderSpec.from_dict({**fields, "max_sequence_length": 15})
+    assert caught.value.field == "max_sequence_length"
+
+
 def test_a_size_whose_tokens_do_not_split_is_refused_naming_height(flux_dir):
     with pytest.raises(SpecError) as caught:
         RenderSpec.from_dict(

@@ -598,7 +598,7 @@ def _check_sequence(spec: RenderSpec) -> None:
     for model in spec.segment_models():
         path = spec.model_path(model)
         try:
-            shape = spec.model_family(model).sequence_shape(path, spec.height, spec.width)
+            shape = spec.model_family(model).sequence_shape(path, spec.height, spec.width, spec.max_sequence_length)
         except NotImplementedError as err:
             raise SpecError("parallel.strategy", str(err)) from err
         if shape.heads % ulysses:
@@ -620,6 +620,12 @@ def _check_sequence(spec: RenderSpec) -> None:
                 "height",
                 f"{spec.height}x{spec.width} px is {shape.image_tokens} image tokens for {Path(path).name}, which do "
                 f"not split evenly between {workers} workers: choose a size whose token count they divide",
+            )
+        if shape.text_tokens % workers and spec.max_sequence_length:
+            raise SpecError(
+                "max_sequence_length",
+                f"{Path(path).name} splits the prompt's {shape.text_tokens} tokens too, which do not divide between "
+                f"{workers} workers: make it a multiple of {workers}",
             )
         if shape.text_tokens % workers:
             raise SpecError(

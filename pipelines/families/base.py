@@ -268,9 +268,12 @@ class ModelFamily:
         blocks = self.component_config(path, "vae").get("block_out_channels")
         return 2 ** (len(blocks) - 1) if blocks else 8
 
-    def sequence_shape(self, path: str | Path, height: int, width: int) -> SequenceShape:
+    def sequence_shape(
+        self, path: str | Path, height: int, width: int, prompt_tokens: int | None = None
+    ) -> SequenceShape:
         """The tokens and heads sequence parallelism splits for a ``height`` x ``width`` render (families with
-        "sequence" in ``strategies``): each split sequence must divide evenly between its workers."""
+        "sequence" in ``strategies``): each split sequence must divide evenly between its workers.
+        ``prompt_tokens``: the job's ``max_sequence_length`` (None: the pipeline's default)."""
         raise NotImplementedError(
             f"the {self.name} family does not say how many tokens its model splits (ModelFamily.sequence_shape)"
         )

@@ -52,13 +52,14 @@ class FluxFamily(ModelFamily):
         """The VAE's downsampling, as FluxPipeline computes its ``vae_scale_factor``."""
         return 2 ** (len(self.component_config(path, "vae").get("block_out_channels", [0] * 4)) - 1)
 
-    def sequence_shape(self, path: str | Path, height: int, width: int):
-        """Flux's context-parallel plan splits the packed image tokens and the padded T5 tokens."""
+    def sequence_shape(self, path: str | Path, height: int, width: int, prompt_tokens: int | None = None):
+        """Flux's context-parallel plan splits the packed image tokens and the T5 tokens, padded to the job's
+        ``max_sequence_length`` (``prompt_tokens``) or the pipeline's default."""
         from pipelines.families.base import SequenceShape
 
         step = self.latent_factor(path) * PACKING
         heads = self.component_config(path, "transformer")["num_attention_heads"]
-        return SequenceShape((height // step) * (width // step), TEXT_TOKENS, heads)
+        return SequenceShape((height // step) * (width // step), prompt_tokens or TEXT_TOKENS, heads)
 
     def size_error(self, path: str | Path, height: int, width: int) -> tuple[str, str] | None:
         """Sizes that are not whole 2x2 tokens of latent pixels (FluxPipeline would round them down)."""

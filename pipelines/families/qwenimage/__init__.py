@@ -109,7 +109,7 @@ class QwenImageFamily(ModelFamily):
         """A band is whole rows of 2x2 patches."""
         return PACKING
 
-    def sequence_shape(self, path: str | Path, height: int, width: int):
+    def sequence_shape(self, path: str | Path, height: int, width: int, prompt_tokens: int | None = None):
         """The packed image tokens and the heads the context-parallel plan splits. Its text tokens are left out
         (0): a prompt's length is known only when the worker encodes it (QwenImagePipeline keeps the prompt's own
         tokens), and ``sequence_conditioning`` pads it there to a multiple of the workers, so any length splits.
