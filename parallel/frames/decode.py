@@ -81,6 +81,10 @@ class SplitDecoder:
         self.decode_s = 0.0
         """Seconds spent decoding."""
         channels, height, width = share_shape
+        self.share_dtype = torch.promote_types(dtype, torch.float32)
+        """The dtype shares travel in: a finished latent may not be in the block's initial ``dtype`` (a
+        flow-matching step returns the model output's: bfloat16 from float32 latents), and at float32 or
+        wider every such latent arrives exactly."""
         peers = [s for s in range(1, len(shares)) if shares[s]]
         if self.rank == 0:
             self.to_peer = {s: RingSender(group, s, TAG_SHARE, max_inflight=4) for s in peers}
@@ -93,7 +97,7 @@ class SplitDecoder:
             first."""
         elif shares[self.rank]:
             self.share_in = RingChannel(
-                group, 0, TAG_SHARE, (1, channels, shares[self.rank], height, width), dtype, device
+                group, 0, TAG_SHARE, (1, channels, shares[self.rank], height, width), self.share_dtype, device
             )
             self.frames_out = RingSender(group, 0, TAG_FRAMES, max_inflight=4)
 
@@ -117,7 +121,7 @@ class SplitDecoder:
             if shape[0]:  # a decoder holding the block back sends nothing for it
                 self.from_peer[stage].post(shape)  # before the frames can arrive
                 coming.append(stage)
-            sender.send(self._share(latent, stage))
+            sender.send(self._share(latent, stage).to(self.share_dtype))
         own = self._decode(self._share(latent, 0)) if self.shares[0] else None
         while self.pending:  # their frames were sent before the output that finished this block
             self._write_oldest()

@@ -64,16 +64,17 @@ def test_two_stages_equal_one_worker_in_bfloat16(tmp_path, family):
         causal_renders, 1, model_dir, dict(fields, parallel={"strategy": "none", "degree": 1}),
         {"one": (None, None, None)}, timeout=300,
     )[0]["one"]
-    two = run_ranks(
-        causal_renders, 2, model_dir, dict(fields, parallel={"degree": 2}), {"two": (None, None, None)}, timeout=300
-    )[0]["two"]
-    assert one["wire_dtype"] == two["wire_dtype"] == "torch.bfloat16"
-    assert sorted(two["latents"]) == sorted(one["latents"]) == [0, 1, 2]
-    for block, latent in one["latents"].items():
-        torch.testing.assert_close(two["latents"][block].float(), latent.float(), atol=1e-4, rtol=1e-4)
-    assert [len(b) for b in two["written"]] == [len(b) for b in one["written"]]
-    for frames, expected in zip(two["written"], one["written"]):  # a block LTX's decoder holds back: no frames
-        assert not frames.size or np.abs(frames.astype(int) - expected.astype(int)).max() <= 1
+    # the plan's decoding stage, and each stage forced: stage 1 decodes latents stage 0 sends it
+    scenarios = {"plan": (None, None, None), "stage 0": (0, None, None), "stage 1": (1, None, None)}
+    runs = run_ranks(causal_renders, 2, model_dir, dict(fields, parallel={"degree": 2}), scenarios, timeout=300)[0]
+    for name, two in runs.items():
+        assert one["wire_dtype"] == two["wire_dtype"] == "torch.bfloat16"
+        assert sorted(two["latents"]) == sorted(one["latents"]) == [0, 1, 2]
+        for block, latent in one["latents"].items():
+            torch.testing.assert_close(two["latents"][block].float(), latent.float(), atol=1e-4, rtol=1e-4)
+        assert [len(b) for b in two["written"]] == [len(b) for b in one["written"]], name
+        for frames, expected in zip(two["written"], one["written"]):  # a block a decoder holds back: no frames
+            assert not frames.size or np.abs(frames.astype(int) - expected.astype(int)).max() <= 1, name
 
 
 def test_a_bfloat16_ltx_render_resumes_to_the_uninterrupted_latents(tmp_path):
