@@ -62,13 +62,15 @@ def test_resume_equals_uninterrupted(hunyuan_dir, one_worker, tmp_path):
     assert report["frames_written"] == 1 + 4 * 5 and report["blocks_finished"] == [0, 1, 2]
     worker = Worker(0, device_slot("cpu"))
     state = _render(worker, hunyuan_dir, tmp_path / "a.mp4", tmp_path / "a", stop_at=2)
-    # block 0 decoded; its latent frames kept for the next block's decode, with the count decoded
-    assert state["blocks_finished"] == 1 and state["decoder"]["cache"][1] == 2
+    # block 0 finished and held back (its tiles reach 4 latent frames past it): its latent frames are the state
+    decoder = state["decoder"]
+    assert state["blocks_finished"] == 1 and (decoder["received"], decoder["decoded"]) == (2, 0)
+    assert decoder["held"].shape[2] == 2
     _render(worker, hunyuan_dir, tmp_path / "a.mp4", tmp_path / "a", resume=state)
     np.testing.assert_array_equal(_frames(tmp_path / "a.mp4"), _frames(reference))
-    # the kept frames are state: resumed without them, block 1 decodes as if it began the video
-    _render(worker, hunyuan_dir, tmp_path / "b.mp4", tmp_path / "a", resume={**state, "decoder": None})
-    assert _frames(tmp_path / "b.mp4").shape != _frames(reference).shape
+    # the held frames are state: a checkpoint without them is refused, not rendered with a block lost
+    with pytest.raises(ValueError, match="holds no decoder state"):
+        _render(worker, hunyuan_dir, tmp_path / "b.mp4", tmp_path / "a", resume={**state, "decoder": None})
 
 
 def test_job_through_client_on_two_stages(ray_local, hunyuan_dir, one_worker, tmp_path):

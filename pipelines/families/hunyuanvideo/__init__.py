@@ -33,17 +33,23 @@ class HunyuanVideoFamily(ModelFamily):
     samplers = ()  # a video renders with the scheduler its directory names (flow matching)
     strategies = ("none", "frames", "sequence", "patch")
 
+    decode_context = 4
+    """Latent frames a block's decode waits for after it (``decode.HunyuanBlockDecoder``): what diffusers' temporal
+    tile (16 frames, 4 latent frames of this VAE's 4 frames each) reaches past a tile's own frames, so the frames
+    equal the whole video's decode. A job may ask for fewer (its frames sooner, cut tiles at the seams)."""
+
     def cost_decode_extra_frames(self, vae_config: dict) -> int:
-        """The latent frames before a block its decode takes again (``decode.HunyuanBlockDecoder``): back to a tile
-        start of the whole video, between ``stride + 1`` and ``2 stride`` of them, so ``(3 stride + 1) / 2`` on
-        average; ``stride`` is diffusers' temporal tile stride (12 frames) in latent frames."""
+        """The latent frames a block's decode reads beyond its own (``decode.HunyuanBlockDecoder``): each temporal
+        tile of ``tile + 1`` latent frames advances ``stride`` (diffusers' 16 and 12 frames, in latent frames), each
+        decoded once, so a block of one stride reads ``tile + 1 - stride`` more."""
         import torch
         from diffusers import AutoencoderKLHunyuanVideo
 
         with torch.device("meta"):
             vae = AutoencoderKLHunyuanVideo.from_config(vae_config)
-        stride = max(1, int(vae.tile_sample_stride_num_frames) // int(vae_config.get("temporal_compression_ratio", 4)))
-        return (3 * stride + 1) // 2 if vae.use_framewise_decoding else 1
+        ratio = int(vae_config.get("temporal_compression_ratio", 4))
+        stride = max(1, int(vae.tile_sample_stride_num_frames) // ratio)
+        return int(vae.tile_sample_min_num_frames) // ratio + 1 - stride
 
     def check_dir(self, path: Path, index: dict) -> None:
         from pipelines.families.hunyuanvideo.loading import check_hunyuan_dir

@@ -170,11 +170,12 @@ class HunyuanVideoParts(VideoPipelineBase):
 
     # --- decoding --------------------------------------------------------------------------------
     def block_decoder(self, video_latent_frames: int | None = None, context: int | None = None):
-        """A decoder of one video's finished blocks, called in block order: [1, C, F, h, w] -> uint8 frames (the
-        causal VAE decodes earlier latent frames again: no context)."""
+        """A decoder of one video's finished blocks, called in block order: [1, C, F, h, w] -> uint8 frames of the
+        whole decode's temporal tiles, the last ``context`` latent frames received held back until the video's
+        ``video_latent_frames`` are in (``decode.HunyuanBlockDecoder``)."""
         from pipelines.families.hunyuanvideo.decode import HunyuanBlockDecoder
 
-        return HunyuanBlockDecoder(self.vae, self.pipe.video_processor)
+        return HunyuanBlockDecoder(self.vae, self.pipe.video_processor, video_latent_frames, context)
 
     @torch.no_grad()
     def decode_block(self, latent: torch.Tensor) -> np.ndarray:
