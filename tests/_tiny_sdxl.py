@@ -10,9 +10,10 @@ import torch
 from _tiny_pixart import nonzero
 
 
-def save_tiny_sdxl(path: Path, seed: int = 0, refiner: bool = False) -> Path:
+def save_tiny_sdxl(path: Path, seed: int = 0, refiner: bool = False, time_cond_proj_dim: int | None = None) -> Path:
     """The base pipeline, or with ``refiner`` an SDXL refiner (StableDiffusionXLImg2ImgPipeline: the second text
-    encoder only, aesthetic-score time ids) sharing the base's VAE (the same seed builds the same VAE)."""
+    encoder only, aesthetic-score time ids) sharing the base's VAE (the same seed builds the same VAE);
+    ``time_cond_proj_dim``: an LCM-distilled UNet's guidance embedding width."""
     from diffusers import (
         AutoencoderKL,
         EulerDiscreteScheduler,
@@ -68,6 +69,7 @@ def save_tiny_sdxl(path: Path, seed: int = 0, refiner: bool = False) -> Path:
         addition_embed_type="text_time",
         addition_time_embed_dim=time_dim,
         projection_class_embeddings_input_dim=pooled + (5 if refiner else 6) * time_dim,  # + aesthetic score
+        time_cond_proj_dim=time_cond_proj_dim,
     )
     text_encoder_2 = CLIPTextModelWithProjection(text_config(projection_dim=pooled)).eval()
     scheduler = EulerDiscreteScheduler.from_config(scheduler_config())

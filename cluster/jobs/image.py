@@ -257,6 +257,11 @@ class RenderSpec(JobSpec):
         if self.guides(model):
             return None
         weight = self.cfg_weight_field(model)
+        if self.model_family(model).guidance_embedded(self.model_path(model)):
+            return (
+                f"CFG parallel splits two guidance branches, and {Path(self.model_path(model)).name}'s UNet takes "
+                f"{weight} as an input (time_cond_proj_dim, an LCM-distilled UNet): its pipeline runs one branch"
+            )
         if getattr(self, weight) <= 1.0:
             return f"CFG parallel needs {weight} > 1, got {getattr(self, weight)}"
         return f"CFG parallel needs a negative_prompt: {weight} runs the pipeline's true CFG only with one"

@@ -239,7 +239,10 @@ class JobSpec:
         Qwen-Image, HunyuanVideo), a negative prompt, as their pipelines run true CFG only with one."""
         if getattr(self, self.cfg_weight_field(model)) <= 1.0:
             return False
-        return bool(self.negative_prompt) or not self.model_family(model).true_cfg
+        family = self.model_family(model)
+        if family.guidance_embedded(self.model_path(model)):  # an LCM UNet: the weight is an input
+            return False
+        return bool(self.negative_prompt) or not family.true_cfg
 
     def fill_guidance(self, family: ModelFamily, model: str | None = None) -> None:
         """Give the guidance weights the job leaves unset (None) the defaults of ``model`` (the job's own by

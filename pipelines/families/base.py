@@ -313,6 +313,11 @@ class ModelFamily:
         says the same); none by default."""
         return 0
 
+    def guidance_embedded(self, path: str | Path) -> bool:
+        """Whether the denoiser at ``path`` takes the guidance weight as an input instead of running a negative
+        branch (its pipeline then runs one branch whatever the weight); False by default."""
+        return False
+
     def video_notes(self, path: str | Path, spec: Any) -> list[str]:
         """What validation tells the submitter of how the model at ``path`` renders the valid video ``spec`` beyond
         what was asked (read from JSON at submit); none by default."""

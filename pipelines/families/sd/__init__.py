@@ -25,6 +25,11 @@ class StableDiffusionFamily(ModelFamily):
     strategies = ("none", "patch")
     cache_modes = ("none", "deepcache", "block-cache", "taylorseer")
 
+    def guidance_embedded(self, path: str | Path) -> bool:
+        """An LCM-distilled UNet (``time_cond_proj_dim`` set) takes the guidance weight as an input, and its
+        pipeline then runs no negative branch (``do_classifier_free_guidance``)."""
+        return self.component_config(path, "unet").get("time_cond_proj_dim") is not None
+
     def cache_error(self, path: str | Path, cache) -> tuple[str, str] | None:
         """DeepCache's ``branch`` must name one of the UNet's down blocks."""
         problem = super().cache_error(path, cache)
@@ -64,7 +69,8 @@ class StableDiffusionFamily(ModelFamily):
         )
 
     def encode(self, pipe, prompt, negative_prompt, guidance_scale, device, image_size=None) -> Conditioning:
-        guided = guidance_scale > 1.0
+        embedded = guidance_embedding(pipe, guidance_scale)
+        guided = guidance_scale > 1.0 and embedded is None
         positive, negative = pipe.encode_prompt(
             prompt=prompt,
             device=device,
@@ -72,11 +78,14 @@ class StableDiffusionFamily(ModelFamily):
             do_classifier_free_guidance=guided,
             negative_prompt=negative_prompt or None,
         )
+        inputs = {"encoder_hidden_states": positive}
+        if embedded is not None:
+            inputs["timestep_cond"] = embedded.to(device=device, dtype=positive.dtype)
         return Conditioning(
             self,
-            {"encoder_hidden_states": positive},
+            inputs,
             {"encoder_hidden_states": negative} if guided else None,
-            guidance_scale,
+            guidance_scale if embedded is None else 1.0,
             image_size,
         )
 
@@ -96,3 +105,15 @@ class StableDiffusionFamily(ModelFamily):
 
 
 SD = StableDiffusionFamily()
+
+
+def guidance_embedding(pipe, guidance_scale: float):
+    """The guidance weight as an LCM-distilled UNet (``time_cond_proj_dim``) takes it, ``timestep_cond``: the
+    embedding of ``guidance_scale - 1`` that the SD and SDXL pipelines' ``__call__`` pass in place of a negative
+    branch (their ``get_guidance_scale_embedding``), batch of one; None for any other UNet."""
+    dim = pipe.unet.config.time_cond_proj_dim
+    if dim is None:
+        return None
+    import torch
+
+    return pipe.get_guidance_scale_embedding(torch.tensor([guidance_scale - 1.0]), embedding_dim=dim)
