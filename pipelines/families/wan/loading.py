@@ -31,6 +31,7 @@ Wan 2.2's layouts load too:
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -60,6 +61,11 @@ def check_video_dir(path: str | Path, index: dict | None = None) -> dict:
     its model_index.json."""
     path = Path(path)
     index = check_pipeline_dir(path) if index is None else index
+    if not has_component(index, "transformer") and has_component(index, "transformer_2"):
+        raise ModelDirectoryError(
+            f"{path}: a Wan 2.2 pipeline with only its low-noise expert (transformer null, transformer_2 set) is not "
+            "supported; save the expert as the transformer of a one-transformer pipeline"
+        )
     for component, class_names in REQUIRED.items():
         entry = index.get(component)
         if not isinstance(entry, list) or len(entry) != 2 or entry[1] not in class_names:
@@ -74,6 +80,12 @@ def check_video_dir(path: str | Path, index: dict | None = None) -> dict:
                 f"{path}: a two-expert pipeline needs a WanTransformer3DModel transformer_2 and a numeric "
                 f"boundary_ratio in model_index.json, got {entry} and {index.get('boundary_ratio')!r}"
             )
+    transformer = path / "transformer" / "config.json"
+    if transformer.is_file() and json.loads(transformer.read_text()).get("pos_embed_seq_len") is not None:
+        raise ModelDirectoryError(
+            f"{path}: a first-last-frame Wan model (FLF2V: the transformer's pos_embed_seq_len) conditions on a last "
+            "image too, which Tessera's image-to-video does not take"
+        )
     if has_component(index, "image_encoder") and not (path / "image_processor").is_dir():
         raise ModelDirectoryError(f"video pipeline {path} has an image_encoder but no image_processor/")
     components = ["text_encoder", "tokenizer", "scheduler"]
