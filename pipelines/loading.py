@@ -72,6 +72,17 @@ def check_pipeline_dir(path: str | Path) -> dict:
     index = _read_json(index_file)
     if "_class_name" not in index:
         raise ModelDirectoryError(f"{index_file} has no _class_name")
+    missing = [
+        c
+        for c, e in index.items()
+        if not c.startswith("_") and isinstance(e, list) and e[0] is None and c not in ALWAYS_OPTIONAL
+    ]
+    required = [c for c in missing if c not in _optional_components(index["_class_name"], missing)] if missing else []
+    if required:
+        raise ModelDirectoryError(
+            f"model directory {path}: its {index['_class_name']} needs {', '.join(required)}, saved as null in "
+            "model_index.json (diffusers loads none of it without them)"
+        )
     for component, entry in index.items():
         if component.startswith("_") or not isinstance(entry, list) or entry[0] is None:
             continue
@@ -81,6 +92,21 @@ def check_pipeline_dir(path: str | Path) -> dict:
         if (sub / "config.json").exists() or component in ("unet", "vae", "transformer", "text_encoder"):
             _check_model_subdir(sub, f"component {component}")
     return index
+
+
+ALWAYS_OPTIONAL = frozenset({"safety_checker", "feature_extractor", "image_encoder", "image_processor"})
+"""Components optional in every diffusers pipeline that names them (the image pipelines' safety checker, IP-Adapter
+image encoders): a directory that saves them as null is checked without importing diffusers."""
+
+
+def _optional_components(class_name: str, missing: list[str]) -> list[str]:
+    """The components diffusers' pipeline class ``class_name`` loads without (its ``_optional_components``), or
+    all of ``missing`` for a class diffusers does not have (the family check refuses it by name). Read only for a
+    directory that saved a component as null, so validating a complete one imports no pipeline code."""
+    import diffusers
+
+    pipeline = getattr(diffusers, class_name, None)
+    return missing if pipeline is None else list(getattr(pipeline, "_optional_components", None) or [])
 
 
 def load_pipeline(path: str | Path, dtype: str = "float32", device: str = "cpu"):
