@@ -162,10 +162,11 @@ class VideoSpec(JobSpec):
     """Steps between consecutive blocks entering the queue, 1 <= it <= steps: 1 is DualParal's queue; more
     starts a block once the previous one is that much cleaner (more motion to continue, fewer blocks in flight)."""
     decode_context: int | None = None
-    """Latent frames of context on each side of a block's VAE decode, for a VAE that keeps no state across
-    blocks (LTX-Video): a block's frames are held back until that many latent frames after it are denoised.
-    None: the family's default (LTX-Video: 8); 0: the previous latent frame only, nothing held back. Refused for
-    a VAE that carries its state from block to block (Wan, HunyuanVideo, CogVideoX)."""
+    """Latent frames after a block its VAE decode waits for, for a VAE that keeps no state across blocks: a
+    block's frames are held back until that many latent frames after it are denoised. LTX-Video decodes a window
+    with as many before it too; HunyuanVideo decodes the whole video's temporal tiles, whose frames equal the whole
+    decode's from 4 on. None: the family's default (LTX-Video: 8, HunyuanVideo: 4); 0: nothing held back. Refused
+    for a VAE that carries its state from block to block (Wan, CogVideoX)."""
     decode_timestep: float | None = None
     """The timestep a timestep-conditioned VAE decodes at (LTX-Video 0.9.1 and later: LTXPipeline's
     ``decode_timestep``; None: its default, 0; the model cards use 0.03). Refused for any other VAE."""
@@ -272,6 +273,12 @@ class VideoSpec(JobSpec):
         if problem is not None:
             raise SpecError(*problem)
         self.notes.extend(family.video_notes(path, self))
+        decoded = family.decoded_frames(path, self)
+        if decoded is not None and decoded not in (requested, self.frames):
+            self.notes.append(
+                f"frames: the video's {self.frames} frames in Tessera's count decode to {decoded} (the VAE decodes its "
+                f"first latent frame to one frame; diffusers' num_frames={decoded}); the MP4 holds {decoded}"
+            )
         self._validate_image(family.takes_image(path))
         self._validate_decode_context(family)
         self._validate_decode_timestep(family.decodes_at_timestep(path))

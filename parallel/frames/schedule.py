@@ -69,7 +69,7 @@ def split_frames(frames: int, block_frames: int, field: str = "frames") -> tuple
     if rounded != frames:
         warnings.warn(
             f"{field}: {frames} is not a multiple of block_frames={block_frames}; rendering {rounded} frames "
-            f"({blocks} blocks)",
+            f"({blocks} block{'' if blocks == 1 else 's'})",
             stacklevel=2,
         )
     return rounded, blocks

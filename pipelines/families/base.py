@@ -307,6 +307,11 @@ class ModelFamily:
             )
         return None
 
+    def decoded_frames(self, path: str | Path, spec: Any) -> int | None:
+        """The frames the model at ``path`` decodes the valid video ``spec`` to (read from JSON at submit, as the
+        loaded pipeline's ``video_frames`` counts them); None when the family does not say."""
+        return None
+
     def lead_latent_frames(self, path: str | Path, latent_frames: int) -> int:
         """Latent frames a one-block video of ``latent_frames`` on the model at ``path`` renders before its own and
         never decodes (read from JSON, as at submit; the loaded pipeline's ``VideoPipeline.lead_latent_frames``

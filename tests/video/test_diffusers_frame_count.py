@@ -70,7 +70,10 @@ def test_a_count_rounded_to_whole_blocks_says_which_block_sizes_are_exact(wan_di
     assert exact.frames == 84 and not any(note.startswith("block_frames") for note in exact.notes)
     whole = spec_of(wan_dir, frames=9, parallel={"strategy": "sequence", "degree": 2})
     assert (whole.frames, whole.block_frames) == (12, 12)
-    assert spec_of(wan_dir, frames=84, block_frames=12).notes == []  # Tessera's own count: nothing to say
+    assert spec_of(wan_dir, frames=84, block_frames=12).notes == [  # Tessera's own count: what the MP4 holds
+        "frames: the video's 84 frames in Tessera's count decode to 81 (the VAE decodes its first latent frame to one "
+        "frame; diffusers' num_frames=81); the MP4 holds 81"
+    ]
     # one block, frames and block_frames both in diffusers' count
     one = spec_of(wan_dir, frames=9, block_frames=9, context_frames=0, parallel={"strategy": "none", "degree": 1})
     assert (one.frames, one.block_frames, one.blocks) == (12, 12, 1)
@@ -85,6 +88,34 @@ def test_exact_block_sizes_are_those_the_frame_plan_takes(tmp_path):
     assert "block_frames: for exactly the 13 latent frames of frames=49, set it to one of 52" in spec.notes
     four = spec_of(cogvideox, frames=29, block_frames=24, context_frames=0)  # 8 latent frames: 2, 4 and 8 fit
     assert "block_frames: for exactly the 8 latent frames of frames=29, set it to one of 8, 16, 32" in four.notes
+
+
+@pytest.mark.parametrize("family", sorted(SAVERS))
+def test_submit_says_how_many_frames_the_video_decodes_to(family, tmp_path):
+    """The family's count at submit (from the configs) is the loaded pipeline's ``video_frames``; a count in
+    Tessera's terms gets a note of it where they differ, diffusers' count (what the MP4 holds) none; CogVideoX's one
+    block of an odd count too."""
+    model_dir = SAVERS[family](tmp_path / family)
+    family_of = family_for_dir(model_dir)
+    factor = family_of.temporal_factor(model_dir)
+    pipe = family_of.load(model_dir, "float32", "cpu")
+    for latent, block in ((6, 2), (3, 3)):
+        if family != "cogvideox" and block == 3:
+            continue
+        spec = spec_of(model_dir, frames=factor * latent, block_frames=factor * block, context_frames=0,
+                       parallel={"strategy": "none" if block == latent else "frames", "degree": 1})
+        decoded = pipe.video_frames(latent)
+        assert family_of.decoded_frames(model_dir, spec) == decoded
+        said = [note for note in spec.notes if "in Tessera's count decode to" in note]
+        if decoded == factor * latent:  # CogVideoX's even count: nothing to say
+            assert not said
+            continue
+        assert said == [f"frames: the video's {factor * latent} frames in Tessera's count decode to {decoded} (the "
+                        f"VAE decodes its first latent frame to one frame; diffusers' num_frames={decoded}); the MP4 "
+                        f"holds {decoded}"]
+        diffusers = spec_of(model_dir, frames=decoded, block_frames=decoded if block == latent else factor * block,
+                            context_frames=0, parallel={"strategy": "none" if block == latent else "frames", "degree": 1})
+        assert diffusers.frames == factor * latent and not any("decode to" in note for note in diffusers.notes)
 
 
 @torch.no_grad()

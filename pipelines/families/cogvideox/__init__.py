@@ -110,6 +110,13 @@ class CogVideoXFamily(ModelFamily):
             )
         return self.whole_video_split_error(path, spec)
 
+    def decoded_frames(self, path: str | Path, spec: Any) -> int:
+        """4 per latent frame, but a one-block video of an odd count decodes its first latent frame to one frame
+        (``loading.CogVideoXVideoPipeline.video_frames``)."""
+        factor = self.temporal_factor(path)
+        latent = spec.frames // factor
+        return factor * latent - (factor - 1 if latent % 2 else 0)
+
     def lead_latent_frames(self, path: str | Path, latent_frames: int) -> int:
         """CogVideoX 1.5's padding of an odd count to its temporal patch (``loading.CogVideoXVideoPipeline
         .lead_latent_frames``), from the transformer's config."""

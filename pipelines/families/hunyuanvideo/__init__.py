@@ -77,6 +77,11 @@ class HunyuanVideoFamily(ModelFamily):
     def takes_sequence_length(self, path: str | Path) -> bool:
         return True
 
+    def decoded_frames(self, path: str | Path, spec: Any) -> int:
+        """The causal VAE's first latent frame decodes to one frame (``loading.HunyuanVideoParts.video_frames``)."""
+        factor = self.temporal_factor(path)
+        return 1 + factor * (spec.frames // factor - 1)
+
     def temporal_factor(self, path: str | Path) -> int:
         """Video frames per latent frame of the 3-D VAE (its ``temporal_compression_ratio``)."""
         return int(self.component_config(path, "vae").get("temporal_compression_ratio", 4))

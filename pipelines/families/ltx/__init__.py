@@ -46,6 +46,14 @@ class LTXFamily(ModelFamily):
 
         return vae_factors(self.component_config(path, "vae"))[0]
 
+    def decoded_frames(self, path: str | Path, spec: Any) -> int:
+        """The first latent frame decodes to one frame, each later one to the decoder's frames per latent frame
+        (``loading.LTXVideoPipeline.video_frames``)."""
+        from pipelines.families.ltx.decode import decoder_factors_of
+
+        latent = spec.frames // self.temporal_factor(path)
+        return 1 + decoder_factors_of(self.component_config(path, "vae"))[0] * (latent - 1)
+
     def band_alignment(self, path: str | Path) -> int:
         """A band holds whole latent rows (LTX-Video's patch is one latent pixel)."""
         return int(self.component_config(path, "transformer").get("patch_size", 1))

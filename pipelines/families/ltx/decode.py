@@ -54,9 +54,14 @@ def decoder_factors(vae: Any) -> tuple[int, int]:
     its patch times 2 per up block that scales (each doubles the frames but the first: ``2 f - 1``). LTX-Video's
     VAEs decode as they encode (``temporal``/``spatial_compression_ratio``); the VAE diffusers' own tests build does
     not (its encoder scales twice, its decoder three times), and ``LTXPipeline`` returns what the decoder makes."""
-    config = vae.config
-    scaling = 2 ** sum(bool(s) for s in config.decoder_spatio_temporal_scaling)
-    return config.patch_size_t * scaling, config.patch_size * scaling
+    return decoder_factors_of(vae.config)
+
+
+def decoder_factors_of(config: Any) -> tuple[int, int]:
+    """``decoder_factors`` from the VAE's config (a mapping: its config.json at submit, or the loaded one's; a key
+    it lacks takes ``AutoencoderKLLTXVideo``'s default)."""
+    scaling = 2 ** sum(bool(s) for s in config.get("decoder_spatio_temporal_scaling", (True, True, True, False)))
+    return int(config.get("patch_size_t", 1)) * scaling, int(config.get("patch_size", 4)) * scaling
 
 
 class LTXBlockDecoder:

@@ -45,6 +45,12 @@ class WanFamily(ModelFamily):
         """Frame-pipeline stages the model can be cut into: one transformer block each at most."""
         return int(self.component_config(path, "transformer").get("num_layers", 0))
 
+    def decoded_frames(self, path: str | Path, spec: Any) -> int:
+        """A latent frame per frame for the per-frame VAE; for Wan's causal VAE the first latent frame decodes to
+        one frame (``loading.WanVideoPipeline.video_frames``)."""
+        factor = self.temporal_factor(path)
+        return spec.frames if factor == 1 else 1 + factor * (spec.frames // factor - 1)
+
     def temporal_factor(self, path: str | Path) -> int:
         """4 for Wan's causal 3-D VAE (its ``scale_factor_temporal``), 1 for the built-in per-frame VAE."""
         vae = self.component_config(path, "vae")
