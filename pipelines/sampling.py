@@ -11,7 +11,9 @@ through Tessera equals the pipeline called directly.
 from __future__ import annotations
 
 import inspect
-from collections.abc import Callable
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import numpy as np
@@ -76,7 +78,8 @@ class DenoiseLoop:
     """One render's denoising steps over `latents` (the full latent, or one row band of it).
 
     The initial noise is always drawn at the full latent shape from the job's seeded generator and
-    then sliced to `rows`, so every band equals the same rows of a single-device run.
+    then sliced to `rows`, so every band equals the same rows of a single-device run; so is the noise a
+    stochastic scheduler's step draws (``_full_shape_step_noise``).
     """
 
     def __init__(
@@ -105,7 +108,8 @@ class DenoiseLoop:
         full = randn_tensor(shape, generator=self.generator, dtype=dtype)
         # flow-matching samplers have no init_noise_sigma: their pipelines start from the unscaled noise
         full = full.to(self.device) * getattr(self.scheduler, "init_noise_sigma", 1.0)
-        self.rows = rows or (0, full.shape[2])
+        self.full_rows = full.shape[2]
+        self.rows = rows or (0, self.full_rows)
         self.latents = full[:, :, self.rows[0] : self.rows[1]].contiguous()
         self.predict_noise = predict_noise
         self.step_kwargs = self._step_kwargs()
@@ -151,9 +155,36 @@ class DenoiseLoop:
         scale = getattr(self.scheduler, "scale_model_input", None)  # flow-matching samplers have none
         model_in = scale(self.latents, t) if scale is not None else self.latents
         noise = self.predict_noise(model_in, t)
-        self.latents = self.scheduler.step(noise, t, self.latents, **self.step_kwargs, return_dict=False)[0]
+        with self._full_shape_step_noise():
+            self.latents = self.scheduler.step(noise, t, self.latents, **self.step_kwargs, return_dict=False)[0]
         self.step_index += 1
         return self.step_index
+
+    @contextmanager
+    def _full_shape_step_noise(self) -> Iterator[None]:
+        """A band's step draws its rows of the full latent's noise. A stochastic scheduler (Euler ancestral, LCM,
+        DDPM) draws fresh noise in ``step`` at the sample's shape through its module's ``randn_tensor``, and
+        diffusers offers no way to pass it in (only DDIM takes ``variance_noise``): on a band that would be the
+        first values of the generator's stream, not the band's rows of one worker's draw. So while a band
+        steps, that module's ``randn_tensor`` draws the full rows and returns the band's."""
+        module = sys.modules.get(type(self.scheduler).__module__)
+        draw = getattr(module, "randn_tensor", None)
+        first, last = self.rows
+        if draw is None or "generator" not in self.step_kwargs or (first, last) == (0, self.full_rows):
+            yield
+            return
+
+        def band_rows(shape, *args, **kwargs):
+            shape = tuple(shape)
+            if len(shape) < 3 or shape[2] != last - first:
+                return draw(shape, *args, **kwargs)
+            return draw((*shape[:2], self.full_rows, *shape[3:]), *args, **kwargs)[:, :, first:last]
+
+        module.randn_tensor = band_rows
+        try:
+            yield
+        finally:
+            module.randn_tensor = draw
 
 
 TILED_DECODE_ABOVE = 1024 * 1024
