@@ -4,6 +4,9 @@ The prompt goes through the pipeline's own ``encode_prompt`` (T5 embeddings with
 masks); the transformer is called as the pipeline calls it (one timestep per sample, PixArt-alpha
 1024's resolution and aspect-ratio micro-conditions); a model with learned sigma predicts noise and
 variance, of which the sampler takes the noise. Bands are runs of whole patch rows (``patch``).
+
+A job renders at the size it asks for, as the pipelines do with ``use_resolution_binning=False``; their default
+renders at the trained aspect ratio nearest to it and resizes the image.
 """
 
 from __future__ import annotations
@@ -11,6 +14,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from pipelines.errors import ModelDirectoryError
 from pipelines.families.base import (
     Conditioning,
     ModelFamily,
@@ -48,6 +52,32 @@ class PixArtFamily(ModelFamily):
 
     def band_alignment(self, path: str | Path) -> int:
         return int(self.component_config(path, "transformer").get("patch_size", 1))
+
+    def check_dir(self, path: Path, index: dict) -> None:
+        """A PixArt-Sigma transformer that wants the resolution micro-conditions (``use_additional_conditions``,
+        unset at sample size 128): ``PixArtSigmaPipeline`` passes none, so diffusers cannot render it either."""
+        config = self.component_config(path, "transformer")
+        wants = config.get("use_additional_conditions")
+        if wants is None:
+            wants = config.get("sample_size") == 128
+        if index.get("_class_name") == "PixArtSigmaPipeline" and wants:
+            raise ModelDirectoryError(
+                f"{path}: its transformer takes resolution and aspect-ratio conditions (use_additional_conditions), "
+                "which PixArtSigmaPipeline never passes"
+            )
+
+    def size_error(self, path: str | Path, height: int, width: int) -> tuple[str, str] | None:
+        """Whole patches of latent pixels: the pipeline's ``check_inputs`` asks only for multiples of 8, and other
+        sizes fail in the transformer's patch embedding or the scheduler's step."""
+        factor = self.latent_factor(path)
+        patch = int(self.component_config(path, "transformer").get("patch_size", 1))
+        for name, pixels in (("height", height), ("width", width)):
+            if pixels % (factor * patch):
+                return name, (
+                    f"must be a multiple of {factor * patch} for the {self.name} model at {path} (the VAE's factor "
+                    f"{factor} x the transformer's patch size {patch}), got {pixels}"
+                )
+        return None
 
     def encode(
         self, pipe, prompt, negative_prompt, guidance_scale, device, image_size=None, max_sequence_length=None
