@@ -20,7 +20,7 @@ class PixArtWithSequence(PixArtFamily):
 
     strategies = ("none", "patch", "sequence")
 
-    def sequence_shape(self, path, height, width):
+    def sequence_shape(self, path, height, width, prompt_tokens=None):
         transformer = self.component_config(path, "transformer")
         factor = 2 ** (len(self.component_config(path, "vae")["block_out_channels"]) - 1)
         patch = factor * transformer["patch_size"]
