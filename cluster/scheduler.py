@@ -13,7 +13,7 @@ stream of small ones.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING
 
 from parallel.patch.bands import band_bounds
@@ -162,9 +162,13 @@ class CostModelDegreeRule:
         from parallel.cost.profile import profile_model
 
         path = spec.model_path(model)
-        key = (path, spec.height, spec.width)
+        family = spec.model_family(model)
+        tokens = family.cost_prompt_tokens(path, getattr(spec, "max_sequence_length", None))
+        key = (path, spec.height, spec.width, tokens)
         if key not in self._profiles:
-            described = spec.model_family(model).cost_model(path, spec.dtype)
+            described = family.cost_model(path, spec.dtype)
+            if described is not None and tokens is not None:  # the job's prompt length, not the pipeline's default
+                described = replace(described, text_len=tokens)
             self._profiles[key] = None if described is None else profile_model(described, spec.height, spec.width)
         return self._profiles[key]
 

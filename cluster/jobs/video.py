@@ -598,6 +598,9 @@ class VideoSpec(JobSpec):
 
         if self.decode_context is not None:  # the job's own window of a windowed VAE's decode (LTX-Video's)
             described = replace(described, decode_extra_frames=2 * self.decode_context)
+        tokens = family.cost_prompt_tokens(path, self.max_sequence_length)
+        if tokens is not None:  # the job's prompt length, not the pipeline's default
+            described = replace(described, text_len=tokens)
         factor = family.temporal_factor(path)
         latent, block = self.frames // factor, self.block_frames // factor
         if block == latent:  # one block: priced as rendered, with the frames the family draws before it (padding)

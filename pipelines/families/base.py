@@ -307,6 +307,15 @@ class ModelFamily:
             )
         return None
 
+    def cost_prompt_tokens(self, path: str | Path, max_sequence_length: int | None) -> int | None:
+        """The prompt tokens the model at ``path`` attends to for a job's ``max_sequence_length`` (its cost model's
+        ``text_len``, which ``cost_model`` gives at the pipeline's default length); None: the description's own.
+        Default: the job's length where the family takes one, the text padded or cut to it."""
+        if max_sequence_length is None:
+            return None
+        takes = "max_sequence_length" in self.encode_options or self.takes_sequence_length(path)
+        return max_sequence_length if takes else None
+
     def decoded_frames(self, path: str | Path, spec: Any) -> int | None:
         """The frames the model at ``path`` decodes the valid video ``spec`` to (read from JSON at submit, as the
         loaded pipeline's ``video_frames`` counts them); None when the family does not say."""

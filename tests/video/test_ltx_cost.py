@@ -55,3 +55,30 @@ def test_the_description_costs_what_the_pipeline_runs(ltx_dir):
 def test_auto_picks_the_cost_models_fastest_of_frames_sequence_and_bands(ltx_dir):
     fields = dict(prompt="x", guidance_scale=1.0, frames=FRAMES, height=HEIGHT, width=WIDTH, steps=3)
     check_auto_picks_the_fastest(LTX, ltx_dir, fields, [(8, 2), (24, 2), (8, 1)], ("sequence", "patch"), batch=1)
+
+
+def test_auto_prices_the_jobs_prompt_length(ltx_dir):
+    """strategy=auto's prediction for a job of max_sequence_length=16 is the cost model's for a 16-token prompt."""
+    from dataclasses import replace
+
+    from cluster.jobs.video import VideoSpec
+    from cluster.scheduler import CostModelDegreeRule, auto_choice
+    from parallel.cost.video import pick_video_plan, rank_video_plans
+
+    rule = CostModelDegreeRule()
+    fields = dict(model=str(ltx_dir), prompt="x", negative_prompt="y", guidance_scale=3.0, frames=FRAMES,
+                  block_frames=8, context_frames=0, height=HEIGHT, width=WIDTH, steps=2,
+                  parallel={"strategy": "auto", "degree": "auto"})
+    described = LTX.cost_model(str(ltx_dir), "float32")
+    assert described.text_len == 128  # LTXPipeline's default
+
+    def best(text_len: int, spec) -> dict:
+        plans = rank_video_plans(replace(described, text_len=text_len), HEIGHT, WIDTH, FRAMES // 8, 1, 2, 2,
+                                 ("frames", "sequence", "patch"), max_stages=spec.max_stages(), batch=2,
+                                 device=rule.device, link=rule.link)
+        return pick_video_plan(plans).as_dict()
+
+    short = VideoSpec.from_dict({**fields, "max_sequence_length": 16})
+    default = VideoSpec.from_dict(fields)
+    assert auto_choice(short, short.model, 2, rule)["predicted"] == best(16, short) != best(128, short)
+    assert auto_choice(default, default.model, 2, rule)["predicted"] == best(128, default)

@@ -109,6 +109,11 @@ class QwenImageFamily(ModelFamily):
         """A band is whole rows of 2x2 patches."""
         return PACKING
 
+    def cost_prompt_tokens(self, path: str | Path, max_sequence_length: int | None) -> int | None:
+        """None: a prompt keeps its own tokens (at most the job's length), which the description's estimate stands
+        for."""
+        return None
+
     def sequence_shape(self, path: str | Path, height: int, width: int, prompt_tokens: int | None = None):
         """The packed image tokens and the heads the context-parallel plan splits. Its text tokens are left out
         (0): a prompt's length is known only when the worker encodes it (QwenImagePipeline keeps the prompt's own

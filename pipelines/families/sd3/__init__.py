@@ -86,6 +86,12 @@ class StableDiffusion3Family(ModelFamily):
             extra={"pooled_projections": config["pooled_projection_dim"]},
         )
 
+    def cost_prompt_tokens(self, path: str | Path, max_sequence_length: int | None) -> int | None:
+        """The CLIP tokens before the job's T5 tokens in the joint attention."""
+        if max_sequence_length is None:
+            return None
+        return self.tokenizer_limit(path, 77) + max_sequence_length
+
     def set_timesteps(self, pipe, scheduler, steps: int, latent_shape: tuple, device) -> None:
         """As ``__call__`` with no ``sigmas`` and no ``mu``: ``mu`` is computed only under dynamic shifting."""
         from diffusers.pipelines.stable_diffusion_3.pipeline_stable_diffusion_3 import (
