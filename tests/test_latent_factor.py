@@ -42,3 +42,5 @@ def test_the_vaes_blocks_set_the_factor(builtin_image_dir, tmp_path):
     with pytest.raises(SpecError) as err:  # 4 latent rows at 16 px (counted at 8 px: 8, accepted)
         _bands(five, 64)
     assert err.value.field == "parallel.degree" and "too short for 2 bands" in str(err.value)
+    # said in pixels and latent rows, never one for the other: 2 bands of 4 rows at 16 px a row
+    assert "height 64px (4 latent rows)" in str(err.value) and "at least 128px" in str(err.value)

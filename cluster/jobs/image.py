@@ -30,7 +30,7 @@ from cluster.jobs.spec import (
 )
 from parallel.cache.config import MODES as CACHE_MODES
 from parallel.cache.config import CacheConfig
-from parallel.patch.bands import band_bounds
+from parallel.patch.bands import too_short_for_bands
 from parallel.patch.config import KV_SOURCES, STALE_DTYPES
 from pipelines.builtin import resolve_model
 from pipelines.families import ModelFamily
@@ -570,12 +570,9 @@ def _check_patch_bands(spec: RenderSpec) -> None:
     if par.auto:
         return  # the scheduler only picks degrees whose bands fit
     for model in spec.segment_models():
-        try:
-            band_bounds(spec.latent_rows(model), par.patch_workers, spec.band_alignment(model))
-        except ValueError as err:
-            raise SpecError(
-                "parallel.degree", f"height {spec.height}px is too short for {par.patch_workers} bands: {err}"
-            ) from err
+        why = too_short_for_bands(spec.height, spec.latent_rows(model), par.patch_workers, spec.band_alignment(model))
+        if why is not None:
+            raise SpecError("parallel.degree", why)
 
 
 def _check_sequence(spec: RenderSpec) -> None:

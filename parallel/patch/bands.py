@@ -120,3 +120,17 @@ def _pad_to(t: torch.Tensor, dim: int, size: int) -> torch.Tensor:
     shape = list(t.shape)
     shape[dim] = size - t.shape[dim]
     return torch.cat([t, t.new_zeros(shape)], dim=dim)
+
+
+def too_short_for_bands(height_px: int, rows: int, degree: int, align: int) -> str | None:
+    """Why a ``height_px``-pixel render of ``rows`` latent rows cannot be cut into ``degree`` bands of whole
+    ``align``-row units (``band_bounds``' rule), in pixels and rows both; None when it can."""
+    try:
+        band_bounds(rows, degree, align)
+    except ValueError:
+        least = degree * align * max(1, height_px // max(rows, 1))
+        return (
+            f"height {height_px}px ({rows} latent rows) is too short for {degree} bands of at least {align} latent "
+            f"row{'' if align == 1 else 's'} each: it takes at least {least}px"
+        )
+    return None

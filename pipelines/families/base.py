@@ -217,13 +217,10 @@ class ModelFamily:
     def band_error(self, path: str | Path, height: int, degree: int) -> tuple[str, str] | None:
         """(field, why) when a ``height``-pixel render cannot be cut into ``degree`` bands of whole
         ``band_alignment`` latent rows (at ``latent_factor`` pixels per row); None when it can."""
-        from parallel.patch.bands import band_bounds
+        from parallel.patch.bands import too_short_for_bands
 
-        try:
-            band_bounds(height // self.latent_factor(path), degree, self.band_alignment(path))
-        except ValueError as err:
-            return "parallel.degree", f"height {height}px is too short for {degree} bands: {err}"
-        return None
+        why = too_short_for_bands(height, height // self.latent_factor(path), degree, self.band_alignment(path))
+        return None if why is None else ("parallel.degree", why)
 
     def whole_video_split_error(self, path: str | Path, spec: Any) -> tuple[str, str] | None:
         """(field, why) when a one-block video cannot be split over ``parallel.degree`` workers by the family's
