@@ -12,8 +12,10 @@ from __future__ import annotations
 
 import inspect
 import sys
+import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from contextvars import ContextVar
 from typing import Any
 
 import numpy as np
@@ -162,29 +164,51 @@ class DenoiseLoop:
 
     @contextmanager
     def _full_shape_step_noise(self) -> Iterator[None]:
-        """A band's step draws its rows of the full latent's noise. A stochastic scheduler (Euler ancestral, LCM,
-        DDPM) draws fresh noise in ``step`` at the sample's shape through its module's ``randn_tensor``, and
-        diffusers offers no way to pass it in (only DDIM takes ``variance_noise``): on a band that would be the
-        first values of the generator's stream, not the band's rows of one worker's draw. So while a band
-        steps, that module's ``randn_tensor`` draws the full rows and returns the band's."""
-        module = sys.modules.get(type(self.scheduler).__module__)
-        draw = getattr(module, "randn_tensor", None)
+        """A band's step draws its rows of the full latent's noise (``band_step_noise``)."""
         first, last = self.rows
-        if draw is None or "generator" not in self.step_kwargs or (first, last) == (0, self.full_rows):
+        if "generator" not in self.step_kwargs or (first, last) == (0, self.full_rows):
             yield
             return
-
-        def band_rows(shape, *args, **kwargs):
-            shape = tuple(shape)
-            if len(shape) < 3 or shape[2] != last - first:
-                return draw(shape, *args, **kwargs)
-            return draw((*shape[:2], self.full_rows, *shape[3:]), *args, **kwargs)[:, :, first:last]
-
-        module.randn_tensor = band_rows
-        try:
+        with band_step_noise(type(self.scheduler).__module__, first, last, self.full_rows):
             yield
-        finally:
-            module.randn_tensor = draw
+
+
+_BAND_ROWS: ContextVar[tuple[int, int, int] | None] = ContextVar("band_rows", default=None)
+"""(first, last, full rows) of the band whose scheduler step is drawing noise now; None outside one."""
+_WRAPPED: set[str] = set()
+_WRAP_LOCK = threading.Lock()
+
+
+@contextmanager
+def band_step_noise(module_name: str, first: int, last: int, full_rows: int) -> Iterator[None]:
+    """Inside it, the noise a stochastic scheduler (Euler ancestral, LCM, DDPM) of ``module_name`` draws in ``step``
+    is rows ``first:last`` of a draw at ``full_rows`` rows: the band's rows of one worker's draw. diffusers'
+    schedulers draw it at the sample's shape through their module's ``randn_tensor`` and take no noise from outside
+    (only DDIM's ``variance_noise``), so that name is wrapped once per module, for good; the wrapper reads the band
+    from a context variable, so steps of other bands, threads or schedulers are not touched, and outside a band it
+    is the function it wraps."""
+    module = sys.modules.get(module_name)
+    if module is None or not callable(getattr(module, "randn_tensor", None)):
+        yield
+        return
+    with _WRAP_LOCK:
+        if module_name not in _WRAPPED:
+            draw = module.randn_tensor
+
+            def band_rows(shape, *args, **kwargs):
+                band = _BAND_ROWS.get()
+                shape = tuple(shape)
+                if band is None or len(shape) < 3 or shape[2] != band[1] - band[0]:
+                    return draw(shape, *args, **kwargs)
+                return draw((*shape[:2], band[2], *shape[3:]), *args, **kwargs)[:, :, band[0] : band[1]]
+
+            module.randn_tensor = band_rows
+            _WRAPPED.add(module_name)
+    token = _BAND_ROWS.set((first, last, full_rows))
+    try:
+        yield
+    finally:
+        _BAND_ROWS.reset(token)
 
 
 TILED_DECODE_ABOVE = 1024 * 1024
