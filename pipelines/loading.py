@@ -72,6 +72,9 @@ def check_pipeline_dir(path: str | Path) -> dict:
     index = _read_json(index_file)
     if "_class_name" not in index:
         raise ModelDirectoryError(f"{index_file} has no _class_name")
+    for component, entry in index.items():
+        if not component.startswith("_") and isinstance(entry, list) and len(entry) != 2:
+            raise ModelDirectoryError(f"{index_file}: {component} is {entry!r}, not [library, class]")
     missing = [
         c
         for c, e in index.items()

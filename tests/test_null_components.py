@@ -33,3 +33,12 @@ def test_a_required_component_saved_as_null_is_refused(sd3_dir, tmp_path):
     with pytest.raises(SpecError) as caught:
         _spec(tmp_path / "no-t5")
     assert caught.value.field == "model" and "text_encoder_3, tokenizer_3" in caught.value.message
+
+
+def test_a_component_entry_that_is_not_library_and_class_is_refused(sd3_dir, tmp_path):
+    shutil.copytree(sd3_dir, tmp_path / "bad")
+    index = tmp_path / "bad" / "model_index.json"
+    index.write_text(json.dumps({**json.loads(index.read_text()), "vae": []}))
+    with pytest.raises(SpecError) as caught:
+        _spec(tmp_path / "bad")
+    assert caught.value.field == "model" and "vae is [], not [library, class]" in caught.value.message
