@@ -65,9 +65,9 @@ carries its cache across blocks; ``video_frames`` must count the frames each blo
 receiving stage sizes each block's frames by it; ``runtime.jobs.video_state`` checkpoints a decoder's ``cache``/``first``
 attributes, or asks its ``export_state()``/``load_state(state)`` when it has them, e.g. CogVideoX's nested
 ``conv_cache``); ``decode_block`` decodes one block on its own (a per-frame VAE's share of a block). A VAE
-that keeps no state across blocks and sees frames on both sides (LTX-Video's: its family's ``decode_context``)
-decodes each block in a window of ``context`` latent frames each way, holding a block's frames back until the
-frames after it are in, so a call may return fewer frames than its block, or more; ``decodable_latent_frames``
+that keeps no state across blocks (its family's ``decode_context``: LTX-Video's, decoding each block in a window
+of ``context`` latent frames each way; HunyuanVideo's, decoding the whole video's temporal tiles) holds a block's
+frames back until the ``context`` latent frames after it are in, so a call may return fewer frames than its block, or more; ``decodable_latent_frames``
 is the rule every stage counts them by. A family
 whose VAE decodes frames apart says so (``frames_decode_apart``): on several stages each then decodes a share
 of a block's frames with ``decode_block``.
@@ -157,8 +157,8 @@ class VideoPipeline(Protocol):
         self, video_latent_frames: int | None = None, context: int | None = None
     ) -> Callable[[torch.Tensor], np.ndarray]:
         """A decoder of one video's finished blocks, called in block order: [1, C, F, h, w] -> uint8 frames. A VAE
-        decoded in windows (its family's ``decode_context`` is not None) takes ``context`` latent frames each way
-        and holds frames back until the video's ``video_latent_frames`` are in; a VAE with a cache ignores both."""
+        without state across blocks (its family's ``decode_context`` is not None) holds the last ``context`` latent
+        frames received back until the video's ``video_latent_frames`` are in; a VAE with a cache ignores both."""
 
     @property
     def latent_dtype(self) -> torch.dtype | None:

@@ -596,8 +596,8 @@ class VideoSpec(JobSpec):
             return {"strategy": "frames" if degree > 1 else "none", "degree": degree, "predicted": None}
         from parallel.cost.video import pick_video_plan, rank_video_plans
 
-        if self.decode_context is not None:  # the job's own window of a windowed VAE's decode (LTX-Video's)
-            described = replace(described, decode_extra_frames=2 * self.decode_context)
+        if self.decode_context is not None:  # the job's own context of a stateless VAE's decode
+            described = replace(described, decode_extra_frames=family.cost_job_decode_extra_frames(path, self.decode_context))
         tokens = family.cost_prompt_tokens(path, self.max_sequence_length)
         if tokens is not None:  # the job's prompt length, not the pipeline's default
             described = replace(described, text_len=tokens)

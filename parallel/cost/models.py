@@ -74,7 +74,7 @@ class ModelSpec:
     decode; otherwise its (causal) VAE decodes whole blocks, in order, on one worker."""
     decode_extra_frames: int = 0
     """Latent frames a block's decode takes beyond its own: a windowed VAE's context (LTX-Video's, both ways), a
-    temporally tiled one's look-back to a tile start (HunyuanVideo's, on average)."""
+    temporally tiled one's overlap of its tiles (HunyuanVideo's: each tile decoded once)."""
     extra: dict[str, Any] = field(default_factory=dict)
     """Per-kind extras (e.g. SDXL's pooled-text and time-id widths; an MMDiT's pooled projection width)."""
     packing: int = 1

@@ -20,8 +20,8 @@ The decode of ``frames`` latent frames is profiled on the meta device (``profile
 weights) and priced as any forward is (``compute_seconds``). A causal VAE's block is profiled as the video's first
 block (Wan's decodes ``1 + 4 (F - 1)`` frames there, ``4 F`` later: within a few per cent); a block-wise decode
 takes the frames some families decode again with it (``ModelSpec.decode_extra_frames``: LTX-Video's window of
-context both ways, at the family's default; HunyuanVideo's look-back to a tile start, its mean), a whole-video
-decode none.
+context both ways, at the family's default; HunyuanVideo's overlap of its temporal tiles), a whole-video decode
+none.
 """
 
 from __future__ import annotations

@@ -409,6 +409,11 @@ class ModelFamily:
         """``ModelSpec.decode_extra_frames``: the family's ``decode_context`` both ways (a job may ask for another)."""
         return 2 * (self.decode_context or 0)
 
+    def cost_job_decode_extra_frames(self, path: str | Path, context: int) -> int:
+        """``ModelSpec.decode_extra_frames`` for a job's own ``decode_context``: a window of it both ways by default
+        (LTX-Video's)."""
+        return 2 * context
+
     def cost_decoder(self, path: str | Path) -> dict | None:
         """The VAE's config as ``ModelSpec.vae_config``, when it is the decode the cost model can build
         (diffusers' AutoencoderKL); None for another VAE."""

@@ -336,9 +336,9 @@ class VideoSession:
 
     def _decode_cost(self, latent_shape: tuple[int, int, int]) -> float:
         """Seconds to decode one frame block with the family's block decoder, as a block after the first (a
-        causal VAE's later blocks decode more frames: Wan's 4n against 1 + 4(n - 1), HunyuanVideo's with latent
-        frames of the block before; LTX's in a window of ``decode_context`` latent frames each way, which holds
-        the first blocks back). A decoder of its own: this video's is not touched. Timed once per VAE, block
+        causal VAE's later blocks decode more frames: Wan's 4n against 1 + 4(n - 1); HunyuanVideo's the whole
+        video's temporal tiles, LTX's a window of ``decode_context`` latent frames each way, both holding the first
+        blocks back). A decoder of its own: this video's is not touched. Timed once per VAE, block
         shape and context in this worker (``partition.per_module``)."""
         channels, height, width = latent_shape
         frames = self.block_latent_frames

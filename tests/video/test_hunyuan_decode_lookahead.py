@@ -78,3 +78,24 @@ def test_nothing_held_back_cuts_the_tiles_at_the_seams(parts, latent, whole):
     psnr = 10 * np.log10(255**2 / error.mean())
     print(f"HunyuanVideo blocks of 2 latent frames, nothing held back, vs the whole decode: PSNR {psnr:.1f} dB")
     assert error[:5].any() and not error[-4:].any()  # tiles cut at every seam but the video's end
+
+
+def test_without_framewise_decoding_the_video_is_decoded_whole_at_its_end(parts, latent):
+    """vae.decode does not tile once use_framewise_decoding is off: every block waits, then one call."""
+    vae = parts.vae
+    vae.use_framewise_decoding = False
+    try:
+        with torch.no_grad():
+            video = vae.decode(latent / vae.config.scaling_factor, return_dict=False)[0]
+        expected = parts.pipe.video_processor.postprocess_video(video, output_type="np")[0]
+        blocks = _streamed(parts, latent, 3, 0)
+    finally:
+        vae.use_framewise_decoding = True
+    assert [len(b) for b in blocks] == [0, 0, 0, len(expected)]
+    np.testing.assert_array_equal(blocks[-1], (expected * 255).round().astype(np.uint8))
+
+
+def test_a_checkpoint_of_the_old_decoder_is_refused(parts):
+    decoder = parts.block_decoder(video_latent_frames=LATENT_FRAMES, context=4)
+    with pytest.raises(ValueError, match="start the job again"):
+        decoder.load_state({"first": False, "cache": [torch.zeros(1, LATENT_CHANNELS, 2, 4, 4), 2]})

@@ -108,9 +108,12 @@ def test_a_blocks_decode_is_priced_with_the_frames_it_takes_again(dirs, name):
     spec = family.cost_model(dirs[name], "float32")
     if name == "ltx":
         assert spec.decode_extra_frames == 2 * family.decode_context
+        assert family.cost_job_decode_extra_frames(dirs[name], 3) == 6  # a job's own window, both ways
     else:
         decoder = family.load(dirs[name], "float32", "cpu").block_decoder()
         assert spec.decode_extra_frames == decoder.tile + 1 - decoder.stride == 2
+        # a job's own look-ahead only delays the frames: each tile is decoded once whatever it is
+        assert family.cost_job_decode_extra_frames(dirs[name], 4) == family.cost_job_decode_extra_frames(dirs[name], 0) == 2
     height = width = 64
     latent_frames, block, steps = 24, 2, 2
     window = min(latent_frames, block + spec.decode_extra_frames)

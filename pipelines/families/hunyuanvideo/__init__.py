@@ -51,6 +51,10 @@ class HunyuanVideoFamily(ModelFamily):
         stride = max(1, int(vae.tile_sample_stride_num_frames) // ratio)
         return int(vae.tile_sample_min_num_frames) // ratio + 1 - stride
 
+    def cost_job_decode_extra_frames(self, path: str | Path, context: int) -> int:
+        """A job's ``decode_context`` only delays the frames: each tile is still decoded once."""
+        return self.cost_decode_extra_frames(self.component_config(path, "vae"))
+
     def check_dir(self, path: Path, index: dict) -> None:
         from pipelines.families.hunyuanvideo.loading import check_hunyuan_dir
 

@@ -16,7 +16,8 @@ those of every latent frame received but the last ``context`` (the job's ``decod
 ``m``, is what a tile reaches past its frames, so the frames equal the whole decode's), all of them at the video's
 end. A smaller context returns frames sooner from tiles cut short at the last latent frame received (the old seam:
 ``tests/video/test_hunyuan_decode_lookahead.py`` measures it). A video of at most ``m`` latent frames, which
-``vae.decode`` does not tile, is decoded in one call at its end. The held latent frames and the counts are the
+``vae.decode`` does not tile (nor any video once ``use_framewise_decoding`` is turned off), is held and decoded in
+one call at its end. The held latent frames and the counts are the
 state a service checkpoint carries (``export_state``; ``runtime.jobs.video_state``).
 """
 
@@ -100,6 +101,8 @@ class HunyuanBlockDecoder:
         self.received += z.shape[2]
         total = self.received if self.video_latent_frames is None else self.video_latent_frames
         ready = decodable_latent_frames(self.received, total, self.right)
+        if not self._tiled(total) and self.received < total:  # decoded in one call: at the video's end
+            ready = 0
         first, last = self._frames(self.decoded), self._frames(ready)
         if last <= first:
             height, width = (side * vae.spatial_compression_ratio for side in z.shape[3:])
@@ -133,6 +136,11 @@ class HunyuanBlockDecoder:
 
     def load_state(self, state: dict) -> None:
         """Continue from ``export_state``'s output."""
+        if "held" not in state:  # the decoder before the tiles were held back kept a look-back only
+            raise ValueError(
+                "checkpoint: its HunyuanVideo decoder state is from before the decode followed the whole video's "
+                "temporal tiles and cannot continue them; start the job again"
+            )
         held = state["held"]
         self.held = None if held is None else held.to(self.vae.device)
         self.held_from, self.received, self.decoded = (int(state[k]) for k in ("held_from", "received", "decoded"))
