@@ -18,6 +18,18 @@ def diffusers_latent_frames(frames: int, factor: int) -> int | None:
     return None
 
 
+def decoded_frame_count(latent_frames: int, factor: int, paired: bool = False) -> int:
+    """Frames a video of ``latent_frames`` decodes to under a VAE of ``factor`` frames per latent frame: as many for a
+    per-frame VAE (1); a causal VAE's first latent frame gives one frame (Wan, HunyuanVideo, LTX-Video: its decoder's
+    factor); ``paired`` (CogVideoX's decode in pairs of latent frames) only an odd count's. The rule the spec's note
+    and every loaded pipeline's ``video_frames`` share."""
+    if factor == 1 or not latent_frames:
+        return latent_frames
+    if paired and latent_frames % 2 == 0:
+        return factor * latent_frames
+    return 1 + factor * (latent_frames - 1)
+
+
 def lead_frames(latent_frames: int, temporal_patch: int | None) -> int:
     """Latent frames a video of ``latent_frames`` draws before its own so that a temporal patch of
     ``temporal_patch`` latent frames covers it, and drops before decoding (``CogVideoXPipeline``'s padding for

@@ -81,7 +81,7 @@ class DenoiseLoop:
 
     The initial noise is always drawn at the full latent shape from the job's seeded generator and
     then sliced to `rows`, so every band equals the same rows of a single-device run; so is the noise a
-    stochastic scheduler's step draws (``_full_shape_step_noise``).
+    stochastic scheduler's step draws (``band_noise``).
     """
 
     def __init__(
@@ -115,6 +115,10 @@ class DenoiseLoop:
         self.latents = full[:, :, self.rows[0] : self.rows[1]].contiguous()
         self.predict_noise = predict_noise
         self.step_kwargs = self._step_kwargs()
+        banded = self.rows != (0, self.full_rows) and "generator" in self.step_kwargs
+        self.band_noise = (*self.rows, self.full_rows) if banded and wrap_step_noise(self.scheduler) else None
+        """(first, last, full rows) when this band's steps draw their rows of a full-shape noise draw
+        (``wrap_step_noise``); None on the full latent or a scheduler without a generator."""
         self.step_index = 0
 
     def _step_kwargs(self) -> dict:
@@ -157,20 +161,13 @@ class DenoiseLoop:
         scale = getattr(self.scheduler, "scale_model_input", None)  # flow-matching samplers have none
         model_in = scale(self.latents, t) if scale is not None else self.latents
         noise = self.predict_noise(model_in, t)
-        with self._full_shape_step_noise():
+        if self.band_noise is None:
             self.latents = self.scheduler.step(noise, t, self.latents, **self.step_kwargs, return_dict=False)[0]
+        else:
+            with band_step_noise(*self.band_noise):
+                self.latents = self.scheduler.step(noise, t, self.latents, **self.step_kwargs, return_dict=False)[0]
         self.step_index += 1
         return self.step_index
-
-    @contextmanager
-    def _full_shape_step_noise(self) -> Iterator[None]:
-        """A band's step draws its rows of the full latent's noise (``band_step_noise``)."""
-        first, last = self.rows
-        if "generator" not in self.step_kwargs or (first, last) == (0, self.full_rows):
-            yield
-            return
-        with band_step_noise(type(self.scheduler).__module__, first, last, self.full_rows):
-            yield
 
 
 _BAND_ROWS: ContextVar[tuple[int, int, int] | None] = ContextVar("band_rows", default=None)
@@ -179,18 +176,17 @@ _WRAPPED: set[str] = set()
 _WRAP_LOCK = threading.Lock()
 
 
-@contextmanager
-def band_step_noise(module_name: str, first: int, last: int, full_rows: int) -> Iterator[None]:
-    """Inside it, the noise a stochastic scheduler (Euler ancestral, LCM, DDPM) of ``module_name`` draws in ``step``
-    is rows ``first:last`` of a draw at ``full_rows`` rows: the band's rows of one worker's draw. diffusers'
-    schedulers draw it at the sample's shape through their module's ``randn_tensor`` and take no noise from outside
-    (only DDIM's ``variance_noise``), so that name is wrapped once per module, for good; the wrapper reads the band
-    from a context variable, so steps of other bands, threads or schedulers are not touched, and outside a band it
-    is the function it wraps."""
+def wrap_step_noise(scheduler: Any) -> bool:
+    """Let ``band_step_noise`` reach the noise ``scheduler``'s ``step`` draws; False when its module has no
+    ``randn_tensor`` to wrap. A stochastic scheduler (Euler ancestral, LCM, DDPM) draws fresh noise in ``step`` at
+    the sample's shape through its module's ``randn_tensor`` and takes none from outside (only DDIM's
+    ``variance_noise``), so that name is wrapped once per module, for good: the wrapper reads the stepping band from
+    a context variable, so steps of other bands, threads or schedulers are not touched, and outside a band it is the
+    function it wraps."""
+    module_name = type(scheduler).__module__
     module = sys.modules.get(module_name)
     if module is None or not callable(getattr(module, "randn_tensor", None)):
-        yield
-        return
+        return False
     with _WRAP_LOCK:
         if module_name not in _WRAPPED:
             draw = module.randn_tensor
@@ -204,6 +200,13 @@ def band_step_noise(module_name: str, first: int, last: int, full_rows: int) -> 
 
             module.randn_tensor = band_rows
             _WRAPPED.add(module_name)
+    return True
+
+
+@contextmanager
+def band_step_noise(first: int, last: int, full_rows: int) -> Iterator[None]:
+    """Inside it, the noise a wrapped scheduler (``wrap_step_noise``) draws in ``step`` is rows ``first:last`` of a
+    draw at ``full_rows`` rows: the band's rows of one worker's draw."""
     token = _BAND_ROWS.set((first, last, full_rows))
     try:
         yield

@@ -250,6 +250,20 @@ class ModelFamily:
         pipeline refuses); None when it can."""
         return None
 
+    def whole_units_error(
+        self, path: str | Path, height: int, width: int, factor: int, per: int, what: str
+    ) -> tuple[str, str] | None:
+        """(field, why) when ``height`` or ``width`` is not whole units of ``factor`` x ``per`` pixels: the VAE's
+        ``factor`` times ``per`` latent pixels a unit (``what``: a patch, a packed token); None when both are."""
+        multiple = factor * per
+        for name, pixels in (("height", height), ("width", width)):
+            if pixels % multiple:
+                return name, (
+                    f"must be a multiple of {multiple} for the {self.name} model at {path} (the VAE's factor "
+                    f"{factor} x {what}), got {pixels}"
+                )
+        return None
+
     def steps_error(self, path: str | Path, sampler: str, steps: int) -> str | None:
         """Why ``sampler`` (a name of ``pipelines.samplers``) cannot take ``steps`` steps on the training schedule of
         the model at ``path``, where diffusers' scheduler would fail in the worker; None when it can. Read from

@@ -113,9 +113,10 @@ class CogVideoXFamily(ModelFamily):
     def decoded_frames(self, path: str | Path, spec: Any) -> int:
         """4 per latent frame, but a one-block video of an odd count decodes its first latent frame to one frame
         (``loading.CogVideoXVideoPipeline.video_frames``)."""
+        from pipelines.frame_counts import decoded_frame_count
+
         factor = self.temporal_factor(path)
-        latent = spec.frames // factor
-        return factor * latent - (factor - 1 if latent % 2 else 0)
+        return decoded_frame_count(spec.frames // factor, factor, paired=True)
 
     def lead_latent_frames(self, path: str | Path, latent_frames: int) -> int:
         """CogVideoX 1.5's padding of an odd count to its temporal patch (``loading.CogVideoXVideoPipeline

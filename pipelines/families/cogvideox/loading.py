@@ -34,7 +34,7 @@ import numpy as np
 import torch
 
 from pipelines.errors import ModelDirectoryError
-from pipelines.frame_counts import lead_frames
+from pipelines.frame_counts import decoded_frame_count, lead_frames
 from pipelines.loading import check_pipeline_dir, load_video_parts
 from pipelines.video_pipeline import VideoPipelineBase
 
@@ -158,8 +158,7 @@ class CogVideoXVideoPipeline(VideoPipelineBase):
         one odd block: the family refuses odd blocks in a video of several) decodes its first three latent frames as one
         chunk, the first of them to a single frame, as ``AutoencoderKLCogVideoX._decode`` does (diffusers' 49 frames
         from 13)."""
-        factor = self.temporal_factor
-        return latent_frames * factor - (factor - 1 if latent_frames % 2 else 0)
+        return decoded_frame_count(latent_frames, self.temporal_factor, paired=True)
 
     def lead_latent_frames(self, latent_frames: int) -> int:
         """CogVideoX 1.5's temporal patch takes latent frames in pairs: ``CogVideoXPipeline.__call__`` pads an odd

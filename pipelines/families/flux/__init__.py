@@ -63,15 +63,9 @@ class FluxFamily(ModelFamily):
 
     def size_error(self, path: str | Path, height: int, width: int) -> tuple[str, str] | None:
         """Sizes that are not whole 2x2 tokens of latent pixels (FluxPipeline would round them down)."""
-        factor = self.latent_factor(path)
-        multiple = factor * PACKING
-        for name, pixels in (("height", height), ("width", width)):
-            if pixels % multiple:
-                return name, (
-                    f"must be a multiple of {multiple} for the {self.name} model at {path} (the VAE's factor "
-                    f"{factor} x the 2x2 packing of latents into tokens), got {pixels}"
-                )
-        return None
+        return self.whole_units_error(
+            path, height, width, self.latent_factor(path), PACKING, "the 2x2 packing of latents into tokens"
+        )
 
     def cost_model(self, path: str | Path, dtype: str):
         """The transformer for the cost model, from its config.json: packed 2x2 tokens ("mmdit-ids"), T5's text

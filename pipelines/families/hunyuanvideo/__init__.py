@@ -83,8 +83,10 @@ class HunyuanVideoFamily(ModelFamily):
 
     def decoded_frames(self, path: str | Path, spec: Any) -> int:
         """The causal VAE's first latent frame decodes to one frame (``loading.HunyuanVideoParts.video_frames``)."""
+        from pipelines.frame_counts import decoded_frame_count
+
         factor = self.temporal_factor(path)
-        return 1 + factor * (spec.frames // factor - 1)
+        return decoded_frame_count(spec.frames // factor, factor)
 
     def temporal_factor(self, path: str | Path) -> int:
         """Video frames per latent frame of the 3-D VAE (its ``temporal_compression_ratio``)."""

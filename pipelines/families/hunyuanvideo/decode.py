@@ -26,6 +26,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from pipelines.frame_counts import decoded_frame_count
 from pipelines.video_pipeline import decodable_latent_frames
 
 
@@ -53,9 +54,6 @@ class HunyuanBlockDecoder:
         """Latent frames whose video frames were returned."""
         self._tiles: dict[int, tuple[torch.Tensor, int]] = {}
         """Decoded tiles kept for the next call: index -> (frames, latent frames received when decoded)."""
-
-    def _frames(self, latent_frames: int) -> int:
-        return 1 + self.ratio * (latent_frames - 1) if latent_frames else 0
 
     def _tiled(self, total: int) -> bool:
         """Whether ``vae.decode`` decodes a video of ``total`` latent frames in temporal tiles."""
@@ -103,7 +101,7 @@ class HunyuanBlockDecoder:
         ready = decodable_latent_frames(self.received, total, self.right)
         if not self._tiled(total) and self.received < total:  # decoded in one call: at the video's end
             ready = 0
-        first, last = self._frames(self.decoded), self._frames(ready)
+        first, last = decoded_frame_count(self.decoded, self.ratio), decoded_frame_count(ready, self.ratio)
         if last <= first:
             height, width = (side * vae.spatial_compression_ratio for side in z.shape[3:])
             return torch.zeros(1, 3, 0, height, width, dtype=vae.dtype, device=vae.device)

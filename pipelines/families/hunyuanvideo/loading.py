@@ -90,7 +90,9 @@ class HunyuanVideoParts(VideoPipelineBase):
 
     def video_frames(self, latent_frames: int) -> int:
         """Frames decoded from ``latent_frames`` latent frames (the first one gives one frame)."""
-        return 1 + self.temporal_factor * (latent_frames - 1)
+        from pipelines.frame_counts import decoded_frame_count
+
+        return decoded_frame_count(latent_frames, self.temporal_factor)
 
     def latent_shape(self, height: int, width: int) -> tuple[int, int, int]:
         """(channels, height, width) of one latent frame; the pipeline takes multiples of 16 pixels."""

@@ -50,9 +50,10 @@ class LTXFamily(ModelFamily):
         """The first latent frame decodes to one frame, each later one to the decoder's frames per latent frame
         (``loading.LTXVideoPipeline.video_frames``)."""
         from pipelines.families.ltx.decode import decoder_factors_of
+        from pipelines.frame_counts import decoded_frame_count
 
         latent = spec.frames // self.temporal_factor(path)
-        return 1 + decoder_factors_of(self.component_config(path, "vae"))[0] * (latent - 1)
+        return decoded_frame_count(latent, decoder_factors_of(self.component_config(path, "vae"))[0])
 
     def band_alignment(self, path: str | Path) -> int:
         """A band holds whole latent rows (LTX-Video's patch is one latent pixel)."""

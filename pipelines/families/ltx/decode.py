@@ -38,6 +38,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from pipelines.frame_counts import decoded_frame_count
 from pipelines.video_pipeline import decodable_latent_frames
 
 _MIX = 0x9E3779B97F4A7C15
@@ -120,7 +121,7 @@ class LTXBlockDecoder:
         return torch.randn(shape, generator=generator, dtype=torch.float32).to(self.vae.device, dtype)
 
     def _video_frames(self, latent_frames: int) -> int:
-        return 1 + self.frames_per_latent * (latent_frames - 1) if latent_frames else 0
+        return decoded_frame_count(latent_frames, self.frames_per_latent)
 
     @torch.no_grad()
     def decode(self, latent: torch.Tensor) -> torch.Tensor:

@@ -112,8 +112,9 @@ class LTXVideoPipeline(VideoPipelineBase):
         """Frames decoded from ``latent_frames`` latent frames: the first gives one frame, each later one the
         decoder's frames per latent frame (8 for LTX-Video's VAE; ``decode.decoder_factors``)."""
         from pipelines.families.ltx.decode import decoder_factors
+        from pipelines.frame_counts import decoded_frame_count
 
-        return 1 + decoder_factors(self.pipe.vae)[0] * (latent_frames - 1)
+        return decoded_frame_count(latent_frames, decoder_factors(self.pipe.vae)[0])
 
     def latent_shape(self, height: int, width: int) -> tuple[int, int, int]:
         """(channels, height, width) of one latent frame."""

@@ -69,15 +69,10 @@ class PixArtFamily(ModelFamily):
     def size_error(self, path: str | Path, height: int, width: int) -> tuple[str, str] | None:
         """Whole patches of latent pixels: the pipeline's ``check_inputs`` asks only for multiples of 8, and other
         sizes fail in the transformer's patch embedding or the scheduler's step."""
-        factor = self.latent_factor(path)
         patch = int(self.component_config(path, "transformer").get("patch_size", 1))
-        for name, pixels in (("height", height), ("width", width)):
-            if pixels % (factor * patch):
-                return name, (
-                    f"must be a multiple of {factor * patch} for the {self.name} model at {path} (the VAE's factor "
-                    f"{factor} x the transformer's patch size {patch}), got {pixels}"
-                )
-        return None
+        return self.whole_units_error(
+            path, height, width, self.latent_factor(path), patch, f"the transformer's patch size {patch}"
+        )
 
     def encode(
         self, pipe, prompt, negative_prompt, guidance_scale, device, image_size=None, max_sequence_length=None

@@ -69,8 +69,7 @@ class StableDiffusionFamily(ModelFamily):
         )
 
     def encode(self, pipe, prompt, negative_prompt, guidance_scale, device, image_size=None) -> Conditioning:
-        embedded = guidance_embedding(pipe, guidance_scale)
-        guided = guidance_scale > 1.0 and embedded is None
+        guided = guidance_scale > 1.0 and pipe.unet.config.time_cond_proj_dim is None
         positive, negative = pipe.encode_prompt(
             prompt=prompt,
             device=device,
@@ -78,14 +77,11 @@ class StableDiffusionFamily(ModelFamily):
             do_classifier_free_guidance=guided,
             negative_prompt=negative_prompt or None,
         )
-        inputs = {"encoder_hidden_states": positive}
-        if embedded is not None:
-            inputs["timestep_cond"] = embedded.to(device=device, dtype=positive.dtype)
         return Conditioning(
             self,
-            inputs,
+            with_guidance_embedding({"encoder_hidden_states": positive}, pipe, guidance_scale),
             {"encoder_hidden_states": negative} if guided else None,
-            guidance_scale if embedded is None else 1.0,
+            guidance_scale if pipe.unet.config.time_cond_proj_dim is None else 1.0,
             image_size,
         )
 
@@ -107,13 +103,16 @@ class StableDiffusionFamily(ModelFamily):
 SD = StableDiffusionFamily()
 
 
-def guidance_embedding(pipe, guidance_scale: float):
-    """The guidance weight as an LCM-distilled UNet (``time_cond_proj_dim``) takes it, ``timestep_cond``: the
-    embedding of ``guidance_scale - 1`` that the SD and SDXL pipelines' ``__call__`` pass in place of a negative
-    branch (their ``get_guidance_scale_embedding``), batch of one; None for any other UNet."""
+def with_guidance_embedding(inputs: dict, pipe, guidance_scale: float) -> dict:
+    """``inputs`` with the guidance weight as an LCM-distilled UNet (``time_cond_proj_dim``) takes it,
+    ``timestep_cond``: the embedding of ``guidance_scale - 1`` that the SD and SDXL pipelines' ``__call__`` pass in
+    place of a negative branch (their ``get_guidance_scale_embedding``), batch of one, on the prompt's device and
+    dtype; ``inputs`` as they are for any other UNet."""
     dim = pipe.unet.config.time_cond_proj_dim
     if dim is None:
-        return None
+        return inputs
     import torch
 
-    return pipe.get_guidance_scale_embedding(torch.tensor([guidance_scale - 1.0]), embedding_dim=dim)
+    prompt = inputs["encoder_hidden_states"]
+    embedded = pipe.get_guidance_scale_embedding(torch.tensor([guidance_scale - 1.0]), embedding_dim=dim)
+    return {**inputs, "timestep_cond": embedded.to(device=prompt.device, dtype=prompt.dtype)}

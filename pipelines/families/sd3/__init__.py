@@ -41,14 +41,12 @@ class StableDiffusion3Family(ModelFamily):
         transformer = self.component_config(path, "transformer")
         factor = 2 ** (len(self.component_config(path, "vae").get("block_out_channels", [0] * 4)) - 1)
         patch = int(transformer.get("patch_size", 2))
+        problem = self.whole_units_error(path, height, width, factor, patch, f"the transformer's patch size {patch}")
+        if problem is not None:
+            return problem
         multiple = factor * patch
         limit = transformer.get("pos_embed_max_size")
         for name, pixels in (("height", height), ("width", width)):
-            if pixels % multiple:
-                return name, (
-                    f"must be a multiple of {multiple} for the {self.name} model at {path} (the VAE's factor "
-                    f"{factor} x the transformer's patch size {patch}), got {pixels}"
-                )
             if limit and pixels // multiple > limit:
                 return name, (
                     f"{pixels}px exceeds the {self.name} model's positional embedding at {path}: at most "

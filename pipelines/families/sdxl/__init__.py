@@ -16,7 +16,7 @@ import inspect
 from pathlib import Path
 
 from pipelines.families.base import Conditioning
-from pipelines.families.sd import StableDiffusionFamily, guidance_embedding
+from pipelines.families.sd import StableDiffusionFamily, with_guidance_embedding
 
 
 class StableDiffusionXLFamily(StableDiffusionFamily):
@@ -38,8 +38,8 @@ class StableDiffusionXLFamily(StableDiffusionFamily):
     ) -> Conditioning:
         """Both CLIP encoders' prompts (``prompt_2``, ``negative_prompt_2``: the second's; None: the first's), as
         ``StableDiffusionXLPipeline.encode_prompt`` takes them."""
-        embedded = guidance_embedding(pipe, guidance_scale)  # an LCM UNet's weight, no negative branch
-        guided = guidance_scale > 1.0 and embedded is None
+        embedded = pipe.unet.config.time_cond_proj_dim is not None  # an LCM UNet's weight, no negative branch
+        guided = guidance_scale > 1.0 and not embedded
         positive, negative, pooled, negative_pooled = pipe.encode_prompt(
             prompt=prompt,
             prompt_2=prompt_2,
@@ -58,18 +58,16 @@ class StableDiffusionXLFamily(StableDiffusionFamily):
             "encoder_hidden_states": positive,
             "added_cond_kwargs": {"text_embeds": pooled, "time_ids": time_ids.to(device)},
         }
-        if embedded is not None:
-            inputs["timestep_cond"] = embedded.to(device=device, dtype=positive.dtype)
         return Conditioning(
             self,
-            inputs,
+            with_guidance_embedding(inputs, pipe, guidance_scale),
             {
                 "encoder_hidden_states": negative,
                 "added_cond_kwargs": {"text_embeds": negative_pooled, "time_ids": negative_time_ids.to(device)},
             }
             if guided
             else None,
-            guidance_scale if embedded is None else 1.0,
+            1.0 if embedded else guidance_scale,
             image_size,
         )
 

@@ -48,8 +48,10 @@ class WanFamily(ModelFamily):
     def decoded_frames(self, path: str | Path, spec: Any) -> int:
         """A latent frame per frame for the per-frame VAE; for Wan's causal VAE the first latent frame decodes to
         one frame (``loading.WanVideoPipeline.video_frames``)."""
+        from pipelines.frame_counts import decoded_frame_count
+
         factor = self.temporal_factor(path)
-        return spec.frames if factor == 1 else 1 + factor * (spec.frames // factor - 1)
+        return decoded_frame_count(spec.frames // factor, factor)
 
     def temporal_factor(self, path: str | Path) -> int:
         """4 for Wan's causal 3-D VAE (its ``scale_factor_temporal``), 1 for the built-in per-frame VAE."""

@@ -41,6 +41,7 @@ import numpy as np
 import torch
 
 from pipelines.errors import ModelDirectoryError
+from pipelines.frame_counts import decoded_frame_count
 from pipelines.loading import check_pipeline_dir, load_model, load_video_parts, parse_dtype
 from pipelines.video_pipeline import VideoPipelineBase
 
@@ -176,8 +177,7 @@ class WanVideoPipeline(VideoPipelineBase):
 
     def video_frames(self, latent_frames: int) -> int:
         """Frames decoded from ``latent_frames`` latent frames (a causal VAE's first one gives one frame)."""
-        factor = self.temporal_factor
-        return latent_frames if factor == 1 else 1 + factor * (latent_frames - 1)
+        return decoded_frame_count(latent_frames, self.temporal_factor)
 
     @property
     def frames_decode_apart(self) -> bool:
