@@ -16,6 +16,7 @@ import hashlib
 import shutil
 import threading
 import traceback
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 
 import ray
@@ -116,7 +117,7 @@ class Controller:
         self._place_refused: tuple[str, str] | None = None
         """(job id, error) of the placement the store refused while it takes no writes: said on stderr once, not every
         poll, and in the controller's log once a job is placed again (the log is on the same full disk)."""
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()  # re-entered when a job's end is recorded as its workers are freed
         self._wake = threading.Event()
         self._stop = threading.Event()
         self.runner = SegmentRunner(
@@ -427,6 +428,9 @@ class Controller:
             self._fail_unplaced(head, f"device: no pool matches {segment.device!r} any more")
             return True
         with self._lock:
+            current = self.store.next_runnable()  # a job queued again since the look (its next segment) may go first
+            if current is None or current.id != head.id:
+                return True
             placement = choose_pool(spec, segment.model, model_key, allowed, self.book, self.degree_rules)
             if placement is None:
                 self._pause_for(head, spec, allowed)
@@ -468,15 +472,23 @@ class Controller:
         """Run one segment of `job` on `workers`, and free them whatever happens."""
         released: list[bool] = []
 
-        def release() -> None:
-            """Free the workers for the next job as soon as they are done (before outputs are written)."""
+        def release(before: Callable[[], None] | None = None) -> None:
+            """Free the workers for the next job as soon as they are done (before outputs are written).
+
+            ``before`` runs in the same step, under the scheduler's lock: a job going back to the queue (its next
+            segment) is recorded there before the scheduler can see its workers free, so that a lower-priority
+            job cannot take them in between."""
             with self._lock:
                 if released:
                     return
                 released.append(True)
-                self.running.pop(job.id, None)
-                self._pausing.discard(job.id)
-                self.book.give_back(workers)
+                try:
+                    if before is not None:
+                        before()
+                finally:
+                    self.running.pop(job.id, None)
+                    self._pausing.discard(job.id)
+                    self.book.give_back(workers)
             self._wake.set()
 
         try:
@@ -491,7 +503,8 @@ class Controller:
         finally:
             release()
             with self._lock:
-                self._threads.pop(job.id, None)
+                if self._threads.get(job.id) is threading.current_thread():  # not the job's next attempt's
+                    self._threads.pop(job.id)
                 try:
                     if self.store.get(job.id).state in ("succeeded", "failed", "cancelled"):
                         self._specs.pop(job.id, None)

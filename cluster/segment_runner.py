@@ -63,8 +63,9 @@ class SegmentHooks:
     """Receives the state every ``checkpoint_every`` units."""
     checkpoint_every: int
     """Units between checkpoints."""
-    release: Callable[[], None]
-    """Frees the workers for the next job once nothing more is queued on them for this one."""
+    release: Callable[..., None]
+    """Frees the workers for the next job once nothing more is queued on them for this one; ``release(before)``
+    runs ``before`` (recording the job's next state) in the same step as the workers are freed."""
 
 
 class SegmentRunner:
@@ -130,7 +131,7 @@ class SegmentRunner:
         spec: JobSpec,
         segment: Segment,
         workers: list[int],
-        release: Callable[[], None],
+        release: Callable[..., None],
         choice: dict | None = None,
     ) -> None:
         """One segment of ``job`` on ``workers`` (placed: the store says so), to its end or a stop; ``choice``: the
@@ -207,7 +208,9 @@ class SegmentRunner:
         except Exception as err:
             self._failed(job, spec, workers, err)
             return
-        release()
+        boundary = result.checkpoint is not None  # the next segment is placed anew
+        if not boundary:
+            release()
         record(segment.until, time.time() - started)
         if self.metrics is not None:
             try:
@@ -221,9 +224,10 @@ class SegmentRunner:
                 self.files.log(job.id, f"cache calibrated: {learned[1]}")
             except sqlite3.Error as err:  # the job is fine; the next one calibrates again
                 self.files.log(job.id, f"cache calibration not kept ({err}): {learned[1]}")
-        if result.checkpoint is not None:  # a segment boundary: the next segment is placed anew
+        if boundary:
             on_checkpoint(result.checkpoint)
-            self.end(job.id, "queued")
+            # queued in the same step as its workers are freed: no lower-priority job takes them in between
+            release(lambda: self.end(job.id, "queued"))
             self.files.log(job.id, f"segment done at {spec.unit} {segment.until}; queued for the next segment")
             return
         self._publish(job, spec, result, pool.slot.kind, started, placed)

@@ -81,8 +81,9 @@ class ImageDriver(WorkerGroupDriver):
             closing["decode"] = [workers[0].decode_latents.remote(self.spec.model, self.spec.dtype, closing["bands"][0])]
         closing["ends"] = [w.finish.remote() for w in workers]
         # with a process group the workers still have to leave it, so nothing may be queued behind these
-        # calls yet; one worker on the whole latent is free for its next job once these are queued
-        if self.on_last_call is not None and self.single and ("decode" in closing or not self.decode or not last):
+        # calls yet; one worker on the whole latent is free for its next job once these are queued. Not at a
+        # segment boundary: the job itself goes first there, queued again as its workers are freed
+        if self.on_last_call is not None and self.single and last and ("decode" in closing or not self.decode):
             self.on_last_call()
 
 
