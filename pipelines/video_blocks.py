@@ -165,6 +165,8 @@ class BlockFileWriter:
         self.next_block = first_block
         self.frames = sum(self._block_info(i)["frames"] for i in range(first_block))
         """Frames in the blocks on disk that precede the next one."""
+        self.frames_before = self.frames
+        """Frames already on disk when this writer opened (a resumed job's): not this render's."""
 
     def _block_info(self, index: int) -> dict:
         """A finished block's sidecar ({"frames", "height", "width"}); a clear error if the block is absent."""

@@ -98,9 +98,9 @@ def run_video_render(
         drove = time.perf_counter()
         ends = get_all(driver.ends)
         render_s = sum(tick_s) + time.perf_counter() - drove  # from the stages' set-up to the video's close
-        first_frames = (resume["blocks_finished"] if resume else 0) * spec.block_frames
         backend = group.spec.backend
     head = ends[0]
+    first_frames = head["frames_before"]  # decoded frames on disk before a resume (not blocks x block_frames)
     return {
         "strategy": spec.parallel.strategy,  # "none": the frame pipeline on one stage
         "degree": degree,

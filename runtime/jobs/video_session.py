@@ -534,6 +534,7 @@ class VideoSession:
         if self.writer is not None:
             report["video"] = str(self.writer.close())
             report["frames_written"] = self.writer.frames
+            report["frames_before"] = getattr(self.writer, "frames_before", 0)  # on disk before a resume
             report["blocks_finished"] = self.pipeline.finished
             self.writer = None
         return report

@@ -56,7 +56,10 @@ def test_resume_with_a_causal_vae_equals_uninterrupted(wan_dir, tmp_path):
     assert ref["frames_written"] == 1 + 4 * 5
     state = _render(worker, _task(wan_dir, tmp_path / "a.mp4"), tmp_path / "a", stop_at=3)
     assert state["blocks_finished"] == 1 and state["decoder"]["first"] is False
-    _render(worker, _task(wan_dir, tmp_path / "a.mp4"), tmp_path / "a", resume=state)
+    resumed = _render(worker, _task(wan_dir, tmp_path / "a.mp4"), tmp_path / "a", resume=state)
+    # the first block's 2 latent frames decoded to 1 + 4 frames before the stop (not its 8 frames in Tessera's
+    # count): what a resumed job's frames/s leaves out
+    assert (resumed["frames_before"], resumed["frames_written"]) == (1 + 4, 1 + 4 * 5)
     np.testing.assert_array_equal(_frames(tmp_path / "a.mp4"), _frames(tmp_path / "ref.mp4"))
     # the decoder cache is state: resumed without it, the frames after the resume point differ
     _render(worker, _task(wan_dir, tmp_path / "b.mp4"), tmp_path / "a", resume={**state, "decoder": None})
