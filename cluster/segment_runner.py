@@ -177,16 +177,20 @@ class SegmentRunner:
                 stop_reason.append("paused")
             return not stop_reason
 
+        checkpointed = [first]  # the unit of this attempt's last checkpoint
+
         def on_checkpoint(state: dict) -> None:
             self.files.save_checkpoint(job.id, state)
             units = spec.units_of(state)
             self.store.progress(job.id, units, checkpoint_step=units)
+            checkpointed[0] = units
             self.preview(job.id, spec, segment.model, units, state)
 
-        def record(last: int, seconds: float) -> None:
+        def record(last: int, seconds: float, **ended: str) -> None:
             entry = spec.segment_record(placed, first, last)
             self.files.record_segment(
-                job.id, {**entry, "pool": pool.config.name, "workers": workers, "seconds": round(seconds, 3)}
+                job.id,
+                {**entry, "pool": pool.config.name, "workers": workers, "seconds": round(seconds, 3), **ended},
             )
 
         hooks = SegmentHooks(on_unit, on_checkpoint, self.checkpoint_every, release)
@@ -206,6 +210,13 @@ class SegmentRunner:
             self.files.log(job.id, f"stopped after {stopped.steps_done} {spec.unit}s: {state}")
             return
         except Exception as err:
+            if checkpointed[0] > first and not is_storage_error(err):
+                # the next attempt resumes from this one's last checkpoint: its units up to there are in the
+                # video or image, so the job's segment history says where they ran
+                try:
+                    record(checkpointed[0], time.time() - started, ended="failed", error=type(err).__name__)
+                except OSError:  # the history is a record; the failure itself is handled below regardless
+                    pass
             self._failed(job, spec, workers, err)
             return
         boundary = result.checkpoint is not None  # the next segment is placed anew

@@ -1,5 +1,6 @@
 """Jobs survive pauses, killed worker processes and a killed controller (real Ray, SQLite, processes)."""
 
+import json
 import os
 import signal
 import time
@@ -99,6 +100,11 @@ def test_killed_worker_process_resumes_from_checkpoint(reference, tmp_path):
     assert final["state"] == "succeeded", logs
     assert final["attempts"] == 2 and "worker died" in logs, logs
     np.testing.assert_array_equal(_image(final), reference)
+    # the killed attempt's steps up to its checkpoint are in the image: the segment history says where they ran
+    with open(final["outputs"]["metadata"]) as metadata:
+        died, resumed = json.load(metadata)["segments"]
+    assert died["ended"] == "failed" and died["steps"] == [0, resumed["steps"][0]] and resumed["steps"][1] == 14, logs
+    assert resumed["steps"][0] >= 3 and "ended" not in resumed
 
 
 def test_killed_controller_recovers_every_job_once(reference, tmp_path):
