@@ -50,41 +50,48 @@ class RenderSession:
             options=spec.encode_options(),
         )
         self.encode_s = time.perf_counter() - started
-        predictor, rows = batched_cfg_predictor(denoiser(pipe), cond), None
-        setup = strategy_setup(IMAGE_STRATEGIES, par.strategy)
-        if setup is not None:
-            self.strategy = setup(pipe, cond, par, latent_shape(pipe, spec.height, spec.width)[2])
-            predictor, rows = self.strategy.predictor, self.strategy.rows
-        model = denoiser(pipe)
-        blocks = family_of(pipe).repeated_blocks(type(model))
-        self.compiled = set_compiled(model, getattr(spec, "compile", False), blocks)
-        """Whether the denoiser's repeated blocks run compiled in this job (``compile=true``)."""
-        def new_loop(cache=None) -> DenoiseLoop:
-            """A loop from step 0; a cache that replaces predictions (TaylorSeer) wraps the predictor."""
-            use = cache.wrap(predictor) if hasattr(cache, "wrap") else predictor
-            loop = DenoiseLoop(pipe, spec.sampler, spec.steps, spec.seed, spec.height, spec.width, use, rows=rows)
-            if hasattr(predictor, "bind"):  # a predictor that reads the loop (step parallelism)
-                predictor.bind(loop)
-            return loop
+        self.cache = None
+        try:
+            predictor, rows = batched_cfg_predictor(denoiser(pipe), cond), None
+            setup = strategy_setup(IMAGE_STRATEGIES, par.strategy)
+            if setup is not None:
+                self.strategy = setup(pipe, cond, par, latent_shape(pipe, spec.height, spec.width)[2])
+                predictor, rows = self.strategy.predictor, self.strategy.rows
+            model = denoiser(pipe)
+            blocks = family_of(pipe).repeated_blocks(type(model))
+            self.compiled = set_compiled(model, getattr(spec, "compile", False), blocks)
+            """Whether the denoiser's repeated blocks run compiled in this job (``compile=true``)."""
+            def new_loop(cache=None) -> DenoiseLoop:
+                """A loop from step 0; a cache that replaces predictions (TaylorSeer) wraps the predictor."""
+                use = cache.wrap(predictor) if hasattr(cache, "wrap") else predictor
+                loop = DenoiseLoop(pipe, spec.sampler, spec.steps, spec.seed, spec.height, spec.width, use, rows=rows)
+                if hasattr(predictor, "bind"):  # a predictor that reads the loop (step parallelism)
+                    predictor.bind(loop)
+                return loop
 
-        self.new_loop = new_loop
-        self.calibration = job_calibration(spec, resume, self.render_whole)
-        """A ``cache.min_psnr`` job's chosen setting (``parallel.cache.calibrate``): found here by rendering, kept
-        in the service's store for later jobs, or carried by the checkpoint this session resumes; None without."""
-        cache = getattr(spec, "cache", None)
-        self.cache = attach_step_cache(pipe, self.calibration.applied(cache) if self.calibration else cache)
-        """The step cache on the denoiser (``parallel.cache``), after the strategy's changes; None without."""
-        self.resume_state: dict | None = None
-        """With a step cache: the render state from just before its last full step, what a stop hands out."""
-        self.loop = self.new_loop(self.cache)
-        if resume is not None:
-            self.loop.load_state_dict(resume)
-            if getattr(self.cache, "checkpointed", False):  # its state is the checkpoint's, this worker's rows
-                self.cache.load_state(slice_state(resume, self.loop.rows).get("step_cache"), self.loop.device)
-            if self.strategy is not None:
-                self.strategy.resume(self.loop.step_index)
-                if hasattr(self.strategy, "load_state"):  # what it keeps between steps (step parallelism)
-                    self.strategy.load_state(resume, self.loop.device)
+            self.new_loop = new_loop
+            self.calibration = job_calibration(spec, resume, self.render_whole)
+            """A ``cache.min_psnr`` job's chosen setting (``parallel.cache.calibrate``): found here by rendering, kept
+            in the service's store for later jobs, or carried by the checkpoint this session resumes; None without."""
+            cache = getattr(spec, "cache", None)
+            self.cache = attach_step_cache(pipe, self.calibration.applied(cache) if self.calibration else cache)
+            """The step cache on the denoiser (``parallel.cache``), after the strategy's changes; None without."""
+            self.resume_state: dict | None = None
+            """With a step cache: the render state from just before its last full step, what a stop hands out."""
+            self.loop = self.new_loop(self.cache)
+            if resume is not None:
+                self.loop.load_state_dict(resume)
+                if getattr(self.cache, "checkpointed", False):  # its state is the checkpoint's, this worker's rows
+                    self.cache.load_state(slice_state(resume, self.loop.rows).get("step_cache"), self.loop.device)
+                if self.strategy is not None:
+                    self.strategy.resume(self.loop.step_index)
+                    if hasattr(self.strategy, "load_state"):  # what it keeps between steps (step parallelism)
+                        self.strategy.load_state(resume, self.loop.device)
+        except BaseException:
+            # the pipeline is the worker's cached one: the next job must get it as loaded, not with this
+            # job's bands, hooks or step cache left on it by a set-up that failed half-way
+            self.close()
+            raise
         self.step_seconds: list[float] = []
 
     def render_whole(self, config) -> tuple[torch.Tensor, dict]:
