@@ -68,6 +68,17 @@ def test_the_calibrated_job_stays_within_its_budget(pipe, flux_dir, budget):
         assert report["threshold"] == calibration["value"]
 
 
+def test_a_budget_no_setting_meets_runs_in_full_and_says_so(pipe, flux_dir):
+    # TaylorSeer's extrapolation is never within 100 dB: the job runs without a cache, and its report has the keys
+    # a cached job's has (the job's metadata read reused_steps and failed after every step had run)
+    session = _session(pipe, _spec(flux_dir, 100.0, cache={"mode": "taylorseer", "min_psnr": 100.0}))
+    session.advance(STEPS)
+    report = session.finish()["cache"]
+    session.close()
+    assert report["calibration"]["value"] is None
+    assert report["mode"] == "none" and report["reused_steps"] == []
+
+
 def test_a_resumed_job_keeps_its_checkpoints_calibration(pipe, flux_dir):
     first = _session(pipe, _spec(flux_dir, 30.0))
     first.advance(5)

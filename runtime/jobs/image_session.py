@@ -169,7 +169,8 @@ class RenderSession:
         if self.strategy is not None:
             report.update(self.strategy.report())
         if self.cache is not None or self.calibration is not None:
-            report["cache"] = self.cache.report() if self.cache is not None else {"mode": "none"}
+            # no setting met a min_psnr budget: the job ran in full, and says so in the same keys as a cached one
+            report["cache"] = self.cache.report() if self.cache is not None else {"mode": "none", "reused_steps": []}
             if self.calibration is not None:
                 report["cache"]["calibration"] = self.calibration.as_dict()
         report["compile"] = self.compiled
