@@ -62,6 +62,13 @@ def test_the_cli_groups_build_cache_sections():
     spec = spec_from_config(compose_job(["cache=deepcache", "cache.interval=4", "height=64", "width=64"]))
     assert (spec.cache.mode, spec.cache.interval) == ("deepcache", 4)
     assert spec_from_config(compose_job(["height=64", "width=64"])).cache.mode == "none"
+    # the README's budget form, without Hydra's "+": every mode that calibrates declares the key
+    for mode in ("first-block", "teacache", "block-cache", "deepcache", "taylorseer"):
+        config = compose_job([f"cache={mode}", "cache.min_psnr=30"])
+        assert (config.cache.mode, config.cache.min_psnr) == (mode, 30)
+        assert compose_job([f"cache={mode}"]).cache.min_psnr is None
+    spec = spec_from_config(compose_job(["cache=deepcache", "cache.min_psnr=30", "height=64", "width=64"]))
+    assert (spec.cache.mode, spec.cache.min_psnr) == ("deepcache", 30)
 
 
 def test_a_video_job_has_no_cache_section():
