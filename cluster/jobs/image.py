@@ -89,8 +89,9 @@ class ParallelSpec(ParallelBase):
 class SegmentSpec:
     """A run of consecutive steps on one model (Hybrid SD: a large model early, a small one late).
 
-    Every segment's model must share the latent space (same VAE latent channels and scale); the
-    scheduler may place each segment on a different worker group."""
+    Every segment's model must share the job model's latent space and VAE scaling and the scheduler config its
+    sampler steps with (``ModelFamily.segment_traits``); the scheduler may place each segment on a different worker
+    group."""
 
     steps: int
     """Denoising steps in this segment; the segments' steps add up to the job's."""
@@ -310,7 +311,6 @@ class RenderSpec(JobSpec):
     def _validate_segments(self, family: ModelFamily) -> None:
         if not self.segments:
             return
-        latent = family.latent_space(self.model_path())
         for i, segment in enumerate(self.segments):
             name = f"segments[{i}]"
             check_type(f"{name}.steps", segment.steps, int)
@@ -320,17 +320,38 @@ class RenderSpec(JobSpec):
             if segment.steps < 1:
                 raise SpecError(f"{name}.steps", f"must be at least 1, got {segment.steps}")
             if segment.model:
-                other = self.remember_model(f"{name}.model", segment.model).latent_space(
-                    resolve_model(segment.model)
-                )
-                if other != latent:
-                    raise SpecError(
-                        f"{name}.model",
-                        f"latent space {other} differs from the job model's {latent}: segments must share a VAE",
-                    )
+                self._check_segment_model(name, segment.model, family)
         total = sum(segment.steps for segment in self.segments)
         if total != self.steps:
             raise SpecError("segments", f"the segments' steps add up to {total}, but steps is {self.steps}")
+
+    def _check_segment_model(self, name: str, model: str, family: ModelFamily) -> None:
+        """Refuse a segment's ``model`` that cannot take over the job's steps: its denoiser continues the latent and
+        the sampler state the segment before it left, so it must share the job model's latent space and VAE scaling
+        and the noise schedule, prediction and scheduler config the job's sampler steps it with
+        (``ModelFamily.segment_traits``); and the job's sampler must fit its family, as it must the job model's."""
+        other = self.remember_model(f"{name}.model", model)
+        path = resolve_model(model)
+        mine = family.segment_traits(self.model_path(), self.sampler)
+        theirs = other.segment_traits(path, self.sampler)
+        differ = [
+            f"{trait} {theirs[trait]!r} (the job model's: {mine[trait]!r})"
+            for trait in mine
+            if trait in theirs and theirs[trait] != mine[trait]
+        ]
+        if differ:
+            raise SpecError(
+                f"{name}.model",
+                f"{Path(path).name} cannot take over the job's steps from {Path(self.model_path()).name}: "
+                f"{'; '.join(differ)}. A segment's model continues the job's latent and sampler state: it needs the "
+                "job model's VAE latents and scheduler config",
+            )
+        if self.sampler not in other.samplers:
+            raise SpecError(
+                "sampler",
+                f"{self.sampler!r} does not fit the {other.name} family of {name}.model ({Path(path).name}); "
+                f"use one of {list(other.samplers)}",
+            )
 
     # --- what placing it needs ------------------------------------------------------------------------
     def encode_options(self) -> dict[str, Any]:

@@ -25,6 +25,11 @@ if TYPE_CHECKING:
     from parallel.patch.parallelize import PatchPlan
 
 
+VAE_SCALING = ("scaling_factor", "shift_factor", "latents_mean", "latents_std")
+"""The VAE config fields that map its latent to the denoiser's (a pipeline scales, shifts or normalises the latent it
+encodes by them): a job's segments must share them, as their denoisers step one latent."""
+
+
 def call_default(pipe: Any, name: str) -> Any:
     """The default of argument ``name`` of the pipeline's ``__call__``: what calling it directly uses, where its
     ``encode_prompt``'s own default may differ."""
@@ -395,6 +400,19 @@ class ModelFamily:
         """(latent channels, VAE downsampling stages): what the models of one job's segments must share."""
         vae = self.component_config(path, "vae")
         return vae.get("latent_channels", 4), len(vae.get("block_out_channels", [0]))
+
+    def segment_traits(self, path: str | Path, sampler: str) -> dict[str, Any]:
+        """What the model at ``path`` must share with a job's model to run a segment of its steps under the job's
+        ``sampler``, read from JSON: the latent the steps hand over (``latent_space``, and the VAE's scaling of it,
+        which the denoiser was trained on), and how the sampler steps it (``pipelines.samplers.sampling_traits``:
+        the segment rebuilds its scheduler from its own config and loads the earlier segment's state into it).
+        A trait two models both name must be equal; the VAE's and the training schedule's are always named."""
+        from pipelines.sampler_steps import scheduler_config
+        from pipelines.samplers import sampling_traits
+
+        vae = self.component_config(path, "vae")
+        scaling = {f"vae {key}": vae.get(key) for key in VAE_SCALING}
+        return {"latent space": self.latent_space(path), **scaling, **sampling_traits(sampler, scheduler_config(path))}
 
     def latent_rgb_factors(self, path: str | Path, channels: int) -> tuple[Any, Any] | None:
         """The linear map of a preview (``pipelines.preview``): a (channels x 3) matrix and an RGB bias that
