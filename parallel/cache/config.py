@@ -5,6 +5,22 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 MODES = ("none", "first-block", "deepcache", "block-cache", "taylorseer", "teacache")
+STACK_MODES = ("first-block", "teacache")
+"""The modes over a transformer's block stack (``first_block.StackCache``): they decide at the first block and take
+the stack's residual at the last, another one, so the stack needs ``STACK_BLOCKS`` blocks at least."""
+STACK_BLOCKS = 2
+
+
+def stack_blocks_error(mode: str, blocks: int, denoiser: str) -> str | None:
+    """Why cache ``mode`` cannot run on a transformer (class or directory ``denoiser``) of ``blocks`` transformer
+    blocks; None when it can. One rule for the job's validation, which counts the blocks in the denoiser's
+    config.json (``ModelFamily.transformer_blocks``), and the cache itself, which counts the loaded modules."""
+    if mode not in STACK_MODES or blocks >= STACK_BLOCKS:
+        return None
+    return (
+        f"{mode} needs at least {STACK_BLOCKS} transformer blocks (it decides at the first and takes the stack's "
+        f"residual at the last), {denoiser} has {blocks}"
+    )
 
 
 @dataclass

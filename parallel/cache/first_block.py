@@ -17,7 +17,7 @@ from diffusers.hooks._common import _ALL_TRANSFORMER_BLOCK_IDENTIFIERS
 from diffusers.hooks.first_block_cache import FBCBlockHook, FBCHeadBlockHook, FBCSharedBlockState
 from diffusers.hooks.hooks import CacheContext, StateManager
 
-from parallel.cache.config import CacheConfig
+from parallel.cache.config import CacheConfig, stack_blocks_error
 from parallel.cache.step_cache import StepRecord, group_relative_change
 
 HEAD_HOOK = "tessera_first_block_head"
@@ -57,8 +57,9 @@ class StackCache:
 
     def __init__(self, model: torch.nn.Module, config: CacheConfig, first_step: int, head: type) -> None:
         blocks = transformer_blocks(model)
-        if len(blocks) < 2:
-            raise ValueError(f"cache.mode: {config.mode} needs at least 2 transformer blocks, {type(model).__name__} has {len(blocks)}")
+        problem = stack_blocks_error(config.mode, len(blocks), type(model).__name__)
+        if problem is not None:
+            raise ValueError(f"cache.mode: {problem}")
         self.config = config
         self.first_step = first_step
         self.blocks = blocks

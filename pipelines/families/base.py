@@ -131,6 +131,9 @@ class ModelFamily:
     """Block classes ``compile=true`` compiles where diffusers names none for the denoiser's class."""
     cache_modes: tuple[str, ...] = ("none",)
     """Step-cache modes (``parallel.cache``) that fit the family's denoiser ("none": every step in full)."""
+    stack_layers: tuple[str, ...] = ("num_layers",)
+    """The transformer denoiser's config fields that count its blocks (``transformer_blocks``): one per block list
+    (``transformer_blocks``, Flux's ``single_transformer_blocks``...)."""
     decode_context: int | None = None
     """A video VAE that keeps no state across blocks and sees frames on both sides (LTX-Video's): the latent frames
     of context each way a block's decode takes by default (``pipelines.video_pipeline``); None: the VAE carries
@@ -180,9 +183,22 @@ class ModelFamily:
 
     def cache_error(self, path: str | Path, cache) -> tuple[str, str] | None:
         """(field, why) when the model at ``path`` cannot take the job's ``cache`` section; None when it can."""
+        from parallel.cache.config import stack_blocks_error
+
         if cache.mode not in self.cache_modes:
             return "cache.mode", f"the {self.name} family has no {cache.mode!r} cache (it has {', '.join(self.cache_modes)})"
-        return None
+        blocks = self.transformer_blocks(path)
+        problem = None if blocks is None else stack_blocks_error(cache.mode, blocks, f"{Path(path).name}'s denoiser")
+        return None if problem is None else ("cache.mode", problem)
+
+    def transformer_blocks(self, path: str | Path) -> int | None:
+        """The transformer blocks of the denoiser at ``path``, read from its config.json: the sum of its
+        ``stack_layers``, as many as ``parallel.cache.first_block.transformer_blocks`` finds in the loaded model;
+        None for a UNet, or a config that names none of them."""
+        config = self.component_config(path, self.denoiser)
+        if self.denoiser != "transformer" or not any(key in config for key in self.stack_layers):
+            return None
+        return sum(int(config.get(key) or 0) for key in self.stack_layers)
 
     def repeated_blocks(self, denoiser_class: type | None) -> list[str]:
         """The block classes ``compile=true`` compiles in a denoiser of this class: those diffusers names

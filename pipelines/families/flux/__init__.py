@@ -41,6 +41,7 @@ class FluxFamily(ModelFamily):
     samplers = ("pipeline", "flow-euler")  # flow matching: the beta-schedule samplers do not fit
     strategies = ("none", "patch", "sequence")
     cache_modes = ("none", "first-block", "teacache", "taylorseer")
+    stack_layers = ("num_layers", "num_single_layers")  # transformer_blocks, then single_transformer_blocks
     true_cfg = True
     encode_options = ("max_sequence_length", "prompt_2", "negative_prompt_2")
 
