@@ -239,6 +239,14 @@ class VideoSpec(JobSpec):
                 "context_frames",
                 f"must be in [0, block_frames={self.block_frames}], got {self.context_frames}",
             )
+        # a neighbour lends whole latent frames (runtime.jobs.video_session); 1, the default, is the nearest one
+        if self.context_frames > 1 and self.context_frames % factor:
+            covered = -(-self.context_frames // factor)
+            self.notes.append(
+                f"context_frames: {self.context_frames} rounds up to {covered} whole latent frame"
+                f"{'s' if covered > 1 else ''} of this model's VAE ({factor} frames each): each neighbour block lends "
+                f"{covered * factor} frames"
+            )
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             self.frames, _ = split_frames(self.frames, self.block_frames)

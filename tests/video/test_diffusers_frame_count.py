@@ -134,3 +134,14 @@ def test_a_wan_render_of_frames_9_equals_the_pipeline_called_with_num_frames_9(w
     diff = (got["latents"][0] - expected).abs().max().item()
     print(f"Wan, frames=9 vs WanPipeline(num_frames=9): max abs diff {diff:.2e}")
     torch.testing.assert_close(got["latents"][0], expected, atol=1e-4, rtol=1e-4)
+
+
+def test_context_frames_in_part_of_a_latent_frame_are_said_to_round_up(wan_dir):
+    spec = spec_of(wan_dir, frames=16, block_frames=8, context_frames=2)
+    assert any(note.startswith("context_frames: 2 rounds up to 1 whole latent frame of") for note in spec.notes)
+    assert "each neighbour block lends 4 frames" in " ".join(spec.notes)
+    wide = spec_of(wan_dir, frames=16, block_frames=8, context_frames=5)
+    assert "context_frames: 5 rounds up to 2 whole latent frames of this model's VAE (4 frames each): each neighbour " \
+        "block lends 8 frames" in wide.notes
+    for whole in (4, 1):  # whole latent frames, and the default: the nearest one
+        assert not any(n.startswith("context_frames") for n in spec_of(wan_dir, frames=16, context_frames=whole).notes)
