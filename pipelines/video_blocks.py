@@ -46,6 +46,16 @@ def count_path(directory: str | Path, index: int) -> Path:
     return Path(directory) / f"{index:07d}.json"
 
 
+def block_frame_counts(directory: str | Path) -> list[int]:
+    """Each finished block's frames in ``directory``, in order, from their sidecars (0: a block its decoder held
+    back, its frames in a later block's). A causal VAE's first block decodes fewer frames than the others, and a
+    decode held back moves frames between blocks, so a block's frames are these, not ``block_frames``."""
+    counts: list[int] = []
+    while (sidecar := count_path(directory, len(counts))).is_file():
+        counts.append(int(json.loads(sidecar.read_text())["frames"]))
+    return counts
+
+
 def _write_atomically(path: Path, text: str) -> None:
     partial = path.with_name(f".{path.name}.partial")
     partial.write_text(text)

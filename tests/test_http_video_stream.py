@@ -81,3 +81,27 @@ def test_a_block_held_back_by_its_decoder_has_no_segment(tmp_path):
     assert segment_bytes(stream, 1)
     with pytest.raises(ApiError, match="block 0 of job job-1 is not a finished segment"):
         segment_bytes(stream, 0)
+
+
+def test_blocks_of_uneven_frames_are_cut_where_they_were_live(tmp_path):
+    """A causal VAE's first block decodes fewer frames (Wan: 1 + 4(n - 1)), and HunyuanVideo's and LTX-Video's
+    decoders hold blocks back and hand their frames on with a later one: once joined, each segment is still cut
+    where its block lay, not at index x block_frames (which replayed and dropped frames)."""
+    record, spec, writer, _ = _video_job(tmp_path, blocks=5, frames=8)
+    rng = np.random.default_rng(1)
+    counts = [5, 8, 0, 16, 8]  # block 2 held back: its frames come with block 3's
+    for count in counts:
+        base = rng.integers(0, 200, (1, 32, 32, 3))
+        writer.append((base + np.arange(count)[:, None, None, None] * 8).astype(np.uint8))
+    live = video_stream(record)
+    expected = [(0, 0, 5), (1, 5, 8), (3, 13, 16), (4, 29, 8)]
+    assert [(s.index, s.first_frame, s.frames) for s in live.segments] == expected
+    live_bytes = [segment_bytes(live, s.index) for s in live.segments]
+    writer.close()
+    spec.publish("job-1", None, {"blocks": 5, "block_frames": 8, "frames": 37, "fps": 8.0})
+    joined = video_stream(record)
+    assert joined.joined is not None
+    assert [(s.index, s.first_frame, s.frames) for s in joined.segments] == expected
+    assert playlist(joined).replace("#EXT-X-ENDLIST\n", "") == playlist(live)
+    assert [segment_bytes(joined, s.index) for s in joined.segments] == live_bytes
+

@@ -92,16 +92,23 @@ def finished_blocks(blocks: Path) -> tuple[Segment, ...]:
 
 
 def _joined(folder: Path) -> tuple[Path, float, tuple[Segment, ...]] | None:
-    """The joined video in ``folder`` and its blocks, from its published metadata.json; None before that."""
+    """The joined video in ``folder`` and its blocks, from its published metadata.json; None before that. The
+    blocks lie where their frame counts (``block_frame_counts``, what their sidecars said) put them, as the live
+    stream listed them; a video published before those were kept has blocks of ``block_frames``."""
     try:
         meta = json.loads((folder / "metadata.json").read_text())
         blocks, block_frames, frames, fps = meta["blocks"], meta["block_frames"], meta["frames"], meta["fps"]
     except (OSError, ValueError, KeyError):
         return None
-    segments = tuple(
-        Segment(i, i * block_frames, min(block_frames, frames - i * block_frames)) for i in range(blocks)
-    )
-    return folder / "video.mp4", float(fps), segments
+    counts = meta.get("block_frame_counts")
+    if counts is None:
+        counts = [max(0, min(block_frames, frames - i * block_frames)) for i in range(blocks)]
+    segments, first = [], 0
+    for index, count in enumerate(counts):
+        if count:  # a block held back by its decoder has no segment, as when it was live
+            segments.append(Segment(index, first, count))
+        first += count
+    return folder / "video.mp4", float(fps), tuple(segments)
 
 
 def video_stream(record: dict) -> VideoStream:

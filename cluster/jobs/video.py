@@ -809,14 +809,20 @@ class VideoSpec(JobSpec):
         while the blocks are still there, so a reader that finds the blocks gone finds it; the blocks folder is
         renamed away before it is removed, so a segment being cached into it at that moment (by path) cannot
         land in it half-way through the removal."""
+        from pipelines.video_blocks import block_frame_counts
+
         partial = partial_directory(self.output_dir, job_id)
         target = job_directory(self.output_dir, job_id)
-        metadata = dict(metadata, outputs={"video": str(target / "video.mp4")})
+        blocks = block_directory(self.output_dir, job_id)
+        # where each block lies in the joined video: the stream cuts its segments there once the blocks are gone
+        metadata = dict(
+            metadata, outputs={"video": str(target / "video.mp4")}, block_frame_counts=block_frame_counts(blocks)
+        )
         written = partial / ".metadata.json.partial"
         written.write_text(json.dumps(metadata, indent=2, default=str))
         os.replace(written, partial / "metadata.json")
         removed = partial / ".blocks.removed"
-        os.replace(block_directory(self.output_dir, job_id), removed)
+        os.replace(blocks, removed)
         shutil.rmtree(removed)
         os.replace(partial, target)
         return target
