@@ -105,3 +105,20 @@ def test_blocks_of_uneven_frames_are_cut_where_they_were_live(tmp_path):
     assert playlist(joined).replace("#EXT-X-ENDLIST\n", "") == playlist(live)
     assert [segment_bytes(joined, s.index) for s in joined.segments] == live_bytes
 
+
+def test_a_segment_read_as_the_video_is_published_is_read_again(tmp_path):
+    """The joined video is found in the partial folder, which publishing renames to outputs/<job-id>/ before the cut
+    reads it: that is ``BlocksGone`` (the route reads the stream again), not a server error."""
+    from dataclasses import replace
+
+    from cluster.http.video_stream import BlocksGone
+
+    record, spec, writer, chunks = _video_job(tmp_path, blocks=2, frames=4)
+    for chunk in chunks:
+        writer.append(chunk)
+    writer.close()
+    spec.publish("job-1", None, {"blocks": 2, "block_frames": 4, "frames": 8, "fps": 8.0})
+    moved = replace(video_stream(record), joined=partial_directory(tmp_path, "job-1") / "video.mp4")
+    with pytest.raises(BlocksGone):
+        segment_bytes(moved, 1)
+    assert segment_bytes(video_stream(record), 1)  # read again: cut from outputs/<job-id>/video.mp4

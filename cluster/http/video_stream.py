@@ -176,7 +176,10 @@ def segment_bytes(stream: VideoStream, index: int) -> bytes:
             "not_found_error",
         )
     if stream.joined is not None:
-        return cut_block(stream.joined, segment.first_frame, segment.frames, stream.fps)
+        try:
+            return cut_block(stream.joined, segment.first_frame, segment.frames, stream.fps)
+        except (OSError, RuntimeError) as err:  # the partial folder was renamed to outputs/<job-id>/ meanwhile
+            raise BlocksGone(str(err)) from err
     block, cache = block_path(stream.blocks, index), cached_segment(stream.blocks, index)
     try:
         if (
