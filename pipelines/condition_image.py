@@ -14,9 +14,13 @@ def open_image(path: str | Path):
     from PIL import Image, UnidentifiedImageError
 
     path = Path(path)
-    if path.is_dir():
+    try:
+        is_dir, is_file = path.is_dir(), path.is_file()
+    except OSError as err:  # a name too long for the file system, a path through a file
+        raise ValueError(f"image: cannot be read: {err.strerror or err}") from None
+    if is_dir:
         raise ValueError(f"image: {str(path)!r} is a directory, not an image file")
-    if not path.is_file():
+    if not is_file:
         raise ValueError(f"image: no such file {str(path)!r}")
     try:
         with Image.open(path) as picture:

@@ -183,6 +183,7 @@ def test_spec_refuses_bad_images(dirs, tmp_path):
         (dirs["i2v21"], {"image": str(tmp_path / "missing.png")}, "no such file"),
         (dirs["i2v21"], {"image": str(tmp_path)}, "is a directory"),
         (dirs["i2v21"], {"image": str(not_image)}, "not an image"),
+        (dirs["i2v21"], {"image": "/tmp/" + "a" * 300 + ".png"}, "cannot be read: File name too long"),
         (dirs["a14b"], {"image": str(dirs["image"])}, "takes no image"),
         (dirs["ti2v"], {"height": 48}, "multiples of 32"),
     ]
