@@ -171,6 +171,7 @@ def _malformed_requests() -> list[tuple[str, str, dict, str]]:
         requests.append(("POST", "/v1/jobs", {"content": body, "headers": headers}, row.field))
     requests += [
         ("POST", "/v1/jobs", {"content": b"{not json"}, "body"),
+        ("POST", "/v1/jobs", {"content": b"[" * 100_000 + b"]" * 100_000}, "body"),  # nested past the parser's depth
         ("POST", "/v1/jobs", {"json": [IMAGE]}, "body"),
         ("POST", "/v1/jobs", {"json": {"priority": 1}}, "spec"),
         ("POST", "/v1/jobs", {"json": {"spec": IMAGE, "prio": 1}}, "prio"),
@@ -232,6 +233,12 @@ def test_the_videos_route_in_the_openai_sdks_form(farm):
     assert video["object"] == "video" and video["status"] in ("queued", "in_progress") and video["size"] == "32x32"
     spec = farm["client"].job(video["id"]).status()["spec"]
     assert (spec["frames"], spec["fps"], spec["steps"], spec["width"]) == (16, 8, 2, 32)
+    assert spec["prompt"] == "waves"
+    numeric = a.post("/v1/videos", files={k: (None, v) for k, v in {**form, "prompt": "1984"}.items()},
+                     data={"priority": "-9"})  # a form's text field stays text, however it reads
+    assert numeric.status_code == 200, numeric.text
+    assert farm["client"].job(numeric.json()["id"]).status()["spec"]["prompt"] == "1984"
+    a.post(f"/v1/jobs/{numeric.json()['id']}/cancel")
     assert a.get(f"/v1/videos/{video['id']}").json()["id"] == video["id"]
     early = a.get(f"/v1/videos/{video['id']}/content")
     a.post(f"/v1/jobs/{video['id']}/cancel")

@@ -7,6 +7,7 @@ A video object's ``status`` is queued, in_progress, completed, failed or cancell
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from typing import Any
 
@@ -19,6 +20,7 @@ from cluster.http.errors import ApiError
 from cluster.http.openai_fields import spec_fields
 from cluster.http.routes_jobs import result_file, submit_job
 from cluster.http.views import job_view, json_body
+from cluster.jobs.video import VideoSpec
 
 router = APIRouter(prefix="/v1/videos", tags=["openai"])
 OWN = ("seconds", "num_frames", "priority", "size")
@@ -26,11 +28,18 @@ STATUS = {"queued": "queued", "paused": "queued", "succeeded": "completed", "fai
 """Job states as video statuses (placed, running and pausing are in_progress)."""
 
 
+TEXT_FIELDS = frozenset(
+    {f.name for f in dataclasses.fields(VideoSpec) if str(f.type).split(" | ")[0] == "str"} | {"size"}
+)
+"""A video spec's text fields (and the OpenAI ``size``): a form's value stays text there, a prompt of "42" too."""
+
+
 async def _body(request: Request) -> dict[str, Any]:
-    """JSON, or a form (what the OpenAI SDK sends) whose numbers arrive as text."""
+    """JSON, or a form (what the OpenAI SDK sends) whose numbers arrive as text: read as numbers, except in the
+    spec's text fields."""
     if request.headers.get("content-type", "").startswith(("multipart/form-data", "application/x-www-form-urlencoded")):
         form = await request.form()
-        return {k: _number(v) if isinstance(v, str) else v for k, v in form.items()}
+        return {k: _number(v) if isinstance(v, str) and k not in TEXT_FIELDS else v for k, v in form.items()}
     return await json_body(request)
 
 

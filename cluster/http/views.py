@@ -22,6 +22,8 @@ async def json_body(request: Request) -> dict[str, Any]:
         data = json.loads(raw or b"null")  # NaN and Infinity read as floats: the spec refuses them by name
     except (ValueError, UnicodeDecodeError) as err:
         raise ApiError(400, "body", f"not JSON: {err}") from None
+    except RecursionError:  # arrays or objects nested thousands deep: no spec is
+        raise ApiError(400, "body", "JSON nested too deeply") from None
     if not isinstance(data, dict):
         raise ApiError(400, "body", f"expected a JSON object, got {type(data).__name__}")
     return data
