@@ -18,6 +18,7 @@ import threading
 import traceback
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 
 import ray
 
@@ -165,6 +166,8 @@ class Controller:
     ) -> dict:
         checked = parse_job(spec)
         check_output_dir(checked.output_dir, self.config.output_roots)
+        if getattr(checked, "image", ""):  # an image-to-video job's conditioning image
+            self._check_not_anothers_output(checked.image, owner)
         self._check_fits(checked)
         record, created = self.store.submit(checked.stored(), priority, client_token, owner.name, owner.max_queued)
         if created:
@@ -296,6 +299,21 @@ class Controller:
         """The name of this store's controller's placement groups: a controller replacing a dead one on the
         same store frees the devices the dead one left reserved (the store lock says it is dead)."""
         return "tessera-" + hashlib.sha1(str(self.state_dir.resolve()).encode()).hexdigest()[:12]
+
+    def _check_not_anothers_output(self, path: str, owner: Tenant) -> None:
+        """A tenant's job may not read a file inside another tenant's job outputs (``outputs/<job-id>/`` or its
+        partial folder): refused as the file a tenant cannot see, in the words of a missing one, so that the
+        refusal says nothing of the other job. The open service (no tokens: one tenant) reads anything it can."""
+        if owner.name == DEFAULT_TENANT:
+            return
+        for folder in Path(path).parents:
+            name = folder.name.removeprefix(".").removesuffix(".partial")
+            try:
+                record = self.store.get(name)
+            except KeyError:
+                continue
+            if record.tenant != owner.name:
+                raise SpecError("image", f"no such file {path!r}")
 
     def _check_fits(self, spec: JobSpec) -> None:
         """Refuse a job no pool can run: a `device` no pool matches, or a degree above every allowed
