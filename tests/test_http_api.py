@@ -331,3 +331,18 @@ def test_a_paused_video_plays_through_its_playlist_then_plays_whole_when_done(fa
     )  # cut from video.mp4: the same
     segments = [data for name, data in _events(a, video["id"]) if name == "segment"]
     assert [s["index"] for s in segments] == list(range(8)) and segments[0]["playlist"].endswith(playlist_url)
+
+
+def test_head_answers_as_get_without_a_body_and_the_router_answers_in_the_error_shape(farm):
+    a = farm["http"]["a"]
+    created = a.post("/v1/jobs", json={"spec": {**IMAGE, "seed": 21}})
+    assert created.status_code == 201, created.text
+    job_id = created.json()["id"]
+    assert farm["client"].job(job_id).wait(timeout_s=120)["state"] == "succeeded"
+    got, head = a.get(f"/v1/jobs/{job_id}/result"), a.head(f"/v1/jobs/{job_id}/result")  # what curl -I, players ask
+    assert head.status_code == 200 and head.content == b"", head.text
+    assert head.headers["content-length"] == str(len(got.content)) and head.headers["content-type"] == "image/png"
+    missing = a.get("/v1/no-such-route")
+    assert missing.status_code == 404 and missing.json()["error"]["field"] == "path", missing.text
+    wrong = a.delete(f"/v1/jobs/{job_id}/result")
+    assert wrong.status_code == 405 and wrong.json()["error"]["field"] == "method", wrong.text

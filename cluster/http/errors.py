@@ -9,6 +9,7 @@ import logging
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from cluster.errors import SpecError, TenantLimit
 
@@ -56,6 +57,13 @@ def install(app: FastAPI) -> None:
         text = str(err.args[0]) if err.args else "not found"
         field, _, message = text.partition(": ")
         return error_response(404, field if message else "job_id", message or text, "not_found_error")
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _routing(_: Request, err: StarletteHTTPException) -> JSONResponse:
+        """What the router answers itself (no such route, a method a route does not take), in the same shape."""
+        field = "method" if err.status_code == 405 else "path"
+        kind = "not_found_error" if err.status_code == 404 else "invalid_request_error"
+        return error_response(err.status_code, field, str(err.detail).lower(), kind)
 
     @app.exception_handler(RequestValidationError)
     async def _validation(_: Request, err: RequestValidationError) -> JSONResponse:

@@ -124,7 +124,7 @@ async def job_logs(request: Request, job_id: str, tenant: TenantOf) -> PlainText
     return PlainTextResponse(await replica.backend().call("logs", job_id, tenant["name"]))
 
 
-@router.get("/{job_id}/result", summary="The job's image (PNG) or video (MP4); HTTP ranges supported")
+@router.api_route("/{job_id}/result", methods=["GET", "HEAD"], summary="The job's image (PNG) or video (MP4); HTTP ranges supported")
 async def job_result(request: Request, job_id: str, tenant: TenantOf) -> FileResponse:
     record = await replica.backend().call("get", job_id, tenant["name"])
     return result_file(record)

@@ -27,8 +27,9 @@ async def _record(job_id: str, tenant: dict) -> dict:
     return await replica.backend().call("get", job_id, tenant["name"])
 
 
-@router.get(
+@router.api_route(
     "/{job_id}/stream.m3u8",
+    methods=["GET", "HEAD"],
     summary="A video job's HLS playlist: its finished blocks, while it renders (ENDLIST once it ended)",
     response_class=Response,
     responses={200: {"content": {PLAYLIST_MEDIA: {}}}},
@@ -38,8 +39,9 @@ async def stream_playlist(job_id: str, tenant: TenantOf) -> Response:
     return Response(playlist(stream), media_type=PLAYLIST_MEDIA, headers={"Cache-Control": "no-cache"})
 
 
-@router.get(
+@router.api_route(
     "/{job_id}/stream/{index}.ts",
+    methods=["GET", "HEAD"],
     summary="One finished block of a video job as MPEG-TS (stream copy of its H.264 frames)",
     response_class=Response,
     responses={200: {"content": {SEGMENT_MEDIA: {}}}},

@@ -108,6 +108,6 @@ async def retrieve(request: Request, video_id: str, tenant: TenantOf) -> dict:
     return video_object(await _video(request, video_id, tenant))
 
 
-@router.get("/{video_id}/content", summary="The video's MP4 (HTTP ranges supported)")
+@router.api_route("/{video_id}/content", methods=["GET", "HEAD"], summary="The video's MP4 (HTTP ranges supported)")
 async def content(request: Request, video_id: str, tenant: TenantOf) -> FileResponse:
     return result_file(await _video(request, video_id, tenant))
