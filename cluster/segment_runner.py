@@ -301,5 +301,14 @@ class SegmentRunner:
             return
         if state == "failed":
             shutil.rmtree(partial_directory(spec.output_dir, job.id), ignore_errors=True)
-        self.end(job.id, state, error=f"{type(err).__name__}: {err}")  # the queue goes on
+        self.end(job.id, state, error=error_text(err))  # the queue goes on
         self.files.log(job.id, f"{state}:\n" + traceback.format_exc())
+
+
+def error_text(err: BaseException) -> str:
+    """A failed job's ``error``: what the worker's code raised, as "Type: message". Ray's wrapper of a task's
+    exception reads as the worker's whole traceback in terminal colours, with its pid and actor id; that stays in
+    the job's log."""
+    cause = getattr(err, "cause", None) if isinstance(err, ray.exceptions.RayTaskError) else None
+    shown = cause if isinstance(cause, BaseException) else err
+    return f"{type(shown).__name__}: {shown}"

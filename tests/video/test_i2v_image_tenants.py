@@ -1,9 +1,12 @@
 """An image-to-video job's ``image`` inside another tenant's job outputs is refused at submit, in the words of a
 missing file (so the refusal says nothing of the other job): before, a tenant could condition a video on any
 file the service could read, another studio's renders among them. Its own outputs, and the open service's
-(one tenant), are read as before."""
+(one tenant), are read as before. An image deleted after the submit fails the job with the worker's own error
+as its ``error``, not Ray's coloured traceback."""
 
 from __future__ import annotations
+
+from pathlib import Path
 
 import pytest
 import ray
@@ -47,6 +50,14 @@ def test_another_tenants_output_is_no_image_to_read(ray_local, i2v_dir, tmp_path
         for tenant in (A, None):  # its own tenant's; the open service's
             accepted = _submit(client, video, tenant)
             client.job(accepted["id"]).cancel()
+        copy = tmp_path / "gone.png"
+        copy.write_bytes(Path(image).read_bytes())
+        doomed = client.submit({**video, "image": str(copy)})
+        copy.unlink()  # after the submit's check: the worker finds no file
+        failed = doomed.wait(timeout_s=180)
+        assert failed["state"] == "failed", doomed.logs()
+        assert failed["error"].startswith("ValueError: image: no such file"), failed["error"]
+        assert "\x1b[" not in failed["error"] and "pid=" not in failed["error"]
     finally:
         ray.get(client.controller.stop.remote())
         ray.kill(client.controller)
