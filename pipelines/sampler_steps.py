@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from pipelines.samplers import SAMPLERS
+from pipelines.samplers import sampler_class
 
 INDEXED = ("DDIMScheduler", "PNDMScheduler")
 """Schedulers whose ``step`` indexes the training schedule's ``alphas_cumprod`` by timestep."""
@@ -53,12 +53,6 @@ def scheduler_config(path: str | Path) -> dict[str, Any]:
     except (OSError, ValueError):
         return {}
     return data if isinstance(data, dict) else {}
-
-
-def sampler_class(sampler: str, schedule: dict[str, Any]) -> str:
-    """The scheduler class ``pipelines.samplers.make_scheduler`` builds for ``sampler`` on ``schedule``."""
-    class_name, _ = SAMPLERS[sampler]
-    return class_name or schedule.get("_class_name", "")
 
 
 def steps_error(sampler: str, schedule: dict[str, Any], steps: int) -> str | None:

@@ -24,6 +24,12 @@ SAMPLERS: dict[str, tuple[str | None, dict]] = {
 }
 
 
+def sampler_class(sampler: str, schedule: dict[str, Any]) -> str:
+    """The scheduler class ``make_scheduler`` builds for ``sampler`` on ``schedule``."""
+    class_name, _ = SAMPLERS[sampler]
+    return class_name or schedule.get("_class_name", "")
+
+
 def make_scheduler(name: str, model_schedule: dict) -> SchedulerMixin:
     """A fresh scheduler of kind `name` sharing the model's training noise schedule."""
     if name not in SAMPLERS:
@@ -62,7 +68,6 @@ def sampling_traits(name: str, model_schedule: dict) -> dict[str, Any]:
     levels, with diffusers' defaults where the config leaves them out, so a flow-matching model, whose config names
     no prediction, differs from an epsilon one). A job's later segment rebuilds its scheduler from its own model's
     config and loads the sampler state the earlier segment left over it, so the two must agree on all of it."""
-    class_name = SAMPLERS[name][0] or model_schedule.get("_class_name", "")
     config = {key: value for key, value in model_schedule.items() if not key.startswith("_")}
     if is_flow_matching(model_schedule):
         trained = {"prediction_type": model_schedule.get("prediction_type") or "flow_prediction"}
@@ -70,4 +75,4 @@ def sampling_traits(name: str, model_schedule: dict) -> dict[str, Any]:
     else:
         trained = {"prediction_type": model_schedule.get("prediction_type") or "epsilon"}
         trained |= {key: model_schedule.get(key, default) for key, default in BETA_SCHEDULE.items()}
-    return {"scheduler": class_name, **config, **trained}
+    return {"scheduler": sampler_class(name, model_schedule), **config, **trained}

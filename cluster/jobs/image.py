@@ -311,6 +311,7 @@ class RenderSpec(JobSpec):
     def _validate_segments(self, family: ModelFamily) -> None:
         if not self.segments:
             return
+        mine = None  # the job model's traits, read once for every segment that switches model
         for i, segment in enumerate(self.segments):
             name = f"segments[{i}]"
             check_type(f"{name}.steps", segment.steps, int)
@@ -320,19 +321,20 @@ class RenderSpec(JobSpec):
             if segment.steps < 1:
                 raise SpecError(f"{name}.steps", f"must be at least 1, got {segment.steps}")
             if segment.model:
-                self._check_segment_model(name, segment.model, family)
+                mine = mine or family.segment_traits(self.model_path(), self.sampler)
+                self._check_segment_model(name, segment.model, mine)
         total = sum(segment.steps for segment in self.segments)
         if total != self.steps:
             raise SpecError("segments", f"the segments' steps add up to {total}, but steps is {self.steps}")
 
-    def _check_segment_model(self, name: str, model: str, family: ModelFamily) -> None:
+    def _check_segment_model(self, name: str, model: str, mine: dict[str, Any]) -> None:
         """Refuse a segment's ``model`` that cannot take over the job's steps: its denoiser continues the latent and
         the sampler state the segment before it left, so it must share the job model's latent space and VAE scaling
         and the noise schedule, prediction and scheduler config the job's sampler steps it with
-        (``ModelFamily.segment_traits``); and the job's sampler must fit its family, as it must the job model's."""
+        (``ModelFamily.segment_traits``, the job model's ``mine``); and the job's sampler must fit its family, as it
+        must the job model's."""
         other = self.remember_model(f"{name}.model", model)
         path = resolve_model(model)
-        mine = family.segment_traits(self.model_path(), self.sampler)
         theirs = other.segment_traits(path, self.sampler)
         differ = [
             f"{trait} {theirs[trait]!r} (the job model's: {mine[trait]!r})"
